@@ -1,0 +1,241 @@
+/*
+ * kernels.h: the one public header of libkernels, a library of hand-written deep-learning kernels
+ * for the CPU, CUDA and OpenCL.
+ *
+ * Conventions (they make the header easy to bind from any language):
+ *   - Every function returns a kn_status; results come back through out-pointers.
+ *   - On failure, kn_last_error() returns a message for the calling thread that says what was wrong.
+ *   - Only fixed-width integers, float, pointers and enums (always int-sized) cross this boundary.
+ *   - Tensors are float32, dense, row-major. Shapes are (const int64_t* dims, int32_t rank).
+ *   - Kernels are asynchronous on a GPU (one in-order queue per device); kn_buffer_read and
+ *     kn_device_synchronize wait for the work queued before them.
+ *   - All buffers passed to one call must live on the same device (KN_ERROR_DEVICE_MISMATCH otherwise).
+ *   - The library never exits or aborts the process; a CUDA/OpenCL failure becomes a status.
+ */
+#ifndef KERNELS_H
+#define KERNELS_H
+
+#include <stdint.h>
+
+#if defined(_WIN32)
+#  if defined(KN_BUILDING_LIBRARY)
+#    define KN_API __declspec(dllexport)
+#  else
+#    define KN_API __declspec(dllimport)
+#  endif
+#else
+#  define KN_API __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KN_VERSION_MAJOR 0
+#define KN_VERSION_MINOR 1
+#define KN_VERSION_PATCH 0
+
+/* Largest tensor rank accepted by the broadcasting kernels. */
+#define KN_MAX_RANK 8
+
+/* What a call returned. KN_OK is zero; everything else comes with kn_last_error(). */
+typedef enum kn_status {
+    KN_OK = 0,
+    KN_ERROR_INVALID_ARGUMENT = 1, /* a null handle, a negative size, an unknown enum value */
+    KN_ERROR_SHAPE_MISMATCH = 2,   /* shapes that do not fit together, a buffer too small for them */
+    KN_ERROR_DEVICE_MISMATCH = 3,  /* buffers of two different devices in one call */
+    KN_ERROR_OUT_OF_MEMORY = 4,    /* the device (or host) could not allocate */
+    KN_ERROR_NOT_FOUND = 5,        /* an unknown device name or index */
+    KN_ERROR_NOT_SUPPORTED = 6,    /* the backend does not implement this operation */
+    KN_ERROR_BACKEND = 7,          /* a CUDA or OpenCL call failed (message has the API error) */
+    KN_ERROR_INTERNAL = 8          /* a bug in this library: please report the message */
+} kn_status;
+
+typedef enum kn_device_kind {
+    KN_DEVICE_CPU = 0,
+    KN_DEVICE_CUDA = 1,
+    KN_DEVICE_OPENCL = 2
+} kn_device_kind;
+
+typedef enum kn_transpose {
+    KN_NO_TRANSPOSE = 0,
+    KN_TRANSPOSE = 1
+} kn_transpose;
+
+/* y = f(x), elementwise. alpha is the op's parameter where it has one (see each line). */
+typedef enum kn_unary_op {
+    KN_UNARY_NEG = 0,        /* -x */
+    KN_UNARY_ABS = 1,        /* |x| */
+    KN_UNARY_EXP = 2,        /* e^x */
+    KN_UNARY_LOG = 3,        /* ln x */
+    KN_UNARY_SQRT = 4,       /* sqrt x */
+    KN_UNARY_RSQRT = 5,      /* 1 / sqrt x */
+    KN_UNARY_SQUARE = 6,     /* x^2 */
+    KN_UNARY_RECIPROCAL = 7, /* 1 / x */
+    KN_UNARY_TANH = 8,       /* tanh x */
+    KN_UNARY_SIGMOID = 9,    /* 1 / (1 + e^-x) */
+    KN_UNARY_RELU = 10,      /* max(x, 0) */
+    KN_UNARY_LEAKY_RELU = 11,/* x > 0 ? x : alpha * x */
+    KN_UNARY_GELU = 12,      /* x * Phi(x), the exact (erf) form */
+    KN_UNARY_ELU = 13,       /* x > 0 ? x : alpha * (e^x - 1) */
+    KN_UNARY_SOFTPLUS = 14,  /* ln(1 + e^x), computed without overflow */
+    KN_UNARY_SIN = 15,       /* sin x */
+    KN_UNARY_COS = 16,       /* cos x */
+    KN_UNARY_SCALE = 17,     /* alpha * x */
+    KN_UNARY_ADD_SCALAR = 18,/* x + alpha */
+    KN_UNARY_POW_SCALAR = 19 /* x ^ alpha */
+} kn_unary_op;
+
+/* c = a op b, with NumPy broadcasting. */
+typedef enum kn_binary_op {
+    KN_BINARY_ADD = 0,
+    KN_BINARY_SUB = 1,
+    KN_BINARY_MUL = 2,
+    KN_BINARY_DIV = 3,
+    KN_BINARY_POW = 4,     /* a ^ b */
+    KN_BINARY_MAXIMUM = 5, /* ties send the gradient to a */
+    KN_BINARY_MINIMUM = 6  /* ties send the gradient to a */
+} kn_binary_op;
+
+typedef enum kn_reduce_op {
+    KN_REDUCE_SUM = 0,
+    KN_REDUCE_MEAN = 1,        /* NaN over zero elements, as NumPy */
+    KN_REDUCE_MAX = 2,         /* an error over zero elements */
+    KN_REDUCE_MIN = 3,         /* an error over zero elements */
+    KN_REDUCE_SUM_SQUARES = 4  /* sum of x^2, for norms */
+} kn_reduce_op;
+
+typedef enum kn_argreduce_op {
+    KN_ARGMAX = 0, /* first index of the largest value; NaN counts as largest */
+    KN_ARGMIN = 1  /* first index of the smallest value; NaN counts as smallest */
+} kn_argreduce_op;
+
+/* Opaque handles. Devices belong to the library and are never freed; buffers are yours. */
+typedef struct kn_device kn_device;
+typedef struct kn_buffer kn_buffer;
+
+/* ---- Library ---------------------------------------------------------------------------- */
+
+/* The version this library was built as (KN_VERSION_* of its header). */
+KN_API kn_status kn_get_version(int32_t* major, int32_t* minor, int32_t* patch);
+
+/* The message of the last failed call on this thread ("" if none). Owned by the library; valid
+ * until the next call on this thread. */
+KN_API const char* kn_last_error(void);
+
+/* Whether a backend is usable, and in words why not (static string, owned by the library):
+ * "not compiled in", "no CUDA driver found", "no OpenCL platform", ... */
+KN_API kn_status kn_backend_info(kn_device_kind kind, int32_t* available, const char** reason);
+
+/* ---- Devices ---------------------------------------------------------------------------- */
+
+/* Devices are enumerated once, on first use: the CPU (always index 0), then each CUDA device,
+ * then each OpenCL device of every platform. */
+KN_API kn_status kn_device_count(int32_t* count);
+KN_API kn_status kn_device_get(int32_t index, kn_device** device);
+/* Names: "cpu", "cuda:N", "opencl:N" ("cuda" and "opencl" mean index 0). */
+KN_API kn_status kn_device_find(const char* name, kn_device** device);
+/* Short name as accepted by kn_device_find, e.g. "cuda:0". Owned by the library. */
+KN_API kn_status kn_device_name(const kn_device* device, const char** name);
+/* What the hardware calls itself, e.g. "NVIDIA H100 80GB HBM3". Owned by the library. */
+KN_API kn_status kn_device_description(const kn_device* device, const char** description);
+KN_API kn_status kn_device_kind_of(const kn_device* device, kn_device_kind* kind);
+/* Total memory in bytes (host RAM for the CPU). */
+KN_API kn_status kn_device_memory(const kn_device* device, int64_t* total_bytes);
+/* CUDA: compute capability; OpenCL: the device's OpenCL version; CPU: widest SIMD in bits, 0. */
+KN_API kn_status kn_device_capability(const kn_device* device, int32_t* major, int32_t* minor);
+/* Waits for all work queued on the device. */
+KN_API kn_status kn_device_synchronize(kn_device* device);
+
+/* ---- Buffers ---------------------------------------------------------------------------- */
+
+/* Allocates bytes (may be 0) on a device. Contents are undefined until written. */
+KN_API kn_status kn_buffer_create(kn_device* device, int64_t bytes, kn_buffer** buffer);
+/* Frees a buffer; NULL is allowed and does nothing. */
+KN_API kn_status kn_buffer_free(kn_buffer* buffer);
+KN_API kn_status kn_buffer_size(const kn_buffer* buffer, int64_t* bytes);
+KN_API kn_status kn_buffer_device(const kn_buffer* buffer, kn_device** device);
+/* Host -> buffer; returns when src may be reused. Offsets and sizes in bytes. */
+KN_API kn_status kn_buffer_write(kn_buffer* dst, int64_t dst_offset, const void* src, int64_t bytes);
+/* Buffer -> host; waits for queued work that writes the buffer. */
+KN_API kn_status kn_buffer_read(const kn_buffer* src, int64_t src_offset, void* dst, int64_t bytes);
+/* Buffer -> buffer, on one device or across devices (staged through the host). */
+KN_API kn_status kn_buffer_copy(kn_buffer* dst, int64_t dst_offset, const kn_buffer* src,
+                                int64_t src_offset, int64_t bytes);
+/* Sets count float32 elements, starting at element offset, to value. */
+KN_API kn_status kn_buffer_fill_f32(kn_buffer* dst, int64_t offset, int64_t count, float value);
+
+/* ---- GEMM ------------------------------------------------------------------------------- */
+
+/* For each of batch_count matrices (batch i starts at i * stride elements of each buffer):
+ *     C = alpha * op(A) * op(B) + beta * C
+ * op(A) is m x k, op(B) is k x n, C is m x n; all row-major with leading dimensions lda, ldb, ldc.
+ * A is stored m x k (lda >= k), or k x m (lda >= m) when trans_a is KN_TRANSPOSE; likewise B.
+ * beta == 0 means C is not read (NaN in C does not propagate), as in BLAS. k == 0 gives C = beta*C.
+ * A stride of 0 reuses the same A (or B) for every batch; C's stride must keep batches apart. */
+KN_API kn_status kn_gemm_f32(kn_transpose trans_a, kn_transpose trans_b,
+                             int64_t m, int64_t n, int64_t k, float alpha,
+                             const kn_buffer* a, int64_t lda, int64_t stride_a,
+                             const kn_buffer* b, int64_t ldb, int64_t stride_b, float beta,
+                             kn_buffer* c, int64_t ldc, int64_t stride_c, int64_t batch_count);
+
+/* ---- Elementwise ------------------------------------------------------------------------ */
+
+/* y[i] = op(x[i]) for i < n. y may be x (in place). */
+KN_API kn_status kn_unary_f32(kn_unary_op op, float alpha, const kn_buffer* x, kn_buffer* y,
+                              int64_t n);
+
+/* dx[i] = dy[i] * op'(x[i]), the fused backward of kn_unary_f32. The derivative is computed from
+ * the forward output y for EXP, SQRT, RSQRT, RECIPROCAL, TANH and SIGMOID, and from the input x
+ * for the others; the one not needed may be NULL. dx may alias dy. */
+KN_API kn_status kn_unary_backward_f32(kn_unary_op op, float alpha, const kn_buffer* x,
+                                       const kn_buffer* y, const kn_buffer* dy, kn_buffer* dx,
+                                       int64_t n);
+
+/* c = a op b with NumPy broadcasting: shapes are aligned at their last dimension and each pair of
+ * sizes must be equal or one of them 1. c_dims must be the broadcast shape. */
+KN_API kn_status kn_binary_f32(kn_binary_op op,
+                               const kn_buffer* a, const int64_t* a_dims, int32_t a_rank,
+                               const kn_buffer* b, const int64_t* b_dims, int32_t b_rank,
+                               kn_buffer* c, const int64_t* c_dims, int32_t c_rank);
+
+/* The fused backward of kn_binary_f32: given the upstream gradient dc (shape c_dims), writes
+ *     da = dc * d(a op b)/da,  db = dc * d(a op b)/db
+ * both in the broadcast shape c_dims (reduce them to a's and b's shapes with kn_reduce_f32).
+ * Either da or db may be NULL when that gradient is not wanted. */
+KN_API kn_status kn_binary_backward_f32(kn_binary_op op,
+                                        const kn_buffer* a, const int64_t* a_dims, int32_t a_rank,
+                                        const kn_buffer* b, const int64_t* b_dims, int32_t b_rank,
+                                        const kn_buffer* dc, const int64_t* c_dims, int32_t c_rank,
+                                        kn_buffer* da, kn_buffer* db);
+
+/* ---- Reductions ------------------------------------------------------------------------- */
+
+/* x is viewed as [outer, reduce, inner]; y[o, i] = op over r of x[o, r, i]; y is [outer, inner].
+ * Reducing one axis of a shape d0..dn-1 at axis k: outer = d0*..*dk-1, reduce = dk, inner = rest.
+ * Reducing everything: outer = inner = 1. Sums are pairwise/tree-ordered, not a running float. */
+KN_API kn_status kn_reduce_f32(kn_reduce_op op, const kn_buffer* x, kn_buffer* y,
+                               int64_t outer, int64_t reduce, int64_t inner);
+
+/* Like kn_reduce_f32 but writes int64 indices in [0, reduce) into indices ([outer, inner]). */
+KN_API kn_status kn_argreduce_f32(kn_argreduce_op op, const kn_buffer* x, kn_buffer* indices,
+                                  int64_t outer, int64_t reduce, int64_t inner);
+
+/* ---- Softmax ---------------------------------------------------------------------------- */
+
+/* Over the last axis of a [rows, cols] matrix: y = softmax(x), or log_softmax(x) when log != 0.
+ * Stable for any finite input (the row maximum is subtracted). */
+KN_API kn_status kn_softmax_f32(const kn_buffer* x, kn_buffer* y, int64_t rows, int64_t cols,
+                                int32_t log);
+
+/* Backward from the forward output y and upstream gradient dy:
+ *   softmax:     dx = y * (dy - sum(dy * y))
+ *   log_softmax: dx = dy - exp(y) * sum(dy)      (sums over each row) */
+KN_API kn_status kn_softmax_backward_f32(const kn_buffer* y, const kn_buffer* dy, kn_buffer* dx,
+                                         int64_t rows, int64_t cols, int32_t log);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KERNELS_H */

@@ -1,0 +1,165 @@
+// backend.h: what a backend (CPU, CUDA, OpenCL) implements, and the argument records the C API
+// hands it. The C API layer (api.cpp) validates every argument once, so a backend may assume:
+//   - every buffer handle it receives is live, on this device, and large enough for the shapes;
+//   - sizes are non-negative and the work is non-empty (n > 0 etc.), except where noted;
+//   - calls on one device are serialised (the API holds the device's mutex), so a backend needs no
+//     locking of its own for queues, kernel objects or scratch buffers.
+// Memory handles are `void*`: a host pointer on the CPU, a device pointer on CUDA, a cl_mem on OpenCL.
+// Errors are thrown as kn::Error (see error.h); the API layer turns them into a status.
+#pragma once
+
+#include "kernels.h"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace kn {
+
+struct GemmArgs {
+    bool trans_a, trans_b;
+    int64_t m, n, k;           // m, n >= 1; k may be 0 (then C = beta * C); batch_count >= 1
+    float alpha, beta;         // beta == 0: C must not be read
+    const void* a; int64_t lda, stride_a;  // strides in elements; 0 = same matrix for every batch
+    const void* b; int64_t ldb, stride_b;
+    void* c;       int64_t ldc, stride_c;
+    int64_t batch_count;
+};
+
+struct UnaryArgs {
+    kn_unary_op op;
+    float alpha;
+    const void* x;
+    void* y;       // may equal x
+    int64_t n;     // >= 1
+};
+
+struct UnaryBackwardArgs {
+    kn_unary_op op;
+    float alpha;
+    const void* x;  // null when the op's derivative uses y (see kernels.h)
+    const void* y;  // null when the op's derivative uses x
+    const void* dy;
+    void* dx;       // may equal dy
+    int64_t n;
+};
+
+// The broadcast geometry of a binary op after normalisation: dimensions of size 1 dropped and
+// adjacent dimensions merged wherever both operands stay linear across them. Element (i0..ir-1) of
+// the contiguous output reads a[sum i_d * a_strides[d]] and b[sum i_d * b_strides[d]]; a stride of
+// 0 is a broadcast dimension. Same-shape operands collapse to rank 1 with strides 1 and 1; a scalar
+// operand has stride 0. rank >= 1, n = product of dims >= 1.
+struct BroadcastGeometry {
+    int32_t rank;
+    int64_t dims[KN_MAX_RANK];
+    int64_t a_strides[KN_MAX_RANK];
+    int64_t b_strides[KN_MAX_RANK];
+    int64_t n;
+};
+
+struct BinaryArgs {
+    kn_binary_op op;
+    BroadcastGeometry g;
+    const void* a;
+    const void* b;
+    void* c;        // contiguous, n elements
+};
+
+struct BinaryBackwardArgs {
+    kn_binary_op op;
+    BroadcastGeometry g;
+    const void* a;
+    const void* b;
+    const void* dc; // contiguous, n elements
+    void* da;       // contiguous, n elements (the broadcast shape), or null
+    void* db;       // contiguous, n elements, or null
+};
+
+struct ReduceArgs {
+    kn_reduce_op op;
+    const void* x;  // [outer, reduce, inner]
+    void* y;        // [outer, inner] (float32 for reduce, int64 for argreduce)
+    int64_t outer, reduce, inner;  // outer, inner >= 1; reduce >= 1 except SUM/MEAN/SUM_SQUARES,
+                                   // where reduce == 0 means "write 0 (NaN for MEAN)"
+};
+
+struct ArgReduceArgs {
+    kn_argreduce_op op;
+    const void* x;
+    void* indices;  // int64
+    int64_t outer, reduce, inner;  // all >= 1
+};
+
+struct SoftmaxArgs {
+    const void* x;
+    void* y;
+    int64_t rows, cols;  // both >= 1
+    bool log;
+};
+
+struct SoftmaxBackwardArgs {
+    const void* y;
+    const void* dy;
+    void* dx;
+    int64_t rows, cols;  // both >= 1
+    bool log;
+};
+
+// One device. The object is the kn_device handle of the C API (kn_device is declared as this type
+// in api.cpp), lives as long as the process and is created by its backend's enumerate function.
+class Device {
+public:
+    virtual ~Device() = default;
+
+    kn_device_kind kind = KN_DEVICE_CPU;
+    std::string name;          // "cpu", "cuda:0", "opencl:1"
+    std::string description;   // what the hardware calls itself
+    int64_t total_memory = 0;  // bytes
+    int32_t capability_major = 0, capability_minor = 0;
+
+    // Memory. alloc never receives 0 bytes; free never receives null. Offsets are in bytes.
+    virtual void* alloc(int64_t bytes) = 0;            // throws Error(KN_ERROR_OUT_OF_MEMORY, ...)
+    virtual void free(void* memory) noexcept = 0;
+    virtual void write(void* dst, int64_t dst_offset, const void* host_src, int64_t bytes) = 0;
+    virtual void read(const void* src, int64_t src_offset, void* host_dst, int64_t bytes) = 0;
+    virtual void copy(void* dst, int64_t dst_offset, const void* src, int64_t src_offset,
+                      int64_t bytes) = 0;
+    virtual void fill_f32(void* dst, int64_t offset_elements, int64_t count, float value) = 0;
+    virtual void synchronize() = 0;
+
+    // Kernels.
+    virtual void gemm_f32(const GemmArgs& args) = 0;
+    virtual void unary_f32(const UnaryArgs& args) = 0;
+    virtual void unary_backward_f32(const UnaryBackwardArgs& args) = 0;
+    virtual void binary_f32(const BinaryArgs& args) = 0;
+    virtual void binary_backward_f32(const BinaryBackwardArgs& args) = 0;
+    virtual void reduce_f32(const ReduceArgs& args) = 0;
+    virtual void argreduce_f32(const ArgReduceArgs& args) = 0;
+    virtual void softmax_f32(const SoftmaxArgs& args) = 0;
+    virtual void softmax_backward_f32(const SoftmaxBackwardArgs& args) = 0;
+};
+
+// What each backend contributes to the device registry. `index_base` is the number of devices of
+// that kind found so far (always 0 today); `reason` is set to why the backend has no devices when it
+// returns none ("no CUDA driver found", ...), and left alone otherwise.
+void enumerate_cpu_devices(std::vector<std::unique_ptr<Device>>& out);
+#ifdef KN_WITH_CUDA
+void enumerate_cuda_devices(std::vector<std::unique_ptr<Device>>& out, std::string& reason);
+#endif
+#ifdef KN_WITH_OPENCL
+void enumerate_opencl_devices(std::vector<std::unique_ptr<Device>>& out, std::string& reason);
+#endif
+
+// True where the op's backward derivative is computed from the forward output y (see kernels.h).
+inline bool unary_backward_uses_output(kn_unary_op op) {
+    switch (op) {
+        case KN_UNARY_EXP: case KN_UNARY_SQRT: case KN_UNARY_RSQRT: case KN_UNARY_RECIPROCAL:
+        case KN_UNARY_TANH: case KN_UNARY_SIGMOID:
+            return true;
+        default:
+            return false;
+    }
+}
+
+}  // namespace kn

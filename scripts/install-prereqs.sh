@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the build and tests need (Debian 12). Used by .ci/run and by
+# newcomers on a fresh machine; build.sh itself never installs anything, it only checks.
+#   --with-cuda   also install nvcc 11.8 from Debian's non-free component (about 2 minutes)
+set -euo pipefail
+with_cuda=0
+for a in "$@"; do [ "$a" = --with-cuda ] && with_cuda=1; done
+sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+pkgs="cmake clang-14 pocl-opencl-icd ocl-icd-opencl-dev opencl-headers clinfo libopenblas-dev libclblast-dev"
+if [ "$with_cuda" = 1 ]; then
+  # CUDA lives in non-free: derive a second sources file from the configured one (never hard-code a host).
+  if [ -f /etc/apt/sources.list.d/debian.sources ] && [ ! -f /etc/apt/sources.list.d/nonfree.sources ]; then
+    sed 's/^Components: main$/Components: contrib non-free/' /etc/apt/sources.list.d/debian.sources \
+      | $sudo tee /etc/apt/sources.list.d/nonfree.sources >/dev/null
+  fi
+  pkgs="$pkgs nvidia-cuda-toolkit"
+fi
+missing=""
+for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+if [ -n "$missing" ]; then
+  echo "install-prereqs: installing:$missing"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing
+else
+  echo "install-prereqs: all present"
+fi
