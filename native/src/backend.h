@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -80,8 +81,7 @@ struct ReduceArgs {
     kn_reduce_op op;
     const void* x;  // [outer, reduce, inner]
     void* y;        // [outer, inner] (float32 for reduce, int64 for argreduce)
-    int64_t outer, reduce, inner;  // outer, inner >= 1; reduce >= 1 except SUM/MEAN/SUM_SQUARES,
-                                   // where reduce == 0 means "write 0 (NaN for MEAN)"
+    int64_t outer, reduce, inner;  // all >= 1 (the API layer answers reduce == 0 itself by a fill)
 };
 
 struct ArgReduceArgs {
@@ -117,6 +117,7 @@ public:
     std::string description;   // what the hardware calls itself
     int64_t total_memory = 0;  // bytes
     int32_t capability_major = 0, capability_minor = 0;
+    std::mutex mutex;          // held by the API layer around every call on this device
 
     // Memory. alloc never receives 0 bytes; free never receives null. Offsets are in bytes.
     virtual void* alloc(int64_t bytes) = 0;            // throws Error(KN_ERROR_OUT_OF_MEMORY, ...)

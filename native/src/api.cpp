@@ -1,0 +1,753 @@
+// api.cpp: the C API of kernels.h. Every export does the same three things:
+//   1. validate its arguments once, with messages that name the function, the operand and the sizes;
+//   2. lock the device and hand a normalised argument record (backend.h) to the device's backend;
+//   3. turn any exception into a status plus a thread-local message (kn_last_error), so nothing
+//      ever escapes the C boundary and the process stays usable after bad input.
+#include "kernels.h"
+
+#include "backend.h"
+#include "error.h"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <mutex>
+#include <new>
+#include <string>
+#include <vector>
+
+using kn::cat;
+using kn::Device;
+using kn::Error;
+using kn::fail;
+
+// A buffer handle. The magic word catches a freed or foreign pointer passed back in (freeing
+// clears it), so the common use-after-free becomes an error instead of a crash.
+struct kn_buffer {
+    uint32_t magic;
+    Device* device;
+    void* memory;   // null when bytes == 0
+    int64_t bytes;
+};
+
+namespace {
+
+constexpr uint32_t kBufferMagic = 0x6b6e6266;  // "knbf"
+
+thread_local std::string last_error;
+
+// ---- Device registry --------------------------------------------------------------------------
+
+struct Registry {
+    std::vector<std::unique_ptr<Device>> devices;
+    std::string cuda_reason, opencl_reason;
+};
+
+Registry& registry() {
+    static Registry* r = [] {
+        auto* reg = new Registry();  // never destroyed: handles stay valid through process exit
+        kn::enumerate_cpu_devices(reg->devices);
+#ifdef KN_WITH_CUDA
+        try {
+            kn::enumerate_cuda_devices(reg->devices, reg->cuda_reason);
+        } catch (const std::exception& e) {
+            reg->cuda_reason = cat("CUDA enumeration failed: ", e.what());
+        }
+#else
+        reg->cuda_reason = "not compiled in (this libkernels was built without the CUDA backend)";
+#endif
+#ifdef KN_WITH_OPENCL
+        try {
+            kn::enumerate_opencl_devices(reg->devices, reg->opencl_reason);
+        } catch (const std::exception& e) {
+            reg->opencl_reason = cat("OpenCL enumeration failed: ", e.what());
+        }
+#else
+        reg->opencl_reason = "not compiled in (this libkernels was built without the OpenCL backend)";
+#endif
+        return reg;
+    }();
+    return *r;
+}
+
+const Device* as_device(const kn_device* d) { return reinterpret_cast<const Device*>(d); }
+kn_device* as_handle(Device* d) { return reinterpret_cast<kn_device*>(d); }
+
+Device& checked_device(const kn_device* handle, const char* fn) {
+    if (!handle) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": device is NULL");
+    const Device* d = as_device(handle);
+    for (const auto& known : registry().devices)
+        if (known.get() == d) return *known;
+    fail(KN_ERROR_INVALID_ARGUMENT, fn, ": not a device handle of this library");
+}
+
+std::string device_names() {
+    std::string names;
+    for (const auto& d : registry().devices) names += (names.empty() ? "" : ", ") + d->name;
+    return names;
+}
+
+// ---- Argument checks --------------------------------------------------------------------------
+
+template <typename F>
+kn_status guarded(F&& body) {
+    try {
+        body();
+        return KN_OK;
+    } catch (const Error& e) {
+        last_error = e.what();
+        return e.status();
+    } catch (const std::bad_alloc&) {
+        last_error = "host memory exhausted";
+        return KN_ERROR_OUT_OF_MEMORY;
+    } catch (const std::exception& e) {
+        last_error = cat("internal error: ", e.what());
+        return KN_ERROR_INTERNAL;
+    } catch (...) {
+        last_error = "internal error: unknown exception";
+        return KN_ERROR_INTERNAL;
+    }
+}
+
+template <typename T>
+void check_out(T* out, const char* fn, const char* name) {
+    if (!out) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": output pointer '", name, "' is NULL");
+}
+
+const kn_buffer& checked_buffer(const kn_buffer* b, const char* fn, const char* name) {
+    if (!b) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": buffer '", name, "' is NULL");
+    if (b->magic != kBufferMagic)
+        fail(KN_ERROR_INVALID_ARGUMENT, fn, ": buffer '", name,
+             "' is not a live buffer (already freed, or not created by kn_buffer_create)");
+    return *b;
+}
+
+void check_non_negative(int64_t v, const char* fn, const char* name) {
+    if (v < 0) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": ", name, " = ", v, " is negative");
+}
+
+// Size arithmetic on already-checked non-negative values, refusing results past int64.
+int64_t mul(int64_t a, int64_t b, const char* fn) {
+    if (a != 0 && b > std::numeric_limits<int64_t>::max() / a)
+        fail(KN_ERROR_INVALID_ARGUMENT, fn, ": sizes overflow int64 (", a, " * ", b, ")");
+    return a * b;
+}
+
+int64_t add(int64_t a, int64_t b, const char* fn) {
+    if (b > std::numeric_limits<int64_t>::max() - a)
+        fail(KN_ERROR_INVALID_ARGUMENT, fn, ": sizes overflow int64 (", a, " + ", b, ")");
+    return a + b;
+}
+
+// The buffer must hold `elements` items of `item_bytes`; says what the shape needed otherwise.
+void check_holds(const kn_buffer& b, int64_t elements, int64_t item_bytes, const char* fn,
+                 const char* name, const std::string& why) {
+    int64_t need = mul(elements, item_bytes, fn);
+    if (b.bytes < need)
+        fail(KN_ERROR_SHAPE_MISMATCH, fn, ": buffer '", name, "' holds ", b.bytes / item_bytes,
+             item_bytes == 4 ? " float32" : " int64", " elements (", b.bytes, " bytes) but ", why,
+             " needs ", elements);
+}
+
+// All named buffers on one device; returns it.
+Device& same_device(const char* fn, std::initializer_list<std::pair<const char*, const kn_buffer*>> buffers) {
+    Device* first = nullptr;
+    const char* first_name = nullptr;
+    for (const auto& [name, b] : buffers) {
+        if (!b) continue;
+        if (!first) {
+            first = b->device;
+            first_name = name;
+        } else if (b->device != first) {
+            fail(KN_ERROR_DEVICE_MISMATCH, fn, ": '", first_name, "' is on ", first->name, " but '", name,
+                 "' is on ", b->device->name, "; move them to one device first");
+        }
+    }
+    return *first;
+}
+
+template <typename Enum>
+void check_enum(Enum v, int32_t last, const char* fn, const char* name) {
+    int32_t i = static_cast<int32_t>(v);
+    if (i < 0 || i > last) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": ", name, " = ", i, " is not a valid value");
+}
+
+std::string shape_string(const int64_t* dims, int32_t rank) {
+    std::string s = "[";
+    for (int32_t i = 0; i < rank; ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
+    return s + "]";
+}
+
+int64_t checked_elements(const int64_t* dims, int32_t rank, const char* fn, const char* name) {
+    if (rank < 0 || rank > KN_MAX_RANK)
+        fail(KN_ERROR_INVALID_ARGUMENT, fn, ": rank of ", name, " is ", rank, "; supported 0..", KN_MAX_RANK);
+    if (rank > 0 && !dims) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": dims of ", name, " is NULL with rank ", rank);
+    int64_t n = 1;
+    for (int32_t i = 0; i < rank; ++i) {
+        if (dims[i] < 0)
+            fail(KN_ERROR_INVALID_ARGUMENT, fn, ": ", name, " has a negative dimension ", shape_string(dims, rank));
+        n = mul(n, dims[i], fn);
+    }
+    return n;
+}
+
+// NumPy broadcasting of a and b into c, normalised for the kernels (see BroadcastGeometry).
+kn::BroadcastGeometry broadcast(const int64_t* a_dims, int32_t a_rank, const int64_t* b_dims, int32_t b_rank,
+                                const int64_t* c_dims, int32_t c_rank, const char* fn) {
+    int32_t rank = std::max(a_rank, b_rank);
+    int64_t out[KN_MAX_RANK], as[KN_MAX_RANK], bs[KN_MAX_RANK];
+    int64_t a_stride = 1, b_stride = 1;
+    for (int32_t d = rank - 1; d >= 0; --d) {
+        int32_t ai = d - (rank - a_rank), bi = d - (rank - b_rank);
+        int64_t ad = ai >= 0 ? a_dims[ai] : 1, bd = bi >= 0 ? b_dims[bi] : 1;
+        if (ad != bd && ad != 1 && bd != 1)
+            fail(KN_ERROR_SHAPE_MISMATCH, fn, ": shapes ", shape_string(a_dims, a_rank), " and ",
+                 shape_string(b_dims, b_rank), " cannot be broadcast (dimension ", d, ": ", ad, " vs ", bd, ")");
+        out[d] = ad == 1 ? bd : ad;
+        as[d] = ad == 1 ? 0 : a_stride;
+        bs[d] = bd == 1 ? 0 : b_stride;
+        a_stride *= ad;
+        b_stride *= bd;
+    }
+    bool match = c_rank == rank;
+    for (int32_t d = 0; match && d < rank; ++d) match = c_dims[d] == out[d];
+    if (!match)
+        fail(KN_ERROR_SHAPE_MISMATCH, fn, ": output shape is ", shape_string(c_dims, c_rank), " but ",
+             shape_string(a_dims, a_rank), " and ", shape_string(b_dims, b_rank), " broadcast to ",
+             shape_string(out, rank));
+
+    // Drop size-1 dimensions, then merge neighbours where both operands stay linear across them.
+    kn::BroadcastGeometry g{};
+    g.rank = 0;
+    g.n = 1;
+    for (int32_t d = 0; d < rank; ++d) {
+        g.n *= out[d];
+        if (out[d] == 1) continue;
+        if (g.rank > 0) {
+            int32_t p = g.rank - 1;
+            if (g.a_strides[p] == as[d] * out[d] && g.b_strides[p] == bs[d] * out[d]) {
+                g.dims[p] *= out[d];
+                g.a_strides[p] = as[d];
+                g.b_strides[p] = bs[d];
+                continue;
+            }
+        }
+        g.dims[g.rank] = out[d];
+        g.a_strides[g.rank] = as[d];
+        g.b_strides[g.rank] = bs[d];
+        ++g.rank;
+    }
+    if (g.rank == 0) {  // every dimension is 1: a single element
+        g.rank = 1;
+        g.dims[0] = 1;
+        g.a_strides[0] = 1;
+        g.b_strides[0] = 1;
+    }
+    return g;
+}
+
+}  // namespace
+
+// ---- Library ------------------------------------------------------------------------------------
+
+extern "C" {
+
+KN_API kn_status kn_get_version(int32_t* major, int32_t* minor, int32_t* patch) {
+    return guarded([&] {
+        check_out(major, "kn_get_version", "major");
+        check_out(minor, "kn_get_version", "minor");
+        check_out(patch, "kn_get_version", "patch");
+        *major = KN_VERSION_MAJOR;
+        *minor = KN_VERSION_MINOR;
+        *patch = KN_VERSION_PATCH;
+    });
+}
+
+KN_API const char* kn_last_error(void) { return last_error.c_str(); }
+
+KN_API kn_status kn_backend_info(kn_device_kind kind, int32_t* available, const char** reason) {
+    return guarded([&] {
+        const char* fn = "kn_backend_info";
+        check_enum(kind, KN_DEVICE_OPENCL, fn, "kind");
+        check_out(available, fn, "available");
+        check_out(reason, fn, "reason");
+        Registry& r = registry();
+        int32_t count = 0;
+        for (const auto& d : r.devices) count += d->kind == kind;
+        *available = count > 0;
+        static const char* none = "";
+        if (count > 0) *reason = none;
+        else *reason = kind == KN_DEVICE_CUDA ? r.cuda_reason.c_str() : r.opencl_reason.c_str();
+    });
+}
+
+// ---- Devices ------------------------------------------------------------------------------------
+
+KN_API kn_status kn_device_count(int32_t* count) {
+    return guarded([&] {
+        check_out(count, "kn_device_count", "count");
+        *count = static_cast<int32_t>(registry().devices.size());
+    });
+}
+
+KN_API kn_status kn_device_get(int32_t index, kn_device** device) {
+    return guarded([&] {
+        check_out(device, "kn_device_get", "device");
+        auto& devices = registry().devices;
+        if (index < 0 || index >= static_cast<int32_t>(devices.size()))
+            fail(KN_ERROR_NOT_FOUND, "kn_device_get: no device at index ", index, "; there are ",
+                 devices.size(), " (", device_names(), ")");
+        *device = as_handle(devices[index].get());
+    });
+}
+
+KN_API kn_status kn_device_find(const char* name, kn_device** device) {
+    return guarded([&] {
+        const char* fn = "kn_device_find";
+        if (!name) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": name is NULL");
+        check_out(device, fn, "device");
+        std::string wanted(name);
+        if (wanted == "cuda" || wanted == "opencl") wanted += ":0";
+        for (const auto& d : registry().devices) {
+            if (d->name == wanted) {
+                *device = as_handle(d.get());
+                return;
+            }
+        }
+        Registry& r = registry();
+        std::string why;
+        if (wanted.rfind("cuda", 0) == 0 && !r.cuda_reason.empty()) why = "; CUDA: " + r.cuda_reason;
+        if (wanted.rfind("opencl", 0) == 0 && !r.opencl_reason.empty()) why = "; OpenCL: " + r.opencl_reason;
+        fail(KN_ERROR_NOT_FOUND, "no device named '", name, "'; available: ", device_names(), why);
+    });
+}
+
+KN_API kn_status kn_device_name(const kn_device* device, const char** name) {
+    return guarded([&] {
+        check_out(name, "kn_device_name", "name");
+        *name = checked_device(device, "kn_device_name").name.c_str();
+    });
+}
+
+KN_API kn_status kn_device_description(const kn_device* device, const char** description) {
+    return guarded([&] {
+        check_out(description, "kn_device_description", "description");
+        *description = checked_device(device, "kn_device_description").description.c_str();
+    });
+}
+
+KN_API kn_status kn_device_kind_of(const kn_device* device, kn_device_kind* kind) {
+    return guarded([&] {
+        check_out(kind, "kn_device_kind_of", "kind");
+        *kind = checked_device(device, "kn_device_kind_of").kind;
+    });
+}
+
+KN_API kn_status kn_device_memory(const kn_device* device, int64_t* total_bytes) {
+    return guarded([&] {
+        check_out(total_bytes, "kn_device_memory", "total_bytes");
+        *total_bytes = checked_device(device, "kn_device_memory").total_memory;
+    });
+}
+
+KN_API kn_status kn_device_capability(const kn_device* device, int32_t* major, int32_t* minor) {
+    return guarded([&] {
+        check_out(major, "kn_device_capability", "major");
+        check_out(minor, "kn_device_capability", "minor");
+        const Device& d = checked_device(device, "kn_device_capability");
+        *major = d.capability_major;
+        *minor = d.capability_minor;
+    });
+}
+
+KN_API kn_status kn_device_synchronize(kn_device* device) {
+    return guarded([&] {
+        Device& d = checked_device(device, "kn_device_synchronize");
+        std::lock_guard<std::mutex> lock(d.mutex);
+        d.synchronize();
+    });
+}
+
+// ---- Buffers ------------------------------------------------------------------------------------
+
+KN_API kn_status kn_buffer_create(kn_device* device, int64_t bytes, kn_buffer** buffer) {
+    return guarded([&] {
+        const char* fn = "kn_buffer_create";
+        check_out(buffer, fn, "buffer");
+        Device& d = checked_device(device, fn);
+        check_non_negative(bytes, fn, "bytes");
+        auto* b = new kn_buffer{kBufferMagic, &d, nullptr, bytes};
+        if (bytes > 0) {
+            try {
+                std::lock_guard<std::mutex> lock(d.mutex);
+                b->memory = d.alloc(bytes);
+            } catch (...) {
+                delete b;
+                throw;
+            }
+        }
+        *buffer = b;
+    });
+}
+
+KN_API kn_status kn_buffer_free(kn_buffer* buffer) {
+    return guarded([&] {
+        if (!buffer) return;
+        checked_buffer(buffer, "kn_buffer_free", "buffer");
+        if (buffer->memory) {
+            std::lock_guard<std::mutex> lock(buffer->device->mutex);
+            buffer->device->free(buffer->memory);
+        }
+        buffer->magic = 0;
+        delete buffer;
+    });
+}
+
+KN_API kn_status kn_buffer_size(const kn_buffer* buffer, int64_t* bytes) {
+    return guarded([&] {
+        check_out(bytes, "kn_buffer_size", "bytes");
+        *bytes = checked_buffer(buffer, "kn_buffer_size", "buffer").bytes;
+    });
+}
+
+KN_API kn_status kn_buffer_device(const kn_buffer* buffer, kn_device** device) {
+    return guarded([&] {
+        check_out(device, "kn_buffer_device", "device");
+        *device = as_handle(checked_buffer(buffer, "kn_buffer_device", "buffer").device);
+    });
+}
+
+namespace {
+void check_range(const kn_buffer& b, int64_t offset, int64_t bytes, const char* fn, const char* name) {
+    check_non_negative(offset, fn, "offset");
+    check_non_negative(bytes, fn, "bytes");
+    if (add(offset, bytes, fn) > b.bytes)
+        fail(KN_ERROR_SHAPE_MISMATCH, fn, ": ", bytes, " bytes at offset ", offset, " overrun buffer '", name,
+             "' of ", b.bytes, " bytes");
+}
+}  // namespace
+
+KN_API kn_status kn_buffer_write(kn_buffer* dst, int64_t dst_offset, const void* src, int64_t bytes) {
+    return guarded([&] {
+        const char* fn = "kn_buffer_write";
+        const kn_buffer& b = checked_buffer(dst, fn, "dst");
+        check_range(b, dst_offset, bytes, fn, "dst");
+        if (bytes == 0) return;
+        if (!src) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": src is NULL");
+        std::lock_guard<std::mutex> lock(b.device->mutex);
+        b.device->write(b.memory, dst_offset, src, bytes);
+    });
+}
+
+KN_API kn_status kn_buffer_read(const kn_buffer* src, int64_t src_offset, void* dst, int64_t bytes) {
+    return guarded([&] {
+        const char* fn = "kn_buffer_read";
+        const kn_buffer& b = checked_buffer(src, fn, "src");
+        check_range(b, src_offset, bytes, fn, "src");
+        if (bytes == 0) return;
+        if (!dst) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": dst is NULL");
+        std::lock_guard<std::mutex> lock(b.device->mutex);
+        b.device->read(b.memory, src_offset, dst, bytes);
+    });
+}
+
+KN_API kn_status kn_buffer_copy(kn_buffer* dst, int64_t dst_offset, const kn_buffer* src, int64_t src_offset,
+                                int64_t bytes) {
+    return guarded([&] {
+        const char* fn = "kn_buffer_copy";
+        const kn_buffer& d = checked_buffer(dst, fn, "dst");
+        const kn_buffer& s = checked_buffer(src, fn, "src");
+        check_range(d, dst_offset, bytes, fn, "dst");
+        check_range(s, src_offset, bytes, fn, "src");
+        if (bytes == 0) return;
+        if (d.device == s.device) {
+            if (d.memory == s.memory && dst_offset < src_offset + bytes && src_offset < dst_offset + bytes)
+                fail(KN_ERROR_INVALID_ARGUMENT, fn, ": source and destination ranges overlap");
+            std::lock_guard<std::mutex> lock(d.device->mutex);
+            d.device->copy(d.memory, dst_offset, s.memory, src_offset, bytes);
+            return;
+        }
+        // Across devices: stage through host memory, one device lock at a time (never both, so two
+        // opposite copies cannot deadlock).
+        std::vector<unsigned char> staging(static_cast<size_t>(bytes));
+        {
+            std::lock_guard<std::mutex> lock(s.device->mutex);
+            s.device->read(s.memory, src_offset, staging.data(), bytes);
+        }
+        std::lock_guard<std::mutex> lock(d.device->mutex);
+        d.device->write(d.memory, dst_offset, staging.data(), bytes);
+    });
+}
+
+KN_API kn_status kn_buffer_fill_f32(kn_buffer* dst, int64_t offset, int64_t count, float value) {
+    return guarded([&] {
+        const char* fn = "kn_buffer_fill_f32";
+        const kn_buffer& b = checked_buffer(dst, fn, "dst");
+        check_non_negative(offset, fn, "offset");
+        check_non_negative(count, fn, "count");
+        if (add(offset, count, fn) > b.bytes / 4)
+            fail(KN_ERROR_SHAPE_MISMATCH, fn, ": ", count, " elements at element offset ", offset,
+                 " overrun buffer 'dst' of ", b.bytes / 4, " float32 elements");
+        if (count == 0) return;
+        std::lock_guard<std::mutex> lock(b.device->mutex);
+        b.device->fill_f32(b.memory, offset, count, value);
+    });
+}
+
+// ---- GEMM ---------------------------------------------------------------------------------------
+
+KN_API kn_status kn_gemm_f32(kn_transpose trans_a, kn_transpose trans_b, int64_t m, int64_t n, int64_t k,
+                             float alpha, const kn_buffer* a, int64_t lda, int64_t stride_a,
+                             const kn_buffer* b, int64_t ldb, int64_t stride_b, float beta, kn_buffer* c,
+                             int64_t ldc, int64_t stride_c, int64_t batch_count) {
+    return guarded([&] {
+        const char* fn = "gemm";
+        check_enum(trans_a, KN_TRANSPOSE, fn, "trans_a");
+        check_enum(trans_b, KN_TRANSPOSE, fn, "trans_b");
+        check_non_negative(m, fn, "m");
+        check_non_negative(n, fn, "n");
+        check_non_negative(k, fn, "k");
+        check_non_negative(batch_count, fn, "batch_count");
+        check_non_negative(stride_a, fn, "stride_a");
+        check_non_negative(stride_b, fn, "stride_b");
+        check_non_negative(stride_c, fn, "stride_c");
+        const kn_buffer& A = checked_buffer(a, fn, "a");
+        const kn_buffer& B = checked_buffer(b, fn, "b");
+        const kn_buffer& C = checked_buffer(c, fn, "c");
+        Device& dev = same_device(fn, {{"a", a}, {"b", b}, {"c", c}});
+        if (c == a || c == b) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": c must not be the same buffer as a or b");
+
+        // Stored shapes: A is m x k (k x m transposed), B is k x n (n x k transposed).
+        bool ta = trans_a == KN_TRANSPOSE, tb = trans_b == KN_TRANSPOSE;
+        int64_t a_rows = ta ? k : m, a_cols = ta ? m : k;
+        int64_t b_rows = tb ? n : k, b_cols = tb ? k : n;
+        auto check_ld = [&](int64_t ld, int64_t rows, int64_t cols, const char* ld_name, const char* mat,
+                            bool transposed) {
+            if (ld < std::max<int64_t>(1, cols))
+                fail(KN_ERROR_SHAPE_MISMATCH, fn, ": ", ld_name, " = ", ld, " is smaller than the row length ",
+                     cols, " of ", mat, " (stored ", rows, "x", cols, transposed ? ", transposed" : "", ")");
+        };
+        check_ld(lda, a_rows, a_cols, "lda", "A", ta);
+        check_ld(ldb, b_rows, b_cols, "ldb", "B", tb);
+        check_ld(ldc, m, n, "ldc", "C", false);
+        if (m == 0 || n == 0 || batch_count == 0) return;
+
+        // Elements each operand must hold: the last batch's last row ends at
+        // (batch-1)*stride + (rows-1)*ld + cols.
+        auto extent = [&](int64_t rows, int64_t cols, int64_t ld, int64_t stride) {
+            if (rows == 0 || cols == 0) return int64_t{0};
+            return add(add(mul(batch_count - 1, stride, fn), mul(rows - 1, ld, fn), fn), cols, fn);
+        };
+        std::string dims = cat("m=", m, ", n=", n, ", k=", k, ", batch_count=", batch_count);
+        check_holds(A, extent(a_rows, a_cols, lda, stride_a), 4, fn, "a", cat("A (", a_rows, "x", a_cols, ", lda=", lda, ", stride_a=", stride_a, ", ", dims, ")"));
+        check_holds(B, extent(b_rows, b_cols, ldb, stride_b), 4, fn, "b", cat("B (", b_rows, "x", b_cols, ", ldb=", ldb, ", stride_b=", stride_b, ", ", dims, ")"));
+        check_holds(C, extent(m, n, ldc, stride_c), 4, fn, "c", cat("C (", m, "x", n, ", ldc=", ldc, ", stride_c=", stride_c, ", ", dims, ")"));
+        if (batch_count > 1 && stride_c < (m - 1) * ldc + n)
+            fail(KN_ERROR_SHAPE_MISMATCH, fn, ": stride_c = ", stride_c, " makes the batches of C overlap (each C is ",
+                 m, "x", n, " with ldc=", ldc, ", spanning ", (m - 1) * ldc + n, " elements)");
+
+        kn::GemmArgs args{ta, tb, m, n, k, alpha, beta, A.memory, lda, stride_a, B.memory, ldb, stride_b,
+                          C.memory, ldc, stride_c, batch_count};
+        std::lock_guard<std::mutex> lock(dev.mutex);
+        dev.gemm_f32(args);
+    });
+}
+
+// ---- Elementwise --------------------------------------------------------------------------------
+
+KN_API kn_status kn_unary_f32(kn_unary_op op, float alpha, const kn_buffer* x, kn_buffer* y, int64_t n) {
+    return guarded([&] {
+        const char* fn = "unary";
+        check_enum(op, KN_UNARY_POW_SCALAR, fn, "op");
+        check_non_negative(n, fn, "n");
+        const kn_buffer& X = checked_buffer(x, fn, "x");
+        const kn_buffer& Y = checked_buffer(y, fn, "y");
+        Device& dev = same_device(fn, {{"x", x}, {"y", y}});
+        check_holds(X, n, 4, fn, "x", cat("n = ", n));
+        check_holds(Y, n, 4, fn, "y", cat("n = ", n));
+        if (n == 0) return;
+        std::lock_guard<std::mutex> lock(dev.mutex);
+        dev.unary_f32({op, alpha, X.memory, Y.memory, n});
+    });
+}
+
+KN_API kn_status kn_unary_backward_f32(kn_unary_op op, float alpha, const kn_buffer* x, const kn_buffer* y,
+                                       const kn_buffer* dy, kn_buffer* dx, int64_t n) {
+    return guarded([&] {
+        const char* fn = "unary_backward";
+        check_enum(op, KN_UNARY_POW_SCALAR, fn, "op");
+        check_non_negative(n, fn, "n");
+        bool uses_y = kn::unary_backward_uses_output(op);
+        const kn_buffer* needed = uses_y ? y : x;
+        if (!needed)
+            fail(KN_ERROR_INVALID_ARGUMENT, fn, ": the derivative of this op is computed from ",
+                 uses_y ? "the forward output y" : "the input x", ", which is NULL");
+        const kn_buffer& N = checked_buffer(needed, fn, uses_y ? "y" : "x");
+        const kn_buffer& DY = checked_buffer(dy, fn, "dy");
+        const kn_buffer& DX = checked_buffer(dx, fn, "dx");
+        Device& dev = same_device(fn, {{uses_y ? "y" : "x", needed}, {"dy", dy}, {"dx", dx}});
+        check_holds(N, n, 4, fn, uses_y ? "y" : "x", cat("n = ", n));
+        check_holds(DY, n, 4, fn, "dy", cat("n = ", n));
+        check_holds(DX, n, 4, fn, "dx", cat("n = ", n));
+        if (n == 0) return;
+        std::lock_guard<std::mutex> lock(dev.mutex);
+        dev.unary_backward_f32({op, alpha, uses_y ? nullptr : N.memory, uses_y ? N.memory : nullptr,
+                                DY.memory, DX.memory, n});
+    });
+}
+
+KN_API kn_status kn_binary_f32(kn_binary_op op, const kn_buffer* a, const int64_t* a_dims, int32_t a_rank,
+                               const kn_buffer* b, const int64_t* b_dims, int32_t b_rank, kn_buffer* c,
+                               const int64_t* c_dims, int32_t c_rank) {
+    return guarded([&] {
+        const char* fn = "binary";
+        check_enum(op, KN_BINARY_MINIMUM, fn, "op");
+        int64_t na = checked_elements(a_dims, a_rank, fn, "a");
+        int64_t nb = checked_elements(b_dims, b_rank, fn, "b");
+        int64_t nc = checked_elements(c_dims, c_rank, fn, "c");
+        const kn_buffer& A = checked_buffer(a, fn, "a");
+        const kn_buffer& B = checked_buffer(b, fn, "b");
+        const kn_buffer& C = checked_buffer(c, fn, "c");
+        Device& dev = same_device(fn, {{"a", a}, {"b", b}, {"c", c}});
+        kn::BroadcastGeometry g = broadcast(a_dims, a_rank, b_dims, b_rank, c_dims, c_rank, fn);
+        check_holds(A, na, 4, fn, "a", "shape " + shape_string(a_dims, a_rank));
+        check_holds(B, nb, 4, fn, "b", "shape " + shape_string(b_dims, b_rank));
+        check_holds(C, nc, 4, fn, "c", "shape " + shape_string(c_dims, c_rank));
+        if (nc == 0) return;
+        std::lock_guard<std::mutex> lock(dev.mutex);
+        dev.binary_f32({op, g, A.memory, B.memory, C.memory});
+    });
+}
+
+KN_API kn_status kn_binary_backward_f32(kn_binary_op op, const kn_buffer* a, const int64_t* a_dims,
+                                        int32_t a_rank, const kn_buffer* b, const int64_t* b_dims,
+                                        int32_t b_rank, const kn_buffer* dc, const int64_t* c_dims,
+                                        int32_t c_rank, kn_buffer* da, kn_buffer* db) {
+    return guarded([&] {
+        const char* fn = "binary_backward";
+        check_enum(op, KN_BINARY_MINIMUM, fn, "op");
+        int64_t na = checked_elements(a_dims, a_rank, fn, "a");
+        int64_t nb = checked_elements(b_dims, b_rank, fn, "b");
+        int64_t nc = checked_elements(c_dims, c_rank, fn, "dc");
+        const kn_buffer& A = checked_buffer(a, fn, "a");
+        const kn_buffer& B = checked_buffer(b, fn, "b");
+        const kn_buffer& DC = checked_buffer(dc, fn, "dc");
+        if (da) checked_buffer(da, fn, "da");
+        if (db) checked_buffer(db, fn, "db");
+        Device& dev = same_device(fn, {{"a", a}, {"b", b}, {"dc", dc}, {"da", da}, {"db", db}});
+        kn::BroadcastGeometry g = broadcast(a_dims, a_rank, b_dims, b_rank, c_dims, c_rank, fn);
+        std::string c_shape = "shape " + shape_string(c_dims, c_rank);
+        check_holds(A, na, 4, fn, "a", "shape " + shape_string(a_dims, a_rank));
+        check_holds(B, nb, 4, fn, "b", "shape " + shape_string(b_dims, b_rank));
+        check_holds(DC, nc, 4, fn, "dc", c_shape);
+        if (da) check_holds(*da, nc, 4, fn, "da", "the broadcast " + c_shape);
+        if (db) check_holds(*db, nc, 4, fn, "db", "the broadcast " + c_shape);
+        if (nc == 0 || (!da && !db)) return;
+        std::lock_guard<std::mutex> lock(dev.mutex);
+        dev.binary_backward_f32({op, g, A.memory, B.memory, DC.memory, da ? da->memory : nullptr,
+                                 db ? db->memory : nullptr});
+    });
+}
+
+// ---- Reductions ---------------------------------------------------------------------------------
+
+namespace {
+void check_reduce_shape(int64_t outer, int64_t reduce, int64_t inner, const char* fn) {
+    check_non_negative(outer, fn, "outer");
+    check_non_negative(reduce, fn, "reduce");
+    check_non_negative(inner, fn, "inner");
+}
+}  // namespace
+
+KN_API kn_status kn_reduce_f32(kn_reduce_op op, const kn_buffer* x, kn_buffer* y, int64_t outer, int64_t reduce,
+                               int64_t inner) {
+    return guarded([&] {
+        const char* fn = "reduce";
+        check_enum(op, KN_REDUCE_SUM_SQUARES, fn, "op");
+        check_reduce_shape(outer, reduce, inner, fn);
+        const kn_buffer& X = checked_buffer(x, fn, "x");
+        const kn_buffer& Y = checked_buffer(y, fn, "y");
+        Device& dev = same_device(fn, {{"x", x}, {"y", y}});
+        if (x == y) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": y must not be the same buffer as x");
+        int64_t out = mul(outer, inner, fn);
+        std::string shape = cat("[outer, reduce, inner] = [", outer, ", ", reduce, ", ", inner, "]");
+        check_holds(X, mul(out, reduce, fn), 4, fn, "x", shape);
+        check_holds(Y, out, 4, fn, "y", shape);
+        if (out == 0) return;
+        std::lock_guard<std::mutex> lock(dev.mutex);
+        if (reduce == 0) {
+            if (op == KN_REDUCE_MAX || op == KN_REDUCE_MIN)
+                fail(KN_ERROR_INVALID_ARGUMENT, fn, ": ", op == KN_REDUCE_MAX ? "max" : "min",
+                     " over zero elements has no value (", shape, ")");
+            dev.fill_f32(Y.memory, 0, out, op == KN_REDUCE_MEAN ? std::numeric_limits<float>::quiet_NaN() : 0.0f);
+            return;
+        }
+        dev.reduce_f32({op, X.memory, Y.memory, outer, reduce, inner});
+    });
+}
+
+KN_API kn_status kn_argreduce_f32(kn_argreduce_op op, const kn_buffer* x, kn_buffer* indices, int64_t outer,
+                                  int64_t reduce, int64_t inner) {
+    return guarded([&] {
+        const char* fn = "argreduce";
+        check_enum(op, KN_ARGMIN, fn, "op");
+        check_reduce_shape(outer, reduce, inner, fn);
+        const kn_buffer& X = checked_buffer(x, fn, "x");
+        const kn_buffer& I = checked_buffer(indices, fn, "indices");
+        Device& dev = same_device(fn, {{"x", x}, {"indices", indices}});
+        if (x == indices) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": indices must not be the same buffer as x");
+        int64_t out = mul(outer, inner, fn);
+        std::string shape = cat("[outer, reduce, inner] = [", outer, ", ", reduce, ", ", inner, "]");
+        check_holds(X, mul(out, reduce, fn), 4, fn, "x", shape);
+        check_holds(I, out, 8, fn, "indices", shape);
+        if (out == 0) return;
+        if (reduce == 0)
+            fail(KN_ERROR_INVALID_ARGUMENT, fn, ": ", op == KN_ARGMAX ? "argmax" : "argmin",
+                 " over zero elements has no index (", shape, ")");
+        std::lock_guard<std::mutex> lock(dev.mutex);
+        dev.argreduce_f32({op, X.memory, I.memory, outer, reduce, inner});
+    });
+}
+
+// ---- Softmax ------------------------------------------------------------------------------------
+
+KN_API kn_status kn_softmax_f32(const kn_buffer* x, kn_buffer* y, int64_t rows, int64_t cols, int32_t log) {
+    return guarded([&] {
+        const char* fn = "softmax";
+        check_non_negative(rows, fn, "rows");
+        check_non_negative(cols, fn, "cols");
+        const kn_buffer& X = checked_buffer(x, fn, "x");
+        const kn_buffer& Y = checked_buffer(y, fn, "y");
+        Device& dev = same_device(fn, {{"x", x}, {"y", y}});
+        int64_t n = mul(rows, cols, fn);
+        std::string shape = cat("[rows, cols] = [", rows, ", ", cols, "]");
+        check_holds(X, n, 4, fn, "x", shape);
+        check_holds(Y, n, 4, fn, "y", shape);
+        if (n == 0) return;
+        std::lock_guard<std::mutex> lock(dev.mutex);
+        dev.softmax_f32({X.memory, Y.memory, rows, cols, log != 0});
+    });
+}
+
+KN_API kn_status kn_softmax_backward_f32(const kn_buffer* y, const kn_buffer* dy, kn_buffer* dx, int64_t rows,
+                                         int64_t cols, int32_t log) {
+    return guarded([&] {
+        const char* fn = "softmax_backward";
+        check_non_negative(rows, fn, "rows");
+        check_non_negative(cols, fn, "cols");
+        const kn_buffer& Y = checked_buffer(y, fn, "y");
+        const kn_buffer& DY = checked_buffer(dy, fn, "dy");
+        const kn_buffer& DX = checked_buffer(dx, fn, "dx");
+        Device& dev = same_device(fn, {{"y", y}, {"dy", dy}, {"dx", dx}});
+        int64_t n = mul(rows, cols, fn);
+        std::string shape = cat("[rows, cols] = [", rows, ", ", cols, "]");
+        check_holds(Y, n, 4, fn, "y", shape);
+        check_holds(DY, n, 4, fn, "dy", shape);
+        check_holds(DX, n, 4, fn, "dx", shape);
+        if (n == 0) return;
+        std::lock_guard<std::mutex> lock(dev.mutex);
+        dev.softmax_backward_f32({Y.memory, DY.memory, DX.memory, rows, cols, log != 0});
+    });
+}
+
+}  // extern "C"
