@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# build.sh: builds libkernels (CMake), checks the generated bindings, builds the .NET code.
+#   ./build.sh            build everything
+#   ./build.sh demo       build, then run the demo (devices + a checked matmul on each)
+#   ./build.sh test       build, then run the native self-test and the NUnit tests; ends with
+#                         "N passed, N failed, N skipped"
+# It installs nothing: missing prerequisites are named with the command that installs them
+# (scripts/install-prereqs.sh does it on Debian/Ubuntu).
+# Environment: BUILD_DIR (default build/native), KN_WITH_CUDA / KN_WITH_OPENCL (AUTO|ON|OFF),
+#              CONFIGURATION (Release).
+set -euo pipefail
+cd "$(dirname "$0")"
+root=$(pwd)
+build_dir=${BUILD_DIR:-build/native}
+configuration=${CONFIGURATION:-Release}
+action=${1:-build}
+
+say() { printf '\n== %s\n' "$*"; }
+die() { printf 'build.sh: %s\n' "$*" >&2; exit 1; }
+
+check_prerequisites() {
+  local missing=()
+  command -v cmake >/dev/null || missing+=("cmake")
+  command -v c++ >/dev/null || command -v g++ >/dev/null || missing+=("a C++17 compiler (g++)")
+  command -v dotnet >/dev/null || missing+=(".NET 10 SDK (dotnet)")
+  command -v clang-14 >/dev/null || command -v clang >/dev/null || missing+=("clang-14 (parses kernels.h for the bindings check)")
+  if [ ${#missing[@]} -gt 0 ]; then
+    die "missing prerequisites: ${missing[*]}. On Debian/Ubuntu run: scripts/install-prereqs.sh"
+  fi
+  if [ ! -f /usr/include/CL/cl.h ] && [ "${KN_WITH_OPENCL:-AUTO}" != OFF ]; then
+    echo "build.sh: note: OpenCL headers not found, building without the OpenCL backend (scripts/install-prereqs.sh installs them)"
+  fi
+  if ! command -v nvcc >/dev/null && [ "${KN_WITH_CUDA:-AUTO}" != OFF ]; then
+    echo "build.sh: note: nvcc not found, building without the CUDA backend (scripts/install-prereqs.sh --with-cuda installs it)"
+  fi
+}
+
+build_native() {
+  say "native library ($build_dir)"
+  local args=(-S native -B "$build_dir" -DCMAKE_BUILD_TYPE=Release
+              -DKN_WITH_CUDA="${KN_WITH_CUDA:-AUTO}" -DKN_WITH_OPENCL="${KN_WITH_OPENCL:-AUTO}")
+  if command -v nvcc >/dev/null; then
+    # nvcc before 12 refuses g++ 12 as its host compiler; Debian's nvcc 11.8 works with clang++-14.
+    local v; v=$(nvcc --version | sed -n 's/.*release \([0-9]*\)\..*/\1/p')
+    if [ -n "$v" ] && [ "$v" -lt 12 ] && command -v clang++-14 >/dev/null; then
+      args+=(-DCMAKE_CUDA_HOST_COMPILER=clang++-14)
+    fi
+  fi
+  cmake "${args[@]}" >/dev/null
+  cmake --build "$build_dir" -j "$(nproc 2>/dev/null || echo 2)"
+}
+
+build_managed() {
+  say "bindings check (regenerate from kernels.h and compare)"
+  dotnet run --project tools/BindingsGen -c "$configuration" -- --check
+  say "managed code"
+  dotnet build Kernels.sln -c "$configuration" -p:KernelsNativeDir="$root/$build_dir/" -nologo -v quiet
+}
+
+run_tests() {
+  local log; log=$(mktemp)
+  say "native self-test (every kernel on every device against a float64 reference)"
+  set +e
+  (cd "$build_dir" && ./kernels_selftest) | tee "$log"
+  local native_rc=${PIPESTATUS[0]}
+  set -e
+  local np nf
+  np=$(sed -n 's/^selftest: \([0-9]*\) passed, \([0-9]*\) failed.*/\1/p' "$log" | tail -1)
+  nf=$(sed -n 's/^selftest: \([0-9]*\) passed, \([0-9]*\) failed.*/\2/p' "$log" | tail -1)
+  [ -n "$np" ] || { np=0; nf=1; }
+
+  say "NUnit tests"
+  set +e
+  dotnet test tests/Kernels.Tests -c "$configuration" --no-build -p:KernelsNativeDir="$root/$build_dir/" | tee "$log"
+  local managed_rc=${PIPESTATUS[0]}
+  set -e
+  local tp tf ts
+  tp=$(sed -n 's/^ *succeeded: *\([0-9]*\).*/\1/p' "$log" | tail -1)
+  tf=$(sed -n 's/^ *failed: *\([0-9]*\).*/\1/p' "$log" | tail -1)
+  ts=$(sed -n 's/^ *skipped: *\([0-9]*\).*/\1/p' "$log" | tail -1)
+  rm -f "$log"
+  if [ -z "$tp" ]; then tp=0; tf=1; ts=0; echo "build.sh: could not read the NUnit summary (counted as a failure)"; fi
+  [ "$managed_rc" = 0 ] || [ "$tf" != 0 ] || tf=1
+  echo
+  echo "native self-test: $np passed, $nf failed; NUnit: $tp passed, $tf failed, $ts skipped"
+  echo "$((np + tp)) passed, $((nf + tf)) failed, $ts skipped"
+  [ "$native_rc" = 0 ] && [ "$managed_rc" = 0 ]
+}
+
+check_prerequisites
+case "$action" in
+  build) build_native; build_managed ;;
+  demo)  build_native; build_managed
+         say "demo"
+         dotnet run --project samples/Demo -c "$configuration" --no-build ;;
+  test)  build_native; build_managed; run_tests ;;
+  *) die "unknown action '$action' (build, demo, test)" ;;
+esac

@@ -1,0 +1,66 @@
+// cpu_kernels.h: the CPU backend's kernel entry points (native/kernels/cpu/*.cpp), called by
+// CpuDevice (native/src/cpu_device.cpp) with host pointers and arguments the C API has validated.
+//
+// Instruction sets are chosen at run time: files named *_avx512.cpp / *_avx2.cpp are compiled for
+// that ISA (see CMakeLists.txt) and only entered after a CPUID check, so one binary runs on any
+// x86-64 and the same sources build on other architectures with the portable code alone.
+#pragma once
+
+#include "backend.h"
+
+#include <cstdint>
+
+// The SIMD files are compiled only for x86-64; elsewhere the portable code is the whole backend.
+#if defined(__x86_64__) || defined(_M_X64)
+#define KN_CPU_X86 1
+#else
+#define KN_CPU_X86 0
+#endif
+
+namespace kn::cpu {
+
+// ---- Instruction-set dispatch ----------------------------------------------------------------
+
+enum class SimdLevel { portable = 0, avx2 = 1, avx512 = 2 };
+
+// The widest level this CPU and OS support, lowered by the environment variable KN_CPU_SIMD
+// ("avx512", "avx2" or "portable") so every code path can be tested on one machine. Decided once.
+SimdLevel simd_level();
+// The level as a register width in bits: 512, 256 or 128 (the device's capability_major).
+int simd_width_bits(SimdLevel level);
+const char* simd_level_name(SimdLevel level);
+
+// ---- Kernels (one family per file) -----------------------------------------------------------
+
+void gemm_f32(const GemmArgs& args);                       // gemm.cpp
+void unary_f32(const UnaryArgs& args);                     // elementwise.cpp
+void unary_backward_f32(const UnaryBackwardArgs& args);    // elementwise.cpp
+void binary_f32(const BinaryArgs& args);                   // elementwise.cpp
+void binary_backward_f32(const BinaryBackwardArgs& args);  // elementwise.cpp
+void reduce_f32(const ReduceArgs& args);                   // reduce.cpp
+void argreduce_f32(const ArgReduceArgs& args);             // reduce.cpp
+void softmax_f32(const SoftmaxArgs& args);                 // softmax.cpp
+void softmax_backward_f32(const SoftmaxBackwardArgs& args);// softmax.cpp
+void fill_f32(float* dst, int64_t count, float value);     // elementwise.cpp
+void copy_bytes(void* dst, const void* src, int64_t bytes);// elementwise.cpp (parallel memcpy)
+
+// ---- GEMM micro-kernels (defined only where KN_CPU_X86) ----------------------------------------------------------------------
+// A micro-kernel computes one MR x NR tile of C from packed panels:
+//     C[0:mr, 0:nr] = alpha * sum_p a[p*MR + i] * b[p*NR + j] + beta * C[0:mr, 0:nr]
+// a: kc x MR (one MR-tall column of op(A) per p), b: kc x NR (one NR-wide row of op(B) per p), both
+// zero-padded to full MR / NR and 64-byte aligned. mr <= MR and nr <= NR are the valid edge sizes.
+// beta == 0 does not read C (NaN in C must not propagate).
+using GemmMicroKernel = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                                 float alpha, float beta, int64_t mr, int64_t nr);
+
+// Register math, 32 zmm: 14 rows x 2 vectors of 16 = 28 accumulators + 2 B vectors + 1 broadcast.
+constexpr int kGemmAvx512MR = 14, kGemmAvx512NR = 32;
+void gemm_micro_kernel_avx512(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                              float alpha, float beta, int64_t mr, int64_t nr);
+
+// Register math, 16 ymm: 6 rows x 2 vectors of 8 = 12 accumulators + 2 B vectors + 1 broadcast.
+constexpr int kGemmAvx2MR = 6, kGemmAvx2NR = 16;
+void gemm_micro_kernel_avx2(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                            float alpha, float beta, int64_t mr, int64_t nr);
+
+}  // namespace kn::cpu
