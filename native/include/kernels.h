@@ -234,6 +234,65 @@ KN_API kn_status kn_softmax_f32(const kn_buffer* x, kn_buffer* y, int64_t rows, 
 KN_API kn_status kn_softmax_backward_f32(const kn_buffer* y, const kn_buffer* dy, kn_buffer* dx,
                                          int64_t rows, int64_t cols, int32_t log);
 
+/* ---- Losses ----------------------------------------------------------------------------- */
+
+/* Cross-entropy of logits [rows, cols] against integer class labels [rows] (int64, in [0, cols)),
+ * fused log-softmax + negative log-likelihood, stable for any finite logits:
+ *     losses[r] = logsumexp(logits[r, :]) - logits[r, labels[r]]
+ * A label outside [0, cols) gives a NaN loss for that row (kernels cannot raise errors; callers that
+ * hold the labels on the host should reject them before the call, as the C# layer does). */
+KN_API kn_status kn_cross_entropy_f32(const kn_buffer* logits, const kn_buffer* labels, kn_buffer* losses,
+                                      int64_t rows, int64_t cols);
+
+/* dlogits[r, c] = dlosses[r] * (softmax(logits[r, :])[c] - (c == labels[r] ? 1 : 0)). */
+KN_API kn_status kn_cross_entropy_backward_f32(const kn_buffer* logits, const kn_buffer* labels,
+                                               const kn_buffer* dlosses, kn_buffer* dlogits,
+                                               int64_t rows, int64_t cols);
+
+/* ---- Dropout ---------------------------------------------------------------------------- */
+
+/* y[i] = keep(i) ? x[i] / (1 - p) : 0, where keep(i) = uniform(seed, offset + i) >= p and uniform is
+ * a counter-based generator (Philox-4x32-10: key = seed, counter = offset + i), so the mask needs no
+ * storage, is reproducible from (seed, offset) and is the same on every backend. 0 <= p < 1. */
+KN_API kn_status kn_dropout_f32(const kn_buffer* x, kn_buffer* y, int64_t n, float p, int64_t seed,
+                                int64_t offset);
+
+/* dx[i] = keep(i) ? dy[i] / (1 - p) : 0, with the mask regenerated from (seed, offset). */
+KN_API kn_status kn_dropout_backward_f32(const kn_buffer* dy, kn_buffer* dx, int64_t n, float p,
+                                         int64_t seed, int64_t offset);
+
+/* ---- Optimizer updates (fused, one pass over each parameter) ------------------------------ */
+
+/* Elementwise clamp: y = min(max(x, low), high). y may be x. (Gradient clipping by value.) */
+KN_API kn_status kn_clamp_f32(const kn_buffer* x, kn_buffer* y, int64_t n, float low, float high);
+
+/* SGD as in PyTorch: g = grad + weight_decay * param;
+ *   with momentum != 0: velocity = first_step ? g : momentum * velocity + (1 - dampening) * g;
+ *                       g = nesterov ? g + momentum * velocity : velocity;
+ *   param -= lr * g.     velocity may be NULL when momentum == 0. */
+KN_API kn_status kn_sgd_step_f32(kn_buffer* param, const kn_buffer* grad, kn_buffer* velocity, int64_t n,
+                                 float lr, float momentum, float dampening, float weight_decay,
+                                 int32_t nesterov, int32_t first_step);
+
+/* Adam / AdamW at step t >= 1 (m, v start at zero):
+ *   Adam:  g = grad + weight_decay * param          AdamW: param *= 1 - lr * weight_decay; g = grad
+ *   m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2
+ *   param -= lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps) */
+KN_API kn_status kn_adam_step_f32(kn_buffer* param, const kn_buffer* grad, kn_buffer* m, kn_buffer* v,
+                                  int64_t n, float lr, float beta1, float beta2, float eps,
+                                  float weight_decay, int32_t decoupled_weight_decay, int64_t step);
+
+/* RMSprop: g = grad + weight_decay * param; square_avg = alpha * square_avg + (1 - alpha) g^2;
+ *   with momentum > 0: velocity = momentum * velocity + g / (sqrt(square_avg) + eps); param -= lr * velocity
+ *   else:              param -= lr * g / (sqrt(square_avg) + eps).   velocity may be NULL when momentum == 0. */
+KN_API kn_status kn_rmsprop_step_f32(kn_buffer* param, const kn_buffer* grad, kn_buffer* square_avg,
+                                     kn_buffer* velocity, int64_t n, float lr, float alpha, float eps,
+                                     float weight_decay, float momentum);
+
+/* Adagrad: g = grad + weight_decay * param; sum += g^2; param -= lr * g / (sqrt(sum) + eps). */
+KN_API kn_status kn_adagrad_step_f32(kn_buffer* param, const kn_buffer* grad, kn_buffer* sum, int64_t n,
+                                     float lr, float eps, float weight_decay);
+
 #ifdef __cplusplus
 }
 #endif

@@ -750,4 +750,207 @@ KN_API kn_status kn_softmax_backward_f32(const kn_buffer* y, const kn_buffer* dy
     });
 }
 
+
+// ---- Losses -------------------------------------------------------------------------------------
+
+KN_API kn_status kn_cross_entropy_f32(const kn_buffer* logits, const kn_buffer* labels, kn_buffer* losses,
+                                      int64_t rows, int64_t cols) {
+    return guarded([&] {
+        const char* fn = "cross_entropy";
+        check_non_negative(rows, fn, "rows");
+        check_non_negative(cols, fn, "cols");
+        const kn_buffer& X = checked_buffer(logits, fn, "logits");
+        const kn_buffer& L = checked_buffer(labels, fn, "labels");
+        const kn_buffer& Y = checked_buffer(losses, fn, "losses");
+        Device& dev = same_device(fn, {{"logits", logits}, {"labels", labels}, {"losses", losses}});
+        std::string shape = cat("[rows, cols] = [", rows, ", ", cols, "]");
+        check_holds(X, mul(rows, cols, fn), 4, fn, "logits", shape);
+        check_holds(L, rows, 8, fn, "labels", shape);
+        check_holds(Y, rows, 4, fn, "losses", shape);
+        if (rows == 0) return;
+        if (cols == 0) fail(KN_ERROR_SHAPE_MISMATCH, fn, ": no classes (", shape, ")");
+        std::lock_guard<std::mutex> lock(dev.mutex);
+        dev.cross_entropy_f32({X.memory, L.memory, Y.memory, rows, cols});
+    });
+}
+
+KN_API kn_status kn_cross_entropy_backward_f32(const kn_buffer* logits, const kn_buffer* labels,
+                                               const kn_buffer* dlosses, kn_buffer* dlogits, int64_t rows,
+                                               int64_t cols) {
+    return guarded([&] {
+        const char* fn = "cross_entropy_backward";
+        check_non_negative(rows, fn, "rows");
+        check_non_negative(cols, fn, "cols");
+        const kn_buffer& X = checked_buffer(logits, fn, "logits");
+        const kn_buffer& L = checked_buffer(labels, fn, "labels");
+        const kn_buffer& DY = checked_buffer(dlosses, fn, "dlosses");
+        const kn_buffer& DX = checked_buffer(dlogits, fn, "dlogits");
+        Device& dev = same_device(fn, {{"logits", logits}, {"labels", labels}, {"dlosses", dlosses}, {"dlogits", dlogits}});
+        std::string shape = cat("[rows, cols] = [", rows, ", ", cols, "]");
+        check_holds(X, mul(rows, cols, fn), 4, fn, "logits", shape);
+        check_holds(L, rows, 8, fn, "labels", shape);
+        check_holds(DY, rows, 4, fn, "dlosses", shape);
+        check_holds(DX, mul(rows, cols, fn), 4, fn, "dlogits", shape);
+        if (rows == 0 || cols == 0) return;
+        std::lock_guard<std::mutex> lock(dev.mutex);
+        dev.cross_entropy_backward_f32({X.memory, L.memory, DY.memory, DX.memory, rows, cols});
+    });
+}
+
+// ---- Dropout ------------------------------------------------------------------------------------
+
+namespace {
+kn_status dropout_call(const kn_buffer* in, kn_buffer* out, int64_t n, float p, int64_t seed, int64_t offset,
+                       bool backward) {
+    return guarded([&] {
+        const char* fn = backward ? "dropout_backward" : "dropout";
+        const char* in_name = backward ? "dy" : "x";
+        const char* out_name = backward ? "dx" : "y";
+        check_non_negative(n, fn, "n");
+        check_non_negative(offset, fn, "offset");
+        if (!(p >= 0.0f && p < 1.0f)) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": p = ", p, " is outside [0, 1)");
+        const kn_buffer& X = checked_buffer(in, fn, in_name);
+        const kn_buffer& Y = checked_buffer(out, fn, out_name);
+        Device& dev = same_device(fn, {{in_name, in}, {out_name, out}});
+        check_holds(X, n, 4, fn, in_name, cat("n = ", n));
+        check_holds(Y, n, 4, fn, out_name, cat("n = ", n));
+        if (n == 0) return;
+        kn::DropoutArgs args{X.memory, Y.memory, n, p, static_cast<uint64_t>(seed), static_cast<uint64_t>(offset)};
+        std::lock_guard<std::mutex> lock(dev.mutex);
+        if (backward) dev.dropout_backward_f32(args);
+        else dev.dropout_f32(args);
+    });
+}
+}  // namespace
+
+KN_API kn_status kn_dropout_f32(const kn_buffer* x, kn_buffer* y, int64_t n, float p, int64_t seed, int64_t offset) {
+    return dropout_call(x, y, n, p, seed, offset, false);
+}
+
+KN_API kn_status kn_dropout_backward_f32(const kn_buffer* dy, kn_buffer* dx, int64_t n, float p, int64_t seed,
+                                         int64_t offset) {
+    return dropout_call(dy, dx, n, p, seed, offset, true);
+}
+
+// ---- Optimizer updates --------------------------------------------------------------------------
+
+KN_API kn_status kn_clamp_f32(const kn_buffer* x, kn_buffer* y, int64_t n, float low, float high) {
+    return guarded([&] {
+        const char* fn = "clamp";
+        check_non_negative(n, fn, "n");
+        if (!(low <= high)) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": low = ", low, " is not <= high = ", high);
+        const kn_buffer& X = checked_buffer(x, fn, "x");
+        const kn_buffer& Y = checked_buffer(y, fn, "y");
+        Device& dev = same_device(fn, {{"x", x}, {"y", y}});
+        check_holds(X, n, 4, fn, "x", cat("n = ", n));
+        check_holds(Y, n, 4, fn, "y", cat("n = ", n));
+        if (n == 0) return;
+        std::lock_guard<std::mutex> lock(dev.mutex);
+        dev.clamp_f32({X.memory, Y.memory, n, low, high});
+    });
+}
+
+namespace {
+// Parameter, gradient and every state buffer: live, on one device, n floats each, distinct.
+Device& check_optimizer_buffers(const char* fn, int64_t n,
+                                std::initializer_list<std::pair<const char*, const kn_buffer*>> buffers) {
+    check_non_negative(n, fn, "n");
+    for (const auto& [name, b] : buffers) {
+        if (!b) continue;
+        check_holds(checked_buffer(b, fn, name), n, 4, fn, name, cat("n = ", n));
+    }
+    for (auto i = buffers.begin(); i != buffers.end(); ++i)
+        for (auto j = i + 1; j != buffers.end(); ++j)
+            if (i->second && i->second == j->second)
+                fail(KN_ERROR_INVALID_ARGUMENT, fn, ": '", i->first, "' and '", j->first, "' are the same buffer");
+    return same_device(fn, buffers);
+}
+
+void check_rate(float v, const char* fn, const char* name) {
+    if (!(v >= 0.0f)) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": ", name, " = ", v, " must be >= 0");
+}
+}  // namespace
+
+KN_API kn_status kn_sgd_step_f32(kn_buffer* param, const kn_buffer* grad, kn_buffer* velocity, int64_t n, float lr,
+                                 float momentum, float dampening, float weight_decay, int32_t nesterov,
+                                 int32_t first_step) {
+    return guarded([&] {
+        const char* fn = "sgd_step";
+        checked_buffer(param, fn, "param");
+        checked_buffer(grad, fn, "grad");
+        check_rate(lr, fn, "lr");
+        check_rate(momentum, fn, "momentum");
+        check_rate(weight_decay, fn, "weight_decay");
+        if (momentum != 0.0f && !velocity) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": momentum = ", momentum, " needs a velocity buffer");
+        if (nesterov && (momentum == 0.0f || dampening != 0.0f))
+            fail(KN_ERROR_INVALID_ARGUMENT, fn, ": Nesterov momentum needs momentum > 0 and dampening = 0");
+        Device& dev = check_optimizer_buffers(fn, n, {{"param", param}, {"grad", grad}, {"velocity", momentum != 0.0f ? velocity : nullptr}});
+        if (n == 0) return;
+        std::lock_guard<std::mutex> lock(dev.mutex);
+        dev.sgd_step_f32({param->memory, grad->memory, momentum != 0.0f ? velocity->memory : nullptr, n, lr, momentum,
+                          dampening, weight_decay, nesterov != 0, first_step != 0});
+    });
+}
+
+KN_API kn_status kn_adam_step_f32(kn_buffer* param, const kn_buffer* grad, kn_buffer* m, kn_buffer* v, int64_t n,
+                                  float lr, float beta1, float beta2, float eps, float weight_decay,
+                                  int32_t decoupled_weight_decay, int64_t step) {
+    return guarded([&] {
+        const char* fn = "adam_step";
+        for (auto [name, b] : {std::pair<const char*, const kn_buffer*>{"param", param}, {"grad", grad}, {"m", m}, {"v", v}})
+            checked_buffer(b, fn, name);
+        check_rate(lr, fn, "lr");
+        check_rate(eps, fn, "eps");
+        check_rate(weight_decay, fn, "weight_decay");
+        if (!(beta1 >= 0.0f && beta1 < 1.0f)) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": beta1 = ", beta1, " is outside [0, 1)");
+        if (!(beta2 >= 0.0f && beta2 < 1.0f)) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": beta2 = ", beta2, " is outside [0, 1)");
+        if (step < 1) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": step = ", step, " must be >= 1 (the first update is step 1)");
+        Device& dev = check_optimizer_buffers(fn, n, {{"param", param}, {"grad", grad}, {"m", m}, {"v", v}});
+        if (n == 0) return;
+        std::lock_guard<std::mutex> lock(dev.mutex);
+        dev.adam_step_f32({param->memory, grad->memory, m->memory, v->memory, n, lr, beta1, beta2, eps, weight_decay,
+                           decoupled_weight_decay != 0, step});
+    });
+}
+
+KN_API kn_status kn_rmsprop_step_f32(kn_buffer* param, const kn_buffer* grad, kn_buffer* square_avg,
+                                     kn_buffer* velocity, int64_t n, float lr, float alpha, float eps,
+                                     float weight_decay, float momentum) {
+    return guarded([&] {
+        const char* fn = "rmsprop_step";
+        checked_buffer(param, fn, "param");
+        checked_buffer(grad, fn, "grad");
+        checked_buffer(square_avg, fn, "square_avg");
+        check_rate(lr, fn, "lr");
+        check_rate(eps, fn, "eps");
+        check_rate(weight_decay, fn, "weight_decay");
+        check_rate(momentum, fn, "momentum");
+        if (!(alpha >= 0.0f && alpha <= 1.0f)) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": alpha = ", alpha, " is outside [0, 1]");
+        if (momentum != 0.0f && !velocity) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": momentum = ", momentum, " needs a velocity buffer");
+        const kn_buffer* vel = momentum != 0.0f ? velocity : nullptr;
+        Device& dev = check_optimizer_buffers(fn, n, {{"param", param}, {"grad", grad}, {"square_avg", square_avg}, {"velocity", vel}});
+        if (n == 0) return;
+        std::lock_guard<std::mutex> lock(dev.mutex);
+        dev.rmsprop_step_f32({param->memory, grad->memory, square_avg->memory, vel ? vel->memory : nullptr, n, lr, alpha,
+                              eps, weight_decay, momentum});
+    });
+}
+
+KN_API kn_status kn_adagrad_step_f32(kn_buffer* param, const kn_buffer* grad, kn_buffer* sum, int64_t n, float lr,
+                                     float eps, float weight_decay) {
+    return guarded([&] {
+        const char* fn = "adagrad_step";
+        checked_buffer(param, fn, "param");
+        checked_buffer(grad, fn, "grad");
+        checked_buffer(sum, fn, "sum");
+        check_rate(lr, fn, "lr");
+        check_rate(eps, fn, "eps");
+        check_rate(weight_decay, fn, "weight_decay");
+        Device& dev = check_optimizer_buffers(fn, n, {{"param", param}, {"grad", grad}, {"sum", sum}});
+        if (n == 0) return;
+        std::lock_guard<std::mutex> lock(dev.mutex);
+        dev.adagrad_step_f32({param->memory, grad->memory, sum->memory, n, lr, eps, weight_decay});
+    });
+}
+
 }  // extern "C"

@@ -9,6 +9,7 @@
 #pragma once
 
 #include "kernels.h"
+#include "error.h"
 
 #include <cstdint>
 #include <memory>
@@ -106,6 +107,63 @@ struct SoftmaxBackwardArgs {
     bool log;
 };
 
+struct CrossEntropyArgs {
+    const void* logits;  // [rows, cols]
+    const void* labels;  // int64 [rows]
+    void* losses;        // [rows]
+    int64_t rows, cols;  // both >= 1
+};
+
+struct CrossEntropyBackwardArgs {
+    const void* logits;
+    const void* labels;
+    const void* dlosses; // [rows]
+    void* dlogits;       // [rows, cols]
+    int64_t rows, cols;
+};
+
+struct DropoutArgs {
+    const void* x;       // forward: x; backward: dy
+    void* y;             // forward: y; backward: dx (may equal x)
+    int64_t n;           // >= 1
+    float p;             // 0 <= p < 1
+    uint64_t seed, offset;
+};
+
+struct ClampArgs {
+    const void* x;
+    void* y;             // may equal x
+    int64_t n;
+    float low, high;
+};
+
+struct SgdArgs {
+    void* param; const void* grad; void* velocity;  // velocity null when momentum == 0
+    int64_t n;
+    float lr, momentum, dampening, weight_decay;
+    bool nesterov, first_step;
+};
+
+struct AdamArgs {
+    void* param; const void* grad; void* m; void* v;
+    int64_t n;
+    float lr, beta1, beta2, eps, weight_decay;
+    bool decoupled_weight_decay;
+    int64_t step;        // >= 1
+};
+
+struct RmspropArgs {
+    void* param; const void* grad; void* square_avg; void* velocity;  // velocity null when momentum == 0
+    int64_t n;
+    float lr, alpha, eps, weight_decay, momentum;
+};
+
+struct AdagradArgs {
+    void* param; const void* grad; void* sum;
+    int64_t n;
+    float lr, eps, weight_decay;
+};
+
 // One device. The object is the kn_device handle of the C API (kn_device is declared as this type
 // in api.cpp), lives as long as the process and is created by its backend's enumerate function.
 class Device {
@@ -139,6 +197,23 @@ public:
     virtual void argreduce_f32(const ArgReduceArgs& args) = 0;
     virtual void softmax_f32(const SoftmaxArgs& args) = 0;
     virtual void softmax_backward_f32(const SoftmaxBackwardArgs& args) = 0;
+
+    // Training kernels (losses, dropout, optimizer updates). A backend that lacks one keeps the
+    // default, which reports KN_ERROR_NOT_SUPPORTED naming the device and the operation.
+    virtual void cross_entropy_f32(const CrossEntropyArgs&) { unsupported("cross_entropy"); }
+    virtual void cross_entropy_backward_f32(const CrossEntropyBackwardArgs&) { unsupported("cross_entropy_backward"); }
+    virtual void dropout_f32(const DropoutArgs&) { unsupported("dropout"); }
+    virtual void dropout_backward_f32(const DropoutArgs&) { unsupported("dropout_backward"); }
+    virtual void clamp_f32(const ClampArgs&) { unsupported("clamp"); }
+    virtual void sgd_step_f32(const SgdArgs&) { unsupported("sgd_step"); }
+    virtual void adam_step_f32(const AdamArgs&) { unsupported("adam_step"); }
+    virtual void rmsprop_step_f32(const RmspropArgs&) { unsupported("rmsprop_step"); }
+    virtual void adagrad_step_f32(const AdagradArgs&) { unsupported("adagrad_step"); }
+
+protected:
+    [[noreturn]] void unsupported(const char* op) const {
+        throw Error(KN_ERROR_NOT_SUPPORTED, name + ": " + op + " is not implemented by this backend");
+    }
 };
 
 // What each backend contributes to the device registry. `index_base` is the number of devices of

@@ -1,0 +1,45 @@
+// philox.h: Philox-4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC'11),
+// the counter-based generator behind dropout. uniform(seed, i) is a pure function of (seed, i), so a
+// mask needs no storage (backward regenerates it), any thread computes any element, and every
+// backend produces the same mask. This header serves the C++ and CUDA backends; the OpenCL kernels
+// carry the same arithmetic in OpenCL C (kernels/opencl/*.cl), checked equal by the tests.
+#pragma once
+
+#include <stdint.h>
+
+#if defined(__CUDACC__)
+#define KN_PHILOX_FN __host__ __device__ __forceinline__
+#else
+#define KN_PHILOX_FN inline
+#endif
+
+namespace kn {
+
+KN_PHILOX_FN uint32_t philox_mulhi(uint32_t a, uint32_t b, uint32_t* lo) {
+    uint64_t p = static_cast<uint64_t>(a) * b;
+    *lo = static_cast<uint32_t>(p);
+    return static_cast<uint32_t>(p >> 32);
+}
+
+// First 32-bit word of Philox-4x32-10 at counter (lo, hi, 0, 0) under key (seed lo, seed hi).
+KN_PHILOX_FN uint32_t philox4x32_10(uint64_t counter, uint64_t seed) {
+    uint32_t c0 = static_cast<uint32_t>(counter), c1 = static_cast<uint32_t>(counter >> 32), c2 = 0, c3 = 0;
+    uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+    for (int round = 0; round < 10; ++round) {
+        uint32_t lo0, lo1;
+        uint32_t hi0 = philox_mulhi(0xD2511F53u, c0, &lo0);
+        uint32_t hi1 = philox_mulhi(0xCD9E8D57u, c2, &lo1);
+        uint32_t n0 = hi1 ^ c1 ^ k0, n2 = hi0 ^ c3 ^ k1;
+        c0 = n0; c1 = lo1; c2 = n2; c3 = lo0;
+        k0 += 0x9E3779B9u;
+        k1 += 0xBB67AE85u;
+    }
+    return c0;
+}
+
+// Uniform in [0, 1) with 24 random bits: exactly representable in float32 on every backend.
+KN_PHILOX_FN float philox_uniform(uint64_t seed, uint64_t index) {
+    return static_cast<float>(philox4x32_10(index, seed) >> 8) * (1.0f / 16777216.0f);
+}
+
+}  // namespace kn
