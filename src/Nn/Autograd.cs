@@ -1,0 +1,162 @@
+namespace Kernels.Nn;
+
+/// <summary>How one tensor was computed: its inputs, and the rule that turns the gradient of the
+/// result into gradients of the inputs (null where an input needs none). Rules live in
+/// <see cref="Gradients"/>.</summary>
+internal sealed class GradNode
+{
+    public GradNode(string name, Tensor[] inputs, Func<Tensor, Tensor?[]> backward)
+    {
+        Name = name;
+        Inputs = inputs;
+        Backward = backward;
+    }
+
+    public string Name { get; }
+    public Tensor[] Inputs { get; }
+    public Func<Tensor, Tensor?[]> Backward { get; }
+}
+
+/// <summary>Turns gradient recording off on this thread while alive: <c>using (Tensor.NoGrad()) { ... }</c>.</summary>
+public sealed class NoGradScope : IDisposable
+{
+    [ThreadStatic] private static int depth;
+    private bool disposed;
+
+    internal NoGradScope() => depth++;
+
+    internal static bool GradEnabled => depth == 0;
+
+    /// <summary>Restores recording (when this was the outermost scope).</summary>
+    public void Dispose()
+    {
+        if (disposed) return;
+        disposed = true;
+        depth--;
+    }
+}
+
+public sealed partial class Tensor
+{
+    /// <summary>Stops recording operations for autograd until the returned scope is disposed.</summary>
+    public static NoGradScope NoGrad() => new();
+
+    /// <summary>Whether operations on this thread are being recorded.</summary>
+    public static bool IsGradEnabled => NoGradScope.GradEnabled;
+
+    /// <summary>Attaches a backward rule to a freshly computed result when any input needs gradients.</summary>
+    internal static Tensor Record(Tensor result, string name, Tensor[] inputs, Func<Tensor, Tensor?[]> backward)
+    {
+        if (!NoGradScope.GradEnabled) return result;
+        bool any = false;
+        foreach (var input in inputs) any |= input.RequiresGrad;
+        if (!any) return result;
+        result.requiresGrad = true;
+        result.Node = new GradNode(name, inputs, backward);
+        return result;
+    }
+
+    /// <summary>
+    /// Computes the gradient of this tensor with respect to every leaf that requires gradients, and
+    /// adds it to the leaf's <see cref="Grad"/> (gradients accumulate across calls until cleared).
+    /// Without an argument the tensor must hold one element (a loss); otherwise pass the gradient of
+    /// some scalar with respect to this tensor, of the same shape.
+    /// </summary>
+    public void Backward(Tensor? gradient = null)
+    {
+        if (!RequiresGrad)
+            throw new InvalidOperationException("Backward() on a tensor that does not require gradients: no input had RequiresGrad set");
+        if (gradient is null && Count != 1)
+            throw new InvalidOperationException($"Backward() without a gradient needs a one-element tensor (a loss); this one has shape {FormatShape(shape)}");
+        if (gradient is not null && !gradient.ShapeArray.AsSpan().SequenceEqual(shape))
+            throw new ArgumentException($"the gradient has shape {FormatShape(gradient.ShapeArray)} but the tensor has shape {FormatShape(shape)}", nameof(gradient));
+
+        using var noGrad = NoGrad();
+        var order = TopologicalOrder();
+        var grads = new Dictionary<Tensor, Tensor>(ReferenceEqualityComparer.Instance);
+        grads[this] = gradient is null ? Ones(shape, Device) : gradient.Detach();
+
+        for (int i = order.Count - 1; i >= 0; i--)
+        {
+            var t = order[i];
+            if (!grads.Remove(t, out var g)) continue;
+            if (t.Node is null)
+            {
+                AccumulateLeafGradient(t, g);
+                continue;
+            }
+            var inputGrads = t.Node.Backward(g);
+            var seen = new HashSet<Tensor>(ReferenceEqualityComparer.Instance);
+            for (int j = 0; j < t.Node.Inputs.Length; j++)
+            {
+                var input = t.Node.Inputs[j];
+                var ig = inputGrads[j];
+                if (ig is null || !input.RequiresGrad) continue;
+                // A rule may hand back the incoming gradient itself, or one tensor for two inputs:
+                // give each slot its own handle on the storage so each can be freed independently.
+                if (ReferenceEquals(ig, g) || !seen.Add(ig)) ig = ig.Detach();
+                if (grads.Remove(input, out var existing))
+                {
+                    var sum = Binary(BinaryOp.Add, existing, ig);
+                    existing.Dispose();
+                    ig.Dispose();
+                    ig = sum;
+                }
+                grads[input] = ig;
+            }
+            foreach (var ig in inputGrads)
+                if (ig is not null && !ReferenceEquals(ig, g) && !grads.ContainsValue(ig)) ig.Dispose();
+            g.Dispose();
+        }
+    }
+
+    private static void AccumulateLeafGradient(Tensor leaf, Tensor g)
+    {
+        if (!leaf.RequiresGrad)
+        {
+            g.Dispose();
+            return;
+        }
+        if (leaf.Grad is null)
+        {
+            DisposeScope.Untrack(g);   // the gradient belongs to the leaf, not to a scope
+            leaf.Grad = g;
+            return;
+        }
+        var sum = Binary(BinaryOp.Add, leaf.Grad, g);
+        DisposeScope.Untrack(sum);
+        leaf.Grad.Dispose();
+        g.Dispose();
+        leaf.Grad = sum;
+    }
+
+    /// <summary>Forgets the accumulated gradient.</summary>
+    public void ZeroGrad()
+    {
+        Grad?.Dispose();
+        Grad = null;
+    }
+
+    private List<Tensor> TopologicalOrder()
+    {
+        var order = new List<Tensor>();
+        var visited = new HashSet<Tensor>(ReferenceEqualityComparer.Instance);
+        var stack = new Stack<(Tensor Tensor, bool Expanded)>();
+        stack.Push((this, false));
+        while (stack.Count > 0)
+        {
+            var (t, expanded) = stack.Pop();
+            if (expanded)
+            {
+                order.Add(t);
+                continue;
+            }
+            if (!visited.Add(t)) continue;
+            stack.Push((t, true));
+            if (t.Node is null) continue;
+            foreach (var input in t.Node.Inputs)
+                if (input.RequiresGrad && !visited.Contains(input)) stack.Push((input, false));
+        }
+        return order;
+    }
+}

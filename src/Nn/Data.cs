@@ -1,0 +1,208 @@
+namespace Kernels.Nn;
+
+/// <summary>
+/// A collection of (features, target) samples of fixed shapes (Torchnet's dataset). Subclasses read
+/// from anywhere: memory, IDX files, a database.
+/// </summary>
+public abstract class Dataset
+{
+    /// <summary>Number of samples.</summary>
+    public abstract int Count { get; }
+
+    /// <summary>Shape of one sample's features (without the batch dimension).</summary>
+    public abstract long[] FeatureShape { get; }
+
+    /// <summary>Shape of one sample's target (empty for a class index or a scalar).</summary>
+    public abstract long[] TargetShape { get; }
+
+    /// <summary>Copies sample <paramref name="index"/> into the spans (sized by the shapes).</summary>
+    public abstract void Get(int index, Span<float> features, Span<float> target);
+
+    /// <summary>Elements of one sample's features.</summary>
+    public long FeatureSize => Tensor.ShapeSize(FeatureShape);
+
+    /// <summary>Elements of one sample's target.</summary>
+    public long TargetSize => Tensor.ShapeSize(TargetShape);
+
+    /// <summary>The samples at the given indices, as a view (no copy).</summary>
+    public Dataset Subset(IReadOnlyList<int> indices) => new SubsetDataset(this, indices);
+
+    /// <summary>Splits off the last fraction of samples (Keras's validation_split: the tail, not shuffled).</summary>
+    public (Dataset Train, Dataset Validation) Split(double validationFraction)
+    {
+        if (!(validationFraction > 0 && validationFraction < 1))
+            throw new ArgumentOutOfRangeException(nameof(validationFraction), $"validation fraction {validationFraction} must be in (0, 1)");
+        int validation = (int)Math.Round(Count * validationFraction);
+        if (validation == 0 || validation == Count)
+            throw new ArgumentException($"a validation fraction of {validationFraction} of {Count} samples leaves an empty part", nameof(validationFraction));
+        int train = Count - validation;
+        return (Subset(Enumerable.Range(0, train).ToArray()), Subset(Enumerable.Range(train, validation).ToArray()));
+    }
+
+    private sealed class SubsetDataset : Dataset
+    {
+        private readonly Dataset source;
+        private readonly int[] indices;
+
+        public SubsetDataset(Dataset source, IReadOnlyList<int> indices)
+        {
+            this.source = source;
+            this.indices = indices.ToArray();
+            foreach (var i in this.indices)
+                if (i < 0 || i >= source.Count) throw new ArgumentOutOfRangeException(nameof(indices), $"index {i} is outside the dataset's {source.Count} samples");
+        }
+
+        public override int Count => indices.Length;
+        public override long[] FeatureShape => source.FeatureShape;
+        public override long[] TargetShape => source.TargetShape;
+        public override void Get(int index, Span<float> features, Span<float> target) => source.Get(indices[index], features, target);
+    }
+}
+
+/// <summary>Samples held in two float arrays (row-major, sample-major).</summary>
+public sealed class ArrayDataset : Dataset
+{
+    private readonly float[] features;
+    private readonly float[] targets;
+    private readonly long[] featureShape;
+    private readonly long[] targetShape;
+
+    /// <summary>
+    /// count samples; features holds count * prod(featureShape) values, targets count * prod(targetShape)
+    /// (an empty targetShape means one value per sample: a class index or a regression target).
+    /// </summary>
+    public ArrayDataset(float[] features, long[] featureShape, float[] targets, long[]? targetShape = null)
+    {
+        ArgumentNullException.ThrowIfNull(features);
+        ArgumentNullException.ThrowIfNull(targets);
+        ArgumentNullException.ThrowIfNull(featureShape);
+        this.features = features;
+        this.targets = targets;
+        this.featureShape = Tensor.CheckShape(featureShape);
+        this.targetShape = Tensor.CheckShape(targetShape ?? Array.Empty<long>());
+        long fs = Tensor.ShapeSize(this.featureShape), ts = Tensor.ShapeSize(this.targetShape);
+        if (fs == 0 || features.Length % fs != 0)
+            throw new ShapeMismatchException($"{features.Length} feature values are not a whole number of samples of shape {Tensor.FormatShape(this.featureShape)}");
+        long count = features.Length / fs;
+        if (targets.Length != count * ts)
+            throw new ShapeMismatchException($"{count} samples of features but {targets.Length} target values (expected {count} x {Tensor.FormatShape(this.targetShape)})");
+        Count = checked((int)count);
+    }
+
+    /// <inheritdoc/>
+    public override int Count { get; }
+    /// <inheritdoc/>
+    public override long[] FeatureShape => featureShape;
+    /// <inheritdoc/>
+    public override long[] TargetShape => targetShape;
+
+    /// <inheritdoc/>
+    public override void Get(int index, Span<float> featureOut, Span<float> targetOut)
+    {
+        if ((uint)index >= (uint)Count) throw new ArgumentOutOfRangeException(nameof(index), $"sample {index} of {Count}");
+        long fs = FeatureSize, ts = TargetSize;
+        features.AsSpan((int)(index * fs), (int)fs).CopyTo(featureOut);
+        targets.AsSpan((int)(index * ts), (int)ts).CopyTo(targetOut);
+    }
+}
+
+/// <summary>One mini-batch on a device: features [B, ...] and targets [B, ...].</summary>
+public sealed class Batch : IDisposable
+{
+    internal Batch(Tensor inputs, Tensor targets, int size)
+    {
+        Inputs = inputs;
+        Targets = targets;
+        Size = size;
+    }
+
+    /// <summary>[B, feature shape...]</summary>
+    public Tensor Inputs { get; }
+    /// <summary>[B, target shape...]</summary>
+    public Tensor Targets { get; }
+    /// <summary>Samples in the batch (the last one may be smaller).</summary>
+    public int Size { get; }
+
+    /// <summary>Frees both tensors.</summary>
+    public void Dispose()
+    {
+        Inputs.Dispose();
+        Targets.Dispose();
+    }
+}
+
+/// <summary>
+/// Cuts a dataset into mini-batches, shuffled with a seed (a new order each epoch, reproducible), and
+/// assembles the next batch on a background thread while the current one trains. The host arrays are
+/// built in the background; the device tensors are created on the consuming thread, inside its
+/// <see cref="DisposeScope"/>.
+/// </summary>
+public sealed class DataLoader
+{
+    private readonly Dataset dataset;
+    private int epoch;
+
+    /// <summary>Batches of <paramref name="batchSize"/> samples, on <paramref name="device"/>.</summary>
+    public DataLoader(Dataset dataset, int batchSize, bool shuffle = true, int seed = 0, bool dropLast = false, Device? device = null)
+    {
+        ArgumentNullException.ThrowIfNull(dataset);
+        if (batchSize <= 0) throw new ArgumentOutOfRangeException(nameof(batchSize), $"batch size {batchSize} must be positive");
+        if (dataset.Count == 0) throw new ArgumentException("the dataset is empty: there is nothing to batch", nameof(dataset));
+        this.dataset = dataset;
+        BatchSize = batchSize;
+        Shuffle = shuffle;
+        Seed = seed;
+        DropLast = dropLast;
+        Device = device ?? Device.Cpu;
+    }
+
+    /// <summary>Samples per batch.</summary>
+    public int BatchSize { get; }
+    /// <summary>Whether each epoch visits the samples in a new random order.</summary>
+    public bool Shuffle { get; }
+    /// <summary>Seed of the shuffling (epoch e uses seed + e).</summary>
+    public int Seed { get; }
+    /// <summary>Whether a last, smaller batch is skipped.</summary>
+    public bool DropLast { get; }
+    /// <summary>Where batches are placed.</summary>
+    public Device Device { get; }
+    /// <summary>The samples.</summary>
+    public Dataset Dataset => dataset;
+
+    /// <summary>Batches per epoch.</summary>
+    public int BatchCount => DropLast ? dataset.Count / BatchSize : (dataset.Count + BatchSize - 1) / BatchSize;
+
+    /// <summary>The batches of the next epoch, in order. Dispose each batch (or use a DisposeScope).</summary>
+    public IEnumerable<Batch> Batches()
+    {
+        var order = Enumerable.Range(0, dataset.Count).ToArray();
+        if (Shuffle) new Random(Seed + epoch).Shuffle(order);
+        epoch++;
+        int count = BatchCount;
+        if (count == 0) yield break;
+        Task<(float[] X, float[] Y, int Size)> next = Task.Run(() => Assemble(order, 0));
+        for (int b = 0; b < count; b++)
+        {
+            var (x, y, size) = next.GetAwaiter().GetResult();
+            if (b + 1 < count)
+            {
+                int start = (b + 1) * BatchSize;
+                next = Task.Run(() => Assemble(order, start));
+            }
+            var inputs = Tensor.FromArray(x, new long[] { size }.Concat(dataset.FeatureShape).ToArray(), Device);
+            var targets = Tensor.FromArray(y, new long[] { size }.Concat(dataset.TargetShape).ToArray(), Device);
+            yield return new Batch(inputs, targets, size);
+        }
+    }
+
+    private (float[] X, float[] Y, int Size) Assemble(int[] order, int start)
+    {
+        int size = Math.Min(BatchSize, order.Length - start);
+        long fs = dataset.FeatureSize, ts = dataset.TargetSize;
+        var x = new float[size * fs];
+        var y = new float[size * ts];
+        for (int i = 0; i < size; i++)
+            dataset.Get(order[start + i], x.AsSpan((int)(i * fs), (int)fs), y.AsSpan((int)(i * ts), (int)ts));
+        return (x, y, size);
+    }
+}

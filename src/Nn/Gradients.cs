@@ -1,0 +1,151 @@
+namespace Kernels.Nn;
+
+/// <summary>
+/// Every backward rule in one place, one short method per operation (micrograd's engine, tinygrad's
+/// gradient table). Each takes the forward inputs/outputs and the upstream gradient g and returns the
+/// gradient of each input (null where an input needs none). They run under NoGrad, from
+/// <see cref="Tensor.Backward"/>; the heavy lifting is the fused backward kernels of libkernels.
+/// </summary>
+internal static class Gradients
+{
+    // Ops whose derivative libkernels computes from the forward output y (kernels.h).
+    private static bool UsesOutput(UnaryOp op) =>
+        op is UnaryOp.Exp or UnaryOp.Sqrt or UnaryOp.Rsqrt or UnaryOp.Reciprocal or UnaryOp.Tanh or UnaryOp.Sigmoid;
+
+    /// <summary>dx = g * f'(x), one fused kernel.</summary>
+    public static Tensor Unary(UnaryOp op, float alpha, Tensor x, Tensor y, Tensor g)
+    {
+        var dx = Tensor.Empty(x.ShapeArray, x.Device);
+        if (dx.Count > 0)
+        {
+            bool fromY = UsesOutput(op);
+            Ops.UnaryBackward(op, fromY ? null : x.Buffer, fromY ? y.Buffer : null, g.Buffer, dx.Buffer, dx.Count, alpha);
+        }
+        return dx;
+    }
+
+    /// <summary>Both partial derivatives in the broadcast shape (one fused kernel), then summed back
+    /// over the broadcast dimensions to each input's own shape.</summary>
+    public static Tensor?[] Binary(BinaryOp op, Tensor a, Tensor b, Tensor g)
+    {
+        var da = a.RequiresGrad ? Tensor.Empty(g.ShapeArray, g.Device) : null;
+        var db = b.RequiresGrad ? Tensor.Empty(g.ShapeArray, g.Device) : null;
+        if (g.Count > 0 && (da is not null || db is not null))
+            Ops.BinaryBackward(op, a.Buffer, a.ShapeArray, b.Buffer, b.ShapeArray, g.Buffer, g.ShapeArray, da?.Buffer, db?.Buffer);
+        return new[] { SumToShape(da, a.ShapeArray), SumToShape(db, b.ShapeArray) };
+    }
+
+    /// <summary>dA = g B^T, dB = A^T g, as GEMMs with transpose flags (no transposed copies).</summary>
+    public static Tensor?[] MatMul(Tensor a, Tensor b, Tensor g)
+    {
+        long batch = a.Rank == 3 ? a.ShapeArray[0] : 1;
+        long m = a.ShapeArray[^2], k = a.ShapeArray[^1], n = b.ShapeArray[^1];
+        bool batchedB = b.Rank == 3;
+        Tensor? da = null, db = null;
+        if (a.RequiresGrad)
+        {
+            da = Tensor.Empty(a.ShapeArray, a.Device);
+            if (da.Count > 0)
+                Ops.Gemm(Transpose.NoTranspose, Transpose.Transpose, m, k, n, 1f, g.Buffer, n, b.Buffer, n, 0f, da.Buffer, k,
+                         batch, m * n, batchedB ? k * n : 0, m * k);
+        }
+        if (b.RequiresGrad)
+        {
+            db = Tensor.Empty(b.ShapeArray, b.Device);
+            if (db.Count > 0)
+            {
+                if (batchedB)
+                    Ops.Gemm(Transpose.Transpose, Transpose.NoTranspose, k, n, m, 1f, a.Buffer, k, g.Buffer, n, 0f, db.Buffer, n,
+                             batch, m * k, m * n, k * n);
+                else  // one B for all batches: dB = sum_i A_i^T g_i = A'^T g' with A' = [batch*m, k]
+                    Ops.Gemm(Transpose.Transpose, Transpose.NoTranspose, k, n, batch * m, 1f, a.Buffer, k, g.Buffer, n, 0f, db.Buffer, n);
+            }
+        }
+        return new[] { da, db };
+    }
+
+    /// <summary>Sum/mean spread g back over the reduced elements; max/min route it to the elements
+    /// equal to the extreme (via the maximum/minimum backward kernel: x &gt;= max(x) only there).</summary>
+    public static Tensor Reduce(ReduceOp op, Tensor x, Tensor y, Tensor g)
+    {
+        var spread = Expand(g, x.ShapeArray);
+        switch (op)
+        {
+            case ReduceOp.Sum:
+                return spread;
+            case ReduceOp.Mean:
+            {
+                long reduced = y.Count == 0 ? 1 : x.Count / y.Count;
+                if (spread.Count > 0) Ops.Unary(UnaryOp.Scale, spread.Buffer, spread.Buffer, spread.Count, 1f / reduced);
+                return spread;
+            }
+            case ReduceOp.Max:
+            case ReduceOp.Min:
+            {
+                var dx = Tensor.Empty(x.ShapeArray, x.Device);
+                if (dx.Count > 0)
+                    Ops.BinaryBackward(op == ReduceOp.Max ? BinaryOp.Maximum : BinaryOp.Minimum, x.Buffer, x.ShapeArray,
+                                       y.Buffer, y.ShapeArray, spread.Buffer, x.ShapeArray, dx.Buffer, null);
+                spread.Dispose();
+                return dx;
+            }
+            default:
+                throw new NotSupportedException($"no gradient rule for reduction {op}");
+        }
+    }
+
+    /// <summary>Softmax / log-softmax backward from the forward output (one kernel).</summary>
+    public static Tensor Softmax(Tensor y, Tensor g, long rows, long cols, bool log)
+    {
+        var dx = Tensor.Empty(y.ShapeArray, y.Device);
+        if (dx.Count > 0) Ops.SoftmaxBackward(y.Buffer, g.Buffer, dx.Buffer, rows, cols, log);
+        return dx;
+    }
+
+    // ---- Broadcasting helpers --------------------------------------------------------------------
+
+    /// <summary>Sums a gradient in a broadcast shape back to an input's shape: every dimension where
+    /// the input had size 1 (or did not exist) is summed away. Consumes (may dispose) the argument.</summary>
+    internal static Tensor? SumToShape(Tensor? g, long[] target)
+    {
+        if (g is null) return null;
+        if (g.ShapeArray.AsSpan().SequenceEqual(target)) return g;
+        int rank = g.Rank;
+        var current = g;
+        for (int d = 0; d < rank; d++)
+        {
+            int t = d - (rank - target.Length);
+            long targetDim = t >= 0 ? target[t] : 1;
+            if (targetDim != 1 || current.ShapeArray[d] == 1) continue;
+            long outer = 1, inner = 1;
+            for (int i = 0; i < d; i++) outer *= current.ShapeArray[i];
+            for (int i = d + 1; i < rank; i++) inner *= current.ShapeArray[i];
+            var kept = (long[])current.ShapeArray.Clone();
+            kept[d] = 1;
+            var next = Tensor.Empty(kept, current.Device);
+            if (next.Count > 0) Ops.Reduce(ReduceOp.Sum, current.Buffer, next.Buffer, outer, current.ShapeArray[d], inner);
+            current.Dispose();
+            current = next;
+        }
+        var result = current.Reshape(target);
+        current.Dispose();
+        return result;
+    }
+
+    /// <summary>Broadcasts g (a reduced shape, or a scalar) up to shape by adding zeros of a shape that
+    /// is 1 wherever g is not.</summary>
+    internal static Tensor Expand(Tensor g, long[] shape)
+    {
+        var zerosShape = new long[shape.Length];
+        for (int d = 0; d < shape.Length; d++)
+        {
+            int gi = d - (shape.Length - g.Rank);
+            long gd = gi >= 0 ? g.ShapeArray[gi] : 1;
+            zerosShape[d] = gd == 1 ? shape[d] : 1;
+        }
+        using var zeros = Tensor.Zeros(zerosShape, g.Device);
+        var result = Tensor.Empty(shape, g.Device);
+        if (result.Count > 0) Ops.Binary(BinaryOp.Add, g.Buffer, g.ShapeArray, zeros.Buffer, zerosShape, result.Buffer, shape);
+        return result;
+    }
+}

@@ -1,0 +1,138 @@
+namespace Kernels.Nn;
+
+/// <summary>A fully connected layer: y = x W + b, W of shape [in, out] (so the product needs no
+/// transpose), b of shape [out].</summary>
+public sealed class Dense : Module
+{
+    /// <summary>A dense layer with Glorot-uniform weights and zero bias (Keras's defaults).</summary>
+    public Dense(long inputs, long outputs, bool bias = true, Initializer? weightInit = null, int seed = 0, Device? device = null)
+    {
+        if (inputs <= 0 || outputs <= 0)
+            throw new ArgumentOutOfRangeException(nameof(inputs), $"Dense needs positive sizes; got {inputs} -> {outputs}");
+        Inputs = inputs;
+        Outputs = outputs;
+        var init = weightInit ?? Initializer.GlorotUniform;
+        Weight = RegisterParameter("weight", init.Create(new[] { inputs, outputs }, inputs, outputs, seed, device ?? Device.Cpu));
+        if (bias) Bias = RegisterParameter("bias", Tensor.Zeros(new[] { outputs }, device));
+    }
+
+    /// <summary>Input features.</summary>
+    public long Inputs { get; }
+    /// <summary>Output features.</summary>
+    public long Outputs { get; }
+    /// <summary>[in, out]</summary>
+    public Tensor Weight { get; }
+    /// <summary>[out], or null without bias.</summary>
+    public Tensor? Bias { get; }
+
+    /// <inheritdoc/>
+    public override Tensor Forward(Tensor input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        if (input.Rank < 1 || input.Shape[^1] != Inputs)
+            throw new ShapeMismatchException($"Dense({Inputs} -> {Outputs}) got an input of shape {Tensor.FormatShape(input.ShapeArray)}; its last dimension must be {Inputs}");
+        var x = input.Rank == 2 ? input : input.Reshape(-1, Inputs);
+        var y = x.MatMul(Weight);
+        if (Bias is not null) y = y.Add(Bias);
+        if (input.Rank != 2)
+        {
+            var outShape = input.ShapeArray.ToArray();
+            outShape[^1] = Outputs;
+            y = y.Reshape(outShape);
+        }
+        return y;
+    }
+}
+
+/// <summary>An elementwise activation as a layer.</summary>
+public sealed class Activation : Module
+{
+    private readonly Func<Tensor, Tensor> function;
+
+    private Activation(string name, Func<Tensor, Tensor> function)
+    {
+        Name = name;
+        this.function = function;
+    }
+
+    /// <summary>The activation's name.</summary>
+    public string Name { get; }
+
+    /// <inheritdoc/>
+    public override Tensor Forward(Tensor input) => function(input);
+
+    /// <summary>max(x, 0)</summary>
+    public static Activation ReLU() => new("relu", x => x.Relu());
+    /// <summary>x, or slope * x below 0</summary>
+    public static Activation LeakyReLU(float slope = 0.01f) => new("leaky_relu", x => x.LeakyRelu(slope));
+    /// <summary>1 / (1 + e^-x)</summary>
+    public static Activation Sigmoid() => new("sigmoid", x => x.Sigmoid());
+    /// <summary>tanh x</summary>
+    public static Activation Tanh() => new("tanh", x => x.Tanh());
+    /// <summary>exact GELU</summary>
+    public static Activation GELU() => new("gelu", x => x.Gelu());
+    /// <summary>softmax over the last axis</summary>
+    public static Activation Softmax() => new("softmax", x => x.Softmax());
+}
+
+/// <summary>[N, ...] -> [N, prod(...)].</summary>
+public sealed class Flatten : Module
+{
+    /// <inheritdoc/>
+    public override Tensor Forward(Tensor input) => input.Flatten();
+}
+
+/// <summary>Reshapes each sample: [N, ...] -> [N, shape...].</summary>
+public sealed class Reshape : Module
+{
+    private readonly long[] shape;
+
+    /// <summary>The per-sample target shape (without the batch dimension).</summary>
+    public Reshape(params long[] shape) => this.shape = (long[])shape.Clone();
+
+    /// <inheritdoc/>
+    public override Tensor Forward(Tensor input) => input.Reshape(new[] { input.Shape[0] }.Concat(shape).ToArray());
+}
+
+/// <summary>
+/// Dropout: in training, zeroes each element with probability p and scales the rest by 1/(1-p);
+/// in evaluation, the identity. The mask comes from a counter-based generator (Philox) keyed by the
+/// seed and advanced by each call, so it is reproducible, needs no storage (backward regenerates it)
+/// and is the same on every device.
+/// </summary>
+public sealed class Dropout : Module
+{
+    private long offset;
+
+    /// <summary>Dropout with drop probability p in [0, 1).</summary>
+    public Dropout(float p = 0.5f, long seed = 0)
+    {
+        if (!(p >= 0 && p < 1)) throw new ArgumentOutOfRangeException(nameof(p), $"dropout probability {p} must be in [0, 1)");
+        P = p;
+        Seed = seed;
+    }
+
+    /// <summary>Drop probability.</summary>
+    public float P { get; }
+
+    /// <summary>Seed of the mask stream.</summary>
+    public long Seed { get; }
+
+    /// <inheritdoc/>
+    public override Tensor Forward(Tensor input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        if (!Training || P == 0) return input;
+        long n = input.Count, callOffset = offset, seed = Seed;
+        float p = P;
+        offset += n;
+        var y = Tensor.Empty(input.ShapeArray, input.Device);
+        if (n > 0) Ops.Dropout(input.Buffer, y.Buffer, n, p, seed, callOffset);
+        return Tensor.Record(y, "Dropout", new[] { input }, g =>
+        {
+            var dx = Tensor.Empty(g.ShapeArray, g.Device);
+            if (n > 0) Ops.DropoutBackward(g.Buffer, dx.Buffer, n, p, seed, callOffset);
+            return new Tensor?[] { dx };
+        });
+    }
+}

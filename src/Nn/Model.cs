@@ -1,0 +1,235 @@
+using System.Diagnostics;
+using System.Globalization;
+
+namespace Kernels.Nn;
+
+/// <summary>Per-epoch values recorded by <c>Model.Fit</c>: "loss", "accuracy", "val_loss", ...</summary>
+public sealed class History
+{
+    /// <summary>Metric name to one value per epoch.</summary>
+    public Dictionary<string, List<double>> Values { get; } = new();
+
+    /// <summary>Epochs recorded.</summary>
+    public int Epochs => Values.Count == 0 ? 0 : Values.Values.Max(v => v.Count);
+
+    /// <summary>The values of one metric.</summary>
+    public IReadOnlyList<double> this[string name] =>
+        Values.TryGetValue(name, out var v) ? v : throw new KeyNotFoundException($"no metric '{name}' in the history; recorded: {string.Join(", ", Values.Keys)}");
+
+    internal void Add(IReadOnlyDictionary<string, double> logs)
+    {
+        foreach (var (k, v) in logs)
+        {
+            if (!Values.TryGetValue(k, out var list)) Values[k] = list = new List<double>();
+            list.Add(v);
+        }
+    }
+}
+
+/// <summary>
+/// Keras-style training on top of the <see cref="Trainer"/>: Compile once, then Fit, Evaluate and
+/// Predict. Wraps any <see cref="Module"/> (a <see cref="Sequential"/>, or a functional graph).
+/// </summary>
+public sealed class Model : IDisposable
+{
+    private Optimizer? optimizer;
+    private LossFunction? loss;
+    private Metric[] metrics = Array.Empty<Metric>();
+
+    /// <summary>A model around a network whose parameters live on <paramref name="device"/>.</summary>
+    public Model(Module network, Device? device = null)
+    {
+        Network = network ?? throw new ArgumentNullException(nameof(network));
+        Device = device ?? Device.Cpu;
+        foreach (var (name, p) in network.NamedParameters())
+            if (!ReferenceEquals(p.Device, Device))
+                throw new DeviceMismatchException($"parameter '{name}' is on {p.Device.Name} but the model is on {Device.Name}: create the layers with device: {Device.Name}");
+    }
+
+    /// <summary>The network being trained.</summary>
+    public Module Network { get; }
+    /// <summary>Where parameters and batches live.</summary>
+    public Device Device { get; }
+    /// <summary>Whether a callback asked Fit to stop.</summary>
+    public bool StopTraining { get; set; }
+    /// <summary>The optimizer given to Compile.</summary>
+    public Optimizer Optimizer => optimizer ?? throw new InvalidOperationException("call Compile(optimizer, loss, metrics) before training");
+
+    /// <summary>Chooses the optimizer, the loss and the metrics reported by Fit and Evaluate.</summary>
+    public Model Compile(Optimizer optimizer, LossFunction loss, params Metric[] metrics)
+    {
+        this.optimizer = optimizer ?? throw new ArgumentNullException(nameof(optimizer));
+        this.loss = loss ?? throw new ArgumentNullException(nameof(loss));
+        this.metrics = metrics ?? Array.Empty<Metric>();
+        return this;
+    }
+
+    /// <summary>
+    /// Trains for <paramref name="epochs"/> epochs and returns the per-epoch history. Validation data
+    /// comes from <paramref name="validationData"/>, or the last <paramref name="validationSplit"/>
+    /// fraction of the training data. verbose: 0 silent, 1 a live progress line per epoch (one
+    /// plain line per epoch when output is redirected).
+    /// </summary>
+    public History Fit(Dataset train, int epochs = 1, int batchSize = 32, double validationSplit = 0, Dataset? validationData = null,
+                       bool shuffle = true, IEnumerable<Callback>? callbacks = null, int verbose = 1, int seed = 0)
+    {
+        ArgumentNullException.ThrowIfNull(train);
+        var opt = Optimizer;
+        if (epochs < 0) throw new ArgumentOutOfRangeException(nameof(epochs), $"epochs = {epochs} must be >= 0");
+        if (batchSize <= 0) throw new ArgumentOutOfRangeException(nameof(batchSize), $"batch size {batchSize} must be positive");
+        if (validationSplit > 0)
+        {
+            if (validationData is not null) throw new ArgumentException("give validationSplit or validationData, not both");
+            (train, validationData) = train.Split(validationSplit);
+        }
+        var loader = new DataLoader(train, batchSize, shuffle, seed, device: Device);
+        var validationLoader = validationData is null ? null : new DataLoader(validationData, batchSize, shuffle: false, device: Device);
+        var callbackList = callbacks?.ToList() ?? new List<Callback>();
+        foreach (var c in callbackList) c.Model = this;
+
+        var history = new History();
+        var trainer = new Trainer();
+        var progress = new ProgressLine(verbose, loader.BatchCount, epochs);
+        double lossSum = 0;
+        long lossCount = 0;
+        trainer.OnEpochStart += s =>
+        {
+            lossSum = 0;
+            lossCount = 0;
+            foreach (var m in metrics) m.Reset();
+            foreach (var c in callbackList) c.OnEpochBegin(s.Epoch);
+            progress.StartEpoch(s.Epoch);
+        };
+        trainer.OnSample += s => { foreach (var c in callbackList) c.OnBatchBegin(s.BatchIndex); };
+        trainer.OnForward += s =>
+        {
+            lossSum += s.LossValue * s.Sample!.Size;
+            lossCount += s.Sample.Size;
+            foreach (var m in metrics) m.Update(s.Output!, s.Sample.Targets);
+        };
+        trainer.OnUpdate += s =>
+        {
+            var logs = CurrentLogs(lossSum, lossCount);
+            foreach (var c in callbackList) c.OnBatchEnd(s.BatchIndex, logs);
+            progress.Batch(s.BatchIndex + 1, logs);
+            if (StopTraining) s.StopRequested = true;
+        };
+        trainer.OnEpochEnd += s =>
+        {
+            var logs = CurrentLogs(lossSum, lossCount);
+            if (validationLoader is not null)
+                foreach (var (k, v) in EvaluateLogs(validationLoader)) logs["val_" + k] = v;
+            history.Add(logs);
+            progress.EndEpoch(logs);
+            foreach (var c in callbackList) c.OnEpochEnd(s.Epoch, logs);
+            if (StopTraining) s.StopRequested = true;
+        };
+
+        StopTraining = false;
+        foreach (var c in callbackList) c.OnTrainBegin();
+        trainer.Train(Network, loss!, loader, opt, epochs);
+        foreach (var c in callbackList) c.OnTrainEnd();
+        return history;
+    }
+
+    /// <summary>Fit on arrays: <paramref name="x"/> holds samples of <paramref name="featureShape"/>, <paramref name="y"/> one target per sample (class indices or values).</summary>
+    public History Fit(float[] x, long[] featureShape, float[] y, int epochs = 1, int batchSize = 32, double validationSplit = 0,
+                       bool shuffle = true, IEnumerable<Callback>? callbacks = null, int verbose = 1, int seed = 0) =>
+        Fit(new ArrayDataset(x, featureShape, y), epochs, batchSize, validationSplit, null, shuffle, callbacks, verbose, seed);
+
+    /// <summary>Loss and metrics over a dataset, without training: "loss", "accuracy", ...</summary>
+    public Dictionary<string, double> Evaluate(Dataset data, int batchSize = 256)
+    {
+        ArgumentNullException.ThrowIfNull(data);
+        _ = Optimizer;
+        return EvaluateLogs(new DataLoader(data, batchSize, shuffle: false, device: Device));
+    }
+
+    /// <summary>The network's outputs for every sample, in order, as one tensor on the model's device.</summary>
+    public Tensor Predict(Dataset data, int batchSize = 256)
+    {
+        ArgumentNullException.ThrowIfNull(data);
+        var loader = new DataLoader(data, batchSize, shuffle: false, device: Device);
+        bool wasTraining = Network.Training;
+        Network.Eval();
+        var outputs = new List<float>();
+        long[]? sampleShape = null;
+        using (Tensor.NoGrad())
+        {
+            foreach (var batch in loader.Batches())
+            {
+                using (var scope = new DisposeScope())
+                {
+                    var output = Network.Forward(batch.Inputs);
+                    sampleShape ??= output.ShapeArray.Skip(1).ToArray();
+                    outputs.AddRange(output.ToArray());
+                }
+                batch.Dispose();
+            }
+        }
+        Network.Train(wasTraining);
+        return Tensor.FromArray(outputs.ToArray(), new long[] { data.Count }.Concat(sampleShape!).ToArray(), Device);
+    }
+
+    private Dictionary<string, double> EvaluateLogs(DataLoader loader)
+    {
+        var trainer = new Trainer();
+        var logs = new Dictionary<string, double> { ["loss"] = trainer.Test(Network, loss!, loader, metrics) };
+        foreach (var m in metrics) logs[m.Name] = m.Result();
+        return logs;
+    }
+
+    private Dictionary<string, double> CurrentLogs(double lossSum, long lossCount)
+    {
+        var logs = new Dictionary<string, double> { ["loss"] = lossCount == 0 ? double.NaN : lossSum / lossCount };
+        foreach (var m in metrics) logs[m.Name] = m.Result();
+        return logs;
+    }
+
+    /// <summary>Writes the network's parameters to a file, atomically (see <see cref="WeightsFile"/>).</summary>
+    public void SaveWeights(string path) => WeightsFile.Save(Network, path);
+
+    /// <summary>Reads parameters saved by <see cref="SaveWeights"/> into the network.</summary>
+    public void LoadWeights(string path) => WeightsFile.Load(Network, path);
+
+    /// <summary>Frees the network and the optimizer state.</summary>
+    public void Dispose()
+    {
+        Network.Dispose();
+        optimizer?.Dispose();
+    }
+
+    /// <summary>Keras's progress display: a live line while the epoch runs in a terminal; one line per
+    /// epoch when output is redirected (logs, CI); nothing when verbose is 0.</summary>
+    private sealed class ProgressLine
+    {
+        private readonly int verbose, batches, epochs;
+        private readonly bool live = !Console.IsOutputRedirected;
+        private readonly Stopwatch watch = new();
+        private int epoch;
+
+        public ProgressLine(int verbose, int batches, int epochs) => (this.verbose, this.batches, this.epochs) = (verbose, batches, epochs);
+
+        public void StartEpoch(int e)
+        {
+            epoch = e;
+            watch.Restart();
+        }
+
+        public void Batch(int done, IReadOnlyDictionary<string, double> logs)
+        {
+            if (verbose == 0 || !live || (done % 10 != 0 && done != batches)) return;
+            Console.Write($"\rEpoch {epoch + 1}/{epochs} {done}/{batches} {Format(logs)} {watch.Elapsed.TotalSeconds:F1}s   ");
+        }
+
+        public void EndEpoch(IReadOnlyDictionary<string, double> logs)
+        {
+            if (verbose == 0) return;
+            var line = $"Epoch {epoch + 1}/{epochs} {batches}/{batches} {Format(logs)} {watch.Elapsed.TotalSeconds:F1}s";
+            Console.WriteLine(live ? "\r" + line + "   " : line);
+        }
+
+        private static string Format(IReadOnlyDictionary<string, double> logs) =>
+            string.Join(" ", logs.Select(kv => $"{kv.Key} {kv.Value.ToString("F4", CultureInfo.InvariantCulture)}"));
+    }
+}

@@ -1,0 +1,282 @@
+using System.Text;
+
+namespace Kernels.Nn;
+
+/// <summary>
+/// Device memory shared by a tensor and its views (reshape). Freed when the last tensor using it
+/// is disposed.
+/// </summary>
+internal sealed class Storage
+{
+    private int references = 1;
+
+    public Storage(DeviceBuffer buffer) => Buffer = buffer;
+
+    public DeviceBuffer Buffer { get; }
+
+    public void Retain() => Interlocked.Increment(ref references);
+
+    public void Release()
+    {
+        if (Interlocked.Decrement(ref references) == 0) Buffer.Dispose();
+    }
+}
+
+/// <summary>
+/// A dense, row-major float32 tensor on one device, with define-by-run autograd: operations on
+/// tensors that require gradients record how to differentiate themselves, and
+/// <see cref="Backward"/> walks that record in reverse.
+/// </summary>
+public sealed partial class Tensor : IDisposable
+{
+    private readonly long[] shape;
+    private Storage? storage;
+    private bool requiresGrad;
+
+    internal Tensor(Storage storage, long[] shape)
+    {
+        this.storage = storage;
+        this.shape = shape;
+        Count = ShapeSize(shape);
+        DisposeScope.Track(this);
+        Interlocked.Increment(ref liveTensors);
+    }
+
+    /// <summary>Dimensions, outermost first. A scalar has rank 0.</summary>
+    public IReadOnlyList<long> Shape => shape;
+
+    internal long[] ShapeArray => shape;
+
+    /// <summary>Number of dimensions.</summary>
+    public int Rank => shape.Length;
+
+    /// <summary>Number of elements.</summary>
+    public long Count { get; }
+
+    /// <summary>Where the data lives.</summary>
+    public Device Device => Storage.Buffer.Device;
+
+    internal DeviceBuffer Buffer => Storage.Buffer;
+
+    private Storage Storage => storage ?? throw new ObjectDisposedException(nameof(Tensor), "the tensor was disposed");
+
+    /// <summary>True once disposed (or freed by its <see cref="DisposeScope"/>).</summary>
+    public bool IsDisposed => storage is null;
+
+    /// <summary>
+    /// Whether gradients flow to this tensor. Set it on leaves (parameters, inputs); results of
+    /// operations require gradients when any input does.
+    /// </summary>
+    public bool RequiresGrad
+    {
+        get => requiresGrad;
+        set
+        {
+            if (Node is not null && !value)
+                throw new InvalidOperationException("RequiresGrad can only be cleared on a leaf tensor; use Detach()");
+            requiresGrad = value;
+        }
+    }
+
+    /// <summary>The accumulated gradient of a leaf after <see cref="Backward"/>, else null.</summary>
+    public Tensor? Grad { get; internal set; }
+
+    /// <summary>How this tensor was computed (null for leaves and under <see cref="NoGrad"/>).</summary>
+    internal GradNode? Node { get; set; }
+
+    /// <summary>True when this tensor was created by the user, not by a recorded operation.</summary>
+    public bool IsLeaf => Node is null;
+
+    // ---- Creation ------------------------------------------------------------------------------
+
+    /// <summary>A tensor with the given values (row-major) and shape, on a device (CPU by default).</summary>
+    public static Tensor FromArray(ReadOnlySpan<float> values, ReadOnlySpan<long> shape, Device? device = null)
+    {
+        var dims = CheckShape(shape);
+        if (ShapeSize(dims) != values.Length)
+            throw new ArgumentException($"{values.Length} values do not fill shape {FormatShape(dims)} ({ShapeSize(dims)} elements)", nameof(values));
+        var buffer = DeviceBuffer.FromArray(device ?? Device.Cpu, values);
+        return new Tensor(new Storage(buffer), dims);
+    }
+
+    /// <summary>A 1-D tensor of the given values.</summary>
+    public static Tensor FromArray(float[] values, Device? device = null) => FromArray(values, new long[] { values.Length }, device);
+
+    /// <summary>A rank-0 tensor holding one value.</summary>
+    public static Tensor Scalar(float value, Device? device = null) => FromArray(new[] { value }, ReadOnlySpan<long>.Empty, device);
+
+    /// <summary>Uninitialised storage for a result: only operations that overwrite every element use it.</summary>
+    internal static Tensor Empty(ReadOnlySpan<long> shape, Device device)
+    {
+        var dims = CheckShape(shape);
+        var buffer = DeviceBuffer.Allocate(device, checked(4 * ShapeSize(dims)));
+        return new Tensor(new Storage(buffer), dims);
+    }
+
+    /// <summary>A tensor filled with one value.</summary>
+    public static Tensor Full(ReadOnlySpan<long> shape, float value, Device? device = null)
+    {
+        var t = Empty(shape, device ?? Device.Cpu);
+        if (t.Count > 0) t.Buffer.Fill(value, 0, t.Count);
+        return t;
+    }
+
+    /// <summary>A tensor of zeros.</summary>
+    public static Tensor Zeros(ReadOnlySpan<long> shape, Device? device = null) => Full(shape, 0f, device);
+
+    /// <summary>A tensor of ones.</summary>
+    public static Tensor Ones(ReadOnlySpan<long> shape, Device? device = null) => Full(shape, 1f, device);
+
+    /// <summary>start, start + step, ... below end, as a 1-D tensor.</summary>
+    public static Tensor Arange(float start, float end, float step = 1, Device? device = null)
+    {
+        if (step == 0 || float.IsNaN(step)) throw new ArgumentException("step must be non-zero", nameof(step));
+        long n = Math.Max(0, (long)Math.Ceiling((end - start) / step));
+        var values = new float[n];
+        for (long i = 0; i < n; i++) values[i] = start + i * step;
+        return FromArray(values, device);
+    }
+
+    /// <summary>Uniform values in [low, high), reproducible from the seed.</summary>
+    public static Tensor Uniform(ReadOnlySpan<long> shape, float low, float high, int seed, Device? device = null)
+    {
+        var dims = CheckShape(shape);
+        var random = new Random(seed);
+        var values = new float[ShapeSize(dims)];
+        for (int i = 0; i < values.Length; i++) values[i] = (float)(low + (high - low) * random.NextDouble());
+        return FromArray(values, dims, device);
+    }
+
+    /// <summary>Normal values (Box-Muller) with the given mean and standard deviation, reproducible from the seed.</summary>
+    public static Tensor Normal(ReadOnlySpan<long> shape, float mean, float std, int seed, Device? device = null)
+    {
+        var dims = CheckShape(shape);
+        var random = new Random(seed);
+        var values = new float[ShapeSize(dims)];
+        for (int i = 0; i < values.Length; i += 2)
+        {
+            double u1 = 1.0 - random.NextDouble(), u2 = random.NextDouble();
+            double r = Math.Sqrt(-2.0 * Math.Log(u1));
+            values[i] = (float)(mean + std * r * Math.Cos(2 * Math.PI * u2));
+            if (i + 1 < values.Length) values[i + 1] = (float)(mean + std * r * Math.Sin(2 * Math.PI * u2));
+        }
+        return FromArray(values, dims, device);
+    }
+
+    // ---- Reading back and moving -----------------------------------------------------------------
+
+    /// <summary>The values, row-major, copied to a new array (waits for queued work).</summary>
+    public float[] ToArray()
+    {
+        var values = new float[Count];
+        if (Count > 0) Buffer.Read<float>(values);
+        return values;
+    }
+
+    /// <summary>The single value of a one-element tensor.</summary>
+    public float Item()
+    {
+        if (Count != 1) throw new InvalidOperationException($"Item() needs exactly one element; the tensor has shape {FormatShape(shape)}");
+        return ToArray()[0];
+    }
+
+    /// <summary>A copy on another device (the same tensor when already there). Not differentiable.</summary>
+    public Tensor To(Device device)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        if (ReferenceEquals(device, Device)) return this;
+        var copy = Empty(shape, device);
+        if (Count > 0) copy.Buffer.CopyFrom(Buffer, 0, 0, 4 * Count);
+        return copy;
+    }
+
+    /// <summary>A copy on the named device ("cpu", "cuda:0", "opencl:0").</summary>
+    public Tensor To(string device) => To(Device.Get(device));
+
+    /// <summary>A new tensor sharing this one's data but not its gradient history.</summary>
+    public Tensor Detach()
+    {
+        Storage.Retain();
+        return new Tensor(Storage, (long[])shape.Clone());
+    }
+
+    private List<IDisposable>? attachments;
+
+    /// <summary>Ties a resource that a backward rule needs (e.g. a label buffer) to this tensor's lifetime.</summary>
+    internal void Attach(IDisposable resource) => (attachments ??= new()).Add(resource);
+
+    /// <summary>Frees the tensor's reference to its device memory (and its gradient). Idempotent.</summary>
+    public void Dispose()
+    {
+        var s = storage;
+        if (s is null) return;
+        storage = null;
+        Node = null;
+        if (attachments is not null)
+            foreach (var resource in attachments) resource.Dispose();
+        attachments = null;
+        Grad?.Dispose();
+        Grad = null;
+        s.Release();
+        Interlocked.Decrement(ref liveTensors);
+    }
+
+    private static long liveTensors;
+
+    /// <summary>Tensors created and not yet disposed, in this process (for leak checks).</summary>
+    public static long LiveCount => Interlocked.Read(ref liveTensors);
+
+    // ---- Shapes ----------------------------------------------------------------------------------
+
+    internal static long ShapeSize(ReadOnlySpan<long> dims)
+    {
+        long n = 1;
+        foreach (var d in dims) n = checked(n * d);
+        return n;
+    }
+
+    internal static long[] CheckShape(ReadOnlySpan<long> dims)
+    {
+        foreach (var d in dims)
+            if (d < 0) throw new ArgumentException($"shape {FormatShape(dims)} has a negative dimension", "shape");
+        if (dims.Length > 8) throw new ArgumentException($"shape {FormatShape(dims)} has rank {dims.Length}; at most 8 is supported", "shape");
+        return dims.ToArray();
+    }
+
+    internal static string FormatShape(ReadOnlySpan<long> dims)
+    {
+        var s = new StringBuilder("[");
+        for (int i = 0; i < dims.Length; i++) s.Append(i > 0 ? ", " : "").Append(dims[i]);
+        return s.Append(']').ToString();
+    }
+
+    /// <summary>"Tensor[2, 3] on cpu" followed by the values when there are at most 100.</summary>
+    public override string ToString()
+    {
+        if (IsDisposed) return "Tensor (disposed)";
+        var head = $"Tensor{FormatShape(shape)} on {Device.Name}{(RequiresGrad ? ", requires grad" : "")}";
+        if (Count > 100) return head;
+        var values = ToArray();
+        var s = new StringBuilder(head).Append('\n');
+        Format(s, values, 0, 0);
+        return s.ToString();
+    }
+
+    private void Format(StringBuilder s, float[] values, int dim, long offset)
+    {
+        if (dim == Rank)
+        {
+            s.Append(values[offset].ToString("G6", System.Globalization.CultureInfo.InvariantCulture));
+            return;
+        }
+        long stride = 1;
+        for (int d = dim + 1; d < Rank; d++) stride *= shape[d];
+        s.Append('[');
+        for (long i = 0; i < shape[dim]; i++)
+        {
+            if (i > 0) s.Append(dim == Rank - 1 ? ", " : ",\n" + new string(' ', dim + 1));
+            Format(s, values, dim + 1, offset + i * stride);
+        }
+        s.Append(']');
+    }
+}

@@ -1,0 +1,153 @@
+using NUnit.Framework;
+
+namespace Kernels.Nn.Tests;
+
+/// <summary>Each optimizer's fused kernel against the update rule computed by hand in float64, over
+/// three steps (so state such as momentum and bias correction is exercised).</summary>
+[TestFixture]
+public class OptimizerTests
+{
+    private static readonly float[] Initial = { 0.5f, -1.25f, 2f, 0f, -0.3f, 1e-3f, 3.5f };
+    private static readonly float[][] Gradients =
+    {
+        new[] { 0.1f, -0.2f, 0.3f, 0f, 1.5f, -2f, 0.05f },
+        new[] { -0.4f, 0.25f, 0.1f, 0.2f, -1f, 0.5f, 0.3f },
+        new[] { 0.2f, 0.2f, -0.6f, -0.1f, 0.7f, 0.01f, -0.9f },
+    };
+
+    private static double[] Run(Func<IEnumerable<Tensor>, Optimizer> create)
+    {
+        using var p = Tensor.FromArray(Initial, new long[] { Initial.Length });
+        p.RequiresGrad = true;
+        using var optimizer = create(new[] { p });
+        foreach (var g in Gradients)
+        {
+            p.ZeroGrad();
+            // Set the gradient the way Backward would: d(sum(p * g))/dp = g.
+            using (var scope = new DisposeScope())
+            {
+                var gt = Tensor.FromArray(g, new long[] { g.Length });
+                p.Mul(gt).Sum().Backward();
+            }
+            optimizer.Step();
+        }
+        return p.ToArray().Select(v => (double)v).ToArray();
+    }
+
+    private static void AssertClose(double[] actual, double[] expected, string what)
+    {
+        for (int i = 0; i < expected.Length; i++)
+            Assert.That(actual[i], Is.EqualTo(expected[i]).Within(1e-5 + 1e-5 * Math.Abs(expected[i])), $"{what}: element {i}");
+    }
+
+    [TestCase(0f, 0f, 0f, false)]
+    [TestCase(0.9f, 0f, 0f, false)]
+    [TestCase(0.9f, 0.1f, 0.01f, false)]
+    [TestCase(0.9f, 0f, 0.01f, true)]
+    public void SGD_matches_the_PyTorch_update_rule(float momentum, float dampening, float weightDecay, bool nesterov)
+    {
+        const double lr = 0.1;
+        var p = Initial.Select(v => (double)v).ToArray();
+        var velocity = new double[p.Length];
+        for (int step = 0; step < Gradients.Length; step++)
+            for (int i = 0; i < p.Length; i++)
+            {
+                double g = Gradients[step][i] + weightDecay * p[i];
+                if (momentum != 0)
+                {
+                    velocity[i] = step == 0 ? g : momentum * velocity[i] + (1 - dampening) * g;
+                    g = nesterov ? g + momentum * velocity[i] : velocity[i];
+                }
+                p[i] -= lr * g;
+            }
+        AssertClose(Run(ps => new SGD(ps, (float)lr, momentum, dampening, weightDecay, nesterov)), p, "SGD");
+    }
+
+    [TestCase(0f, false)]
+    [TestCase(0.1f, false)]
+    [TestCase(0.1f, true)]
+    public void Adam_and_AdamW_match_the_update_rule(float weightDecay, bool decoupled)
+    {
+        const double lr = 0.01, b1 = 0.9, b2 = 0.999, eps = 1e-8;
+        var p = Initial.Select(v => (double)v).ToArray();
+        var m = new double[p.Length];
+        var v = new double[p.Length];
+        for (int t = 1; t <= Gradients.Length; t++)
+            for (int i = 0; i < p.Length; i++)
+            {
+                double g = Gradients[t - 1][i];
+                if (decoupled) p[i] *= 1 - lr * weightDecay;
+                else g += weightDecay * p[i];
+                m[i] = b1 * m[i] + (1 - b1) * g;
+                v[i] = b2 * v[i] + (1 - b2) * g * g;
+                double mHat = m[i] / (1 - Math.Pow(b1, t)), vHat = v[i] / (1 - Math.Pow(b2, t));
+                p[i] -= lr * mHat / (Math.Sqrt(vHat) + eps);
+            }
+        var actual = Run(ps => decoupled ? new AdamW(ps, (float)lr, weightDecay: weightDecay) : new Adam(ps, (float)lr, weightDecay: weightDecay));
+        AssertClose(actual, p, decoupled ? "AdamW" : "Adam");
+    }
+
+    [TestCase(0f)]
+    [TestCase(0.9f)]
+    public void RMSprop_matches_the_update_rule(float momentum)
+    {
+        const double lr = 0.01, alpha = 0.99, eps = 1e-8, wd = 0.01;
+        var p = Initial.Select(v => (double)v).ToArray();
+        var sq = new double[p.Length];
+        var vel = new double[p.Length];
+        for (int t = 0; t < Gradients.Length; t++)
+            for (int i = 0; i < p.Length; i++)
+            {
+                double g = Gradients[t][i] + wd * p[i];
+                sq[i] = alpha * sq[i] + (1 - alpha) * g * g;
+                double step = g / (Math.Sqrt(sq[i]) + eps);
+                if (momentum > 0) { vel[i] = momentum * vel[i] + step; p[i] -= lr * vel[i]; }
+                else p[i] -= lr * step;
+            }
+        AssertClose(Run(ps => new RMSprop(ps, (float)lr, (float)alpha, (float)eps, (float)wd, momentum)), p, "RMSprop");
+    }
+
+    [Test]
+    public void Adagrad_matches_the_update_rule()
+    {
+        const double lr = 0.1, eps = 1e-10;
+        var p = Initial.Select(v => (double)v).ToArray();
+        var sum = new double[p.Length];
+        for (int t = 0; t < Gradients.Length; t++)
+            for (int i = 0; i < p.Length; i++)
+            {
+                double g = Gradients[t][i];
+                sum[i] += g * g;
+                p[i] -= lr * g / (Math.Sqrt(sum[i]) + eps);
+            }
+        AssertClose(Run(ps => new Adagrad(ps, (float)lr, (float)eps)), p, "Adagrad");
+    }
+
+    [Test]
+    public void Gradient_clipping_by_value_and_by_global_norm()
+    {
+        using var a = Tensor.FromArray(new[] { 3f, -4f }, new long[] { 2 });
+        using var b = Tensor.FromArray(new[] { 12f }, new long[] { 1 });
+        a.RequiresGrad = b.RequiresGrad = true;
+        using (var scope = new DisposeScope())
+            a.Mul(a).Sum().Mul(0.5f).Add(b.Mul(b).Sum().Mul(0.5f)).Backward();   // grads = values: (3, -4), (12)
+        float norm = GradientClipping.ByGlobalNorm(new[] { a, b }, 6.5f);
+        Assert.That(norm, Is.EqualTo(13f).Within(1e-5f), "norm of (3, -4, 12)");
+        Assert.That(a.Grad!.ToArray(), Is.EqualTo(new[] { 1.5f, -2f }).Within(1e-4f), "scaled by 6.5/13");
+        Assert.That(b.Grad!.ToArray(), Is.EqualTo(new[] { 6f }).Within(1e-4f));
+        GradientClipping.ByValue(new[] { a, b }, 1.75f);
+        Assert.That(a.Grad!.ToArray(), Is.EqualTo(new[] { 1.5f, -1.75f }));
+        Assert.That(b.Grad!.ToArray(), Is.EqualTo(new[] { 1.75f }));
+    }
+
+    [Test]
+    public void Learning_rate_schedules()
+    {
+        Assert.That(LearningRateSchedule.Step(2, 0.5f).Rate(5, 1f), Is.EqualTo(0.25f).Within(1e-7f));
+        Assert.That(LearningRateSchedule.Exponential(0.9f).Rate(2, 1f), Is.EqualTo(0.81f).Within(1e-6f));
+        var cosine = LearningRateSchedule.Cosine(10, 0.1f);
+        Assert.That(cosine.Rate(0, 1f), Is.EqualTo(1f).Within(1e-6f));
+        Assert.That(cosine.Rate(5, 1f), Is.EqualTo(0.55f).Within(1e-6f));
+        Assert.That(cosine.Rate(10, 1f), Is.EqualTo(0.1f).Within(1e-6f));
+    }
+}
