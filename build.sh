@@ -69,18 +69,23 @@ run_tests() {
   nf=$(sed -n 's/^selftest: \([0-9]*\) passed, \([0-9]*\) failed.*/\2/p' "$log" | tail -1)
   [ -n "$np" ] || { np=0; nf=1; }
 
-  say "NUnit tests"
-  set +e
-  dotnet test tests/Kernels.Tests -c "$configuration" --no-build -p:KernelsNativeDir="$root/$build_dir/" | tee "$log"
-  local managed_rc=${PIPESTATUS[0]}
-  set -e
-  local tp tf ts
-  tp=$(sed -n 's/^ *succeeded: *\([0-9]*\).*/\1/p' "$log" | tail -1)
-  tf=$(sed -n 's/^ *failed: *\([0-9]*\).*/\1/p' "$log" | tail -1)
-  ts=$(sed -n 's/^ *skipped: *\([0-9]*\).*/\1/p' "$log" | tail -1)
+  say "NUnit tests (kernels on every device, then src/Nn)"
+  local tp=0 tf=0 ts=0 managed_rc=0 project
+  for project in tests/Kernels.Tests tests/Kernels.Nn.Tests; do
+    set +e
+    dotnet test --project "$project" -c "$configuration" --no-build | tee "$log"
+    local rc=${PIPESTATUS[0]}
+    set -e
+    local p f s
+    p=$(sed -n 's/^ *succeeded: *\([0-9]*\).*/\1/p' "$log" | tail -1)
+    f=$(sed -n 's/^ *failed: *\([0-9]*\).*/\1/p' "$log" | tail -1)
+    s=$(sed -n 's/^ *skipped: *\([0-9]*\).*/\1/p' "$log" | tail -1)
+    if [ -z "$p" ]; then p=0; f=1; s=0; echo "build.sh: could not read the summary of $project (counted as a failure)"; fi
+    [ "$rc" = 0 ] || [ "$f" != 0 ] || f=1
+    [ "$rc" = 0 ] || managed_rc=$rc
+    tp=$((tp + p)); tf=$((tf + f)); ts=$((ts + s))
+  done
   rm -f "$log"
-  if [ -z "$tp" ]; then tp=0; tf=1; ts=0; echo "build.sh: could not read the NUnit summary (counted as a failure)"; fi
-  [ "$managed_rc" = 0 ] || [ "$tf" != 0 ] || tf=1
   echo
   echo "native self-test: $np passed, $nf failed; NUnit: $tp passed, $tf failed, $ts skipped"
   echo "$((np + tp)) passed, $((nf + tf)) failed, $ts skipped"

@@ -362,8 +362,10 @@ internal static unsafe partial class NativeMethods
     // kn_status kn_dropout_f32(const kn_buffer* x, kn_buffer* y, int64_t n, float p, int64_t seed, int64_t offset);
     /// <summary>
     /// y[i] = keep(i) ? x[i] / (1 - p) : 0, where keep(i) = uniform(seed, offset + i) &gt;= p and uniform is
-    /// a counter-based generator (Philox-4x32-10: key = seed, counter = offset + i), so the mask needs no
-    /// storage, is reproducible from (seed, offset) and is the same on every backend. 0 &lt;= p &lt; 1.
+    /// a counter-based generator, so the mask needs no storage, is reproducible from (seed, offset) and is
+    /// the same on every backend. Exactly: w = first output word of Philox-4x32-10 with counter words
+    /// (lo32(offset + i), hi32(offset + i), 0, 0) and key (lo32(seed), hi32(seed)); uniform = (w &gt;&gt; 8) / 2^24;
+    /// keep where uniform &gt;= p. 0 &lt;= p &lt; 1.
     /// </summary>
     [LibraryImport(Library)]
     internal static partial Status kn_dropout_f32(nint x, nint y, long n, float p, long seed, long offset);

@@ -252,8 +252,10 @@ KN_API kn_status kn_cross_entropy_backward_f32(const kn_buffer* logits, const kn
 /* ---- Dropout ---------------------------------------------------------------------------- */
 
 /* y[i] = keep(i) ? x[i] / (1 - p) : 0, where keep(i) = uniform(seed, offset + i) >= p and uniform is
- * a counter-based generator (Philox-4x32-10: key = seed, counter = offset + i), so the mask needs no
- * storage, is reproducible from (seed, offset) and is the same on every backend. 0 <= p < 1. */
+ * a counter-based generator, so the mask needs no storage, is reproducible from (seed, offset) and is
+ * the same on every backend. Exactly: w = first output word of Philox-4x32-10 with counter words
+ * (lo32(offset + i), hi32(offset + i), 0, 0) and key (lo32(seed), hi32(seed)); uniform = (w >> 8) / 2^24;
+ * keep where uniform >= p. 0 <= p < 1. */
 KN_API kn_status kn_dropout_f32(const kn_buffer* x, kn_buffer* y, int64_t n, float p, int64_t seed,
                                 int64_t offset);
 

@@ -22,12 +22,18 @@ public static class Losses
     {
         CheckSameShape(probabilities, target, "BinaryCrossEntropy");
         const float eps = 1e-7f;
-        using var low = Tensor.Scalar(eps, probabilities.Device);
-        using var high = Tensor.Scalar(1 - eps, probabilities.Device);
+        var low = Tensor.Scalar(eps, probabilities.Device);
+        var high = Tensor.Scalar(1 - eps, probabilities.Device);
         var p = probabilities.Maximum(low).Minimum(high);
         var positive = target.Mul(p.Log());
         var negative = target.Neg().Add(1f).Mul(p.Neg().Add(1f).Log());
-        return positive.Add(negative).Mean().Neg();
+        var loss = positive.Add(negative).Mean().Neg();
+        // The clamp bounds are operands of recorded maximum/minimum nodes: they must outlive backward.
+        DisposeScope.Untrack(low);
+        DisposeScope.Untrack(high);
+        loss.Attach(low);
+        loss.Attach(high);
+        return loss;
     }
 
     /// <summary>

@@ -41,26 +41,39 @@ void reduce_f32(const ReduceArgs& args);                   // reduce.cpp
 void argreduce_f32(const ArgReduceArgs& args);             // reduce.cpp
 void softmax_f32(const SoftmaxArgs& args);                 // softmax.cpp
 void softmax_backward_f32(const SoftmaxBackwardArgs& args);// softmax.cpp
+void cross_entropy_f32(const CrossEntropyArgs& args);      // training.cpp
+void cross_entropy_backward_f32(const CrossEntropyBackwardArgs& args);  // training.cpp
+void dropout_f32(const DropoutArgs& args);                 // training.cpp (forward and backward)
+void clamp_f32(const ClampArgs& args);                     // training.cpp
+void sgd_step_f32(const SgdArgs& args);                    // training.cpp
+void adam_step_f32(const AdamArgs& args);                  // training.cpp
+void rmsprop_step_f32(const RmspropArgs& args);            // training.cpp
+void adagrad_step_f32(const AdagradArgs& args);            // training.cpp
 void fill_f32(float* dst, int64_t count, float value);     // elementwise.cpp
 void copy_bytes(void* dst, const void* src, int64_t bytes);// elementwise.cpp (parallel memcpy)
 
-// ---- GEMM micro-kernels (defined only where KN_CPU_X86) ----------------------------------------------------------------------
-// A micro-kernel computes one MR x NR tile of C from packed panels:
-//     C[0:mr, 0:nr] = alpha * sum_p a[p*MR + i] * b[p*NR + j] + beta * C[0:mr, 0:nr]
-// a: kc x MR (one MR-tall column of op(A) per p), b: kc x NR (one NR-wide row of op(B) per p), both
-// zero-padded to full MR / NR and 64-byte aligned. mr <= MR and nr <= NR are the valid edge sizes.
+// ---- GEMM micro-kernels (defined only where KN_CPU_X86) ----------------------------------------
+// A micro-kernel computes one MR x NR tile of C:
+//     C[0:mr, 0:nr] = alpha * sum_p a[p*MR + i] * b[p*b_stride + j] + beta * C[0:mr, 0:nr]
+// a: a packed kc x MR panel (one MR-tall column of op(A) per p, zero-padded). b: kc rows of NR
+// floats b_stride apart: a packed panel (b_stride = NR, zero-padded) or, where the kernel masks
+// its loads, op(B) itself (b_stride = ldb). mr <= MR and nr <= NR are the valid edge sizes.
 // beta == 0 does not read C (NaN in C must not propagate).
-using GemmMicroKernel = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                                 float alpha, float beta, int64_t mr, int64_t nr);
+using GemmMicroKernel = void (*)(int64_t kc, const float* a, const float* b, int64_t b_stride, float* c,
+                                 int64_t ldc, float alpha, float beta, int64_t mr, int64_t nr);
 
 // Register math, 32 zmm: 14 rows x 2 vectors of 16 = 28 accumulators + 2 B vectors + 1 broadcast.
 constexpr int kGemmAvx512MR = 14, kGemmAvx512NR = 32;
-void gemm_micro_kernel_avx512(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                              float alpha, float beta, int64_t mr, int64_t nr);
+void gemm_micro_kernel_avx512(int64_t kc, const float* a, const float* b, int64_t b_stride, float* c,
+                              int64_t ldc, float alpha, float beta, int64_t mr, int64_t nr);
+// panel[p * panel_width + r] = src[r * ld + p] for r < rows, zero for rows <= r < panel_width:
+// packs op(A) stored row-major (panel_width = MR) or op(B) stored transposed (panel_width = NR).
+void gemm_pack_rows_avx512(const float* src, int64_t ld, int64_t rows, int64_t kc, int64_t panel_width,
+                           float* panel);
 
 // Register math, 16 ymm: 6 rows x 2 vectors of 8 = 12 accumulators + 2 B vectors + 1 broadcast.
 constexpr int kGemmAvx2MR = 6, kGemmAvx2NR = 16;
-void gemm_micro_kernel_avx2(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                            float alpha, float beta, int64_t mr, int64_t nr);
+void gemm_micro_kernel_avx2(int64_t kc, const float* a, const float* b, int64_t b_stride, float* c,
+                            int64_t ldc, float alpha, float beta, int64_t mr, int64_t nr);
 
 }  // namespace kn::cpu

@@ -1,0 +1,610 @@
+// test_cuda_kernels.cpp: runs every launcher of native/kernels/cuda on the CPU emulator (emulator.cpp)
+// and compares the results with float64 references: fill, unary and binary ops and their backward
+// passes over aligned and misaligned buffers and many broadcast geometries, all five reductions and
+// both index reductions (ties, NaN, inf) through one- and two-pass plans, softmax / log-softmax and
+// their backward passes over warp- and block-per-row shapes, and GEMM with every transpose, padded
+// leading dimensions, batches with shared operands, beta = 0 over NaN, k = 0 and alpha = 0, on both
+// tile configurations. Buffers are allocated at their exact size, so a build with AddressSanitizer
+// reports any out-of-bounds access. Usage: test_cuda_kernels [fill|unary|binary|softmax|reduce|gemm]
+#include "cuda_kernels.h"
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+using namespace kn;
+using kn::cuda::LaunchContext;
+
+static int failures = 0, checks = 0;
+
+#define EXPECT(cond, ...)                                        \
+    do {                                                         \
+        ++checks;                                                \
+        if (!(cond)) {                                           \
+            ++failures;                                          \
+            if (failures < 60) {                                 \
+                std::printf("FAIL %s:%d: ", __FILE__, __LINE__); \
+                std::printf(__VA_ARGS__);                        \
+                std::printf("\n");                               \
+            }                                                    \
+        }                                                        \
+    } while (0)
+
+static uint64_t rng_state = 12345;
+static float uniform(float lo, float hi) {
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return lo + (hi - lo) * static_cast<float>(rng_state >> 40) / 16777216.0f;
+}
+
+// Exactly-sized, 16-byte aligned allocation (ASan catches any access outside), optionally shifted by
+// `shift` floats to make a misaligned pointer.
+struct Buf {
+    float* raw = nullptr;
+    float* p = nullptr;
+    size_t n = 0;
+    Buf(size_t count, int shift = 0) : n(count) {
+        size_t bytes = (count + shift) * sizeof(float);
+        bytes = (bytes + 15) / 16 * 16;
+        if (bytes == 0) bytes = 16;
+        raw = static_cast<float*>(aligned_alloc(16, bytes));
+        p = raw + shift;
+    }
+    ~Buf() { free(raw); }
+    Buf(const Buf&) = delete;
+    float& operator[](size_t i) { return p[i]; }
+};
+
+static bool close(double got, double want, double rel, double abs_tol) {
+    if (std::isnan(want)) return std::isnan(got);
+    if (std::isinf(want)) return got == want;
+    return std::fabs(got - want) <= rel * std::fabs(want) + abs_tol;
+}
+
+static LaunchContext ctx_with(int sm) { return LaunchContext{nullptr, sm}; }
+
+// ---- fill ----------------------------------------------------------------------------------------
+static void test_fill() {
+    for (int offset = 0; offset < 5; ++offset)
+        for (int count : {0, 1, 2, 3, 4, 5, 7, 8, 9, 100, 1001}) {
+            Buf b(offset + count + 3);
+            for (size_t i = 0; i < b.n; ++i) b[i] = -1.0f;
+            EXPECT(cuda::launch_fill(b.p + offset, count, 7.0f, ctx_with(2)) == cudaSuccess, "fill launch");
+            for (size_t i = 0; i < b.n; ++i) {
+                const bool inside = int(i) >= offset && int(i) < offset + count;
+                EXPECT(b[i] == (inside ? 7.0f : -1.0f), "fill offset %d count %d element %zu = %g", offset, count, i, b[i]);
+            }
+        }
+}
+
+// ---- unary -----------------------------------------------------------------------------------------
+static double unary_ref(kn_unary_op op, double x, double a) {
+    switch (op) {
+        case KN_UNARY_NEG: return -x;
+        case KN_UNARY_ABS: return std::fabs(x);
+        case KN_UNARY_EXP: return std::exp(x);
+        case KN_UNARY_LOG: return std::log(x);
+        case KN_UNARY_SQRT: return std::sqrt(x);
+        case KN_UNARY_RSQRT: return 1 / std::sqrt(x);
+        case KN_UNARY_SQUARE: return x * x;
+        case KN_UNARY_RECIPROCAL: return 1 / x;
+        case KN_UNARY_TANH: return std::tanh(x);
+        case KN_UNARY_SIGMOID: return 1 / (1 + std::exp(-x));
+        case KN_UNARY_RELU: return x > 0 ? x : 0;
+        case KN_UNARY_LEAKY_RELU: return x > 0 ? x : a * x;
+        case KN_UNARY_GELU: return 0.5 * x * std::erfc(-x / std::sqrt(2.0));
+        case KN_UNARY_ELU: return x > 0 ? x : a * std::expm1(x);
+        case KN_UNARY_SOFTPLUS: return std::log1p(std::exp(x));
+        case KN_UNARY_SIN: return std::sin(x);
+        case KN_UNARY_COS: return std::cos(x);
+        case KN_UNARY_SCALE: return a * x;
+        case KN_UNARY_ADD_SCALAR: return x + a;
+        case KN_UNARY_POW_SCALAR: return std::pow(x, a);
+    }
+    return NAN;
+}
+static double unary_grad_ref(kn_unary_op op, double x, double a) {  // f'(x)
+    const double pi = 3.14159265358979323846;
+    switch (op) {
+        case KN_UNARY_NEG: return -1;
+        case KN_UNARY_ABS: return x > 0 ? 1 : (x < 0 ? -1 : 0);
+        case KN_UNARY_EXP: return std::exp(x);
+        case KN_UNARY_LOG: return 1 / x;
+        case KN_UNARY_SQRT: return 0.5 / std::sqrt(x);
+        case KN_UNARY_RSQRT: return -0.5 * std::pow(x, -1.5);
+        case KN_UNARY_SQUARE: return 2 * x;
+        case KN_UNARY_RECIPROCAL: return -1 / (x * x);
+        case KN_UNARY_TANH: return 1 - std::tanh(x) * std::tanh(x);
+        case KN_UNARY_SIGMOID: { double s = 1 / (1 + std::exp(-x)); return s * (1 - s); }
+        case KN_UNARY_RELU: return x > 0 ? 1 : 0;
+        case KN_UNARY_LEAKY_RELU: return x > 0 ? 1 : a;
+        case KN_UNARY_GELU: return 0.5 * std::erfc(-x / std::sqrt(2.0)) + x * std::exp(-0.5 * x * x) / std::sqrt(2 * pi);
+        case KN_UNARY_ELU: return x > 0 ? 1 : a * std::exp(x);
+        case KN_UNARY_SOFTPLUS: return 1 / (1 + std::exp(-x));
+        case KN_UNARY_SIN: return std::cos(x);
+        case KN_UNARY_COS: return -std::sin(x);
+        case KN_UNARY_SCALE: return a;
+        case KN_UNARY_ADD_SCALAR: return 1;
+        case KN_UNARY_POW_SCALAR: return a == 0 ? 0 : a * std::pow(x, a - 1);
+    }
+    return NAN;
+}
+
+static void test_unary() {
+    for (int o = 0; o <= KN_UNARY_POW_SCALAR; ++o) {
+        const kn_unary_op op = static_cast<kn_unary_op>(o);
+        const bool positive = op == KN_UNARY_LOG || op == KN_UNARY_SQRT || op == KN_UNARY_RSQRT || op == KN_UNARY_POW_SCALAR;
+        const float alpha = op == KN_UNARY_POW_SCALAR ? 2.5f : 0.7f;
+        for (int n : {1, 5, 1000, 4099})
+            for (int shift : {0, 1})
+                for (bool in_place : {false, true}) {
+                    Buf x(n, shift), y(n, shift), xs(n), dy(n, shift), dx(n, shift);
+                    for (int i = 0; i < n; ++i) {
+                        x[i] = positive ? uniform(0.1f, 3.0f) : uniform(-3.0f, 3.0f);
+                        xs[i] = x[i];
+                        dy[i] = uniform(-1.0f, 1.0f);
+                    }
+                    float* out = in_place ? x.p : y.p;
+                    EXPECT(cuda::launch_unary(UnaryArgs{op, alpha, x.p, out, n}, ctx_with(3)) == cudaSuccess, "unary launch");
+                    for (int i = 0; i < n; ++i) {
+                        const double want = unary_ref(op, xs[i], alpha);
+                        EXPECT(close(out[i], want, 3e-6, 1e-6), "unary op %d n %d shift %d element %d: %.9g vs %.9g (x=%g)", o, n,
+                               shift, i, out[i], want, xs[i]);
+                    }
+                    // Backward from x or from the float forward output y, as the API passes them.
+                    std::vector<float> yv(out, out + n);
+                    Buf yin(n, shift), xin(n, shift);
+                    for (int i = 0; i < n; ++i) { yin[i] = yv[i]; xin[i] = xs[i]; }
+                    const bool uses_y = unary_backward_uses_output(op);
+                    std::vector<float> dyv(dy.p, dy.p + n);
+                    float* dxp = in_place ? dy.p : dx.p;
+                    EXPECT(cuda::launch_unary_backward(UnaryBackwardArgs{op, alpha, uses_y ? nullptr : xin.p, uses_y ? yin.p : nullptr,
+                                                                         dy.p, dxp, n},
+                                                       ctx_with(3)) == cudaSuccess,
+                           "unary backward launch");
+                    for (int i = 0; i < n; ++i) {
+                        const double want = dyv[i] * unary_grad_ref(op, xs[i], alpha);
+                        EXPECT(close(dxp[i], want, 2e-5, 2e-6), "unary backward op %d n %d element %d: %.9g vs %.9g (x=%g)", o, n, i,
+                               dxp[i], want, xs[i]);
+                    }
+                }
+    }
+    // Edge values.
+    Buf x(6), y(6);
+    const float vals[6] = {NAN, INFINITY, -INFINITY, 0.0f, 100.0f, -100.0f};
+    std::memcpy(x.p, vals, sizeof vals);
+    cuda::launch_unary(UnaryArgs{KN_UNARY_SOFTPLUS, 0, x.p, y.p, 6}, ctx_with(1));
+    EXPECT(std::isnan(y[0]) && y[1] == INFINITY && y[2] == 0.0f && close(y[3], std::log(2.0), 1e-6, 0) && y[4] == 100.0f &&
+               y[5] >= 0 && y[5] < 1e-40,
+           "softplus edges %g %g %g %g %g %g", y[0], y[1], y[2], y[3], y[4], y[5]);
+    cuda::launch_unary(UnaryArgs{KN_UNARY_SIGMOID, 0, x.p, y.p, 6}, ctx_with(1));
+    EXPECT(std::isnan(y[0]) && y[1] == 1.0f && y[2] == 0.0f && y[3] == 0.5f && y[4] == 1.0f && y[5] >= 0 && y[5] < 1e-40,
+           "sigmoid edges");
+    // sigmoid(-100) = e^-100 is subnormal in float32 (a few bits of precision), but not 0.
+    EXPECT(close(y[5], std::exp(-100.0), 0.05, 0), "sigmoid(-100) is not flushed to 0: %g", y[5]);
+    cuda::launch_unary(UnaryArgs{KN_UNARY_RELU, 0, x.p, y.p, 6}, ctx_with(1));
+    EXPECT(std::isnan(y[0]) && y[1] == INFINITY && y[2] == 0.0f && y[3] == 0.0f && y[4] == 100.0f && y[5] == 0.0f, "relu edges");
+    x[3] = -0.0f;
+    cuda::launch_unary(UnaryArgs{KN_UNARY_RELU, 0, x.p, y.p, 6}, ctx_with(1));
+    EXPECT(y[3] == 0.0f && !std::signbit(y[3]), "relu(-0) is +0, as on the CPU backend");
+    // GELU's left tail, where 1 + erf(x / sqrt 2) cancels: compare relatively with float64.
+    for (float v : {-3.0f, -6.0f, -9.0f, -12.0f}) {
+        x[0] = v;
+        cuda::launch_unary(UnaryArgs{KN_UNARY_GELU, 0, x.p, y.p, 1}, ctx_with(1));
+        const double want = unary_ref(KN_UNARY_GELU, v, 0);
+        EXPECT(close(y[0], want, 1e-5, 0), "gelu(%g) = %g, want %g", v, y[0], want);
+    }
+    // Gradients at NaN: ReLU passes dy (PyTorch's threshold_backward), ABS gives NaN.
+    Buf g(2), dx(2);
+    x[0] = NAN; x[1] = -0.0f; g[0] = 2.0f; g[1] = 3.0f;
+    cuda::launch_unary_backward(UnaryBackwardArgs{KN_UNARY_RELU, 0, x.p, nullptr, g.p, dx.p, 2}, ctx_with(1));
+    EXPECT(dx[0] == 2.0f && dx[1] == 0.0f, "relu backward at NaN / -0: %g %g", dx[0], dx[1]);
+    cuda::launch_unary_backward(UnaryBackwardArgs{KN_UNARY_ABS, 0, x.p, nullptr, g.p, dx.p, 2}, ctx_with(1));
+    EXPECT(std::isnan(dx[0]) && dx[1] == 0.0f, "abs backward at NaN / -0: %g %g", dx[0], dx[1]);
+}
+
+// ---- binary ------------------------------------------------------------------------------------------
+static double binary_ref(kn_binary_op op, double a, double b) {
+    switch (op) {
+        case KN_BINARY_ADD: return a + b;
+        case KN_BINARY_SUB: return a - b;
+        case KN_BINARY_MUL: return a * b;
+        case KN_BINARY_DIV: return a / b;
+        case KN_BINARY_POW: return std::pow(a, b);
+        case KN_BINARY_MAXIMUM: return (std::isnan(a) || std::isnan(b)) ? NAN : (a >= b ? a : b);
+        case KN_BINARY_MINIMUM: return (std::isnan(a) || std::isnan(b)) ? NAN : (a <= b ? a : b);
+    }
+    return NAN;
+}
+static void binary_grad_ref(kn_binary_op op, double a, double b, double& da, double& db) {
+    switch (op) {
+        case KN_BINARY_ADD: da = 1; db = 1; return;
+        case KN_BINARY_SUB: da = 1; db = -1; return;
+        case KN_BINARY_MUL: da = b; db = a; return;
+        case KN_BINARY_DIV: da = 1 / b; db = -a / (b * b); return;
+        case KN_BINARY_POW: da = b == 0 ? 0 : b * std::pow(a, b - 1); db = (a == 0 && b >= 0) ? 0 : std::pow(a, b) * std::log(a); return;
+        case KN_BINARY_MAXIMUM: da = a >= b; db = !(a >= b); return;
+        case KN_BINARY_MINIMUM: da = a <= b; db = !(a <= b); return;
+    }
+}
+
+// Broadcast shape, per-operand strides, then the API's normalisation: drop size-1 dims, merge
+// neighbours where both operands stay linear.
+static BroadcastGeometry geometry(const std::vector<int64_t>& ad, const std::vector<int64_t>& bd, std::vector<int64_t>& cd,
+                                  std::vector<int64_t>& a_full, std::vector<int64_t>& b_full) {
+    const size_t rank = std::max(ad.size(), bd.size());
+    cd.assign(rank, 1);
+    std::vector<int64_t> A(rank, 1), B(rank, 1);
+    for (size_t i = 0; i < ad.size(); ++i) A[rank - ad.size() + i] = ad[i];
+    for (size_t i = 0; i < bd.size(); ++i) B[rank - bd.size() + i] = bd[i];
+    for (size_t d = 0; d < rank; ++d) cd[d] = std::max(A[d], B[d]);
+    a_full.assign(rank, 0);
+    b_full.assign(rank, 0);
+    int64_t sa = 1, sb = 1;
+    for (int d = int(rank) - 1; d >= 0; --d) {
+        a_full[d] = A[d] == 1 ? 0 : sa;
+        b_full[d] = B[d] == 1 ? 0 : sb;
+        sa *= A[d];
+        sb *= B[d];
+    }
+    std::vector<int64_t> dims, as, bs;
+    for (size_t d = 0; d < rank; ++d) {
+        if (cd[d] == 1) continue;
+        if (!dims.empty() && as.back() == a_full[d] * cd[d] && bs.back() == b_full[d] * cd[d]) {
+            dims.back() *= cd[d];
+            as.back() = a_full[d];
+            bs.back() = b_full[d];
+        } else {
+            dims.push_back(cd[d]);
+            as.push_back(a_full[d]);
+            bs.push_back(b_full[d]);
+        }
+    }
+    if (dims.empty()) { dims = {1}; as = {0}; bs = {0}; }
+    BroadcastGeometry g{};
+    g.rank = int(dims.size());
+    g.n = 1;
+    for (int d = 0; d < g.rank; ++d) {
+        g.dims[d] = dims[d];
+        g.a_strides[d] = as[d];
+        g.b_strides[d] = bs[d];
+        g.n *= dims[d];
+    }
+    return g;
+}
+
+static void test_binary() {
+    const std::vector<std::pair<std::vector<int64_t>, std::vector<int64_t>>> shapes = {
+        {{1000}, {1000}}, {{1003}, {1003}}, {{7}, {1}}, {{1}, {4099}}, {{1}, {1}}, {{33, 64}, {64}}, {{33, 63}, {63}},
+        {{5, 1, 8}, {1, 4, 8}}, {{6, 1}, {1, 5}}, {{2, 3, 4, 5}, {3, 1, 5}}, {{3, 1, 4}, {1, 5, 1}}, {{64, 1}, {64, 8}},
+        {{2, 1, 3, 1, 2}, {1, 4, 1, 5, 1}}, {{16}, {4, 4, 16}}};
+    for (int o = 0; o <= KN_BINARY_MINIMUM; ++o) {
+        const kn_binary_op op = static_cast<kn_binary_op>(o);
+        for (size_t si = 0; si < shapes.size(); ++si)
+            for (int shift : {0, 1}) {
+                const std::vector<int64_t>& ad = shapes[si].first;
+                const std::vector<int64_t>& bd = shapes[si].second;
+                std::vector<int64_t> cd, af, bf;
+                const BroadcastGeometry g = geometry(ad, bd, cd, af, bf);
+                int64_t na = 1, nb = 1;
+                for (auto d : ad) na *= d;
+                for (auto d : bd) nb *= d;
+                Buf a(na, shift), b(nb, shift), c(g.n, shift), dc(g.n, shift), da(g.n, shift), db(g.n, shift);
+                for (int64_t i = 0; i < na; ++i) a[i] = op == KN_BINARY_POW ? uniform(0.2f, 2.0f) : uniform(-2.0f, 2.0f);
+                for (int64_t i = 0; i < nb; ++i) b[i] = op == KN_BINARY_DIV ? uniform(0.5f, 2.0f) * (i % 2 ? 1 : -1) : uniform(-2.0f, 2.0f);
+                if (op == KN_BINARY_MAXIMUM || op == KN_BINARY_MINIMUM)  // some ties
+                    for (int64_t i = 0; i < nb; i += 3) b[i] = a[i % na];
+                for (int64_t i = 0; i < g.n; ++i) dc[i] = uniform(-1.0f, 1.0f);
+                EXPECT(cuda::launch_binary(BinaryArgs{op, g, a.p, b.p, c.p}, ctx_with(2)) == cudaSuccess, "binary launch");
+                // Reference by full-rank index arithmetic over the broadcast shape cd.
+                const int rank = int(cd.size());
+                auto offsets = [&](int64_t idx, int64_t& oa, int64_t& ob) {
+                    oa = ob = 0;
+                    for (int d = rank - 1; d >= 0; --d) {
+                        const int64_t coord = idx % cd[d];
+                        idx /= cd[d];
+                        oa += coord * af[d];
+                        ob += coord * bf[d];
+                    }
+                };
+                for (int64_t i = 0; i < g.n; ++i) {
+                    int64_t oa, ob;
+                    offsets(i, oa, ob);
+                    const double want = binary_ref(op, a[oa], b[ob]);
+                    EXPECT(close(c[i], want, 2e-6, 1e-7), "binary op %d shape#%zu shift %d element %lld: %.9g vs %.9g", o,
+                           si, shift, (long long)i, c[i], want);
+                }
+                for (int which = 0; which < 3; ++which) {
+                    float* dap = which == 2 ? nullptr : da.p;
+                    float* dbp = which == 1 ? nullptr : db.p;
+                    for (int64_t i = 0; i < g.n; ++i) da[i] = db[i] = -777.0f;
+                    EXPECT(cuda::launch_binary_backward(BinaryBackwardArgs{op, g, a.p, b.p, dc.p, dap, dbp}, ctx_with(2)) == cudaSuccess,
+                           "binary backward launch");
+                    for (int64_t i = 0; i < g.n; ++i) {
+                        int64_t oa, ob;
+                        offsets(i, oa, ob);
+                        double ga, gb;
+                        binary_grad_ref(op, a[oa], b[ob], ga, gb);
+                        const double wa = dc[i] * ga, wb = dc[i] * gb;
+                        if (dap) EXPECT(close(da[i], wa, 1e-5, 1e-7), "binary backward da op %d element %lld: %.9g vs %.9g", o, (long long)i, da[i], wa);
+                        else EXPECT(da[i] == -777.0f, "da written though null");
+                        if (dbp) EXPECT(close(db[i], wb, 1e-5, 1e-7), "binary backward db op %d element %lld: %.9g vs %.9g", o, (long long)i, db[i], wb);
+                        else EXPECT(db[i] == -777.0f, "db written though null");
+                    }
+                }
+            }
+    }
+    // NaN propagation of maximum / minimum.
+    Buf a(4), b(4), c(4);
+    const float av[4] = {NAN, 1, 2, NAN}, bv[4] = {1, NAN, 2, NAN};
+    std::memcpy(a.p, av, sizeof av);
+    std::memcpy(b.p, bv, sizeof bv);
+    BroadcastGeometry g{};
+    g.rank = 1; g.dims[0] = 4; g.a_strides[0] = 1; g.b_strides[0] = 1; g.n = 4;
+    for (kn_binary_op op : {KN_BINARY_MAXIMUM, KN_BINARY_MINIMUM}) {
+        cuda::launch_binary(BinaryArgs{op, g, a.p, b.p, c.p}, ctx_with(1));
+        EXPECT(std::isnan(c[0]) && std::isnan(c[1]) && c[2] == 2 && std::isnan(c[3]), "max/min NaN");
+    }
+}
+
+// ---- reduce ------------------------------------------------------------------------------------------
+struct Shape { int64_t outer, reduce, inner; };
+
+static void test_reduce() {
+    const std::vector<Shape> shapes = {{1, 1, 1}, {1, 7, 1}, {3, 1000, 1}, {2, 1025, 1}, {1, 100000, 1}, {5, 5000, 1},
+                                       {3, 40000, 1}, {1000, 3, 1}, {1, 3, 1000}, {4, 2000, 3}, {1, 50000, 2}, {2, 7, 33},
+                                       {3, 1, 5}, {1, 0, 1}, {2, 0, 3}, {1, 1024, 1}, {2, 300, 64}, {1, 70000, 1}, {7, 1, 1}};
+    for (int sm : {1, 4, 132})
+        for (const Shape& s : shapes)
+            for (int shift : {0, 1})
+                for (int o = 0; o <= KN_REDUCE_SUM_SQUARES; ++o) {
+                    const kn_reduce_op op = static_cast<kn_reduce_op>(o);
+                    if (s.reduce == 0 && (op == KN_REDUCE_MAX || op == KN_REDUCE_MIN)) continue;
+                    const int64_t nx = s.outer * s.reduce * s.inner, ny = s.outer * s.inner;
+                    Buf x(nx, shift), y(ny, shift);
+                    for (int64_t i = 0; i < nx; ++i) x[i] = uniform(-1.0f, 1.0f);
+                    const bool nan_case = (op == KN_REDUCE_MAX || op == KN_REDUCE_MIN) && nx > 2;
+                    if (nan_case) x[nx / 2] = NAN;
+                    ReduceArgs args{op, x.p, y.p, s.outer, s.reduce, s.inner};
+                    // The scratch buffer at exactly the size asked for, so AddressSanitizer sees an overrun.
+                    const int64_t scratch_bytes = cuda::reduce_scratch_bytes(args, ctx_with(sm));
+                    std::unique_ptr<Buf> scratch(scratch_bytes ? new Buf(scratch_bytes / 4) : nullptr);
+                    EXPECT(cuda::launch_reduce(args, scratch ? scratch->p : nullptr, ctx_with(sm)) == cudaSuccess, "reduce launch");
+                    for (int64_t oi = 0; oi < s.outer; ++oi)
+                        for (int64_t ii = 0; ii < s.inner; ++ii) {
+                            double sum = 0, sum_abs = 0, mx = -INFINITY, mn = INFINITY;
+                            bool has_nan = false;
+                            for (int64_t r = 0; r < s.reduce; ++r) {
+                                const double v = x[(oi * s.reduce + r) * s.inner + ii];
+                                if (std::isnan(v)) { has_nan = true; continue; }
+                                const double t = op == KN_REDUCE_SUM_SQUARES ? v * v : v;
+                                sum += t;
+                                sum_abs += std::fabs(t);
+                                mx = std::max(mx, v);
+                                mn = std::min(mn, v);
+                            }
+                            const double got = y[oi * s.inner + ii];
+                            const double bound = (s.reduce + 2) * FLT_EPSILON * sum_abs + 1e-30;
+                            const char* fmt = "reduce op %d sm %d shape %lld,%lld,%lld shift %d out %lld,%lld: %.9g vs %.9g";
+                            switch (op) {
+                                case KN_REDUCE_SUM:
+                                case KN_REDUCE_SUM_SQUARES:
+                                    EXPECT(std::fabs(got - sum) <= bound, fmt, o, sm, (long long)s.outer, (long long)s.reduce,
+                                           (long long)s.inner, shift, (long long)oi, (long long)ii, got, sum);
+                                    break;
+                                case KN_REDUCE_MEAN: {
+                                    if (s.reduce == 0) {
+                                        EXPECT(std::isnan(got), "mean over 0 elements");
+                                        break;
+                                    }
+                                    const double want = sum / s.reduce;
+                                    EXPECT(std::fabs(got - want) <= bound / s.reduce + 1e-7 * std::fabs(want), fmt, o, sm,
+                                           (long long)s.outer, (long long)s.reduce, (long long)s.inner, shift, (long long)oi,
+                                           (long long)ii, got, want);
+                                    break;
+                                }
+                                case KN_REDUCE_MAX:
+                                case KN_REDUCE_MIN: {
+                                    const double want = has_nan ? NAN : (op == KN_REDUCE_MAX ? mx : mn);
+                                    EXPECT((std::isnan(want) && std::isnan(got)) || got == want, fmt, o, sm, (long long)s.outer,
+                                           (long long)s.reduce, (long long)s.inner, shift, (long long)oi, (long long)ii, got, want);
+                                    break;
+                                }
+                            }
+                        }
+                }
+    // argreduce with ties and NaN
+    for (int sm : {1, 4, 132})
+        for (const Shape& s : shapes) {
+            if (s.reduce == 0) continue;
+            for (int variant = 0; variant < 2; ++variant)
+                for (int o = 0; o < 2; ++o) {
+                    const int64_t nx = s.outer * s.reduce * s.inner, ny = s.outer * s.inner;
+                    Buf x(nx, variant), idx(ny * 2);
+                    for (int64_t i = 0; i < nx; ++i) x[i] = float(int(uniform(0.0f, 5.0f)));  // many ties
+                    if (variant == 1 && nx > 3) { x[nx / 3] = NAN; x[nx - 1] = NAN; x[nx / 5] = -INFINITY; x[nx / 7] = INFINITY; }
+                    ArgReduceArgs args{static_cast<kn_argreduce_op>(o), x.p, idx.p, s.outer, s.reduce, s.inner};
+                    const int64_t sb = cuda::argreduce_scratch_bytes(args, ctx_with(sm));
+                    std::unique_ptr<Buf> scratch(sb ? new Buf((sb + 3) / 4) : nullptr);
+                    EXPECT(cuda::launch_argreduce(args, scratch ? scratch->p : nullptr, ctx_with(sm)) == cudaSuccess, "argreduce launch");
+                    const int64_t* got = reinterpret_cast<const int64_t*>(idx.p);
+                    for (int64_t oi = 0; oi < s.outer; ++oi)
+                        for (int64_t ii = 0; ii < s.inner; ++ii) {
+                            int64_t best = 0;
+                            for (int64_t r = 1; r < s.reduce; ++r) {
+                                const float v = x[(oi * s.reduce + r) * s.inner + ii], bv = x[(oi * s.reduce + best) * s.inner + ii];
+                                if (std::isnan(bv)) break;
+                                if (std::isnan(v) || (o == 0 ? v > bv : v < bv)) best = r;
+                            }
+                            EXPECT(got[oi * s.inner + ii] == best, "argreduce op %d sm %d shape %lld,%lld,%lld variant %d out %lld,%lld: %lld vs %lld",
+                                   o, sm, (long long)s.outer, (long long)s.reduce, (long long)s.inner, variant, (long long)oi,
+                                   (long long)ii, (long long)got[oi * s.inner + ii], (long long)best);
+                        }
+                }
+        }
+}
+
+// ---- softmax -------------------------------------------------------------------------------------
+static void test_softmax() {
+    const std::vector<std::pair<int64_t, int64_t>> shapes = {{1, 1}, {3, 5}, {7, 4}, {2, 1024}, {3, 1025}, {2, 4096},
+                                                              {1, 20000}, {1, 17001}, {100, 33}, {9, 32}};
+    for (const auto& [rows, cols] : shapes)
+        for (int shift : {0, 1})
+            for (bool log : {false, true})
+                for (bool in_place : {false, true}) {
+                    const int64_t n = rows * cols;
+                    Buf x(n, shift), y(n, shift), dy(n, shift), dx(n, shift);
+                    std::vector<float> xv(n);
+                    for (int64_t i = 0; i < n; ++i) xv[i] = x[i] = uniform(-5.0f, 5.0f) + (i % 7 == 0 ? 60.0f : 0.0f);
+                    float* out = in_place ? x.p : y.p;
+                    EXPECT(cuda::launch_softmax(SoftmaxArgs{x.p, out, rows, cols, log}, ctx_with(2)) == cudaSuccess, "softmax launch");
+                    std::vector<double> want(n);
+                    for (int64_t r = 0; r < rows; ++r) {
+                        double m = -INFINITY, s = 0;
+                        for (int64_t c = 0; c < cols; ++c) m = std::max(m, double(xv[r * cols + c]));
+                        for (int64_t c = 0; c < cols; ++c) s += std::exp(xv[r * cols + c] - m);
+                        for (int64_t c = 0; c < cols; ++c) {
+                            const double v = xv[r * cols + c] - m;
+                            want[r * cols + c] = log ? v - std::log(s) : std::exp(v) / s;
+                        }
+                    }
+                    for (int64_t i = 0; i < n; ++i)
+                        EXPECT(close(out[i], want[i], 2e-5, log ? 2e-5 : 1e-9), "softmax log %d %lldx%lld shift %d element %lld: %.9g vs %.9g",
+                               log, (long long)rows, (long long)cols, shift, (long long)i, out[i], want[i]);
+                    // backward from the float forward output
+                    Buf yin(n, shift);
+                    std::vector<float> dyv(n);
+                    for (int64_t i = 0; i < n; ++i) { yin[i] = out[i]; dyv[i] = dy[i] = uniform(-1.0f, 1.0f); }
+                    float* dxp = in_place ? dy.p : dx.p;
+                    EXPECT(cuda::launch_softmax_backward(SoftmaxBackwardArgs{yin.p, dy.p, dxp, rows, cols, log}, ctx_with(2)) == cudaSuccess,
+                           "softmax backward launch");
+                    for (int64_t r = 0; r < rows; ++r) {
+                        double sum = 0, sum_abs = 0;
+                        for (int64_t c = 0; c < cols; ++c) {
+                            const double t = log ? dyv[r * cols + c] : double(dyv[r * cols + c]) * yin[r * cols + c];
+                            sum += t;
+                            sum_abs += std::fabs(t);
+                        }
+                        for (int64_t c = 0; c < cols; ++c) {
+                            const double yv = yin[r * cols + c], g = dyv[r * cols + c];
+                            const double w = log ? g - std::exp(yv) * sum : yv * (g - sum);
+                            const double tol = 1e-5 * (std::fabs(w) + 1e-3) + (cols + 2) * FLT_EPSILON * sum_abs * (log ? std::exp(yv) : yv) + 1e-7;
+                            EXPECT(std::fabs(dxp[r * cols + c] - w) <= tol, "softmax backward log %d %lldx%lld element %lld,%lld: %.9g vs %.9g",
+                                   log, (long long)rows, (long long)cols, (long long)r, (long long)c, dxp[r * cols + c], w);
+                        }
+                    }
+                }
+    // stability: all -inf row -> NaN; a huge but finite row works
+    Buf x(8), y(8);
+    for (int i = 0; i < 4; ++i) x[i] = -INFINITY;
+    for (int i = 4; i < 8; ++i) x[i] = 3e38f - i;
+    cuda::launch_softmax(SoftmaxArgs{x.p, y.p, 2, 4, false}, ctx_with(1));
+    EXPECT(std::isnan(y[0]) && std::isnan(y[3]), "all -inf row is NaN");
+    double s = 0;
+    for (int i = 4; i < 8; ++i) s += y[i];
+    EXPECT(std::fabs(s - 1) < 1e-6, "large finite row sums to 1 (%g)", s);
+}
+
+// ---- gemm ----------------------------------------------------------------------------------------
+struct GemmCase {
+    bool ta, tb;
+    int m, n, k, pad_a, pad_b, pad_c, batch;
+    bool share_a, share_b;
+    float alpha, beta;
+    bool nan_c;
+    int shift;  // misalign all three operands by this many floats
+};
+
+static void test_gemm() {
+    const std::vector<GemmCase> cases = {
+        {false, false, 1, 1, 1, 0, 0, 0, 1, false, false, 1, 0, false, 0},
+        {false, false, 1, 300, 77, 0, 0, 0, 1, false, false, 1, 0, false, 0},
+        {false, false, 300, 1, 77, 0, 0, 0, 1, false, false, 1, 0, false, 0},
+        {false, false, 7, 13, 1, 0, 0, 0, 1, false, false, 2, 0.5f, false, 0},
+        {false, false, 131, 257, 109, 0, 0, 0, 1, false, false, 1, 0, false, 0},
+        {true, false, 131, 257, 109, 0, 0, 0, 1, false, false, 1, 1, false, 0},
+        {false, true, 131, 257, 109, 0, 0, 0, 1, false, false, -1, 0.25f, false, 0},
+        {true, true, 131, 257, 109, 0, 0, 0, 1, false, false, 0.5f, -2, false, 0},
+        {false, false, 256, 128, 64, 3, 5, 7, 1, false, false, 1, 1, false, 0},
+        {true, true, 200, 136, 96, 4, 8, 4, 1, false, false, 1, 1, false, 0},
+        {false, false, 129, 129, 129, 0, 0, 0, 1, false, false, 1, 0, true, 0},
+        {false, false, 64, 48, 0, 0, 0, 0, 1, false, false, 1, 0.5f, false, 0},
+        {false, false, 64, 48, 0, 0, 0, 0, 1, false, false, 1, 0, true, 0},
+        {false, false, 64, 48, 32, 0, 0, 0, 1, false, false, 0, 2, false, 0},
+        {false, false, 33, 65, 17, 1, 2, 3, 5, false, false, 1, 0.5f, false, 0},
+        {true, false, 33, 65, 17, 0, 0, 0, 4, true, false, 1, 0, false, 0},
+        {false, true, 100, 40, 60, 0, 1, 0, 3, false, true, 1, 0, false, 0},
+        {false, false, 128, 128, 64, 0, 0, 0, 1, false, false, 1, 0, false, 1},
+        {true, true, 96, 160, 40, 0, 0, 0, 2, false, false, 1, 0.5f, false, 1},
+        {false, false, 257, 250, 33, 0, 0, 0, 1, false, false, 1, 0, false, 0},
+        {true, false, 130, 260, 17, 1, 0, 2, 1, false, false, 1, 0.5f, false, 0},
+        {false, true, 260, 130, 31, 0, 3, 0, 2, false, false, 1, 0, false, 0},
+        {false, false, 64, 64, 1000, 0, 0, 0, 1, false, false, 1, 0, false, 0},
+    };
+    for (int sm : {1, 100000})  // 1: always the 128x128 kernel; huge: always the 64x64 kernel
+        for (const GemmCase& e : cases) {
+            const int a_rows = e.ta ? e.k : e.m, a_cols = e.ta ? e.m : e.k;
+            const int b_rows = e.tb ? e.n : e.k, b_cols = e.tb ? e.k : e.n;
+            const int lda = std::max(a_cols, 1) + e.pad_a, ldb = std::max(b_cols, 1) + e.pad_b, ldc = e.n + e.pad_c;
+            // Extents exactly as the API checks them: the last batch's last row ends at (rows-1)*ld + cols.
+            auto extent = [](int rows, int cols, int ld) { return rows == 0 || cols == 0 ? 0 : size_t(rows - 1) * ld + cols; };
+            const size_t ext_a = extent(a_rows, a_cols, lda), ext_b = extent(b_rows, b_cols, ldb), ext_c = extent(e.m, e.n, ldc);
+            const size_t stride_a = e.share_a ? 0 : size_t(a_rows) * lda, stride_b = e.share_b ? 0 : size_t(b_rows) * ldb,
+                         stride_c = size_t(e.m) * ldc;
+            const size_t na = stride_a * (e.batch - 1) + ext_a, nb = stride_b * (e.batch - 1) + ext_b, nc = stride_c * (e.batch - 1) + ext_c;
+            Buf a(na, e.shift), b(nb, e.shift), c(nc, e.shift);
+            for (size_t i = 0; i < na; ++i) a[i] = uniform(-1, 1);
+            for (size_t i = 0; i < nb; ++i) b[i] = uniform(-1, 1);
+            std::vector<float> c0(nc);
+            for (size_t i = 0; i < nc; ++i) c0[i] = c[i] = e.nan_c ? NAN : uniform(-1, 1);
+            GemmArgs g{e.ta, e.tb, e.m, e.n, e.k, e.alpha, e.beta, a.p, lda, int64_t(stride_a), b.p, ldb, int64_t(stride_b), c.p, ldc,
+                       int64_t(stride_c), e.batch};
+            EXPECT(cuda::launch_gemm(g, ctx_with(sm)) == cudaSuccess, "gemm launch");
+            int bad = 0;
+            for (int bi = 0; bi < e.batch; ++bi)
+                for (int i = 0; i < e.m; ++i)
+                    for (int j = 0; j < ldc && size_t(bi) * stride_c + size_t(i) * ldc + j < nc; ++j) {
+                        const size_t at = bi * stride_c + size_t(i) * ldc + j;
+                        if (j >= e.n) {  // padding must be untouched
+                            if (!(std::isnan(c0[at]) ? std::isnan(c[at]) : c[at] == c0[at])) ++bad;
+                            continue;
+                        }
+                        double sum = 0, sum_abs = 0;
+                        for (int p = 0; p < e.k; ++p) {
+                            const double x = e.ta ? a[bi * stride_a + size_t(p) * lda + i] : a[bi * stride_a + size_t(i) * lda + p];
+                            const double y = e.tb ? b[bi * stride_b + size_t(j) * ldb + p] : b[bi * stride_b + size_t(p) * ldb + j];
+                            sum += x * y;
+                            sum_abs += std::fabs(x * y);
+                        }
+                        const bool product = e.k > 0 && e.alpha != 0;
+                        const double old = e.beta == 0 ? 0 : double(e.beta) * c0[at];
+                        const double want = (product ? e.alpha * sum : 0) + old;
+                        const double bound = (e.k + 4) * FLT_EPSILON * (std::fabs(e.alpha) * sum_abs + std::fabs(old)) + 1e-30;
+                        if (!(std::fabs(c[at] - want) <= bound)) {
+                            if (bad < 3)
+                                std::printf("  gemm sm %d %c%c %dx%dx%d batch %d: C[%d][%d][%d] = %.9g, want %.9g\n", sm, e.ta ? 'T' : 'N',
+                                            e.tb ? 'T' : 'N', e.m, e.n, e.k, e.batch, bi, i, j, c[at], want);
+                            ++bad;
+                        }
+                    }
+            EXPECT(bad == 0, "gemm sm %d %c%c %dx%dx%d pads %d/%d/%d batch %d shift %d: %d wrong", sm, e.ta ? 'T' : 'N', e.tb ? 'T' : 'N',
+                   e.m, e.n, e.k, e.pad_a, e.pad_b, e.pad_c, e.batch, e.shift, bad);
+        }
+}
+
+int main(int argc, char** argv) {
+    const std::string only = argc > 1 ? argv[1] : "";
+    if (only.empty() || only == "fill") test_fill();
+    if (only.empty() || only == "unary") test_unary();
+    if (only.empty() || only == "binary") test_binary();
+    if (only.empty() || only == "softmax") test_softmax();
+    if (only.empty() || only == "reduce") test_reduce();
+    if (only.empty() || only == "gemm") test_gemm();
+    std::printf("%d checks, %d failures%s\n", checks, failures, failures ? "" : ": all CUDA kernels match the references");
+    return failures ? 1 : 0;
+}

@@ -1,0 +1,50 @@
+// softmax.cpp: softmax / log-softmax over the rows of a [rows, cols] matrix, and their backward,
+// on the CPU.
+//
+// Technique: one row per task, rows spread over the threads. Per row (span_kernels_impl.h): the
+// row maximum (vectorised), then exp(x - max) with the branch-free polynomial exp and a pairwise
+// sum, then a scale (softmax) or a subtraction of log(sum) (log-softmax, which never stores the
+// exponentials, so y may be x). Backward: one pairwise dot product per row, then one fused pass.
+// Napkin math: 3 passes over a row (max, exp+sum, scale) that stays in L1/L2 for rows up to
+// ~64K floats, so the cost is ~25 flops/element of exp polynomial at 16 lanes; DRAM is touched once.
+// Measured (16M floats, both threads, GB/s read + written; memcpy 68 in the same run): rows of 1000
+// forward 27 (compute-bound at ~1.5 cycles/element: max, exp, sum, divide), backward 74;
+// log-softmax over rows of 10 only 4.6 (~36 ns of fixed cost per row; a [64, 10] batch is ~2 us).
+#include "cpu_kernels.h"
+#include "span_kernels.h"
+
+#include "thread_pool.h"
+
+#include <algorithm>
+
+#ifndef SOFTMAX_GRAIN
+#define SOFTMAX_GRAIN 8192  // elements per thread at least (rows are never split)
+#endif
+
+namespace kn::cpu {
+
+void softmax_f32(const SoftmaxArgs& args) {
+    const SpanKernels& K = span_kernels();
+    const float* x = static_cast<const float*>(args.x);
+    float* y = static_cast<float*>(args.y);
+    const int64_t cols = args.cols;
+    const int64_t grain_rows = std::max<int64_t>(1, SOFTMAX_GRAIN / cols);
+    parallel_for(args.rows, grain_rows, [&](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r) K.softmax_row(x + r * cols, y + r * cols, cols, args.log);
+    });
+}
+
+void softmax_backward_f32(const SoftmaxBackwardArgs& args) {
+    const SpanKernels& K = span_kernels();
+    const float* y = static_cast<const float*>(args.y);
+    const float* dy = static_cast<const float*>(args.dy);
+    float* dx = static_cast<float*>(args.dx);
+    const int64_t cols = args.cols;
+    const int64_t grain_rows = std::max<int64_t>(1, SOFTMAX_GRAIN / cols);
+    parallel_for(args.rows, grain_rows, [&](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r)
+            K.softmax_backward_row(y + r * cols, dy + r * cols, dx + r * cols, cols, args.log);
+    });
+}
+
+}  // namespace kn::cpu

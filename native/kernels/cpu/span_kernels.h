@@ -1,0 +1,53 @@
+// span_kernels.h: the CPU backend's loops over one contiguous span (elementwise maps, span and
+// column reductions, one softmax row). The same source, span_kernels_impl.h, is compiled three
+// times (span_kernels.cpp portable, span_kernels_avx2.cpp, span_kernels_avx512.cpp) and the
+// compiler vectorises it for each instruction set; span_kernels() hands out the table of the
+// widest set this CPU runs. The callers (elementwise.cpp, reduce.cpp, softmax.cpp) do the
+// threading, broadcasting and shape logic around these loops.
+#pragma once
+
+#include "cpu_kernels.h"
+
+namespace kn::cpu {
+
+struct SpanKernels {
+    // y[i] = op(x[i]); y may equal x.
+    void (*unary)(kn_unary_op op, float alpha, const float* x, float* y, int64_t n);
+    // dx[i] = dy[i] * op'(x[i] or y[i]); dx may equal dy.
+    void (*unary_backward)(kn_unary_op op, float alpha, const float* x, const float* y, const float* dy,
+                           float* dx, int64_t n);
+    // c[i] = a[i * sa] op b[i * sb] with sa, sb in {0, 1} (0 = one value broadcast over the span).
+    void (*binary)(kn_binary_op op, const float* a, int64_t sa, const float* b, int64_t sb, float* c, int64_t n);
+    // da[i] = dc[i] * d(a op b)/da, db[i] = dc[i] * d(a op b)/db; da or db may be null.
+    void (*binary_backward)(kn_binary_op op, const float* a, int64_t sa, const float* b, int64_t sb,
+                            const float* dc, float* da, float* db, int64_t n);
+    // Pairwise (tree-ordered) sum of x[i], or of x[i]^2 when squares.
+    float (*sum)(const float* x, int64_t n, bool squares);
+    // out[i] = sum over r < rows of x[r * stride + i] (or its square), i < width <= kColumnWidth,
+    // pairwise over r.
+    void (*sum_columns)(const float* x, int64_t rows, int64_t stride, int64_t width, bool squares, float* out);
+    // Largest (is_max) or smallest x[i]; NaN if any x[i] is NaN. n >= 1.
+    float (*extreme)(const float* x, int64_t n, bool is_max);
+    // out[i] = extreme over r < rows of x[r * stride + i], i < width; NaN-propagating. rows >= 1.
+    void (*extreme_columns)(const float* x, int64_t rows, int64_t stride, int64_t width, bool is_max, float* out);
+    // Per column: the extreme value and the first row holding it (NaN counts as the extreme),
+    // i < width <= kColumnWidth, 1 <= rows < 2^31.
+    void (*arg_extreme_columns)(const float* x, int64_t rows, int64_t stride, int64_t width, bool is_max,
+                                float* value, int64_t* index);
+    // One row of softmax / log-softmax (y may equal x), and of their backward (dx may equal dy).
+    void (*softmax_row)(const float* x, float* y, int64_t n, bool log);
+    void (*softmax_backward_row)(const float* y, const float* dy, float* dx, int64_t n, bool log);
+};
+
+// Widest column block sum_columns / extreme_columns accept (their pairwise temporaries live on
+// the stack: 256 floats = 1 KB per tree level).
+constexpr int64_t kColumnWidth = 256;
+
+const SpanKernels& span_kernels();
+
+// One table per instruction set (defined where KN_CPU_X86 for the SIMD ones).
+namespace portable { const SpanKernels& table(); }
+namespace avx2 { const SpanKernels& table(); }
+namespace avx512 { const SpanKernels& table(); }
+
+}  // namespace kn::cpu

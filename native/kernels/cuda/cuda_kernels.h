@@ -1,0 +1,51 @@
+// cuda_kernels.h: the host-side launchers of the CUDA kernels (native/kernels/cuda/*.cu, one kernel
+// family per file), called by CudaDevice (native/src/cuda_device.cpp) with device pointers and
+// arguments the C API has validated (see backend.h for what a backend may assume).
+//
+// This header is read by both nvcc and the host C++ compiler, so it holds no device code: only
+// declarations in terms of the CUDA runtime API's types.
+//
+// Every launcher queues its kernels on ctx.stream and never synchronizes. After each launch it
+// asks cudaGetLastError and returns the first failure (cudaSuccess otherwise); the caller turns a
+// failure into a kn::Error. Errors of the kernels themselves surface at the next synchronizing call.
+#pragma once
+
+#include "backend.h"
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace kn::cuda {
+
+// What every launcher needs to know about the device it queues work on.
+struct LaunchContext {
+    cudaStream_t stream;  // the device's one in-order, non-blocking stream
+    int sm_count;         // streaming multiprocessors: sizes grid-stride grids and split reductions
+};
+
+// gemm.cu: C = alpha * op(A) * op(B) + beta * C over strided batches.
+cudaError_t launch_gemm(const GemmArgs& args, const LaunchContext& ctx);
+
+// elementwise.cu
+cudaError_t launch_fill(float* dst, int64_t count, float value, const LaunchContext& ctx);
+cudaError_t launch_unary(const UnaryArgs& args, const LaunchContext& ctx);
+cudaError_t launch_unary_backward(const UnaryBackwardArgs& args, const LaunchContext& ctx);
+cudaError_t launch_binary(const BinaryArgs& args, const LaunchContext& ctx);
+cudaError_t launch_binary_backward(const BinaryBackwardArgs& args, const LaunchContext& ctx);
+
+// reduce.cu. Large reductions over few outputs run in two passes through a scratch buffer that the
+// device owns: ask for its size first (0 when one pass suffices), then launch with a buffer of at
+// least that many bytes (16-byte aligned; may be null when the size was 0). The plan depends only
+// on the arguments and ctx.sm_count, so the two calls always agree, and the reduction order (hence
+// the result) is the same on every run on the same device.
+int64_t reduce_scratch_bytes(const ReduceArgs& args, const LaunchContext& ctx);
+cudaError_t launch_reduce(const ReduceArgs& args, void* scratch, const LaunchContext& ctx);
+int64_t argreduce_scratch_bytes(const ArgReduceArgs& args, const LaunchContext& ctx);
+cudaError_t launch_argreduce(const ArgReduceArgs& args, void* scratch, const LaunchContext& ctx);
+
+// softmax.cu
+cudaError_t launch_softmax(const SoftmaxArgs& args, const LaunchContext& ctx);
+cudaError_t launch_softmax_backward(const SoftmaxBackwardArgs& args, const LaunchContext& ctx);
+
+}  // namespace kn::cuda
