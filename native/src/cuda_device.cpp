@@ -173,6 +173,51 @@ public:
         check_launch(cuda::launch_softmax_backward(args, context_), "softmax_backward");
     }
 
+    void cross_entropy_f32(const CrossEntropyArgs& args) override {
+        activate();
+        check_launch(cuda::launch_cross_entropy(args, context_), "cross_entropy");
+    }
+
+    void cross_entropy_backward_f32(const CrossEntropyBackwardArgs& args) override {
+        activate();
+        check_launch(cuda::launch_cross_entropy_backward(args, context_), "cross_entropy_backward");
+    }
+
+    void dropout_f32(const DropoutArgs& args) override {
+        activate();
+        check_launch(cuda::launch_dropout(args, context_), "dropout");
+    }
+
+    void dropout_backward_f32(const DropoutArgs& args) override {
+        activate();
+        check_launch(cuda::launch_dropout(args, context_), "dropout_backward");
+    }
+
+    void clamp_f32(const ClampArgs& args) override {
+        activate();
+        check_launch(cuda::launch_clamp(args, context_), "clamp");
+    }
+
+    void sgd_step_f32(const SgdArgs& args) override {
+        activate();
+        check_launch(cuda::launch_sgd_step(args, context_), "sgd_step");
+    }
+
+    void adam_step_f32(const AdamArgs& args) override {
+        activate();
+        check_launch(cuda::launch_adam_step(args, context_), "adam_step");
+    }
+
+    void rmsprop_step_f32(const RmspropArgs& args) override {
+        activate();
+        check_launch(cuda::launch_rmsprop_step(args, context_), "rmsprop_step");
+    }
+
+    void adagrad_step_f32(const AdagradArgs& args) override {
+        activate();
+        check_launch(cuda::launch_adagrad_step(args, context_), "adagrad_step");
+    }
+
 private:
     void activate() { check(cudaSetDevice(ordinal_), "cudaSetDevice"); }
 

@@ -48,4 +48,14 @@ cudaError_t launch_argreduce(const ArgReduceArgs& args, void* scratch, const Lau
 cudaError_t launch_softmax(const SoftmaxArgs& args, const LaunchContext& ctx);
 cudaError_t launch_softmax_backward(const SoftmaxBackwardArgs& args, const LaunchContext& ctx);
 
+// training.cu: losses, dropout (forward and backward share one launcher), clamp, optimizer steps.
+cudaError_t launch_cross_entropy(const CrossEntropyArgs& args, const LaunchContext& ctx);
+cudaError_t launch_cross_entropy_backward(const CrossEntropyBackwardArgs& args, const LaunchContext& ctx);
+cudaError_t launch_dropout(const DropoutArgs& args, const LaunchContext& ctx);
+cudaError_t launch_clamp(const ClampArgs& args, const LaunchContext& ctx);
+cudaError_t launch_sgd_step(const SgdArgs& args, const LaunchContext& ctx);
+cudaError_t launch_adam_step(const AdamArgs& args, const LaunchContext& ctx);
+cudaError_t launch_rmsprop_step(const RmspropArgs& args, const LaunchContext& ctx);
+cudaError_t launch_adagrad_step(const AdagradArgs& args, const LaunchContext& ctx);
+
 }  // namespace kn::cuda
