@@ -417,6 +417,8 @@ KN_API kn_status kn_buffer_device(const kn_buffer* buffer, kn_device** device) {
     });
 }
 
+}  // extern "C"
+
 namespace {
 void check_range(const kn_buffer& b, int64_t offset, int64_t bytes, const char* fn, const char* name) {
     check_non_negative(offset, fn, "offset");
@@ -426,6 +428,8 @@ void check_range(const kn_buffer& b, int64_t offset, int64_t bytes, const char* 
              "' of ", b.bytes, " bytes");
 }
 }  // namespace
+
+extern "C" {
 
 KN_API kn_status kn_buffer_write(kn_buffer* dst, int64_t dst_offset, const void* src, int64_t bytes) {
     return guarded([&] {
@@ -651,6 +655,8 @@ KN_API kn_status kn_binary_backward_f32(kn_binary_op op, const kn_buffer* a, con
 
 // ---- Reductions ---------------------------------------------------------------------------------
 
+}  // extern "C"
+
 namespace {
 void check_reduce_shape(int64_t outer, int64_t reduce, int64_t inner, const char* fn) {
     check_non_negative(outer, fn, "outer");
@@ -658,6 +664,8 @@ void check_reduce_shape(int64_t outer, int64_t reduce, int64_t inner, const char
     check_non_negative(inner, fn, "inner");
 }
 }  // namespace
+
+extern "C" {
 
 KN_API kn_status kn_reduce_f32(kn_reduce_op op, const kn_buffer* x, kn_buffer* y, int64_t outer, int64_t reduce,
                                int64_t inner) {
@@ -799,6 +807,8 @@ KN_API kn_status kn_cross_entropy_backward_f32(const kn_buffer* logits, const kn
 
 // ---- Dropout ------------------------------------------------------------------------------------
 
+}  // extern "C"
+
 namespace {
 kn_status dropout_call(const kn_buffer* in, kn_buffer* out, int64_t n, float p, int64_t seed, int64_t offset,
                        bool backward) {
@@ -822,6 +832,8 @@ kn_status dropout_call(const kn_buffer* in, kn_buffer* out, int64_t n, float p, 
     });
 }
 }  // namespace
+
+extern "C" {
 
 KN_API kn_status kn_dropout_f32(const kn_buffer* x, kn_buffer* y, int64_t n, float p, int64_t seed, int64_t offset) {
     return dropout_call(x, y, n, p, seed, offset, false);
@@ -850,6 +862,8 @@ KN_API kn_status kn_clamp_f32(const kn_buffer* x, kn_buffer* y, int64_t n, float
     });
 }
 
+}  // extern "C"
+
 namespace {
 // Parameter, gradient and every state buffer: live, on one device, n floats each, distinct.
 Device& check_optimizer_buffers(const char* fn, int64_t n,
@@ -870,6 +884,8 @@ void check_rate(float v, const char* fn, const char* name) {
     if (!(v >= 0.0f)) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": ", name, " = ", v, " must be >= 0");
 }
 }  // namespace
+
+extern "C" {
 
 KN_API kn_status kn_sgd_step_f32(kn_buffer* param, const kn_buffer* grad, kn_buffer* velocity, int64_t n, float lr,
                                  float momentum, float dampening, float weight_decay, int32_t nesterov,
