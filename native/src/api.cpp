@@ -140,12 +140,15 @@ int64_t add(int64_t a, int64_t b, const char* fn) {
 }
 
 // The buffer must hold `elements` items of `item_bytes`; says what the shape needed otherwise.
+// `why` is a callable returning that description, run only on failure: successful calls (the
+// hot path, thousands per training step) build no strings.
+template <typename Why>
 void check_holds(const kn_buffer& b, int64_t elements, int64_t item_bytes, const char* fn,
-                 const char* name, const std::string& why) {
+                 const char* name, Why&& why) {
     int64_t need = mul(elements, item_bytes, fn);
     if (b.bytes < need)
         fail(KN_ERROR_SHAPE_MISMATCH, fn, ": buffer '", name, "' holds ", b.bytes / item_bytes,
-             item_bytes == 4 ? " float32" : " int64", " elements (", b.bytes, " bytes) but ", why,
+             item_bytes == 4 ? " float32" : " int64", " elements (", b.bytes, " bytes) but ", why(),
              " needs ", elements);
 }
 
@@ -542,10 +545,10 @@ KN_API kn_status kn_gemm_f32(kn_transpose trans_a, kn_transpose trans_b, int64_t
             if (rows == 0 || cols == 0) return int64_t{0};
             return add(add(mul(batch_count - 1, stride, fn), mul(rows - 1, ld, fn), fn), cols, fn);
         };
-        std::string dims = cat("m=", m, ", n=", n, ", k=", k, ", batch_count=", batch_count);
-        check_holds(A, extent(a_rows, a_cols, lda, stride_a), 4, fn, "a", cat("A (", a_rows, "x", a_cols, ", lda=", lda, ", stride_a=", stride_a, ", ", dims, ")"));
-        check_holds(B, extent(b_rows, b_cols, ldb, stride_b), 4, fn, "b", cat("B (", b_rows, "x", b_cols, ", ldb=", ldb, ", stride_b=", stride_b, ", ", dims, ")"));
-        check_holds(C, extent(m, n, ldc, stride_c), 4, fn, "c", cat("C (", m, "x", n, ", ldc=", ldc, ", stride_c=", stride_c, ", ", dims, ")"));
+        auto dims = [&] { return cat("m=", m, ", n=", n, ", k=", k, ", batch_count=", batch_count); };
+        check_holds(A, extent(a_rows, a_cols, lda, stride_a), 4, fn, "a", [&] { return cat("A (", a_rows, "x", a_cols, ", lda=", lda, ", stride_a=", stride_a, ", ", dims(), ")"); });
+        check_holds(B, extent(b_rows, b_cols, ldb, stride_b), 4, fn, "b", [&] { return cat("B (", b_rows, "x", b_cols, ", ldb=", ldb, ", stride_b=", stride_b, ", ", dims(), ")"); });
+        check_holds(C, extent(m, n, ldc, stride_c), 4, fn, "c", [&] { return cat("C (", m, "x", n, ", ldc=", ldc, ", stride_c=", stride_c, ", ", dims(), ")"); });
         if (batch_count > 1 && stride_c < (m - 1) * ldc + n)
             fail(KN_ERROR_SHAPE_MISMATCH, fn, ": stride_c = ", stride_c, " makes the batches of C overlap (each C is ",
                  m, "x", n, " with ldc=", ldc, ", spanning ", (m - 1) * ldc + n, " elements)");
@@ -567,8 +570,8 @@ KN_API kn_status kn_unary_f32(kn_unary_op op, float alpha, const kn_buffer* x, k
         const kn_buffer& X = checked_buffer(x, fn, "x");
         const kn_buffer& Y = checked_buffer(y, fn, "y");
         Device& dev = same_device(fn, {{"x", x}, {"y", y}});
-        check_holds(X, n, 4, fn, "x", cat("n = ", n));
-        check_holds(Y, n, 4, fn, "y", cat("n = ", n));
+        check_holds(X, n, 4, fn, "x", [&] { return cat("n = ", n); });
+        check_holds(Y, n, 4, fn, "y", [&] { return cat("n = ", n); });
         if (n == 0) return;
         std::lock_guard<std::mutex> lock(dev.mutex);
         dev.unary_f32({op, alpha, X.memory, Y.memory, n});
@@ -590,9 +593,9 @@ KN_API kn_status kn_unary_backward_f32(kn_unary_op op, float alpha, const kn_buf
         const kn_buffer& DY = checked_buffer(dy, fn, "dy");
         const kn_buffer& DX = checked_buffer(dx, fn, "dx");
         Device& dev = same_device(fn, {{uses_y ? "y" : "x", needed}, {"dy", dy}, {"dx", dx}});
-        check_holds(N, n, 4, fn, uses_y ? "y" : "x", cat("n = ", n));
-        check_holds(DY, n, 4, fn, "dy", cat("n = ", n));
-        check_holds(DX, n, 4, fn, "dx", cat("n = ", n));
+        check_holds(N, n, 4, fn, uses_y ? "y" : "x", [&] { return cat("n = ", n); });
+        check_holds(DY, n, 4, fn, "dy", [&] { return cat("n = ", n); });
+        check_holds(DX, n, 4, fn, "dx", [&] { return cat("n = ", n); });
         if (n == 0) return;
         std::lock_guard<std::mutex> lock(dev.mutex);
         dev.unary_backward_f32({op, alpha, uses_y ? nullptr : N.memory, uses_y ? N.memory : nullptr,
@@ -614,9 +617,9 @@ KN_API kn_status kn_binary_f32(kn_binary_op op, const kn_buffer* a, const int64_
         const kn_buffer& C = checked_buffer(c, fn, "c");
         Device& dev = same_device(fn, {{"a", a}, {"b", b}, {"c", c}});
         kn::BroadcastGeometry g = broadcast(a_dims, a_rank, b_dims, b_rank, c_dims, c_rank, fn);
-        check_holds(A, na, 4, fn, "a", "shape " + shape_string(a_dims, a_rank));
-        check_holds(B, nb, 4, fn, "b", "shape " + shape_string(b_dims, b_rank));
-        check_holds(C, nc, 4, fn, "c", "shape " + shape_string(c_dims, c_rank));
+        check_holds(A, na, 4, fn, "a", [&] { return "shape " + shape_string(a_dims, a_rank); });
+        check_holds(B, nb, 4, fn, "b", [&] { return "shape " + shape_string(b_dims, b_rank); });
+        check_holds(C, nc, 4, fn, "c", [&] { return "shape " + shape_string(c_dims, c_rank); });
         if (nc == 0) return;
         std::lock_guard<std::mutex> lock(dev.mutex);
         dev.binary_f32({op, g, A.memory, B.memory, C.memory});
@@ -640,12 +643,12 @@ KN_API kn_status kn_binary_backward_f32(kn_binary_op op, const kn_buffer* a, con
         if (db) checked_buffer(db, fn, "db");
         Device& dev = same_device(fn, {{"a", a}, {"b", b}, {"dc", dc}, {"da", da}, {"db", db}});
         kn::BroadcastGeometry g = broadcast(a_dims, a_rank, b_dims, b_rank, c_dims, c_rank, fn);
-        std::string c_shape = "shape " + shape_string(c_dims, c_rank);
-        check_holds(A, na, 4, fn, "a", "shape " + shape_string(a_dims, a_rank));
-        check_holds(B, nb, 4, fn, "b", "shape " + shape_string(b_dims, b_rank));
+        auto c_shape = [&] { return "shape " + shape_string(c_dims, c_rank); };
+        check_holds(A, na, 4, fn, "a", [&] { return "shape " + shape_string(a_dims, a_rank); });
+        check_holds(B, nb, 4, fn, "b", [&] { return "shape " + shape_string(b_dims, b_rank); });
         check_holds(DC, nc, 4, fn, "dc", c_shape);
-        if (da) check_holds(*da, nc, 4, fn, "da", "the broadcast " + c_shape);
-        if (db) check_holds(*db, nc, 4, fn, "db", "the broadcast " + c_shape);
+        if (da) check_holds(*da, nc, 4, fn, "da", [&] { return "the broadcast " + c_shape(); });
+        if (db) check_holds(*db, nc, 4, fn, "db", [&] { return "the broadcast " + c_shape(); });
         if (nc == 0 || (!da && !db)) return;
         std::lock_guard<std::mutex> lock(dev.mutex);
         dev.binary_backward_f32({op, g, A.memory, B.memory, DC.memory, da ? da->memory : nullptr,
@@ -678,7 +681,7 @@ KN_API kn_status kn_reduce_f32(kn_reduce_op op, const kn_buffer* x, kn_buffer* y
         Device& dev = same_device(fn, {{"x", x}, {"y", y}});
         if (x == y) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": y must not be the same buffer as x");
         int64_t out = mul(outer, inner, fn);
-        std::string shape = cat("[outer, reduce, inner] = [", outer, ", ", reduce, ", ", inner, "]");
+        auto shape = [&] { return cat("[outer, reduce, inner] = [", outer, ", ", reduce, ", ", inner, "]"); };
         check_holds(X, mul(out, reduce, fn), 4, fn, "x", shape);
         check_holds(Y, out, 4, fn, "y", shape);
         if (out == 0) return;
@@ -686,7 +689,7 @@ KN_API kn_status kn_reduce_f32(kn_reduce_op op, const kn_buffer* x, kn_buffer* y
         if (reduce == 0) {
             if (op == KN_REDUCE_MAX || op == KN_REDUCE_MIN)
                 fail(KN_ERROR_INVALID_ARGUMENT, fn, ": ", op == KN_REDUCE_MAX ? "max" : "min",
-                     " over zero elements has no value (", shape, ")");
+                     " over zero elements has no value (", shape(), ")");
             dev.fill_f32(Y.memory, 0, out, op == KN_REDUCE_MEAN ? std::numeric_limits<float>::quiet_NaN() : 0.0f);
             return;
         }
@@ -705,13 +708,13 @@ KN_API kn_status kn_argreduce_f32(kn_argreduce_op op, const kn_buffer* x, kn_buf
         Device& dev = same_device(fn, {{"x", x}, {"indices", indices}});
         if (x == indices) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": indices must not be the same buffer as x");
         int64_t out = mul(outer, inner, fn);
-        std::string shape = cat("[outer, reduce, inner] = [", outer, ", ", reduce, ", ", inner, "]");
+        auto shape = [&] { return cat("[outer, reduce, inner] = [", outer, ", ", reduce, ", ", inner, "]"); };
         check_holds(X, mul(out, reduce, fn), 4, fn, "x", shape);
         check_holds(I, out, 8, fn, "indices", shape);
         if (out == 0) return;
         if (reduce == 0)
             fail(KN_ERROR_INVALID_ARGUMENT, fn, ": ", op == KN_ARGMAX ? "argmax" : "argmin",
-                 " over zero elements has no index (", shape, ")");
+                 " over zero elements has no index (", shape(), ")");
         std::lock_guard<std::mutex> lock(dev.mutex);
         dev.argreduce_f32({op, X.memory, I.memory, outer, reduce, inner});
     });
@@ -728,7 +731,7 @@ KN_API kn_status kn_softmax_f32(const kn_buffer* x, kn_buffer* y, int64_t rows, 
         const kn_buffer& Y = checked_buffer(y, fn, "y");
         Device& dev = same_device(fn, {{"x", x}, {"y", y}});
         int64_t n = mul(rows, cols, fn);
-        std::string shape = cat("[rows, cols] = [", rows, ", ", cols, "]");
+        auto shape = [&] { return cat("[rows, cols] = [", rows, ", ", cols, "]"); };
         check_holds(X, n, 4, fn, "x", shape);
         check_holds(Y, n, 4, fn, "y", shape);
         if (n == 0) return;
@@ -748,7 +751,7 @@ KN_API kn_status kn_softmax_backward_f32(const kn_buffer* y, const kn_buffer* dy
         const kn_buffer& DX = checked_buffer(dx, fn, "dx");
         Device& dev = same_device(fn, {{"y", y}, {"dy", dy}, {"dx", dx}});
         int64_t n = mul(rows, cols, fn);
-        std::string shape = cat("[rows, cols] = [", rows, ", ", cols, "]");
+        auto shape = [&] { return cat("[rows, cols] = [", rows, ", ", cols, "]"); };
         check_holds(Y, n, 4, fn, "y", shape);
         check_holds(DY, n, 4, fn, "dy", shape);
         check_holds(DX, n, 4, fn, "dx", shape);
@@ -771,12 +774,12 @@ KN_API kn_status kn_cross_entropy_f32(const kn_buffer* logits, const kn_buffer* 
         const kn_buffer& L = checked_buffer(labels, fn, "labels");
         const kn_buffer& Y = checked_buffer(losses, fn, "losses");
         Device& dev = same_device(fn, {{"logits", logits}, {"labels", labels}, {"losses", losses}});
-        std::string shape = cat("[rows, cols] = [", rows, ", ", cols, "]");
+        auto shape = [&] { return cat("[rows, cols] = [", rows, ", ", cols, "]"); };
         check_holds(X, mul(rows, cols, fn), 4, fn, "logits", shape);
         check_holds(L, rows, 8, fn, "labels", shape);
         check_holds(Y, rows, 4, fn, "losses", shape);
         if (rows == 0) return;
-        if (cols == 0) fail(KN_ERROR_SHAPE_MISMATCH, fn, ": no classes (", shape, ")");
+        if (cols == 0) fail(KN_ERROR_SHAPE_MISMATCH, fn, ": no classes (", shape(), ")");
         std::lock_guard<std::mutex> lock(dev.mutex);
         dev.cross_entropy_f32({X.memory, L.memory, Y.memory, rows, cols});
     });
@@ -794,7 +797,7 @@ KN_API kn_status kn_cross_entropy_backward_f32(const kn_buffer* logits, const kn
         const kn_buffer& DY = checked_buffer(dlosses, fn, "dlosses");
         const kn_buffer& DX = checked_buffer(dlogits, fn, "dlogits");
         Device& dev = same_device(fn, {{"logits", logits}, {"labels", labels}, {"dlosses", dlosses}, {"dlogits", dlogits}});
-        std::string shape = cat("[rows, cols] = [", rows, ", ", cols, "]");
+        auto shape = [&] { return cat("[rows, cols] = [", rows, ", ", cols, "]"); };
         check_holds(X, mul(rows, cols, fn), 4, fn, "logits", shape);
         check_holds(L, rows, 8, fn, "labels", shape);
         check_holds(DY, rows, 4, fn, "dlosses", shape);
@@ -822,8 +825,8 @@ kn_status dropout_call(const kn_buffer* in, kn_buffer* out, int64_t n, float p, 
         const kn_buffer& X = checked_buffer(in, fn, in_name);
         const kn_buffer& Y = checked_buffer(out, fn, out_name);
         Device& dev = same_device(fn, {{in_name, in}, {out_name, out}});
-        check_holds(X, n, 4, fn, in_name, cat("n = ", n));
-        check_holds(Y, n, 4, fn, out_name, cat("n = ", n));
+        check_holds(X, n, 4, fn, in_name, [&] { return cat("n = ", n); });
+        check_holds(Y, n, 4, fn, out_name, [&] { return cat("n = ", n); });
         if (n == 0) return;
         kn::DropoutArgs args{X.memory, Y.memory, n, p, static_cast<uint64_t>(seed), static_cast<uint64_t>(offset)};
         std::lock_guard<std::mutex> lock(dev.mutex);
@@ -854,8 +857,8 @@ KN_API kn_status kn_clamp_f32(const kn_buffer* x, kn_buffer* y, int64_t n, float
         const kn_buffer& X = checked_buffer(x, fn, "x");
         const kn_buffer& Y = checked_buffer(y, fn, "y");
         Device& dev = same_device(fn, {{"x", x}, {"y", y}});
-        check_holds(X, n, 4, fn, "x", cat("n = ", n));
-        check_holds(Y, n, 4, fn, "y", cat("n = ", n));
+        check_holds(X, n, 4, fn, "x", [&] { return cat("n = ", n); });
+        check_holds(Y, n, 4, fn, "y", [&] { return cat("n = ", n); });
         if (n == 0) return;
         std::lock_guard<std::mutex> lock(dev.mutex);
         dev.clamp_f32({X.memory, Y.memory, n, low, high});
@@ -871,7 +874,7 @@ Device& check_optimizer_buffers(const char* fn, int64_t n,
     check_non_negative(n, fn, "n");
     for (const auto& [name, b] : buffers) {
         if (!b) continue;
-        check_holds(checked_buffer(b, fn, name), n, 4, fn, name, cat("n = ", n));
+        check_holds(checked_buffer(b, fn, name), n, 4, fn, name, [&] { return cat("n = ", n); });
     }
     for (auto i = buffers.begin(); i != buffers.end(); ++i)
         for (auto j = i + 1; j != buffers.end(); ++j)
