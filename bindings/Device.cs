@@ -93,6 +93,21 @@ public sealed unsafe class Device
     /// <summary>Waits until all work queued on this device has finished.</summary>
     public void Synchronize() => Ensure.Success(NativeMethods.kn_device_synchronize(Handle));
 
+    /// <summary>
+    /// Memory this library holds on the device: live buffers (bytes and count), memory kept by the
+    /// caching allocator for reuse, and the peak of live bytes. A training loop that does not leak
+    /// keeps <see cref="MemoryStats.LiveBytes"/> flat from step to step.
+    /// </summary>
+    public MemoryStats GetMemoryStats()
+    {
+        long live, buffers, cached, peak;
+        Ensure.Success(NativeMethods.kn_device_memory_stats(Handle, &live, &buffers, &cached, &peak));
+        return new MemoryStats(live, buffers, cached, peak);
+    }
+
+    /// <summary>Returns the memory the caching allocator keeps for reuse to the driver (or the system).</summary>
+    public void Trim() => Ensure.Success(NativeMethods.kn_device_trim(Handle));
+
     /// <summary>The name and the hardware, e.g. "cuda:0 (NVIDIA H100 80GB HBM3)".</summary>
     public override string ToString() => $"{Name} ({Description})";
 
@@ -132,3 +147,10 @@ public sealed unsafe class Device
         return Array.AsReadOnly(devices);
     }
 }
+
+/// <summary>What <see cref="Device.GetMemoryStats"/> reports (bytes).</summary>
+/// <param name="LiveBytes">Bytes in buffers created and not yet freed.</param>
+/// <param name="LiveBuffers">How many such buffers.</param>
+/// <param name="CachedBytes">Freed memory the caching allocator keeps for reuse (<see cref="Device.Trim"/> returns it).</param>
+/// <param name="PeakLiveBytes">The highest <paramref name="LiveBytes"/> seen since the process started.</param>
+public readonly record struct MemoryStats(long LiveBytes, long LiveBuffers, long CachedBytes, long PeakLiveBytes);

@@ -139,6 +139,18 @@ public enum ArgReduceOp : int
     Argmin = 1,
 }
 
+/// <summary>
+/// Opaque handles. Devices belong to the library and are never freed; buffers are yours.
+/// Pooling windows. (<c>kn_pool_op</c>)
+/// </summary>
+public enum PoolOp : int
+{
+    /// <summary>maximum over the window; padding never wins (<c>KN_POOL_MAX</c>)</summary>
+    Max = 0,
+    /// <summary>mean over the window (see count_include_pad) (<c>KN_POOL_AVG</c>)</summary>
+    Avg = 1,
+}
+
 /// <summary>The integer <c>#define KN_*</c> macros of kernels.h.</summary>
 // clang's JSON AST does not contain preprocessor macros, so the generator reads these from the
 // header's "#define KN_NAME <integer>" lines (tools/BindingsGen/MacroReader.cs).
@@ -148,7 +160,7 @@ public static class NativeConstants
     public const int KN_VERSION_MAJOR = 0;
 
     /// <summary><c>KN_VERSION_MINOR</c></summary>
-    public const int KN_VERSION_MINOR = 1;
+    public const int KN_VERSION_MINOR = 2;
 
     /// <summary><c>KN_VERSION_PATCH</c></summary>
     public const int KN_VERSION_PATCH = 0;
@@ -229,6 +241,23 @@ internal static unsafe partial class NativeMethods
     /// <summary>Waits for all work queued on the device.</summary>
     [LibraryImport(Library)]
     internal static partial Status kn_device_synchronize(nint device);
+
+    // kn_status kn_device_memory_stats(const kn_device* device, int64_t* live_bytes, int64_t* live_buffers, int64_t* cached_bytes, int64_t* peak_live_bytes);
+    /// <summary>
+    /// Memory this library holds on a device. live_bytes / live_buffers: buffers created and not yet
+    /// freed (requested sizes). cached_bytes: memory freed by the caller but kept by the device's caching
+    /// allocator for reuse, so that a training step does not pay one driver allocation per intermediate
+    /// (cudaMalloc synchronises the whole device). peak_live_bytes: the high-water mark of live_bytes.
+    /// Any output pointer may be NULL. Setting the environment variable KN_CACHING_ALLOCATOR=0 before the
+    /// first call turns the cache off (every free returns memory at once; useful under compute-sanitizer).
+    /// </summary>
+    [LibraryImport(Library)]
+    internal static partial Status kn_device_memory_stats(nint device, long* live_bytes, long* live_buffers, long* cached_bytes, long* peak_live_bytes);
+
+    // kn_status kn_device_trim(kn_device* device);
+    /// <summary>Returns every cached (freed but kept) block of the device to the driver or the system.</summary>
+    [LibraryImport(Library)]
+    internal static partial Status kn_device_trim(nint device);
 
     // kn_status kn_buffer_create(kn_device* device, int64_t bytes, kn_buffer** buffer);
     /// <summary>Allocates bytes (may be 0) on a device. Contents are undefined until written.</summary>
@@ -413,4 +442,86 @@ internal static unsafe partial class NativeMethods
     /// <summary>Adagrad: g = grad + weight_decay * param; sum += g^2; param -= lr * g / (sqrt(sum) + eps).</summary>
     [LibraryImport(Library)]
     internal static partial Status kn_adagrad_step_f32(nint param, nint grad, nint sum, long n, float lr, float eps, float weight_decay);
+
+    // kn_status kn_conv2d_f32(const kn_buffer* x, const kn_buffer* w, const kn_buffer* bias, kn_buffer* y, int64_t batch, int64_t in_channels, int64_t in_height, int64_t in_width, int64_t out_channels, int64_t kernel_height, int64_t kernel_width, int64_t stride_height, int64_t stride_width, int64_t pad_height, int64_t pad_width, int64_t dilation_height, int64_t dilation_width, int64_t groups);
+    /// <summary>y = conv2d(x, w) + bias. bias may be NULL.</summary>
+    [LibraryImport(Library)]
+    internal static partial Status kn_conv2d_f32(nint x, nint w, nint bias, nint y, long batch, long in_channels, long in_height, long in_width, long out_channels, long kernel_height, long kernel_width, long stride_height, long stride_width, long pad_height, long pad_width, long dilation_height, long dilation_width, long groups);
+
+    // kn_status kn_conv2d_backward_data_f32(const kn_buffer* dy, const kn_buffer* w, kn_buffer* dx, int64_t batch, int64_t in_channels, int64_t in_height, int64_t in_width, int64_t out_channels, int64_t kernel_height, int64_t kernel_width, int64_t stride_height, int64_t stride_width, int64_t pad_height, int64_t pad_width, int64_t dilation_height, int64_t dilation_width, int64_t groups);
+    /// <summary>
+    /// dx = the gradient of conv2d with respect to x, given dy ([batch, out_channels, out_height, out_width]).
+    /// dx is overwritten (not accumulated).
+    /// </summary>
+    [LibraryImport(Library)]
+    internal static partial Status kn_conv2d_backward_data_f32(nint dy, nint w, nint dx, long batch, long in_channels, long in_height, long in_width, long out_channels, long kernel_height, long kernel_width, long stride_height, long stride_width, long pad_height, long pad_width, long dilation_height, long dilation_width, long groups);
+
+    // kn_status kn_conv2d_backward_weights_f32(const kn_buffer* x, const kn_buffer* dy, kn_buffer* dw, kn_buffer* dbias, int64_t batch, int64_t in_channels, int64_t in_height, int64_t in_width, int64_t out_channels, int64_t kernel_height, int64_t kernel_width, int64_t stride_height, int64_t stride_width, int64_t pad_height, int64_t pad_width, int64_t dilation_height, int64_t dilation_width, int64_t groups);
+    /// <summary>
+    /// dw = the gradient with respect to the weights, summed over the batch; dbias[oc] = sum of dy over batch,
+    /// height and width. dbias may be NULL. Both are overwritten (not accumulated). batch == 0 gives zeros.
+    /// </summary>
+    [LibraryImport(Library)]
+    internal static partial Status kn_conv2d_backward_weights_f32(nint x, nint dy, nint dw, nint dbias, long batch, long in_channels, long in_height, long in_width, long out_channels, long kernel_height, long kernel_width, long stride_height, long stride_width, long pad_height, long pad_width, long dilation_height, long dilation_width, long groups);
+
+    // kn_status kn_pool2d_f32(kn_pool_op op, const kn_buffer* x, kn_buffer* y, kn_buffer* indices, int64_t batch, int64_t channels, int64_t in_height, int64_t in_width, int64_t kernel_height, int64_t kernel_width, int64_t stride_height, int64_t stride_width, int64_t pad_height, int64_t pad_width, int32_t count_include_pad);
+    /// <summary>
+    /// ---- Pooling (NCHW) -----------------------------------------------------------------------------
+    /// x is [batch, channels, in_height, in_width], y is [batch, channels, out_height, out_width] with
+    /// out_height = (in_height + 2 pad_height - kernel_height) / stride_height + 1 (likewise the width),
+    /// which must be &gt;= 1. As in PyTorch, padding is at most half the kernel (2 pad &lt;= kernel), so every
+    /// window holds at least one real element.
+    /// MAX: padding never wins; the first maximum in row-major window order is taken, and NaN counts as
+    ///      the maximum (it propagates). indices ([batch, channels, out_height, out_width], int32) receives
+    ///      the winner's position ih * in_width + iw within its plane; it may be NULL when no backward
+    ///      pass will follow.
+    /// AVG: sum of the window's real elements divided by kernel_height * kernel_width when
+    ///      count_include_pad != 0 (PyTorch's default), else by the number of real elements.
+    ///      indices is not used and may be NULL.
+    /// </summary>
+    [LibraryImport(Library)]
+    internal static partial Status kn_pool2d_f32(PoolOp op, nint x, nint y, nint indices, long batch, long channels, long in_height, long in_width, long kernel_height, long kernel_width, long stride_height, long stride_width, long pad_height, long pad_width, int count_include_pad);
+
+    // kn_status kn_pool2d_backward_f32(kn_pool_op op, const kn_buffer* dy, const kn_buffer* indices, kn_buffer* dx, int64_t batch, int64_t channels, int64_t in_height, int64_t in_width, int64_t kernel_height, int64_t kernel_width, int64_t stride_height, int64_t stride_width, int64_t pad_height, int64_t pad_width, int32_t count_include_pad);
+    /// <summary>
+    /// dx from dy ([batch, channels, out_height, out_width]); dx is overwritten. MAX routes each dy to the
+    /// input its forward call recorded in indices (required); where windows overlap the contributions add.
+    /// AVG spreads each dy evenly over its window with the forward call's divisor. Deterministic: each dx
+    /// element gathers from the windows that cover it, with no atomics.
+    /// </summary>
+    [LibraryImport(Library)]
+    internal static partial Status kn_pool2d_backward_f32(PoolOp op, nint dy, nint indices, nint dx, long batch, long channels, long in_height, long in_width, long kernel_height, long kernel_width, long stride_height, long stride_width, long pad_height, long pad_width, int count_include_pad);
+
+    // kn_status kn_batch_norm_f32(const kn_buffer* x, kn_buffer* y, const kn_buffer* gamma, const kn_buffer* beta, kn_buffer* running_mean, kn_buffer* running_var, kn_buffer* save_mean, kn_buffer* save_invstd, int64_t batch, int64_t channels, int64_t spatial, float eps, float momentum, int32_t training);
+    /// <summary>
+    /// ---- Batch normalization -----------------------------------------------------------------------
+    /// x and y are [batch, channels, spatial] (spatial = height * width for 2-D, 1 for 1-D batch norm);
+    /// gamma, beta, running_mean, running_var, save_mean, save_invstd are [channels].
+    /// training != 0: mean and biased variance of each channel over batch * spatial elements, computed in
+    ///   two passes (mean first, then squared deviations; never E[x^2] - E[x]^2), then
+    ///       y = (x - mean) * invstd * gamma + beta,      invstd = 1 / sqrt(var + eps)
+    ///   save_mean, save_invstd receive mean and invstd for the backward pass. When running_mean and
+    ///   running_var are not NULL they are updated as in PyTorch:
+    ///       running_mean = (1 - momentum) running_mean + momentum mean
+    ///       running_var  = (1 - momentum) running_var  + momentum var * m / (m - 1)   (m = batch * spatial;
+    ///                      the biased var when m == 1)
+    ///   batch * spatial must be &gt;= 1.
+    /// training == 0: normalizes with running_mean and running_var (both required) and writes
+    ///   save_mean = running_mean, save_invstd = 1 / sqrt(running_var + eps).
+    /// save_mean and save_invstd may be NULL when no backward pass will follow.
+    /// </summary>
+    [LibraryImport(Library)]
+    internal static partial Status kn_batch_norm_f32(nint x, nint y, nint gamma, nint beta, nint running_mean, nint running_var, nint save_mean, nint save_invstd, long batch, long channels, long spatial, float eps, float momentum, int training);
+
+    // kn_status kn_batch_norm_backward_f32(const kn_buffer* x, const kn_buffer* dy, const kn_buffer* gamma, const kn_buffer* save_mean, const kn_buffer* save_invstd, kn_buffer* dx, kn_buffer* dgamma, kn_buffer* dbeta, int64_t batch, int64_t channels, int64_t spatial, int32_t training);
+    /// <summary>
+    /// The backward of kn_batch_norm_f32 from the forward call's save_mean and save_invstd
+    /// (xhat = (x - mean) * invstd, sums over batch and spatial, m = batch * spatial):
+    ///   dbeta = sum(dy);   dgamma = sum(dy * xhat)
+    ///   training != 0:  dx = gamma * invstd / m * (m * dy - dbeta - xhat * dgamma)
+    ///   training == 0:  dx = dy * gamma * invstd          (the statistics are constants)
+    /// All outputs are overwritten. dx may be NULL when the input's gradient is not wanted.
+    /// </summary>
+    [LibraryImport(Library)]
+    internal static partial Status kn_batch_norm_backward_f32(nint x, nint dy, nint gamma, nint save_mean, nint save_invstd, nint dx, nint dgamma, nint dbeta, long batch, long channels, long spatial, int training);
 }

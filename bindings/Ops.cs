@@ -6,7 +6,7 @@ namespace Kernels;
 /// library validate sizes, shapes and devices (its messages name the operand and the sizes).
 /// On a GPU the calls are asynchronous; reading a buffer or <see cref="Device.Synchronize"/> waits.
 /// </summary>
-public static unsafe class Ops
+public static unsafe partial class Ops
 {
     /// <summary>
     /// Batched GEMM: for each batch i, C_i = alpha * op(A_i) * op(B_i) + beta * C_i, all row-major.

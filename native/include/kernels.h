@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 #define KN_VERSION_MAJOR 0
-#define KN_VERSION_MINOR 1
+#define KN_VERSION_MINOR 2
 #define KN_VERSION_PATCH 0
 
 /* Largest tensor rank accepted by the broadcasting kernels. */
@@ -111,6 +111,12 @@ typedef enum kn_argreduce_op {
 } kn_argreduce_op;
 
 /* Opaque handles. Devices belong to the library and are never freed; buffers are yours. */
+/* Pooling windows. */
+typedef enum kn_pool_op {
+    KN_POOL_MAX = 0,   /* maximum over the window; padding never wins */
+    KN_POOL_AVG = 1    /* mean over the window (see count_include_pad) */
+} kn_pool_op;
+
 typedef struct kn_device kn_device;
 typedef struct kn_buffer kn_buffer;
 
@@ -146,6 +152,17 @@ KN_API kn_status kn_device_memory(const kn_device* device, int64_t* total_bytes)
 KN_API kn_status kn_device_capability(const kn_device* device, int32_t* major, int32_t* minor);
 /* Waits for all work queued on the device. */
 KN_API kn_status kn_device_synchronize(kn_device* device);
+
+/* Memory this library holds on a device. live_bytes / live_buffers: buffers created and not yet
+ * freed (requested sizes). cached_bytes: memory freed by the caller but kept by the device's caching
+ * allocator for reuse, so that a training step does not pay one driver allocation per intermediate
+ * (cudaMalloc synchronises the whole device). peak_live_bytes: the high-water mark of live_bytes.
+ * Any output pointer may be NULL. Setting the environment variable KN_CACHING_ALLOCATOR=0 before the
+ * first call turns the cache off (every free returns memory at once; useful under compute-sanitizer). */
+KN_API kn_status kn_device_memory_stats(const kn_device* device, int64_t* live_bytes, int64_t* live_buffers,
+                                        int64_t* cached_bytes, int64_t* peak_live_bytes);
+/* Returns every cached (freed but kept) block of the device to the driver or the system. */
+KN_API kn_status kn_device_trim(kn_device* device);
 
 /* ---- Buffers ---------------------------------------------------------------------------- */
 
@@ -294,6 +311,106 @@ KN_API kn_status kn_rmsprop_step_f32(kn_buffer* param, const kn_buffer* grad, kn
 /* Adagrad: g = grad + weight_decay * param; sum += g^2; param -= lr * g / (sqrt(sum) + eps). */
 KN_API kn_status kn_adagrad_step_f32(kn_buffer* param, const kn_buffer* grad, kn_buffer* sum, int64_t n,
                                      float lr, float eps, float weight_decay);
+
+/* ---- Convolution (NCHW) ------------------------------------------------------------------------
+ * Layout: activations NCHW ([batch, channels, height, width], row-major), weights
+ * [out_channels, in_channels / groups, kernel_height, kernel_width], bias [out_channels]: PyTorch's
+ * and ONNX's layout, so weights move between them unchanged. For one image and one group the
+ * convolution is the GEMM  y[oc, oh*ow] = w[oc, ic*kh*kw] x im2col(x)[ic*kh*kw, oh*ow], whose output
+ * rows are NCHW planes, written contiguously.
+ * Every convolution call takes the same geometry, in this order:
+ *   batch, in_channels, in_height, in_width, out_channels, kernel_height, kernel_width,
+ *   stride_height, stride_width, pad_height, pad_width, dilation_height, dilation_width, groups
+ * with out_height = (in_height + 2 pad_height - dilation_height (kernel_height - 1) - 1) / stride_height + 1
+ * (likewise the width), which must be >= 1: a kernel larger than the padded input is an error.
+ * in_channels and out_channels must be divisible by groups (groups == in_channels is depthwise).
+ * batch may be 0 (nothing to do). Strides and dilations >= 1, padding >= 0 (any amount). */
+
+/* y = conv2d(x, w) + bias. bias may be NULL. */
+KN_API kn_status kn_conv2d_f32(const kn_buffer* x, const kn_buffer* w, const kn_buffer* bias, kn_buffer* y,
+                               int64_t batch, int64_t in_channels, int64_t in_height, int64_t in_width,
+                               int64_t out_channels, int64_t kernel_height, int64_t kernel_width,
+                               int64_t stride_height, int64_t stride_width, int64_t pad_height, int64_t pad_width,
+                               int64_t dilation_height, int64_t dilation_width, int64_t groups);
+
+/* dx = the gradient of conv2d with respect to x, given dy ([batch, out_channels, out_height, out_width]).
+ * dx is overwritten (not accumulated). */
+KN_API kn_status kn_conv2d_backward_data_f32(const kn_buffer* dy, const kn_buffer* w, kn_buffer* dx,
+                                             int64_t batch, int64_t in_channels, int64_t in_height, int64_t in_width,
+                                             int64_t out_channels, int64_t kernel_height, int64_t kernel_width,
+                                             int64_t stride_height, int64_t stride_width, int64_t pad_height,
+                                             int64_t pad_width, int64_t dilation_height, int64_t dilation_width,
+                                             int64_t groups);
+
+/* dw = the gradient with respect to the weights, summed over the batch; dbias[oc] = sum of dy over batch,
+ * height and width. dbias may be NULL. Both are overwritten (not accumulated). batch == 0 gives zeros. */
+KN_API kn_status kn_conv2d_backward_weights_f32(const kn_buffer* x, const kn_buffer* dy, kn_buffer* dw,
+                                                kn_buffer* dbias,
+                                                int64_t batch, int64_t in_channels, int64_t in_height, int64_t in_width,
+                                                int64_t out_channels, int64_t kernel_height, int64_t kernel_width,
+                                                int64_t stride_height, int64_t stride_width, int64_t pad_height,
+                                                int64_t pad_width, int64_t dilation_height, int64_t dilation_width,
+                                                int64_t groups);
+
+/* ---- Pooling (NCHW) -----------------------------------------------------------------------------
+ * x is [batch, channels, in_height, in_width], y is [batch, channels, out_height, out_width] with
+ * out_height = (in_height + 2 pad_height - kernel_height) / stride_height + 1 (likewise the width),
+ * which must be >= 1. As in PyTorch, padding is at most half the kernel (2 pad <= kernel), so every
+ * window holds at least one real element.
+ * MAX: padding never wins; the first maximum in row-major window order is taken, and NaN counts as
+ *      the maximum (it propagates). indices ([batch, channels, out_height, out_width], int32) receives
+ *      the winner's position ih * in_width + iw within its plane; it may be NULL when no backward
+ *      pass will follow.
+ * AVG: sum of the window's real elements divided by kernel_height * kernel_width when
+ *      count_include_pad != 0 (PyTorch's default), else by the number of real elements.
+ *      indices is not used and may be NULL. */
+KN_API kn_status kn_pool2d_f32(kn_pool_op op, const kn_buffer* x, kn_buffer* y, kn_buffer* indices,
+                               int64_t batch, int64_t channels, int64_t in_height, int64_t in_width,
+                               int64_t kernel_height, int64_t kernel_width, int64_t stride_height,
+                               int64_t stride_width, int64_t pad_height, int64_t pad_width,
+                               int32_t count_include_pad);
+
+/* dx from dy ([batch, channels, out_height, out_width]); dx is overwritten. MAX routes each dy to the
+ * input its forward call recorded in indices (required); where windows overlap the contributions add.
+ * AVG spreads each dy evenly over its window with the forward call's divisor. Deterministic: each dx
+ * element gathers from the windows that cover it, with no atomics. */
+KN_API kn_status kn_pool2d_backward_f32(kn_pool_op op, const kn_buffer* dy, const kn_buffer* indices,
+                                        kn_buffer* dx,
+                                        int64_t batch, int64_t channels, int64_t in_height, int64_t in_width,
+                                        int64_t kernel_height, int64_t kernel_width, int64_t stride_height,
+                                        int64_t stride_width, int64_t pad_height, int64_t pad_width,
+                                        int32_t count_include_pad);
+
+/* ---- Batch normalization -----------------------------------------------------------------------
+ * x and y are [batch, channels, spatial] (spatial = height * width for 2-D, 1 for 1-D batch norm);
+ * gamma, beta, running_mean, running_var, save_mean, save_invstd are [channels].
+ * training != 0: mean and biased variance of each channel over batch * spatial elements, computed in
+ *   two passes (mean first, then squared deviations; never E[x^2] - E[x]^2), then
+ *       y = (x - mean) * invstd * gamma + beta,      invstd = 1 / sqrt(var + eps)
+ *   save_mean, save_invstd receive mean and invstd for the backward pass. When running_mean and
+ *   running_var are not NULL they are updated as in PyTorch:
+ *       running_mean = (1 - momentum) running_mean + momentum mean
+ *       running_var  = (1 - momentum) running_var  + momentum var * m / (m - 1)   (m = batch * spatial;
+ *                      the biased var when m == 1)
+ *   batch * spatial must be >= 1.
+ * training == 0: normalizes with running_mean and running_var (both required) and writes
+ *   save_mean = running_mean, save_invstd = 1 / sqrt(running_var + eps).
+ * save_mean and save_invstd may be NULL when no backward pass will follow. */
+KN_API kn_status kn_batch_norm_f32(const kn_buffer* x, kn_buffer* y, const kn_buffer* gamma, const kn_buffer* beta,
+                                   kn_buffer* running_mean, kn_buffer* running_var, kn_buffer* save_mean,
+                                   kn_buffer* save_invstd, int64_t batch, int64_t channels, int64_t spatial,
+                                   float eps, float momentum, int32_t training);
+
+/* The backward of kn_batch_norm_f32 from the forward call's save_mean and save_invstd
+ * (xhat = (x - mean) * invstd, sums over batch and spatial, m = batch * spatial):
+ *   dbeta = sum(dy);   dgamma = sum(dy * xhat)
+ *   training != 0:  dx = gamma * invstd / m * (m * dy - dbeta - xhat * dgamma)
+ *   training == 0:  dx = dy * gamma * invstd          (the statistics are constants)
+ * All outputs are overwritten. dx may be NULL when the input's gradient is not wanted. */
+KN_API kn_status kn_batch_norm_backward_f32(const kn_buffer* x, const kn_buffer* dy, const kn_buffer* gamma,
+                                            const kn_buffer* save_mean, const kn_buffer* save_invstd,
+                                            kn_buffer* dx, kn_buffer* dgamma, kn_buffer* dbeta,
+                                            int64_t batch, int64_t channels, int64_t spatial, int32_t training);
 
 #ifdef __cplusplus
 }

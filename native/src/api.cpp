@@ -6,9 +6,11 @@
 #include "kernels.h"
 
 #include "backend.h"
+#include "caching_allocator.h"
 #include "error.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <mutex>
@@ -28,6 +30,7 @@ struct kn_buffer {
     Device* device;
     void* memory;   // null when bytes == 0
     int64_t bytes;
+    int64_t capacity;  // the block's size class (caching_allocator.h), >= bytes
 };
 
 namespace {
@@ -40,8 +43,21 @@ thread_local std::string last_error;
 
 struct Registry {
     std::vector<std::unique_ptr<Device>> devices;
+    std::vector<std::unique_ptr<kn::CachingAllocator>> allocators;  // allocators[i] serves devices[i]
     std::string cuda_reason, opencl_reason;
 };
+
+// The cache is on unless KN_CACHING_ALLOCATOR=0. GPU caches are bounded by the device itself (an
+// out-of-memory answer empties the cache and retries); host RAM is shared with everything else, so
+// the CPU device keeps at most 1/8 of it parked.
+void create_allocators(Registry& r) {
+    const char* env = std::getenv("KN_CACHING_ALLOCATOR");
+    bool enabled = !(env && std::strcmp(env, "0") == 0);
+    for (auto& d : r.devices) {
+        int64_t limit = d->kind == KN_DEVICE_CPU ? d->total_memory / 8 : d->total_memory;
+        r.allocators.push_back(std::make_unique<kn::CachingAllocator>(*d, enabled, std::max<int64_t>(limit, 0)));
+    }
+}
 
 Registry& registry() {
     static Registry* r = [] {
@@ -65,6 +81,7 @@ Registry& registry() {
 #else
         reg->opencl_reason = "not compiled in (this libkernels was built without the OpenCL backend)";
 #endif
+        create_allocators(*reg);
         return reg;
     }();
     return *r;
@@ -79,6 +96,13 @@ Device& checked_device(const kn_device* handle, const char* fn) {
     for (const auto& known : registry().devices)
         if (known.get() == d) return *known;
     fail(KN_ERROR_INVALID_ARGUMENT, fn, ": not a device handle of this library");
+}
+
+kn::CachingAllocator& allocator_of(const Device* d) {
+    Registry& r = registry();
+    for (size_t i = 0; i < r.devices.size(); ++i)
+        if (r.devices[i].get() == d) return *r.allocators[i];
+    fail(KN_ERROR_INTERNAL, "no allocator for device ", d->name);
 }
 
 std::string device_names() {
@@ -144,12 +168,12 @@ int64_t add(int64_t a, int64_t b, const char* fn) {
 // hot path, thousands per training step) build no strings.
 template <typename Why>
 void check_holds(const kn_buffer& b, int64_t elements, int64_t item_bytes, const char* fn,
-                 const char* name, Why&& why) {
+                 const char* name, Why&& why, const char* item_type = nullptr) {
     int64_t need = mul(elements, item_bytes, fn);
     if (b.bytes < need)
-        fail(KN_ERROR_SHAPE_MISMATCH, fn, ": buffer '", name, "' holds ", b.bytes / item_bytes,
-             item_bytes == 4 ? " float32" : " int64", " elements (", b.bytes, " bytes) but ", why(),
-             " needs ", elements);
+        fail(KN_ERROR_SHAPE_MISMATCH, fn, ": buffer '", name, "' holds ", b.bytes / item_bytes, " ",
+             item_type ? item_type : item_bytes == 4 ? "float32" : "int64", " elements (", b.bytes,
+             " bytes) but ", why(), " needs ", elements);
 }
 
 // All named buffers on one device; returns it.
@@ -371,6 +395,30 @@ KN_API kn_status kn_device_synchronize(kn_device* device) {
     });
 }
 
+KN_API kn_status kn_device_memory_stats(const kn_device* device, int64_t* live_bytes, int64_t* live_buffers,
+                                        int64_t* cached_bytes, int64_t* peak_live_bytes) {
+    return guarded([&] {
+        Device& d = checked_device(device, "kn_device_memory_stats");
+        kn::MemoryStats s;
+        {
+            std::lock_guard<std::mutex> lock(d.mutex);
+            s = allocator_of(&d).stats();
+        }
+        if (live_bytes) *live_bytes = s.live_bytes;
+        if (live_buffers) *live_buffers = s.live_buffers;
+        if (cached_bytes) *cached_bytes = s.cached_bytes;
+        if (peak_live_bytes) *peak_live_bytes = s.peak_live_bytes;
+    });
+}
+
+KN_API kn_status kn_device_trim(kn_device* device) {
+    return guarded([&] {
+        Device& d = checked_device(device, "kn_device_trim");
+        std::lock_guard<std::mutex> lock(d.mutex);
+        allocator_of(&d).trim();
+    });
+}
+
 // ---- Buffers ------------------------------------------------------------------------------------
 
 KN_API kn_status kn_buffer_create(kn_device* device, int64_t bytes, kn_buffer** buffer) {
@@ -379,11 +427,11 @@ KN_API kn_status kn_buffer_create(kn_device* device, int64_t bytes, kn_buffer** 
         check_out(buffer, fn, "buffer");
         Device& d = checked_device(device, fn);
         check_non_negative(bytes, fn, "bytes");
-        auto* b = new kn_buffer{kBufferMagic, &d, nullptr, bytes};
+        auto* b = new kn_buffer{kBufferMagic, &d, nullptr, bytes, 0};
         if (bytes > 0) {
             try {
                 std::lock_guard<std::mutex> lock(d.mutex);
-                b->memory = d.alloc(bytes);
+                b->memory = allocator_of(&d).allocate(bytes, &b->capacity);
             } catch (...) {
                 delete b;
                 throw;
@@ -399,7 +447,7 @@ KN_API kn_status kn_buffer_free(kn_buffer* buffer) {
         checked_buffer(buffer, "kn_buffer_free", "buffer");
         if (buffer->memory) {
             std::lock_guard<std::mutex> lock(buffer->device->mutex);
-            buffer->device->free(buffer->memory);
+            allocator_of(buffer->device).release(buffer->memory, buffer->bytes, buffer->capacity);
         }
         buffer->magic = 0;
         delete buffer;
@@ -969,6 +1017,319 @@ KN_API kn_status kn_adagrad_step_f32(kn_buffer* param, const kn_buffer* grad, kn
         if (n == 0) return;
         std::lock_guard<std::mutex> lock(dev.mutex);
         dev.adagrad_step_f32({param->memory, grad->memory, sum->memory, n, lr, eps, weight_decay});
+    });
+}
+
+}  // extern "C"
+
+// ---- Convolution, pooling, batch normalization ---------------------------------------------------
+
+namespace {
+
+std::string conv_shapes(const kn::Conv2dGeometry& g) {
+    return cat("x [", g.batch, ", ", g.in_channels, ", ", g.in_height, ", ", g.in_width, "], w [", g.out_channels,
+               ", ", g.groups > 0 ? g.in_channels / g.groups : 0, ", ", g.kernel_height, ", ", g.kernel_width,
+               "], stride ", g.stride_height, "x", g.stride_width, ", padding ", g.pad_height, "x", g.pad_width,
+               ", dilation ", g.dilation_height, "x", g.dilation_width, ", groups ", g.groups);
+}
+
+// Validates a convolution's geometry and computes its output size; messages name every shape.
+kn::Conv2dGeometry conv_geometry(const char* fn, int64_t batch, int64_t in_channels, int64_t in_height,
+                                 int64_t in_width, int64_t out_channels, int64_t kernel_height,
+                                 int64_t kernel_width, int64_t stride_height, int64_t stride_width,
+                                 int64_t pad_height, int64_t pad_width, int64_t dilation_height,
+                                 int64_t dilation_width, int64_t groups) {
+    kn::Conv2dGeometry g{batch, in_channels, in_height, in_width, out_channels, kernel_height, kernel_width,
+                         stride_height, stride_width, pad_height, pad_width, dilation_height, dilation_width,
+                         groups, 0, 0};
+    check_non_negative(batch, fn, "batch");
+    check_non_negative(pad_height, fn, "pad_height");
+    check_non_negative(pad_width, fn, "pad_width");
+    const std::pair<const char*, int64_t> positive[] = {
+        {"in_channels", in_channels}, {"in_height", in_height}, {"in_width", in_width},
+        {"out_channels", out_channels}, {"kernel_height", kernel_height}, {"kernel_width", kernel_width},
+        {"stride_height", stride_height}, {"stride_width", stride_width},
+        {"dilation_height", dilation_height}, {"dilation_width", dilation_width}, {"groups", groups}};
+    for (const auto& [name, v] : positive)
+        if (v < 1) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": ", name, " = ", v, " must be >= 1 (", conv_shapes(g), ")");
+    if (in_channels % groups != 0 || out_channels % groups != 0)
+        fail(KN_ERROR_SHAPE_MISMATCH, fn, ": in_channels = ", in_channels, " and out_channels = ", out_channels,
+             " must both be divisible by groups = ", groups, " (", conv_shapes(g), ")");
+    // Effective kernel extent (dilation spreads the taps) against the padded input.
+    int64_t extent_h = add(mul(dilation_height, kernel_height - 1, fn), 1, fn);
+    int64_t extent_w = add(mul(dilation_width, kernel_width - 1, fn), 1, fn);
+    int64_t padded_h = add(in_height, mul(2, pad_height, fn), fn);
+    int64_t padded_w = add(in_width, mul(2, pad_width, fn), fn);
+    if (extent_h > padded_h || extent_w > padded_w)
+        fail(KN_ERROR_SHAPE_MISMATCH, fn, ": the kernel spans ", extent_h, "x", extent_w,
+             " (with dilation) but the padded input is only ", padded_h, "x", padded_w, " (", conv_shapes(g), ")");
+    g.out_height = (padded_h - extent_h) / stride_height + 1;
+    g.out_width = (padded_w - extent_w) / stride_width + 1;
+    return g;
+}
+
+struct ConvSizes {
+    int64_t x, w, y;
+};
+
+ConvSizes conv_sizes(const kn::Conv2dGeometry& g, const char* fn) {
+    return {mul(mul(g.batch, g.in_channels, fn), mul(g.in_height, g.in_width, fn), fn),
+            mul(mul(g.out_channels, g.in_channels / g.groups, fn), mul(g.kernel_height, g.kernel_width, fn), fn),
+            mul(mul(g.batch, g.out_channels, fn), mul(g.out_height, g.out_width, fn), fn)};
+}
+
+}  // namespace
+
+extern "C" {
+
+#define KN_CONV_PARAMS                                                                                   \
+    int64_t batch, int64_t in_channels, int64_t in_height, int64_t in_width, int64_t out_channels,        \
+        int64_t kernel_height, int64_t kernel_width, int64_t stride_height, int64_t stride_width,        \
+        int64_t pad_height, int64_t pad_width, int64_t dilation_height, int64_t dilation_width, int64_t groups
+#define KN_CONV_ARGS                                                                                      \
+    batch, in_channels, in_height, in_width, out_channels, kernel_height, kernel_width, stride_height,    \
+        stride_width, pad_height, pad_width, dilation_height, dilation_width, groups
+
+KN_API kn_status kn_conv2d_f32(const kn_buffer* x, const kn_buffer* w, const kn_buffer* bias, kn_buffer* y,
+                               KN_CONV_PARAMS) {
+    return guarded([&] {
+        const char* fn = "conv2d";
+        kn::Conv2dGeometry g = conv_geometry(fn, KN_CONV_ARGS);
+        const kn_buffer& X = checked_buffer(x, fn, "x");
+        const kn_buffer& W = checked_buffer(w, fn, "w");
+        const kn_buffer& Y = checked_buffer(y, fn, "y");
+        if (bias) checked_buffer(bias, fn, "bias");
+        Device& dev = same_device(fn, {{"x", x}, {"w", w}, {"bias", bias}, {"y", y}});
+        ConvSizes n = conv_sizes(g, fn);
+        auto shapes = [&] { return conv_shapes(g); };
+        check_holds(X, n.x, 4, fn, "x", shapes);
+        check_holds(W, n.w, 4, fn, "w", shapes);
+        check_holds(Y, n.y, 4, fn, "y", shapes);
+        if (bias) check_holds(*bias, out_channels, 4, fn, "bias", shapes);
+        if (batch == 0) return;
+        std::lock_guard<std::mutex> lock(dev.mutex);
+        dev.conv2d_f32({g, X.memory, W.memory, bias ? bias->memory : nullptr, Y.memory});
+    });
+}
+
+KN_API kn_status kn_conv2d_backward_data_f32(const kn_buffer* dy, const kn_buffer* w, kn_buffer* dx, KN_CONV_PARAMS) {
+    return guarded([&] {
+        const char* fn = "conv2d_backward_data";
+        kn::Conv2dGeometry g = conv_geometry(fn, KN_CONV_ARGS);
+        const kn_buffer& DY = checked_buffer(dy, fn, "dy");
+        const kn_buffer& W = checked_buffer(w, fn, "w");
+        const kn_buffer& DX = checked_buffer(dx, fn, "dx");
+        Device& dev = same_device(fn, {{"dy", dy}, {"w", w}, {"dx", dx}});
+        ConvSizes n = conv_sizes(g, fn);
+        auto shapes = [&] { return conv_shapes(g); };
+        check_holds(DY, n.y, 4, fn, "dy", shapes);
+        check_holds(W, n.w, 4, fn, "w", shapes);
+        check_holds(DX, n.x, 4, fn, "dx", shapes);
+        if (batch == 0) return;
+        std::lock_guard<std::mutex> lock(dev.mutex);
+        dev.conv2d_backward_data_f32({g, DY.memory, W.memory, DX.memory});
+    });
+}
+
+KN_API kn_status kn_conv2d_backward_weights_f32(const kn_buffer* x, const kn_buffer* dy, kn_buffer* dw,
+                                                kn_buffer* dbias, KN_CONV_PARAMS) {
+    return guarded([&] {
+        const char* fn = "conv2d_backward_weights";
+        kn::Conv2dGeometry g = conv_geometry(fn, KN_CONV_ARGS);
+        const kn_buffer& X = checked_buffer(x, fn, "x");
+        const kn_buffer& DY = checked_buffer(dy, fn, "dy");
+        const kn_buffer& DW = checked_buffer(dw, fn, "dw");
+        if (dbias) checked_buffer(dbias, fn, "dbias");
+        Device& dev = same_device(fn, {{"x", x}, {"dy", dy}, {"dw", dw}, {"dbias", dbias}});
+        ConvSizes n = conv_sizes(g, fn);
+        auto shapes = [&] { return conv_shapes(g); };
+        check_holds(X, n.x, 4, fn, "x", shapes);
+        check_holds(DY, n.y, 4, fn, "dy", shapes);
+        check_holds(DW, n.w, 4, fn, "dw", shapes);
+        if (dbias) check_holds(*dbias, out_channels, 4, fn, "dbias", shapes);
+        std::lock_guard<std::mutex> lock(dev.mutex);
+        if (batch == 0) {  // an empty batch contributes nothing: the gradients are zero
+            dev.fill_f32(DW.memory, 0, n.w, 0.0f);
+            if (dbias) dev.fill_f32(dbias->memory, 0, out_channels, 0.0f);
+            return;
+        }
+        dev.conv2d_backward_weights_f32({g, X.memory, DY.memory, DW.memory, dbias ? dbias->memory : nullptr});
+    });
+}
+
+#undef KN_CONV_PARAMS
+#undef KN_CONV_ARGS
+
+}  // extern "C"
+
+namespace {
+
+std::string pool_shapes(const kn::Pool2dGeometry& g) {
+    return cat("x [", g.batch, ", ", g.channels, ", ", g.in_height, ", ", g.in_width, "], kernel ", g.kernel_height,
+               "x", g.kernel_width, ", stride ", g.stride_height, "x", g.stride_width, ", padding ", g.pad_height, "x",
+               g.pad_width);
+}
+
+kn::Pool2dGeometry pool_geometry(const char* fn, kn_pool_op op, int64_t batch, int64_t channels, int64_t in_height,
+                                 int64_t in_width, int64_t kernel_height, int64_t kernel_width, int64_t stride_height,
+                                 int64_t stride_width, int64_t pad_height, int64_t pad_width, int32_t count_include_pad) {
+    check_enum(op, KN_POOL_AVG, fn, "op");
+    kn::Pool2dGeometry g{batch, channels, in_height, in_width, kernel_height, kernel_width, stride_height,
+                         stride_width, pad_height, pad_width, 0, 0, count_include_pad != 0};
+    check_non_negative(batch, fn, "batch");
+    check_non_negative(pad_height, fn, "pad_height");
+    check_non_negative(pad_width, fn, "pad_width");
+    const std::pair<const char*, int64_t> positive[] = {
+        {"channels", channels}, {"in_height", in_height}, {"in_width", in_width},
+        {"kernel_height", kernel_height}, {"kernel_width", kernel_width},
+        {"stride_height", stride_height}, {"stride_width", stride_width}};
+    for (const auto& [name, v] : positive)
+        if (v < 1) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": ", name, " = ", v, " must be >= 1 (", pool_shapes(g), ")");
+    if (2 * pad_height > kernel_height || 2 * pad_width > kernel_width)
+        fail(KN_ERROR_INVALID_ARGUMENT, fn, ": padding ", pad_height, "x", pad_width,
+             " is more than half the kernel (", pool_shapes(g), ")");
+    int64_t padded_h = add(in_height, mul(2, pad_height, fn), fn);
+    int64_t padded_w = add(in_width, mul(2, pad_width, fn), fn);
+    if (kernel_height > padded_h || kernel_width > padded_w)
+        fail(KN_ERROR_SHAPE_MISMATCH, fn, ": the ", kernel_height, "x", kernel_width,
+             " window is larger than the padded input ", padded_h, "x", padded_w, " (", pool_shapes(g), ")");
+    if (in_height * in_width > std::numeric_limits<int32_t>::max())
+        fail(KN_ERROR_INVALID_ARGUMENT, fn, ": a ", in_height, "x", in_width, " plane is too large for int32 indices");
+    g.out_height = (padded_h - kernel_height) / stride_height + 1;
+    g.out_width = (padded_w - kernel_width) / stride_width + 1;
+    return g;
+}
+
+kn_status pool_call(kn_pool_op op, const kn_buffer* in, kn_buffer* out, const kn_buffer* indices, int64_t batch,
+                    int64_t channels, int64_t in_height, int64_t in_width, int64_t kernel_height, int64_t kernel_width,
+                    int64_t stride_height, int64_t stride_width, int64_t pad_height, int64_t pad_width,
+                    int32_t count_include_pad, bool backward) {
+    return guarded([&] {
+        const char* fn = backward ? "pool2d_backward" : "pool2d";
+        const char* in_name = backward ? "dy" : "x";
+        const char* out_name = backward ? "dx" : "y";
+        kn::Pool2dGeometry g = pool_geometry(fn, op, batch, channels, in_height, in_width, kernel_height,
+                                             kernel_width, stride_height, stride_width, pad_height, pad_width,
+                                             count_include_pad);
+        const kn_buffer& I = checked_buffer(in, fn, in_name);
+        const kn_buffer& O = checked_buffer(out, fn, out_name);
+        const kn_buffer* idx = op == KN_POOL_MAX ? indices : nullptr;
+        if (backward && op == KN_POOL_MAX && !indices)
+            fail(KN_ERROR_INVALID_ARGUMENT, fn, ": max pooling's backward needs the indices its forward call wrote");
+        if (idx) checked_buffer(idx, fn, "indices");
+        Device& dev = same_device(fn, {{in_name, in}, {out_name, out}, {"indices", idx}});
+        int64_t planes = mul(batch, channels, fn);
+        int64_t x_n = mul(planes, mul(in_height, in_width, fn), fn);
+        int64_t y_n = mul(planes, mul(g.out_height, g.out_width, fn), fn);
+        auto shapes = [&] { return pool_shapes(g); };
+        check_holds(I, backward ? y_n : x_n, 4, fn, in_name, shapes);
+        check_holds(O, backward ? x_n : y_n, 4, fn, out_name, shapes);
+        if (idx) check_holds(*idx, y_n, 4, fn, "indices", shapes, "int32");
+        if (batch == 0) return;
+        std::lock_guard<std::mutex> lock(dev.mutex);
+        if (backward) dev.pool2d_backward_f32({op, g, I.memory, idx ? idx->memory : nullptr, O.memory});
+        else dev.pool2d_f32({op, g, I.memory, O.memory, idx ? idx->memory : nullptr});
+    });
+}
+
+}  // namespace
+
+extern "C" {
+
+KN_API kn_status kn_pool2d_f32(kn_pool_op op, const kn_buffer* x, kn_buffer* y, kn_buffer* indices, int64_t batch,
+                               int64_t channels, int64_t in_height, int64_t in_width, int64_t kernel_height,
+                               int64_t kernel_width, int64_t stride_height, int64_t stride_width, int64_t pad_height,
+                               int64_t pad_width, int32_t count_include_pad) {
+    return pool_call(op, x, y, indices, batch, channels, in_height, in_width, kernel_height, kernel_width,
+                     stride_height, stride_width, pad_height, pad_width, count_include_pad, false);
+}
+
+KN_API kn_status kn_pool2d_backward_f32(kn_pool_op op, const kn_buffer* dy, const kn_buffer* indices, kn_buffer* dx,
+                                        int64_t batch, int64_t channels, int64_t in_height, int64_t in_width,
+                                        int64_t kernel_height, int64_t kernel_width, int64_t stride_height,
+                                        int64_t stride_width, int64_t pad_height, int64_t pad_width,
+                                        int32_t count_include_pad) {
+    return pool_call(op, dy, dx, indices, batch, channels, in_height, in_width, kernel_height, kernel_width,
+                     stride_height, stride_width, pad_height, pad_width, count_include_pad, true);
+}
+
+KN_API kn_status kn_batch_norm_f32(const kn_buffer* x, kn_buffer* y, const kn_buffer* gamma, const kn_buffer* beta,
+                                   kn_buffer* running_mean, kn_buffer* running_var, kn_buffer* save_mean,
+                                   kn_buffer* save_invstd, int64_t batch, int64_t channels, int64_t spatial,
+                                   float eps, float momentum, int32_t training) {
+    return guarded([&] {
+        const char* fn = "batch_norm";
+        check_non_negative(batch, fn, "batch");
+        check_non_negative(spatial, fn, "spatial");
+        if (channels < 1) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": channels = ", channels, " must be >= 1");
+        if (!(eps > 0.0f)) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": eps = ", eps, " must be > 0");
+        if (!(momentum >= 0.0f && momentum <= 1.0f))
+            fail(KN_ERROR_INVALID_ARGUMENT, fn, ": momentum = ", momentum, " is outside [0, 1]");
+        if (training && mul(batch, spatial, fn) == 0)
+            fail(KN_ERROR_SHAPE_MISMATCH, fn, ": training-mode statistics need at least one value per channel (batch = ",
+                 batch, ", spatial = ", spatial, ")");
+        if (!training && (!running_mean || !running_var))
+            fail(KN_ERROR_INVALID_ARGUMENT, fn, ": inference mode (training = 0) needs running_mean and running_var");
+        if ((running_mean == nullptr) != (running_var == nullptr))
+            fail(KN_ERROR_INVALID_ARGUMENT, fn, ": pass both running_mean and running_var, or neither");
+        const kn_buffer& X = checked_buffer(x, fn, "x");
+        const kn_buffer& Y = checked_buffer(y, fn, "y");
+        std::pair<const char*, kn_buffer*> per_channel[] = {{"gamma", const_cast<kn_buffer*>(gamma)},
+                                                            {"beta", const_cast<kn_buffer*>(beta)},
+                                                            {"running_mean", running_mean}, {"running_var", running_var},
+                                                            {"save_mean", save_mean}, {"save_invstd", save_invstd}};
+        auto shapes = [&] { return cat("[batch, channels, spatial] = [", batch, ", ", channels, ", ", spatial, "]"); };
+        for (auto& [name, b] : per_channel) {
+            if (!b && (std::strcmp(name, "gamma") == 0 || std::strcmp(name, "beta") == 0))
+                fail(KN_ERROR_INVALID_ARGUMENT, fn, ": buffer '", name, "' is NULL");
+            if (b) check_holds(checked_buffer(b, fn, name), channels, 4, fn, name, shapes);
+        }
+        Device& dev = same_device(fn, {{"x", x}, {"y", y}, {"gamma", gamma}, {"beta", beta},
+                                       {"running_mean", running_mean}, {"running_var", running_var},
+                                       {"save_mean", save_mean}, {"save_invstd", save_invstd}});
+        int64_t n = mul(mul(batch, channels, fn), spatial, fn);
+        check_holds(X, n, 4, fn, "x", shapes);
+        check_holds(Y, n, 4, fn, "y", shapes);
+        if (n == 0) return;
+        auto mem = [](const kn_buffer* b) { return b ? b->memory : nullptr; };
+        std::lock_guard<std::mutex> lock(dev.mutex);
+        dev.batch_norm_f32({X.memory, Y.memory, gamma->memory, beta->memory, mem(running_mean), mem(running_var),
+                            mem(save_mean), mem(save_invstd), batch, channels, spatial, eps, momentum, training != 0});
+    });
+}
+
+KN_API kn_status kn_batch_norm_backward_f32(const kn_buffer* x, const kn_buffer* dy, const kn_buffer* gamma,
+                                            const kn_buffer* save_mean, const kn_buffer* save_invstd, kn_buffer* dx,
+                                            kn_buffer* dgamma, kn_buffer* dbeta, int64_t batch, int64_t channels,
+                                            int64_t spatial, int32_t training) {
+    return guarded([&] {
+        const char* fn = "batch_norm_backward";
+        check_non_negative(batch, fn, "batch");
+        check_non_negative(spatial, fn, "spatial");
+        if (channels < 1) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": channels = ", channels, " must be >= 1");
+        const kn_buffer& X = checked_buffer(x, fn, "x");
+        const kn_buffer& DY = checked_buffer(dy, fn, "dy");
+        if (dx) checked_buffer(dx, fn, "dx");
+        auto shapes = [&] { return cat("[batch, channels, spatial] = [", batch, ", ", channels, ", ", spatial, "]"); };
+        std::pair<const char*, const kn_buffer*> per_channel[] = {{"gamma", gamma}, {"save_mean", save_mean},
+                                                                  {"save_invstd", save_invstd}, {"dgamma", dgamma},
+                                                                  {"dbeta", dbeta}};
+        for (auto& [name, b] : per_channel) check_holds(checked_buffer(b, fn, name), channels, 4, fn, name, shapes);
+        Device& dev = same_device(fn, {{"x", x}, {"dy", dy}, {"gamma", gamma}, {"save_mean", save_mean},
+                                       {"save_invstd", save_invstd}, {"dx", dx}, {"dgamma", dgamma}, {"dbeta", dbeta}});
+        int64_t n = mul(mul(batch, channels, fn), spatial, fn);
+        check_holds(X, n, 4, fn, "x", shapes);
+        check_holds(DY, n, 4, fn, "dy", shapes);
+        if (dx) check_holds(*dx, n, 4, fn, "dx", shapes);
+        std::lock_guard<std::mutex> lock(dev.mutex);
+        if (n == 0) {  // no values: the parameter gradients are zero sums
+            dev.fill_f32(dgamma->memory, 0, channels, 0.0f);
+            dev.fill_f32(dbeta->memory, 0, channels, 0.0f);
+            return;
+        }
+        dev.batch_norm_backward_f32({X.memory, DY.memory, gamma->memory, save_mean->memory, save_invstd->memory,
+                                     dx ? dx->memory : nullptr, dgamma->memory, dbeta->memory, batch, channels, spatial,
+                                     training != 0});
     });
 }
 

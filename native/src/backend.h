@@ -164,6 +164,91 @@ struct AdagradArgs {
     float lr, eps, weight_decay;
 };
 
+// Convolution geometry, validated by the API layer (see kernels.h for the layout): every size >= 1
+// except pad (>= 0) and batch (>= 1: the API answers batch == 0 itself); out_height/out_width >= 1;
+// in_channels and out_channels divisible by groups.
+struct Conv2dGeometry {
+    int64_t batch, in_channels, in_height, in_width;
+    int64_t out_channels, kernel_height, kernel_width;
+    int64_t stride_height, stride_width, pad_height, pad_width, dilation_height, dilation_width;
+    int64_t groups;
+    int64_t out_height, out_width;
+};
+
+struct Conv2dArgs {
+    Conv2dGeometry g;
+    const void* x;     // [batch, in_channels, in_height, in_width]
+    const void* w;     // [out_channels, in_channels / groups, kernel_height, kernel_width]
+    const void* bias;  // [out_channels] or null
+    void* y;           // [batch, out_channels, out_height, out_width]
+};
+
+struct Conv2dBackwardDataArgs {
+    Conv2dGeometry g;
+    const void* dy;
+    const void* w;
+    void* dx;          // overwritten
+};
+
+struct Conv2dBackwardWeightsArgs {
+    Conv2dGeometry g;
+    const void* x;
+    const void* dy;
+    void* dw;          // overwritten
+    void* dbias;       // overwritten, or null
+};
+
+// Pooling geometry: all sizes >= 1 except pad (0 <= 2 pad <= kernel); out sizes >= 1.
+struct Pool2dGeometry {
+    int64_t batch, channels, in_height, in_width;
+    int64_t kernel_height, kernel_width, stride_height, stride_width, pad_height, pad_width;
+    int64_t out_height, out_width;
+    bool count_include_pad;
+};
+
+struct Pool2dArgs {
+    kn_pool_op op;
+    Pool2dGeometry g;
+    const void* x;
+    void* y;
+    void* indices;     // int32 [batch, channels, out_height, out_width]; MAX only, may be null
+};
+
+struct Pool2dBackwardArgs {
+    kn_pool_op op;
+    Pool2dGeometry g;
+    const void* dy;
+    const void* indices;  // MAX: required; AVG: null
+    void* dx;             // overwritten
+};
+
+struct BatchNormArgs {
+    const void* x;
+    void* y;
+    const void* gamma;
+    const void* beta;
+    void* running_mean;   // null allowed when training (then not updated)
+    void* running_var;
+    void* save_mean;      // may be null
+    void* save_invstd;    // may be null
+    int64_t batch, channels, spatial;  // all >= 1
+    float eps, momentum;
+    bool training;
+};
+
+struct BatchNormBackwardArgs {
+    const void* x;
+    const void* dy;
+    const void* gamma;
+    const void* save_mean;
+    const void* save_invstd;
+    void* dx;             // may be null
+    void* dgamma;
+    void* dbeta;
+    int64_t batch, channels, spatial;  // all >= 1
+    bool training;
+};
+
 // One device. The object is the kn_device handle of the C API (kn_device is declared as this type
 // in api.cpp), lives as long as the process and is created by its backend's enumerate function.
 class Device {
@@ -209,6 +294,15 @@ public:
     virtual void adam_step_f32(const AdamArgs&) { unsupported("adam_step"); }
     virtual void rmsprop_step_f32(const RmspropArgs&) { unsupported("rmsprop_step"); }
     virtual void adagrad_step_f32(const AdagradArgs&) { unsupported("adagrad_step"); }
+
+    // Convolution, pooling and batch normalization (NCHW). Same default as the training kernels.
+    virtual void conv2d_f32(const Conv2dArgs&) { unsupported("conv2d"); }
+    virtual void conv2d_backward_data_f32(const Conv2dBackwardDataArgs&) { unsupported("conv2d_backward_data"); }
+    virtual void conv2d_backward_weights_f32(const Conv2dBackwardWeightsArgs&) { unsupported("conv2d_backward_weights"); }
+    virtual void pool2d_f32(const Pool2dArgs&) { unsupported("pool2d"); }
+    virtual void pool2d_backward_f32(const Pool2dBackwardArgs&) { unsupported("pool2d_backward"); }
+    virtual void batch_norm_f32(const BatchNormArgs&) { unsupported("batch_norm"); }
+    virtual void batch_norm_backward_f32(const BatchNormBackwardArgs&) { unsupported("batch_norm_backward"); }
 
 protected:
     [[noreturn]] void unsupported(const char* op) const {
