@@ -103,7 +103,7 @@ public sealed class EarlyStopping : Callback
         if (monitor.Improved(logs))
         {
             wait = 0;
-            if (restoreBestWeights) best = Model!.Network.Parameters().Select(p => p.ToArray()).ToArray();
+            if (restoreBestWeights) best = Model!.Network.NamedState().Select(p => p.Tensor.ToArray()).ToArray();
             return;
         }
         if (++wait > patience)
@@ -113,7 +113,7 @@ public sealed class EarlyStopping : Callback
             if (restoreBestWeights && best is not null)
             {
                 int i = 0;
-                foreach (var p in Model.Network.Parameters()) p.Buffer.Write<float>(best[i++]);
+                foreach (var (_, p) in Model.Network.NamedState()) p.Buffer.Write<float>(best[i++]);
             }
         }
     }

@@ -148,4 +148,54 @@ internal static class Gradients
         if (result.Count > 0) Ops.Binary(BinaryOp.Add, g.Buffer, g.ShapeArray, zeros.Buffer, zerosShape, result.Buffer, shape);
         return result;
     }
+
+    /// <summary>dx by the backward-data kernel; dw and dbias by the backward-weights kernel (one pass over x and g).</summary>
+    public static Tensor?[] Conv2d(Tensor x, Tensor w, Tensor? bias, Tensor g, Conv2dGeometry geometry)
+    {
+        Tensor? dx = null, dw = null, db = null;
+        if (x.RequiresGrad)
+        {
+            dx = Tensor.Empty(x.ShapeArray, x.Device);
+            Ops.Conv2dBackwardData(g.Buffer, w.Buffer, dx.Buffer, geometry);
+        }
+        bool wantBias = bias is not null && bias.RequiresGrad;
+        if (w.RequiresGrad || wantBias)
+        {
+            dw = Tensor.Empty(w.ShapeArray, w.Device);
+            db = wantBias ? Tensor.Empty(bias!.ShapeArray, bias.Device) : null;
+            Ops.Conv2dBackwardWeights(x.Buffer, g.Buffer, dw.Buffer, db?.Buffer, geometry);
+            if (!w.RequiresGrad)
+            {
+                dw.Dispose();
+                dw = null;
+            }
+        }
+        return bias is null ? new[] { dx, dw } : new[] { dx, dw, db };
+    }
+
+    /// <summary>Max: each gradient goes to its window's recorded winner; average: spread evenly over the window.</summary>
+    public static Tensor Pool2d(PoolOp op, Tensor? indices, Tensor g, Pool2dGeometry geometry, Device device)
+    {
+        var dx = Tensor.Empty(new[] { geometry.Batch, geometry.Channels, geometry.InHeight, geometry.InWidth }, device);
+        Ops.Pool2dBackward(op, g.Buffer, indices?.Buffer, dx.Buffer, geometry);
+        return dx;
+    }
+
+    /// <summary>dx, dgamma and dbeta in one kernel from the forward's saved mean and 1/std.</summary>
+    public static Tensor?[] BatchNorm(Tensor x, Tensor gamma, Tensor beta, Tensor saveMean, Tensor saveInvStd, Tensor g,
+                                      long batch, long channels, long spatial, bool training)
+    {
+        var dx = x.RequiresGrad ? Tensor.Empty(x.ShapeArray, x.Device) : null;
+        var dgamma = Tensor.Empty(gamma.ShapeArray, gamma.Device);
+        var dbeta = Tensor.Empty(beta.ShapeArray, beta.Device);
+        Ops.BatchNormBackward(x.Buffer, g.Buffer, gamma.Buffer, saveMean.Buffer, saveInvStd.Buffer, dx?.Buffer,
+                              dgamma.Buffer, dbeta.Buffer, batch, channels, spatial, training);
+        return new Tensor?[] { dx, gamma.RequiresGrad ? dgamma : Discard(dgamma), beta.RequiresGrad ? dbeta : Discard(dbeta) };
+    }
+
+    private static Tensor? Discard(Tensor t)
+    {
+        t.Dispose();
+        return null;
+    }
 }

@@ -41,9 +41,9 @@ public sealed class Model : IDisposable
     {
         Network = network ?? throw new ArgumentNullException(nameof(network));
         Device = device ?? Device.Cpu;
-        foreach (var (name, p) in network.NamedParameters())
+        foreach (var (name, p) in network.NamedState())
             if (!ReferenceEquals(p.Device, Device))
-                throw new DeviceMismatchException($"parameter '{name}' is on {p.Device.Name} but the model is on {Device.Name}: create the layers with device: {Device.Name}");
+                throw new DeviceMismatchException($"parameter or buffer '{name}' is on {p.Device.Name} but the model is on {Device.Name}: create the layers with device: {Device.Name}");
     }
 
     /// <summary>The network being trained.</summary>

@@ -7,6 +7,7 @@ namespace Kernels.Nn;
 public abstract class Module : IDisposable
 {
     private readonly List<(string Name, Tensor Tensor)> parameters = new();
+    private readonly List<(string Name, Tensor Tensor)> buffers = new();
     private readonly List<(string Name, Module Module)> children = new();
     private bool disposed;
 
@@ -31,6 +32,17 @@ public abstract class Module : IDisposable
         return tensor;
     }
 
+    /// <summary>
+    /// Registers a buffer: state that is saved and loaded with the weights but not trained (batch
+    /// normalization's running mean and variance). Owned by this module.
+    /// </summary>
+    protected Tensor RegisterBuffer(string name, Tensor tensor)
+    {
+        DisposeScope.Untrack(tensor);
+        buffers.Add((name, tensor));
+        return tensor;
+    }
+
     /// <summary>Registers a sub-module (owned by this module).</summary>
     protected T RegisterModule<T>(string name, T module) where T : Module
     {
@@ -46,6 +58,18 @@ public abstract class Module : IDisposable
             foreach (var (name, tensor) in child.NamedParameters())
                 yield return ($"{childName}.{name}", tensor);
     }
+
+    /// <summary>Every buffer (non-trained state) of this module and its sub-modules, with dotted names.</summary>
+    public IEnumerable<(string Name, Tensor Tensor)> NamedBuffers()
+    {
+        foreach (var b in buffers) yield return b;
+        foreach (var (childName, child) in children)
+            foreach (var (name, tensor) in child.NamedBuffers())
+                yield return ($"{childName}.{name}", tensor);
+    }
+
+    /// <summary>Parameters, then buffers: everything a weights file holds.</summary>
+    public IEnumerable<(string Name, Tensor Tensor)> NamedState() => NamedParameters().Concat(NamedBuffers());
 
     /// <summary>Every parameter of this module and its sub-modules.</summary>
     public IEnumerable<Tensor> Parameters() => NamedParameters().Select(p => p.Tensor);
@@ -76,6 +100,7 @@ public abstract class Module : IDisposable
         if (disposed) return;
         disposed = true;
         foreach (var (_, t) in parameters) t.Dispose();
+        foreach (var (_, t) in buffers) t.Dispose();
         foreach (var (_, m) in children) m.Dispose();
         GC.SuppressFinalize(this);
     }

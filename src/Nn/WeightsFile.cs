@@ -26,7 +26,7 @@ public static class WeightsFile
             using (var stream = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None))
             using (var writer = new BinaryWriter(stream, Encoding.UTF8))
             {
-                var parameters = module.NamedParameters().ToArray();
+                var parameters = module.NamedState().ToArray();
                 writer.Write(Magic);
                 writer.Write(Version);
                 writer.Write(parameters.Length);
@@ -57,7 +57,7 @@ public static class WeightsFile
     {
         ArgumentNullException.ThrowIfNull(module);
         ArgumentNullException.ThrowIfNull(path);
-        var parameters = module.NamedParameters().ToDictionary(p => p.Name, p => p.Tensor);
+        var parameters = module.NamedState().ToDictionary(p => p.Name, p => p.Tensor);
         var values = new Dictionary<string, float[]>();
         using (var stream = File.OpenRead(path))
         using (var reader = new BinaryReader(stream, Encoding.UTF8))

@@ -54,8 +54,13 @@ public class TrainingTests
         var data = Blobs(64, 5);
         model.Fit(data, epochs: 1, batchSize: 16, verbose: 0);   // warm-up: optimizer state exists now
         long before = Tensor.LiveCount;
+        var memoryBefore = Device.Cpu.GetMemoryStats();
         model.Fit(data, epochs: 5, batchSize: 16, verbose: 0);
+        var memoryAfter = Device.Cpu.GetMemoryStats();
         Assert.That(Tensor.LiveCount, Is.EqualTo(before), "20 more training steps created no lasting tensors");
+        Assert.That(memoryAfter.LiveBytes, Is.EqualTo(memoryBefore.LiveBytes), "device bytes held in live buffers are flat");
+        Assert.That(memoryAfter.LiveBuffers, Is.EqualTo(memoryBefore.LiveBuffers), "live device buffers are flat");
+        Assert.That(memoryAfter.PeakLiveBytes, Is.GreaterThan(memoryAfter.LiveBytes), "the steps did allocate intermediates (and freed them)");
     }
 
     [Test]
