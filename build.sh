@@ -4,6 +4,8 @@
 #   ./build.sh demo       build, then run the demo (devices + a checked matmul on each)
 #   ./build.sh test       build, then run the native self-test and the NUnit tests; ends with
 #                         "N passed, N failed, N skipped"
+#   ./build.sh pack       build the native library, then make the NuGet packages in artifacts/packages
+#                         (scripts/pack.sh; scripts/ci-pack.sh also checks them and runs a consumer project)
 # It installs nothing: missing prerequisites are named with the command that installs them
 # (scripts/install-prereqs.sh does it on Debian/Ubuntu).
 # Environment: BUILD_DIR (default build/native), KN_WITH_CUDA / KN_WITH_OPENCL (AUTO|ON|OFF),
@@ -99,5 +101,6 @@ case "$action" in
          say "demo"
          dotnet run --project samples/Demo -c "$configuration" --no-build ;;
   test)  build_native; build_managed; run_tests ;;
-  *) die "unknown action '$action' (build, demo, test)" ;;
+  pack)  build_native; BUILD_DIR="$build_dir" scripts/pack.sh ;;
+  *) die "unknown action '$action' (build, demo, test, pack)" ;;
 esac
