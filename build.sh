@@ -6,6 +6,9 @@
 #                         "N passed, N failed, N skipped"
 #   ./build.sh pack       build the native library, then make the NuGet packages in artifacts/packages
 #                         (scripts/pack.sh; scripts/ci-pack.sh also checks them and runs a consumer project)
+#   ./build.sh bench      build, then the full benchmarks (scripts/bench.sh; extra arguments pass through)
+#   ./build.sh bench-quick  build, then the performance regression check against the committed
+#                         baseline (scripts/ci-bench.sh; ends with "bench-quick: PASS" or FAIL)
 # It installs nothing: missing prerequisites are named with the command that installs them
 # (scripts/install-prereqs.sh does it on Debian/Ubuntu).
 # Environment: BUILD_DIR (default build/native), KN_WITH_CUDA / KN_WITH_OPENCL (AUTO|ON|OFF),
@@ -69,7 +72,9 @@ run_tests() {
   local np nf
   np=$(sed -n 's/^selftest: \([0-9]*\) passed, \([0-9]*\) failed.*/\1/p' "$log" | tail -1)
   nf=$(sed -n 's/^selftest: \([0-9]*\) passed, \([0-9]*\) failed.*/\2/p' "$log" | tail -1)
+  ns=$(sed -n 's/^selftest: .* failed, \([0-9]*\) skipped.*/\1/p' "$log" | tail -1)
   [ -n "$np" ] || { np=0; nf=1; }
+  [ -n "$ns" ] || ns=0
 
   say "NUnit tests (kernels on every device, then src/Nn)"
   local tp=0 tf=0 ts=0 managed_rc=0 project
@@ -89,8 +94,8 @@ run_tests() {
   done
   rm -f "$log"
   echo
-  echo "native self-test: $np passed, $nf failed; NUnit: $tp passed, $tf failed, $ts skipped"
-  echo "$((np + tp)) passed, $((nf + tf)) failed, $ts skipped"
+  echo "native self-test: $np passed, $nf failed, $ns skipped; NUnit: $tp passed, $tf failed, $ts skipped"
+  echo "$((np + tp)) passed, $((nf + tf)) failed, $((ns + ts)) skipped"
   [ "$native_rc" = 0 ] && [ "$managed_rc" = 0 ]
 }
 
@@ -102,5 +107,7 @@ case "$action" in
          dotnet run --project samples/Demo -c "$configuration" --no-build ;;
   test)  build_native; build_managed; run_tests ;;
   pack)  build_native; BUILD_DIR="$build_dir" scripts/pack.sh ;;
-  *) die "unknown action '$action' (build, demo, test, pack)" ;;
+  bench) build_native; scripts/bench.sh --native-dir "$build_dir" "${@:2}" ;;
+  bench-quick) build_native; scripts/ci-bench.sh --native-dir "$build_dir" ;;
+  *) die "unknown action '$action' (build, demo, test, pack, bench, bench-quick)" ;;
 esac

@@ -508,7 +508,8 @@ internal static unsafe partial class NativeMethods
     ///   batch * spatial must be &gt;= 1.
     /// training == 0: normalizes with running_mean and running_var (both required) and writes
     ///   save_mean = running_mean, save_invstd = 1 / sqrt(running_var + eps).
-    /// save_mean and save_invstd may be NULL when no backward pass will follow.
+    /// save_mean and save_invstd may be NULL when no backward pass will follow. With batch * spatial == 0
+    /// (inference only) nothing is written.
     /// </summary>
     [LibraryImport(Library)]
     internal static partial Status kn_batch_norm_f32(nint x, nint y, nint gamma, nint beta, nint running_mean, nint running_var, nint save_mean, nint save_invstd, long batch, long channels, long spatial, float eps, float momentum, int training);

@@ -395,7 +395,8 @@ KN_API kn_status kn_pool2d_backward_f32(kn_pool_op op, const kn_buffer* dy, cons
  *   batch * spatial must be >= 1.
  * training == 0: normalizes with running_mean and running_var (both required) and writes
  *   save_mean = running_mean, save_invstd = 1 / sqrt(running_var + eps).
- * save_mean and save_invstd may be NULL when no backward pass will follow. */
+ * save_mean and save_invstd may be NULL when no backward pass will follow. With batch * spatial == 0
+ * (inference only) nothing is written. */
 KN_API kn_status kn_batch_norm_f32(const kn_buffer* x, kn_buffer* y, const kn_buffer* gamma, const kn_buffer* beta,
                                    kn_buffer* running_mean, kn_buffer* running_var, kn_buffer* save_mean,
                                    kn_buffer* save_invstd, int64_t batch, int64_t channels, int64_t spatial,

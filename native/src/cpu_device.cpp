@@ -192,6 +192,18 @@ public:
     void adam_step_f32(const AdamArgs& args) override { cpu::adam_step_f32(args); }
     void rmsprop_step_f32(const RmspropArgs& args) override { cpu::rmsprop_step_f32(args); }
     void adagrad_step_f32(const AdagradArgs& args) override { cpu::adagrad_step_f32(args); }
+
+    void conv2d_f32(const Conv2dArgs& args) override { cpu::conv2d_f32(args); }
+    void conv2d_backward_data_f32(const Conv2dBackwardDataArgs& args) override {
+        cpu::conv2d_backward_data_f32(args);
+    }
+    void conv2d_backward_weights_f32(const Conv2dBackwardWeightsArgs& args) override {
+        cpu::conv2d_backward_weights_f32(args);
+    }
+    void pool2d_f32(const Pool2dArgs& args) override { cpu::pool2d_f32(args); }
+    void pool2d_backward_f32(const Pool2dBackwardArgs& args) override { cpu::pool2d_backward_f32(args); }
+    void batch_norm_f32(const BatchNormArgs& args) override { cpu::batch_norm_f32(args); }
+    void batch_norm_backward_f32(const BatchNormBackwardArgs& args) override { cpu::batch_norm_backward_f32(args); }
 };
 
 }  // namespace

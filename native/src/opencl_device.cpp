@@ -84,10 +84,19 @@ struct Tuning {
     int softmax_wg = 256, softmax_vec = 1;
     // elementwise.cl
     int ew_vec = 1;
+    // conv.cl: implicit-GEMM tiles (register blocks, vector width and FMA as gemm.cl's), trees
+    int conv_tile_m = 64, conv_tile_n = 64, conv_tile_k = 16, conv_reduce_wg = 256;
+    // batch_norm.cl
+    int batch_norm_wg = 256, batch_norm_vec = 1, batch_norm_chunk = 1;
+    // pool.cl
+    bool pool_rows = false;
     // Host-side only.
     int64_t softmax_small_cols = 16;  // rows up to this long use one work-item per row
     int elementwise_wg = 256;         // work-group size of the one-element-per-work-item kernels
     int64_t groups_per_unit = 8;      // work-groups per compute unit a reduction aims for
+    // Convolutions whose per-group GEMM has fewer rows (output channels per group; input channels
+    // for backward data) use the direct kernels: a depthwise 64-row tile would be 63/64 zeros.
+    int64_t conv_direct_rows = 4;
 
     int gemm_local_x() const { return single_work_item ? 1 : tile_n / wpt_n; }
     int gemm_local_y() const { return single_work_item ? 1 : tile_m / wpt_m; }
@@ -103,8 +112,15 @@ struct Tuning {
                    " -DGEMM_SINGLE_WORK_ITEM=", single_work_item ? 1 : 0, " -DGEMM_USE_FMA=", use_fma ? 1 : 0,
                    " -DREDUCE_WG=", reduce_wg, " -DREDUCE_COLS_X=", reduce_cols_x, " -DREDUCE_VEC=", reduce_vec,
                    " -DREDUCE_CONTIGUOUS=", reduce_contiguous ? 1 : 0, " -DSOFTMAX_WG=", softmax_wg,
-                   " -DSOFTMAX_VEC=", softmax_vec, " -DEW_VEC=", ew_vec);
+                   " -DSOFTMAX_VEC=", softmax_vec, " -DEW_VEC=", ew_vec, " -DCONV_TILE_M=", conv_tile_m,
+                   " -DCONV_TILE_N=", conv_tile_n, " -DCONV_TILE_K=", conv_tile_k, " -DCONV_WPT_M=", wpt_m,
+                   " -DCONV_WPT_N=", wpt_n, " -DCONV_VEC_N=", vec_n, " -DCONV_USE_FMA=", use_fma ? 1 : 0,
+                   " -DCONV_SINGLE_WORK_ITEM=", single_work_item ? 1 : 0, " -DCONV_REDUCE_WG=", conv_reduce_wg,
+                   " -DBN_WG=", batch_norm_wg, " -DBN_VEC=", batch_norm_vec, " -DBN_CHUNK=", batch_norm_chunk,
+                   " -DPOOL_ROWS=", pool_rows ? 1 : 0);
     }
+    int conv_local_x() const { return single_work_item ? 1 : conv_tile_n / wpt_n; }
+    int conv_local_y() const { return single_work_item ? 1 : conv_tile_m / wpt_m; }
 };
 
 int floor_pow2(size_t v) {
@@ -153,6 +169,23 @@ Tuning choose_tuning(cl_device_type type, size_t max_work_group, cl_ulong local_
         t.ew_vec = t.vec_n;
         t.elementwise_wg = std::min(256, wg_limit);
         t.groups_per_unit = 4;
+        // The GEMM's packing shape. Per-channel statistics: one work-item per channel streaming
+        // its planes in SIMD-wide vectors; elementwise passes: 1024 elements per work-item; pooling:
+        // a row per work-item. PoCL only vectorises across work-items when the kernel body has no
+        // loop, so each of these walks its elements itself (measured: per-element kernels with a
+        // channel or window division per element ran at 0.3-4 GB/s).
+        t.conv_tile_m = t.tile_m;
+        t.conv_tile_n = t.tile_n;
+        t.conv_tile_k = t.tile_k;
+        t.conv_reduce_wg = std::min(16, wg_limit);
+        t.batch_norm_wg = 1;
+        t.batch_norm_vec = t.vec_n;
+        t.batch_norm_chunk = 1024;
+        t.pool_rows = true;
+        // The direct kernels loop over taps inside each work-item, which PoCL runs unvectorised;
+        // the implicit GEMM was ~10x faster even for depthwise (M = 1, 7/8 of each micro-tile
+        // zeros), measured: never use them here.
+        t.conv_direct_rows = 1;
     } else {
         // Devices with smaller work-groups or local memory: 32x32 tiles (64 work-items), then 16x16
         // (16), keeping 4x4 per work-item.
@@ -165,6 +198,12 @@ Tuning choose_tuning(cl_device_type type, size_t max_work_group, cl_ulong local_
         t.reduce_cols_x = std::min(32, t.reduce_wg);
         t.softmax_wg = std::min(256, wg_limit);
         t.elementwise_wg = std::min(256, wg_limit);
+        // The GEMM's tile (as shrunk above) with its 4x4 register blocks; 16-deep k tiles.
+        t.conv_tile_m = t.tile_m;
+        t.conv_tile_n = t.tile_n;
+        t.conv_tile_k = 16;
+        t.conv_reduce_wg = std::min(256, wg_limit);
+        t.batch_norm_wg = std::min(256, wg_limit);
     }
     return t;
 }
@@ -506,6 +545,161 @@ public:
         launch_elementwise(kern, kname, a.n);
     }
 
+    // ---- Convolution, pooling, batch normalization (conv.cl, pool.cl, batch_norm.cl) -----------
+
+    void conv2d_f32(const Conv2dArgs& a) override {
+        const Conv2dGeometry& g = a.g;
+        const cl_int16 geometry = conv_geometry_vector(g, "conv2d");
+        const cl_int has_bias = a.bias ? 1 : 0;
+        const cl_mem bias = a.bias ? mem(a.bias) : mem(a.w);  // never read without has_bias
+        const bool direct = g.out_channels / g.groups < tuning_.conv_direct_rows;
+        const char* kname = direct ? "conv2d_forward_direct" : "conv2d_forward_gemm";
+        cl_kernel kern = kernel(kname);
+        set_args(kern, kname, mem(a.x), mem(a.w), bias, has_bias, mem(a.y), geometry);
+        if (direct) launch_planes(kern, kname, 6, g.out_height * g.out_width, g.batch * g.out_channels);
+        else launch_conv_gemm(kern, kname, 6, g.out_channels / g.groups, g.batch * g.out_height * g.out_width, 1, g.groups);
+    }
+
+    void conv2d_backward_data_f32(const Conv2dBackwardDataArgs& a) override {
+        const Conv2dGeometry& g = a.g;
+        const cl_int16 geometry = conv_geometry_vector(g, "conv2d_backward_data");
+        const bool direct = g.in_channels / g.groups < tuning_.conv_direct_rows;
+        const char* kname = direct ? "conv2d_backward_data_direct" : "conv2d_backward_data_gemm";
+        cl_kernel kern = kernel(kname);
+        set_args(kern, kname, mem(a.dy), mem(a.w), mem(a.dx), geometry);
+        if (direct) launch_planes(kern, kname, 4, g.in_height * g.in_width, g.batch * g.in_channels);
+        else launch_conv_gemm(kern, kname, 4, g.in_channels / g.groups, g.batch * g.in_height * g.in_width, 1, g.groups);
+    }
+
+    void conv2d_backward_weights_f32(const Conv2dBackwardWeightsArgs& a) override {
+        const Conv2dGeometry& g = a.g;
+        const cl_int16 geometry = conv_geometry_vector(g, "conv2d_backward_weights");
+        const int64_t m = g.out_channels / g.groups;
+        const int64_t n = g.in_channels / g.groups * g.kernel_height * g.kernel_width;
+        const int64_t k = g.batch * g.out_height * g.out_width;
+        if (m < tuning_.conv_direct_rows) {
+            const char* kname = "conv2d_backward_weights_direct";
+            cl_kernel kern = kernel(kname);
+            set_args(kern, kname, mem(a.x), mem(a.dy), mem(a.dw), geometry);
+            launch_groups(kern, kname, g.out_channels * n, tuning_.conv_reduce_wg);
+        } else {
+            // Split the reduced (n, oh, ow) axis when the output tiles alone leave the device idle;
+            // each chunk a whole number of k tiles. The chunks are added in order afterwards.
+            const Tuning& t = tuning_;
+            const int64_t tiles = ceil_div(m, t.conv_tile_m) * ceil_div(n, t.conv_tile_n) * g.groups;
+            const int64_t target = std::max<int64_t>(1, int64_t{compute_units_} * t.groups_per_unit);
+            const int64_t min_chunk = std::max<int64_t>(256, 2 * int64_t{t.conv_tile_k});
+            int64_t chunks = tiles >= target ? 1 : std::min({ceil_div(target, tiles), k / min_chunk, int64_t{4096}});
+            chunks = std::max<int64_t>(1, chunks);
+            const int64_t chunk_len = ceil_div(ceil_div(k, chunks), t.conv_tile_k) * t.conv_tile_k;
+            chunks = ceil_div(k, chunk_len);
+            const int64_t count = g.out_channels * n;
+            const cl_mem out = chunks == 1 ? mem(a.dw) : scratch(2, chunks * count * 4);
+            const char* kname = "conv2d_backward_weights_gemm";
+            cl_kernel kern = kernel(kname);
+            set_args(kern, kname, mem(a.x), mem(a.dy), out, geometry, cl_int{0}, cl_long{chunk_len});
+            launch_conv_gemm(kern, kname, 4, m, n, chunks, g.groups);
+            if (chunks > 1) {
+                const char* sname = "conv2d_sum_partials";
+                cl_kernel sum = kernel(sname);
+                set_args(sum, sname, out, mem(a.dw), cl_long{count}, cl_int{static_cast<cl_int>(chunks)});
+                launch_1d(sum, sname, count);
+            }
+        }
+        if (a.dbias) {
+            const char* kname = "conv2d_backward_bias";
+            cl_kernel kern = kernel(kname);
+            set_args(kern, kname, mem(a.dy), mem(a.dbias), cl_int{static_cast<cl_int>(g.batch)},
+                     cl_int{static_cast<cl_int>(g.out_channels)},
+                     cl_int{static_cast<cl_int>(g.out_height * g.out_width)});
+            launch_groups(kern, kname, g.out_channels, tuning_.conv_reduce_wg);
+        }
+    }
+
+    void pool2d_f32(const Pool2dArgs& a) override {
+        const Pool2dGeometry& g = a.g;
+        const cl_int16 geometry = pool_geometry_vector(g, "pool2d");
+        // One work-item per output (GPUs) or per output row (CPUs, pool_rows).
+        const int64_t planes = g.batch * g.channels;
+        const int64_t plane = tuning_.pool_rows ? g.out_height : g.out_height * g.out_width;
+        if (a.op == KN_POOL_MAX) {
+            const char* kname = "pool2d_max";
+            cl_kernel kern = kernel(kname);
+            // Without indices the argument is bound to y and never written (has_indices = 0).
+            set_args(kern, kname, mem(a.x), mem(a.y), a.indices ? mem(a.indices) : mem(a.y),
+                     cl_int{a.indices ? 1 : 0}, geometry);
+            launch_planes(kern, kname, 5, plane, planes);
+        } else {
+            const char* kname = "pool2d_avg";
+            cl_kernel kern = kernel(kname);
+            set_args(kern, kname, mem(a.x), mem(a.y), geometry);
+            launch_planes(kern, kname, 3, plane, planes);
+        }
+    }
+
+    void pool2d_backward_f32(const Pool2dBackwardArgs& a) override {
+        const Pool2dGeometry& g = a.g;
+        const cl_int16 geometry = pool_geometry_vector(g, "pool2d_backward");
+        const int64_t planes = g.batch * g.channels;
+        const int64_t plane = tuning_.pool_rows ? g.in_height : g.in_height * g.in_width;
+        if (a.op == KN_POOL_MAX) {
+            const char* kname = "pool2d_max_backward";
+            cl_kernel kern = kernel(kname);
+            set_args(kern, kname, mem(a.dy), mem(a.indices), mem(a.dx), geometry);
+            launch_planes(kern, kname, 4, plane, planes);
+        } else {
+            const char* kname = "pool2d_avg_backward";
+            cl_kernel kern = kernel(kname);
+            set_args(kern, kname, mem(a.dy), mem(a.dx), geometry);
+            launch_planes(kern, kname, 3, plane, planes);
+        }
+    }
+
+    void batch_norm_f32(const BatchNormArgs& a) override {
+        const int64_t channels = a.channels;
+        // Without save_mean / save_invstd the statistics go to scratch buffers for the normalise pass.
+        const cl_mem mean = a.save_mean ? mem(a.save_mean) : scratch(3, channels * 4);
+        const cl_mem invstd = a.save_invstd ? mem(a.save_invstd) : scratch(4, channels * 4);
+        if (a.training) {
+            const char* kname = "batch_norm_statistics";
+            cl_kernel kern = kernel(kname);
+            const bool running = a.running_mean != nullptr;
+            set_args(kern, kname, mem(a.x), mean, invstd, running ? mem(a.running_mean) : mem(a.x),
+                     running ? mem(a.running_var) : mem(a.x), cl_int{running ? 1 : 0}, cl_long{a.batch},
+                     cl_long{channels}, cl_long{a.spatial}, cl_float{a.eps}, cl_float{a.momentum});
+            launch_groups(kern, kname, channels, tuning_.batch_norm_wg);
+        } else {
+            const char* kname = "batch_norm_inference_statistics";
+            cl_kernel kern = kernel(kname);
+            set_args(kern, kname, mem(a.running_mean), mem(a.running_var), mean, invstd, cl_long{channels},
+                     cl_float{a.eps});
+            launch_1d(kern, kname, channels);
+        }
+        const char* kname = "batch_norm_normalize";
+        cl_kernel kern = kernel(kname);
+        set_args(kern, kname, mem(a.x), mem(a.y), mean, invstd, mem(a.gamma), mem(a.beta), cl_long{a.batch},
+                 cl_long{channels}, cl_long{a.spatial});
+        launch_nchw(kern, kname, 9, ceil_div(a.spatial, tuning_.batch_norm_chunk), channels, a.batch);
+    }
+
+    void batch_norm_backward_f32(const BatchNormBackwardArgs& a) override {
+        const int64_t channels = a.channels;
+        {
+            const char* kname = "batch_norm_backward_reduce";
+            cl_kernel kern = kernel(kname);
+            set_args(kern, kname, mem(a.x), mem(a.dy), mem(a.save_mean), mem(a.save_invstd), mem(a.dgamma),
+                     mem(a.dbeta), cl_long{a.batch}, cl_long{channels}, cl_long{a.spatial});
+            launch_groups(kern, kname, channels, tuning_.batch_norm_wg);
+        }
+        if (!a.dx) return;
+        const char* kname = "batch_norm_backward_data";
+        cl_kernel kern = kernel(kname);
+        set_args(kern, kname, mem(a.x), mem(a.dy), mem(a.gamma), mem(a.save_mean), mem(a.save_invstd), mem(a.dgamma),
+                 mem(a.dbeta), mem(a.dx), cl_long{a.batch}, cl_long{channels}, cl_long{a.spatial},
+                 cl_float{static_cast<float>(a.batch * a.spatial)}, cl_int{a.training ? 1 : 0});
+        launch_nchw(kern, kname, 13, ceil_div(a.spatial, tuning_.batch_norm_chunk), channels, a.batch);
+    }
+
 private:
     void dropout(const DropoutArgs& d) {
         const char* kname = "dropout_mask";
@@ -620,7 +814,106 @@ private:
         launch(kern, kname, 1, &global, &local);
     }
 
-    // A device-owned scratch buffer (two slots: reduction values and argreduce indices), grown on
+    // The geometry of conv.cl's kernels as one int16 argument (kernels.h's order, then out_height,
+    // out_width). The kernels index within an image in int32; larger images are refused here.
+    cl_int16 conv_geometry_vector(const Conv2dGeometry& g, const char* op) const {
+        const int64_t in_cg = g.in_channels / g.groups;
+        const int64_t values[16] = {g.batch, g.in_channels, g.in_height, g.in_width, g.out_channels,
+                                    g.kernel_height, g.kernel_width, g.stride_height, g.stride_width,
+                                    g.pad_height, g.pad_width, g.dilation_height, g.dilation_width,
+                                    g.groups, g.out_height, g.out_width};
+        constexpr int64_t kMax = std::numeric_limits<cl_int>::max();
+        const bool fits = *std::max_element(values, values + 16) <= kMax &&
+                          g.in_height + 2 * g.pad_height <= kMax && g.in_width + 2 * g.pad_width <= kMax &&
+                          g.in_channels * g.in_height * g.in_width <= kMax &&
+                          g.out_channels * g.out_height * g.out_width <= kMax &&
+                          g.out_channels * in_cg * g.kernel_height * g.kernel_width <= kMax;
+        if (!fits)
+            fail(KN_ERROR_NOT_SUPPORTED, name, ": ", op, ": the OpenCL kernels index one image (channels x height x ",
+                 "width), the weights and the padded extent in int32; x is [", g.batch, ", ", g.in_channels, ", ",
+                 g.in_height, ", ", g.in_width, "], y [", g.batch, ", ", g.out_channels, ", ", g.out_height, ", ",
+                 g.out_width, "], padding ", g.pad_height, "x", g.pad_width);
+        cl_int16 v;
+        for (int i = 0; i < 16; ++i) v.s[i] = static_cast<cl_int>(values[i]);
+        return v;
+    }
+
+    cl_int16 pool_geometry_vector(const Pool2dGeometry& g, const char* op) const {
+        const int64_t values[13] = {g.batch, g.channels, g.in_height, g.in_width, g.kernel_height, g.kernel_width,
+                                    g.stride_height, g.stride_width, g.pad_height, g.pad_width, g.out_height,
+                                    g.out_width, g.count_include_pad ? 1 : 0};
+        constexpr int64_t kMax = std::numeric_limits<cl_int>::max();
+        if (*std::max_element(values, values + 13) > kMax || g.in_height + 2 * g.pad_height > kMax ||
+            g.in_width + 2 * g.pad_width > kMax || g.out_height * g.out_width > kMax)
+            fail(KN_ERROR_NOT_SUPPORTED, name, ": ", op, ": the OpenCL kernels index a plane in int32; x is [", g.batch,
+                 ", ", g.channels, ", ", g.in_height, ", ", g.in_width, "], y [", g.batch, ", ", g.channels, ", ",
+                 g.out_height, ", ", g.out_width, "]");
+        cl_int16 v{};
+        for (int i = 0; i < 13; ++i) v.s[i] = static_cast<cl_int>(values[i]);
+        return v;
+    }
+
+    // conv.cl's implicit-GEMM kernels: x = the C tiles of one group, y = split-K chunks, z = groups
+    // from the argument first_group_arg (launched in slices of 65535, the z limit of some GPUs).
+    void launch_conv_gemm(cl_kernel kern, const char* kname, cl_uint first_group_arg, int64_t m, int64_t n,
+                          int64_t chunks, int64_t groups) {
+        const Tuning& t = tuning_;
+        const int64_t tiles = ceil_div(m, t.conv_tile_m) * ceil_div(n, t.conv_tile_n);
+        const size_t local[3] = {static_cast<size_t>(t.conv_local_x()), static_cast<size_t>(t.conv_local_y()), 1};
+        for (int64_t first = 0; first < groups; first += kMaxBatchPerLaunch) {
+            const int64_t count = std::min(kMaxBatchPerLaunch, groups - first);
+            set_arg(kern, kname, first_group_arg, cl_int{static_cast<cl_int>(first)});
+            const size_t global[3] = {static_cast<size_t>(tiles) * local[0], static_cast<size_t>(chunks) * local[1],
+                                      static_cast<size_t>(count)};
+            launch(kern, kname, 3, global, local);
+        }
+    }
+
+    // One work-item per element of `planes` planes of plane_len elements: x = position in the plane,
+    // y = plane. The work-group spans min(plane_len, elementwise_wg) positions (a power of two) and
+    // as many planes as fill it, so short planes (1-D batch norm) do not idle a work-group; the
+    // argument first_plane_arg receives each launch's first plane (y is split at 65535 groups).
+    void launch_planes(cl_kernel kern, const char* kname, cl_uint first_plane_arg, int64_t plane_len, int64_t planes) {
+        const int64_t wg = tuning_.elementwise_wg;
+        int64_t lx = 1;
+        while (lx < plane_len && lx < wg) lx *= 2;
+        const int64_t ly = std::max<int64_t>(1, wg / lx);
+        const int64_t per_launch = kMaxBatchPerLaunch * ly;
+        for (int64_t first = 0; first < planes; first += per_launch) {
+            const int64_t count = std::min(per_launch, planes - first);
+            set_arg(kern, kname, first_plane_arg, cl_long{first});
+            const size_t global[2] = {round_up(plane_len, lx), round_up(count, ly)};
+            const size_t local[2] = {static_cast<size_t>(lx), static_cast<size_t>(ly)};
+            launch(kern, kname, 2, global, local);
+        }
+    }
+
+    // One work-item per (chunk of a plane, channel, image): x = chunk, y = channel, z = image, the
+    // work-group min(chunks, elementwise_wg) chunks wide (a power of two) and as many channels as
+    // fill it. The arguments first_arg and first_arg + 1 receive each launch's first channel and
+    // first image (y and z are split at 65535 work-groups).
+    void launch_nchw(cl_kernel kern, const char* kname, cl_uint first_arg, int64_t chunks, int64_t channels,
+                     int64_t images) {
+        const int64_t wg = tuning_.elementwise_wg;
+        int64_t lx = 1;
+        while (lx < chunks && lx < wg) lx *= 2;
+        const int64_t ly = std::max<int64_t>(1, wg / lx);
+        const int64_t channels_per_launch = kMaxBatchPerLaunch * ly;
+        for (int64_t c0 = 0; c0 < channels; c0 += channels_per_launch) {
+            const int64_t nc = std::min(channels_per_launch, channels - c0);
+            for (int64_t n0 = 0; n0 < images; n0 += kMaxBatchPerLaunch) {
+                const int64_t nn = std::min(kMaxBatchPerLaunch, images - n0);
+                set_arg(kern, kname, first_arg, cl_long{c0});
+                set_arg(kern, kname, first_arg + 1, cl_long{n0});
+                const size_t global[3] = {round_up(chunks, lx), round_up(nc, ly), static_cast<size_t>(nn)};
+                const size_t local[3] = {static_cast<size_t>(lx), static_cast<size_t>(ly), 1};
+                launch(kern, kname, 3, global, local);
+            }
+        }
+    }
+
+    // A device-owned scratch buffer (slots: 0 reduction values, 1 argreduce indices, 2 convolution
+    // split-K partial sums, 3 and 4 batch-norm statistics nobody asked to keep), grown on
     // demand. Reusing it across calls is safe: the queue is in order and calls on a device are
     // serialised by the API.
     cl_mem scratch(int slot, int64_t bytes) {
@@ -739,8 +1032,8 @@ private:
     cl_program program_ = nullptr;
     std::string build_error_;  // set once a program build failed
     std::unordered_map<std::string, cl_kernel> kernels_;
-    cl_mem scratch_[2] = {nullptr, nullptr};
-    int64_t scratch_bytes_[2] = {0, 0};
+    cl_mem scratch_[5] = {};
+    int64_t scratch_bytes_[5] = {};
     cl_ulong max_alloc_ = 0;
     cl_uint compute_units_ = 1;
     Tuning tuning_;

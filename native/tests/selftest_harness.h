@@ -5,7 +5,12 @@
 //     test-backend-ops): after a kernel ran, anything it wrote past the logical end shows up.
 //   - compare(): element-wise check of a float32 result against a float64 reference with a per-element
 //     tolerance; reports max abs/rel error and the first bad index.
-//   - Reporter: counts per device, one line per failing case, the closing "selftest: N passed, N failed".
+//   - Reporter: counts per device, one line per failing or skipped case, the closing
+//     "selftest: N passed, N failed, N skipped". A case is skipped (CaseSkipped) only where a non-CPU
+//     backend answers KN_ERROR_NOT_SUPPORTED for an op it has not implemented yet (expect_ok_or_skip);
+//     --strict turns those into failures.
+//   - Context (the device under test) and the helpers every test file shares: uniform(), nan_filled(),
+//     expect_error().
 // Only the public C API (kernels.h) is used, so this program also runs where no .NET exists (the GPU
 // machine, under compute-sanitizer).
 #pragma once
@@ -39,9 +44,11 @@ template <typename T> T sentinel();
 // A value no kernel computes from the inputs used here; compared bit for bit.
 template <> inline float sentinel<float>() { return -31415.927f; }
 template <> inline int64_t sentinel<int64_t>() { return -0x5E57E1; }
+template <> inline int32_t sentinel<int32_t>() { return -0x5E57E1; }
 
 inline bool same_bits(float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }
 inline bool same_bits(int64_t a, int64_t b) { return a == b; }
+inline bool same_bits(int32_t a, int32_t b) { return a == b; }
 
 inline std::string fmt(double v) {
     char s[64];
@@ -84,6 +91,12 @@ inline uint64_t seed_of(const std::string& name) {
 // A harness call (buffer create/write/read) failed, or a kernel returned an error: the case fails
 // with this message.
 struct CaseFailure : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// The device does not implement the op yet (KN_ERROR_NOT_SUPPORTED from a non-CPU backend): the case
+// is reported as SKIP with this message, neither passed nor failed.
+struct CaseSkipped : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
@@ -264,10 +277,21 @@ public:
         try {
             Problems p = body();
             problem = p.joined();
+        } catch (const CaseSkipped& e) {
+            skip(case_name, e.what());
+            return;
         } catch (const std::exception& e) {
             problem = e.what();
         }
         record(case_name, problem);
+    }
+
+    void skip(const std::string& case_name, const std::string& reason) {
+        if (counts_.empty()) counts_.push_back({"(global)", 0, 0, 0.0});
+        auto& c = counts_.back();
+        ++c.skipped;
+        std::printf("SKIP %s %s: %s\n", c.device.c_str(), case_name.c_str(), one_line(reason).c_str());
+        std::fflush(stdout);
     }
 
     void record(const std::string& case_name, const std::string& problem) {
@@ -290,14 +314,16 @@ public:
     }
 
     void summary() const {
-        int64_t passed = 0, failed = 0;
+        int64_t passed = 0, failed = 0, skipped = 0;
         std::printf("\n");
         for (const auto& c : counts_) {
-            std::printf("%-12s %6d passed, %4d failed  (%.1f s)\n", c.device.c_str(), c.passed, c.failed, c.seconds);
+            std::printf("%-12s %6d passed, %4d failed, %4d skipped  (%.1f s)\n", c.device.c_str(), c.passed, c.failed,
+                        c.skipped, c.seconds);
             passed += c.passed;
             failed += c.failed;
+            skipped += c.skipped;
         }
-        std::printf("selftest: %" PRId64 " passed, %" PRId64 " failed\n", passed, failed);
+        std::printf("selftest: %" PRId64 " passed, %" PRId64 " failed, %" PRId64 " skipped\n", passed, failed, skipped);
     }
 
 private:
@@ -321,10 +347,67 @@ private:
         std::string device;
         int passed, failed;
         double seconds;
+        int skipped = 0;
     };
     bool verbose_;
     std::vector<Count> counts_;
     std::chrono::steady_clock::time_point started_;
 };
+
+// The device under test and how to test it.
+struct Context {
+    kn_device* device;
+    std::string name;
+    bool quick;
+    Reporter& report;
+    kn_device* other;  // another device (for DEVICE_MISMATCH and cross-device copies), or null
+    kn_device_kind kind = KN_DEVICE_CPU;
+    bool strict = false;  // NOT_SUPPORTED is a failure even on a non-CPU device
+};
+
+// Like expect_ok, but KN_ERROR_NOT_SUPPORTED from a non-CPU device skips the case (see CaseSkipped):
+// for ops whose GPU kernels may not exist yet. The CPU backend must implement everything.
+inline void expect_ok_or_skip(const Context& cx, kn_status s, const char* what) {
+    if (s == KN_ERROR_NOT_SUPPORTED && cx.kind != KN_DEVICE_CPU && !cx.strict)
+        throw CaseSkipped(std::string(what) + " returned KN_ERROR_NOT_SUPPORTED: " + kn_last_error());
+    expect_ok(s, what);
+}
+
+inline std::vector<float> uniform(Rng& rng, int64_t n, double lo, double hi) {
+    std::vector<float> v(static_cast<size_t>(n));
+    for (auto& x : v) x = rng.uniform(lo, hi);
+    return v;
+}
+
+inline std::vector<float> nan_filled(int64_t n) {
+    return std::vector<float>(static_cast<size_t>(n), std::numeric_limits<float>::quiet_NaN());
+}
+
+// The status must be `expected`, kn_last_error() non-empty and containing every word of `mentions`,
+// and afterwards a valid call on the device must still work.
+inline std::string expect_error(Context& cx, kn_status got, kn_status expected, std::vector<std::string> mentions = {}) {
+    std::string message = kn_last_error() ? kn_last_error() : "";
+    std::string problem;
+    if (got != expected)
+        problem = std::string("returned ") + status_name(got) + ", want " + status_name(expected) +
+                  (message.empty() ? "" : " (message: " + message + ")");
+    else if (message.empty())
+        problem = "kn_last_error() is empty";
+    else
+        for (const auto& w : mentions)
+            if (message.find(w) == std::string::npos) {
+                problem = "message does not mention '" + w + "': " + message;
+                break;
+            }
+    // The library must stay healthy: square 5 numbers.
+    std::vector<float> x = {1, -2, 3, -4, 5};
+    DeviceArray<float> X(cx.device, x), Y(cx.device, nan_filled(5));
+    kn_status s = kn_unary_f32(KN_UNARY_SQUARE, 0.0f, X.get(), Y.get(), 5);
+    std::vector<float> y = Y.read();
+    if (s != KN_OK || y[0] != 1 || y[1] != 4 || y[2] != 9 || y[3] != 16 || y[4] != 25)
+        problem += std::string(problem.empty() ? "" : "; ") + "a valid call after the error failed (" +
+                   status_name(s) + " " + kn_last_error() + ")";
+    return problem;
+}
 
 }  // namespace selftest

@@ -49,6 +49,13 @@ void sgd_step_f32(const SgdArgs& args);                    // training.cpp
 void adam_step_f32(const AdamArgs& args);                  // training.cpp
 void rmsprop_step_f32(const RmspropArgs& args);            // training.cpp
 void adagrad_step_f32(const AdagradArgs& args);            // training.cpp
+void conv2d_f32(const Conv2dArgs& args);                   // conv.cpp
+void conv2d_backward_data_f32(const Conv2dBackwardDataArgs& args);        // conv.cpp
+void conv2d_backward_weights_f32(const Conv2dBackwardWeightsArgs& args);  // conv.cpp
+void pool2d_f32(const Pool2dArgs& args);                   // pool.cpp
+void pool2d_backward_f32(const Pool2dBackwardArgs& args);  // pool.cpp
+void batch_norm_f32(const BatchNormArgs& args);            // batch_norm.cpp
+void batch_norm_backward_f32(const BatchNormBackwardArgs& args);  // batch_norm.cpp
 void fill_f32(float* dst, int64_t count, float value);     // elementwise.cpp
 void copy_bytes(void* dst, const void* src, int64_t bytes);// elementwise.cpp (parallel memcpy)
 

@@ -1,0 +1,678 @@
+// conv.cpp: 2-D convolution on the CPU (NCHW activations, [out_channels, in_channels / groups, kh, kw]
+// weights): forward with bias, backward-data, backward-weights (+ bias gradient); stride, padding,
+// dilation and groups (depthwise included).
+//
+// Technique: lowering to the packed GEMM of gemm.cpp (im2col, Chellapilla et al. 2006). For one image
+// and one group the convolution is
+//     y[oc, p] = sum_q w[oc, q] col[q, p],   q = (ic, r, s) < krs = cg kh kw,  p = (oh, ow) < oh * ow
+// where col[q, p] = x[ic, oh sh - ph + r dh, ow sw - pw + s dw] (0 in the padding). Each image is first
+// copied into zero-padded planes, so every column entry is a plain read (no bounds tests) and, for
+// stride 1, each output row's segment is a copy in whole 8-float chunks (a memcpy/memset call per
+// 14-float MNIST segment had cost more than the GEMM). The column matrix is built a block of output
+// rows at a time (at most CONV_COLUMN_BLOCK_FLOATS, 1 MB, so it stays in L2 for large images) and all
+// groups go to the GEMM as one strided batch:
+//   forward:          y_g[kg, p]     = w_g[kg, krs] col_g[krs, p]                 (+ bias, row by row)
+//   backward-data:    col_g[krs, p]  = w_g^T[krs, kg] dy_g[kg, p], then col2im adds each entry back
+//                     into the padded planes, whose interior is dx
+//   backward-weights: dw_g[kg, krs] += dy_g[kg, p] col_g^T[p, krs] over every image, or the transpose
+//                     dw_g^T = col_g dy_g^T where that fills the micro-tiles better (MNIST conv1:
+//                     32 x 9 would leave 23 of 32 tile columns empty; 32 -> 72 GFLOP/s on one core);
+//                     dbias = per-channel float64 sums of dy.
+// A 1x1, stride-1, unpadded convolution needs no lowering: col is x itself (forward, backward-weights)
+// and the backward-data GEMM writes dx directly. Depthwise convolution (one input channel per group)
+// skips the GEMM, whose groups would be 1 x kh kw deep: direct loops over strips of 16 outputs.
+// Threads: images are dealt out to the threads in contiguous runs (each thread lowers and multiplies
+// its own images with its own scratch, the GEMM running single-threaded inside it); the images left
+// over when the batch does not divide evenly, and a batch smaller than the thread count, go one by
+// one through the multi-threaded GEMM with the lowering split over channels. backward-weights gives
+// each thread a private dw, summed in a fixed order at the end: deterministic for a given thread
+// count, no atomics.
+// Napkin math (MNIST conv2: batch 64, 32 -> 64 channels, 14x14, 3x3, pad 1): 462 MFLOP on 1.6 MB of
+// input; col is 288 x 196 floats = 226 KB per image (L2), written once and read once by the GEMM:
+// ~0.1 byte per FLOP, so the GEMM's speed on the 64 x 196 x 288 product decides.
+// Measured (native/dev/cnn_cpu_bench.cpp, 2-core AMD EPYC Zen 5 VM, AVX-512, one thread: the machine
+// was shared with other builds and the second core measured no gain), GFLOP/s forward / backward-data /
+// backward-weights, and in brackets the library's GEMM on the same lowered shape with the column matrix
+// already built (what the convolution would cost if lowering were free):
+//   MNIST conv1 64 x 1->32 28x28:     76 / 119 /  49  (GEMM 168; k = 9 is too shallow to hide lowering)
+//   MNIST conv2 64 x 32->64 14x14:   122 / 115 / 131  (GEMM 145)
+//   ResNet 8 x 64->64 56x56:         131 / 136 / 141  (GEMM 155)
+//   1x1 8 x 64->128 28x28:           168 / 170 / 147  (GEMM 199)
+//   depthwise 8 x 64 56x56:           15 /  12 /   8  (through the GEMM it had measured 8 / 7 / 2)
+// The GEMM itself reaches ~200 GFLOP/s per core on large squares (~390 on both cores of a quiet machine).
+#include "cpu_kernels.h"
+
+#include "error.h"
+#include "thread_pool.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+#if defined(_WIN32)
+#include <malloc.h>
+#endif
+
+// Largest column-matrix block lowered at once, in floats (1 MB: one core's L2 on Zen 5). An image
+// whose col is larger is lowered and multiplied a block of output positions at a time.
+#ifndef CONV_COLUMN_BLOCK_FLOATS
+#define CONV_COLUMN_BLOCK_FLOATS (int64_t{1} << 18)
+#endif
+
+namespace kn::cpu {
+namespace {
+
+// A per-thread scratch area, grown on demand and kept (the pool's threads live as long as the
+// process): a fresh allocation per call would page-fault its way in every time.
+class Scratch {
+public:
+    ~Scratch() { release(); }
+    float* get(int64_t floats) {
+        if (floats > capacity_) {
+            release();
+            const size_t bytes = (static_cast<size_t>(floats) * sizeof(float) + 63) / 64 * 64;
+#if defined(_WIN32)
+            data_ = static_cast<float*>(_aligned_malloc(bytes, 64));
+#else
+            data_ = static_cast<float*>(std::aligned_alloc(64, bytes));
+#endif
+            if (!data_) fail(KN_ERROR_OUT_OF_MEMORY, "conv2d: cannot allocate ", bytes, " bytes of scratch");
+            capacity_ = floats;
+        }
+        return data_;
+    }
+
+private:
+    void release() {
+#if defined(_WIN32)
+        _aligned_free(data_);
+#else
+        std::free(data_);
+#endif
+        data_ = nullptr;
+        capacity_ = 0;
+    }
+    float* data_ = nullptr;
+    int64_t capacity_ = 0;
+};
+
+thread_local Scratch column_scratch, padded_scratch;
+
+// Slack after every scratch area: the stride-1 copies below move whole 8-float chunks and may run up
+// to 7 floats past the end of what they were asked to copy.
+constexpr int64_t kSlack = 8;
+
+// The sizes every routine below needs, derived once from the geometry.
+struct Shape {
+    const Conv2dGeometry& g;
+    int64_t cg, kg;          // input / output channels per group
+    int64_t taps;            // kh * kw
+    int64_t krs;             // cg * taps: the GEMM depth of one group (rows of its col block)
+    int64_t plane_in;        // in_height * in_width
+    int64_t plane_out;       // out_height * out_width
+    int64_t padded_h, padded_w, padded_plane;  // the zero-padded input plane
+    int64_t block_rows;      // output rows lowered at once
+    bool direct;             // 1x1, stride 1, no padding: col is x itself
+    bool depthwise;          // one input channel per group (groups > 1): direct loops, no GEMM
+
+    explicit Shape(const Conv2dGeometry& geometry) : g(geometry) {
+        cg = g.in_channels / g.groups;
+        kg = g.out_channels / g.groups;
+        taps = g.kernel_height * g.kernel_width;
+        krs = cg * taps;
+        plane_in = g.in_height * g.in_width;
+        plane_out = g.out_height * g.out_width;
+        padded_h = g.in_height + 2 * g.pad_height;
+        padded_w = g.in_width + 2 * g.pad_width;
+        padded_plane = padded_h * padded_w;
+        direct = g.kernel_height == 1 && g.kernel_width == 1 && g.stride_height == 1 && g.stride_width == 1 &&
+                 g.pad_height == 0 && g.pad_width == 0;
+        depthwise = cg == 1 && g.groups > 1;
+        const int64_t row_floats = g.in_channels * taps * g.out_width;  // col floats per output row
+        block_rows = direct ? g.out_height
+                            : std::clamp<int64_t>(CONV_COLUMN_BLOCK_FLOATS / row_floats, 1, g.out_height);
+    }
+    int64_t col_floats() const { return g.in_channels * taps * block_rows * g.out_width + kSlack; }
+    int64_t padded_floats(int64_t channels) const { return channels * padded_plane + kSlack; }
+};
+
+// Copies n floats in whole 8-float chunks (constant-size copies the compiler turns into a few vector
+// moves; a memcpy call per 14-float segment cost more than the copy), so it may write and read up to
+// 7 floats past n: only for buffers with kSlack and segments written in increasing order.
+inline void copy_chunks(float* __restrict dst, const float* __restrict src, int64_t n) {
+    for (int64_t i = 0; i < n; i += 8) std::memcpy(dst + i, src + i, 8 * sizeof(float));
+}
+
+// Channels [c0, c1) of one image x, zero-padded: padded[c] is padded_h x padded_w.
+void pad_planes(const Shape& S, const float* x, int64_t c0, int64_t c1, float* padded) {
+    const Conv2dGeometry& g = S.g;
+    for (int64_t c = c0; c < c1; ++c) {
+        float* out = padded + c * S.padded_plane;
+        const float* in = x + c * S.plane_in;
+        std::fill(out, out + g.pad_height * S.padded_w, 0.0f);
+        for (int64_t ih = 0; ih < g.in_height; ++ih) {
+            float* row = out + (ih + g.pad_height) * S.padded_w;
+            std::fill(row, row + g.pad_width, 0.0f);
+            std::memcpy(row + g.pad_width, in + ih * g.in_width, static_cast<size_t>(g.in_width) * sizeof(float));
+            std::fill(row + g.pad_width + g.in_width, row + S.padded_w, 0.0f);
+        }
+        std::fill(out + (g.pad_height + g.in_height) * S.padded_w, out + S.padded_plane, 0.0f);
+    }
+}
+
+// The interior of padded planes [c0, c1) back into dx (the adjoint of pad_planes: the padding is dropped).
+void unpad_planes(const Shape& S, const float* padded, int64_t c0, int64_t c1, float* dx) {
+    const Conv2dGeometry& g = S.g;
+    for (int64_t c = c0; c < c1; ++c)
+        for (int64_t ih = 0; ih < g.in_height; ++ih)
+            std::memcpy(dx + c * S.plane_in + ih * g.in_width,
+                        padded + c * S.padded_plane + (ih + g.pad_height) * S.padded_w + g.pad_width,
+                        static_cast<size_t>(g.in_width) * sizeof(float));
+}
+
+// col[q, (oh - oh0) * out_width + ow] for channels [c0, c1) (q counted from channel c0) and output rows
+// [oh0, oh1), from the padded planes: every entry is a plain read, padding included.
+void im2col(const Shape& S, const float* padded, int64_t c0, int64_t c1, int64_t oh0, int64_t oh1, float* col) {
+    const Conv2dGeometry& g = S.g;
+    const int64_t OW = g.out_width, sw = g.stride_width, ld = (oh1 - oh0) * OW;
+    const int64_t row_step = g.stride_height * S.padded_w;
+    for (int64_t c = c0; c < c1; ++c)
+        for (int64_t r = 0; r < g.kernel_height; ++r)
+            for (int64_t s = 0; s < g.kernel_width; ++s) {
+                float* out = col + (((c - c0) * g.kernel_height + r) * g.kernel_width + s) * ld;
+                const float* src =
+                    padded + c * S.padded_plane + (oh0 * g.stride_height + r * g.dilation_height) * S.padded_w +
+                    s * g.dilation_width;
+                for (int64_t oh = oh0; oh < oh1; ++oh, src += row_step, out += OW) {
+                    if (sw != 1) {
+                        for (int64_t ow = 0; ow < OW; ++ow) out[ow] = src[ow * sw];
+                    } else if (oh + 1 < oh1) {
+                        copy_chunks(out, src, OW);  // the overrun lands in the next segment, written next
+                    } else {
+                        std::memcpy(out, src, static_cast<size_t>(OW) * sizeof(float));  // row end: exact
+                    }
+                }
+            }
+}
+
+// The adjoint of im2col: padded[c, ...] += col[q, ...] for channels [c0, c1), output rows [oh0, oh1).
+void col2im(const Shape& S, const float* col, int64_t c0, int64_t c1, int64_t oh0, int64_t oh1, float* padded) {
+    const Conv2dGeometry& g = S.g;
+    const int64_t OW = g.out_width, sw = g.stride_width, ld = (oh1 - oh0) * OW;
+    const int64_t row_step = g.stride_height * S.padded_w;
+    for (int64_t c = c0; c < c1; ++c)
+        for (int64_t r = 0; r < g.kernel_height; ++r)
+            for (int64_t s = 0; s < g.kernel_width; ++s) {
+                const float* in = col + (((c - c0) * g.kernel_height + r) * g.kernel_width + s) * ld;
+                float* dst = padded + c * S.padded_plane + (oh0 * g.stride_height + r * g.dilation_height) * S.padded_w +
+                             s * g.dilation_width;
+                for (int64_t oh = oh0; oh < oh1; ++oh, dst += row_step, in += OW) {
+                    if (sw == 1)
+                        for (int64_t ow = 0; ow < OW; ++ow) dst[ow] += in[ow];
+                    else
+                        for (int64_t ow = 0; ow < OW; ++ow) dst[ow * sw] += in[ow];
+                }
+            }
+}
+
+// Whether the weight gradient's GEMM should produce dw^T[krs, kg] rather than dw[kg, krs]. A micro-tile
+// costs about its rows (the kernel is compiled per row count) times its full width (masked columns
+// cost as much as used ones), so the cheaper orientation puts the smaller dimension in the rows.
+bool transposed_weight_gradient(int64_t kg, int64_t krs) {
+    int64_t nr = 8;  // the portable kernel's tile width
+#if KN_CPU_X86
+    if (simd_level() == SimdLevel::avx512) nr = kGemmAvx512NR;
+    else if (simd_level() == SimdLevel::avx2) nr = kGemmAvx2NR;
+#endif
+    auto cost = [nr](int64_t m, int64_t n) { return m * ((n + nr - 1) / nr * nr); };
+    return 4 * cost(krs, kg) < 3 * cost(kg, krs);
+}
+
+// Runs fn(c0, c1) over the channel range [0, channels): split over the pool when `threaded` (the
+// lowering of one image while the GEMM is multi-threaded), on this thread otherwise.
+template <typename Fn>
+void over_channels(bool threaded, int64_t channels, int64_t work_per_channel, Fn&& fn) {
+    if (!threaded) {
+        fn(int64_t{0}, channels);
+        return;
+    }
+    // ~16K floats moved per chunk: below that the hand-off costs more than the copy.
+    const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(work_per_channel, 1));
+    parallel_for(channels, grain, [&](int64_t c0, int64_t c1) { fn(c0, c1); });
+}
+
+// Deals the batch out: images [0, even) in contiguous runs, one run per thread (`per_image(n, false)`
+// inside the pool), then images [even, batch) one at a time on all threads (`per_image(n, true)`).
+template <typename Fn>
+void over_images(int64_t batch, Fn&& per_image) {
+    const int64_t threads = thread_count();
+    const int64_t even = threads > 1 && batch >= threads ? batch / threads * threads : 0;
+    if (even > 0) {
+        parallel_for(even, 1, [&](int64_t begin, int64_t end) {
+            for (int64_t n = begin; n < end; ++n) per_image(n, false);
+        });
+    }
+    for (int64_t n = even; n < batch; ++n) per_image(n, threads > 1);
+}
+
+GemmArgs gemm_args(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float beta, const float* a,
+                   int64_t lda, int64_t stride_a, const float* b, int64_t ldb, int64_t stride_b, float* c, int64_t ldc,
+                   int64_t stride_c, int64_t batch_count) {
+    return GemmArgs{trans_a, trans_b, m, n, k, 1.0f, beta, a, lda, stride_a, b, ldb, stride_b,
+                    c, ldc, stride_c, batch_count};
+}
+
+// sum of x[0, n) in float64 over 8 independent lanes (vectorises; exact enough for any n here).
+double row_sum(const float* x, int64_t n) {
+    double lane[8] = {};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; ++j) lane[j] += x[i + j];
+    for (int j = 0; i + j < n; ++j) lane[j] += x[i + j];
+    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
+
+// dbias[k] = sum of dy[n, k, :, :] over the batch, in float64 per channel, channels over the threads.
+void bias_gradient(const Shape& S, const float* dy, float* dbias) {
+    const Conv2dGeometry& g = S.g;
+    const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, g.batch * S.plane_out));
+    parallel_for(g.out_channels, grain, [&](int64_t k0, int64_t k1) {
+        for (int64_t k = k0; k < k1; ++k) {
+            double sum = 0;
+            for (int64_t n = 0; n < g.batch; ++n) sum += row_sum(dy + (n * g.out_channels + k) * S.plane_out, S.plane_out);
+            dbias[k] = static_cast<float>(sum);
+        }
+    });
+}
+
+// ---- Depthwise (one input channel per group): direct loops over the padded plane -------------------
+// Each group's GEMM would be kg x (kh kw) x plane_out: a 1 x 9 deep product per output, all call and
+// packing overhead. Instead the loops run over strips of kStrip outputs of one row that stay in
+// registers while all kh * kw taps are added (loading and storing the row once per tap instead was
+// bound by the stores: 2.3 ms for 8 x 64 x 56x56 on one core).
+constexpr int64_t kStrip = 16;
+
+// out[j] (j < n <= kStrip) = bias + sum over taps of w[tap] * padded[tap row][(ow0 + j) * sw + tap col].
+// N > 0: n is the constant N; STRIDE > 0: sw is the constant STRIDE (1 makes the loads contiguous).
+template <int64_t N, int64_t STRIDE>
+inline void depthwise_strip(const Shape& S, const float* padded_row0, const float* w, float bias, int64_t stride,
+                            int64_t n, float* out) {
+    const Conv2dGeometry& g = S.g;
+    float acc[kStrip];
+    const int64_t count = N > 0 ? N : n, sw = STRIDE > 0 ? STRIDE : stride;
+    for (int64_t j = 0; j < count; ++j) acc[j] = bias;
+    for (int64_t r = 0; r < g.kernel_height; ++r)
+        for (int64_t s = 0; s < g.kernel_width; ++s) {
+            const float wv = w[r * g.kernel_width + s];
+            const float* src = padded_row0 + r * g.dilation_height * S.padded_w + s * g.dilation_width;
+            for (int64_t j = 0; j < count; ++j) acc[j] += wv * src[j * sw];
+        }
+    for (int64_t j = 0; j < count; ++j) out[j] = acc[j];
+}
+
+// One output channel's plane from the padded input plane of its group.
+void depthwise_forward_plane(const Shape& S, const float* padded, const float* w, float bias, float* y) {
+    const Conv2dGeometry& g = S.g;
+    const int64_t OW = g.out_width, sw = g.stride_width;
+    for (int64_t oh = 0; oh < g.out_height; ++oh) {
+        const float* row0 = padded + oh * g.stride_height * S.padded_w;
+        float* out = y + oh * OW;
+        int64_t ow = 0;
+        if (sw == 1) {
+            for (; ow + kStrip <= OW; ow += kStrip) depthwise_strip<kStrip, 1>(S, row0 + ow, w, bias, 1, kStrip, out + ow);
+            if (ow < OW) depthwise_strip<0, 1>(S, row0 + ow, w, bias, 1, OW - ow, out + ow);
+        } else {
+            for (; ow + kStrip <= OW; ow += kStrip)
+                depthwise_strip<kStrip, 0>(S, row0 + ow * sw, w, bias, sw, kStrip, out + ow);
+            if (ow < OW) depthwise_strip<0, 0>(S, row0 + ow * sw, w, bias, sw, OW - ow, out + ow);
+        }
+    }
+}
+
+// The weight gradient of one output channel over one image, per tap: sum over (oh, ow) of
+// dy[oh, ow] * padded[input of (oh, ow) at that tap], with kStrip float lanes per tap, then float64.
+void depthwise_weight_sums(const Shape& S, const float* dy, const float* padded, double* sums) {
+    const Conv2dGeometry& g = S.g;
+    const int64_t OW = g.out_width, sw = g.stride_width;
+    for (int64_t r = 0; r < g.kernel_height; ++r)
+        for (int64_t s = 0; s < g.kernel_width; ++s) {
+            float lane[kStrip] = {};
+            for (int64_t oh = 0; oh < g.out_height; ++oh) {
+                const float* d = dy + oh * OW;
+                const float* src =
+                    padded + (oh * g.stride_height + r * g.dilation_height) * S.padded_w + s * g.dilation_width;
+                int64_t ow = 0;
+                if (sw == 1)
+                    for (; ow + kStrip <= OW; ow += kStrip)
+                        for (int64_t j = 0; j < kStrip; ++j) lane[j] += d[ow + j] * src[ow + j];
+                for (; ow + kStrip <= OW; ow += kStrip)
+                    for (int64_t j = 0; j < kStrip; ++j) lane[j] += d[ow + j] * src[(ow + j) * sw];
+                for (int64_t j = 0; ow + j < OW; ++j) lane[j] += d[ow + j] * src[(ow + j) * sw];
+            }
+            double sum = 0;
+            for (int64_t j = 0; j < kStrip; ++j) sum += lane[j];
+            sums[r * g.kernel_width + s] += sum;
+        }
+}
+
+// Backward-data, stride 1: dx is the correlation of the zero-padded dy with the flipped kernel,
+//     dx[ih, iw] = sum over taps of w[r, s] dy[ih + ph - r dh, iw + pw - s dw]
+// (r' = kh-1-r, s' = kw-1-s): the forward strip loop over dy placed in a zero plane large enough that
+// every read is in bounds, summed over the group's output channels.
+struct FlippedGeometry {
+    int64_t pad_top, pad_left;   // zeros above / left of dy in its padded plane
+    int64_t height, width;       // the padded dy plane
+};
+
+FlippedGeometry flipped_geometry(const Shape& S) {
+    const Conv2dGeometry& g = S.g;
+    const int64_t extent_h = g.dilation_height * (g.kernel_height - 1), extent_w = g.dilation_width * (g.kernel_width - 1);
+    // dy row ih + ph - r dh ranges over [ih + ph - extent_h, ih + ph] for ih in [0, in_height).
+    const int64_t top = std::max<int64_t>(0, extent_h - g.pad_height), left = std::max<int64_t>(0, extent_w - g.pad_width);
+    const int64_t bottom = std::max<int64_t>(0, g.in_height - 1 + g.pad_height - (g.out_height - 1));
+    const int64_t right = std::max<int64_t>(0, g.in_width - 1 + g.pad_width - (g.out_width - 1));
+    return {top, left, top + g.out_height + bottom, left + g.out_width + right};
+}
+
+// Tasks over (image, group) planes, ~32K floats of work per chunk.
+int64_t plane_grain(const Shape& S) {
+    return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, S.kg * (S.plane_out + S.padded_plane)));
+}
+
+void depthwise_forward(const Shape& S, const float* x, const float* w, const float* bias, float* y) {
+    const Conv2dGeometry& g = S.g;
+    parallel_for(g.batch * g.groups, plane_grain(S), [&](int64_t begin, int64_t end) {
+        float* padded = padded_scratch.get(S.padded_floats(1));
+        for (int64_t t = begin; t < end; ++t) {  // t = n * groups + group = the input plane's index
+            pad_planes(S, x + t * S.plane_in, 0, 1, padded);
+            const int64_t group = t % g.groups;
+            for (int64_t j = 0; j < S.kg; ++j) {
+                const int64_t k = group * S.kg + j;
+                depthwise_forward_plane(S, padded, w + k * S.taps, bias ? bias[k] : 0.0f,
+                                        y + ((t / g.groups) * g.out_channels + k) * S.plane_out);
+            }
+        }
+    });
+}
+
+void depthwise_backward_data(const Shape& S, const float* dy, const float* w, float* dx) {
+    const Conv2dGeometry& g = S.g;
+    const int64_t OW = g.out_width, sw = g.stride_width;
+    if (g.stride_height == 1 && g.stride_width == 1) {
+        // Gather form (see FlippedGeometry): each dx strip accumulates in registers.
+        const FlippedGeometry f = flipped_geometry(S);
+        const int64_t plane = f.height * f.width;
+        parallel_for(g.batch * g.groups, plane_grain(S), [&](int64_t begin, int64_t end) {
+            float* padded = padded_scratch.get(plane + kSlack);
+            std::vector<float> flipped(static_cast<size_t>(S.taps));
+            float row[kStrip];
+            std::fill(padded, padded + plane, 0.0f);
+            for (int64_t t = begin; t < end; ++t) {
+                const int64_t n = t / g.groups, group = t % g.groups;
+                float* dxp = dx + t * S.plane_in;
+                std::fill(dxp, dxp + S.plane_in, 0.0f);
+                for (int64_t j = 0; j < S.kg; ++j) {
+                    const int64_t k = group * S.kg + j;
+                    const float* dyk = dy + (n * g.out_channels + k) * S.plane_out;
+                    for (int64_t oh = 0; oh < g.out_height; ++oh)
+                        std::memcpy(padded + (f.pad_top + oh) * f.width + f.pad_left, dyk + oh * OW,
+                                    static_cast<size_t>(OW) * sizeof(float));
+                    for (int64_t tap = 0; tap < S.taps; ++tap) flipped[tap] = w[k * S.taps + (S.taps - 1 - tap)];
+                    // dx[ih, iw] += sum_taps flipped[tap] * padded[ih + top + ph - extent_h + r' dh, ...]
+                    Shape flipped_shape = S;
+                    flipped_shape.padded_w = f.width;
+                    const int64_t row_offset = f.pad_top + g.pad_height - g.dilation_height * (g.kernel_height - 1);
+                    const int64_t col_offset = f.pad_left + g.pad_width - g.dilation_width * (g.kernel_width - 1);
+                    for (int64_t ih = 0; ih < g.in_height; ++ih) {
+                        const float* row0 = padded + (ih + row_offset) * f.width + col_offset;
+                        float* out = dxp + ih * g.in_width;
+                        int64_t iw = 0;
+                        for (; iw + kStrip <= g.in_width; iw += kStrip) {
+                            depthwise_strip<kStrip, 1>(flipped_shape, row0 + iw, flipped.data(), 0.0f, 1, kStrip, row);
+                            for (int64_t q = 0; q < kStrip; ++q) out[iw + q] += row[q];
+                        }
+                        if (iw < g.in_width) {
+                            depthwise_strip<0, 1>(flipped_shape, row0 + iw, flipped.data(), 0.0f, 1, g.in_width - iw, row);
+                            for (int64_t q = 0; iw + q < g.in_width; ++q) out[iw + q] += row[q];
+                        }
+                    }
+                }
+            }
+        });
+        return;
+    }
+    // Strided: scatter each dy row, tap by tap, into a padded dx plane.
+    parallel_for(g.batch * g.groups, plane_grain(S), [&](int64_t begin, int64_t end) {
+        float* padded = padded_scratch.get(S.padded_floats(1));
+        for (int64_t t = begin; t < end; ++t) {
+            std::fill(padded, padded + S.padded_plane, 0.0f);
+            const int64_t n = t / g.groups, group = t % g.groups;
+            for (int64_t j = 0; j < S.kg; ++j) {
+                const int64_t k = group * S.kg + j;
+                const float* dyk = dy + (n * g.out_channels + k) * S.plane_out;
+                for (int64_t oh = 0; oh < g.out_height; ++oh)
+                    for (int64_t r = 0; r < g.kernel_height; ++r)
+                        for (int64_t s = 0; s < g.kernel_width; ++s) {
+                            const float wv = w[k * S.taps + r * g.kernel_width + s];
+                            float* dst = padded + (oh * g.stride_height + r * g.dilation_height) * S.padded_w +
+                                         s * g.dilation_width;
+                            const float* in = dyk + oh * OW;
+                            for (int64_t ow = 0; ow < OW; ++ow) dst[ow * sw] += wv * in[ow];
+                        }
+            }
+            unpad_planes(S, padded, 0, 1, dx + t * S.plane_in);
+        }
+    });
+}
+
+void depthwise_backward_weights(const Shape& S, const float* x, const float* dy, float* dw) {
+    const Conv2dGeometry& g = S.g;
+    // Groups over the threads; each sums its weights over the whole batch (float lanes per image,
+    // float64 across images), so the result does not depend on the thread count.
+    parallel_for(g.groups, 1, [&](int64_t begin, int64_t end) {
+        float* padded = padded_scratch.get(S.padded_floats(1));
+        std::vector<double> sums(static_cast<size_t>(S.kg * S.taps));
+        for (int64_t group = begin; group < end; ++group) {
+            std::fill(sums.begin(), sums.end(), 0.0);
+            for (int64_t n = 0; n < g.batch; ++n) {
+                pad_planes(S, x + (n * g.groups + group) * S.plane_in, 0, 1, padded);
+                for (int64_t j = 0; j < S.kg; ++j) {
+                    const int64_t k = group * S.kg + j;
+                    depthwise_weight_sums(S, dy + (n * g.out_channels + k) * S.plane_out, padded,
+                                          sums.data() + j * S.taps);
+                }
+            }
+            for (int64_t i = 0; i < S.kg * S.taps; ++i) dw[group * S.kg * S.taps + i] = static_cast<float>(sums[i]);
+        }
+    });
+}
+
+}  // namespace
+
+void conv2d_f32(const Conv2dArgs& args) {
+    const Shape S(args.g);
+    const Conv2dGeometry& g = args.g;
+    const float* x = static_cast<const float*>(args.x);
+    const float* w = static_cast<const float*>(args.w);
+    const float* bias = static_cast<const float*>(args.bias);
+    float* y = static_cast<float*>(args.y);
+    if (S.depthwise) {
+        depthwise_forward(S, x, w, bias, y);
+        return;
+    }
+    const int64_t x_image = g.in_channels * S.plane_in, y_image = g.out_channels * S.plane_out;
+    const int64_t OW = g.out_width;
+
+    over_images(g.batch, [&](int64_t n, bool threaded) {
+        const float* xn = x + n * x_image;
+        float* yn = y + n * y_image;
+        float* padded = nullptr;
+        float* col = nullptr;
+        if (!S.direct) {
+            padded = padded_scratch.get(S.padded_floats(g.in_channels));
+            col = column_scratch.get(S.col_floats());
+            over_channels(threaded, g.in_channels, S.padded_plane,
+                          [&](int64_t c0, int64_t c1) { pad_planes(S, xn, c0, c1, padded); });
+        }
+        for (int64_t oh0 = 0; oh0 < g.out_height; oh0 += S.block_rows) {
+            const int64_t oh1 = std::min(g.out_height, oh0 + S.block_rows);
+            const int64_t p0 = oh0 * OW, width = (oh1 - oh0) * OW;
+            const float* b = xn + p0;
+            int64_t ldb = S.plane_in, stride_b = S.cg * S.plane_in;
+            if (!S.direct) {
+                over_channels(threaded, g.in_channels, S.taps * width, [&](int64_t c0, int64_t c1) {
+                    im2col(S, padded, c0, c1, oh0, oh1, col + c0 * S.taps * width);
+                });
+                b = col;
+                ldb = width;
+                stride_b = S.krs * width;
+            }
+            gemm_f32(gemm_args(false, false, S.kg, width, S.krs, 0.0f, w, S.krs, S.kg * S.krs, b, ldb, stride_b,
+                               yn + p0, S.plane_out, S.kg * S.plane_out, g.groups));
+            if (bias) {
+                over_channels(threaded, g.out_channels, width, [&](int64_t k0, int64_t k1) {
+                    for (int64_t k = k0; k < k1; ++k) {
+                        const float bk = bias[k];
+                        float* row = yn + k * S.plane_out + p0;
+                        for (int64_t p = 0; p < width; ++p) row[p] += bk;
+                    }
+                });
+            }
+        }
+    });
+}
+
+void conv2d_backward_data_f32(const Conv2dBackwardDataArgs& args) {
+    const Shape S(args.g);
+    const Conv2dGeometry& g = args.g;
+    const float* dy = static_cast<const float*>(args.dy);
+    const float* w = static_cast<const float*>(args.w);
+    float* dx = static_cast<float*>(args.dx);
+    if (S.depthwise) {
+        depthwise_backward_data(S, dy, w, dx);
+        return;
+    }
+    const int64_t x_image = g.in_channels * S.plane_in, y_image = g.out_channels * S.plane_out;
+    const int64_t OW = g.out_width;
+
+    over_images(g.batch, [&](int64_t n, bool threaded) {
+        const float* dyn = dy + n * y_image;
+        float* dxn = dx + n * x_image;
+        if (S.direct) {  // dx_g[cg, p] = w_g^T[cg, kg] dy_g[kg, p]: no col2im
+            gemm_f32(gemm_args(true, false, S.cg, S.plane_out, S.kg, 0.0f, w, S.krs, S.kg * S.krs, dyn, S.plane_out,
+                               S.kg * S.plane_out, dxn, S.plane_in, S.cg * S.plane_in, g.groups));
+            return;
+        }
+        float* padded = padded_scratch.get(S.padded_floats(g.in_channels));
+        float* col = column_scratch.get(S.col_floats());
+        over_channels(threaded, g.in_channels, S.padded_plane, [&](int64_t c0, int64_t c1) {
+            std::fill(padded + c0 * S.padded_plane, padded + c1 * S.padded_plane, 0.0f);
+        });
+        for (int64_t oh0 = 0; oh0 < g.out_height; oh0 += S.block_rows) {
+            const int64_t oh1 = std::min(g.out_height, oh0 + S.block_rows);
+            const int64_t p0 = oh0 * OW, width = (oh1 - oh0) * OW;
+            gemm_f32(gemm_args(true, false, S.krs, width, S.kg, 0.0f, w, S.krs, S.kg * S.krs, dyn + p0, S.plane_out,
+                               S.kg * S.plane_out, col, width, S.krs * width, g.groups));
+            over_channels(threaded, g.in_channels, S.taps * width, [&](int64_t c0, int64_t c1) {
+                col2im(S, col + c0 * S.taps * width, c0, c1, oh0, oh1, padded);
+            });
+        }
+        over_channels(threaded, g.in_channels, S.plane_in,
+                      [&](int64_t c0, int64_t c1) { unpad_planes(S, padded, c0, c1, dxn); });
+    });
+}
+
+void conv2d_backward_weights_f32(const Conv2dBackwardWeightsArgs& args) {
+    const Shape S(args.g);
+    const Conv2dGeometry& g = args.g;
+    const float* x = static_cast<const float*>(args.x);
+    const float* dy = static_cast<const float*>(args.dy);
+    float* dw = static_cast<float*>(args.dw);
+    if (args.dbias) bias_gradient(S, dy, static_cast<float*>(args.dbias));
+    if (S.depthwise) {
+        depthwise_backward_weights(S, x, dy, dw);
+        return;
+    }
+    const int64_t x_image = g.in_channels * S.plane_in, y_image = g.out_channels * S.plane_out;
+    const int64_t w_floats = g.out_channels * S.krs, OW = g.out_width;
+
+    // Slot t accumulates dw over its own run of images; slot 0 writes the caller's dw, the others
+    // private copies, summed in slot order at the end (deterministic for a given thread count).
+    // Orientation: dw_g[kg, krs] = dy_g col_g^T, or its transpose dw_g^T[krs, kg] = col_g dy_g^T when
+    // that fills the GEMM's micro-tiles better (MNIST conv1: kg = 32, krs = 9 would leave 23 of 32 tile
+    // columns empty); the transposed slots are all private and transposed back at the end.
+    const bool transposed = transposed_weight_gradient(S.kg, S.krs);
+    const int64_t threads = thread_count();
+    const int64_t slots = threads > 1 && g.batch >= threads ? threads : 1;
+    const int64_t even = slots > 1 ? g.batch / slots * slots : 0;
+    const int64_t private_slots = transposed ? slots : slots - 1;
+    std::vector<float> private_dw(static_cast<size_t>(private_slots * w_floats));
+    std::vector<char> started(static_cast<size_t>(slots), 0);
+
+    auto image = [&](int64_t slot, int64_t n, bool threaded) {
+        float* slot_dw = transposed ? private_dw.data() + slot * w_floats
+                                    : slot == 0 ? dw : private_dw.data() + (slot - 1) * w_floats;
+        const float* xn = x + n * x_image;
+        const float* dyn = dy + n * y_image;
+        float* padded = nullptr;
+        float* col = nullptr;
+        if (!S.direct) {
+            padded = padded_scratch.get(S.padded_floats(g.in_channels));
+            col = column_scratch.get(S.col_floats());
+            over_channels(threaded, g.in_channels, S.padded_plane,
+                          [&](int64_t c0, int64_t c1) { pad_planes(S, xn, c0, c1, padded); });
+        }
+        for (int64_t oh0 = 0; oh0 < g.out_height; oh0 += S.block_rows) {
+            const int64_t oh1 = std::min(g.out_height, oh0 + S.block_rows);
+            const int64_t p0 = oh0 * OW, width = (oh1 - oh0) * OW;
+            const float* b = xn + p0;
+            int64_t ldb = S.plane_in, stride_b = S.cg * S.plane_in;
+            if (!S.direct) {
+                over_channels(threaded, g.in_channels, S.taps * width, [&](int64_t c0, int64_t c1) {
+                    im2col(S, padded, c0, c1, oh0, oh1, col + c0 * S.taps * width);
+                });
+                b = col;
+                ldb = width;
+                stride_b = S.krs * width;
+            }
+            // The first product of a slot overwrites (beta = 0 never reads what dw held).
+            const float beta = started[slot] ? 1.0f : 0.0f;
+            started[slot] = 1;
+            if (transposed)  // dw_g^T[krs, kg] (+)= col_g[krs, width] dy_g^T[width, kg]
+                gemm_f32(gemm_args(false, true, S.krs, S.kg, width, beta, b, ldb, stride_b, dyn + p0, S.plane_out,
+                                   S.kg * S.plane_out, slot_dw, S.kg, S.krs * S.kg, g.groups));
+            else  // dw_g[kg, krs] (+)= dy_g[kg, width] col_g^T[width, krs]
+                gemm_f32(gemm_args(false, true, S.kg, S.krs, width, beta, dyn + p0, S.plane_out, S.kg * S.plane_out, b,
+                                   ldb, stride_b, slot_dw, S.krs, S.kg * S.krs, g.groups));
+        }
+    };
+
+    if (even > 0) {
+        const int64_t per_slot = even / slots;
+        parallel_for(slots, 1, [&](int64_t begin, int64_t end) {
+            for (int64_t slot = begin; slot < end; ++slot)
+                for (int64_t n = slot * per_slot; n < (slot + 1) * per_slot; ++n) image(slot, n, false);
+        });
+    }
+    for (int64_t n = even; n < g.batch; ++n) image(0, n, threads > 1);
+
+    if (transposed) {
+        // dw[group, j, q] = sum over slots of dw^T[group, q, j].
+        for (int64_t i = 0; i < w_floats; ++i) {
+            const int64_t group = i / (S.kg * S.krs), j = i / S.krs % S.kg, q = i % S.krs;
+            const int64_t t = (group * S.krs + q) * S.kg + j;
+            float sum = private_dw[t];
+            for (int64_t slot = 1; slot < slots; ++slot) sum += private_dw[slot * w_floats + t];
+            dw[i] = sum;
+        }
+    } else if (slots > 1) {
+        parallel_for(w_floats, 4096, [&](int64_t i0, int64_t i1) {
+            for (int64_t slot = 1; slot < slots; ++slot) {
+                const float* src = private_dw.data() + (slot - 1) * w_floats;
+                for (int64_t i = i0; i < i1; ++i) dw[i] += src[i];
+            }
+        });
+    }
+}
+
+}  // namespace kn::cpu

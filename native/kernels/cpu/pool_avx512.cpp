@@ -1,0 +1,8 @@
+// pool_avx512.cpp: the pooling plane loops (pool_impl.h) compiled for AVX-512, 16 floats per instruction.
+// Entered only after simd_level() has seen the instruction set in CPUID (pool.cpp).
+#include "cpu_kernels.h"
+
+#if KN_CPU_X86
+#define KN_POOL_ISA pool_avx512
+#include "pool_impl.h"
+#endif

@@ -1,0 +1,386 @@
+// pool_impl.h: the per-plane loops of 2-D pooling (see pool.cpp for the technique and the threading),
+// written as plain C++ that the compiler vectorises. Included once per instruction set with
+// KN_POOL_ISA naming the namespace (pool_portable in pool.cpp, pool_avx2, pool_avx512); everything
+// except planes() has internal linkage and no std:: template is used, so no out-of-line copy compiled
+// for AVX-512 can be picked by the linker for the portable path.
+#ifndef KN_POOL_ISA
+#error "define KN_POOL_ISA (pool_portable, pool_avx2 or pool_avx512) before including pool_impl.h"
+#endif
+
+#include "cpu_kernels.h"
+
+#include <cstdint>
+#include <cstring>
+#if defined(__AVX512F__) || (defined(_MSC_VER) && defined(_M_X64))
+#include <immintrin.h>
+#endif
+
+#ifndef KN_POOL_PLANES_DECLARED
+#define KN_POOL_PLANES_DECLARED
+namespace kn::cpu {
+// Pools the (image, channel) planes [begin, end) of one call.
+struct PoolPlanes {
+    void (*forward)(const Pool2dArgs& args, int64_t begin, int64_t end);
+    // scratch: (out_height + 1) * in_width + out_width floats (average pooling's per-row spreads)
+    void (*backward)(const Pool2dBackwardArgs& args, int64_t begin, int64_t end, float* scratch);
+};
+namespace pool_portable { const PoolPlanes& planes(); }
+namespace pool_avx2 { const PoolPlanes& planes(); }
+namespace pool_avx512 { const PoolPlanes& planes(); }
+}  // namespace kn::cpu
+#endif
+
+namespace kn::cpu::KN_POOL_ISA {
+namespace {
+
+#if defined(__GNUC__) || defined(__clang__)
+inline void prefetch(const float* p) { __builtin_prefetch(p); }
+#elif defined(_M_X64)
+inline void prefetch(const float* p) { _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0); }
+#else
+inline void prefetch(const float*) {}
+#endif
+
+inline int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t max_i64(int64_t a, int64_t b) { return a > b ? a : b; }
+inline bool is_nan(float v) { return v != v; }
+
+// c ? a : b as a bitwise select of two computed values: with plain ?: (and ||) GCC keeps branches
+// under its default -ftrapping-math and the loops stay scalar (measured 1.5 GB/s); as bit operations
+// they vectorise.
+inline int32_t select_bits(bool c, int32_t a, int32_t b) {
+    const int32_t mask = -static_cast<int32_t>(c);
+    return (a & mask) | (b & ~mask);
+}
+inline float select(bool c, float a, float b) {
+    int32_t ia, ib;
+    std::memcpy(&ia, &a, sizeof ia);
+    std::memcpy(&ib, &b, sizeof ib);
+    const int32_t r = select_bits(c, ia, ib);
+    float f;
+    std::memcpy(&f, &r, sizeof f);
+    return f;
+}
+// Whether v replaces the running maximum b: larger, or the first NaN (the & and | are bitwise on
+// purpose: every comparison is evaluated, so the loop has no branches).
+inline bool replaces(float v, float b) { return (v > b) | (is_nan(v) & !is_nan(b)); }
+
+// Output columns [lo, hi) whose whole window lies inside the input row.
+struct Interior {
+    int64_t lo, hi;
+};
+
+Interior interior_columns(const Pool2dGeometry& g) {
+    const int64_t lo = min_i64(g.out_width, (g.pad_width + g.stride_width - 1) / g.stride_width);
+    const int64_t last = g.in_width + g.pad_width - g.kernel_width;  // ow * sw - pw + kw <= in_width
+    const int64_t hi = last < 0 ? 0 : min_i64(g.out_width, last / g.stride_width + 1);
+    return {lo, max_i64(lo, hi)};
+}
+
+// The divisor of the window whose real part spans `rows` x `cols` elements.
+inline float avg_divisor(const Pool2dGeometry& g, int64_t rows, int64_t cols) {
+    return static_cast<float>(g.count_include_pad ? g.kernel_height * g.kernel_width : rows * cols);
+}
+
+// ---- Max, forward --------------------------------------------------------------------------------
+
+#if defined(__AVX512F__)
+// AVX-512: 16 outputs per step with masked loads and stores, so a 14-wide MNIST row is one step with
+// no scalar remainder (GCC's own vectorisation did 8 lanes plus 6 scalar NaN-aware selects, which
+// cost more than the vector part).
+inline __mmask16 lanes(int64_t n) { return static_cast<__mmask16>(n >= 16 ? 0xFFFF : (1u << n) - 1u); }
+
+// row[q * step] for the n <= 16 lanes q, zero beyond n.
+template <int STRIDE>
+inline __m512 load_strided(const float* row, int64_t step, int64_t n) {
+    const __mmask16 m = lanes(n);
+    if (STRIDE == 1) return _mm512_maskz_loadu_ps(m, row);
+    if (STRIDE == 2) {
+        // Elements 0, 2, .., 2 (n - 1) of the next 2n - 1 floats: two masked loads, one permute.
+        const int64_t span = 2 * n - 1;
+        const __m512 lo = _mm512_maskz_loadu_ps(lanes(span), row);
+        const __m512 hi = _mm512_maskz_loadu_ps(lanes(span > 16 ? span - 16 : 0), row + 16);
+        const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        return _mm512_permutex2var_ps(lo, even, hi);
+    }
+    const __m512i offsets = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                               _mm512_set1_epi32(static_cast<int32_t>(step)));
+    return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, offsets, row, 4);
+}
+
+template <int STRIDE, bool INDICES>
+void max_interior(const float* __restrict plane, int64_t W, int64_t ih0, int64_t ih1, int64_t kw, int64_t sw,
+                  int64_t first_col, int64_t count, float* __restrict best_out, int32_t* __restrict where_out) {
+    const int64_t step = STRIDE > 0 ? STRIDE : sw;
+    const __m512i lane_offsets = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(static_cast<int32_t>(step)));
+    for (int64_t q0 = 0; q0 < count; q0 += 16) {
+        const int64_t n = min_i64(16, count - q0);
+        const int64_t col = first_col + q0 * step;
+        __m512 best = load_strided<STRIDE>(plane + ih0 * W + col, step, n);
+        __m512i where = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int32_t>(ih0 * W + col)), lane_offsets);
+        for (int64_t ih = ih0; ih < ih1; ++ih)
+            for (int64_t s = ih == ih0 ? 1 : 0; s < kw; ++s) {
+                const __m512 v = load_strided<STRIDE>(plane + ih * W + col + s, step, n);
+                // take = v > best || (v is NaN && best is not): the first maximum, NaN sticking.
+                const __mmask16 take = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) |
+                                       (_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q) &
+                                        _mm512_cmp_ps_mask(best, best, _CMP_ORD_Q));
+                best = _mm512_mask_mov_ps(best, take, v);
+                if (INDICES) {
+                    const __m512i position =
+                        _mm512_add_epi32(_mm512_set1_epi32(static_cast<int32_t>(ih * W + col + s)), lane_offsets);
+                    where = _mm512_mask_mov_epi32(where, take, position);
+                }
+            }
+        _mm512_mask_storeu_ps(best_out + q0, lanes(n), best);
+        if (INDICES) _mm512_mask_storeu_epi32(where_out + q0, lanes(n), where);
+    }
+}
+#else
+
+// The `count` interior outputs of one output row, accumulated in place in the output row itself (it
+// is in L1; stack temporaries and copies cost more than the work for MNIST's 14-wide rows). STRIDE > 0
+// is the column stride as a compile-time constant; 0 means "use sw".
+template <int STRIDE, bool INDICES>
+void max_interior(const float* __restrict plane, int64_t W, int64_t ih0, int64_t ih1, int64_t kw, int64_t sw,
+                  int64_t first_col, int64_t count, float* __restrict best, int32_t* __restrict where) {
+    const int64_t step = STRIDE > 0 ? STRIDE : sw;
+    {
+        const float* row = plane + ih0 * W + first_col;
+        const int32_t base = static_cast<int32_t>(ih0 * W + first_col);
+        for (int64_t q = 0; q < count; ++q) best[q] = row[q * step];
+        if (INDICES)
+            for (int64_t q = 0; q < count; ++q) where[q] = base + static_cast<int32_t>(q * step);
+    }
+    for (int64_t ih = ih0; ih < ih1; ++ih) {
+        for (int64_t s = ih == ih0 ? 1 : 0; s < kw; ++s) {
+            const float* row = plane + ih * W + first_col + s;
+            const int32_t base = static_cast<int32_t>(ih * W + first_col + s);
+            for (int64_t q = 0; q < count; ++q) {
+                const float v = row[q * step];
+                const bool take = replaces(v, best[q]);
+                best[q] = select(take, v, best[q]);
+                if (INDICES) where[q] = select_bits(take, base + static_cast<int32_t>(q * step), where[q]);
+            }
+        }
+    }
+}
+
+#endif
+
+// One output whose window is clipped (a border column): the same steps over the real elements only.
+void max_clipped(const float* plane, int64_t W, int64_t ih0, int64_t ih1, int64_t iw0, int64_t iw1, float* y,
+                 int32_t* index) {
+    float best = plane[ih0 * W + iw0];
+    int64_t where = ih0 * W + iw0;
+    for (int64_t ih = ih0; ih < ih1; ++ih)
+        for (int64_t iw = ih == ih0 ? iw0 + 1 : iw0; iw < iw1; ++iw) {
+            const float v = plane[ih * W + iw];
+            if (replaces(v, best)) {
+                best = v;
+                where = ih * W + iw;
+            }
+        }
+    *y = best;
+    if (index) *index = static_cast<int32_t>(where);
+}
+
+// Asks for the input rows the next output row reads first (rows [ih1, ih1 + stride_height)): a
+// plane is walked a few rows at a time, which the hardware prefetchers follow poorly when the planes
+// come from DRAM (ResNet-stem max pooling, 8 x 64 x 112x112 from DRAM on one core: 7.6 ms without,
+// 3.1 ms with; two output rows ahead measured the same).
+inline void prefetch_rows(const float* plane, int64_t W, int64_t from, int64_t to) {
+    for (int64_t ih = from; ih < to; ++ih)
+        for (int64_t i = 0; i < W; i += 16) prefetch(plane + ih * W + i);
+}
+
+template <int STRIDE, bool INDICES>
+void max_plane(const Pool2dGeometry& g, const Interior& in, const float* plane, float* y, int32_t* indices) {
+    const int64_t W = g.in_width, OW = g.out_width;
+    for (int64_t oh = 0; oh < g.out_height; ++oh) {
+        const int64_t h = oh * g.stride_height - g.pad_height;
+        const int64_t ih0 = max_i64(h, 0), ih1 = min_i64(h + g.kernel_height, g.in_height);
+        prefetch_rows(plane, W, ih1, min_i64(ih1 + g.stride_height, g.in_height));
+        float* y_row = y + oh * OW;
+        int32_t* i_row = INDICES ? indices + oh * OW : nullptr;
+        auto border = [&](int64_t ow) {
+            const int64_t w0 = ow * g.stride_width - g.pad_width;
+            max_clipped(plane, W, ih0, ih1, max_i64(w0, 0), min_i64(w0 + g.kernel_width, W), y_row + ow,
+                        INDICES ? i_row + ow : nullptr);
+        };
+        for (int64_t ow = 0; ow < in.lo; ++ow) border(ow);
+        if (in.hi > in.lo)
+            max_interior<STRIDE, INDICES>(plane, W, ih0, ih1, g.kernel_width, g.stride_width,
+                                          in.lo * g.stride_width - g.pad_width, in.hi - in.lo, y_row + in.lo,
+                                          INDICES ? i_row + in.lo : nullptr);
+        for (int64_t ow = in.hi; ow < OW; ++ow) border(ow);
+    }
+}
+
+// ---- Average, forward ----------------------------------------------------------------------------
+
+#if defined(__AVX512F__)
+template <int STRIDE>
+void avg_interior(const float* __restrict plane, int64_t W, int64_t ih0, int64_t ih1, int64_t kw, int64_t sw,
+                  int64_t first_col, int64_t count, float inverse_divisor, float* __restrict out) {
+    const int64_t step = STRIDE > 0 ? STRIDE : sw;
+    for (int64_t q0 = 0; q0 < count; q0 += 16) {
+        const int64_t n = min_i64(16, count - q0);
+        const int64_t col = first_col + q0 * step;
+        __m512 sum = _mm512_setzero_ps();
+        for (int64_t ih = ih0; ih < ih1; ++ih)
+            for (int64_t s = 0; s < kw; ++s)
+                sum = _mm512_add_ps(sum, load_strided<STRIDE>(plane + ih * W + col + s, step, n));
+        _mm512_mask_storeu_ps(out + q0, lanes(n), _mm512_mul_ps(sum, _mm512_set1_ps(inverse_divisor)));
+    }
+}
+#else
+template <int STRIDE>
+void avg_interior(const float* __restrict plane, int64_t W, int64_t ih0, int64_t ih1, int64_t kw, int64_t sw,
+                  int64_t first_col, int64_t count, float inverse_divisor, float* __restrict sum) {
+    const int64_t step = STRIDE > 0 ? STRIDE : sw;
+    for (int64_t q = 0; q < count; ++q) sum[q] = 0.0f;
+    for (int64_t ih = ih0; ih < ih1; ++ih)
+        for (int64_t s = 0; s < kw; ++s) {
+            const float* row = plane + ih * W + first_col + s;
+            for (int64_t q = 0; q < count; ++q) sum[q] += row[q * step];
+        }
+    for (int64_t q = 0; q < count; ++q) sum[q] *= inverse_divisor;
+}
+#endif
+
+template <int STRIDE>
+void avg_plane(const Pool2dGeometry& g, const Interior& in, const float* plane, float* y) {
+    const int64_t W = g.in_width, OW = g.out_width;
+    for (int64_t oh = 0; oh < g.out_height; ++oh) {
+        const int64_t h = oh * g.stride_height - g.pad_height;
+        const int64_t ih0 = max_i64(h, 0), ih1 = min_i64(h + g.kernel_height, g.in_height);
+        prefetch_rows(plane, W, ih1, min_i64(ih1 + g.stride_height, g.in_height));
+        float* y_row = y + oh * OW;
+        auto border = [&](int64_t ow) {
+            const int64_t w0 = ow * g.stride_width - g.pad_width;
+            const int64_t iw0 = max_i64(w0, 0), iw1 = min_i64(w0 + g.kernel_width, W);
+            float sum = 0.0f;
+            for (int64_t ih = ih0; ih < ih1; ++ih)
+                for (int64_t iw = iw0; iw < iw1; ++iw) sum += plane[ih * W + iw];
+            y_row[ow] = sum / avg_divisor(g, ih1 - ih0, iw1 - iw0);
+        };
+        for (int64_t ow = 0; ow < in.lo; ++ow) border(ow);
+        // 1 / divisor, rounded once: one more rounding than a division, inside the tolerance of a
+        // kernel_height * kernel_width term float sum.
+        const float inverse = 1.0f / avg_divisor(g, ih1 - ih0, g.kernel_width);
+        if (in.hi > in.lo)
+            avg_interior<STRIDE>(plane, W, ih0, ih1, g.kernel_width, g.stride_width,
+                                 in.lo * g.stride_width - g.pad_width, in.hi - in.lo, inverse, y_row + in.lo);
+        for (int64_t ow = in.hi; ow < OW; ++ow) border(ow);
+    }
+}
+
+// One plane of the forward pass with the column stride as a constant where it is 1 or 2.
+template <int STRIDE>
+void forward_plane(const Pool2dArgs& args, const Interior& in, const float* plane, float* y, int32_t* indices) {
+    if (args.op == KN_POOL_AVG) avg_plane<STRIDE>(args.g, in, plane, y);
+    else if (indices) max_plane<STRIDE, true>(args.g, in, plane, y, indices);
+    else max_plane<STRIDE, false>(args.g, in, plane, y, nullptr);
+}
+
+void forward_planes(const Pool2dArgs& args, int64_t begin, int64_t end) {
+    const Pool2dGeometry& g = args.g;
+    const float* x = static_cast<const float*>(args.x);
+    float* y = static_cast<float*>(args.y);
+    int32_t* indices = static_cast<int32_t*>(args.indices);
+    const int64_t plane_in = g.in_height * g.in_width, plane_out = g.out_height * g.out_width;
+    const Interior in = interior_columns(g);
+    for (int64_t p = begin; p < end; ++p) {
+        const float* plane = x + p * plane_in;
+        float* y_plane = y + p * plane_out;
+        int32_t* i_plane = indices ? indices + p * plane_out : nullptr;
+        switch (g.stride_width) {
+            case 1: forward_plane<1>(args, in, plane, y_plane, i_plane); break;
+            case 2: forward_plane<2>(args, in, plane, y_plane, i_plane); break;
+            default: forward_plane<0>(args, in, plane, y_plane, i_plane); break;
+        }
+    }
+}
+
+// ---- Backward ------------------------------------------------------------------------------------
+
+// Average, one plane, in two steps that write dx exactly once (no zero-fill pass, no read-modify-write
+// of a plane that may come from DRAM):
+//   1. spread[oh][iw] = the sum of dy[oh, ow] / divisor over the windows of output row oh that cover
+//      column iw (kw scalar adds per output, into scratch that stays in L1/L2);
+//   2. dx[ih] = the sum of spread[oh] over the output rows whose windows cover input row ih (a
+//      contiguous vector loop; rows no window covers get 0).
+// Adding dy / divisor tap by tap into a zeroed dx instead (a strided read-modify-write) ran at 5 GB/s
+// for the ResNet-stem shape on one core. `scratch` holds (out_height + 1) * in_width + out_width floats.
+void avg_backward_plane(const Pool2dGeometry& g, const float* dy, float* dx, float* scratch) {
+    const int64_t W = g.in_width, OW = g.out_width, sw = g.stride_width;
+    float* share = scratch + g.out_height * W;  // one row's dy / divisor
+    for (int64_t oh = 0; oh < g.out_height; ++oh) {
+        const int64_t h = oh * g.stride_height - g.pad_height;
+        const int64_t rows = min_i64(h + g.kernel_height, g.in_height) - max_i64(h, 0);
+        for (int64_t ow = 0; ow < OW; ++ow) {
+            const int64_t w0 = ow * sw - g.pad_width;
+            share[ow] = dy[oh * OW + ow] / avg_divisor(g, rows, min_i64(w0 + g.kernel_width, W) - max_i64(w0, 0));
+        }
+        float* __restrict spread = scratch + oh * W;
+        for (int64_t iw = 0; iw < W; ++iw) spread[iw] = 0.0f;
+        for (int64_t s = 0; s < g.kernel_width; ++s) {
+            // Outputs whose column s lands inside the row: 0 <= ow * sw - pw + s < W.
+            const int64_t offset = s - g.pad_width;
+            const int64_t lo = offset >= 0 ? 0 : (-offset + sw - 1) / sw;
+            const int64_t hi = W - 1 - offset < 0 ? 0 : min_i64(OW, (W - 1 - offset) / sw + 1);
+            const float* __restrict v = share;
+            if (sw == 1)
+                for (int64_t ow = lo; ow < hi; ++ow) spread[ow + offset] += v[ow];
+            else
+                for (int64_t ow = lo; ow < hi; ++ow) spread[ow * sw + offset] += v[ow];
+        }
+    }
+    for (int64_t ih = 0; ih < g.in_height; ++ih) {
+        // Output rows oh with oh * sh - ph <= ih < oh * sh - ph + kh.
+        const int64_t top = ih + g.pad_height - g.kernel_height + 1;
+        const int64_t oh0 = max_i64(0, top <= 0 ? 0 : (top + g.stride_height - 1) / g.stride_height);
+        const int64_t oh1 = min_i64(g.out_height, (ih + g.pad_height) / g.stride_height + 1);
+        float* __restrict row = dx + ih * W;
+        if (oh0 >= oh1) {
+            for (int64_t iw = 0; iw < W; ++iw) row[iw] = 0.0f;
+            continue;
+        }
+        const float* __restrict first = scratch + oh0 * W;
+        for (int64_t iw = 0; iw < W; ++iw) row[iw] = first[iw];
+        for (int64_t oh = oh0 + 1; oh < oh1; ++oh) {
+            const float* __restrict add = scratch + oh * W;
+            for (int64_t iw = 0; iw < W; ++iw) row[iw] += add[iw];
+        }
+    }
+}
+
+void backward_planes(const Pool2dBackwardArgs& args, int64_t begin, int64_t end, float* scratch) {
+    const Pool2dGeometry& g = args.g;
+    const float* dy = static_cast<const float*>(args.dy);
+    const int32_t* indices = static_cast<const int32_t*>(args.indices);
+    float* dx = static_cast<float*>(args.dx);
+    const int64_t plane_in = g.in_height * g.in_width, plane_out = g.out_height * g.out_width;
+    for (int64_t p = begin; p < end; ++p) {
+        float* dx_plane = dx + p * plane_in;
+        const float* dy_plane = dy + p * plane_out;
+        if (args.op == KN_POOL_MAX) {
+            for (int64_t i = 0; i < plane_in; ++i) dx_plane[i] = 0.0f;
+            const int32_t* i_plane = indices + p * plane_out;
+            for (int64_t o = 0; o < plane_out; ++o) dx_plane[i_plane[o]] += dy_plane[o];
+        } else {
+            avg_backward_plane(g, dy_plane, dx_plane, scratch);
+        }
+    }
+}
+
+}  // namespace
+
+const PoolPlanes& planes() {
+    static const PoolPlanes table{forward_planes, backward_planes};
+    return table;
+}
+
+}  // namespace kn::cpu::KN_POOL_ISA
