@@ -84,11 +84,9 @@ bench() {
   mkdir -p "$out"
   (cd native/dev && nvcc -O3 -std=c++17 -arch=sm_90 -I../include -I../src -o /tmp/gemm gemm.cu -lcublas) &&
     step gemm_vs_cublas /tmp/gemm 4096 4096 4096 10
-  if [ -f native/dev/conv.cu ]; then
-    (cd native/dev && nvcc -O3 -std=c++17 -arch=sm_90 -I../include -I../src -I../kernels -o /tmp/conv conv.cu) &&
-      step conv_kernels /tmp/conv
-  fi
-  [ -f native/dev/conv_cudnn.py ] && step conv_cudnn python3 native/dev/conv_cudnn.py
+  (cd native/dev && nvcc -O3 -std=c++17 --expt-relaxed-constexpr -arch=sm_90 -I../include -I../src -o /tmp/conv conv.cu) &&
+    step conv_kernels /tmp/conv --csv "$out/conv.csv" &&
+    step conv_vs_cudnn python3 native/dev/conv_cudnn.py "$out/conv.csv"
 }
 
 case "$action" in

@@ -218,6 +218,44 @@ public:
         check_launch(cuda::launch_adagrad_step(args, context_), "adagrad_step");
     }
 
+    void conv2d_f32(const Conv2dArgs& args) override {
+        activate();
+        check_launch(cuda::launch_conv2d(args, context_), "conv2d");
+    }
+
+    void conv2d_backward_data_f32(const Conv2dBackwardDataArgs& args) override {
+        activate();
+        check_launch(cuda::launch_conv2d_backward_data(args, context_), "conv2d_backward_data");
+    }
+
+    void conv2d_backward_weights_f32(const Conv2dBackwardWeightsArgs& args) override {
+        activate();
+        void* scratch = scratch_of(cuda::conv2d_backward_weights_scratch_bytes(args, context_));
+        check_launch(cuda::launch_conv2d_backward_weights(args, scratch, context_), "conv2d_backward_weights");
+    }
+
+    void pool2d_f32(const Pool2dArgs& args) override {
+        activate();
+        check_launch(cuda::launch_pool2d(args, context_), "pool2d");
+    }
+
+    void pool2d_backward_f32(const Pool2dBackwardArgs& args) override {
+        activate();
+        check_launch(cuda::launch_pool2d_backward(args, context_), "pool2d_backward");
+    }
+
+    void batch_norm_f32(const BatchNormArgs& args) override {
+        activate();
+        void* scratch = scratch_of(cuda::batch_norm_scratch_bytes(args, context_));
+        check_launch(cuda::launch_batch_norm(args, scratch, context_), "batch_norm");
+    }
+
+    void batch_norm_backward_f32(const BatchNormBackwardArgs& args) override {
+        activate();
+        void* scratch = scratch_of(cuda::batch_norm_backward_scratch_bytes(args, context_));
+        check_launch(cuda::launch_batch_norm_backward(args, scratch, context_), "batch_norm_backward");
+    }
+
 private:
     void activate() { check(cudaSetDevice(ordinal_), "cudaSetDevice"); }
 
@@ -258,7 +296,9 @@ private:
     }
 
     // The two-pass reductions' scratch buffer, grown on demand and kept (it is small: at most
-    // REDUCE_MAX_CHUNKS partials per output, and only when there are few outputs).
+    // REDUCE_MAX_CHUNKS partials per output, and only when there are few outputs). Also holds the
+    // split-K partials of conv2d's weight gradient (at most CONV_SCRATCH_MAX_FLOATS, 16 MiB) and
+    // batch norm's per-channel partials and coefficients (a few KiB).
     void* scratch_of(int64_t bytes) {
         if (bytes <= scratch_bytes_) return scratch_;
         if (scratch_) {

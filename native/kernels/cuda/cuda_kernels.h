@@ -58,4 +58,48 @@ cudaError_t launch_adam_step(const AdamArgs& args, const LaunchContext& ctx);
 cudaError_t launch_rmsprop_step(const RmspropArgs& args, const LaunchContext& ctx);
 cudaError_t launch_adagrad_step(const AdagradArgs& args, const LaunchContext& ctx);
 
+// conv.cu: 2-D convolution (NCHW) forward, backward-data, backward-weights (+ bias gradient).
+// Options exist for the emulator's tests and native/dev/conv.cu, which run every path on any shape;
+// CudaDevice passes the defaults (the launchers then plan from the shape and ctx.sm_count).
+enum class Conv2dAlgorithm {
+    automatic,      // implicit GEMM, or the direct kernels where the GEMM degenerates (depthwise, tiny groups)
+    direct,         // one thread per output (forward, backward-data) / block reductions (backward-weights)
+    implicit_gemm,  // register-blocked implicit GEMM; falls back to direct when indices need int64
+};
+struct Conv2dOptions {
+    Conv2dAlgorithm algorithm = Conv2dAlgorithm::automatic;
+    int gemm_tile = 0;        // implicit GEMM block tile: 0 planned, 1 = 64x64, 2 = 64x128, 3 = 128x128
+    int64_t split = 0;        // backward-weights: chunks of the reduction (split-K); 0 planned
+    bool wide_index = false;  // direct kernels: int64 index arithmetic even where int32 suffices
+};
+cudaError_t launch_conv2d(const Conv2dArgs& args, const LaunchContext& ctx, const Conv2dOptions& options = {});
+cudaError_t launch_conv2d_backward_data(const Conv2dBackwardDataArgs& args, const LaunchContext& ctx,
+                                        const Conv2dOptions& options = {});
+// Split reductions (weights and bias gradients) go through a scratch buffer the device owns, as in
+// reduce.cu: ask for its size (0: none needed), then launch with at least that many bytes.
+int64_t conv2d_backward_weights_scratch_bytes(const Conv2dBackwardWeightsArgs& args, const LaunchContext& ctx,
+                                              const Conv2dOptions& options = {});
+cudaError_t launch_conv2d_backward_weights(const Conv2dBackwardWeightsArgs& args, void* scratch,
+                                           const LaunchContext& ctx, const Conv2dOptions& options = {});
+
+// pool.cu: max / average pooling forward (one thread per output) and backward (one thread per input,
+// gathering from the windows that cover it). wide_index as in Conv2dOptions.
+cudaError_t launch_pool2d(const Pool2dArgs& args, const LaunchContext& ctx, bool wide_index = false);
+cudaError_t launch_pool2d_backward(const Pool2dBackwardArgs& args, const LaunchContext& ctx, bool wide_index = false);
+
+// batch_norm.cu: training / inference forward and backward. Per-channel statistics are reduced in
+// chunks whose partial sums (and the per-channel coefficients of the elementwise pass) live in
+// device-owned scratch: ask for its size first, as above. chunks: 0 planned, else chunks per channel.
+struct BatchNormOptions {
+    int64_t chunks = 0;
+    bool wide_index = false;
+};
+int64_t batch_norm_scratch_bytes(const BatchNormArgs& args, const LaunchContext& ctx, const BatchNormOptions& options = {});
+cudaError_t launch_batch_norm(const BatchNormArgs& args, void* scratch, const LaunchContext& ctx,
+                              const BatchNormOptions& options = {});
+int64_t batch_norm_backward_scratch_bytes(const BatchNormBackwardArgs& args, const LaunchContext& ctx,
+                                          const BatchNormOptions& options = {});
+cudaError_t launch_batch_norm_backward(const BatchNormBackwardArgs& args, void* scratch, const LaunchContext& ctx,
+                                       const BatchNormOptions& options = {});
+
 }  // namespace kn::cuda

@@ -108,6 +108,11 @@ T __ldg(const T* p) {
     return *p;
 }
 
+// The high 32 bits of the 64-bit product (multiply-shift division, kernels/cuda/fast_divmod.cuh).
+inline unsigned __umulhi(unsigned a, unsigned b) {
+    return static_cast<unsigned>((static_cast<unsigned long long>(a) * b) >> 32);
+}
+
 template <typename T>
 T __shfl_down_sync(unsigned mask, T v, int delta) {
     if (mask != 0xffffffffu) __builtin_trap();  // the kernels only use full-warp shuffles
