@@ -175,7 +175,10 @@ public static class Catalog
         ("gemm/opencl:0/512x512x512", 1),
         ("add/opencl:0/16M", 1),
         ("mlp-step/opencl:0/batch128", 1),
-        ("gemm/cpu/1024x1024x1024", 0),
+        // The all-threads GEMM against OpenBLAS stays out of the quick set: in CI-like runs its ratio
+        // swung from 1.05x (quiet) to 0.62x (quartiles 0.53-1.06) within minutes on an idle 2-core VM,
+        // too close to any usable tolerance; the one-thread GEMM cases guard the kernel, add/cpu/16M
+        // the thread pool, and the full run (scripts/bench.sh) still measures the threaded GEMM.
         ("add/cpu/16M", 0),
     };
 
