@@ -41,6 +41,7 @@
 //   depthwise 8 x 64 56x56:           15 /  12 /   8  (through the GEMM it had measured 8 / 7 / 2)
 // The GEMM itself reaches ~200 GFLOP/s per core on large squares (~390 on both cores of a quiet machine).
 #include "cpu_kernels.h"
+#include "scratch_buffer.h"
 
 #include "error.h"
 #include "thread_pool.h"
@@ -62,41 +63,8 @@
 namespace kn::cpu {
 namespace {
 
-// A per-thread scratch area, grown on demand and kept (the pool's threads live as long as the
-// process): a fresh allocation per call would page-fault its way in every time.
-class Scratch {
-public:
-    ~Scratch() { release(); }
-    float* get(int64_t floats) {
-        if (floats > capacity_) {
-            release();
-            const size_t bytes = (static_cast<size_t>(floats) * sizeof(float) + 63) / 64 * 64;
-#if defined(_WIN32)
-            data_ = static_cast<float*>(_aligned_malloc(bytes, 64));
-#else
-            data_ = static_cast<float*>(std::aligned_alloc(64, bytes));
-#endif
-            if (!data_) fail(KN_ERROR_OUT_OF_MEMORY, "conv2d: cannot allocate ", bytes, " bytes of scratch");
-            capacity_ = floats;
-        }
-        return data_;
-    }
-
-private:
-    void release() {
-#if defined(_WIN32)
-        _aligned_free(data_);
-#else
-        std::free(data_);
-#endif
-        data_ = nullptr;
-        capacity_ = 0;
-    }
-    float* data_ = nullptr;
-    int64_t capacity_ = 0;
-};
-
-thread_local Scratch column_scratch, padded_scratch;
+// Per-thread scratch for the lowered columns and the zero-padded image (scratch_buffer.h).
+thread_local ScratchBuffer column_scratch{"conv2d column scratch"}, padded_scratch{"conv2d padded-image scratch"};
 
 // Slack after every scratch area: the stride-1 copies below move whole 8-float chunks and may run up
 // to 7 floats past the end of what they were asked to copy.

@@ -23,6 +23,7 @@
 // (m = batch, k = 784, n = 512): batch 64: 328 vs 172, 128: 375 vs 183, 256: 405 vs 189.
 // One thread: AVX-512 ~200 GFLOP/s, AVX2 path ~105 (OpenBLAS ~106), portable path ~35.
 #include "cpu_kernels.h"
+#include "scratch_buffer.h"
 
 #include "error.h"
 #include "thread_pool.h"
@@ -115,41 +116,8 @@ const KernelConfig& kernel_config() {
 }
 
 // ---- Packing buffers -------------------------------------------------------------------------
-// One A and one B buffer per thread, grown on demand and kept: a fresh multi-megabyte allocation
-// per call would page-fault its way in (~0.25 us per 4 KB page) on every GEMM.
-class PackBuffer {
-public:
-    ~PackBuffer() { release(); }
-    float* get(int64_t floats) {
-        if (floats > capacity_) {
-            release();
-            const size_t bytes = (static_cast<size_t>(floats) * sizeof(float) + 63) / 64 * 64;
-#if defined(_WIN32)
-            data_ = static_cast<float*>(_aligned_malloc(bytes, 64));
-#else
-            data_ = static_cast<float*>(std::aligned_alloc(64, bytes));
-#endif
-            if (!data_) fail(KN_ERROR_OUT_OF_MEMORY, "gemm: cannot allocate ", bytes, " bytes of packing buffer");
-            capacity_ = floats;
-        }
-        return data_;
-    }
-
-private:
-    void release() {
-#if defined(_WIN32)
-        _aligned_free(data_);
-#else
-        std::free(data_);
-#endif
-        data_ = nullptr;
-        capacity_ = 0;
-    }
-    float* data_ = nullptr;
-    int64_t capacity_ = 0;
-};
-
-thread_local PackBuffer a_pack_buffer, b_pack_buffer;
+// One A and one B buffer per thread, grown on demand and kept (scratch_buffer.h).
+thread_local ScratchBuffer a_pack_buffer{"GEMM packing buffer (A)"}, b_pack_buffer{"GEMM packing buffer (B)"};
 
 // One GEMM with its operands resolved to this batch's pointers.
 struct Problem {
