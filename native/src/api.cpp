@@ -1279,11 +1279,10 @@ KN_API kn_status kn_batch_norm_f32(const kn_buffer* x, kn_buffer* y, const kn_bu
                                                             {"running_mean", running_mean}, {"running_var", running_var},
                                                             {"save_mean", save_mean}, {"save_invstd", save_invstd}};
         auto shapes = [&] { return cat("[batch, channels, spatial] = [", batch, ", ", channels, ", ", spatial, "]"); };
-        for (auto& [name, b] : per_channel) {
-            if (!b && (std::strcmp(name, "gamma") == 0 || std::strcmp(name, "beta") == 0))
-                fail(KN_ERROR_INVALID_ARGUMENT, fn, ": buffer '", name, "' is NULL");
+        checked_buffer(gamma, fn, "gamma");  // required; the others in the list are optional
+        checked_buffer(beta, fn, "beta");
+        for (auto& [name, b] : per_channel)
             if (b) check_holds(checked_buffer(b, fn, name), channels, 4, fn, name, shapes);
-        }
         Device& dev = same_device(fn, {{"x", x}, {"y", y}, {"gamma", gamma}, {"beta", beta},
                                        {"running_mean", running_mean}, {"running_var", running_var},
                                        {"save_mean", save_mean}, {"save_invstd", save_invstd}});

@@ -44,13 +44,20 @@ public sealed partial class Tensor
     /// <summary>Whether operations on this thread are being recorded.</summary>
     public static bool IsGradEnabled => NoGradScope.GradEnabled;
 
+    /// <summary>Whether <see cref="Record"/> would attach a rule for these inputs: recording is on and
+    /// one of them needs gradients. Ops that must save extra state for their backward (pooling's
+    /// arg-max, batch norm's statistics) ask first, so inference pays for none of it.</summary>
+    internal static bool WillRecord(params Tensor?[] inputs)
+    {
+        if (!NoGradScope.GradEnabled) return false;
+        foreach (var t in inputs) if (t is not null && t.RequiresGrad) return true;
+        return false;
+    }
+
     /// <summary>Attaches a backward rule to a freshly computed result when any input needs gradients.</summary>
     internal static Tensor Record(Tensor result, string name, Tensor[] inputs, Func<Tensor, Tensor?[]> backward)
     {
-        if (!NoGradScope.GradEnabled) return result;
-        bool any = false;
-        foreach (var input in inputs) any |= input.RequiresGrad;
-        if (!any) return result;
+        if (!WillRecord(inputs)) return result;
         result.requiresGrad = true;
         result.Node = new GradNode(name, inputs, backward);
         return result;

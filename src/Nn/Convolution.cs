@@ -24,13 +24,6 @@ public readonly record struct Size2(int Height, int Width)
 /// </summary>
 public sealed partial class Tensor
 {
-    private static bool WillRecord(params Tensor?[] inputs)
-    {
-        if (!NoGradScope.GradEnabled) return false;
-        foreach (var t in inputs) if (t is not null && t.RequiresGrad) return true;
-        return false;
-    }
-
     /// <summary>
     /// 2-D convolution of this [N, C, H, W] tensor with <paramref name="weight"/> [O, C / groups, kh, kw]
     /// plus <paramref name="bias"/> [O] (optional). Stride defaults to 1, padding (zeros) to 0, dilation to 1.

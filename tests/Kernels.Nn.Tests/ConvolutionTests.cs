@@ -118,7 +118,7 @@ public class ConvolutionTests
     {
         long[] xs = { g.Batch, g.InChannels, g.InHeight, g.InWidth };
         long[] ws = { g.OutChannels, g.InChannels / g.Groups, g.KernelHeight, g.KernelWidth };
-        Check(t => t[0].Conv2d(t[1], t[2], (checked((int)g.StrideHeight), (int)g.StrideWidth), ((int)g.PadHeight, (int)g.PadWidth),
+        Check(t => t[0].Conv2d(t[1], t[2], ((int)g.StrideHeight, (int)g.StrideWidth), ((int)g.PadHeight, (int)g.PadWidth),
                                ((int)g.DilationHeight, (int)g.DilationWidth), (int)g.Groups),
               x => Conv2dReference(x[0], x[1], x[2], g),
               new[] { (Random(g.InputElements, 11), xs), (Random(g.WeightElements, 12), ws), (Random(g.OutChannels, 13), new[] { g.OutChannels }) });
