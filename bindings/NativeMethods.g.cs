@@ -255,7 +255,10 @@ internal static unsafe partial class NativeMethods
     internal static partial Status kn_device_memory_stats(nint device, long* live_bytes, long* live_buffers, long* cached_bytes, long* peak_live_bytes);
 
     // kn_status kn_device_trim(kn_device* device);
-    /// <summary>Returns every cached (freed but kept) block of the device to the driver or the system.</summary>
+    /// <summary>
+    /// Returns every cached (freed but kept) block of the device to the driver or the system, and the
+    /// workspace the backend keeps between calls (reduction partials, split-K sums; made again on demand).
+    /// </summary>
     [LibraryImport(Library)]
     internal static partial Status kn_device_trim(nint device);
 

@@ -341,8 +341,8 @@ void benchmark(const Shape& s, int repeats, int sm_count, cudaStream_t stream, F
             const double gflops = s.flops() / ms / 1e6;
             std::printf("  %-17s %-36s %9.3f ms %9.1f GFLOP/s%s\n", pass_name(pass), v.name, ms, gflops,
                         ok ? "" : "  (WRONG RESULT)");
-            if (csv)
-                std::fprintf(csv, "%s,%s,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%s,%.6f,%.3f,%d\n", pass_name(pass), s.name,
+            if (csv)  // shape and variant names hold commas: quoted, as RFC 4180 (and Python's csv) read them
+                std::fprintf(csv, "%s,\"%s\",%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,\"%s\",%.6f,%.3f,%d\n", pass_name(pass), s.name,
                              s.batch, s.C, s.H, s.W, s.OC, s.KH, s.KW, s.sh, s.sw, s.ph, s.pw, s.dh, s.dw, s.groups, v.name, ms,
                              gflops, ok ? 1 : 0);
         }

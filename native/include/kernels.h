@@ -161,7 +161,8 @@ KN_API kn_status kn_device_synchronize(kn_device* device);
  * first call turns the cache off (every free returns memory at once; useful under compute-sanitizer). */
 KN_API kn_status kn_device_memory_stats(const kn_device* device, int64_t* live_bytes, int64_t* live_buffers,
                                         int64_t* cached_bytes, int64_t* peak_live_bytes);
-/* Returns every cached (freed but kept) block of the device to the driver or the system. */
+/* Returns every cached (freed but kept) block of the device to the driver or the system, and the
+ * workspace the backend keeps between calls (reduction partials, split-K sums; made again on demand). */
 KN_API kn_status kn_device_trim(kn_device* device);
 
 /* ---- Buffers ---------------------------------------------------------------------------- */

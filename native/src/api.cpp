@@ -415,6 +415,7 @@ KN_API kn_status kn_device_trim(kn_device* device) {
     return guarded([&] {
         Device& d = checked_device(device, "kn_device_trim");
         std::lock_guard<std::mutex> lock(d.mutex);
+        d.release_scratch();
         allocator_of(&d).trim();
     });
 }

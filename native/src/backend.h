@@ -271,6 +271,9 @@ public:
                       int64_t bytes) = 0;
     virtual void fill_f32(void* dst, int64_t offset_elements, int64_t count, float value) = 0;
     virtual void synchronize() = 0;
+    // Frees the workspace a backend keeps between calls (reduction partials, split-K sums); the next
+    // call that needs it allocates it again. kn_device_trim calls it with the caching allocator's trim.
+    virtual void release_scratch() noexcept {}
 
     // Kernels.
     virtual void gemm_f32(const GemmArgs& args) = 0;

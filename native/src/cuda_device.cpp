@@ -295,6 +295,17 @@ private:
         return p;
     }
 
+    void release_scratch() noexcept override {
+        if (!scratch_) return;
+        // Queued kernels may still read it.
+        if (cudaSetDevice(ordinal_) == cudaSuccess && cudaStreamSynchronize(stream_) == cudaSuccess) {
+            cudaFree(scratch_);
+            scratch_ = nullptr;
+            scratch_bytes_ = 0;
+        }
+        cudaGetLastError();
+    }
+
     // The two-pass reductions' scratch buffer, grown on demand and kept (it is small: at most
     // REDUCE_MAX_CHUNKS partials per output, and only when there are few outputs). Also holds the
     // split-K partials of conv2d's weight gradient (at most CONV_SCRATCH_MAX_FLOATS, 16 MiB) and

@@ -912,6 +912,15 @@ private:
         }
     }
 
+    void release_scratch() noexcept override {
+        // clReleaseMemObject defers the free until queued commands that use the buffer are done.
+        for (int slot = 0; slot < static_cast<int>(std::size(scratch_)); slot++) {
+            if (scratch_[slot]) cl_.ReleaseMemObject(scratch_[slot]);
+            scratch_[slot] = nullptr;
+            scratch_bytes_[slot] = 0;
+        }
+    }
+
     // A device-owned scratch buffer (slots: 0 reduction values, 1 argreduce indices, 2 convolution
     // split-K partial sums, 3 and 4 batch-norm statistics nobody asked to keep), grown on
     // demand. Reusing it across calls is safe: the queue is in order and calls on a device are

@@ -1441,6 +1441,39 @@ void test_optimizers(Context& cx) {
 // Memory: write/read with offsets, fill, copies within and across devices
 // =================================================================================================
 
+// Last on each device: every buffer the tests made is freed, so kn_device_trim must leave nothing
+// behind, neither cached blocks nor the backend's workspace (compute-sanitizer's leak check then
+// reports only real leaks).
+void test_trim(Context& cx) {
+    cx.report.run("trim: no live buffers, nothing cached afterwards", [&] {
+        Problems problems;
+        expect_ok(kn_device_trim(cx.device), "kn_device_trim");
+        int64_t live = -1, buffers = -1, cached = -1;
+        expect_ok(kn_device_memory_stats(cx.device, &live, &buffers, &cached, nullptr), "kn_device_memory_stats");
+        if (live != 0 || buffers != 0)
+            problems.add("after every test: " + std::to_string(buffers) + " buffers of " + std::to_string(live) +
+                         " bytes still live (a test leaked a buffer)");
+        if (cached != 0) problems.add("after kn_device_trim: " + std::to_string(cached) + " bytes still cached");
+        // The workspace comes back on demand: a reduction after the trim still works.
+        kn_buffer* x = nullptr;
+        kn_buffer* y = nullptr;
+        const int64_t n = 100000;
+        expect_ok(kn_buffer_create(cx.device, n * 4, &x), "kn_buffer_create");
+        std::unique_ptr<kn_buffer, kn_status (*)(kn_buffer*)> hold_x(x, kn_buffer_free);
+        expect_ok(kn_buffer_create(cx.device, 4, &y), "kn_buffer_create");
+        std::unique_ptr<kn_buffer, kn_status (*)(kn_buffer*)> hold_y(y, kn_buffer_free);
+        expect_ok(kn_buffer_fill_f32(x, 0, n, 0.5f), "kn_buffer_fill_f32");
+        expect_ok(kn_reduce_f32(KN_REDUCE_SUM, x, y, 1, n, 1), "kn_reduce_f32 after trim");
+        float sum = 0;
+        expect_ok(kn_buffer_read(y, 0, &sum, 4), "kn_buffer_read");
+        if (sum != 50000.0f) problems.add("sum of 100000 halves after a trim is " + std::to_string(sum) + ", want 50000");
+        hold_x.reset();
+        hold_y.reset();
+        expect_ok(kn_device_trim(cx.device), "kn_device_trim");
+        return problems;
+    });
+}
+
 void test_memory(Context& cx) {
     cx.report.run("memory write/read/fill/copy", [&] {
         Problems problems;
@@ -1878,6 +1911,7 @@ int main(int argc, char** argv) {
         test_pooling(cx);
         test_batch_norm(cx);
         test_cnn_errors(cx);
+        test_trim(cx);
         report.end_device();
     }
     report.summary();
