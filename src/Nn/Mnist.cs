@@ -92,6 +92,7 @@ public static class IdxFile
             // the trailer (CRC32, length).
             if (source.Read(new byte[1]) != 0)
                 throw new InvalidDataException($"{path}: dimensions {shape} need {expected} data bytes after the {header}-byte header, but the inflated data goes on (trailing data); stopped reading there");
+            gzip.CheckTrailerLength(header + expected);
         }
         return (dims, data);
     }
@@ -148,6 +149,22 @@ public static class IdxFile
             {
                 throw new InvalidDataException($"{path}: corrupt gzip: {Explain()}", e);
             }
+        }
+
+        /// <summary>
+        /// The gzip layer checks the trailer's CRC32 and length when the trailer is there, but a file
+        /// cut anywhere after the last deflate block inflates without a word. The trailer must be the
+        /// file's last 8 bytes and its length field must match, so a cut trailer is refused. (This
+        /// also refuses a .gz of several concatenated members: recompress it as one.)
+        /// </summary>
+        public void CheckTrailerLength(long total)
+        {
+            var size = new byte[4];
+            file.Position = fileLength - 4;
+            file.ReadExactly(size);
+            uint stored = System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(size);
+            if (stored != (uint)total)
+                throw new InvalidDataException($"{path}: the gzip trailer's length at offset {fileLength - 4} says {stored} bytes but {total} inflated: the file is truncated, has data after the gzip stream, or holds several gzip members (recompress it as one)");
         }
 
         /// <summary>Bytes the IDX needs in all (header and data), once its header is parsed: bounds <see cref="Explain"/>.</summary>

@@ -163,6 +163,17 @@ public class HostileInputTests
     }
 
     [Test]
+    public void Gzip_cut_inside_its_trailer_is_refused()
+    {
+        // Found by the fuzzer: the framework's GZipStream inflates a file whose trailer was cut off
+        // and checks nothing, so the IDX inside looked whole.
+        var gz = Gzip(IdxHeader(3), new byte[] { 7, 1, 9 });
+        var path = WriteFile("trailer-idx1-ubyte.gz", gz[..^3]);
+        var e = Assert.Throws<InvalidDataException>(() => IdxFile.Read(path))!;
+        Assert.That(e.Message, Does.Contain(path).And.Contain("truncated"));
+    }
+
+    [Test]
     public void Gzip_round_trip_still_loads()
     {
         var path = WriteFile("ok-idx2-ubyte.gz", Gzip(IdxHeader(2, 3), new byte[] { 1, 2, 3, 4, 5, 6 }));

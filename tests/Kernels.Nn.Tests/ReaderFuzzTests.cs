@@ -131,7 +131,9 @@ public class ReaderFuzzTests
         Gen.Int[1, 4].SelectMany(rank => Gen.Int[0, 6].Array[rank]).SelectMany(dims =>
             Gen.Byte.Array[dims.Aggregate(1, (a, b) => a * b)].Select(data => IdxBytes(dims, data)));
 
-    /// <summary>The reference: the IDX definition read plainly, with BigInteger sizes; null when invalid.</summary>
+    /// <summary>The reference: the IDX definition read plainly, with BigInteger sizes; null when invalid.
+    /// A gzip file must be one whole member: the framework's GZipStream inflates a file whose trailer
+    /// was cut off without a word, so its last 4 bytes (the length, RFC 1952) are checked here.</summary>
     private static (int[] Dims, byte[] Data)? ReferenceIdx(byte[] file)
     {
         byte[] raw = file;
@@ -145,6 +147,7 @@ public class ReaderFuzzTests
                 raw = inflated.ToArray();
             }
             catch (InvalidDataException) { return null; }
+            if (file.Length < 18 || BinaryPrimitives.ReadUInt32LittleEndian(file.AsSpan(file.Length - 4)) != (uint)raw.Length) return null;
         }
         if (raw.Length < 4 || raw[0] != 0 || raw[1] != 0 || raw[2] != 8 || raw[3] < 1 || raw[3] > 4) return null;
         int rank = raw[3];
