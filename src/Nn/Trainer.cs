@@ -29,9 +29,10 @@ public sealed class TrainerState
 /// <summary>
 /// The training loop with hooks at each point (Torchnet's engine): OnStart, OnEpochStart, OnSample,
 /// OnForward, OnBackward, OnUpdate, OnEpochEnd, OnEnd. Each batch runs in its own
-/// <see cref="DisposeScope"/>, so a loop of any length leaves device memory flat. A loss that is NaN
-/// or infinite stops training with an exception naming the epoch and batch, instead of silently
-/// producing a garbage model.
+/// <see cref="DisposeScope"/>, so a loop of any length leaves device memory flat. A loss or a gradient
+/// that is NaN or infinite stops training before the optimizer step, with an exception naming the
+/// epoch and batch, instead of silently producing a garbage model; the check rides on the one loss
+/// read per step (OnForward therefore runs after the backward pass has been queued).
 /// </summary>
 public sealed class Trainer
 {

@@ -6,8 +6,11 @@ namespace Kernels.Nn;
 /// A small binary format for a module's parameters (a later issue adds safetensors and ONNX):
 ///   "KNWEIGHT" (8 bytes), version int32 = 1, count int32, then per parameter:
 ///   name length int32, UTF-8 name, rank int32, dims int64[rank], float32[prod(dims)] little-endian.
-/// Saving writes a temporary file beside the target and renames it over the target only when
-/// complete, so a crash mid-save never destroys the previous file and never leaves a half-written one.
+/// Saving writes a temporary file beside the target (".name.PID.RANDOM.tmp", unique per call) and
+/// renames it over the target only when complete, so a crash mid-save never destroys the previous file
+/// and never leaves a half-written one; the temporaries of killed saves are removed by the next save
+/// to that target. Loading stages every value and changes the model only when the whole file is valid:
+/// every parameter and buffer exactly once, with its shape.
 /// </summary>
 public static class WeightsFile
 {
