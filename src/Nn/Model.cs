@@ -140,7 +140,8 @@ public sealed class Model : IDisposable
                        bool shuffle = true, IEnumerable<Callback>? callbacks = null, int verbose = 1, int seed = 0) =>
         Fit(new ArrayDataset(x, featureShape, y), epochs, batchSize, validationSplit, null, shuffle, callbacks, verbose, seed);
 
-    /// <summary>Loss and metrics over a dataset, without training: "loss", "accuracy", ...</summary>
+    /// <summary>Loss and metrics over a dataset, without training: "loss", "accuracy", ... A NaN or
+    /// infinite loss on a batch (NaN in the data) is an <see cref="ArithmeticException"/> naming the batch.</summary>
     public Dictionary<string, double> Evaluate(Dataset data, int batchSize = 256)
     {
         ArgumentNullException.ThrowIfNull(data);

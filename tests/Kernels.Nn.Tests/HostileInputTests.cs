@@ -394,6 +394,43 @@ public class HostileInputTests
     }
 
     [Test]
+    public void Finalizers_and_disposes_on_other_threads_free_each_storage_once()
+    {
+        // A guard, not a regression (it passed before the Interlocked fix too): half of each pair of
+        // tensors sharing storage is dropped for the finalizer thread, the other half disposed on
+        // another thread; every device buffer is freed exactly once (no crash, none left live).
+        const int pairs = 2000;
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        var buffersBefore = Device.Cpu.GetMemoryStats().LiveBuffers;
+        long liveBefore = Tensor.LiveCount;
+        var views = new System.Collections.Concurrent.BlockingCollection<Tensor>();
+        var disposer = new Thread(() => { foreach (var v in views.GetConsumingEnumerable()) v.Dispose(); });
+        disposer.Start();
+        MakePairs(pairs, views);
+        views.CompleteAdding();
+        disposer.Join();
+        for (int i = 0; i < 3; i++)
+        {
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+        }
+        Assert.That(Device.Cpu.GetMemoryStats().LiveBuffers, Is.EqualTo(buffersBefore), "every storage was freed, by its last user");
+        Assert.That(Tensor.LiveCount, Is.EqualTo(liveBefore + pairs), "the dropped tensors were never disposed, so they still count");
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static void MakePairs(int pairs, System.Collections.Concurrent.BlockingCollection<Tensor> views)
+    {
+        for (int i = 0; i < pairs; i++)
+        {
+            var t = Tensor.Full(new long[] { 16 }, i);   // dropped: only the finalizer can free its storage
+            views.Add(t.Detach());
+            if (i % 100 == 0) GC.Collect();
+        }
+    }
+
+    [Test]
     public void Huge_shapes_give_an_argument_exception_naming_the_shape()
     {
         var e = Assert.Throws<ArgumentException>(() => Tensor.Zeros(new long[] { 1L << 62, 4 }))!;
