@@ -77,6 +77,9 @@ public sealed class Model : IDisposable
         var opt = Optimizer;
         if (epochs < 0) throw new ArgumentOutOfRangeException(nameof(epochs), $"epochs = {epochs} must be >= 0");
         if (batchSize <= 0) throw new ArgumentOutOfRangeException(nameof(batchSize), $"batch size {batchSize} must be positive");
+        if (!(validationSplit >= 0 && validationSplit < 1))
+            throw new ArgumentOutOfRangeException(nameof(validationSplit), validationSplit,
+                $"validationSplit = {validationSplit.ToString(CultureInfo.InvariantCulture)} must be a fraction in [0, 1) (0: no split)");
         if (validationSplit > 0)
         {
             if (validationData is not null) throw new ArgumentException("give validationSplit or validationData, not both");
@@ -118,7 +121,7 @@ public sealed class Model : IDisposable
         {
             var logs = CurrentLogs(lossSum, lossCount);
             if (validationLoader is not null)
-                foreach (var (k, v) in EvaluateLogs(validationLoader)) logs["val_" + k] = v;
+                foreach (var (k, v) in EvaluateLogs(validationLoader, $"validation data after epoch {s.Epoch + 1}")) logs["val_" + k] = v;
             history.Add(logs);
             progress.EndEpoch(logs);
             foreach (var c in callbackList) c.OnEpochEnd(s.Epoch, logs);
@@ -137,12 +140,13 @@ public sealed class Model : IDisposable
                        bool shuffle = true, IEnumerable<Callback>? callbacks = null, int verbose = 1, int seed = 0) =>
         Fit(new ArrayDataset(x, featureShape, y), epochs, batchSize, validationSplit, null, shuffle, callbacks, verbose, seed);
 
-    /// <summary>Loss and metrics over a dataset, without training: "loss", "accuracy", ...</summary>
+    /// <summary>Loss and metrics over a dataset, without training: "loss", "accuracy", ... A NaN or
+    /// infinite loss on a batch (NaN in the data) is an <see cref="ArithmeticException"/> naming the batch.</summary>
     public Dictionary<string, double> Evaluate(Dataset data, int batchSize = 256)
     {
         ArgumentNullException.ThrowIfNull(data);
         _ = Optimizer;
-        return EvaluateLogs(new DataLoader(data, batchSize, shuffle: false, device: Device));
+        return EvaluateLogs(new DataLoader(data, batchSize, shuffle: false, device: Device), "evaluated data");
     }
 
     /// <summary>The network's outputs for every sample, in order, as one tensor on the model's device.</summary>
@@ -171,10 +175,10 @@ public sealed class Model : IDisposable
         return Tensor.FromArray(outputs.ToArray(), new long[] { data.Count }.Concat(sampleShape!).ToArray(), Device);
     }
 
-    private Dictionary<string, double> EvaluateLogs(DataLoader loader)
+    private Dictionary<string, double> EvaluateLogs(DataLoader loader, string dataName)
     {
         var trainer = new Trainer();
-        var logs = new Dictionary<string, double> { ["loss"] = trainer.Test(Network, loss!, loader, metrics) };
+        var logs = new Dictionary<string, double> { ["loss"] = trainer.Test(Network, loss!, loader, metrics, dataName) };
         foreach (var m in metrics) logs[m.Name] = m.Result();
         return logs;
     }

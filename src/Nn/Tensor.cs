@@ -18,7 +18,11 @@ internal sealed class Storage
 
     public void Release()
     {
-        if (Interlocked.Decrement(ref references) == 0) Buffer.Dispose();
+        int left = Interlocked.Decrement(ref references);
+        if (left == 0) Buffer.Dispose();
+        // Each tensor releases at most once (Tensor.Dispose takes its storage with Interlocked.Exchange),
+        // so a negative count is a bug here, not a user error: say so instead of freeing twice.
+        else if (left < 0) throw new InvalidOperationException($"tensor storage released {-left} more time(s) than it was retained");
     }
 }
 
@@ -208,9 +212,11 @@ public sealed partial class Tensor : IDisposable
     /// <summary>Frees the tensor's reference to its device memory (and its gradient). Idempotent.</summary>
     public void Dispose()
     {
-        var s = storage;
+        // Exactly one caller takes the storage, even when several threads dispose the same tensor:
+        // a plain read-then-clear let two of them release it twice (freeing the memory of a live
+        // Detach() view) and count the tensor out twice.
+        var s = Interlocked.Exchange(ref storage, null);
         if (s is null) return;
-        storage = null;
         Node = null;
         if (attachments is not null)
             foreach (var resource in attachments) resource.Dispose();
@@ -240,6 +246,18 @@ public sealed partial class Tensor : IDisposable
         foreach (var d in dims)
             if (d < 0) throw new ArgumentException($"shape {FormatShape(dims)} has a negative dimension", "shape");
         if (dims.Length > 8) throw new ArgumentException($"shape {FormatShape(dims)} has rank {dims.Length}; at most 8 is supported", "shape");
+        // Every size derived from a shape (elements, then 4-byte float32 bytes) must fit in an int64;
+        // a zero dimension makes them all 0 whatever the other dimensions are.
+        if (dims.IndexOf(0L) < 0)
+        {
+            long elements = 1;
+            foreach (var d in dims)
+            {
+                if (elements > long.MaxValue / 4 / d)
+                    throw new ArgumentException($"shape {FormatShape(dims)} has more elements than fit in 2^63 bytes of float32", "shape");
+                elements *= d;
+            }
+        }
         return dims.ToArray();
     }
 

@@ -29,9 +29,10 @@ public sealed class TrainerState
 /// <summary>
 /// The training loop with hooks at each point (Torchnet's engine): OnStart, OnEpochStart, OnSample,
 /// OnForward, OnBackward, OnUpdate, OnEpochEnd, OnEnd. Each batch runs in its own
-/// <see cref="DisposeScope"/>, so a loop of any length leaves device memory flat. A loss that is NaN
-/// or infinite stops training with an exception naming the epoch and batch, instead of silently
-/// producing a garbage model.
+/// <see cref="DisposeScope"/>, so a loop of any length leaves device memory flat. A loss or a gradient
+/// that is NaN or infinite stops training before the optimizer step, with an exception naming the
+/// epoch and batch, instead of silently producing a garbage model; the check rides on the one loss
+/// read per step (OnForward therefore runs after the backward pass has been queued).
 /// </summary>
 public sealed class Trainer
 {
@@ -80,11 +81,16 @@ public sealed class Trainer
                     optimizer.ZeroGrad();
                     state.Output = model.Forward(batch.Inputs);
                     state.Loss = loss(state.Output, batch.Targets);
-                    state.LossValue = state.Loss.Item();
-                    if (!double.IsFinite(state.LossValue))
-                        throw new ArithmeticException($"the loss became {state.LossValue} at epoch {epoch + 1}, batch {state.BatchIndex + 1}: check the learning rate and the inputs for NaN/infinity");
-                    OnForward?.Invoke(state);
                     state.Loss.Backward();
+                    // The one host read of the step: the loss, made NaN when any gradient is NaN or
+                    // infinite, so a bad batch stops training before the optimizer applies it.
+                    float probe = LossWithGradientCheck(state.Loss, model).Item();
+                    state.LossValue = float.IsFinite(probe) ? probe : state.Loss.Item();
+                    if (!double.IsFinite(state.LossValue))
+                        throw new ArithmeticException($"the loss became {state.LossValue} at epoch {epoch + 1}, batch {state.BatchIndex + 1}: the parameters were not updated; check the learning rate and this batch's inputs for NaN/infinity");
+                    if (!float.IsFinite(probe))
+                        throw new ArithmeticException($"a gradient became NaN or infinite at epoch {epoch + 1}, batch {state.BatchIndex + 1} (the loss was {state.LossValue}): the parameters were not updated; check this batch's inputs for NaN/infinity and the learning rate");
+                    OnForward?.Invoke(state);
                     OnBackward?.Invoke(state);
                     BeforeUpdate?.Invoke(model);
                     optimizer.Step();
@@ -104,8 +110,23 @@ public sealed class Trainer
         return state;
     }
 
-    /// <summary>Runs the model over a loader without gradients; returns the mean loss and feeds the metrics.</summary>
-    public double Test(Module model, LossFunction loss, DataLoader loader, IEnumerable<Metric>? metrics = null)
+    /// <summary>loss + 0 * (sum of every gradient), on the device: equal to the loss while every
+    /// gradient is finite, NaN as soon as one element is not (0 * inf and 0 * NaN are NaN).</summary>
+    private static Tensor LossWithGradientCheck(Tensor loss, Module model)
+    {
+        using (Tensor.NoGrad())
+        {
+            Tensor? total = null;
+            foreach (var p in model.Parameters())
+                if (p.Grad is { } g) total = total is null ? g.Sum() : total.Add(g.Sum());
+            return total is null ? loss : loss.Add(total.Mul(0f));
+        }
+    }
+
+    /// <summary>Runs the model over a loader without gradients; returns the mean loss and feeds the
+    /// metrics. A NaN or infinite loss is an <see cref="ArithmeticException"/> naming the batch of
+    /// <paramref name="dataName"/> it came from.</summary>
+    public double Test(Module model, LossFunction loss, DataLoader loader, IEnumerable<Metric>? metrics = null, string dataName = "evaluated data")
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(loss);
@@ -118,12 +139,20 @@ public sealed class Trainer
         long samples = 0;
         using (Tensor.NoGrad())
         {
+            int batchIndex = 0;
             foreach (var batch in loader.Batches())
             {
+                batchIndex++;
                 using (var scope = new DisposeScope())
                 {
                     var output = model.Forward(batch.Inputs);
-                    total += loss(output, batch.Targets).Item() * batch.Size;
+                    double value = loss(output, batch.Targets).Item();
+                    if (!double.IsFinite(value))
+                    {
+                        model.Train(wasTraining);
+                        throw new ArithmeticException($"the loss is {value} on batch {batchIndex} of the {dataName} ({batch.Size} samples): check that data for NaN/infinity");
+                    }
+                    total += value * batch.Size;
                     samples += batch.Size;
                     foreach (var m in meters) m.Update(output, batch.Targets);
                 }

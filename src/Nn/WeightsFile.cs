@@ -6,33 +6,58 @@ namespace Kernels.Nn;
 /// A small binary format for a module's parameters (a later issue adds safetensors and ONNX):
 ///   "KNWEIGHT" (8 bytes), version int32 = 1, count int32, then per parameter:
 ///   name length int32, UTF-8 name, rank int32, dims int64[rank], float32[prod(dims)] little-endian.
-/// Saving writes a temporary file beside the target and renames it over the target only when
-/// complete, so a crash mid-save never destroys the previous file and never leaves a half-written one.
+/// Saving writes a temporary file beside the target (".name.PID.RANDOM.tmp", unique per call) and
+/// renames it over the target only when complete, so a crash mid-save never destroys the previous file
+/// and never leaves a half-written one; the temporaries of killed saves are removed by the next save
+/// to that target. Loading stages every value and changes the model only when the whole file is valid:
+/// every parameter and buffer exactly once, with its shape.
 /// </summary>
 public static class WeightsFile
 {
     private static readonly byte[] Magic = "KNWEIGHT"u8.ToArray();
     private const int Version = 1;
+    // Dotted paths like "0.3.running_mean" are tens of bytes; a length beyond this is corruption.
+    private const int MaxNameBytes = 1024;
 
-    /// <summary>Writes every parameter of the module.</summary>
+    /// <summary>A name from a file, fit for a message: control characters escaped, cut at about 60 characters.</summary>
+    private static string Printable(string name)
+    {
+        var s = new StringBuilder();
+        int shown = 0;
+        for (; shown < name.Length && s.Length < 60; shown++)
+        {
+            char c = name[shown];
+            if (char.IsControl(c) || c == '\uFFFD') s.Append($"\\x{(int)c:x2}"); else s.Append(c);
+        }
+        if (shown < name.Length) s.Append($"... ({name.Length} characters)");
+        return s.ToString();
+    }
+
+    /// <summary>Writes every parameter of the module. Errors are <see cref="IOException"/>s naming
+    /// <paramref name="path"/>; on failure the previous file, if any, is untouched.</summary>
     public static void Save(Module module, string path)
     {
         ArgumentNullException.ThrowIfNull(module);
         ArgumentNullException.ThrowIfNull(path);
         var full = Path.GetFullPath(path);
-        var temp = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.{Environment.ProcessId}.tmp");
+        var directory = Path.GetDirectoryName(full)!;
+        var name = Path.GetFileName(full);
+        // Unique per call (pid for the stale-file cleanup below, then a random part), so threads and
+        // processes saving to one path never share a temporary; the last rename wins, whole.
+        var temp = Path.Combine(directory, $".{name}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
         try
         {
-            using (var stream = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None))
+            RemoveStaleTemporaries(directory, name);
+            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None))
             using (var writer = new BinaryWriter(stream, Encoding.UTF8))
             {
                 var parameters = module.NamedState().ToArray();
                 writer.Write(Magic);
                 writer.Write(Version);
                 writer.Write(parameters.Length);
-                foreach (var (name, tensor) in parameters)
+                foreach (var (parameterName, tensor) in parameters)
                 {
-                    var bytes = Encoding.UTF8.GetBytes(name);
+                    var bytes = Encoding.UTF8.GetBytes(parameterName);
                     writer.Write(bytes.Length);
                     writer.Write(bytes);
                     writer.Write(tensor.Rank);
@@ -44,10 +69,51 @@ public static class WeightsFile
             }
             File.Move(temp, full, overwrite: true);
         }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            try { File.Delete(temp); } catch (Exception cleanup) when (cleanup is IOException or UnauthorizedAccessException) { }
+            // The platform's message names the temporary; the caller knows only the target.
+            throw new IOException($"{full}: could not save the weights: {e.Message.Replace(temp, full)}", e);
+        }
         catch
         {
-            try { File.Delete(temp); } catch (IOException) { }
+            try { File.Delete(temp); } catch (Exception cleanup) when (cleanup is IOException or UnauthorizedAccessException) { }
             throw;
+        }
+    }
+
+    /// <summary>
+    /// Deletes the temporaries a save to this target left behind when its process was killed
+    /// (kill -9, power loss): ".name.PID.tmp" (older versions) and ".name.PID.RANDOM.tmp" whose PID
+    /// is not a running process. Temporaries of running processes may be saves in flight: kept.
+    /// </summary>
+    private static void RemoveStaleTemporaries(string directory, string name)
+    {
+        if (!Directory.Exists(directory)) return;
+        string prefix = $".{name}.";
+        foreach (var file in Directory.EnumerateFiles(directory, $".{name}.*.tmp"))
+        {
+            var middle = Path.GetFileName(file)[prefix.Length..^".tmp".Length];
+            int dot = middle.IndexOf('.');
+            var pidText = dot < 0 ? middle : middle[..dot];
+            if (dot >= 0 && middle[(dot + 1)..].Contains('.')) continue;   // not one of ours
+            if (!int.TryParse(pidText, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int pid)) continue;
+            if (IsRunning(pid)) continue;
+            try { File.Delete(file); } catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        }
+    }
+
+    private static bool IsRunning(int pid)
+    {
+        if (pid == Environment.ProcessId) return true;
+        try
+        {
+            using var process = System.Diagnostics.Process.GetProcessById(pid);
+            return !process.HasExited;
+        }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException)
+        {
+            return false;
         }
     }
 
@@ -58,6 +124,7 @@ public static class WeightsFile
         ArgumentNullException.ThrowIfNull(module);
         ArgumentNullException.ThrowIfNull(path);
         var parameters = module.NamedState().ToDictionary(p => p.Name, p => p.Tensor);
+        // Staged here and written to the model only once the whole file is valid.
         var values = new Dictionary<string, float[]>();
         using (var stream = File.OpenRead(path))
         using (var reader = new BinaryReader(stream, Encoding.UTF8))
@@ -73,9 +140,12 @@ public static class WeightsFile
                 for (int i = 0; i < count; i++)
                 {
                     int nameLength = reader.ReadInt32();
-                    if (nameLength < 0 || nameLength > 4096) throw Bad($"parameter name length {nameLength} is invalid");
-                    var name = Encoding.UTF8.GetString(reader.ReadBytes(nameLength));
-                    if (!parameters.TryGetValue(name, out var target)) throw Bad($"parameter '{name}' does not exist in the model");
+                    if (nameLength < 0 || nameLength > MaxNameBytes) throw Bad($"parameter {i}'s name length {nameLength} is not in 0..{MaxNameBytes}");
+                    var nameBytes = reader.ReadBytes(nameLength);
+                    if (nameBytes.Length != nameLength) throw Bad("the file is truncated");
+                    var name = Encoding.UTF8.GetString(nameBytes);
+                    if (!parameters.TryGetValue(name, out var target)) throw Bad($"parameter '{Printable(name)}' does not exist in the model");
+                    if (values.ContainsKey(name)) throw Bad($"parameter '{name}' appears more than once");
                     int rank = reader.ReadInt32();
                     if (rank < 0 || rank > 8) throw Bad($"parameter '{name}' has invalid rank {rank}");
                     var dims = new long[rank];
@@ -89,6 +159,7 @@ public static class WeightsFile
                     values[name] = data;
                 }
                 if (stream.Position != stream.Length) throw Bad("unexpected data after the last parameter");
+                // count equals the model's and no name repeats, so every parameter was read exactly once.
             }
             catch (EndOfStreamException)
             {

@@ -1,0 +1,290 @@
+using System.Buffers.Binary;
+using System.IO.Compression;
+using System.Text;
+using CsCheck;
+using NUnit.Framework;
+
+namespace Kernels.Nn.Tests;
+
+/// <summary>
+/// Property-based fuzzing (CsCheck) of the file readers: random valid files (generated here, so no
+/// seed corpus is checked in), then random mutations of them (byte overwrites, truncations, random
+/// int32 fields, insertions, deletions). Whatever comes out, reading it either loads exactly what an
+/// independent reference parser in this file reads, or throws <see cref="InvalidDataException"/>
+/// naming the file; never another exception type, never an allocation beyond the file's worth, and
+/// a refused weights file leaves the model unchanged.
+///
+/// CI runs a fixed number of iterations per target (KERNELS_FUZZ_ITERATIONS, default 3000).
+/// A longer run: KERNELS_FUZZ_SECONDS=1800 runs each target for that many seconds instead.
+/// A failure prints CsCheck's seed; CsCheck_Seed=&lt;seed&gt; replays it.
+/// </summary>
+[TestFixture]
+public class ReaderFuzzTests
+{
+    private static string dir = "";
+
+    [OneTimeSetUp]
+    public void MakeDirectory() => dir = Directory.CreateTempSubdirectory("kernels-fuzz-").FullName;
+
+    [OneTimeTearDown]
+    public void RemoveDirectory() => Directory.Delete(dir, recursive: true);
+
+    private static void Run<T>(Gen<T> gen, Action<T> property, Func<T, string> print)
+    {
+        var seconds = Environment.GetEnvironmentVariable("KERNELS_FUZZ_SECONDS");
+        var iterations = Environment.GetEnvironmentVariable("KERNELS_FUZZ_ITERATIONS");
+        int count = 0;
+        void Counted(T value) { Interlocked.Increment(ref count); property(value); }
+        if (int.TryParse(seconds, out int s) && s > 0)
+            gen.Sample(Counted, time: s, print: print);
+        else
+            gen.Sample(Counted, iter: int.TryParse(iterations, out int n) && n > 0 ? n : 3000, print: print);
+        TestContext.Out.WriteLine($"{TestContext.CurrentContext.Test.Name}: {count} inputs");
+    }
+
+    // ---- Mutations ----------------------------------------------------------------------------------
+
+    /// <summary>One edit of a file; positions are taken modulo the file length when applied.</summary>
+    public sealed record Mutation(int Kind, int Position, int Value, int Length)
+    {
+        public byte[] Apply(byte[] file, bool bigEndian)
+        {
+            var list = new List<byte>(file);
+            int n = list.Count;
+            int p = n == 0 ? 0 : (int)((uint)Position % (uint)n);
+            switch (Kind)
+            {
+                case 0:   // overwrite one byte
+                    if (n > 0) list[p] = (byte)Value;
+                    break;
+                case 1:   // truncate
+                    list.RemoveRange(p, n - p);
+                    break;
+                case 2:   // a random int32 over a field, most often in the first 48 bytes (headers, names, ranks)
+                    if (n >= 4)
+                    {
+                        int q = (Length & 1) == 0 ? (int)((uint)Position % (uint)Math.Min(n - 3, 48)) : (int)((uint)Position % (uint)(n - 3));
+                        var field = new byte[4];
+                        if (bigEndian) BinaryPrimitives.WriteInt32BigEndian(field, Value); else BinaryPrimitives.WriteInt32LittleEndian(field, Value);
+                        for (int i = 0; i < 4; i++) list[q + i] = field[i];
+                    }
+                    break;
+                case 3:   // insert bytes
+                    list.InsertRange(p, Enumerable.Range(0, Length).Select(i => (byte)(Value >> (8 * (i & 3)))));
+                    break;
+                case 4:   // delete bytes
+                    list.RemoveRange(p, Math.Min(Length, n - p));
+                    break;
+                default:  // duplicate a chunk somewhere else (repeated names, repeated entries)
+                    if (n > 0)
+                    {
+                        int from = (int)((uint)Value % (uint)n);
+                        var chunk = list.GetRange(from, Math.Min(Length * 4, n - from));
+                        list.InsertRange(p, chunk);
+                    }
+                    break;
+            }
+            return list.ToArray();
+        }
+    }
+
+    private static readonly Gen<Mutation> GenMutation =
+        Gen.Select(Gen.Int[0, 5], Gen.Int, Gen.OneOf(Gen.Int, Gen.Int[-2, 300], Gen.Const(int.MaxValue), Gen.Const(int.MinValue)), Gen.Int[0, 64],
+                   (kind, position, value, length) => new Mutation(kind, position, value, length));
+
+    private static byte[] Mutate(byte[] file, Mutation[] mutations, bool bigEndian)
+    {
+        foreach (var m in mutations) file = m.Apply(file, bigEndian);
+        return file;
+    }
+
+    private static string Print(byte[] file) => file.Length <= 96 ? Convert.ToHexString(file) : Convert.ToHexString(file, 0, 96) + $"... ({file.Length} bytes)";
+
+    private static int fileCounter;
+
+    private static string WriteTemp(byte[] bytes, string suffix)
+    {
+        var path = Path.Combine(dir, $"case{Interlocked.Increment(ref fileCounter)}{suffix}");
+        File.WriteAllBytes(path, bytes);
+        return path;
+    }
+
+    // ---- IDX ----------------------------------------------------------------------------------------
+
+    private static byte[] IdxBytes(int[] dims, byte[] data)
+    {
+        var header = new byte[4 + 4 * dims.Length];
+        header[2] = 0x08;
+        header[3] = (byte)dims.Length;
+        for (int d = 0; d < dims.Length; d++) BinaryPrimitives.WriteInt32BigEndian(header.AsSpan(4 + 4 * d), dims[d]);
+        return header.Concat(data).ToArray();
+    }
+
+    private static byte[] Gzip(byte[] bytes)
+    {
+        using var memory = new MemoryStream();
+        using (var gz = new GZipStream(memory, CompressionLevel.Fastest, leaveOpen: true)) gz.Write(bytes);
+        return memory.ToArray();
+    }
+
+    private static readonly Gen<byte[]> GenIdx =
+        Gen.Int[1, 4].SelectMany(rank => Gen.Int[0, 6].Array[rank]).SelectMany(dims =>
+            Gen.Byte.Array[dims.Aggregate(1, (a, b) => a * b)].Select(data => IdxBytes(dims, data)));
+
+    /// <summary>The reference: the IDX definition read plainly, with BigInteger sizes; null when invalid.
+    /// A gzip file must be one whole member: the framework's GZipStream inflates a file whose trailer
+    /// was cut off without a word, so its last 4 bytes (the length, RFC 1952) are checked here.</summary>
+    private static (int[] Dims, byte[] Data)? ReferenceIdx(byte[] file)
+    {
+        byte[] raw = file;
+        if (file.Length >= 2 && file[0] == 0x1f && file[1] == 0x8b)
+        {
+            try
+            {
+                using var gz = new GZipStream(new MemoryStream(file), CompressionMode.Decompress);
+                using var inflated = new MemoryStream();
+                gz.CopyTo(inflated);
+                raw = inflated.ToArray();
+            }
+            catch (InvalidDataException) { return null; }
+            if (file.Length < 18 || BinaryPrimitives.ReadUInt32LittleEndian(file.AsSpan(file.Length - 4)) != (uint)raw.Length) return null;
+        }
+        if (raw.Length < 4 || raw[0] != 0 || raw[1] != 0 || raw[2] != 8 || raw[3] < 1 || raw[3] > 4) return null;
+        int rank = raw[3];
+        if (raw.Length < 4 + 4 * rank) return null;
+        var dims = new int[rank];
+        System.Numerics.BigInteger size = 1;
+        for (int d = 0; d < rank; d++)
+        {
+            dims[d] = BinaryPrimitives.ReadInt32BigEndian(raw.AsSpan(4 + 4 * d));
+            if (dims[d] < 0) return null;
+            size *= dims[d];
+        }
+        if (size != raw.Length - (4 + 4 * rank)) return null;
+        return (dims, raw[(4 + 4 * rank)..]);
+    }
+
+    private static void CheckIdx(byte[] file, string suffix)
+    {
+        var path = WriteTemp(file, suffix);
+        var expected = ReferenceIdx(file);
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        try
+        {
+            var (dims, data) = IdxFile.Read(path);
+            Assert.That(expected, Is.Not.Null, "the reader accepted a file the reference refuses");
+            Assert.That(dims, Is.EqualTo(expected!.Value.Dims));
+            Assert.That(data, Is.EqualTo(expected.Value.Data));
+        }
+        catch (InvalidDataException e)
+        {
+            Assert.That(e.Message, Does.StartWith(path), "the message names the file");
+            Assert.That(expected, Is.Null, $"the reader refused a file the reference reads: {e.Message}");
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.That(allocated, Is.LessThan((1 << 20) + 2048L * file.Length), "allocation stays within what the file can hold");
+    }
+
+    [Test]
+    public void Idx_raw_mutations_load_correctly_or_throw_InvalidDataException_naming_the_file() =>
+        Run(Gen.Select(GenIdx, GenMutation.Array[1, 4]), t => CheckIdx(Mutate(t.Item1, t.Item2, bigEndian: true), "-idx"),
+            t => Print(Mutate(t.Item1, t.Item2, true)));
+
+    [Test]
+    public void Idx_gzip_mutations_load_correctly_or_throw_InvalidDataException_naming_the_file() =>
+        // Mutating before compressing exercises the header checks behind gzip; after, the gzip layer.
+        Run(Gen.Select(GenIdx, GenMutation.Array[1, 4], Gen.Bool),
+            t => CheckIdx(t.Item3 ? Mutate(Gzip(t.Item1), t.Item2, true) : Gzip(Mutate(t.Item1, t.Item2, true)), "-idx.gz"),
+            t => Print(t.Item3 ? Mutate(Gzip(t.Item1), t.Item2, true) : Gzip(Mutate(t.Item1, t.Item2, true))));
+
+    // ---- Weights ------------------------------------------------------------------------------------
+
+    private static readonly (string Name, long[] Shape)[] Layout = LayoutOfThreeLayers();
+
+    private static (string, long[])[] LayoutOfThreeLayers()
+    {
+        using var m = HostileInputTests.ThreeLayers(0);
+        return m.NamedState().Select(p => (p.Name, p.Tensor.ShapeArray.ToArray())).ToArray();
+    }
+
+    // A valid file for ThreeLayers: random values (NaN and infinity included: they are data), entries in a random order.
+    private static readonly Gen<byte[]> GenWeights =
+        Gen.Select(Gen.Int, Gen.Int[0, Layout.Length - 1].Array[Layout.Length], (seed, order) =>
+        {
+            var random = new Random(seed);
+            var entries = Layout.Select(l => (l.Name, l.Shape, Enumerable.Range(0, (int)l.Shape.Aggregate(1L, (a, b) => a * b))
+                .Select(_ => random.Next(50) == 0 ? float.NaN : (float)(random.NextDouble() * 4 - 2)).ToArray())).ToList();
+            for (int i = 0; i < order.Length; i++) (entries[i], entries[order[i]]) = (entries[order[i]], entries[i]);
+            return HostileInputTests.WeightsBytes(entries);
+        });
+
+    /// <summary>The reference: the documented layout read plainly; the values by name when the file fits the model, else null.</summary>
+    private static Dictionary<string, float[]>? ReferenceWeights(byte[] file)
+    {
+        try
+        {
+            using var r = new BinaryReader(new MemoryStream(file));
+            if (!r.ReadBytes(8).AsSpan().SequenceEqual("KNWEIGHT"u8) || r.ReadInt32() != 1) return null;
+            int count = r.ReadInt32();
+            if (count != Layout.Length) return null;
+            var values = new Dictionary<string, float[]>();
+            for (int i = 0; i < count; i++)
+            {
+                int nameLength = r.ReadInt32();
+                if (nameLength < 0 || nameLength > 1024) return null;
+                var nameBytes = r.ReadBytes(nameLength);
+                if (nameBytes.Length != nameLength) return null;
+                var name = Encoding.UTF8.GetString(nameBytes);
+                var layout = Layout.FirstOrDefault(l => l.Name == name);
+                if (layout.Name is null || values.ContainsKey(name)) return null;
+                int rank = r.ReadInt32();
+                if (rank != layout.Shape.Length) return null;
+                for (int d = 0; d < rank; d++) if (r.ReadInt64() != layout.Shape[d]) return null;
+                var v = new float[layout.Shape.Aggregate(1L, (a, b) => a * b)];
+                for (int k = 0; k < v.Length; k++) v[k] = r.ReadSingle();
+                values[name] = v;
+            }
+            return r.BaseStream.Position == file.Length ? values : null;
+        }
+        catch (EndOfStreamException) { return null; }
+    }
+
+    private static int[] Bits(float[] v) => v.Select(BitConverter.SingleToInt32Bits).ToArray();
+
+    [Test]
+    public void Weights_mutations_load_correctly_or_throw_InvalidDataException_with_the_model_unchanged() =>
+        Run(Gen.Select(GenWeights, GenMutation.Array[1, 4]), t =>
+        {
+            var file = Mutate(t.Item1, t.Item2, bigEndian: false);
+            var path = WriteTemp(file, ".knw");
+            using var model = HostileInputTests.ThreeLayers(3);
+            var before = model.NamedState().ToDictionary(p => p.Name, p => Bits(p.Tensor.ToArray()));
+            var expected = ReferenceWeights(file);
+            long allocated = GC.GetAllocatedBytesForCurrentThread();
+            try
+            {
+                WeightsFile.Load(model, path);
+                Assert.That(expected, Is.Not.Null, "the loader accepted a file the reference refuses");
+                foreach (var (name, tensor) in model.NamedState())
+                    Assert.That(Bits(tensor.ToArray()), Is.EqualTo(Bits(expected![name])), name);
+            }
+            catch (InvalidDataException e)
+            {
+                Assert.That(e.Message, Does.StartWith(path), "the message names the file");
+                Assert.That(e.Message.Length, Is.LessThan(path.Length + 300), $"the message is short: {e.Message}");
+                Assert.That(expected, Is.Null, $"the loader refused a file the reference reads: {e.Message}");
+                foreach (var (name, tensor) in model.NamedState())
+                    Assert.That(Bits(tensor.ToArray()), Is.EqualTo(before[name]), $"{name} unchanged after a refused file");
+            }
+            finally
+            {
+                File.Delete(path);
+            }
+            allocated = GC.GetAllocatedBytesForCurrentThread() - allocated;
+            Assert.That(allocated, Is.LessThan((1 << 20) + 64L * file.Length), "allocation stays within what the file can hold");
+        }, t => Print(Mutate(t.Item1, t.Item2, false)));
+}
