@@ -194,12 +194,17 @@ int AbCheck()
     var settings = RunnerSettings.Quick;
     var measurements = new List<AbMeasurement>();
     var skipped = new List<string>();
+    var devicesShown = new HashSet<string>();
     foreach (var (id, caseThreads, _) in set)
     {
         if (!available.Contains(id)) { skipped.Add($"{Catalog.Key(id, caseThreads)}: its device or reference is not available here"); continue; }
         var m = AbRunner.Measure(id, caseThreads, newProgram, oldProgram, newEnvironment, oldEnvironment, settings);
         measurements.Add(m);
         Console.WriteLine(AbLine(m, set.First(q => q.Id == id && q.Threads == caseThreads).Tolerance));
+        // Each side's device as its own library describes it (the CPU's SIMD level included), once per device:
+        // what shows that both sides ran like with like, or which setting made them differ.
+        if (m.Measured && devicesShown.Add(m.NewDevice + m.OldDevice))
+            Console.WriteLine($"      new: {m.NewDevice}{(m.NewDevice == m.OldDevice ? "; old: the same" : $"\n      old: {m.OldDevice}")}");
     }
 
     double ToleranceOf(AbMeasurement m) => set.First(q => q.Id == m.Id && q.Threads == m.Threads).Tolerance;
@@ -259,7 +264,7 @@ static string AbLine(AbMeasurement m, double tolerance)
     if (m.FailedBecause is not null) return $"  {m.Key,-48} FAILED: {m.FailedBecause}";
     if (m.NotComparableBecause is not null) return $"  {m.Key,-48} not comparable: {m.NotComparableBecause}";
     string verdict = m.Ratio > 1 + tolerance ? $"SLOWER by {m.Ratio - 1:0.0%} (allowed {tolerance:0%})"
-        : m.Ratio < 1 - tolerance ? $"ok, faster by {1 - m.Ratio:0.0%}" : $"ok ({m.Ratio - 1:+0.0%;-0.0%}, allowed {tolerance:0%})";
+        : m.Ratio < 1 - tolerance ? $"ok, faster by {1 - m.Ratio:0.0%}" : $"ok ({m.Ratio - 1:+0.0%;-0.0%;0.0%}, allowed {tolerance:0%})";
     return $"  {m.Key,-48} {Seconds(m.NewSeconds),10} {Seconds(m.OldSeconds),10}  {m.Ratio:F3} ({m.RatioQ1:F3}-{m.RatioQ3:F3}, {m.Rounds,2})   {verdict}   [{m.Clock}]";
 }
 
