@@ -238,6 +238,11 @@ int AbCheck()
         else passed++;
     }
 
+    // A check that compared nothing proves nothing: a reference library that runs no case at all (a
+    // broken build, an incompatible API) fails the run instead of passing it, until the reference moves.
+    if (notComparable.Count > 0 && passed + regressed.Count + failed.Count == 0)
+        failed.Add("the reference library could run none of the cases: nothing was compared (move benchmarks/baseline/reference-commit to a compatible commit)");
+
     Directory.CreateDirectory(outDir);
     File.WriteAllText(Path.Combine(outDir, "ab.json"), System.Text.Json.JsonSerializer.Serialize(new
     {
