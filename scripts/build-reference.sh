@@ -4,7 +4,7 @@
 # CPU + OpenCL backends only (no CUDA: the A/B cases run on the CPU and PoCL, and nvcc would take many
 # minutes on 2 cores). Only native/ of that commit is needed: it is taken with `git archive` into a
 # temporary folder, built there, and the library is kept in $KERNELS_CACHE/reference/<sha>/ (default
-# ~/.cache/kernels), so a machine builds each reference once (about 2 minutes on 2 cores).
+# ~/.cache/kernels), so a machine builds each reference once (about 1.5 minutes on 2 cores).
 # The cache entry appears whole or not at all (built elsewhere, then renamed into place).
 #
 #   scripts/build-reference.sh            the commit named in benchmarks/baseline/reference-commit
@@ -34,14 +34,15 @@ if [ -f "$cache/libkernels.so" ]; then
   exit 0
 fi
 
-work=$(mktemp -d)
+# Built next to the cache entry (same file system), so the final rename is atomic.
+mkdir -p "$(dirname "$cache")"
+work=$(mktemp -d "$(dirname "$cache")/.building.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 echo "build-reference.sh: building the reference $sha (CPU + OpenCL) in $work" >&2
 git archive "$sha" native | tar -x -C "$work"
 cmake -S "$work/native" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DKN_WITH_CUDA=OFF -DKN_WITH_OPENCL=AUTO \
       -DKN_BUILD_TESTS=OFF >/dev/null
 cmake --build "$work/build" --target kernels -j "$(nproc 2>/dev/null || echo 2)" >&2
-mkdir -p "$(dirname "$cache")"
 cp "$work/build/libkernels.so" "$work/libkernels.so"
 git log -1 --format='%H %cd %s' "$sha" > "$work/commit.txt"
 mkdir "$work/entry" && mv "$work/libkernels.so" "$work/commit.txt" "$work/entry/"

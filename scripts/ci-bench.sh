@@ -64,7 +64,8 @@ fi
 native_dir=$(cd "$native_dir" && pwd)
 
 echo "== libkernels, reference commit"
-reference_dir=$(scripts/build-reference.sh ${REFERENCE:+"$REFERENCE"})
+reference_dir=$(scripts/build-reference.sh ${REFERENCE:+"$REFERENCE"}) || {
+  echo "bench-ab: FAIL (no reference library: see the message above)"; echo "bench-ab: 0 passed, 1 failed, 0 skipped"; exit 1; }
 reference_sha=$(basename "$reference_dir")
 echo "reference: $(cat "$reference_dir/commit.txt")"
 
