@@ -162,11 +162,12 @@ public static class Catalog
     /// load from other work on the machine mostly drops out: the stable signal for the kernels' own
     /// code. Threads 0 (every core, wall-clock time): the threaded CPU paths, which CPU time cannot
     /// judge; noisier under load, hence the wider tolerance.
-    /// Tolerances: about 4x the most new/old rose above 1 in repeated A/B runs of one unchanged tree
-    /// on the shared 2-core Zen 5 VM at load average 5-13 (benchmarks/README.md, "The A/B check"):
-    /// GEMM in CPU time at most 1.1% -> 5%; memory-bound kernels, softmax and the CPU MLP step at most
-    /// 3.3% -> 10% (other processes' memory traffic, which CPU time cannot see); PoCL at most 6.2%
-    /// -> 15%; the all-threads wall-clock case at most 10.3% -> 30%.
+    /// Tolerances: from how far new/old rose above 1 in 8 A/B runs of one unchanged tree on the shared
+    /// 2-core Zen 5 VM at load average 5-13 (benchmarks/README.md, "The A/B check"): GEMM in CPU time
+    /// at most 1.8% -> 5%; softmax and the CPU MLP step at most 1.4% -> 10%; relu, add and sum at
+    /// most 7.3% -> 15% (other processes' memory traffic, which CPU time cannot see); PoCL at most
+    /// 6.2% -> 15%; the all-threads wall-clock case at most 10.3% -> 30%. A case above its line is
+    /// measured again, which halves the effect of one unlucky measurement.
     /// </summary>
     public static readonly IReadOnlyList<(string Id, int Threads, double Tolerance)> QuickSet = new (string, int, double)[]
     {
@@ -174,9 +175,9 @@ public static class Catalog
         ("gemm/cpu/1024x1024x1024", 1, 0.05),
         ("gemm-layer/cpu/128x512x784", 1, 0.05),
         ("gemm-layer/cpu/784x512x128 TN", 1, 0.05),
-        ("relu/cpu/16M", 1, 0.10),
-        ("add/cpu/16M", 1, 0.10),
-        ("sum/cpu/16M", 1, 0.10),
+        ("relu/cpu/16M", 1, 0.15),
+        ("add/cpu/16M", 1, 0.15),
+        ("sum/cpu/16M", 1, 0.15),
         ("softmax/cpu/16384x1024", 1, 0.10),
         ("mlp-step/cpu/batch128", 1, 0.10),
         ("gemm/opencl:0/512x512x512", 1, 0.15),
