@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# scripts/ci-bench.sh: the performance regression check, for CI (about 4 minutes on 2 cores, 2 more
-# the first time a machine builds the reference library).
+# scripts/ci-bench.sh: the performance regression check, for CI (1-2.5 minutes on the shared 2 cores
+# at load average 5-13, about 1 more the first time a machine builds the reference library).
 # A/B against a reference commit, on this machine, in this run: the submitted tree's libkernels (new)
 # and the libkernels of the commit named in benchmarks/baseline/reference-commit (old; built CPU +
 # OpenCL by scripts/build-reference.sh, cached per commit in ~/.cache/kernels) are timed case by case
