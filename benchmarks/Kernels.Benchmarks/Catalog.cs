@@ -162,12 +162,12 @@ public static class Catalog
     /// load from other work on the machine mostly drops out: the stable signal for the kernels' own
     /// code. Threads 0 (every core, wall-clock time): the threaded CPU paths, which CPU time cannot
     /// judge; noisier under load, hence the wider tolerance.
-    /// Tolerances: from how far new/old rose above 1 in 8 A/B runs of one unchanged tree on the shared
-    /// 2-core Zen 5 VM at load average 5-13 (benchmarks/README.md, "The A/B check"): GEMM in CPU time
-    /// at most 1.8% -> 5%; softmax and the CPU MLP step at most 1.4% -> 10%; relu, add and sum at
-    /// most 7.3% -> 15% (other processes' memory traffic, which CPU time cannot see); PoCL at most
-    /// 6.2% -> 15%; the all-threads wall-clock case at most 10.3% -> 30%. A case above its line is
-    /// measured again, which halves the effect of one unlucky measurement.
+    /// Tolerances: from how far new/old rose above 1 in 10 A/B runs of one unchanged tree on the
+    /// shared 2-core Zen 5 VM at load average 5-13 (benchmarks/README.md, "The A/B check"): GEMM in
+    /// CPU time at most 1.8% -> 5%; the CPU MLP step at most 0.7% -> 10%; relu, add, sum and softmax
+    /// at most 7.3% -> 15% (other processes' memory traffic, which CPU time cannot see); PoCL at most
+    /// 8.6% -> 20%; the all-threads wall-clock case at most 10.3% -> 30%. A case above its line is
+    /// measured again and judged on both measurements, so one unlucky measurement does not fail it.
     /// </summary>
     public static readonly IReadOnlyList<(string Id, int Threads, double Tolerance)> QuickSet = new (string, int, double)[]
     {
@@ -178,11 +178,11 @@ public static class Catalog
         ("relu/cpu/16M", 1, 0.15),
         ("add/cpu/16M", 1, 0.15),
         ("sum/cpu/16M", 1, 0.15),
-        ("softmax/cpu/16384x1024", 1, 0.10),
+        ("softmax/cpu/16384x1024", 1, 0.15),
         ("mlp-step/cpu/batch128", 1, 0.10),
-        ("gemm/opencl:0/512x512x512", 1, 0.15),
-        ("add/opencl:0/16M", 1, 0.15),
-        ("mlp-step/opencl:0/batch128", 1, 0.15),
+        ("gemm/opencl:0/512x512x512", 1, 0.20),
+        ("add/opencl:0/16M", 1, 0.20),
+        ("mlp-step/opencl:0/batch128", 1, 0.20),
         // The all-threads GEMM against OpenBLAS stays out of the quick set: in CI-like runs its ratio
         // swung from 1.05x (quiet) to 0.62x (quartiles 0.53-1.06) within minutes on an idle 2-core VM,
         // too close to any usable tolerance; the one-thread GEMM cases guard the kernel, add/cpu/16M
