@@ -57,6 +57,11 @@ configure_native() {
   # silently, and the pack stage failed later ("no .nv_fatbin section"). So the toolchain found now
   # is compared with the one the folder was configured with, and a change configures it afresh.
   local toolchain; toolchain=$(toolchain_found "${args[@]}")
+  if [ -f "$build_dir/CMakeCache.txt" ] && [ ! -f "$build_dir/kn-toolchain.txt" ] && ! cuda_cache_stale; then
+    # Configured by a build.sh from before this record: adopt what it found rather than rebuild
+    # everything (a CUDA build is many minutes), unless its CUDA state is the stale one above.
+    echo "$toolchain" > "$build_dir/kn-toolchain.txt"
+  fi
   if [ -f "$build_dir/CMakeCache.txt" ] && [ "$(cat "$build_dir/kn-toolchain.txt" 2>/dev/null)" != "$toolchain" ]; then
     echo "build.sh: the toolchain changed since $build_dir was configured; configuring it afresh:"
     diff <(cat "$build_dir/kn-toolchain.txt" 2>/dev/null) <(echo "$toolchain") | sed -n 's/^\([<>]\)/  \1/p' \
@@ -77,6 +82,17 @@ configure_native() {
 build_native() {
   configure_native
   cmake --build "$build_dir" -j "$(nproc 2>/dev/null || echo 2)"
+}
+
+# True when the folder's cache disagrees with the nvcc on PATH: no CUDA compiler cached although nvcc
+# is there (and CUDA is not turned off), or one cached although nvcc is gone.
+cuda_cache_stale() {
+  local cached; cached=$(sed -n 's/^CMAKE_CUDA_COMPILER:[A-Z]*=//p' "$build_dir/CMakeCache.txt")
+  if command -v nvcc >/dev/null; then
+    [ "${KN_WITH_CUDA:-AUTO}" != OFF ] && [[ -z "$cached" || "$cached" == *NOTFOUND ]]
+  else
+    [[ -n "$cached" && "$cached" != *NOTFOUND ]]
+  fi
 }
 
 # What a configure depends on and CMake would not notice changing: the compilers found (nvcc, C++),

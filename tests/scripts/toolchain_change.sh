@@ -2,7 +2,7 @@
 # tests/scripts/toolchain_change.sh: build.sh must configure a build folder afresh when the toolchain it
 # finds changes. The case it guards: a folder configured before nvcc was installed (CMake caches the
 # missing CUDA compiler) went on building without CUDA, silently, once nvcc was there.
-# Configures only (./build.sh configure), no compiling: about 30 s. Needs nvcc on PATH (skips otherwise).
+# Configures only (./build.sh configure), no compiling: about a minute. Needs nvcc on PATH (skips otherwise).
 # Prints "toolchain-change: N passed, N failed, N skipped" and exits 1 on a failure.
 set -uo pipefail
 cd "$(dirname "$(readlink -f "$0")")/../.."
@@ -33,5 +33,15 @@ cuda_in_build; verdict "once nvcc is on PATH, the same folder is configured with
 grep -q 'kernels: CUDA backend ON' "$work/after.log"; verdict "build.sh says the CUDA backend is on" $? "$work/after.log"
 BUILD_DIR=$work/build KN_WITH_CUDA=AUTO ./build.sh configure > "$work/again.log" 2>&1
 ! grep -q 'configuring it afresh' "$work/again.log"; verdict "an unchanged toolchain keeps the folder's configuration" $? "$work/again.log"
+# Folders configured by a build.sh from before the toolchain record (no kn-toolchain.txt): kept when
+# their CUDA state matches what is installed, configured afresh when it is the stale one.
+rm "$work/build/kn-toolchain.txt"
+BUILD_DIR=$work/build KN_WITH_CUDA=AUTO ./build.sh configure > "$work/legacy.log" 2>&1
+! grep -q 'configuring it afresh' "$work/legacy.log"; verdict "a folder without a record whose CUDA state matches is kept" $? "$work/legacy.log"
+rm -rf "$work/build"
+PATH=$hidden_path BUILD_DIR=$work/build KN_WITH_CUDA=AUTO ./build.sh configure > "$work/legacy0.log" 2>&1
+rm "$work/build/kn-toolchain.txt"
+BUILD_DIR=$work/build KN_WITH_CUDA=AUTO ./build.sh configure > "$work/legacy1.log" 2>&1
+cuda_in_build; verdict "a folder without a record, configured before nvcc was installed, gets CUDA" $? "$work/legacy1.log"
 echo "toolchain-change: $passed passed, $failed failed, 0 skipped"
 [ "$failed" = 0 ]
