@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # build.sh: builds libkernels (CMake), checks the generated bindings, builds the .NET code.
 #   ./build.sh            build everything
+#   ./build.sh configure  only configure the native library, and say which backends it will have
 #   ./build.sh demo       build, then run the demo (devices + a checked matmul on each)
 #   ./build.sh test       build, then run the native self-test and the NUnit tests; ends with
 #                         "N passed, N failed, N skipped"
 #   ./build.sh pack       build the native library, then make the NuGet packages in artifacts/packages
 #                         (scripts/pack.sh; scripts/ci-pack.sh also checks them and runs a consumer project)
 #   ./build.sh bench      build, then the full benchmarks (scripts/bench.sh; extra arguments pass through)
-#   ./build.sh bench-quick  build, then the performance regression check against the committed
-#                         baseline (scripts/ci-bench.sh; ends with "bench-quick: PASS" or FAIL)
+#   ./build.sh bench-quick  build, then the performance regression check: A/B against the reference
+#                         commit on this machine (scripts/ci-bench.sh; ends with "bench-ab: PASS" or FAIL)
 # It installs nothing: missing prerequisites are named with the command that installs them
 # (scripts/install-prereqs.sh does it on Debian/Ubuntu).
 # Environment: BUILD_DIR (default build/native), KN_WITH_CUDA / KN_WITH_OPENCL (AUTO|ON|OFF),
@@ -40,7 +41,7 @@ check_prerequisites() {
   fi
 }
 
-build_native() {
+configure_native() {
   say "native library ($build_dir)"
   local args=(-S native -B "$build_dir" -DCMAKE_BUILD_TYPE=Release
               -DKN_WITH_CUDA="${KN_WITH_CUDA:-AUTO}" -DKN_WITH_OPENCL="${KN_WITH_OPENCL:-AUTO}")
@@ -51,8 +52,60 @@ build_native() {
       args+=(-DCMAKE_CUDA_HOST_COMPILER=clang++-14)
     fi
   fi
-  cmake "${args[@]}" >/dev/null
+  # CMake keeps what it found at the first configure, a missing nvcc included (check_language(CUDA)
+  # caches NOTFOUND): a folder configured before nvcc was installed went on building without CUDA,
+  # silently, and the pack stage failed later ("no .nv_fatbin section"). So the toolchain found now
+  # is compared with the one the folder was configured with, and a change configures it afresh.
+  local toolchain; toolchain=$(toolchain_found "${args[@]}")
+  if [ -f "$build_dir/CMakeCache.txt" ] && [ ! -f "$build_dir/kn-toolchain.txt" ] && ! cuda_cache_stale; then
+    # Configured by a build.sh from before this record: adopt what it found rather than rebuild
+    # everything (a CUDA build is many minutes), unless its CUDA state is the stale one above.
+    echo "$toolchain" > "$build_dir/kn-toolchain.txt"
+  fi
+  if [ -f "$build_dir/CMakeCache.txt" ] && [ "$(cat "$build_dir/kn-toolchain.txt" 2>/dev/null)" != "$toolchain" ]; then
+    echo "build.sh: the toolchain changed since $build_dir was configured; configuring it afresh:"
+    diff <(cat "$build_dir/kn-toolchain.txt" 2>/dev/null) <(echo "$toolchain") | sed -n 's/^\([<>]\)/  \1/p' \
+      | sed 's/^  </  was:/; s/^  >/  now:/' || true
+    rm -rf "$build_dir/CMakeCache.txt" "$build_dir/CMakeFiles"
+  fi
+  local configured
+  configured=$(cmake "${args[@]}") || { echo "$configured"; die "cmake could not configure $build_dir"; }
+  echo "$toolchain" > "$build_dir/kn-toolchain.txt"
+  # Say which backends this build has, and why CUDA is off when nvcc is there.
+  grep -o 'kernels: [A-Za-z]* backend [A-Z]*.*' <<<"$configured" || true
+  if command -v nvcc >/dev/null && [ "${KN_WITH_CUDA:-AUTO}" != OFF ] && grep -q 'kernels: CUDA backend OFF' <<<"$configured"; then
+    echo "build.sh: warning: nvcc is at $(command -v nvcc) but CMake found no working CUDA compiler;" \
+         "see $build_dir/CMakeFiles/CMakeError.log (or configure with KN_WITH_CUDA=ON for the error)"
+  fi
+}
+
+build_native() {
+  configure_native
   cmake --build "$build_dir" -j "$(nproc 2>/dev/null || echo 2)"
+}
+
+# True when the folder's cache disagrees with the nvcc on PATH: no CUDA compiler cached although nvcc
+# is there (and CUDA is not turned off), or one cached although nvcc is gone.
+cuda_cache_stale() {
+  local cached; cached=$(sed -n 's/^CMAKE_CUDA_COMPILER:[A-Z]*=//p' "$build_dir/CMakeCache.txt")
+  if command -v nvcc >/dev/null; then
+    [ "${KN_WITH_CUDA:-AUTO}" != OFF ] && [[ -z "$cached" || "$cached" == *NOTFOUND ]]
+  else
+    [[ -n "$cached" && "$cached" != *NOTFOUND ]]
+  fi
+}
+
+# What a configure depends on and CMake would not notice changing: the compilers found (nvcc, C++),
+# CMake itself, the OpenCL headers, and the arguments (KN_WITH_CUDA=OFF then AUTO, for example).
+toolchain_found() {
+  local nvcc cxx
+  nvcc=$(readlink -f "$(command -v nvcc)" || true)
+  cxx=$(readlink -f "$(command -v "${CXX:-c++}")" || true)
+  echo "nvcc: ${nvcc:-none}${nvcc:+ ($("$nvcc" --version | sed -n 's/.*release \([0-9.]*\).*/\1/p'))}"
+  echo "c++: ${cxx:-none}${cxx:+ ($("$cxx" --version | head -1))}"
+  echo "cmake: $(cmake --version | head -1)"
+  echo "OpenCL headers: $([ -f /usr/include/CL/cl.h ] && echo present || echo absent)"
+  echo "arguments: $*"
 }
 
 build_managed() {
@@ -101,6 +154,7 @@ run_tests() {
 
 check_prerequisites
 case "$action" in
+  configure) configure_native ;;
   build) build_native; build_managed ;;
   demo)  build_native; build_managed
          say "demo"
@@ -109,5 +163,5 @@ case "$action" in
   pack)  build_native; BUILD_DIR="$build_dir" scripts/pack.sh ;;
   bench) build_native; scripts/bench.sh --native-dir "$build_dir" "${@:2}" ;;
   bench-quick) build_native; scripts/ci-bench.sh --native-dir "$build_dir" ;;
-  *) die "unknown action '$action' (build, demo, test, pack, bench, bench-quick)" ;;
+  *) die "unknown action '$action' (build, configure, demo, test, pack, bench, bench-quick)" ;;
 esac

@@ -126,7 +126,12 @@ internal static unsafe class NativeLibraryResolver
         Status status = getVersion(&major, &minor, &patch);
         if (status != Status.Ok)
             return $"{path}: kn_get_version returned {status}.";
-        if (major != NativeConstants.KN_VERSION_MAJOR || minor != NativeConstants.KN_VERSION_MINOR)
+        // KERNELS_ACCEPT_OTHER_NATIVE_VERSION=1 lets the benchmarks' A/B check run these bindings over
+        // the reference commit's library (scripts/ci-bench.sh): a function that library lacks then fails
+        // at its first call (EntryPointNotFoundException), which that check reports as "not comparable".
+        // Nothing else should set it: a changed signature under a matching name is not detected.
+        if ((major != NativeConstants.KN_VERSION_MAJOR || minor != NativeConstants.KN_VERSION_MINOR)
+            && Environment.GetEnvironmentVariable("KERNELS_ACCEPT_OTHER_NATIVE_VERSION") != "1")
             return $"{path} is libkernels {major}.{minor}.{patch}, but Kernels.Bindings was generated from kernels.h " +
                    $"{NativeConstants.KN_VERSION_MAJOR}.{NativeConstants.KN_VERSION_MINOR}.{NativeConstants.KN_VERSION_PATCH}; " +
                    "major and minor versions must match. Rebuild the native library and the bindings from the same checkout.";

@@ -20,7 +20,9 @@ string command = args[0];
 var patterns = new List<string>();
 var inputs = new List<string>();
 string outDir = Path.Combine("benchmarks", "results", "latest");
-string? baselinePath = null, why = null, note = null;
+string? baselinePath = null, why = null, note = null, newProgram = null, oldProgram = null, referenceName = null;
+var newEnvironment = new List<string>();
+var oldEnvironment = new List<string>();
 double? tolerance = null;
 int retries = 1, threads = 0;
 bool writeBaseline = false, quickSettings = false;
@@ -39,6 +41,11 @@ for (int i = 1; i < args.Length; i++)
         case "--note": note = Next(); break;
         case "--threads": threads = int.Parse(Next(), CultureInfo.InvariantCulture); break;
         case "--quick-settings": quickSettings = true; break;
+        case "--new": newProgram = Next(); break;
+        case "--old": oldProgram = Next(); break;
+        case "--new-env": newEnvironment.Add(Next()); break;
+        case "--old-env": oldEnvironment.Add(Next()); break;
+        case "--reference": referenceName = Next(); break;
         default:
             if (command is "report" or "baseline" && !args[i].StartsWith("--", StringComparison.Ordinal)) { inputs.Add(args[i]); break; }
             Console.Error.WriteLine($"unknown option '{args[i]}'\n{Usage()}");
@@ -88,6 +95,11 @@ switch (command)
     }
     case "quick":
         return Quick();
+    case "ab":
+        return AbCheck();
+    case "side":
+        if (patterns.Count != 1) { Console.Error.WriteLine("side: name exactly one case with --cases"); return 2; }
+        return AbRunner.Serve(patterns[0]);
     case "baseline":
         return WriteBaselineFromRuns();
     case "report":
@@ -143,61 +155,125 @@ int Quick()
         return failures == 0 ? 0 : 1;
     }
 
+    // The baseline is a record of ratios to the references on the machine kind it was recorded on
+    // (its CPU model and instruction set); a ratio to OpenBLAS depends on which instruction set each
+    // side uses, so it cannot judge another machine, and it judges none: the regression check is the
+    // A/B comparison with the reference commit (`ab`). Shown here so a run can be set beside it.
     var reference = Baseline.Load(baselinePath);
-    Console.WriteLine($"\nAgainst the baseline {baselinePath} (recorded {reference.Date:yyyy-MM-dd} on {reference.Machine.Cpu}; tolerance {reference.Tolerance:P0}):");
-    if (reference.Machine.Cpu != combined.Machine.Cpu)
-        Console.WriteLine($"  note: this machine is a {combined.Machine.Cpu}, the baseline's a {reference.Machine.Cpu}; ratios move less than times between machines, but a failure here may be the machine.");
-    var comparisons = reference.Ratios.Keys.Union(measured.Keys).OrderBy(k => k, StringComparer.Ordinal)
-        .Select(k => Comparison.Of(k, reference, measured.TryGetValue(k, out double m) ? m : null)).ToList();
+    bool sameKind = reference.Machine.Cpu == combined.Machine.Cpu
+                    && reference.Machine.Devices.FirstOrDefault() == combined.Machine.Devices.FirstOrDefault();
+    Console.WriteLine($"\nThe record {baselinePath} ({reference.Date:yyyy-MM-dd}, {reference.Machine.Devices.FirstOrDefault()}), for information only" +
+                      (sameKind ? ":" : $"; this machine is another kind ({combined.Machine.Devices.FirstOrDefault()}), so differences may be the machine:"));
+    foreach (var k in reference.Ratios.Keys.Union(measured.Keys).OrderBy(k => k, StringComparer.Ordinal))
+        Console.WriteLine(Comparison.Of(k, reference, measured.TryGetValue(k, out double m) ? m : null));
+    Console.WriteLine($"\n({started.Elapsed.TotalSeconds:F0} s)");
+    if (failures > 0) Console.WriteLine($"bench-quick: {failures} measuring run(s) failed (a correctness check or a setup: see above)");
+    Console.WriteLine($"bench-quick: {results.Count} passed, {failures} failed");
+    return failures == 0 ? 0 : 1;
+}
 
-    // A case below its baseline is measured again (retries times), and its verdict is then taken on
-    // the geometric mean of all its measurements: one burst of load on the machine is averaged with a
-    // normal run and passes, a real slowdown is there every time and stays below the line.
-    var attempts = comparisons.Where(c => c.Measured is not null).ToDictionary(c => c.Id, c => new List<double> { c.Measured!.Value });
-    for (int attempt = 0; attempt < retries && comparisons.Any(c => c.Verdict == Verdict.Regressed); attempt++)
+// The A/B regression check: each quick case of the submitted tree's library (--new: this program built
+// with it) against the reference commit's (--old), interleaved in this run on this machine (Engine/AbRunner).
+// A case regresses when the new library's median time over the rounds is more than its tolerance
+// (Catalog.QuickSet) above the old one's; it is then measured again (--retries times) and the verdict
+// is taken on the geometric mean of its measurements, so a burst of load in one measurement is
+// averaged with a normal one while a real slowdown is there every time. Cases the reference library
+// cannot run (new in the submitted tree) are reported, not judged.
+int AbCheck()
+{
+    if (newProgram is null || oldProgram is null) { Console.Error.WriteLine("ab: --new PROGRAM and --old PROGRAM are required"); return 2; }
+    var available = Catalog.All().Select(s => s.Id).ToHashSet();
+    var set = Catalog.QuickSet.Where(q => patterns.Count == 0 || patterns.Any(p => Catalog.Matches(q.Id, p))).ToList();
+    var started = Stopwatch.StartNew();
+    string load = File.Exists("/proc/loadavg") ? string.Join(" ", File.ReadAllText("/proc/loadavg").Split(' ').Take(3)) : "?";
+    Console.WriteLine($"A/B: the submitted tree (new) against {referenceName ?? "the reference"} (old), {set.Count} case(s), load average {load} at the start");
+    if (newEnvironment.Count > 0) Console.WriteLine($"  new side's environment: {string.Join(" ", newEnvironment)}");
+    if (oldEnvironment.Count > 0) Console.WriteLine($"  old side's environment: {string.Join(" ", oldEnvironment)}");
+    Console.WriteLine($"  {"case",-48} {"new",10} {"old",10}  new/old (quartiles, rounds)   verdict");
+
+    var settings = RunnerSettings.Quick;
+    var measurements = new List<AbMeasurement>();
+    var skipped = new List<string>();
+    var devicesShown = new HashSet<string>();
+    foreach (var (id, caseThreads, _) in set)
     {
-        var suspects = comparisons.Where(c => c.Verdict == Verdict.Regressed).Select(c => c.Id).ToHashSet();
-        Console.WriteLine($"\n{suspects.Count} case(s) below the baseline; measuring them again ({attempt + 1} of {retries}):");
-        foreach (var group in set.Where(q => suspects.Contains(Catalog.Key(q.Id, q.Threads))).GroupBy(q => q.Threads))
+        if (!available.Contains(id)) { skipped.Add($"{Catalog.Key(id, caseThreads)}: its device or reference is not available here"); continue; }
+        var m = AbRunner.Measure(id, caseThreads, newProgram, oldProgram, newEnvironment, oldEnvironment, settings);
+        measurements.Add(m);
+        Console.WriteLine(AbLine(m, set.First(q => q.Id == id && q.Threads == caseThreads).Tolerance));
+        // Each side's device as its own library describes it (the CPU's SIMD level included), once per device:
+        // what shows that both sides ran like with like, or which setting made them differ.
+        if (m.Measured && devicesShown.Add(m.NewDevice + m.OldDevice))
+            Console.WriteLine($"      new: {m.NewDevice}{(m.NewDevice == m.OldDevice ? "; old: the same" : $"\n      old: {m.OldDevice}")}");
+    }
+
+    double ToleranceOf(AbMeasurement m) => set.First(q => q.Id == m.Id && q.Threads == m.Threads).Tolerance;
+    bool Slower(double ratio, AbMeasurement m) => ratio > 1 + ToleranceOf(m);
+    var attempts = measurements.Where(m => m.Measured).ToDictionary(m => m.Key, m => new List<double> { m.Ratio });
+    for (int attempt = 0; attempt < retries; attempt++)
+    {
+        var suspects = measurements.Where(m => m.Measured && Slower(Geomean(attempts[m.Key]), m)).ToList();
+        if (suspects.Count == 0) break;
+        Console.WriteLine($"\n{suspects.Count} case(s) slower than the reference by more than their tolerance; measuring them again ({attempt + 1} of {retries}):");
+        foreach (var suspect in suspects)
         {
-            var (again, _) = RunChild(group.Select(q => q.Id).ToList(), group.Key,
-                                      Path.Combine(outDir, $"retry{attempt + 1}-{(group.Key == 0 ? "all" : group.Key.ToString(CultureInfo.InvariantCulture))}"));
-            foreach (var r in again?.Results ?? new())
-            {
-                string key = Catalog.Key(r.Id, r.Threads);
-                attempts[key].Add(r.Ratio);
-                double mean = Math.Exp(attempts[key].Average(Math.Log));
-                int at = comparisons.FindIndex(c => c.Id == key);
-                comparisons[at] = Comparison.Of(key, reference, mean);
-                Console.WriteLine($"  {key}: {string.Join(", then ", attempts[key].Select(v => v.ToString("F2", CultureInfo.InvariantCulture) + "x"))}: " +
-                                  $"geometric mean {mean:F2}x, {(comparisons[at].Verdict == Verdict.Regressed ? "still below the baseline" : "within the tolerance: noise")}");
-            }
+            var again = AbRunner.Measure(suspect.Id, suspect.Threads, newProgram, oldProgram, newEnvironment, oldEnvironment, settings);
+            measurements.Add(again with { Key = suspect.Key + $" (again {attempt + 1})" });
+            if (again.Measured) attempts[suspect.Key].Add(again.Ratio);
+            Console.WriteLine(AbLine(again, ToleranceOf(suspect)));
         }
     }
 
-    Console.WriteLine();
-    foreach (var c in comparisons) Console.WriteLine(c);
-    var regressed = comparisons.Where(c => c.Verdict is Verdict.Regressed or Verdict.Missing).ToList();
-    Console.WriteLine($"\n({started.Elapsed.TotalSeconds:F0} s)");
-    // The closing line CI's summary reads (.ci/run): cases within tolerance (or new) pass, regressed
-    // or missing cases and failed measuring runs fail.
-    int passedCount = comparisons.Count(c => c.Verdict is Verdict.Pass or Verdict.Faster or Verdict.New);
-    string closing = $"bench-quick: {passedCount} passed, {regressed.Count + failures} failed";
-    if (regressed.Count == 0 && failures == 0)
+    var regressed = new List<string>();
+    var notComparable = new List<string>();
+    var failed = new List<string>();
+    int passed = 0;
+    foreach (var m in measurements.Where(m => !m.Key.Contains(" (again ", StringComparison.Ordinal)))
     {
-        Console.WriteLine($"bench-quick: PASS (every case within its tolerance of the baseline, or better)");
-        Console.WriteLine(closing);
-        return 0;
+        if (m.FailedBecause is not null) { failed.Add($"{m.Key}: {m.FailedBecause}"); continue; }
+        if (m.NotComparableBecause is not null) { notComparable.Add($"{m.Key}: {m.NotComparableBecause}"); continue; }
+        double mean = Geomean(attempts[m.Key]);
+        if (Slower(mean, m))
+            regressed.Add($"{m.Key}: {mean - 1:+0.0%} slower than the reference (new/old {string.Join(", then ", attempts[m.Key].Select(r => r.ToString("F3", CultureInfo.InvariantCulture)))}; allowed {ToleranceOf(m):0%})");
+        else passed++;
     }
-    foreach (var c in regressed)
-        Console.WriteLine(c.Verdict == Verdict.Missing
-            ? $"bench-quick: {c.Id} was not measured (device or reference missing, or its check failed)"
-            : $"bench-quick: {c.Id} regressed: ratio {c.Measured:F2}x against the baseline's {c.Baseline:F2}x ({c.Change:+0.0%;-0.0%}, allowed -{c.Tolerance:P0})");
-    if (failures > 0) Console.WriteLine($"bench-quick: {failures} measuring run(s) failed (a correctness check or a setup: see above)");
-    Console.WriteLine($"bench-quick: FAIL ({regressed.Count} regressed or missing)");
-    Console.WriteLine(closing);
-    return 1;
+
+    // A check that compared nothing proves nothing: a reference library that runs no case at all (a
+    // broken build, an incompatible API) fails the run instead of passing it, until the reference moves.
+    if (notComparable.Count > 0 && passed + regressed.Count + failed.Count == 0)
+        failed.Add("the reference library could run none of the cases: nothing was compared (move benchmarks/baseline/reference-commit to a compatible commit)");
+
+    Directory.CreateDirectory(outDir);
+    File.WriteAllText(Path.Combine(outDir, "ab.json"), System.Text.Json.JsonSerializer.Serialize(new
+    {
+        Date = DateTimeOffset.UtcNow, Reference = referenceName, Load = load, Machine = MachineInfo.Current(note),
+        NewEnvironment = newEnvironment, OldEnvironment = oldEnvironment, Measurements = measurements, Skipped = skipped,
+    }, ResultSet.Json) + "\n");
+    Console.WriteLine($"\nWrote {Path.Combine(outDir, "ab.json")} ({started.Elapsed.TotalSeconds:F0} s)");
+    foreach (string s in skipped) Console.WriteLine($"bench-ab: skipped {s}");
+    foreach (string s in notComparable) Console.WriteLine($"bench-ab: not comparable (reported, not judged) {s}");
+    foreach (string s in failed) Console.WriteLine($"bench-ab: FAILED {s}");
+    foreach (string s in regressed) Console.WriteLine($"bench-ab: REGRESSED {s}");
+    Console.WriteLine(regressed.Count + failed.Count == 0
+        ? "bench-ab: PASS (no case slower than the reference commit by more than its tolerance)"
+        : $"bench-ab: FAIL ({regressed.Count} regressed, {failed.Count} failed)");
+    // The closing line CI's summary reads (.ci/run).
+    Console.WriteLine($"bench-ab: {passed} passed, {regressed.Count + failed.Count} failed, {skipped.Count + notComparable.Count} skipped");
+    return regressed.Count + failed.Count == 0 ? 0 : 1;
 }
+
+static double Geomean(IReadOnlyList<double> values) => Math.Exp(values.Average(Math.Log));
+
+static string AbLine(AbMeasurement m, double tolerance)
+{
+    if (m.FailedBecause is not null) return $"  {m.Key,-48} FAILED: {m.FailedBecause}";
+    if (m.NotComparableBecause is not null) return $"  {m.Key,-48} not comparable: {m.NotComparableBecause}";
+    string verdict = m.Ratio > 1 + tolerance ? $"SLOWER by {m.Ratio - 1:0.0%} (allowed {tolerance:0%})"
+        : m.Ratio < 1 - tolerance ? $"ok, faster by {1 - m.Ratio:0.0%}" : $"ok ({m.Ratio - 1:+0.0%;-0.0%;0.0%}, allowed {tolerance:0%})";
+    return $"  {m.Key,-48} {Seconds(m.NewSeconds),10} {Seconds(m.OldSeconds),10}  {m.Ratio:F3} ({m.RatioQ1:F3}-{m.RatioQ3:F3}, {m.Rounds,2})   {verdict}   [{m.Clock}]";
+}
+
+static string Seconds(double s) => s >= 1 ? $"{s:F2} s" : s >= 1e-3 ? $"{s * 1e3:F2} ms" : $"{s * 1e6:F1} us";
 
 // A baseline from several quick runs of one tree: each case's median ratio over the runs, so one
 // unlucky run does not become the bar every later run is held to.
@@ -292,8 +368,12 @@ static string Usage() => """
                                                   gemm.png, bandwidth.png, and BenchmarkDotNet's reports in DIR/bdn
       ratios  [--cases PATTERN]... [--out DIR] [--threads N] [--quick-settings]
                                                   the interleaved runner (reference and Kernels alternating)
-      quick   --baseline FILE [--out DIR] [--retries N]
-                                                  CI regression mode: the quick set against the baseline; exit 1 on a regression
+      ab      --new PROGRAM --old PROGRAM [--new-env N=V]... [--old-env N=V]... [--reference TEXT] [--out DIR] [--retries N]
+                                                  CI regression check: each quick case of two builds of this program (each
+                                                  with its own libkernels next to it) timed interleaved; exit 1 on a regression
+      side    --cases ID --threads T              one side of `ab` (started by it; answers over stdin/stdout)
+      quick   --baseline FILE [--out DIR]         the quick set against the references, shown beside the recorded baseline
+                                                  (a record of one machine kind: it never fails a run)
       quick   --baseline FILE --write-baseline [--tolerance T] [--why TEXT]
                                                   measure the quick set and write it as the new baseline
       baseline --baseline FILE --tolerance T --why TEXT RESULTS.json...
