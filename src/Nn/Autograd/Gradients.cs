@@ -94,6 +94,26 @@ internal static class Gradients
         }
     }
 
+    /// <summary>A reshape is a view: the gradient is g seen with the input's shape (no copy).</summary>
+    public static Tensor Reshape(Tensor x, Tensor g) => g.Reshape(x.ShapeArray);
+
+    /// <summary>Dropout backward regenerates the forward's mask from (seed, offset) instead of storing
+    /// it: dx = g * mask / (1 - p), one kernel.</summary>
+    public static Tensor Dropout(Tensor g, float p, long seed, long offset)
+    {
+        var dx = Tensor.Empty(g.ShapeArray, g.Device);
+        if (dx.Count > 0) Ops.DropoutBackward(g.Buffer, dx.Buffer, dx.Count, p, seed, offset);
+        return dx;
+    }
+
+    /// <summary>Fused log-softmax + NLL backward: dx = (softmax(x) - onehot(label)) * g per row (one kernel).</summary>
+    public static Tensor CrossEntropy(Tensor x, DeviceBuffer labels, Tensor g, long rows, long cols)
+    {
+        var dx = Tensor.Empty(x.ShapeArray, x.Device);
+        Ops.CrossEntropyBackward(x.Buffer, labels, g.Buffer, dx.Buffer, rows, cols);
+        return dx;
+    }
+
     /// <summary>Softmax / log-softmax backward from the forward output (one kernel).</summary>
     public static Tensor Softmax(Tensor y, Tensor g, long rows, long cols, bool log)
     {

@@ -128,11 +128,6 @@ public sealed class Dropout : Module
         offset += n;
         var y = Tensor.Empty(input.ShapeArray, input.Device);
         if (n > 0) Ops.Dropout(input.Buffer, y.Buffer, n, p, seed, callOffset);
-        return Tensor.Record(y, "Dropout", new[] { input }, g =>
-        {
-            var dx = Tensor.Empty(g.ShapeArray, g.Device);
-            if (n > 0) Ops.DropoutBackward(g.Buffer, dx.Buffer, n, p, seed, callOffset);
-            return new Tensor?[] { dx };
-        });
+        return Tensor.Record(y, "Dropout", new[] { input }, g => new Tensor?[] { Gradients.Dropout(g, p, seed, callOffset) });
     }
 }
