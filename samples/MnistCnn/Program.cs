@@ -33,15 +33,15 @@ var network = new Sequential(
     new Reshape(1, 28, 28),
     new Conv2D(1, 32, kernelSize: 3, padding: 1, bias: false, seed: 1, device: device),
     new BatchNorm2D(32, device: device),
-    Activation.ReLU(),
+    Activation.Relu(),
     new MaxPool2D(2),
     new Conv2D(32, 64, kernelSize: 3, padding: 1, bias: false, seed: 2, device: device),
     new BatchNorm2D(64, device: device),
-    Activation.ReLU(),
+    Activation.Relu(),
     new MaxPool2D(2),
     new Flatten(),
     new Dense(64 * 7 * 7, 128, weightInit: Initializer.HeUniform, seed: 4, device: device),
-    Activation.ReLU(),
+    Activation.Relu(),
     new Dropout(0.25f, seed: 5),
     new Dense(128, 10, seed: 6, device: device));
 using var model = new Model(network, device);

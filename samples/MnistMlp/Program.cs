@@ -25,10 +25,10 @@ Console.WriteLine($"MNIST: {train.Count} training and {test.Count} test images")
 
 var network = new Sequential(
     new Dense(784, 512, weightInit: Initializer.HeUniform, seed: 1, device: device),
-    Activation.ReLU(),
+    Activation.Relu(),
     new Dropout(0.2f, seed: 2),
     new Dense(512, 256, weightInit: Initializer.HeUniform, seed: 3, device: device),
-    Activation.ReLU(),
+    Activation.Relu(),
     new Dropout(0.2f, seed: 4),
     new Dense(256, 10, seed: 5, device: device));
 using var model = new Model(network, device);

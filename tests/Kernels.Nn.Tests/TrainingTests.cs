@@ -67,7 +67,7 @@ public class TrainingTests
     public void Trainer_calls_every_hook_in_order()
     {
         using var network = new Sequential(new Dense(2, 3, seed: 3));
-        using var optimizer = new SGD(network.Parameters(), 0.1f);
+        using var optimizer = new Sgd(network.Parameters(), 0.1f);
         var trainer = new Trainer();
         var calls = new List<string>();
         trainer.OnStart += _ => calls.Add("start");
@@ -234,7 +234,7 @@ public class TrainingTests
     [Test]
     public void Sequential_containers_nest_and_name_parameters_by_path()
     {
-        using var network = new Sequential(new Sequential(new Dense(2, 3), Activation.ReLU()), new Dense(3, 1));
+        using var network = new Sequential(new Sequential(new Dense(2, 3), Activation.Relu()), new Dense(3, 1));
         Assert.That(network.NamedParameters().Select(p => p.Name), Is.EqualTo(new[] { "0.0.weight", "0.0.bias", "1.weight", "1.bias" }));
         Assert.That(network.ParameterCount, Is.EqualTo(2 * 3 + 3 + 3 + 1));
     }

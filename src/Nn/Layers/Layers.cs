@@ -62,15 +62,15 @@ public sealed class Activation : Module
     public override Tensor Forward(Tensor input) => function(input);
 
     /// <summary>max(x, 0)</summary>
-    public static Activation ReLU() => new("relu", x => x.Relu());
+    public static Activation Relu() => new("relu", x => x.Relu());
     /// <summary>x, or slope * x below 0</summary>
-    public static Activation LeakyReLU(float slope = 0.01f) => new("leaky_relu", x => x.LeakyRelu(slope));
+    public static Activation LeakyRelu(float slope = 0.01f) => new("leaky_relu", x => x.LeakyRelu(slope));
     /// <summary>1 / (1 + e^-x)</summary>
     public static Activation Sigmoid() => new("sigmoid", x => x.Sigmoid());
     /// <summary>tanh x</summary>
     public static Activation Tanh() => new("tanh", x => x.Tanh());
     /// <summary>exact GELU</summary>
-    public static Activation GELU() => new("gelu", x => x.Gelu());
+    public static Activation Gelu() => new("gelu", x => x.Gelu());
     /// <summary>softmax over the last axis</summary>
     public static Activation Softmax() => new("softmax", x => x.Softmax());
 }
