@@ -6,7 +6,7 @@ namespace Kernels;
 /// y is [Batch, OutChannels, OutHeight, OutWidth]. The native library validates it and its messages
 /// name every size.
 /// </summary>
-public readonly record struct Conv2dGeometry(
+public readonly record struct Conv2DGeometry(
     long Batch, long InChannels, long InHeight, long InWidth,
     long OutChannels, long KernelHeight, long KernelWidth,
     long StrideHeight = 1, long StrideWidth = 1, long PadHeight = 0, long PadWidth = 0,
@@ -33,7 +33,7 @@ public readonly record struct Conv2dGeometry(
 /// The geometry of 2-D pooling over NCHW tensors: x is [Batch, Channels, InHeight, InWidth], y is
 /// [Batch, Channels, OutHeight, OutWidth]. Padding is at most half the kernel, as in PyTorch.
 /// </summary>
-public readonly record struct Pool2dGeometry(
+public readonly record struct Pool2DGeometry(
     long Batch, long Channels, long InHeight, long InWidth, long KernelHeight, long KernelWidth,
     long StrideHeight, long StrideWidth, long PadHeight = 0, long PadWidth = 0, bool CountIncludePad = true)
 {
@@ -51,8 +51,8 @@ public readonly record struct Pool2dGeometry(
 
 public static unsafe partial class Ops
 {
-    /// <summary>y = conv2d(x, w) + bias over NCHW tensors (bias may be null). See <see cref="Conv2dGeometry"/>.</summary>
-    public static void Conv2d(DeviceBuffer x, DeviceBuffer w, DeviceBuffer? bias, DeviceBuffer y, in Conv2dGeometry g)
+    /// <summary>y = conv2d(x, w) + bias over NCHW tensors (bias may be null). See <see cref="Conv2DGeometry"/>.</summary>
+    public static void Conv2D(DeviceBuffer x, DeviceBuffer w, DeviceBuffer? bias, DeviceBuffer y, in Conv2DGeometry g)
     {
         using BufferLease lx = BufferLease.Required(x, nameof(x)), lw = BufferLease.Required(w, nameof(w)),
                           lb = BufferLease.Optional(bias, nameof(bias)), ly = BufferLease.Required(y, nameof(y));
@@ -61,8 +61,8 @@ public static unsafe partial class Ops
             g.StrideHeight, g.StrideWidth, g.PadHeight, g.PadWidth, g.DilationHeight, g.DilationWidth, g.Groups));
     }
 
-    /// <summary>dx = the gradient of <see cref="Conv2d"/> with respect to x, from dy; dx is overwritten.</summary>
-    public static void Conv2dBackwardData(DeviceBuffer dy, DeviceBuffer w, DeviceBuffer dx, in Conv2dGeometry g)
+    /// <summary>dx = the gradient of <see cref="Conv2D"/> with respect to x, from dy; dx is overwritten.</summary>
+    public static void Conv2DBackwardData(DeviceBuffer dy, DeviceBuffer w, DeviceBuffer dx, in Conv2DGeometry g)
     {
         using BufferLease ldy = BufferLease.Required(dy, nameof(dy)), lw = BufferLease.Required(w, nameof(w)),
                           ldx = BufferLease.Required(dx, nameof(dx));
@@ -75,7 +75,7 @@ public static unsafe partial class Ops
     /// dw = the gradient with respect to the weights, summed over the batch, and dbias (may be null)
     /// = dy summed over batch, height and width. Both are overwritten.
     /// </summary>
-    public static void Conv2dBackwardWeights(DeviceBuffer x, DeviceBuffer dy, DeviceBuffer dw, DeviceBuffer? dbias, in Conv2dGeometry g)
+    public static void Conv2DBackwardWeights(DeviceBuffer x, DeviceBuffer dy, DeviceBuffer dw, DeviceBuffer? dbias, in Conv2DGeometry g)
     {
         using BufferLease lx = BufferLease.Required(x, nameof(x)), ldy = BufferLease.Required(dy, nameof(dy)),
                           ldw = BufferLease.Required(dw, nameof(dw)), ldb = BufferLease.Optional(dbias, nameof(dbias));
@@ -88,7 +88,7 @@ public static unsafe partial class Ops
     /// Max or average pooling. For <see cref="PoolOp.Max"/>, <paramref name="indices"/> (int32, one per
     /// output) receives each window's winner as ih * InWidth + iw, for the backward pass; it may be null.
     /// </summary>
-    public static void Pool2d(PoolOp op, DeviceBuffer x, DeviceBuffer y, DeviceBuffer? indices, in Pool2dGeometry g)
+    public static void Pool2D(PoolOp op, DeviceBuffer x, DeviceBuffer y, DeviceBuffer? indices, in Pool2DGeometry g)
     {
         using BufferLease lx = BufferLease.Required(x, nameof(x)), ly = BufferLease.Required(y, nameof(y)),
                           li = BufferLease.Optional(indices, nameof(indices));
@@ -97,8 +97,8 @@ public static unsafe partial class Ops
             g.CountIncludePad ? 1 : 0));
     }
 
-    /// <summary>The backward of <see cref="Pool2d"/>; max pooling needs the forward call's indices. dx is overwritten.</summary>
-    public static void Pool2dBackward(PoolOp op, DeviceBuffer dy, DeviceBuffer? indices, DeviceBuffer dx, in Pool2dGeometry g)
+    /// <summary>The backward of <see cref="Pool2D"/>; max pooling needs the forward call's indices. dx is overwritten.</summary>
+    public static void Pool2DBackward(PoolOp op, DeviceBuffer dy, DeviceBuffer? indices, DeviceBuffer dx, in Pool2DGeometry g)
     {
         using BufferLease ldy = BufferLease.Required(dy, nameof(dy)), li = BufferLease.Optional(indices, nameof(indices)),
                           ldx = BufferLease.Required(dx, nameof(dx));

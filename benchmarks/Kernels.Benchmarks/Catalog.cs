@@ -135,16 +135,16 @@ public static class Catalog
         }
 
         // Convolution, forward: MNIST CNN's second layer, a ResNet 3x3 stage, a 1x1 projection.
-        foreach (var (name, g) in new (string, Conv2dGeometry)[]
+        foreach (var (name, g) in new (string, Conv2DGeometry)[]
                  {
-                     ("mnist-conv2 64x32x14x14 k3 p1 -> 64", new Conv2dGeometry(64, 32, 14, 14, 64, 3, 3, PadHeight: 1, PadWidth: 1)),
-                     ("resnet 8x64x56x56 k3 p1 -> 64", new Conv2dGeometry(8, 64, 56, 56, 64, 3, 3, PadHeight: 1, PadWidth: 1)),
-                     ("1x1 8x64x28x28 -> 128", new Conv2dGeometry(8, 64, 28, 28, 128, 1, 1)),
+                     ("mnist-conv2 64x32x14x14 k3 p1 -> 64", new Conv2DGeometry(64, 32, 14, 14, 64, 3, 3, PadHeight: 1, PadWidth: 1)),
+                     ("resnet 8x64x56x56 k3 p1 -> 64", new Conv2DGeometry(8, 64, 56, 56, 64, 3, 3, PadHeight: 1, PadWidth: 1)),
+                     ("1x1 8x64x28x28 -> 128", new Conv2DGeometry(8, 64, 28, 28, 128, 1, 1)),
                  })
         {
             string shape = name[(name.IndexOf(' ') + 1)..];
             yield return new CaseSpec($"conv2d/{d}/{name.Split(' ')[0]}", "conv2d", d, shape, null,
-                                      (s, dev) => new Conv2dCase(s, dev, g));
+                                      (s, dev) => new Conv2DCase(s, dev, g));
         }
 
         // One full training step of the MNIST MLP.

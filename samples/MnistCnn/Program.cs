@@ -11,20 +11,9 @@ using System.Diagnostics;
 using Kernels;
 using Kernels.Nn;
 
-string deviceName = "cpu";
-int epochs = 4, batchSize = 64;
-for (int i = 0; i + 1 < args.Length; i += 2)
-{
-    switch (args[i])
-    {
-        case "--device": deviceName = args[i + 1]; break;
-        case "--epochs": epochs = int.Parse(args[i + 1]); break;
-        case "--batch": batchSize = int.Parse(args[i + 1]); break;
-        default: Console.Error.WriteLine($"unknown option {args[i]}"); return 2;
-    }
-}
-
-var device = Device.Get(deviceName);
+if (SampleArguments.Parse(args, epochs: 4, batchSize: 64) is not { } arguments) return 2;
+var (epochs, batchSize) = (arguments.Epochs, arguments.BatchSize);
+var device = Device.Get(arguments.DeviceName);
 Console.WriteLine($"Device: {device}");
 var (train, test) = Mnist.Load(log: Console.Out);
 Console.WriteLine($"MNIST: {train.Count} training and {test.Count} test images");
@@ -33,20 +22,20 @@ var network = new Sequential(
     new Reshape(1, 28, 28),
     new Conv2D(1, 32, kernelSize: 3, padding: 1, bias: false, seed: 1, device: device),
     new BatchNorm2D(32, device: device),
-    Activation.ReLU(),
+    Activation.Relu(),
     new MaxPool2D(2),
     new Conv2D(32, 64, kernelSize: 3, padding: 1, bias: false, seed: 2, device: device),
     new BatchNorm2D(64, device: device),
-    Activation.ReLU(),
+    Activation.Relu(),
     new MaxPool2D(2),
     new Flatten(),
     new Dense(64 * 7 * 7, 128, weightInit: Initializer.HeUniform, seed: 4, device: device),
-    Activation.ReLU(),
+    Activation.Relu(),
     new Dropout(0.25f, seed: 5),
     new Dense(128, 10, seed: 6, device: device));
 using var model = new Model(network, device);
 model.Compile(new Adam(network.Parameters(), learningRate: 1e-3f),
-              (prediction, target) => Losses.SparseCategoricalCrossEntropy(prediction, ToLabels(target)),
+              (prediction, target) => Losses.SparseCategoricalCrossEntropy(prediction, Labels.FromTarget(target)),
               new Accuracy());
 
 Console.WriteLine($"Parameters: {network.ParameterCount:N0}");
@@ -57,5 +46,3 @@ double perEpoch = watch.Elapsed.TotalSeconds / Math.Max(1, epochs);
 var result = model.Evaluate(test);
 Console.WriteLine($"Test accuracy {result["accuracy"] * 100:F2}%  loss {result["loss"]:F4}  ({perEpoch:F1} s/epoch on {device.Name})");
 return 0;
-
-static int[] ToLabels(Tensor target) => target.ToArray().Select(v => (int)v).ToArray();

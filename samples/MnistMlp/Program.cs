@@ -5,35 +5,24 @@ using System.Diagnostics;
 using Kernels;
 using Kernels.Nn;
 
-string deviceName = "cpu";
-int epochs = 5, batchSize = 128;
-for (int i = 0; i + 1 < args.Length; i += 2)
-{
-    switch (args[i])
-    {
-        case "--device": deviceName = args[i + 1]; break;
-        case "--epochs": epochs = int.Parse(args[i + 1]); break;
-        case "--batch": batchSize = int.Parse(args[i + 1]); break;
-        default: Console.Error.WriteLine($"unknown option {args[i]}"); return 2;
-    }
-}
-
-var device = Device.Get(deviceName);
+if (SampleArguments.Parse(args, epochs: 5, batchSize: 128) is not { } arguments) return 2;
+var (epochs, batchSize) = (arguments.Epochs, arguments.BatchSize);
+var device = Device.Get(arguments.DeviceName);
 Console.WriteLine($"Device: {device}");
 var (train, test) = Mnist.Load(log: Console.Out);
 Console.WriteLine($"MNIST: {train.Count} training and {test.Count} test images");
 
 var network = new Sequential(
     new Dense(784, 512, weightInit: Initializer.HeUniform, seed: 1, device: device),
-    Activation.ReLU(),
+    Activation.Relu(),
     new Dropout(0.2f, seed: 2),
     new Dense(512, 256, weightInit: Initializer.HeUniform, seed: 3, device: device),
-    Activation.ReLU(),
+    Activation.Relu(),
     new Dropout(0.2f, seed: 4),
     new Dense(256, 10, seed: 5, device: device));
 using var model = new Model(network, device);
 model.Compile(new Adam(network.Parameters(), learningRate: 1e-3f),
-              (prediction, target) => Losses.SparseCategoricalCrossEntropy(prediction, ToLabels(target)),
+              (prediction, target) => Losses.SparseCategoricalCrossEntropy(prediction, Labels.FromTarget(target)),
               new Accuracy());
 
 Console.WriteLine($"Parameters: {network.ParameterCount:N0}");
@@ -43,5 +32,3 @@ double perEpoch = watch.Elapsed.TotalSeconds / Math.Max(1, epochs);
 var result = model.Evaluate(test);
 Console.WriteLine($"Test accuracy {result["accuracy"] * 100:F2}%  loss {result["loss"]:F4}  ({perEpoch:F1} s/epoch on {device.Name})");
 return 0;
-
-static int[] ToLabels(Tensor target) => target.ToArray().Select(v => (int)v).ToArray();

@@ -13,7 +13,7 @@ public class ConvolutionTests
 {
     // ---- float64 references (NCHW) ------------------------------------------------------------------
 
-    internal static double[] Conv2dReference(double[] x, double[] w, double[]? b, Conv2dGeometry g)
+    internal static double[] Conv2DReference(double[] x, double[] w, double[]? b, Conv2DGeometry g)
     {
         long cg = g.InChannels / g.Groups, og = g.OutChannels / g.Groups, oh = g.OutHeight, ow = g.OutWidth;
         var y = new double[g.Batch * g.OutChannels * oh * ow];
@@ -41,7 +41,7 @@ public class ConvolutionTests
         return y;
     }
 
-    internal static double[] Pool2dReference(double[] x, Pool2dGeometry g, bool max)
+    internal static double[] Pool2DReference(double[] x, Pool2DGeometry g, bool max)
     {
         long oh = g.OutHeight, ow = g.OutWidth;
         var y = new double[g.Batch * g.Channels * oh * ow];
@@ -110,25 +110,25 @@ public class ConvolutionTests
         yield return ConvCase("single_pixel_output", new(2, 2, 3, 3, 2, 3, 3));
     }
 
-    private static TestCaseData ConvCase(string name, Conv2dGeometry g) =>
-        new TestCaseData(g).SetName($"Conv2d_{name}_matches_float64_finite_differences");
+    private static TestCaseData ConvCase(string name, Conv2DGeometry g) =>
+        new TestCaseData(g).SetName($"Conv2D_{name}_matches_float64_finite_differences");
 
     [TestCaseSource(nameof(ConvCases))]
-    public void Conv2d(Conv2dGeometry g)
+    public void Conv2D(Conv2DGeometry g)
     {
         long[] xs = { g.Batch, g.InChannels, g.InHeight, g.InWidth };
         long[] ws = { g.OutChannels, g.InChannels / g.Groups, g.KernelHeight, g.KernelWidth };
-        Check(t => t[0].Conv2d(t[1], t[2], ((int)g.StrideHeight, (int)g.StrideWidth), ((int)g.PadHeight, (int)g.PadWidth),
+        Check(t => t[0].Conv2D(t[1], t[2], ((int)g.StrideHeight, (int)g.StrideWidth), ((int)g.PadHeight, (int)g.PadWidth),
                                ((int)g.DilationHeight, (int)g.DilationWidth), (int)g.Groups),
-              x => Conv2dReference(x[0], x[1], x[2], g),
+              x => Conv2DReference(x[0], x[1], x[2], g),
               new[] { (Random(g.InputElements, 11), xs), (Random(g.WeightElements, 12), ws), (Random(g.OutChannels, 13), new[] { g.OutChannels }) });
     }
 
     [Test]
-    public void Conv2d_without_bias_matches_float64_finite_differences()
+    public void Conv2D_without_bias_matches_float64_finite_differences()
     {
-        var g = new Conv2dGeometry(2, 2, 4, 5, 3, 2, 3, PadHeight: 1);
-        Check(t => t[0].Conv2d(t[1], padding: (1, 0)), x => Conv2dReference(x[0], x[1], null, g),
+        var g = new Conv2DGeometry(2, 2, 4, 5, 3, 2, 3, PadHeight: 1);
+        Check(t => t[0].Conv2D(t[1], padding: (1, 0)), x => Conv2DReference(x[0], x[1], null, g),
               new[] { (Random(g.InputElements, 21), new[] { 2L, 2, 4, 5 }), (Random(g.WeightElements, 22), new[] { 3L, 2, 2, 3 }) });
     }
 
@@ -142,23 +142,23 @@ public class ConvolutionTests
         yield return PoolCase("avg_non_square", false, new(2, 3, 4, 6, 2, 3, 2, 3));
     }
 
-    private static TestCaseData PoolCase(string name, bool max, Pool2dGeometry g) =>
-        new TestCaseData(max, g).SetName($"Pool2d_{name}_matches_float64_finite_differences");
+    private static TestCaseData PoolCase(string name, bool max, Pool2DGeometry g) =>
+        new TestCaseData(max, g).SetName($"Pool2D_{name}_matches_float64_finite_differences");
 
     [TestCaseSource(nameof(PoolCases))]
-    public void Pool2d(bool max, Pool2dGeometry g)
+    public void Pool2D(bool max, Pool2DGeometry g)
     {
         Size2 k = ((int)g.KernelHeight, (int)g.KernelWidth), s = ((int)g.StrideHeight, (int)g.StrideWidth), p = ((int)g.PadHeight, (int)g.PadWidth);
-        Check(t => max ? t[0].MaxPool2d(k, s, p) : t[0].AvgPool2d(k, s, p, g.CountIncludePad),
-              x => Pool2dReference(x[0], g, max),
+        Check(t => max ? t[0].MaxPool2D(k, s, p) : t[0].AvgPool2D(k, s, p, g.CountIncludePad),
+              x => Pool2DReference(x[0], g, max),
               new[] { (Random(g.InputElements, 31), new[] { g.Batch, g.Channels, g.InHeight, g.InWidth }) });
     }
 
     [Test]
-    public void GlobalAvgPool2d_matches_float64_finite_differences()
+    public void GlobalAvgPool2D_matches_float64_finite_differences()
     {
-        var g = new Pool2dGeometry(2, 3, 4, 5, 4, 5, 1, 1);
-        Check(t => t[0].GlobalAvgPool2d(), x => Pool2dReference(x[0], g, max: false),
+        var g = new Pool2DGeometry(2, 3, 4, 5, 4, 5, 1, 1);
+        Check(t => t[0].GlobalAvgPool2D(), x => Pool2DReference(x[0], g, max: false),
               new[] { (Random(g.InputElements, 41), new[] { 2L, 3, 4, 5 }) });
     }
 
@@ -208,7 +208,7 @@ public class ConvolutionTests
     public void Conv_network_trains_and_saves_running_statistics()
     {
         using var network = new Sequential(
-            new Conv2D(1, 4, 3, padding: 1, seed: 1), new BatchNorm2D(4), Activation.ReLU(), new MaxPool2D(2),
+            new Conv2D(1, 4, 3, padding: 1, seed: 1), new BatchNorm2D(4), Activation.Relu(), new MaxPool2D(2),
             new Conv2D(4, 4, 3, groups: 2, seed: 2), new GlobalAvgPool2D(), new Dense(4, 2, seed: 3));
         // Class 0: bright top half; class 1: bright bottom half (8x8 images).
         var r = new Random(5);
@@ -265,7 +265,7 @@ public class ConvolutionTests
 
         using var x = Tensor.Zeros(new long[] { 1, 4, 5, 5 });
         using var w = Tensor.Zeros(new long[] { 2, 3, 3, 3 });
-        e = Assert.Throws<ShapeMismatchException>(() => x.Conv2d(w))!;
+        e = Assert.Throws<ShapeMismatchException>(() => x.Conv2D(w))!;
         Assert.That(e.Message, Does.Contain("[2, 3, 3, 3]").And.Contain("[1, 4, 5, 5]"));
 
         using var ok = Tensor.Zeros(new long[] { 1, 3, 5, 5 });
@@ -277,10 +277,10 @@ public class ConvolutionTests
     public void Bad_pooling_and_batch_norm_input_is_refused_clearly()
     {
         using var x = Tensor.Zeros(new long[] { 1, 1, 3, 3 });
-        Assert.That(Assert.Throws<ShapeMismatchException>(() => x.MaxPool2d(4))!.Message, Does.Contain("larger than the input"));
-        Assert.That(Assert.Throws<ArgumentOutOfRangeException>(() => x.MaxPool2d(2, padding: 2))!.Message, Does.Contain("half the kernel"));
+        Assert.That(Assert.Throws<ShapeMismatchException>(() => x.MaxPool2D(4))!.Message, Does.Contain("larger than the input"));
+        Assert.That(Assert.Throws<ArgumentOutOfRangeException>(() => x.MaxPool2D(2, padding: 2))!.Message, Does.Contain("half the kernel"));
         using var flat = Tensor.Zeros(new long[] { 4, 9 });
-        Assert.That(Assert.Throws<ShapeMismatchException>(() => flat.MaxPool2d(2))!.Message, Does.Contain("[4, 9]"));
+        Assert.That(Assert.Throws<ShapeMismatchException>(() => flat.MaxPool2D(2))!.Message, Does.Contain("[4, 9]"));
 
         using var bn = new BatchNorm1D(3);
         using var wrong = Tensor.Zeros(new long[] { 4, 5 });

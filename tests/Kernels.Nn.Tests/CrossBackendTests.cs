@@ -29,14 +29,14 @@ public class CrossBackendTests
     }
 
     private static Sequential Mlp(Device d) => new(
-        new Dense(12, 16, seed: 1, device: d), Activation.ReLU(), new Dropout(0.3f, seed: 9),
+        new Dense(12, 16, seed: 1, device: d), Activation.Relu(), new Dropout(0.3f, seed: 9),
         new Dense(16, 8, seed: 2, device: d), Activation.Tanh(), new Dense(8, 5, seed: 3, device: d));
 
     private static Sequential Cnn(Device d) => new(
         new Reshape(2, 7, 6),
-        new Conv2D(2, 6, 3, padding: 1, seed: 1, device: d), new BatchNorm2D(6, device: d), Activation.ReLU(),
+        new Conv2D(2, 6, 3, padding: 1, seed: 1, device: d), new BatchNorm2D(6, device: d), Activation.Relu(),
         new MaxPool2D(2, stride: 1), new Conv2D(6, 6, (3, 2), stride: 2, groups: 3, seed: 2, device: d),
-        Activation.GELU(), new AvgPool2D(2, stride: 1, padding: 1, countIncludePad: false), new GlobalAvgPool2D(),
+        Activation.Gelu(), new AvgPool2D(2, stride: 1, padding: 1, countIncludePad: false), new GlobalAvgPool2D(),
         new Dense(6, 5, seed: 3, device: d));
 
     [TestCaseSource(nameof(Backends))]

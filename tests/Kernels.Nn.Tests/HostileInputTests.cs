@@ -185,7 +185,7 @@ public class HostileInputTests
     // ---- Weights files ------------------------------------------------------------------------------
 
     internal static Sequential ThreeLayers(int seed) =>
-        new(new Dense(3, 4, seed: seed), Activation.ReLU(), new Dense(4, 2, seed: seed + 1));
+        new(new Dense(3, 4, seed: seed), Activation.Relu(), new Dense(4, 2, seed: seed + 1));
 
     /// <summary>A weights file with the given entries (name, shape, values), written byte by byte.</summary>
     internal static byte[] WeightsBytes(IEnumerable<(string Name, long[] Shape, float[] Values)> entries, int? count = null)

@@ -44,7 +44,7 @@ public class OptimizerTests
     [TestCase(0.9f, 0f, 0f, false)]
     [TestCase(0.9f, 0.1f, 0.01f, false)]
     [TestCase(0.9f, 0f, 0.01f, true)]
-    public void SGD_matches_the_PyTorch_update_rule(float momentum, float dampening, float weightDecay, bool nesterov)
+    public void Sgd_matches_the_PyTorch_update_rule(float momentum, float dampening, float weightDecay, bool nesterov)
     {
         const double lr = 0.1;
         var p = Initial.Select(v => (double)v).ToArray();
@@ -60,7 +60,7 @@ public class OptimizerTests
                 }
                 p[i] -= lr * g;
             }
-        AssertClose(Run(ps => new SGD(ps, (float)lr, momentum, dampening, weightDecay, nesterov)), p, "SGD");
+        AssertClose(Run(ps => new Sgd(ps, (float)lr, momentum, dampening, weightDecay, nesterov)), p, "Sgd");
     }
 
     [TestCase(0f, false)]
@@ -89,7 +89,7 @@ public class OptimizerTests
 
     [TestCase(0f)]
     [TestCase(0.9f)]
-    public void RMSprop_matches_the_update_rule(float momentum)
+    public void RmsProp_matches_the_update_rule(float momentum)
     {
         const double lr = 0.01, alpha = 0.99, eps = 1e-8, wd = 0.01;
         var p = Initial.Select(v => (double)v).ToArray();
@@ -104,7 +104,7 @@ public class OptimizerTests
                 if (momentum > 0) { vel[i] = momentum * vel[i] + step; p[i] -= lr * vel[i]; }
                 else p[i] -= lr * step;
             }
-        AssertClose(Run(ps => new RMSprop(ps, (float)lr, (float)alpha, (float)eps, (float)wd, momentum)), p, "RMSprop");
+        AssertClose(Run(ps => new RmsProp(ps, (float)lr, (float)alpha, (float)eps, (float)wd, momentum)), p, "RmsProp");
     }
 
     [Test]

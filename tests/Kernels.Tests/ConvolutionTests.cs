@@ -7,27 +7,27 @@ using NUnit.Framework;
 namespace Kernels.Tests;
 
 /// <summary>One convolution geometry, named for what it is there to break.</summary>
-public sealed record ConvCase(string Name, Conv2dGeometry G)
+public sealed record ConvCase(string Name, Conv2DGeometry G)
 {
     public override string ToString() => Name;
 
     public static readonly ConvCase[] All =
     {
-        new("2x3x7x9 to 4, 3x3 pad 1", new Conv2dGeometry(2, 3, 7, 9, 4, 3, 3, PadHeight: 1, PadWidth: 1)),
-        new("one channel, batch 1", new Conv2dGeometry(1, 1, 5, 5, 1, 3, 3)),
-        new("1x1 stride 1 (GEMM on x)", new Conv2dGeometry(3, 5, 11, 13, 7, 1, 1)),
-        new("1x1 stride 2", new Conv2dGeometry(2, 4, 9, 7, 6, 1, 1, 2, 2)),
-        new("pad 2 on a 3x3 kernel", new Conv2dGeometry(2, 3, 8, 8, 4, 3, 3, PadHeight: 2, PadWidth: 2)),
-        new("pad 3x4 on a 3x3 kernel", new Conv2dGeometry(1, 2, 5, 6, 3, 3, 3, PadHeight: 3, PadWidth: 4)),
-        new("stride 3 over a 2x2 kernel", new Conv2dGeometry(2, 3, 13, 17, 4, 2, 2, 3, 3)),
-        new("3x2 kernel, stride 2x1, pad 1x0", new Conv2dGeometry(2, 3, 12, 11, 5, 3, 2, 2, 1, 1, 0)),
-        new("dilation 2", new Conv2dGeometry(2, 4, 11, 13, 6, 3, 3, PadHeight: 2, PadWidth: 2, DilationHeight: 2, DilationWidth: 2)),
-        new("groups 2", new Conv2dGeometry(2, 6, 9, 10, 4, 3, 3, PadHeight: 1, PadWidth: 1, Groups: 2)),
-        new("depthwise", new Conv2dGeometry(3, 8, 10, 9, 8, 3, 3, PadHeight: 1, PadWidth: 1, Groups: 8)),
-        new("depthwise x2, stride 2", new Conv2dGeometry(2, 4, 9, 9, 8, 3, 3, 2, 2, 1, 1, Groups: 4)),
-        new("kernel as large as the padded input", new Conv2dGeometry(2, 3, 4, 5, 2, 6, 5, PadHeight: 1)),
-        new("MNIST conv1-like 4x1x28x28 to 32", new Conv2dGeometry(4, 1, 28, 28, 32, 3, 3, PadHeight: 1, PadWidth: 1)),
-        new("primes 3x7x13x11 to 5, stride 2", new Conv2dGeometry(3, 7, 13, 11, 5, 3, 3, 2, 2, 1, 1)),
+        new("2x3x7x9 to 4, 3x3 pad 1", new Conv2DGeometry(2, 3, 7, 9, 4, 3, 3, PadHeight: 1, PadWidth: 1)),
+        new("one channel, batch 1", new Conv2DGeometry(1, 1, 5, 5, 1, 3, 3)),
+        new("1x1 stride 1 (GEMM on x)", new Conv2DGeometry(3, 5, 11, 13, 7, 1, 1)),
+        new("1x1 stride 2", new Conv2DGeometry(2, 4, 9, 7, 6, 1, 1, 2, 2)),
+        new("pad 2 on a 3x3 kernel", new Conv2DGeometry(2, 3, 8, 8, 4, 3, 3, PadHeight: 2, PadWidth: 2)),
+        new("pad 3x4 on a 3x3 kernel", new Conv2DGeometry(1, 2, 5, 6, 3, 3, 3, PadHeight: 3, PadWidth: 4)),
+        new("stride 3 over a 2x2 kernel", new Conv2DGeometry(2, 3, 13, 17, 4, 2, 2, 3, 3)),
+        new("3x2 kernel, stride 2x1, pad 1x0", new Conv2DGeometry(2, 3, 12, 11, 5, 3, 2, 2, 1, 1, 0)),
+        new("dilation 2", new Conv2DGeometry(2, 4, 11, 13, 6, 3, 3, PadHeight: 2, PadWidth: 2, DilationHeight: 2, DilationWidth: 2)),
+        new("groups 2", new Conv2DGeometry(2, 6, 9, 10, 4, 3, 3, PadHeight: 1, PadWidth: 1, Groups: 2)),
+        new("depthwise", new Conv2DGeometry(3, 8, 10, 9, 8, 3, 3, PadHeight: 1, PadWidth: 1, Groups: 8)),
+        new("depthwise x2, stride 2", new Conv2DGeometry(2, 4, 9, 9, 8, 3, 3, 2, 2, 1, 1, Groups: 4)),
+        new("kernel as large as the padded input", new Conv2DGeometry(2, 3, 4, 5, 2, 6, 5, PadHeight: 1)),
+        new("MNIST conv1-like 4x1x28x28 to 32", new Conv2DGeometry(4, 1, 28, 28, 32, 3, 3, PadHeight: 1, PadWidth: 1)),
+        new("primes 3x7x13x11 to 5, stride 2", new Conv2DGeometry(3, 7, 13, 11, 5, 3, 3, 2, 2, 1, 1)),
     };
 
     /// <summary>Calls fn(y index, x index, w index) for every term whose input lies inside the image.</summary>
@@ -88,7 +88,7 @@ public sealed class ConvolutionTests : DeviceFixture
     [TestCaseSource(nameof(CasesWithBias))]
     public void Forward_MatchesFloat64Reference(ConvCase c, bool withBias)
     {
-        Conv2dGeometry g = c.G;
+        Conv2DGeometry g = c.G;
         float[] x = TestData.Uniform(g.InputElements, -1, 1, $"conv x {c}");
         float[] w = TestData.Uniform(g.WeightElements, -1, 1, $"conv w {c}");
         float[] bias = TestData.Uniform(g.OutChannels, -1, 1, $"conv bias {c}");
@@ -96,7 +96,7 @@ public sealed class ConvolutionTests : DeviceFixture
         using var wb = DeviceBuffer.FromArray(Device, w);
         using var bb = DeviceBuffer.FromArray(Device, bias);
         using var yb = Guarded.Output(Device, g.OutputElements);
-        LayerSupport.Run(Device, () => Ops.Conv2d(xb, wb, withBias ? bb : null, yb, g));
+        LayerSupport.Run(Device, () => Ops.Conv2D(xb, wb, withBias ? bb : null, yb, g));
         float[] y = Guarded.Read(yb, g.OutputElements, "y");
 
         long plane = g.OutHeight * g.OutWidth;
@@ -123,14 +123,14 @@ public sealed class ConvolutionTests : DeviceFixture
     [TestCaseSource(nameof(Cases))]
     public void BackwardData_MatchesFloat64Reference(ConvCase c)
     {
-        Conv2dGeometry g = c.G;
+        Conv2DGeometry g = c.G;
         float[] dy = TestData.Uniform(g.OutputElements, -1, 1, $"conv dy {c}");
         float[] w = TestData.Uniform(g.WeightElements, -1, 1, $"conv w {c}");
         using var dyb = DeviceBuffer.FromArray(Device, dy);
         using var wb = DeviceBuffer.FromArray(Device, w);
         // NaN-filled: every dx element must be written, 0 where no window reads the input.
         using var dxb = Guarded.Output(Device, TestData.Filled(g.InputElements, float.NaN));
-        LayerSupport.Run(Device, () => Ops.Conv2dBackwardData(dyb, wb, dxb, g));
+        LayerSupport.Run(Device, () => Ops.Conv2DBackwardData(dyb, wb, dxb, g));
         float[] dx = Guarded.Read(dxb, g.InputElements, "dx");
 
         var expected = new double[g.InputElements];
@@ -150,7 +150,7 @@ public sealed class ConvolutionTests : DeviceFixture
     [TestCaseSource(nameof(Cases))]
     public void BackwardWeights_MatchesFloat64Reference(ConvCase c)
     {
-        Conv2dGeometry g = c.G;
+        Conv2DGeometry g = c.G;
         float[] x = TestData.Uniform(g.InputElements, -1, 1, $"conv x {c}");
         float[] dy = TestData.Uniform(g.OutputElements, -1, 1, $"conv dy {c}");
         using var xb = DeviceBuffer.FromArray(Device, x);
@@ -158,7 +158,7 @@ public sealed class ConvolutionTests : DeviceFixture
         // NaN-filled: both gradients are overwritten, never accumulated into.
         using var dwb = Guarded.Output(Device, TestData.Filled(g.WeightElements, float.NaN));
         using var dbb = Guarded.Output(Device, TestData.Filled(g.OutChannels, float.NaN));
-        LayerSupport.Run(Device, () => Ops.Conv2dBackwardWeights(xb, dyb, dwb, dbb, g));
+        LayerSupport.Run(Device, () => Ops.Conv2DBackwardWeights(xb, dyb, dwb, dbb, g));
         float[] dw = Guarded.Read(dwb, g.WeightElements, "dw");
         float[] dbias = Guarded.Read(dbb, g.OutChannels, "dbias");
 
@@ -196,7 +196,7 @@ public sealed class ConvolutionTests : DeviceFixture
     [TestCaseSource(nameof(Cases))]
     public void ForwardAndBackward_AreAdjoint(ConvCase c)
     {
-        Conv2dGeometry g = c.G;
+        Conv2DGeometry g = c.G;
         float[] x = TestData.Uniform(g.InputElements, -1, 1, $"adjoint x {c}");
         float[] w = TestData.Uniform(g.WeightElements, -1, 1, $"adjoint w {c}");
         float[] dy = TestData.Uniform(g.OutputElements, -1, 1, $"adjoint dy {c}");
@@ -208,9 +208,9 @@ public sealed class ConvolutionTests : DeviceFixture
         using var dwb = DeviceBuffer.Allocate(Device, g.WeightElements * sizeof(float));
         LayerSupport.Run(Device, () =>
         {
-            Ops.Conv2d(xb, wb, null, yb, g);
-            Ops.Conv2dBackwardData(dyb, wb, dxb, g);
-            Ops.Conv2dBackwardWeights(xb, dyb, dwb, null, g);
+            Ops.Conv2D(xb, wb, null, yb, g);
+            Ops.Conv2DBackwardData(dyb, wb, dxb, g);
+            Ops.Conv2DBackwardWeights(xb, dyb, dwb, null, g);
         });
         (double dyY, double dyYAbs) = Dot(dy, yb.ToArray());
         (double dxX, double dxXAbs) = Dot(dxb.ToArray(), x);
@@ -237,15 +237,15 @@ public sealed class ConvolutionTests : DeviceFixture
     [Test]
     public void EmptyBatch_ForwardTouchesNothingAndWeightGradientsAreZero()
     {
-        var g = new Conv2dGeometry(0, 3, 5, 5, 2, 3, 3);
+        var g = new Conv2DGeometry(0, 3, 5, 5, 2, 3, 3);
         using var xb = DeviceBuffer.Allocate(Device, 0);
         using var wb = DeviceBuffer.FromArray(Device, TestData.Uniform(g.WeightElements, -1, 1, "empty w"));
         using var yb = Guarded.Output(Device, 0);
         using var dwb = Guarded.Output(Device, TestData.Filled(g.WeightElements, float.NaN));
         using var dbb = Guarded.Output(Device, TestData.Filled(2, float.NaN));
-        Ops.Conv2d(xb, wb, null, yb, g);
+        Ops.Conv2D(xb, wb, null, yb, g);
         Guarded.Read(yb, 0, "y");
-        LayerSupport.Run(Device, () => Ops.Conv2dBackwardWeights(xb, xb, dwb, dbb, g));
+        LayerSupport.Run(Device, () => Ops.Conv2DBackwardWeights(xb, xb, dwb, dbb, g));
         Expect.Identical(Guarded.Read(dwb, g.WeightElements, "dw"), new float[g.WeightElements], "dw of an empty batch");
         Expect.Identical(Guarded.Read(dbb, 2, "dbias"), new float[2], "dbias of an empty batch");
     }
@@ -254,8 +254,8 @@ public sealed class ConvolutionTests : DeviceFixture
     public void KernelLargerThanPaddedInput_ThrowsShapeMismatchNamingBoth()
     {
         using var b = DeviceBuffer.Allocate(Device, 4096 * sizeof(float));
-        var g = new Conv2dGeometry(1, 1, 4, 4, 1, 6, 6);
-        var error = Assert.Throws<ShapeMismatchException>(() => Ops.Conv2d(b, b, null, b, g));
+        var g = new Conv2DGeometry(1, 1, 4, 4, 1, 6, 6);
+        var error = Assert.Throws<ShapeMismatchException>(() => Ops.Conv2D(b, b, null, b, g));
         Assert.That(error!.Message, Does.Contain("6x6").And.Contain("4x4").And.Contain("x [1, 1, 4, 4]"));
     }
 
@@ -263,8 +263,8 @@ public sealed class ConvolutionTests : DeviceFixture
     public void DilatedKernelLargerThanPaddedInput_ThrowsShapeMismatch()
     {
         using var b = DeviceBuffer.Allocate(Device, 4096 * sizeof(float));
-        var g = new Conv2dGeometry(2, 3, 5, 9, 4, 3, 3, DilationHeight: 3);
-        var error = Assert.Throws<ShapeMismatchException>(() => Ops.Conv2dBackwardWeights(b, b, b, null, g));
+        var g = new Conv2DGeometry(2, 3, 5, 9, 4, 3, 3, DilationHeight: 3);
+        var error = Assert.Throws<ShapeMismatchException>(() => Ops.Conv2DBackwardWeights(b, b, b, null, g));
         Assert.That(error!.Message, Does.Contain("7x3").And.Contain("5x9"));
     }
 
@@ -272,8 +272,8 @@ public sealed class ConvolutionTests : DeviceFixture
     public void ChannelsNotDivisibleByGroups_ThrowsShapeMismatchNamingThem()
     {
         using var b = DeviceBuffer.Allocate(Device, 4096 * sizeof(float));
-        var g = new Conv2dGeometry(1, 6, 5, 5, 4, 3, 3, PadHeight: 1, PadWidth: 1, Groups: 3);
-        var error = Assert.Throws<ShapeMismatchException>(() => Ops.Conv2dBackwardData(b, b, b, g));
+        var g = new Conv2DGeometry(1, 6, 5, 5, 4, 3, 3, PadHeight: 1, PadWidth: 1, Groups: 3);
+        var error = Assert.Throws<ShapeMismatchException>(() => Ops.Conv2DBackwardData(b, b, b, g));
         Assert.That(error!.Message, Does.Contain("in_channels = 6").And.Contain("out_channels = 4").And.Contain("groups = 3"));
     }
 
@@ -282,8 +282,8 @@ public sealed class ConvolutionTests : DeviceFixture
     {
         using var small = DeviceBuffer.Allocate(Device, 100 * sizeof(float));
         using var b = DeviceBuffer.Allocate(Device, 4096 * sizeof(float));
-        var g = new Conv2dGeometry(2, 3, 8, 8, 4, 3, 3, PadHeight: 1, PadWidth: 1);
-        var error = Assert.Throws<ShapeMismatchException>(() => Ops.Conv2d(small, b, null, b, g));
+        var g = new Conv2DGeometry(2, 3, 8, 8, 4, 3, 3, PadHeight: 1, PadWidth: 1);
+        var error = Assert.Throws<ShapeMismatchException>(() => Ops.Conv2D(small, b, null, b, g));
         Assert.That(error!.Message, Does.Contain("'x'").And.Contain("x [2, 3, 8, 8]").And.Contain("384"));
     }
 
@@ -292,8 +292,8 @@ public sealed class ConvolutionTests : DeviceFixture
     {
         using var small = DeviceBuffer.Allocate(Device, 100 * sizeof(float));
         using var b = DeviceBuffer.Allocate(Device, 4096 * sizeof(float));
-        var g = new Conv2dGeometry(2, 3, 8, 8, 4, 3, 3);
-        var error = Assert.Throws<ShapeMismatchException>(() => Ops.Conv2dBackwardWeights(b, b, small, null, g));
+        var g = new Conv2DGeometry(2, 3, 8, 8, 4, 3, 3);
+        var error = Assert.Throws<ShapeMismatchException>(() => Ops.Conv2DBackwardWeights(b, b, small, null, g));
         Assert.That(error!.Message, Does.Contain("'dw'").And.Contain("w [4, 3, 3, 3]"));
     }
 
@@ -301,8 +301,8 @@ public sealed class ConvolutionTests : DeviceFixture
     public void ZeroStride_ThrowsKernelsArgumentException()
     {
         using var b = DeviceBuffer.Allocate(Device, 4096 * sizeof(float));
-        var g = new Conv2dGeometry(1, 1, 4, 4, 1, 3, 3, StrideHeight: 0);
-        var error = Assert.Throws<KernelsArgumentException>(() => Ops.Conv2d(b, b, null, b, g));
+        var g = new Conv2DGeometry(1, 1, 4, 4, 1, 3, 3, StrideHeight: 0);
+        var error = Assert.Throws<KernelsArgumentException>(() => Ops.Conv2D(b, b, null, b, g));
         Assert.That(error!.Message, Does.Contain("stride_height"));
     }
 }

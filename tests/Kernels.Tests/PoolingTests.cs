@@ -18,7 +18,7 @@ public enum PoolValues
     WithNaN,
 }
 
-public sealed record PoolCase(string Name, Pool2dGeometry G, PoolValues Values = PoolValues.Uniform)
+public sealed record PoolCase(string Name, Pool2DGeometry G, PoolValues Values = PoolValues.Uniform)
 {
     public override string ToString() => Name;
 
@@ -40,16 +40,16 @@ public sealed record PoolCase(string Name, Pool2dGeometry G, PoolValues Values =
 
     public static readonly PoolCase[] All =
     {
-        new("2x2 stride 2", new Pool2dGeometry(2, 3, 8, 8, 2, 2, 2, 2)),
-        new("3x3 stride 1 pad 1 (overlapping)", new Pool2dGeometry(1, 2, 7, 9, 3, 3, 1, 1, 1, 1)),
-        new("3x3 stride 2 pad 1, primes", new Pool2dGeometry(2, 3, 13, 11, 3, 3, 2, 2, 1, 1), PoolValues.Negative),
-        new("2x2 stride 3 (gaps)", new Pool2dGeometry(2, 2, 10, 9, 2, 2, 3, 3)),
-        new("3x2 stride 2x1 pad 1", new Pool2dGeometry(1, 2, 9, 12, 3, 2, 2, 1, 1, 1)),
-        new("5x5 pad 2 (half the window)", new Pool2dGeometry(2, 3, 5, 5, 5, 5, 1, 1, 2, 2), PoolValues.Negative),
-        new("global 6x6", new Pool2dGeometry(2, 2, 6, 6, 6, 6, 1, 1)),
-        new("stride 4, rows wider than a vector", new Pool2dGeometry(1, 2, 9, 67, 3, 3, 4, 4, 1, 1)),
-        new("ties, 3x3 stride 2", new Pool2dGeometry(3, 5, 9, 11, 3, 3, 2, 2), PoolValues.Ties),
-        new("NaN, 3x3 stride 1 pad 1", new Pool2dGeometry(3, 5, 9, 11, 3, 3, 1, 1, 1, 1), PoolValues.WithNaN),
+        new("2x2 stride 2", new Pool2DGeometry(2, 3, 8, 8, 2, 2, 2, 2)),
+        new("3x3 stride 1 pad 1 (overlapping)", new Pool2DGeometry(1, 2, 7, 9, 3, 3, 1, 1, 1, 1)),
+        new("3x3 stride 2 pad 1, primes", new Pool2DGeometry(2, 3, 13, 11, 3, 3, 2, 2, 1, 1), PoolValues.Negative),
+        new("2x2 stride 3 (gaps)", new Pool2DGeometry(2, 2, 10, 9, 2, 2, 3, 3)),
+        new("3x2 stride 2x1 pad 1", new Pool2DGeometry(1, 2, 9, 12, 3, 2, 2, 1, 1, 1)),
+        new("5x5 pad 2 (half the window)", new Pool2DGeometry(2, 3, 5, 5, 5, 5, 1, 1, 2, 2), PoolValues.Negative),
+        new("global 6x6", new Pool2DGeometry(2, 2, 6, 6, 6, 6, 1, 1)),
+        new("stride 4, rows wider than a vector", new Pool2DGeometry(1, 2, 9, 67, 3, 3, 4, 4, 1, 1)),
+        new("ties, 3x3 stride 2", new Pool2DGeometry(3, 5, 9, 11, 3, 3, 2, 2), PoolValues.Ties),
+        new("NaN, 3x3 stride 1 pad 1", new Pool2DGeometry(3, 5, 9, 11, 3, 3, 1, 1, 1, 1), PoolValues.WithNaN),
     };
 
     /// <summary>The real rows [R0, R1) and columns [C0, C1) of output (oh, ow)'s window.</summary>
@@ -81,7 +81,7 @@ public sealed class PoolingTests : DeviceFixture
     /// and the average's value, divisor and sum of |terms|.</summary>
     private static (double[] Max, int[] Index, double[] Avg, double[] Divisor, double[] AvgMagnitude) Reference(PoolCase c, float[] x)
     {
-        Pool2dGeometry g = c.G;
+        Pool2DGeometry g = c.G;
         long oh = g.OutHeight, ow = g.OutWidth, planeIn = g.InHeight * g.InWidth;
         var max = new double[g.OutputElements];
         var index = new int[g.OutputElements];
@@ -120,12 +120,12 @@ public sealed class PoolingTests : DeviceFixture
     [TestCaseSource(nameof(MaxCases))]
     public void MaxForward_IsExactWithFirstMaximumIndices(PoolCase c)
     {
-        Pool2dGeometry g = c.G;
+        Pool2DGeometry g = c.G;
         float[] x = c.Inputs($"max x {c}");
         using var xb = DeviceBuffer.FromArray(Device, x);
         using var yb = Guarded.Output(Device, g.OutputElements);
         using var ib = LayerSupport.Int32Buffer(Device, new int[g.OutputElements]);
-        LayerSupport.Run(Device, () => Ops.Pool2d(PoolOp.Max, xb, yb, ib, g));
+        LayerSupport.Run(Device, () => Ops.Pool2D(PoolOp.Max, xb, yb, ib, g));
         var (max, index, _, _, _) = Reference(c, x);
         Expect.AllClose(Guarded.Read(yb, g.OutputElements, "y"), max, new double[max.Length], $"max pooling {c} on {DeviceName}");
         Expect.Equal(LayerSupport.ReadInt32(ib, g.OutputElements, "indices").Select(v => (long)v).ToArray(),
@@ -136,14 +136,14 @@ public sealed class PoolingTests : DeviceFixture
     [TestCaseSource(nameof(MaxCases))]
     public void MaxBackward_RoutesEachGradientToItsIndex(PoolCase c)
     {
-        Pool2dGeometry g = c.G;
+        Pool2DGeometry g = c.G;
         float[] x = c.Inputs($"max x {c}");
         float[] dy = TestData.Uniform(g.OutputElements, -1, 1, $"max dy {c}");
         var (_, index, _, _, _) = Reference(c, x);   // the forward's indices, from the reference
         using var dyb = DeviceBuffer.FromArray(Device, dy);
         using var ib = LayerSupport.Int32Buffer(Device, index);
         using var dxb = Guarded.Output(Device, TestData.Filled(g.InputElements, float.NaN));
-        LayerSupport.Run(Device, () => Ops.Pool2dBackward(PoolOp.Max, dyb, ib, dxb, g));
+        LayerSupport.Run(Device, () => Ops.Pool2DBackward(PoolOp.Max, dyb, ib, dxb, g));
 
         long planeIn = g.InHeight * g.InWidth, planeOut = g.OutHeight * g.OutWidth;
         var expected = new double[g.InputElements];
@@ -163,11 +163,11 @@ public sealed class PoolingTests : DeviceFixture
     [TestCaseSource(nameof(AvgCases))]
     public void AvgForward_MatchesFloat64Reference(PoolCase c)
     {
-        Pool2dGeometry g = c.G;
+        Pool2DGeometry g = c.G;
         float[] x = c.Inputs($"avg x {c}");
         using var xb = DeviceBuffer.FromArray(Device, x);
         using var yb = Guarded.Output(Device, g.OutputElements);
-        LayerSupport.Run(Device, () => Ops.Pool2d(PoolOp.Avg, xb, yb, null, g));
+        LayerSupport.Run(Device, () => Ops.Pool2D(PoolOp.Avg, xb, yb, null, g));
         var (_, _, avg, _, magnitude) = Reference(c, x);
         long terms = g.KernelHeight * g.KernelWidth;
         Expect.AllClose(Guarded.Read(yb, g.OutputElements, "y"), avg, magnitude.Select(m => (terms + 3) * Eps * m).ToArray(),
@@ -177,13 +177,13 @@ public sealed class PoolingTests : DeviceFixture
     [TestCaseSource(nameof(AvgCases))]
     public void AvgBackward_SpreadsEachGradientOverItsWindow(PoolCase c)
     {
-        Pool2dGeometry g = c.G;
+        Pool2DGeometry g = c.G;
         float[] x = c.Inputs($"avg x {c}");
         float[] dy = TestData.Uniform(g.OutputElements, -1, 1, $"avg dy {c}");
         var (_, _, _, divisor, _) = Reference(c, x);
         using var dyb = DeviceBuffer.FromArray(Device, dy);
         using var dxb = Guarded.Output(Device, TestData.Filled(g.InputElements, float.NaN));
-        LayerSupport.Run(Device, () => Ops.Pool2dBackward(PoolOp.Avg, dyb, null, dxb, g));
+        LayerSupport.Run(Device, () => Ops.Pool2DBackward(PoolOp.Avg, dyb, null, dxb, g));
 
         long planeIn = g.InHeight * g.InWidth, oh = g.OutHeight, ow = g.OutWidth;
         var expected = new double[g.InputElements];
@@ -216,7 +216,7 @@ public sealed class PoolingTests : DeviceFixture
         float[] x = c.Inputs("max without indices");
         using var xb = DeviceBuffer.FromArray(Device, x);
         using var yb = Guarded.Output(Device, c.G.OutputElements);
-        LayerSupport.Run(Device, () => Ops.Pool2d(PoolOp.Max, xb, yb, null, c.G));
+        LayerSupport.Run(Device, () => Ops.Pool2D(PoolOp.Max, xb, yb, null, c.G));
         Expect.AllClose(Guarded.Read(yb, c.G.OutputElements, "y"), Reference(c, x).Max, new double[c.G.OutputElements], "max without indices");
     }
 
@@ -224,8 +224,8 @@ public sealed class PoolingTests : DeviceFixture
     public void PaddingMoreThanHalfTheWindow_ThrowsKernelsArgumentException()
     {
         using var b = DeviceBuffer.Allocate(Device, 4096 * sizeof(float));
-        var g = new Pool2dGeometry(1, 2, 8, 8, 3, 3, 1, 1, 2, 1);
-        var error = Assert.Throws<KernelsArgumentException>(() => Ops.Pool2d(PoolOp.Max, b, b, null, g));
+        var g = new Pool2DGeometry(1, 2, 8, 8, 3, 3, 1, 1, 2, 1);
+        var error = Assert.Throws<KernelsArgumentException>(() => Ops.Pool2D(PoolOp.Max, b, b, null, g));
         Assert.That(error!.Message, Does.Contain("padding 2x1").And.Contain("kernel 3x3").And.Contain("x [1, 2, 8, 8]"));
     }
 
@@ -233,8 +233,8 @@ public sealed class PoolingTests : DeviceFixture
     public void WindowLargerThanPaddedInput_ThrowsShapeMismatch()
     {
         using var b = DeviceBuffer.Allocate(Device, 4096 * sizeof(float));
-        var g = new Pool2dGeometry(1, 1, 3, 9, 6, 2, 1, 1, 1, 0);
-        var error = Assert.Throws<ShapeMismatchException>(() => Ops.Pool2d(PoolOp.Avg, b, b, null, g));
+        var g = new Pool2DGeometry(1, 1, 3, 9, 6, 2, 1, 1, 1, 0);
+        var error = Assert.Throws<ShapeMismatchException>(() => Ops.Pool2D(PoolOp.Avg, b, b, null, g));
         Assert.That(error!.Message, Does.Contain("6x2").And.Contain("5x9"));
     }
 
@@ -242,8 +242,8 @@ public sealed class PoolingTests : DeviceFixture
     public void MaxBackwardWithoutIndices_ThrowsKernelsArgumentException()
     {
         using var b = DeviceBuffer.Allocate(Device, 4096 * sizeof(float));
-        var g = new Pool2dGeometry(1, 2, 6, 6, 2, 2, 2, 2);
-        var error = Assert.Throws<KernelsArgumentException>(() => Ops.Pool2dBackward(PoolOp.Max, b, null, b, g));
+        var g = new Pool2DGeometry(1, 2, 6, 6, 2, 2, 2, 2);
+        var error = Assert.Throws<KernelsArgumentException>(() => Ops.Pool2DBackward(PoolOp.Max, b, null, b, g));
         Assert.That(error!.Message, Does.Contain("indices"));
     }
 
@@ -252,8 +252,8 @@ public sealed class PoolingTests : DeviceFixture
     {
         using var b = DeviceBuffer.Allocate(Device, 4096 * sizeof(float));
         using var small = DeviceBuffer.Allocate(Device, 10 * sizeof(int));
-        var g = new Pool2dGeometry(2, 3, 8, 8, 2, 2, 2, 2);
-        var error = Assert.Throws<ShapeMismatchException>(() => Ops.Pool2d(PoolOp.Max, b, b, small, g));
+        var g = new Pool2DGeometry(2, 3, 8, 8, 2, 2, 2, 2);
+        var error = Assert.Throws<ShapeMismatchException>(() => Ops.Pool2D(PoolOp.Max, b, b, small, g));
         Assert.That(error!.Message, Does.Contain("'indices'").And.Contain("int32").And.Contain("96"));
     }
 }

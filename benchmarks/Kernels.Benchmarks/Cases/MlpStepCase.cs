@@ -30,10 +30,10 @@ public sealed class MlpStepCase : BenchmarkCase
         this.batch = batch;
         network = new Sequential(
             new Dense(784, 512, weightInit: Initializer.HeUniform, seed: 1, device: device),
-            Activation.ReLU(),
+            Activation.Relu(),
             new Dropout(0.2f, seed: 2),
             new Dense(512, 256, weightInit: Initializer.HeUniform, seed: 3, device: device),
-            Activation.ReLU(),
+            Activation.Relu(),
             new Dropout(0.2f, seed: 4),
             new Dense(256, 10, seed: 5, device: device));
         network.Train();

@@ -1,21 +1,21 @@
 namespace Kernels.Benchmarks.Cases;
 
 /// <summary>
-/// Forward 2-D convolution (<see cref="Ops.Conv2d"/>, NCHW, groups 1) against the device's BLAS doing
+/// Forward 2-D convolution (<see cref="Ops.Conv2D"/>, NCHW, groups 1) against the device's BLAS doing
 /// the lowered product alone: y[oc, (n, p)] = W[oc, c kh kw] col[c kh kw, (n, p)] as one GEMM of
 /// OutChannels x (Batch OutHeight OutWidth) x (InChannels KernelHeight KernelWidth), that is, what a
 /// GEMM-based convolution would cost if building the column matrix were free. A ratio near 1 says
 /// the lowering (or whatever the backend does instead) costs little next to the product.
 /// FLOPs = 2 Batch OutChannels OutHeight OutWidth InChannels KernelHeight KernelWidth.
 /// </summary>
-public sealed class Conv2dCase : BenchmarkCase
+public sealed class Conv2DCase : BenchmarkCase
 {
-    readonly Conv2dGeometry g;
+    readonly Conv2DGeometry g;
     readonly float[] x, w;
     readonly DeviceBuffer dx, dw, dy;
     readonly GemmReference reference;
 
-    public Conv2dCase(CaseSpec spec, Device device, Conv2dGeometry g) : base(spec, device)
+    public Conv2DCase(CaseSpec spec, Device device, Conv2DGeometry g) : base(spec, device)
     {
         this.g = g;
         x = RandomFloats(g.InputElements, 11);
@@ -34,7 +34,7 @@ public sealed class Conv2dCase : BenchmarkCase
 
     public override void RunKernels()
     {
-        Ops.Conv2d(dx, dw, null, dy, g);
+        Ops.Conv2D(dx, dw, null, dy, g);
         SynchronizeKernels();
     }
 

@@ -84,10 +84,10 @@ public abstract class Optimizer : IDisposable
 }
 
 /// <summary>Stochastic gradient descent with optional momentum, Nesterov momentum and L2 weight decay (PyTorch's semantics).</summary>
-public sealed class SGD : Optimizer
+public sealed class Sgd : Optimizer
 {
     /// <summary>SGD; momentum 0.9 with nesterov is a strong default for conv nets.</summary>
-    public SGD(IEnumerable<Tensor> parameters, float learningRate = 0.01f, float momentum = 0, float dampening = 0,
+    public Sgd(IEnumerable<Tensor> parameters, float learningRate = 0.01f, float momentum = 0, float dampening = 0,
                float weightDecay = 0, bool nesterov = false) : base(parameters, learningRate)
     {
         if (nesterov && (momentum <= 0 || dampening != 0))
@@ -165,10 +165,10 @@ public sealed class AdamW : Adam
 }
 
 /// <summary>RMSprop (Hinton's lecture 6e), PyTorch's formulation.</summary>
-public sealed class RMSprop : Optimizer
+public sealed class RmsProp : Optimizer
 {
     /// <summary>RMSprop with the usual defaults.</summary>
-    public RMSprop(IEnumerable<Tensor> parameters, float learningRate = 1e-2f, float alpha = 0.99f, float epsilon = 1e-8f,
+    public RmsProp(IEnumerable<Tensor> parameters, float learningRate = 1e-2f, float alpha = 0.99f, float epsilon = 1e-8f,
                    float weightDecay = 0, float momentum = 0) : base(parameters, learningRate)
     {
         Alpha = alpha;

@@ -125,7 +125,7 @@ public sealed partial class Tensor
         Storage.Retain();
         var view = new Tensor(Storage, dims);
         var source = this;
-        return Record(view, "Reshape", new[] { source }, g => new Tensor?[] { g.Reshape(source.shape) });
+        return Record(view, "Reshape", new[] { source }, g => new Tensor?[] { Gradients.Reshape(source, g) });
     }
 
     /// <summary>Keeps the first dimension and flattens the rest: [N, ...] -> [N, prod(...)].</summary>

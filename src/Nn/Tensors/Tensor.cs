@@ -245,7 +245,8 @@ public sealed partial class Tensor : IDisposable
     {
         foreach (var d in dims)
             if (d < 0) throw new ArgumentException($"shape {FormatShape(dims)} has a negative dimension", "shape");
-        if (dims.Length > 8) throw new ArgumentException($"shape {FormatShape(dims)} has rank {dims.Length}; at most 8 is supported", "shape");
+        if (dims.Length > NativeConstants.KN_MAX_RANK)
+            throw new ArgumentException($"shape {FormatShape(dims)} has rank {dims.Length}; at most {NativeConstants.KN_MAX_RANK} is supported", "shape");
         // Every size derived from a shape (elements, then 4-byte float32 bytes) must fit in an int64;
         // a zero dimension makes them all 0 whatever the other dimensions are.
         if (dims.IndexOf(0L) < 0)

@@ -7,7 +7,7 @@ namespace Kernels.Nn;
 /// <code>
 /// var x = Symbolic.Input(784);
 /// var h = new Dense(784, 256).Call(x);
-/// var y = new Dense(256, 10).Call(Activation.ReLU().Call(h));
+/// var y = new Dense(256, 10).Call(Activation.Relu().Call(h));
 /// var network = new Functional(x, y);
 /// </code>
 /// </summary>

@@ -94,6 +94,26 @@ internal static class Gradients
         }
     }
 
+    /// <summary>A reshape is a view: the gradient is g seen with the input's shape (no copy).</summary>
+    public static Tensor Reshape(Tensor x, Tensor g) => g.Reshape(x.ShapeArray);
+
+    /// <summary>Dropout backward regenerates the forward's mask from (seed, offset) instead of storing
+    /// it: dx = g * mask / (1 - p), one kernel.</summary>
+    public static Tensor Dropout(Tensor g, float p, long seed, long offset)
+    {
+        var dx = Tensor.Empty(g.ShapeArray, g.Device);
+        if (dx.Count > 0) Ops.DropoutBackward(g.Buffer, dx.Buffer, dx.Count, p, seed, offset);
+        return dx;
+    }
+
+    /// <summary>Fused log-softmax + NLL backward: dx = (softmax(x) - onehot(label)) * g per row (one kernel).</summary>
+    public static Tensor CrossEntropy(Tensor x, DeviceBuffer labels, Tensor g, long rows, long cols)
+    {
+        var dx = Tensor.Empty(x.ShapeArray, x.Device);
+        Ops.CrossEntropyBackward(x.Buffer, labels, g.Buffer, dx.Buffer, rows, cols);
+        return dx;
+    }
+
     /// <summary>Softmax / log-softmax backward from the forward output (one kernel).</summary>
     public static Tensor Softmax(Tensor y, Tensor g, long rows, long cols, bool log)
     {
@@ -150,20 +170,20 @@ internal static class Gradients
     }
 
     /// <summary>dx by the backward-data kernel; dw and dbias by the backward-weights kernel (one pass over x and g).</summary>
-    public static Tensor?[] Conv2d(Tensor x, Tensor w, Tensor? bias, Tensor g, Conv2dGeometry geometry)
+    public static Tensor?[] Conv2D(Tensor x, Tensor w, Tensor? bias, Tensor g, Conv2DGeometry geometry)
     {
         Tensor? dx = null, dw = null, db = null;
         if (x.RequiresGrad)
         {
             dx = Tensor.Empty(x.ShapeArray, x.Device);
-            Ops.Conv2dBackwardData(g.Buffer, w.Buffer, dx.Buffer, geometry);
+            Ops.Conv2DBackwardData(g.Buffer, w.Buffer, dx.Buffer, geometry);
         }
         bool wantBias = bias is not null && bias.RequiresGrad;
         if (w.RequiresGrad || wantBias)
         {
             dw = Tensor.Empty(w.ShapeArray, w.Device);
             db = wantBias ? Tensor.Empty(bias!.ShapeArray, bias.Device) : null;
-            Ops.Conv2dBackwardWeights(x.Buffer, g.Buffer, dw.Buffer, db?.Buffer, geometry);
+            Ops.Conv2DBackwardWeights(x.Buffer, g.Buffer, dw.Buffer, db?.Buffer, geometry);
             if (!w.RequiresGrad)
             {
                 dw.Dispose();
@@ -174,10 +194,10 @@ internal static class Gradients
     }
 
     /// <summary>Max: each gradient goes to its window's recorded winner; average: spread evenly over the window.</summary>
-    public static Tensor Pool2d(PoolOp op, Tensor? indices, Tensor g, Pool2dGeometry geometry, Device device)
+    public static Tensor Pool2D(PoolOp op, Tensor? indices, Tensor g, Pool2DGeometry geometry, Device device)
     {
         var dx = Tensor.Empty(new[] { geometry.Batch, geometry.Channels, geometry.InHeight, geometry.InWidth }, device);
-        Ops.Pool2dBackward(op, g.Buffer, indices?.Buffer, dx.Buffer, geometry);
+        Ops.Pool2DBackward(op, g.Buffer, indices?.Buffer, dx.Buffer, geometry);
         return dx;
     }
 

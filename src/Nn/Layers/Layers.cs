@@ -62,15 +62,15 @@ public sealed class Activation : Module
     public override Tensor Forward(Tensor input) => function(input);
 
     /// <summary>max(x, 0)</summary>
-    public static Activation ReLU() => new("relu", x => x.Relu());
+    public static Activation Relu() => new("relu", x => x.Relu());
     /// <summary>x, or slope * x below 0</summary>
-    public static Activation LeakyReLU(float slope = 0.01f) => new("leaky_relu", x => x.LeakyRelu(slope));
+    public static Activation LeakyRelu(float slope = 0.01f) => new("leaky_relu", x => x.LeakyRelu(slope));
     /// <summary>1 / (1 + e^-x)</summary>
     public static Activation Sigmoid() => new("sigmoid", x => x.Sigmoid());
     /// <summary>tanh x</summary>
     public static Activation Tanh() => new("tanh", x => x.Tanh());
     /// <summary>exact GELU</summary>
-    public static Activation GELU() => new("gelu", x => x.Gelu());
+    public static Activation Gelu() => new("gelu", x => x.Gelu());
     /// <summary>softmax over the last axis</summary>
     public static Activation Softmax() => new("softmax", x => x.Softmax());
 }
@@ -128,11 +128,6 @@ public sealed class Dropout : Module
         offset += n;
         var y = Tensor.Empty(input.ShapeArray, input.Device);
         if (n > 0) Ops.Dropout(input.Buffer, y.Buffer, n, p, seed, callOffset);
-        return Tensor.Record(y, "Dropout", new[] { input }, g =>
-        {
-            var dx = Tensor.Empty(g.ShapeArray, g.Device);
-            if (n > 0) Ops.DropoutBackward(g.Buffer, dx.Buffer, n, p, seed, callOffset);
-            return new Tensor?[] { dx };
-        });
+        return Tensor.Record(y, "Dropout", new[] { input }, g => new Tensor?[] { Gradients.Dropout(g, p, seed, callOffset) });
     }
 }

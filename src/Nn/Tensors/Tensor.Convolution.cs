@@ -28,7 +28,7 @@ public sealed partial class Tensor
     /// 2-D convolution of this [N, C, H, W] tensor with <paramref name="weight"/> [O, C / groups, kh, kw]
     /// plus <paramref name="bias"/> [O] (optional). Stride defaults to 1, padding (zeros) to 0, dilation to 1.
     /// </summary>
-    public Tensor Conv2d(Tensor weight, Tensor? bias = null, Size2? stride = null, Size2? padding = null,
+    public Tensor Conv2D(Tensor weight, Tensor? bias = null, Size2? stride = null, Size2? padding = null,
                          Size2? dilation = null, int groups = 1)
     {
         ArgumentNullException.ThrowIfNull(weight);
@@ -36,47 +36,47 @@ public sealed partial class Tensor
         var p = padding ?? 0;
         var d = dilation ?? 1;
         if (Rank != 4)
-            throw new ShapeMismatchException($"Conv2d expects an input of shape [batch, channels, height, width]; got {FormatShape(shape)}");
+            throw new ShapeMismatchException($"Conv2D expects an input of shape [batch, channels, height, width]; got {FormatShape(shape)}");
         if (weight.Rank != 4)
-            throw new ShapeMismatchException($"Conv2d expects weights of shape [out_channels, in_channels / groups, kh, kw]; got {FormatShape(weight.ShapeArray)}");
+            throw new ShapeMismatchException($"Conv2D expects weights of shape [out_channels, in_channels / groups, kh, kw]; got {FormatShape(weight.ShapeArray)}");
         if (groups < 1)
-            throw new ArgumentOutOfRangeException(nameof(groups), $"Conv2d: groups = {groups} must be >= 1");
+            throw new ArgumentOutOfRangeException(nameof(groups), $"Conv2D: groups = {groups} must be >= 1");
         long outChannels = weight.shape[0];
         if (weight.shape[1] * groups != shape[1] || outChannels % groups != 0)
-            throw new ShapeMismatchException($"Conv2d: input {FormatShape(shape)} has {shape[1]} channels but weights {FormatShape(weight.ShapeArray)} with groups = {groups} expect {weight.shape[1] * groups} (and out_channels divisible by groups)");
+            throw new ShapeMismatchException($"Conv2D: input {FormatShape(shape)} has {shape[1]} channels but weights {FormatShape(weight.ShapeArray)} with groups = {groups} expect {weight.shape[1] * groups} (and out_channels divisible by groups)");
         if (bias is not null && (bias.Rank != 1 || bias.shape[0] != outChannels))
-            throw new ShapeMismatchException($"Conv2d: bias has shape {FormatShape(bias.ShapeArray)} but the weights {FormatShape(weight.ShapeArray)} need [{outChannels}]");
+            throw new ShapeMismatchException($"Conv2D: bias has shape {FormatShape(bias.ShapeArray)} but the weights {FormatShape(weight.ShapeArray)} need [{outChannels}]");
         if (s.Height < 1 || s.Width < 1 || d.Height < 1 || d.Width < 1 || p.Height < 0 || p.Width < 0)
-            throw new ArgumentOutOfRangeException(nameof(stride), $"Conv2d: stride {s} and dilation {d} must be >= 1 and padding {p} >= 0");
-        var g = new Conv2dGeometry(shape[0], shape[1], shape[2], shape[3], outChannels, weight.shape[2], weight.shape[3],
+            throw new ArgumentOutOfRangeException(nameof(stride), $"Conv2D: stride {s} and dilation {d} must be >= 1 and padding {p} >= 0");
+        var g = new Conv2DGeometry(shape[0], shape[1], shape[2], shape[3], outChannels, weight.shape[2], weight.shape[3],
                                    s.Height, s.Width, p.Height, p.Width, d.Height, d.Width, groups);
         long extentH = (long)d.Height * (g.KernelHeight - 1) + 1, extentW = (long)d.Width * (g.KernelWidth - 1) + 1;
         if (extentH > shape[2] + 2L * p.Height || extentW > shape[3] + 2L * p.Width)
-            throw new ShapeMismatchException($"Conv2d: the kernel of weights {FormatShape(weight.ShapeArray)} (dilation {d}) spans {extentH}x{extentW}, larger than the input {FormatShape(shape)} with padding {p}");
+            throw new ShapeMismatchException($"Conv2D: the kernel of weights {FormatShape(weight.ShapeArray)} (dilation {d}) spans {extentH}x{extentW}, larger than the input {FormatShape(shape)} with padding {p}");
 
         var y = Empty(new[] { g.Batch, outChannels, g.OutHeight, g.OutWidth }, Device);
-        Ops.Conv2d(Buffer, weight.Buffer, bias?.Buffer, y.Buffer, g);
+        Ops.Conv2D(Buffer, weight.Buffer, bias?.Buffer, y.Buffer, g);
         var x = this;
         var inputs = bias is null ? new[] { x, weight } : new[] { x, weight, bias };
-        return Record(y, "Conv2d", inputs, grad => Gradients.Conv2d(x, weight, bias, grad, g));
+        return Record(y, "Conv2D", inputs, grad => Gradients.Conv2D(x, weight, bias, grad, g));
     }
 
     /// <summary>Max pooling over [N, C, H, W]; stride defaults to the kernel size, padding to 0 (at most half the kernel).</summary>
-    public Tensor MaxPool2d(Size2 kernelSize, Size2? stride = null, Size2? padding = null) =>
-        Pool2d(PoolOp.Max, kernelSize, stride, padding, countIncludePad: true);
+    public Tensor MaxPool2D(Size2 kernelSize, Size2? stride = null, Size2? padding = null) =>
+        Pool2D(PoolOp.Max, kernelSize, stride, padding, countIncludePad: true);
 
     /// <summary>
     /// Average pooling over [N, C, H, W]; stride defaults to the kernel size, padding to 0. With
     /// padding, <paramref name="countIncludePad"/> (PyTorch's default) divides by the full window size.
     /// </summary>
-    public Tensor AvgPool2d(Size2 kernelSize, Size2? stride = null, Size2? padding = null, bool countIncludePad = true) =>
-        Pool2d(PoolOp.Avg, kernelSize, stride, padding, countIncludePad);
+    public Tensor AvgPool2D(Size2 kernelSize, Size2? stride = null, Size2? padding = null, bool countIncludePad = true) =>
+        Pool2D(PoolOp.Avg, kernelSize, stride, padding, countIncludePad);
 
-    private Tensor Pool2d(PoolOp op, Size2 k, Size2? stride, Size2? padding, bool countIncludePad)
+    private Tensor Pool2D(PoolOp op, Size2 k, Size2? stride, Size2? padding, bool countIncludePad)
     {
         var s = stride ?? k;
         var p = padding ?? 0;
-        string name = op == PoolOp.Max ? "MaxPool2d" : "AvgPool2d";
+        string name = op == PoolOp.Max ? "MaxPool2D" : "AvgPool2D";
         if (Rank != 4)
             throw new ShapeMismatchException($"{name} expects an input of shape [batch, channels, height, width]; got {FormatShape(shape)}");
         if (k.Height < 1 || k.Width < 1 || s.Height < 1 || s.Width < 1)
@@ -85,7 +85,7 @@ public sealed partial class Tensor
             throw new ArgumentOutOfRangeException(nameof(padding), $"{name}: padding {p} must be between 0 and half the kernel {k}");
         if (k.Height > shape[2] + 2L * p.Height || k.Width > shape[3] + 2L * p.Width)
             throw new ShapeMismatchException($"{name}: the {k} window is larger than the input {FormatShape(shape)} with padding {p}");
-        var g = new Pool2dGeometry(shape[0], shape[1], shape[2], shape[3], k.Height, k.Width, s.Height, s.Width,
+        var g = new Pool2DGeometry(shape[0], shape[1], shape[2], shape[3], k.Height, k.Width, s.Height, s.Width,
                                    p.Height, p.Width, countIncludePad);
         var y = Empty(new[] { g.Batch, g.Channels, g.OutHeight, g.OutWidth }, Device);
         var x = this;
@@ -93,16 +93,16 @@ public sealed partial class Tensor
         // Max pooling's backward needs the forward's winners (int32, one per output). They live in a
         // tensor of the output's shape (4-byte elements) so the dispose scope that owns y owns them too.
         var indices = op == PoolOp.Max && record ? Empty(y.ShapeArray, Device) : null;
-        Ops.Pool2d(op, Buffer, y.Buffer, indices?.Buffer, g);
+        Ops.Pool2D(op, Buffer, y.Buffer, indices?.Buffer, g);
         if (!record) return y;
-        return Record(y, name, new[] { x }, grad => new Tensor?[] { Gradients.Pool2d(op, indices, grad, g, x.Device) });
+        return Record(y, name, new[] { x }, grad => new Tensor?[] { Gradients.Pool2D(op, indices, grad, g, x.Device) });
     }
 
     /// <summary>Mean over height and width: [N, C, H, W] to [N, C].</summary>
-    public Tensor GlobalAvgPool2d()
+    public Tensor GlobalAvgPool2D()
     {
         if (Rank != 4)
-            throw new ShapeMismatchException($"GlobalAvgPool2d expects an input of shape [batch, channels, height, width]; got {FormatShape(shape)}");
+            throw new ShapeMismatchException($"GlobalAvgPool2D expects an input of shape [batch, channels, height, width]; got {FormatShape(shape)}");
         return Reshape(shape[0], shape[1], shape[2] * shape[3]).Mean(2);
     }
 

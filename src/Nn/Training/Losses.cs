@@ -76,12 +76,8 @@ public static class Losses
         var losses = Tensor.Empty(new[] { rows }, logits.Device);
         Ops.CrossEntropy(logits.Buffer, labelBuffer, losses.Buffer, rows, cols);
         var x = logits;
-        var recorded = Tensor.Record(losses, "CrossEntropy", new[] { x }, g =>
-        {
-            var dx = Tensor.Empty(x.ShapeArray, x.Device);
-            Ops.CrossEntropyBackward(x.Buffer, labelBuffer, g.Buffer, dx.Buffer, rows, cols);
-            return new Tensor?[] { dx };
-        });
+        var recorded = Tensor.Record(losses, "CrossEntropy", new[] { x },
+                                     g => new Tensor?[] { Gradients.CrossEntropy(x, labelBuffer, g, rows, cols) });
         recorded.Attach(labelBuffer);   // freed with the per-row losses, after any backward pass
         return recorded.Mean();
     }

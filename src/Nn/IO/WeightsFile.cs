@@ -147,7 +147,7 @@ public static class WeightsFile
                     if (!parameters.TryGetValue(name, out var target)) throw Bad($"parameter '{Printable(name)}' does not exist in the model");
                     if (values.ContainsKey(name)) throw Bad($"parameter '{name}' appears more than once");
                     int rank = reader.ReadInt32();
-                    if (rank < 0 || rank > 8) throw Bad($"parameter '{name}' has invalid rank {rank}");
+                    if (rank < 0 || rank > NativeConstants.KN_MAX_RANK) throw Bad($"parameter '{name}' has invalid rank {rank}");
                     var dims = new long[rank];
                     for (int d = 0; d < rank; d++) dims[d] = reader.ReadInt64();
                     if (!dims.AsSpan().SequenceEqual(target.ShapeArray))

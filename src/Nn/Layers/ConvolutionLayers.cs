@@ -60,7 +60,7 @@ public sealed class Conv2D : Module
         ArgumentNullException.ThrowIfNull(input);
         if (input.Rank != 4 || input.Shape[1] != InChannels)
             throw new ShapeMismatchException($"Conv2D({InChannels} -> {OutChannels}, kernel {KernelSize}) got an input of shape {Tensor.FormatShape(input.ShapeArray)}; it needs [batch, {InChannels}, height, width]");
-        return input.Conv2d(Weight, Bias, Stride, Padding, Dilation, Groups);
+        return input.Conv2D(Weight, Bias, Stride, Padding, Dilation, Groups);
     }
 }
 
@@ -83,7 +83,7 @@ public sealed class MaxPool2D : Module
     public Size2 Padding { get; }
 
     /// <inheritdoc/>
-    public override Tensor Forward(Tensor input) => (input ?? throw new ArgumentNullException(nameof(input))).MaxPool2d(KernelSize, Stride, Padding);
+    public override Tensor Forward(Tensor input) => (input ?? throw new ArgumentNullException(nameof(input))).MaxPool2D(KernelSize, Stride, Padding);
 }
 
 /// <summary>Average pooling layer over [batch, channels, height, width]; stride defaults to the kernel size.</summary>
@@ -109,14 +109,14 @@ public sealed class AvgPool2D : Module
 
     /// <inheritdoc/>
     public override Tensor Forward(Tensor input) =>
-        (input ?? throw new ArgumentNullException(nameof(input))).AvgPool2d(KernelSize, Stride, Padding, CountIncludePad);
+        (input ?? throw new ArgumentNullException(nameof(input))).AvgPool2D(KernelSize, Stride, Padding, CountIncludePad);
 }
 
 /// <summary>Mean over height and width: [batch, channels, height, width] to [batch, channels].</summary>
 public sealed class GlobalAvgPool2D : Module
 {
     /// <inheritdoc/>
-    public override Tensor Forward(Tensor input) => (input ?? throw new ArgumentNullException(nameof(input))).GlobalAvgPool2d();
+    public override Tensor Forward(Tensor input) => (input ?? throw new ArgumentNullException(nameof(input))).GlobalAvgPool2D();
 }
 
 /// <summary>

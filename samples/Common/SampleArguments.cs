@@ -1,0 +1,31 @@
+// Shared by the MNIST samples, linked into each project (<Compile Include="../Common/..." />) rather
+// than packaged: the command line they all take, and the label conversion their loss needs.
+using Kernels.Nn;
+
+/// <summary>The samples' command line: <c>[--device cpu|opencl:0|cuda:0] [--epochs N] [--batch N]</c>.</summary>
+internal sealed record SampleArguments(string DeviceName, int Epochs, int BatchSize)
+{
+    /// <summary>The options over the sample's defaults, or null (after naming the unknown option on
+    /// stderr) when one is not recognised.</summary>
+    public static SampleArguments? Parse(string[] args, int epochs, int batchSize)
+    {
+        var parsed = new SampleArguments("cpu", epochs, batchSize);
+        for (int i = 0; i + 1 < args.Length; i += 2)
+        {
+            switch (args[i])
+            {
+                case "--device": parsed = parsed with { DeviceName = args[i + 1] }; break;
+                case "--epochs": parsed = parsed with { Epochs = int.Parse(args[i + 1]) }; break;
+                case "--batch": parsed = parsed with { BatchSize = int.Parse(args[i + 1]) }; break;
+                default: Console.Error.WriteLine($"unknown option {args[i]}"); return null;
+            }
+        }
+        return parsed;
+    }
+}
+
+/// <summary>MNIST targets arrive as a float tensor of class indices; the sparse cross-entropy takes them as ints.</summary>
+internal static class Labels
+{
+    public static int[] FromTarget(Tensor target) => target.ToArray().Select(v => (int)v).ToArray();
+}
