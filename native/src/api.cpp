@@ -1270,7 +1270,7 @@ kn::Pool2dGeometry pool_geometry(const char* fn, const kn_pool_op& op, int64_t b
     if (kernel_height > padded_h || kernel_width > padded_w)
         fail(KN_ERROR_SHAPE_MISMATCH, fn, ": the ", kernel_height, "x", kernel_width,
              " window is larger than the padded input ", padded_h, "x", padded_w, " (", pool_shapes(g), ")");
-    if (in_height * in_width > std::numeric_limits<int32_t>::max())
+    if (in_height > std::numeric_limits<int32_t>::max() / in_width)  // in_height * in_width could wrap
         fail(KN_ERROR_INVALID_ARGUMENT, fn, ": a ", in_height, "x", in_width, " plane is too large for int32 indices");
     g.out_height = (padded_h - kernel_height) / stride_height + 1;
     g.out_width = (padded_w - kernel_width) / stride_width + 1;

@@ -105,6 +105,18 @@ void test_hostile_input(Context& cx) {
             problem += "; the message shows a wrapped size: " + std::string(kn_last_error());
         return problem;
     });
+    // Found by fuzz_c_api: the int32 plane check multiplied in_height * in_width first (UBSan: signed
+    // overflow); a wrapped product could pass it.
+    hostile_case("pool2d plane of 2^63 - 1 squared elements", [&] {
+        DeviceArray<float> X(cx.device, std::vector<float>(16, 1.0f)), Y(cx.device, nan_filled(16));
+        kn_status s = kn_pool2d_f32(KN_POOL_AVG, X.get(), Y.get(), nullptr, 1, 1, kInt64Max, kInt64Max, 2, 2, 2, 2, 0, 0, 1);
+        return expect_error(cx, s, KN_ERROR_INVALID_ARGUMENT, {"too large for int32"});
+    });
+    hostile_case("pool2d plane of 2^32 elements", [&] {
+        DeviceArray<float> X(cx.device, std::vector<float>(16, 1.0f)), Y(cx.device, nan_filled(16));
+        kn_status s = kn_pool2d_f32(KN_POOL_AVG, X.get(), Y.get(), nullptr, 1, 1, int64_t{1} << 16, int64_t{1} << 16, 2, 2, 2, 2, 0, 0, 1);
+        return expect_error(cx, s, KN_ERROR_INVALID_ARGUMENT, {"too large for int32"});
+    });
     hostile_case("conv2d padding near 2^63", [&] {
         DeviceArray<float> X(cx.device, std::vector<float>(16, 1.0f)), W(cx.device, std::vector<float>(4, 1.0f));
         DeviceArray<float> Y(cx.device, nan_filled(16));
