@@ -296,8 +296,11 @@ kn::BroadcastGeometry broadcast(const int64_t* a_dims, int32_t a_rank, const int
         out[d] = ad == 1 ? bd : ad;
         as[d] = ad == 1 ? 0 : a_stride;
         bs[d] = bd == 1 ? 0 : b_stride;
-        a_stride *= ad;
-        b_stride *= bd;
+        // Wrapping (unsigned) on purpose: each operand's element count fits int64 (checked_elements),
+        // so these suffix products can only overflow past a zero dimension, as in [0, 2^61, 5] (found
+        // by fuzz_c_api). Then the output is empty too and the strides are never used (see below).
+        a_stride = static_cast<int64_t>(static_cast<uint64_t>(a_stride) * static_cast<uint64_t>(ad));
+        b_stride = static_cast<int64_t>(static_cast<uint64_t>(b_stride) * static_cast<uint64_t>(bd));
     }
     bool match = c_rank == rank;
     for (int32_t d = 0; match && d < rank; ++d) match = c_dims[d] == out[d];
@@ -305,6 +308,13 @@ kn::BroadcastGeometry broadcast(const int64_t* a_dims, int32_t a_rank, const int
         fail(KN_ERROR_SHAPE_MISMATCH, fn, ": output shape is ", shape_string(c_dims, c_rank), " but ",
              shape_string(a_dims, a_rank), " and ", shape_string(b_dims, b_rank), " broadcast to ",
              shape_string(out, rank));
+
+    // An empty output: nothing to normalise (and its other dimensions' product may not fit int64).
+    if (std::find(out, out + rank, int64_t{0}) != out + rank) {
+        kn::BroadcastGeometry empty{};
+        empty.rank = 1;
+        return empty;  // n = 0, dims[0] = 0
+    }
 
     // Drop size-1 dimensions, then merge neighbours where both operands stay linear across them.
     kn::BroadcastGeometry g{};

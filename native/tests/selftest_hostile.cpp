@@ -117,6 +117,18 @@ void test_hostile_input(Context& cx) {
         kn_status s = kn_pool2d_f32(KN_POOL_AVG, X.get(), Y.get(), nullptr, 1, 1, int64_t{1} << 16, int64_t{1} << 16, 2, 2, 2, 2, 0, 0, 1);
         return expect_error(cx, s, KN_ERROR_INVALID_ARGUMENT, {"too large for int32"});
     });
+    // Found by fuzz_c_api: broadcasting multiplied the dimensions from the right, past the zero that
+    // keeps the element count of [0, 2^61 + 1, 5] in range (UBSan: signed overflow). An empty result
+    // is fine: nothing to compute.
+    hostile_case("binary with an empty shape whose other dimensions overflow", [&] {
+        DeviceArray<float> A(cx.device, std::vector<float>(5, 1.0f)), C(cx.device, nan_filled(4));
+        const int64_t dims[] = {0, (int64_t{1} << 61) + 1, 5}, b_dims[] = {5};
+        expect_ok(kn_binary_f32(KN_BINARY_ADD, C.get(), dims, 3, A.get(), b_dims, 1, C.get(), dims, 3), "kn_binary_f32");
+        expect_ok(kn_binary_backward_f32(KN_BINARY_MUL, C.get(), dims, 3, A.get(), b_dims, 1, C.get(), dims, 3, nullptr, nullptr),
+                  "kn_binary_backward_f32");
+        std::vector<float> c = C.read();
+        return first_changed(c, C.written(), 0, C.size() + kGuard, "c");
+    });
     hostile_case("conv2d padding near 2^63", [&] {
         DeviceArray<float> X(cx.device, std::vector<float>(16, 1.0f)), W(cx.device, std::vector<float>(4, 1.0f));
         DeviceArray<float> Y(cx.device, nan_filled(16));
