@@ -1148,8 +1148,15 @@ kn::Conv2dGeometry conv_geometry(const char* fn, int64_t batch, int64_t in_chann
     if (extent_h > padded_h || extent_w > padded_w)
         fail(KN_ERROR_SHAPE_MISMATCH, fn, ": the kernel spans ", extent_h, "x", extent_w,
              " (with dilation) but the padded input is only ", padded_h, "x", padded_w, " (", conv_shapes(g), ")");
+    // The CPU backend lowers through a zero-padded copy of the input: its size must be a number.
+    mul(mul(padded_h, padded_w, fn), in_channels, fn);
     g.out_height = (padded_h - extent_h) / stride_height + 1;
     g.out_width = (padded_w - extent_w) / stride_width + 1;
+    // With one output row (column) the stride is never stepped; a stride past the padded input is
+    // replaced by the smallest one with the same single output, so that no backend multiplies a
+    // stride near 2^63 by a row length (found by fuzz_c_api: stride_height * padded_width overflowed).
+    if (g.out_height == 1) g.stride_height = std::min(stride_height, padded_h - extent_h + 1);
+    if (g.out_width == 1) g.stride_width = std::min(stride_width, padded_w - extent_w + 1);
     return g;
 }
 

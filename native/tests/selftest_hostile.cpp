@@ -129,6 +129,39 @@ void test_hostile_input(Context& cx) {
         std::vector<float> c = C.read();
         return first_changed(c, C.written(), 0, C.size() + kGuard, "c");
     });
+    // Found by fuzz_c_api: the CPU's padded copy of the input had (in + 2 pad)^2 floats, a product
+    // that wrapped (pad 2^31 asked for 32 GiB instead of 2^66 bytes: on a large machine the lowering
+    // would then write past it), and a huge stride with one output row overflowed stride * row length.
+    hostile_case("conv2d whose padded input plane overflows int64", [&] {
+        DeviceArray<float> X(cx.device, std::vector<float>(1, 1.0f)), W(cx.device, std::vector<float>(1, 1.0f));
+        DeviceArray<float> Y(cx.device, nan_filled(1));
+        const int64_t pad = int64_t{1} << 31, stride = int64_t{1} << 40;
+        Problems p;
+        p.add(expect_error(cx, kn_conv2d_f32(X.get(), W.get(), nullptr, Y.get(), 1, 1, 1, 1, 1, 1, 1, stride, stride, pad, pad, 1, 1, 1),
+                           KN_ERROR_INVALID_ARGUMENT, {"overflow"}));
+        p.add(expect_error(cx, kn_conv2d_backward_data_f32(Y.get(), W.get(), X.get(), 1, 1, 1, 1, 1, 1, 1, stride, stride, pad, pad, 1, 1, 1),
+                           KN_ERROR_INVALID_ARGUMENT, {"overflow"}));
+        return p.joined();
+    });
+    hostile_case("conv2d stride 2^62 with one output position", [&] {
+        // x 3x3 = 1..9, w 2x2 = 1: the single window is the top-left 2x2, sum 1 + 2 + 4 + 5 = 12.
+        DeviceArray<float> X(cx.device, std::vector<float>{1, 2, 3, 4, 5, 6, 7, 8, 9}), W(cx.device, std::vector<float>(4, 1.0f));
+        DeviceArray<float> Y(cx.device, nan_filled(1)), DX(cx.device, nan_filled(9));
+        const int64_t stride = int64_t{1} << 62;
+        expect_ok_or_skip(cx, kn_conv2d_f32(X.get(), W.get(), nullptr, Y.get(), 1, 1, 3, 3, 1, 2, 2, stride, stride, 0, 0, 1, 1, 1),
+                          "kn_conv2d_f32");
+        expect_ok_or_skip(cx, kn_conv2d_backward_data_f32(Y.get(), W.get(), DX.get(), 1, 1, 3, 3, 1, 2, 2, stride, stride, 0, 0, 1, 1, 1),
+                          "kn_conv2d_backward_data_f32");
+        std::vector<float> y = Y.read(), dx = DX.read();
+        Problems p;
+        if (y[0] != 12.0f) p.add("y = " + fmt(y[0]) + ", want 12");
+        const float want_dx[] = {12, 12, 0, 12, 12, 0, 0, 0, 0};
+        for (int i = 0; i < 9; ++i)
+            if (dx[i] != want_dx[i]) p.add("dx[" + std::to_string(i) + "] = " + fmt(dx[i]) + ", want " + fmt(want_dx[i]));
+        p.add(guard_violation(y, Y, "y"));
+        p.add(guard_violation(dx, DX, "dx"));
+        return p.joined();
+    });
     hostile_case("conv2d padding near 2^63", [&] {
         DeviceArray<float> X(cx.device, std::vector<float>(16, 1.0f)), W(cx.device, std::vector<float>(4, 1.0f));
         DeviceArray<float> Y(cx.device, nan_filled(16));
