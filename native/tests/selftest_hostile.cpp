@@ -7,9 +7,12 @@
 // with k = 0 and lda = 0).
 #include "selftest_hostile.h"
 
+#include <atomic>
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <mutex>
+#include <thread>
 
 namespace selftest {
 
@@ -93,6 +96,42 @@ void test_hostile_input(Context& cx) {
         // An address no allocator hands out as a handle: the library must not read through it.
         auto* forged = reinterpret_cast<kn_buffer*>(uintptr_t{0x1000});
         return expect_error(cx, kn_unary_f32(KN_UNARY_EXP, 0.0f, forged, Y.get(), 4), KN_ERROR_INVALID_ARGUMENT, {"'x'"});
+    });
+
+    // Handles come from a table read without a lock: four threads creating, using and freeing buffers,
+    // each also freeing its previous (stale) handle again, must each see only their own buffers.
+    hostile_case("handles from four threads, with stale frees", [&] {
+        std::atomic<int> problems{0};
+        std::string first_problem;
+        std::mutex first_mutex;
+        auto worker = [&](int id) {
+            kn_buffer* previous = nullptr;
+            for (int i = 0; i < (cx.quick ? 200 : 1000) && problems.load() == 0; ++i) {
+                kn_buffer *x = nullptr, *y = nullptr;
+                std::vector<float> in(8, static_cast<float>(id * 100000 + i)), out(8, 0.0f);
+                std::string problem;
+                if (kn_buffer_create(cx.device, 32, &x) != KN_OK || kn_buffer_create(cx.device, 32, &y) != KN_OK)
+                    problem = std::string("create: ") + kn_last_error();
+                else if (previous && kn_buffer_free(previous) != KN_ERROR_INVALID_ARGUMENT)
+                    problem = "freeing a stale handle again was not refused";
+                else if (kn_buffer_write(x, 0, in.data(), 32) != KN_OK ||
+                         kn_unary_f32(KN_UNARY_NEG, 0.0f, x, y, 8) != KN_OK || kn_buffer_read(y, 0, out.data(), 32) != KN_OK)
+                    problem = std::string("use: ") + kn_last_error();
+                else if (out[7] != -in[7])
+                    problem = "thread " + std::to_string(id) + " read " + fmt(out[7]) + ", want " + fmt(-in[7]);
+                kn_buffer_free(x);
+                kn_buffer_free(y);
+                previous = x;
+                if (!problem.empty()) {
+                    std::lock_guard<std::mutex> lock(first_mutex);
+                    if (problems++ == 0) first_problem = problem;
+                }
+            }
+        };
+        std::vector<std::thread> threads;
+        for (int t = 0; t < 4; ++t) threads.emplace_back(worker, t);
+        for (auto& t : threads) t.join();
+        return first_problem;
     });
 
     // 4. 2 * pad wrapped before the check: "window is larger than the padded input -9223372036854775804x4".
