@@ -265,7 +265,11 @@ internal static unsafe partial class NativeMethods
     internal static partial Status kn_buffer_create(nint device, long bytes, nint* buffer);
 
     // kn_status kn_buffer_free(kn_buffer* buffer);
-    /// <summary>Frees a buffer; NULL is allowed and does nothing.</summary>
+    /// <summary>
+    /// Frees a buffer; NULL is allowed and does nothing. Handles are never reused: a freed handle passed
+    /// to any call (freeing it again included) is refused with KN_ERROR_INVALID_ARGUMENT, even after its
+    /// memory went to a new buffer.
+    /// </summary>
     [LibraryImport(Library)]
     internal static partial Status kn_buffer_free(nint buffer);
 

@@ -168,7 +168,9 @@ KN_API kn_status kn_device_trim(kn_device* device);
 
 /* Allocates bytes (may be 0) on a device. Contents are undefined until written. */
 KN_API kn_status kn_buffer_create(kn_device* device, int64_t bytes, kn_buffer** buffer);
-/* Frees a buffer; NULL is allowed and does nothing. */
+/* Frees a buffer; NULL is allowed and does nothing. Handles are never reused: a freed handle passed
+ * to any call (freeing it again included) is refused with KN_ERROR_INVALID_ARGUMENT, even after its
+ * memory went to a new buffer. */
 KN_API kn_status kn_buffer_free(kn_buffer* buffer);
 KN_API kn_status kn_buffer_size(const kn_buffer* buffer, int64_t* bytes);
 KN_API kn_status kn_buffer_device(const kn_buffer* buffer, kn_device** device);
