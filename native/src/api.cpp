@@ -1335,6 +1335,11 @@ kn::Pool2dGeometry pool_geometry(const char* fn, const kn_pool_op& op, int64_t b
         fail(KN_ERROR_INVALID_ARGUMENT, fn, ": a ", in_height, "x", in_width, " plane is too large for int32 indices");
     g.out_height = (padded_h - kernel_height) / stride_height + 1;
     g.out_width = (padded_w - kernel_width) / stride_width + 1;
+    // One output row (column): the stride is never stepped; a stride past the padded input becomes the
+    // smallest with the same single output, so no backend adds it to a row index (found by fuzz_c_api:
+    // ih + stride_height overflowed for a stride of 2^63 - 1). Every stride is then <= in + 1.
+    if (g.out_height == 1) g.stride_height = std::min(stride_height, padded_h - kernel_height + 1);
+    if (g.out_width == 1) g.stride_width = std::min(stride_width, padded_w - kernel_width + 1);
     return g;
 }
 

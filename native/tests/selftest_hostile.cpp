@@ -201,6 +201,23 @@ void test_hostile_input(Context& cx) {
         p.add(guard_violation(dx, DX, "dx"));
         return p.joined();
     });
+    // Found by fuzz_c_api: pooling with one output row added the stride (2^63 - 1) to a row index.
+    hostile_case("pool2d stride 2^63 - 1 with one output position", [&] {
+        DeviceArray<float> X(cx.device, std::vector<float>{1, 2, 3, 4, 5, 6, 7, 8, 9}), Y(cx.device, nan_filled(1));
+        DeviceArray<int32_t> I(cx.device, std::vector<int32_t>{-1});
+        expect_ok_or_skip(cx, kn_pool2d_f32(KN_POOL_MAX, X.get(), Y.get(), I.get(), 1, 1, 3, 3, 2, 2, kInt64Max, kInt64Max, 0, 0, 1),
+                          "kn_pool2d_f32(MAX)");
+        std::vector<float> y = Y.read();
+        std::vector<int32_t> index = I.read();
+        Problems p;
+        if (y[0] != 5.0f || index[0] != 4) p.add("max = " + fmt(y[0]) + " at " + std::to_string(index[0]) + ", want 5 at 4");
+        expect_ok_or_skip(cx, kn_pool2d_f32(KN_POOL_AVG, X.get(), Y.get(), nullptr, 1, 1, 3, 3, 2, 2, kInt64Max, kInt64Max, 0, 0, 1),
+                          "kn_pool2d_f32(AVG)");
+        y = Y.read();
+        if (y[0] != 3.0f) p.add("mean = " + fmt(y[0]) + ", want 3");
+        p.add(guard_violation(y, Y, "y"));
+        return p.joined();
+    });
     hostile_case("conv2d padding near 2^63", [&] {
         DeviceArray<float> X(cx.device, std::vector<float>(16, 1.0f)), W(cx.device, std::vector<float>(4, 1.0f));
         DeviceArray<float> Y(cx.device, nan_filled(16));
