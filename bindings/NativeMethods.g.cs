@@ -268,7 +268,11 @@ internal static unsafe partial class NativeMethods
     internal static partial Status kn_buffer_create(nint device, long bytes, nint* buffer);
 
     // kn_status kn_buffer_free(kn_buffer* buffer);
-    /// <summary>Frees a buffer; NULL is allowed and does nothing.</summary>
+    /// <summary>
+    /// Frees a buffer; NULL is allowed and does nothing. Handles are never reused: a freed handle passed
+    /// to any call (freeing it again included) is refused with KN_ERROR_INVALID_ARGUMENT, even after its
+    /// memory went to a new buffer.
+    /// </summary>
     [LibraryImport(Library)]
     internal static partial Status kn_buffer_free(nint buffer);
 
@@ -408,7 +412,10 @@ internal static unsafe partial class NativeMethods
     internal static partial Status kn_dropout_backward_f32(nint dy, nint dx, long n, float p, long seed, long offset);
 
     // kn_status kn_clamp_f32(const kn_buffer* x, kn_buffer* y, int64_t n, float low, float high);
-    /// <summary>Elementwise clamp: y = min(max(x, low), high). y may be x. (Gradient clipping by value.)</summary>
+    /// <summary>
+    /// Elementwise clamp: y = min(max(x, low), high). y may be x. (Gradient clipping by value.)
+    /// As in PyTorch, low &gt; high gives high everywhere and NaN in x stays NaN; NaN bounds are an error.
+    /// </summary>
     [LibraryImport(Library)]
     internal static partial Status kn_clamp_f32(nint x, nint y, long n, float low, float high);
 
@@ -490,7 +497,10 @@ internal static unsafe partial class NativeMethods
     /// dx from dy ([batch, channels, out_height, out_width]); dx is overwritten. MAX routes each dy to the
     /// input its forward call recorded in indices (required); where windows overlap the contributions add.
     /// AVG spreads each dy evenly over its window with the forward call's divisor. Deterministic: each dx
-    /// element gathers from the windows that cover it, with no atomics.
+    /// element gathers from the windows that cover it, with no atomics. No backend writes outside dx
+    /// whatever indices holds: the CPU refuses an index outside its plane (KN_ERROR_INVALID_ARGUMENT naming
+    /// it and its position; dx is then undefined), the GPU gathers ignore entries that are not in their
+    /// window.
     /// </summary>
     [LibraryImport(Library)]
     internal static partial Status kn_pool2d_backward_f32(PoolOp op, nint dy, nint indices, nint dx, long batch, long channels, long in_height, long in_width, long kernel_height, long kernel_width, long stride_height, long stride_width, long pad_height, long pad_width, int count_include_pad);

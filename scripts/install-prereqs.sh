@@ -6,7 +6,8 @@ set -euo pipefail
 with_cuda=0
 for a in "$@"; do [ "$a" = --with-cuda ] && with_cuda=1; done
 sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
-pkgs="cmake clang-14 pocl-opencl-icd ocl-icd-opencl-dev opencl-headers clinfo libopenblas-dev libclblast-dev"
+# libclang-rt-14-dev: the sanitizer and libFuzzer runtimes for clang-14 (scripts/ci-sanitizers.sh)
+pkgs="cmake clang-14 libclang-rt-14-dev pocl-opencl-icd ocl-icd-opencl-dev opencl-headers clinfo libopenblas-dev libclblast-dev"
 if [ "$with_cuda" = 1 ]; then
   # CUDA lives in non-free: derive a second sources file from the configured one (never hard-code a host).
   if [ -f /etc/apt/sources.list.d/debian.sources ] && [ ! -f /etc/apt/sources.list.d/nonfree.sources ]; then

@@ -169,7 +169,9 @@ KN_API kn_status kn_device_trim(kn_device* device);
 
 /* Allocates bytes (may be 0) on a device. Contents are undefined until written. */
 KN_API kn_status kn_buffer_create(kn_device* device, int64_t bytes, kn_buffer** buffer);
-/* Frees a buffer; NULL is allowed and does nothing. */
+/* Frees a buffer; NULL is allowed and does nothing. Handles are never reused: a freed handle passed
+ * to any call (freeing it again included) is refused with KN_ERROR_INVALID_ARGUMENT, even after its
+ * memory went to a new buffer. */
 KN_API kn_status kn_buffer_free(kn_buffer* buffer);
 KN_API kn_status kn_buffer_size(const kn_buffer* buffer, int64_t* bytes);
 KN_API kn_status kn_buffer_device(const kn_buffer* buffer, kn_device** device);
@@ -283,7 +285,8 @@ KN_API kn_status kn_dropout_backward_f32(const kn_buffer* dy, kn_buffer* dx, int
 
 /* ---- Optimizer updates (fused, one pass over each parameter) ------------------------------ */
 
-/* Elementwise clamp: y = min(max(x, low), high). y may be x. (Gradient clipping by value.) */
+/* Elementwise clamp: y = min(max(x, low), high). y may be x. (Gradient clipping by value.)
+ * As in PyTorch, low > high gives high everywhere and NaN in x stays NaN; NaN bounds are an error. */
 KN_API kn_status kn_clamp_f32(const kn_buffer* x, kn_buffer* y, int64_t n, float low, float high);
 
 /* SGD as in PyTorch: g = grad + weight_decay * param;
@@ -374,7 +377,10 @@ KN_API kn_status kn_pool2d_f32(kn_pool_op op, const kn_buffer* x, kn_buffer* y, 
 /* dx from dy ([batch, channels, out_height, out_width]); dx is overwritten. MAX routes each dy to the
  * input its forward call recorded in indices (required); where windows overlap the contributions add.
  * AVG spreads each dy evenly over its window with the forward call's divisor. Deterministic: each dx
- * element gathers from the windows that cover it, with no atomics. */
+ * element gathers from the windows that cover it, with no atomics. No backend writes outside dx
+ * whatever indices holds: the CPU refuses an index outside its plane (KN_ERROR_INVALID_ARGUMENT naming
+ * it and its position; dx is then undefined), the GPU gathers ignore entries that are not in their
+ * window. */
 KN_API kn_status kn_pool2d_backward_f32(kn_pool_op op, const kn_buffer* dy, const kn_buffer* indices,
                                         kn_buffer* dx,
                                         int64_t batch, int64_t channels, int64_t in_height, int64_t in_width,

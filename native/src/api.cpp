@@ -10,6 +10,8 @@
 #include "error.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -23,21 +25,107 @@ using kn::Device;
 using kn::Error;
 using kn::fail;
 
-// A buffer handle. The magic word catches a freed or foreign pointer passed back in (freeing
-// clears it), so the common use-after-free becomes an error instead of a crash.
-struct kn_buffer {
-    uint32_t magic;
+// A buffer. Callers never see its address: a kn_buffer* handle is a never-reused id (see BufferTable),
+// so a stale handle (freed, even after its memory went to a new buffer) or a forged one is refused
+// instead of being read through. kn_buffer itself stays an incomplete type here on purpose: nothing
+// can dereference a handle without going through the table.
+struct Buffer {
     Device* device;
     void* memory;   // null when bytes == 0
     int64_t bytes;
     int64_t capacity;  // the block's size class (caching_allocator.h), >= bytes
 };
-
 namespace {
 
-constexpr uint32_t kBufferMagic = 0x6b6e6266;  // "knbf"
-
 thread_local std::string last_error;
+
+// Live buffers by handle. A handle encodes a slot of this table and the slot's generation:
+//     handle = generation << 36 | slot << 8 | kHandleTag
+// Freeing bumps the slot's generation, so the old handle never matches again even when the slot and
+// the memory go to the next buffer: freeing A, creating B and freeing A again finds no A and leaves B
+// alone. Slots live in chunks that are never freed or moved, so a lookup reads them without a lock
+// (two acquire loads; a training step makes thousands of calls with several buffers each). The tag
+// in the low bits keeps small integers and real (aligned) pointers from ever matching a handle.
+// Creating and freeing take a mutex for the free list. A generation wraps after 2^28 reuses of one
+// slot; a handle kept that long could then match again.
+class BufferTable {
+public:
+    kn_buffer* add(Buffer* b) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        uint32_t slot;
+        if (!free_slots_.empty()) {
+            slot = free_slots_.back();
+            free_slots_.pop_back();
+        } else {
+            if (next_slot_ == kChunkSlots * kChunks)
+                kn::fail(KN_ERROR_OUT_OF_MEMORY, "kn_buffer_create: ", next_slot_, " buffers are live, the most handles this library has");
+            slot = next_slot_;
+            auto& chunk = chunks_[slot / kChunkSlots];
+            if (!chunk.load(std::memory_order_relaxed)) chunk.store(new Slot[kChunkSlots], std::memory_order_release);
+            ++next_slot_;
+        }
+        Slot& s = at(slot);
+        s.buffer.store(b, std::memory_order_relaxed);
+        uint32_t generation = s.generation.load(std::memory_order_relaxed);
+        s.live.store(true, std::memory_order_release);
+        return reinterpret_cast<kn_buffer*>(static_cast<uintptr_t>(
+            uint64_t{generation} << 36 | uint64_t{slot} << 8 | kHandleTag));
+    }
+    Buffer* find(const kn_buffer* handle) const {
+        const Slot* s = slot_of(handle);
+        return s ? s->buffer.load(std::memory_order_relaxed) : nullptr;
+    }
+    // Removes and returns the buffer (nullptr when the handle is not live): exactly one of two racing
+    // frees of one handle gets it.
+    Buffer* remove(const kn_buffer* handle) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        Slot* s = const_cast<Slot*>(slot_of(handle));
+        if (!s) return nullptr;
+        Buffer* b = s->buffer.load(std::memory_order_relaxed);
+        s->live.store(false, std::memory_order_relaxed);
+        s->generation.store((s->generation.load(std::memory_order_relaxed) + 1) & kGenerationMask, std::memory_order_release);
+        free_slots_.push_back(static_cast<uint32_t>((key(handle) >> 8) & kSlotMask));
+        return b;
+    }
+
+private:
+    static_assert(sizeof(uintptr_t) == 8, "buffer handles are 64-bit");
+    static constexpr uint64_t kHandleTag = 0x4b;  // 'K'
+    static constexpr uint64_t kSlotMask = (uint64_t{1} << 28) - 1, kGenerationMask = (uint64_t{1} << 28) - 1;
+    static constexpr uint32_t kChunkSlots = 4096, kChunks = 65536;  // up to 2^28 live buffers
+    struct Slot {
+        std::atomic<uint32_t> generation{0};
+        std::atomic<bool> live{false};
+        std::atomic<Buffer*> buffer{nullptr};
+    };
+    static uint64_t key(const kn_buffer* handle) { return static_cast<uint64_t>(reinterpret_cast<uintptr_t>(handle)); }
+    Slot& at(uint32_t slot) const {
+        return chunks_[slot / kChunkSlots].load(std::memory_order_acquire)[slot % kChunkSlots];
+    }
+    // The slot a handle names, if the handle is well formed, the slot exists, is live, and is still in
+    // the handle's generation; otherwise nullptr. Reads only memory this table owns.
+    const Slot* slot_of(const kn_buffer* handle) const {
+        uint64_t k = key(handle);
+        if ((k & 0xff) != kHandleTag) return nullptr;
+        uint64_t slot = (k >> 8) & kSlotMask, generation = k >> 36;
+        if (generation > kGenerationMask) return nullptr;
+        const Slot* chunk = chunks_[slot / kChunkSlots].load(std::memory_order_acquire);
+        if (!chunk) return nullptr;
+        const Slot& s = chunk[slot % kChunkSlots];
+        if (s.generation.load(std::memory_order_acquire) != generation || !s.live.load(std::memory_order_acquire))
+            return nullptr;
+        return &s;
+    }
+    std::mutex mutex_;
+    std::vector<uint32_t> free_slots_;
+    uint32_t next_slot_ = 0;
+    std::atomic<Slot*> chunks_[kChunks] = {};
+};
+
+BufferTable& buffers() {
+    static BufferTable* table = new BufferTable();  // never destroyed, like the registry
+    return *table;
+}
 
 // ---- Device registry --------------------------------------------------------------------------
 
@@ -138,12 +226,24 @@ void check_out(T* out, const char* fn, const char* name) {
     if (!out) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": output pointer '", name, "' is NULL");
 }
 
-const kn_buffer& checked_buffer(const kn_buffer* b, const char* fn, const char* name) {
+[[noreturn]] void fail_not_live(const char* fn, const char* name) {
+    fail(KN_ERROR_INVALID_ARGUMENT, fn, ": buffer '", name,
+         "' is not a live buffer (already freed, or not created by kn_buffer_create)");
+}
+
+Buffer& checked_buffer(const kn_buffer* b, const char* fn, const char* name) {
     if (!b) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": buffer '", name, "' is NULL");
-    if (b->magic != kBufferMagic)
-        fail(KN_ERROR_INVALID_ARGUMENT, fn, ": buffer '", name,
-             "' is not a live buffer (already freed, or not created by kn_buffer_create)");
-    return *b;
+    Buffer* found = buffers().find(b);
+    if (!found) fail_not_live(fn, name);
+    return *found;
+}
+
+// The memory of an optional buffer already checked by checked_buffer (null for a NULL handle).
+void* memory_of(const kn_buffer* b) {
+    if (!b) return nullptr;
+    Buffer* found = buffers().find(b);
+    if (!found) fail(KN_ERROR_INVALID_ARGUMENT, "a buffer was freed while a call was using it");
+    return found->memory;
 }
 
 void check_non_negative(int64_t v, const char* fn, const char* name) {
@@ -167,7 +267,7 @@ int64_t add(int64_t a, int64_t b, const char* fn) {
 // `why` is a callable returning that description, run only on failure: successful calls (the
 // hot path, thousands per training step) build no strings.
 template <typename Why>
-void check_holds(const kn_buffer& b, int64_t elements, int64_t item_bytes, const char* fn,
+void check_holds(const Buffer& b, int64_t elements, int64_t item_bytes, const char* fn,
                  const char* name, Why&& why, const char* item_type = nullptr) {
     int64_t need = mul(elements, item_bytes, fn);
     if (b.bytes < need)
@@ -180,22 +280,29 @@ void check_holds(const kn_buffer& b, int64_t elements, int64_t item_bytes, const
 Device& same_device(const char* fn, std::initializer_list<std::pair<const char*, const kn_buffer*>> buffers) {
     Device* first = nullptr;
     const char* first_name = nullptr;
-    for (const auto& [name, b] : buffers) {
-        if (!b) continue;
+    for (const auto& [name, handle] : buffers) {
+        if (!handle) continue;
+        Device* device = checked_buffer(handle, fn, name).device;
         if (!first) {
-            first = b->device;
+            first = device;
             first_name = name;
-        } else if (b->device != first) {
+        } else if (device != first) {
             fail(KN_ERROR_DEVICE_MISMATCH, fn, ": '", first_name, "' is on ", first->name, " but '", name,
-                 "' is on ", b->device->name, "; move them to one device first");
+                 "' is on ", device->name, "; move them to one device first");
         }
     }
     return *first;
 }
 
+// An enum argument arrives as whatever int the caller passed. Loading an enum object whose value is
+// outside the enum's range is undefined behaviour in C++ (UBSan's -fsanitize=enum reports it), so the
+// value is taken by reference and its bytes read as the int they are before any enum-typed use. (A
+// KN_..._COUNT sentinel would not help: 999 is still outside the range of 0..20.)
 template <typename Enum>
-void check_enum(Enum v, int32_t last, const char* fn, const char* name) {
-    int32_t i = static_cast<int32_t>(v);
+void check_enum(const Enum& v, int32_t last, const char* fn, const char* name) {
+    static_assert(sizeof(Enum) == sizeof(int32_t), "kernels.h enums are int-sized");
+    int32_t i;
+    std::memcpy(&i, &v, sizeof i);
     if (i < 0 || i > last) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": ", name, " = ", i, " is not a valid value");
 }
 
@@ -233,8 +340,11 @@ kn::BroadcastGeometry broadcast(const int64_t* a_dims, int32_t a_rank, const int
         out[d] = ad == 1 ? bd : ad;
         as[d] = ad == 1 ? 0 : a_stride;
         bs[d] = bd == 1 ? 0 : b_stride;
-        a_stride *= ad;
-        b_stride *= bd;
+        // Wrapping (unsigned) on purpose: each operand's element count fits int64 (checked_elements),
+        // so these suffix products can only overflow past a zero dimension, as in [0, 2^61, 5] (found
+        // by fuzz_c_api). Then the output is empty too and the strides are never used (see below).
+        a_stride = static_cast<int64_t>(static_cast<uint64_t>(a_stride) * static_cast<uint64_t>(ad));
+        b_stride = static_cast<int64_t>(static_cast<uint64_t>(b_stride) * static_cast<uint64_t>(bd));
     }
     bool match = c_rank == rank;
     for (int32_t d = 0; match && d < rank; ++d) match = c_dims[d] == out[d];
@@ -242,6 +352,13 @@ kn::BroadcastGeometry broadcast(const int64_t* a_dims, int32_t a_rank, const int
         fail(KN_ERROR_SHAPE_MISMATCH, fn, ": output shape is ", shape_string(c_dims, c_rank), " but ",
              shape_string(a_dims, a_rank), " and ", shape_string(b_dims, b_rank), " broadcast to ",
              shape_string(out, rank));
+
+    // An empty output: nothing to normalise (and its other dimensions' product may not fit int64).
+    if (std::find(out, out + rank, int64_t{0}) != out + rank) {
+        kn::BroadcastGeometry empty{};
+        empty.rank = 1;
+        return empty;  // n = 0, dims[0] = 0
+    }
 
     // Drop size-1 dimensions, then merge neighbours where both operands stay linear across them.
     kn::BroadcastGeometry g{};
@@ -428,30 +545,39 @@ KN_API kn_status kn_buffer_create(kn_device* device, int64_t bytes, kn_buffer** 
         check_out(buffer, fn, "buffer");
         Device& d = checked_device(device, fn);
         check_non_negative(bytes, fn, "bytes");
-        auto* b = new kn_buffer{kBufferMagic, &d, nullptr, bytes, 0};
+        auto b = std::make_unique<Buffer>(Buffer{&d, nullptr, bytes, 0});
         if (bytes > 0) {
+            std::lock_guard<std::mutex> lock(d.mutex);
             try {
-                std::lock_guard<std::mutex> lock(d.mutex);
                 b->memory = allocator_of(&d).allocate(bytes, &b->capacity);
-            } catch (...) {
-                delete b;
-                throw;
+            } catch (const Error& e) {  // say what was asked for (the allocator may name a rounded size)
+                fail(e.status(), fn, ": ", bytes, " bytes requested on ", d.name, ": ", e.what());
             }
         }
-        *buffer = b;
+        try {
+            *buffer = buffers().add(b.get());
+        } catch (...) {
+            if (b->memory) {
+                std::lock_guard<std::mutex> lock(d.mutex);
+                allocator_of(&d).release(b->memory, b->bytes, b->capacity);
+            }
+            throw;
+        }
+        b.release();
     });
 }
 
 KN_API kn_status kn_buffer_free(kn_buffer* buffer) {
     return guarded([&] {
         if (!buffer) return;
-        checked_buffer(buffer, "kn_buffer_free", "buffer");
-        if (buffer->memory) {
-            std::lock_guard<std::mutex> lock(buffer->device->mutex);
-            allocator_of(buffer->device).release(buffer->memory, buffer->bytes, buffer->capacity);
+        std::unique_ptr<Buffer> b(buffers().remove(buffer));
+        if (!b)
+            fail(KN_ERROR_INVALID_ARGUMENT, "kn_buffer_free: buffer is not a live buffer (already freed, or not created "
+                 "by kn_buffer_create)");
+        if (b->memory) {
+            std::lock_guard<std::mutex> lock(b->device->mutex);
+            allocator_of(b->device).release(b->memory, b->bytes, b->capacity);
         }
-        buffer->magic = 0;
-        delete buffer;
     });
 }
 
@@ -472,7 +598,7 @@ KN_API kn_status kn_buffer_device(const kn_buffer* buffer, kn_device** device) {
 }  // extern "C"
 
 namespace {
-void check_range(const kn_buffer& b, int64_t offset, int64_t bytes, const char* fn, const char* name) {
+void check_range(const Buffer& b, int64_t offset, int64_t bytes, const char* fn, const char* name) {
     check_non_negative(offset, fn, "offset");
     check_non_negative(bytes, fn, "bytes");
     if (add(offset, bytes, fn) > b.bytes)
@@ -486,7 +612,7 @@ extern "C" {
 KN_API kn_status kn_buffer_write(kn_buffer* dst, int64_t dst_offset, const void* src, int64_t bytes) {
     return guarded([&] {
         const char* fn = "kn_buffer_write";
-        const kn_buffer& b = checked_buffer(dst, fn, "dst");
+        const Buffer& b = checked_buffer(dst, fn, "dst");
         check_range(b, dst_offset, bytes, fn, "dst");
         if (bytes == 0) return;
         if (!src) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": src is NULL");
@@ -498,7 +624,7 @@ KN_API kn_status kn_buffer_write(kn_buffer* dst, int64_t dst_offset, const void*
 KN_API kn_status kn_buffer_read(const kn_buffer* src, int64_t src_offset, void* dst, int64_t bytes) {
     return guarded([&] {
         const char* fn = "kn_buffer_read";
-        const kn_buffer& b = checked_buffer(src, fn, "src");
+        const Buffer& b = checked_buffer(src, fn, "src");
         check_range(b, src_offset, bytes, fn, "src");
         if (bytes == 0) return;
         if (!dst) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": dst is NULL");
@@ -511,8 +637,8 @@ KN_API kn_status kn_buffer_copy(kn_buffer* dst, int64_t dst_offset, const kn_buf
                                 int64_t bytes) {
     return guarded([&] {
         const char* fn = "kn_buffer_copy";
-        const kn_buffer& d = checked_buffer(dst, fn, "dst");
-        const kn_buffer& s = checked_buffer(src, fn, "src");
+        const Buffer& d = checked_buffer(dst, fn, "dst");
+        const Buffer& s = checked_buffer(src, fn, "src");
         check_range(d, dst_offset, bytes, fn, "dst");
         check_range(s, src_offset, bytes, fn, "src");
         if (bytes == 0) return;
@@ -538,7 +664,7 @@ KN_API kn_status kn_buffer_copy(kn_buffer* dst, int64_t dst_offset, const kn_buf
 KN_API kn_status kn_buffer_fill_f32(kn_buffer* dst, int64_t offset, int64_t count, float value) {
     return guarded([&] {
         const char* fn = "kn_buffer_fill_f32";
-        const kn_buffer& b = checked_buffer(dst, fn, "dst");
+        const Buffer& b = checked_buffer(dst, fn, "dst");
         check_non_negative(offset, fn, "offset");
         check_non_negative(count, fn, "count");
         if (add(offset, count, fn) > b.bytes / 4)
@@ -567,9 +693,9 @@ KN_API kn_status kn_gemm_f32(kn_transpose trans_a, kn_transpose trans_b, int64_t
         check_non_negative(stride_a, fn, "stride_a");
         check_non_negative(stride_b, fn, "stride_b");
         check_non_negative(stride_c, fn, "stride_c");
-        const kn_buffer& A = checked_buffer(a, fn, "a");
-        const kn_buffer& B = checked_buffer(b, fn, "b");
-        const kn_buffer& C = checked_buffer(c, fn, "c");
+        const Buffer& A = checked_buffer(a, fn, "a");
+        const Buffer& B = checked_buffer(b, fn, "b");
+        const Buffer& C = checked_buffer(c, fn, "c");
         Device& dev = same_device(fn, {{"a", a}, {"b", b}, {"c", c}});
         if (c == a || c == b) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": c must not be the same buffer as a or b");
 
@@ -579,7 +705,8 @@ KN_API kn_status kn_gemm_f32(kn_transpose trans_a, kn_transpose trans_b, int64_t
         int64_t b_rows = tb ? n : k, b_cols = tb ? k : n;
         auto check_ld = [&](int64_t ld, int64_t rows, int64_t cols, const char* ld_name, const char* mat,
                             bool transposed) {
-            if (ld < std::max<int64_t>(1, cols))
+            // ld >= the row length, as kernels.h says; an empty row (k = 0) accepts ld = 0.
+            if (ld < cols)
                 fail(KN_ERROR_SHAPE_MISMATCH, fn, ": ", ld_name, " = ", ld, " is smaller than the row length ",
                      cols, " of ", mat, " (stored ", rows, "x", cols, transposed ? ", transposed" : "", ")");
         };
@@ -616,8 +743,8 @@ KN_API kn_status kn_unary_f32(kn_unary_op op, float alpha, const kn_buffer* x, k
         const char* fn = "unary";
         check_enum(op, KN_UNARY_POW_SCALAR, fn, "op");
         check_non_negative(n, fn, "n");
-        const kn_buffer& X = checked_buffer(x, fn, "x");
-        const kn_buffer& Y = checked_buffer(y, fn, "y");
+        const Buffer& X = checked_buffer(x, fn, "x");
+        const Buffer& Y = checked_buffer(y, fn, "y");
         Device& dev = same_device(fn, {{"x", x}, {"y", y}});
         check_holds(X, n, 4, fn, "x", [&] { return cat("n = ", n); });
         check_holds(Y, n, 4, fn, "y", [&] { return cat("n = ", n); });
@@ -638,9 +765,9 @@ KN_API kn_status kn_unary_backward_f32(kn_unary_op op, float alpha, const kn_buf
         if (!needed)
             fail(KN_ERROR_INVALID_ARGUMENT, fn, ": the derivative of this op is computed from ",
                  uses_y ? "the forward output y" : "the input x", ", which is NULL");
-        const kn_buffer& N = checked_buffer(needed, fn, uses_y ? "y" : "x");
-        const kn_buffer& DY = checked_buffer(dy, fn, "dy");
-        const kn_buffer& DX = checked_buffer(dx, fn, "dx");
+        const Buffer& N = checked_buffer(needed, fn, uses_y ? "y" : "x");
+        const Buffer& DY = checked_buffer(dy, fn, "dy");
+        const Buffer& DX = checked_buffer(dx, fn, "dx");
         Device& dev = same_device(fn, {{uses_y ? "y" : "x", needed}, {"dy", dy}, {"dx", dx}});
         check_holds(N, n, 4, fn, uses_y ? "y" : "x", [&] { return cat("n = ", n); });
         check_holds(DY, n, 4, fn, "dy", [&] { return cat("n = ", n); });
@@ -661,9 +788,9 @@ KN_API kn_status kn_binary_f32(kn_binary_op op, const kn_buffer* a, const int64_
         int64_t na = checked_elements(a_dims, a_rank, fn, "a");
         int64_t nb = checked_elements(b_dims, b_rank, fn, "b");
         int64_t nc = checked_elements(c_dims, c_rank, fn, "c");
-        const kn_buffer& A = checked_buffer(a, fn, "a");
-        const kn_buffer& B = checked_buffer(b, fn, "b");
-        const kn_buffer& C = checked_buffer(c, fn, "c");
+        const Buffer& A = checked_buffer(a, fn, "a");
+        const Buffer& B = checked_buffer(b, fn, "b");
+        const Buffer& C = checked_buffer(c, fn, "c");
         Device& dev = same_device(fn, {{"a", a}, {"b", b}, {"c", c}});
         kn::BroadcastGeometry g = broadcast(a_dims, a_rank, b_dims, b_rank, c_dims, c_rank, fn);
         check_holds(A, na, 4, fn, "a", [&] { return "shape " + shape_string(a_dims, a_rank); });
@@ -685,9 +812,9 @@ KN_API kn_status kn_binary_backward_f32(kn_binary_op op, const kn_buffer* a, con
         int64_t na = checked_elements(a_dims, a_rank, fn, "a");
         int64_t nb = checked_elements(b_dims, b_rank, fn, "b");
         int64_t nc = checked_elements(c_dims, c_rank, fn, "dc");
-        const kn_buffer& A = checked_buffer(a, fn, "a");
-        const kn_buffer& B = checked_buffer(b, fn, "b");
-        const kn_buffer& DC = checked_buffer(dc, fn, "dc");
+        const Buffer& A = checked_buffer(a, fn, "a");
+        const Buffer& B = checked_buffer(b, fn, "b");
+        const Buffer& DC = checked_buffer(dc, fn, "dc");
         if (da) checked_buffer(da, fn, "da");
         if (db) checked_buffer(db, fn, "db");
         Device& dev = same_device(fn, {{"a", a}, {"b", b}, {"dc", dc}, {"da", da}, {"db", db}});
@@ -696,12 +823,12 @@ KN_API kn_status kn_binary_backward_f32(kn_binary_op op, const kn_buffer* a, con
         check_holds(A, na, 4, fn, "a", [&] { return "shape " + shape_string(a_dims, a_rank); });
         check_holds(B, nb, 4, fn, "b", [&] { return "shape " + shape_string(b_dims, b_rank); });
         check_holds(DC, nc, 4, fn, "dc", c_shape);
-        if (da) check_holds(*da, nc, 4, fn, "da", [&] { return "the broadcast " + c_shape(); });
-        if (db) check_holds(*db, nc, 4, fn, "db", [&] { return "the broadcast " + c_shape(); });
+        if (da) check_holds(checked_buffer(da, fn, "da"), nc, 4, fn, "da", [&] { return "the broadcast " + c_shape(); });
+        if (db) check_holds(checked_buffer(db, fn, "db"), nc, 4, fn, "db", [&] { return "the broadcast " + c_shape(); });
         if (nc == 0 || (!da && !db)) return;
         std::lock_guard<std::mutex> lock(dev.mutex);
-        dev.binary_backward_f32({op, g, A.memory, B.memory, DC.memory, da ? da->memory : nullptr,
-                                 db ? db->memory : nullptr});
+        dev.binary_backward_f32({op, g, A.memory, B.memory, DC.memory, memory_of(da),
+                                 memory_of(db)});
     });
 }
 
@@ -725,8 +852,8 @@ KN_API kn_status kn_reduce_f32(kn_reduce_op op, const kn_buffer* x, kn_buffer* y
         const char* fn = "reduce";
         check_enum(op, KN_REDUCE_SUM_SQUARES, fn, "op");
         check_reduce_shape(outer, reduce, inner, fn);
-        const kn_buffer& X = checked_buffer(x, fn, "x");
-        const kn_buffer& Y = checked_buffer(y, fn, "y");
+        const Buffer& X = checked_buffer(x, fn, "x");
+        const Buffer& Y = checked_buffer(y, fn, "y");
         Device& dev = same_device(fn, {{"x", x}, {"y", y}});
         if (x == y) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": y must not be the same buffer as x");
         int64_t out = mul(outer, inner, fn);
@@ -752,8 +879,8 @@ KN_API kn_status kn_argreduce_f32(kn_argreduce_op op, const kn_buffer* x, kn_buf
         const char* fn = "argreduce";
         check_enum(op, KN_ARGMIN, fn, "op");
         check_reduce_shape(outer, reduce, inner, fn);
-        const kn_buffer& X = checked_buffer(x, fn, "x");
-        const kn_buffer& I = checked_buffer(indices, fn, "indices");
+        const Buffer& X = checked_buffer(x, fn, "x");
+        const Buffer& I = checked_buffer(indices, fn, "indices");
         Device& dev = same_device(fn, {{"x", x}, {"indices", indices}});
         if (x == indices) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": indices must not be the same buffer as x");
         int64_t out = mul(outer, inner, fn);
@@ -776,8 +903,8 @@ KN_API kn_status kn_softmax_f32(const kn_buffer* x, kn_buffer* y, int64_t rows, 
         const char* fn = "softmax";
         check_non_negative(rows, fn, "rows");
         check_non_negative(cols, fn, "cols");
-        const kn_buffer& X = checked_buffer(x, fn, "x");
-        const kn_buffer& Y = checked_buffer(y, fn, "y");
+        const Buffer& X = checked_buffer(x, fn, "x");
+        const Buffer& Y = checked_buffer(y, fn, "y");
         Device& dev = same_device(fn, {{"x", x}, {"y", y}});
         int64_t n = mul(rows, cols, fn);
         auto shape = [&] { return cat("[rows, cols] = [", rows, ", ", cols, "]"); };
@@ -795,9 +922,9 @@ KN_API kn_status kn_softmax_backward_f32(const kn_buffer* y, const kn_buffer* dy
         const char* fn = "softmax_backward";
         check_non_negative(rows, fn, "rows");
         check_non_negative(cols, fn, "cols");
-        const kn_buffer& Y = checked_buffer(y, fn, "y");
-        const kn_buffer& DY = checked_buffer(dy, fn, "dy");
-        const kn_buffer& DX = checked_buffer(dx, fn, "dx");
+        const Buffer& Y = checked_buffer(y, fn, "y");
+        const Buffer& DY = checked_buffer(dy, fn, "dy");
+        const Buffer& DX = checked_buffer(dx, fn, "dx");
         Device& dev = same_device(fn, {{"y", y}, {"dy", dy}, {"dx", dx}});
         int64_t n = mul(rows, cols, fn);
         auto shape = [&] { return cat("[rows, cols] = [", rows, ", ", cols, "]"); };
@@ -819,9 +946,9 @@ KN_API kn_status kn_cross_entropy_f32(const kn_buffer* logits, const kn_buffer* 
         const char* fn = "cross_entropy";
         check_non_negative(rows, fn, "rows");
         check_non_negative(cols, fn, "cols");
-        const kn_buffer& X = checked_buffer(logits, fn, "logits");
-        const kn_buffer& L = checked_buffer(labels, fn, "labels");
-        const kn_buffer& Y = checked_buffer(losses, fn, "losses");
+        const Buffer& X = checked_buffer(logits, fn, "logits");
+        const Buffer& L = checked_buffer(labels, fn, "labels");
+        const Buffer& Y = checked_buffer(losses, fn, "losses");
         Device& dev = same_device(fn, {{"logits", logits}, {"labels", labels}, {"losses", losses}});
         auto shape = [&] { return cat("[rows, cols] = [", rows, ", ", cols, "]"); };
         check_holds(X, mul(rows, cols, fn), 4, fn, "logits", shape);
@@ -841,10 +968,10 @@ KN_API kn_status kn_cross_entropy_backward_f32(const kn_buffer* logits, const kn
         const char* fn = "cross_entropy_backward";
         check_non_negative(rows, fn, "rows");
         check_non_negative(cols, fn, "cols");
-        const kn_buffer& X = checked_buffer(logits, fn, "logits");
-        const kn_buffer& L = checked_buffer(labels, fn, "labels");
-        const kn_buffer& DY = checked_buffer(dlosses, fn, "dlosses");
-        const kn_buffer& DX = checked_buffer(dlogits, fn, "dlogits");
+        const Buffer& X = checked_buffer(logits, fn, "logits");
+        const Buffer& L = checked_buffer(labels, fn, "labels");
+        const Buffer& DY = checked_buffer(dlosses, fn, "dlosses");
+        const Buffer& DX = checked_buffer(dlogits, fn, "dlogits");
         Device& dev = same_device(fn, {{"logits", logits}, {"labels", labels}, {"dlosses", dlosses}, {"dlogits", dlogits}});
         auto shape = [&] { return cat("[rows, cols] = [", rows, ", ", cols, "]"); };
         check_holds(X, mul(rows, cols, fn), 4, fn, "logits", shape);
@@ -871,8 +998,8 @@ kn_status dropout_call(const kn_buffer* in, kn_buffer* out, int64_t n, float p, 
         check_non_negative(n, fn, "n");
         check_non_negative(offset, fn, "offset");
         if (!(p >= 0.0f && p < 1.0f)) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": p = ", p, " is outside [0, 1)");
-        const kn_buffer& X = checked_buffer(in, fn, in_name);
-        const kn_buffer& Y = checked_buffer(out, fn, out_name);
+        const Buffer& X = checked_buffer(in, fn, in_name);
+        const Buffer& Y = checked_buffer(out, fn, out_name);
         Device& dev = same_device(fn, {{in_name, in}, {out_name, out}});
         check_holds(X, n, 4, fn, in_name, [&] { return cat("n = ", n); });
         check_holds(Y, n, 4, fn, out_name, [&] { return cat("n = ", n); });
@@ -902,9 +1029,11 @@ KN_API kn_status kn_clamp_f32(const kn_buffer* x, kn_buffer* y, int64_t n, float
     return guarded([&] {
         const char* fn = "clamp";
         check_non_negative(n, fn, "n");
-        if (!(low <= high)) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": low = ", low, " is not <= high = ", high);
-        const kn_buffer& X = checked_buffer(x, fn, "x");
-        const kn_buffer& Y = checked_buffer(y, fn, "y");
+        // low > high is allowed and gives high everywhere, as min(max(x, low), high) and PyTorch do.
+        if (std::isnan(low) || std::isnan(high))
+            fail(KN_ERROR_INVALID_ARGUMENT, fn, ": the bounds must be numbers (low = ", low, ", high = ", high, ")");
+        const Buffer& X = checked_buffer(x, fn, "x");
+        const Buffer& Y = checked_buffer(y, fn, "y");
         Device& dev = same_device(fn, {{"x", x}, {"y", y}});
         check_holds(X, n, 4, fn, "x", [&] { return cat("n = ", n); });
         check_holds(Y, n, 4, fn, "y", [&] { return cat("n = ", n); });
@@ -955,7 +1084,7 @@ KN_API kn_status kn_sgd_step_f32(kn_buffer* param, const kn_buffer* grad, kn_buf
         Device& dev = check_optimizer_buffers(fn, n, {{"param", param}, {"grad", grad}, {"velocity", momentum != 0.0f ? velocity : nullptr}});
         if (n == 0) return;
         std::lock_guard<std::mutex> lock(dev.mutex);
-        dev.sgd_step_f32({param->memory, grad->memory, momentum != 0.0f ? velocity->memory : nullptr, n, lr, momentum,
+        dev.sgd_step_f32({memory_of(param), memory_of(grad), memory_of(momentum != 0.0f ? velocity : nullptr), n, lr, momentum,
                           dampening, weight_decay, nesterov != 0, first_step != 0});
     });
 }
@@ -976,7 +1105,7 @@ KN_API kn_status kn_adam_step_f32(kn_buffer* param, const kn_buffer* grad, kn_bu
         Device& dev = check_optimizer_buffers(fn, n, {{"param", param}, {"grad", grad}, {"m", m}, {"v", v}});
         if (n == 0) return;
         std::lock_guard<std::mutex> lock(dev.mutex);
-        dev.adam_step_f32({param->memory, grad->memory, m->memory, v->memory, n, lr, beta1, beta2, eps, weight_decay,
+        dev.adam_step_f32({memory_of(param), memory_of(grad), memory_of(m), memory_of(v), n, lr, beta1, beta2, eps, weight_decay,
                            decoupled_weight_decay != 0, step});
     });
 }
@@ -999,7 +1128,7 @@ KN_API kn_status kn_rmsprop_step_f32(kn_buffer* param, const kn_buffer* grad, kn
         Device& dev = check_optimizer_buffers(fn, n, {{"param", param}, {"grad", grad}, {"square_avg", square_avg}, {"velocity", vel}});
         if (n == 0) return;
         std::lock_guard<std::mutex> lock(dev.mutex);
-        dev.rmsprop_step_f32({param->memory, grad->memory, square_avg->memory, vel ? vel->memory : nullptr, n, lr, alpha,
+        dev.rmsprop_step_f32({memory_of(param), memory_of(grad), memory_of(square_avg), memory_of(vel), n, lr, alpha,
                               eps, weight_decay, momentum});
     });
 }
@@ -1017,7 +1146,7 @@ KN_API kn_status kn_adagrad_step_f32(kn_buffer* param, const kn_buffer* grad, kn
         Device& dev = check_optimizer_buffers(fn, n, {{"param", param}, {"grad", grad}, {"sum", sum}});
         if (n == 0) return;
         std::lock_guard<std::mutex> lock(dev.mutex);
-        dev.adagrad_step_f32({param->memory, grad->memory, sum->memory, n, lr, eps, weight_decay});
+        dev.adagrad_step_f32({memory_of(param), memory_of(grad), memory_of(sum), n, lr, eps, weight_decay});
     });
 }
 
@@ -1064,8 +1193,15 @@ kn::Conv2dGeometry conv_geometry(const char* fn, int64_t batch, int64_t in_chann
     if (extent_h > padded_h || extent_w > padded_w)
         fail(KN_ERROR_SHAPE_MISMATCH, fn, ": the kernel spans ", extent_h, "x", extent_w,
              " (with dilation) but the padded input is only ", padded_h, "x", padded_w, " (", conv_shapes(g), ")");
+    // The CPU backend lowers through a zero-padded copy of the input: its size must be a number.
+    mul(mul(padded_h, padded_w, fn), in_channels, fn);
     g.out_height = (padded_h - extent_h) / stride_height + 1;
     g.out_width = (padded_w - extent_w) / stride_width + 1;
+    // With one output row (column) the stride is never stepped; a stride past the padded input is
+    // replaced by the smallest one with the same single output, so that no backend multiplies a
+    // stride near 2^63 by a row length (found by fuzz_c_api: stride_height * padded_width overflowed).
+    if (g.out_height == 1) g.stride_height = std::min(stride_height, padded_h - extent_h + 1);
+    if (g.out_width == 1) g.stride_width = std::min(stride_width, padded_w - extent_w + 1);
     return g;
 }
 
@@ -1096,9 +1232,9 @@ KN_API kn_status kn_conv2d_f32(const kn_buffer* x, const kn_buffer* w, const kn_
     return guarded([&] {
         const char* fn = "conv2d";
         kn::Conv2dGeometry g = conv_geometry(fn, KN_CONV_ARGS);
-        const kn_buffer& X = checked_buffer(x, fn, "x");
-        const kn_buffer& W = checked_buffer(w, fn, "w");
-        const kn_buffer& Y = checked_buffer(y, fn, "y");
+        const Buffer& X = checked_buffer(x, fn, "x");
+        const Buffer& W = checked_buffer(w, fn, "w");
+        const Buffer& Y = checked_buffer(y, fn, "y");
         if (bias) checked_buffer(bias, fn, "bias");
         Device& dev = same_device(fn, {{"x", x}, {"w", w}, {"bias", bias}, {"y", y}});
         ConvSizes n = conv_sizes(g, fn);
@@ -1106,10 +1242,10 @@ KN_API kn_status kn_conv2d_f32(const kn_buffer* x, const kn_buffer* w, const kn_
         check_holds(X, n.x, 4, fn, "x", shapes);
         check_holds(W, n.w, 4, fn, "w", shapes);
         check_holds(Y, n.y, 4, fn, "y", shapes);
-        if (bias) check_holds(*bias, out_channels, 4, fn, "bias", shapes);
+        if (bias) check_holds(checked_buffer(bias, fn, "bias"), out_channels, 4, fn, "bias", shapes);
         if (batch == 0) return;
         std::lock_guard<std::mutex> lock(dev.mutex);
-        dev.conv2d_f32({g, X.memory, W.memory, bias ? bias->memory : nullptr, Y.memory});
+        dev.conv2d_f32({g, X.memory, W.memory, memory_of(bias), Y.memory});
     });
 }
 
@@ -1117,9 +1253,9 @@ KN_API kn_status kn_conv2d_backward_data_f32(const kn_buffer* dy, const kn_buffe
     return guarded([&] {
         const char* fn = "conv2d_backward_data";
         kn::Conv2dGeometry g = conv_geometry(fn, KN_CONV_ARGS);
-        const kn_buffer& DY = checked_buffer(dy, fn, "dy");
-        const kn_buffer& W = checked_buffer(w, fn, "w");
-        const kn_buffer& DX = checked_buffer(dx, fn, "dx");
+        const Buffer& DY = checked_buffer(dy, fn, "dy");
+        const Buffer& W = checked_buffer(w, fn, "w");
+        const Buffer& DX = checked_buffer(dx, fn, "dx");
         Device& dev = same_device(fn, {{"dy", dy}, {"w", w}, {"dx", dx}});
         ConvSizes n = conv_sizes(g, fn);
         auto shapes = [&] { return conv_shapes(g); };
@@ -1137,9 +1273,9 @@ KN_API kn_status kn_conv2d_backward_weights_f32(const kn_buffer* x, const kn_buf
     return guarded([&] {
         const char* fn = "conv2d_backward_weights";
         kn::Conv2dGeometry g = conv_geometry(fn, KN_CONV_ARGS);
-        const kn_buffer& X = checked_buffer(x, fn, "x");
-        const kn_buffer& DY = checked_buffer(dy, fn, "dy");
-        const kn_buffer& DW = checked_buffer(dw, fn, "dw");
+        const Buffer& X = checked_buffer(x, fn, "x");
+        const Buffer& DY = checked_buffer(dy, fn, "dy");
+        const Buffer& DW = checked_buffer(dw, fn, "dw");
         if (dbias) checked_buffer(dbias, fn, "dbias");
         Device& dev = same_device(fn, {{"x", x}, {"dy", dy}, {"dw", dw}, {"dbias", dbias}});
         ConvSizes n = conv_sizes(g, fn);
@@ -1147,14 +1283,14 @@ KN_API kn_status kn_conv2d_backward_weights_f32(const kn_buffer* x, const kn_buf
         check_holds(X, n.x, 4, fn, "x", shapes);
         check_holds(DY, n.y, 4, fn, "dy", shapes);
         check_holds(DW, n.w, 4, fn, "dw", shapes);
-        if (dbias) check_holds(*dbias, out_channels, 4, fn, "dbias", shapes);
+        if (dbias) check_holds(checked_buffer(dbias, fn, "dbias"), out_channels, 4, fn, "dbias", shapes);
         std::lock_guard<std::mutex> lock(dev.mutex);
         if (batch == 0) {  // an empty batch contributes nothing: the gradients are zero
             dev.fill_f32(DW.memory, 0, n.w, 0.0f);
-            if (dbias) dev.fill_f32(dbias->memory, 0, out_channels, 0.0f);
+            if (dbias) dev.fill_f32(memory_of(dbias), 0, out_channels, 0.0f);
             return;
         }
-        dev.conv2d_backward_weights_f32({g, X.memory, DY.memory, DW.memory, dbias ? dbias->memory : nullptr});
+        dev.conv2d_backward_weights_f32({g, X.memory, DY.memory, DW.memory, memory_of(dbias)});
     });
 }
 
@@ -1171,7 +1307,7 @@ std::string pool_shapes(const kn::Pool2dGeometry& g) {
                g.pad_width);
 }
 
-kn::Pool2dGeometry pool_geometry(const char* fn, kn_pool_op op, int64_t batch, int64_t channels, int64_t in_height,
+kn::Pool2dGeometry pool_geometry(const char* fn, const kn_pool_op& op, int64_t batch, int64_t channels, int64_t in_height,
                                  int64_t in_width, int64_t kernel_height, int64_t kernel_width, int64_t stride_height,
                                  int64_t stride_width, int64_t pad_height, int64_t pad_width, int32_t count_include_pad) {
     check_enum(op, KN_POOL_AVG, fn, "op");
@@ -1186,22 +1322,29 @@ kn::Pool2dGeometry pool_geometry(const char* fn, kn_pool_op op, int64_t batch, i
         {"stride_height", stride_height}, {"stride_width", stride_width}};
     for (const auto& [name, v] : positive)
         if (v < 1) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": ", name, " = ", v, " must be >= 1 (", pool_shapes(g), ")");
-    if (2 * pad_height > kernel_height || 2 * pad_width > kernel_width)
-        fail(KN_ERROR_INVALID_ARGUMENT, fn, ": padding ", pad_height, "x", pad_width,
+    // pad > kernel / 2, not 2 * pad > kernel: the product wraps for pads near 2^62, and the compiler
+    // may then also drop the overflow checks below (signed overflow is undefined behaviour).
+    if (pad_height > kernel_height / 2 || pad_width > kernel_width / 2)
+        fail(KN_ERROR_INVALID_ARGUMENT, fn, ": padding ", pad_height, "x", pad_width, " (pad_height x pad_width)",
              " is more than half the kernel (", pool_shapes(g), ")");
     int64_t padded_h = add(in_height, mul(2, pad_height, fn), fn);
     int64_t padded_w = add(in_width, mul(2, pad_width, fn), fn);
     if (kernel_height > padded_h || kernel_width > padded_w)
         fail(KN_ERROR_SHAPE_MISMATCH, fn, ": the ", kernel_height, "x", kernel_width,
              " window is larger than the padded input ", padded_h, "x", padded_w, " (", pool_shapes(g), ")");
-    if (in_height * in_width > std::numeric_limits<int32_t>::max())
+    if (in_height > std::numeric_limits<int32_t>::max() / in_width)  // in_height * in_width could wrap
         fail(KN_ERROR_INVALID_ARGUMENT, fn, ": a ", in_height, "x", in_width, " plane is too large for int32 indices");
     g.out_height = (padded_h - kernel_height) / stride_height + 1;
     g.out_width = (padded_w - kernel_width) / stride_width + 1;
+    // One output row (column): the stride is never stepped; a stride past the padded input becomes the
+    // smallest with the same single output, so no backend adds it to a row index (found by fuzz_c_api:
+    // ih + stride_height overflowed for a stride of 2^63 - 1). Every stride is then <= in + 1.
+    if (g.out_height == 1) g.stride_height = std::min(stride_height, padded_h - kernel_height + 1);
+    if (g.out_width == 1) g.stride_width = std::min(stride_width, padded_w - kernel_width + 1);
     return g;
 }
 
-kn_status pool_call(kn_pool_op op, const kn_buffer* in, kn_buffer* out, const kn_buffer* indices, int64_t batch,
+kn_status pool_call(const kn_pool_op& op, const kn_buffer* in, kn_buffer* out, const kn_buffer* indices, int64_t batch,
                     int64_t channels, int64_t in_height, int64_t in_width, int64_t kernel_height, int64_t kernel_width,
                     int64_t stride_height, int64_t stride_width, int64_t pad_height, int64_t pad_width,
                     int32_t count_include_pad, bool backward) {
@@ -1212,8 +1355,8 @@ kn_status pool_call(kn_pool_op op, const kn_buffer* in, kn_buffer* out, const kn
         kn::Pool2dGeometry g = pool_geometry(fn, op, batch, channels, in_height, in_width, kernel_height,
                                              kernel_width, stride_height, stride_width, pad_height, pad_width,
                                              count_include_pad);
-        const kn_buffer& I = checked_buffer(in, fn, in_name);
-        const kn_buffer& O = checked_buffer(out, fn, out_name);
+        const Buffer& I = checked_buffer(in, fn, in_name);
+        const Buffer& O = checked_buffer(out, fn, out_name);
         const kn_buffer* idx = op == KN_POOL_MAX ? indices : nullptr;
         if (backward && op == KN_POOL_MAX && !indices)
             fail(KN_ERROR_INVALID_ARGUMENT, fn, ": max pooling's backward needs the indices its forward call wrote");
@@ -1225,11 +1368,11 @@ kn_status pool_call(kn_pool_op op, const kn_buffer* in, kn_buffer* out, const kn
         auto shapes = [&] { return pool_shapes(g); };
         check_holds(I, backward ? y_n : x_n, 4, fn, in_name, shapes);
         check_holds(O, backward ? x_n : y_n, 4, fn, out_name, shapes);
-        if (idx) check_holds(*idx, y_n, 4, fn, "indices", shapes, "int32");
+        if (idx) check_holds(checked_buffer(idx, fn, "indices"), y_n, 4, fn, "indices", shapes, "int32");
         if (batch == 0) return;
         std::lock_guard<std::mutex> lock(dev.mutex);
-        if (backward) dev.pool2d_backward_f32({op, g, I.memory, idx ? idx->memory : nullptr, O.memory});
-        else dev.pool2d_f32({op, g, I.memory, O.memory, idx ? idx->memory : nullptr});
+        if (backward) dev.pool2d_backward_f32({op, g, I.memory, memory_of(idx), O.memory});
+        else dev.pool2d_f32({op, g, I.memory, O.memory, memory_of(idx)});
     });
 }
 
@@ -1273,8 +1416,8 @@ KN_API kn_status kn_batch_norm_f32(const kn_buffer* x, kn_buffer* y, const kn_bu
             fail(KN_ERROR_INVALID_ARGUMENT, fn, ": inference mode (training = 0) needs running_mean and running_var");
         if ((running_mean == nullptr) != (running_var == nullptr))
             fail(KN_ERROR_INVALID_ARGUMENT, fn, ": pass both running_mean and running_var, or neither");
-        const kn_buffer& X = checked_buffer(x, fn, "x");
-        const kn_buffer& Y = checked_buffer(y, fn, "y");
+        const Buffer& X = checked_buffer(x, fn, "x");
+        const Buffer& Y = checked_buffer(y, fn, "y");
         std::pair<const char*, kn_buffer*> per_channel[] = {{"gamma", const_cast<kn_buffer*>(gamma)},
                                                             {"beta", const_cast<kn_buffer*>(beta)},
                                                             {"running_mean", running_mean}, {"running_var", running_var},
@@ -1291,10 +1434,9 @@ KN_API kn_status kn_batch_norm_f32(const kn_buffer* x, kn_buffer* y, const kn_bu
         check_holds(X, n, 4, fn, "x", shapes);
         check_holds(Y, n, 4, fn, "y", shapes);
         if (n == 0) return;
-        auto mem = [](const kn_buffer* b) { return b ? b->memory : nullptr; };
         std::lock_guard<std::mutex> lock(dev.mutex);
-        dev.batch_norm_f32({X.memory, Y.memory, gamma->memory, beta->memory, mem(running_mean), mem(running_var),
-                            mem(save_mean), mem(save_invstd), batch, channels, spatial, eps, momentum, training != 0});
+        dev.batch_norm_f32({X.memory, Y.memory, memory_of(gamma), memory_of(beta), memory_of(running_mean), memory_of(running_var),
+                            memory_of(save_mean), memory_of(save_invstd), batch, channels, spatial, eps, momentum, training != 0});
     });
 }
 
@@ -1307,8 +1449,8 @@ KN_API kn_status kn_batch_norm_backward_f32(const kn_buffer* x, const kn_buffer*
         check_non_negative(batch, fn, "batch");
         check_non_negative(spatial, fn, "spatial");
         if (channels < 1) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": channels = ", channels, " must be >= 1");
-        const kn_buffer& X = checked_buffer(x, fn, "x");
-        const kn_buffer& DY = checked_buffer(dy, fn, "dy");
+        const Buffer& X = checked_buffer(x, fn, "x");
+        const Buffer& DY = checked_buffer(dy, fn, "dy");
         if (dx) checked_buffer(dx, fn, "dx");
         auto shapes = [&] { return cat("[batch, channels, spatial] = [", batch, ", ", channels, ", ", spatial, "]"); };
         std::pair<const char*, const kn_buffer*> per_channel[] = {{"gamma", gamma}, {"save_mean", save_mean},
@@ -1320,15 +1462,15 @@ KN_API kn_status kn_batch_norm_backward_f32(const kn_buffer* x, const kn_buffer*
         int64_t n = mul(mul(batch, channels, fn), spatial, fn);
         check_holds(X, n, 4, fn, "x", shapes);
         check_holds(DY, n, 4, fn, "dy", shapes);
-        if (dx) check_holds(*dx, n, 4, fn, "dx", shapes);
+        if (dx) check_holds(checked_buffer(dx, fn, "dx"), n, 4, fn, "dx", shapes);
         std::lock_guard<std::mutex> lock(dev.mutex);
         if (n == 0) {  // no values: the parameter gradients are zero sums
-            dev.fill_f32(dgamma->memory, 0, channels, 0.0f);
-            dev.fill_f32(dbeta->memory, 0, channels, 0.0f);
+            dev.fill_f32(memory_of(dgamma), 0, channels, 0.0f);
+            dev.fill_f32(memory_of(dbeta), 0, channels, 0.0f);
             return;
         }
-        dev.batch_norm_backward_f32({X.memory, DY.memory, gamma->memory, save_mean->memory, save_invstd->memory,
-                                     dx ? dx->memory : nullptr, dgamma->memory, dbeta->memory, batch, channels, spatial,
+        dev.batch_norm_backward_f32({X.memory, DY.memory, memory_of(gamma), memory_of(save_mean), memory_of(save_invstd),
+                                     memory_of(dx), memory_of(dgamma), memory_of(dbeta), batch, channels, spatial,
                                      training != 0});
     });
 }

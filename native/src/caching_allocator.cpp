@@ -2,6 +2,7 @@
 #include "caching_allocator.h"
 
 #include <algorithm>
+#include <limits>
 
 namespace kn {
 
@@ -16,11 +17,17 @@ CachingAllocator::CachingAllocator(Device& device, bool enabled, int64_t cache_l
 
 int64_t CachingAllocator::size_class(int64_t bytes) {
     int64_t granule = bytes > kLargeThreshold ? kLargeGranule : kSmallGranule;
+    // bytes + granule - 1 wraps within a granule of 2^63 (and -1 is the sign of it): such a request
+    // has no size class; -1 tells allocate() to refuse it rather than hand out a small parked block.
+    if (bytes > std::numeric_limits<int64_t>::max() - (granule - 1)) return -1;
     return (bytes + granule - 1) / granule * granule;
 }
 
 void* CachingAllocator::allocate(int64_t bytes, int64_t* capacity) {
     int64_t size = enabled_ ? size_class(bytes) : bytes;
+    if (size < bytes)
+        fail(KN_ERROR_OUT_OF_MEMORY, "no device can hold that many (rounding ", bytes,
+             " up to the caching allocator's block size overflows int64)");
     void* memory = nullptr;
     if (enabled_) {
         // Best fit among parked blocks, but never more than twice the request.

@@ -11,13 +11,14 @@
 // inputs are read back to prove they were not written. Error paths go through the C API and must
 // return the documented status, a message, and leave the library usable.
 //
-//   kernels_selftest [--device NAME]... [--quick] [--require cuda|opencl]... [--strict] [--verbose]
+//   kernels_selftest [--device NAME]... [--quick] [--require cuda|opencl]... [--strict] [--only TEXT] [--verbose]
 //
 // Prints one line per failing case (FAIL) and per case a non-CPU backend does not implement yet
 // (SKIP: it answered KN_ERROR_NOT_SUPPORTED; --strict makes that a failure), per-device counts, and
 // finally "selftest: N passed, N failed, N skipped"; exits 0 only when nothing failed.
 #include "selftest_harness.h"
 #include "selftest_cnn.h"
+#include "selftest_hostile.h"
 
 #include <functional>
 #include <memory>
@@ -34,6 +35,7 @@ struct Options {
     bool quick = false;
     bool verbose = false;
     bool strict = false;
+    std::string only;  // run only the cases whose name contains this
     std::vector<kn_device_kind> required;
 };
 
@@ -1784,6 +1786,7 @@ int usage(const char* argv0) {
                  "  --quick         smaller shapes (for compute-sanitizer runs)\n"
                  "  --require KIND  fail unless a device of this kind exists (cuda or opencl)\n"
                  "  --strict        an op a GPU backend answers NOT_SUPPORTED for fails instead of SKIP\n"
+                 "  --only TEXT     run only the cases whose name contains TEXT\n"
                  "  --verbose       print passing cases too\n",
                  argv0);
     return 2;
@@ -1801,6 +1804,8 @@ int main(int argc, char** argv) {
             opt.quick = true;
         } else if (a == "--strict") {
             opt.strict = true;
+        } else if (a == "--only" && i + 1 < argc) {
+            opt.only = argv[++i];
         } else if (a == "--verbose" || a == "-v") {
             opt.verbose = true;
         } else if (a == "--require" && i + 1 < argc) {
@@ -1813,7 +1818,7 @@ int main(int argc, char** argv) {
         }
     }
 
-    Reporter report(opt.verbose);
+    Reporter report(opt.verbose, opt.only);
     int32_t major = 0, minor = 0, patch = 0;
     if (kn_get_version(&major, &minor, &patch) == KN_OK)
         std::printf("libkernels %d.%d.%d%s\n", major, minor, patch, opt.quick ? " (quick)" : "");
@@ -1911,6 +1916,7 @@ int main(int argc, char** argv) {
         test_pooling(cx);
         test_batch_norm(cx);
         test_cnn_errors(cx);
+        test_hostile_input(cx);
         test_trim(cx);
         report.end_device();
     }

@@ -259,7 +259,7 @@ private:
 
 class Reporter {
 public:
-    explicit Reporter(bool verbose) : verbose_(verbose) {}
+    explicit Reporter(bool verbose, std::string only = "") : verbose_(verbose), only_(std::move(only)) {}
 
     void begin_device(const std::string& device) {
         counts_.push_back({device, 0, 0, 0.0});
@@ -273,6 +273,7 @@ public:
     // body() returns the problems of the case; a thrown CaseFailure/exception is a problem too.
     template <typename Body>
     void run(const std::string& case_name, Body&& body) {
+        if (!only_.empty() && case_name.find(only_) == std::string::npos) return;
         std::string problem;
         try {
             Problems p = body();
@@ -350,6 +351,7 @@ private:
         int skipped = 0;
     };
     bool verbose_;
+    std::string only_;
     std::vector<Count> counts_;
     std::chrono::steady_clock::time_point started_;
 };

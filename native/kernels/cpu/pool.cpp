@@ -32,6 +32,8 @@
 #include "thread_pool.h"
 
 #include <algorithm>
+#include <atomic>
+#include <limits>
 #include <vector>
 
 namespace kn::cpu {
@@ -68,10 +70,24 @@ void pool2d_backward_f32(const Pool2dBackwardArgs& args) {
     const PoolPlanes& planes = pool_planes();
     const int64_t scratch_floats =
         args.op == KN_POOL_AVG ? (args.g.out_height + 1) * args.g.in_width + args.g.out_width : 0;
+    // The first out-of-plane index over all planes (each task reports its own first; keep the least).
+    std::atomic<int64_t> first_bad{std::numeric_limits<int64_t>::max()};
     parallel_for(args.g.batch * args.g.channels, plane_grain(args.g), [&](int64_t begin, int64_t end) {
         std::vector<float> scratch(static_cast<size_t>(scratch_floats));
-        planes.backward(args, begin, end, scratch.data());
+        const int64_t bad = planes.backward(args, begin, end, scratch.data());
+        if (bad < 0) return;
+        int64_t seen = first_bad.load();
+        while (bad < seen && !first_bad.compare_exchange_weak(seen, bad)) {}
     });
+    const int64_t bad = first_bad.load();
+    if (bad != std::numeric_limits<int64_t>::max()) {
+        const Pool2dGeometry& g = args.g;
+        const int64_t plane_out = g.out_height * g.out_width, plane = bad / plane_out, o = bad % plane_out;
+        fail(KN_ERROR_INVALID_ARGUMENT, "pool2d_backward: indices holds ", static_cast<const int32_t*>(args.indices)[bad],
+             " at position ", bad, " (image ", plane / g.channels, ", channel ", plane % g.channels, ", output row ",
+             o / g.out_width, ", column ", o % g.out_width, "), outside the ", g.in_height, "x", g.in_width,
+             " input plane; max pooling's backward needs the indices its forward call wrote (dx is undefined)");
+    }
 }
 
 }  // namespace kn::cpu

@@ -21,8 +21,10 @@ namespace kn::cpu {
 // Pools the (image, channel) planes [begin, end) of one call.
 struct PoolPlanes {
     void (*forward)(const Pool2dArgs& args, int64_t begin, int64_t end);
-    // scratch: (out_height + 1) * in_width + out_width floats (average pooling's per-row spreads)
-    void (*backward)(const Pool2dBackwardArgs& args, int64_t begin, int64_t end, float* scratch);
+    // scratch: (out_height + 1) * in_width + out_width floats (average pooling's per-row spreads).
+    // Returns -1, or for max pooling the first position in indices (over the whole call) whose value
+    // lies outside its plane: that plane's dx is left zero and the caller reports the error.
+    int64_t (*backward)(const Pool2dBackwardArgs& args, int64_t begin, int64_t end, float* scratch);
 };
 namespace pool_portable { const PoolPlanes& planes(); }
 namespace pool_avx2 { const PoolPlanes& planes(); }
@@ -357,7 +359,7 @@ void avg_backward_plane(const Pool2dGeometry& g, const float* dy, float* dx, flo
     }
 }
 
-void backward_planes(const Pool2dBackwardArgs& args, int64_t begin, int64_t end, float* scratch) {
+int64_t backward_planes(const Pool2dBackwardArgs& args, int64_t begin, int64_t end, float* scratch) {
     const Pool2dGeometry& g = args.g;
     const float* dy = static_cast<const float*>(args.dy);
     const int32_t* indices = static_cast<const int32_t*>(args.indices);
@@ -369,11 +371,20 @@ void backward_planes(const Pool2dBackwardArgs& args, int64_t begin, int64_t end,
         if (args.op == KN_POOL_MAX) {
             for (int64_t i = 0; i < plane_in; ++i) dx_plane[i] = 0.0f;
             const int32_t* i_plane = indices + p * plane_out;
+            // indices come from the caller: a forged or corrupted entry would otherwise write
+            // anywhere. One pass over the plane's indices (in L1 right after) before any write.
+            bool inside = true;
+            for (int64_t o = 0; o < plane_out; ++o) inside &= i_plane[o] >= 0 && i_plane[o] < plane_in;
+            if (!inside) {
+                for (int64_t o = 0; o < plane_out; ++o)
+                    if (i_plane[o] < 0 || i_plane[o] >= plane_in) return p * plane_out + o;
+            }
             for (int64_t o = 0; o < plane_out; ++o) dx_plane[i_plane[o]] += dy_plane[o];
         } else {
             avg_backward_plane(g, dy_plane, dx_plane, scratch);
         }
     }
+    return -1;
 }
 
 }  // namespace

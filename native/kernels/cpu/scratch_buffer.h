@@ -24,6 +24,9 @@ public:
     // At least `floats` floats; the contents are not kept when it grows.
     float* get(int64_t floats) {
         if (floats > capacity_) {
+            // floats * 4 + 63 must not wrap size_t (the callers' sizes are checked int64 products).
+            if (floats > static_cast<int64_t>((SIZE_MAX - 63) / sizeof(float)))
+                fail(KN_ERROR_OUT_OF_MEMORY, "cpu: cannot allocate ", floats, " floats of ", what_);
             release();
             const size_t bytes = (static_cast<size_t>(floats) * sizeof(float) + 63) / 64 * 64;
 #if defined(_WIN32)

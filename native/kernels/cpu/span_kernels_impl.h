@@ -226,7 +226,9 @@ inline void for_each_pow(float alpha, int64_t n, F&& f) {
     else if (alpha == 1.0f) f([](float x) { return x; });
     else if (alpha == 0.0f) f([](float) { return 1.0f; });
     else if (alpha == 3.0f) f([](float x) { return x * x * x; });
-    else if (alpha == 0.5f) f([](float x) { return sqrt_f(x); });
+    // pow(x, 0.5) is sqrt except at -inf (pow: +inf, sqrt: NaN) and -0 (pow: +0, sqrt: -0); x + 0
+    // turns -0 into +0, the blend fixes -inf, as C's powf, PyTorch and the GPU backends do.
+    else if (alpha == 0.5f) f([](float x) { return blend(x == -kInfinity, kInfinity, sqrt_f(x + 0.0f)); });
     else if (alpha == -1.0f) f([](float x) { return 1.0f / x; });
     else f([alpha](float x) { return pow_f(x, alpha); });
     (void)n;

@@ -86,7 +86,12 @@ __global__ void dropout_kernel(const float* in, float* out, int64_t n, float p, 
 }
 
 __global__ void clamp_kernel(const float* x, float* y, int64_t n, float low, float high) {
-    GRID_STRIDE(i, n) y[i] = fminf(fmaxf(x[i], low), high);
+    // std::min(std::max(x, low), high) as the CPU and OpenCL backends: NaN passes through (fmaxf would
+    // turn it into low), and low > high gives high.
+    GRID_STRIDE(i, n) {
+        const float v = x[i] < low ? low : x[i];
+        y[i] = high < v ? high : v;
+    }
 }
 
 __global__ void sgd_kernel(SgdArgs a) {
