@@ -7,8 +7,10 @@
 # Ends with "gpu-sim: N passed, N failed, N skipped" (self-test cases on cuda:0 + NUnit tests).
 #
 # 1. Builds GPGPU-Sim from ../shared/gpgpu-sim (the accel-sim fork's source as a tarball plus our five
-#    fixes to it; see its README) into ~/.cache/kernels/gpgpu-sim/<hash of tarball, patch and
-#    compilers>, once per machine: about 7 minutes on 2 cores, then reused.
+#    fixes to it; see its README) and scripts/gpgpu-sim-kernel-binary.patch (a sixth: the CUDA version
+#    check reads PYTORCH_BIN, so a .NET test host that dlopen()s libkernels runs too) into
+#    ~/.cache/kernels/gpgpu-sim/<hash of tarball, patches and compilers>, once per machine: about
+#    7 minutes on 2 idle cores, then reused.
 # 2. Builds libkernels for it in build/gpu-sim: CUDA on, OpenCL off, shared cudart (the simulator
 #    replaces libcudart.so), compute_70 PTX only (it runs PTX, not SASS), no -lineinfo (its PTX
 #    parser rejects the debug sections). The package build keeps static cudart, SASS and -lineinfo.
@@ -51,7 +53,8 @@ command -v nvcc >/dev/null || die "nvcc not found (scripts/install-prereqs.sh --
 
 # ---- 1. GPGPU-Sim, built once per source/patch/compiler and cached -----------------------------
 # The key covers everything the build depends on, so a new patch or compiler gets its own folder.
-key=$( { sha256sum "$tarball" "$sim_src/gpgpu-sim-fixes.patch" | cut -d' ' -f1
+patches=("$sim_src/gpgpu-sim-fixes.patch" "$root/scripts/gpgpu-sim-kernel-binary.patch")
+key=$( { sha256sum "$tarball" "${patches[@]}" | cut -d' ' -f1
          g++ --version | head -1; nvcc --version | tail -1; } | sha256sum | cut -c1-16)
 sim=$cache_root/$key
 mkdir -p "$cache_root"
@@ -77,7 +80,7 @@ if [ ! -f "$sim/.complete" ]; then
   say "GPGPU-Sim build into $sim (once per machine, about 7 minutes on 2 cores)"
   mkdir -p "$sim"
   tar -xJf "$tarball" -C "$sim" --strip-components=1
-  patch -d "$sim" -p1 -s < "$sim_src/gpgpu-sim-fixes.patch"
+  for p in "${patches[@]}"; do patch -d "$sim" -p1 -s < "$p" || die "$p does not apply to $tarball"; done
   (
     set +eu
     # shellcheck disable=SC1091
@@ -116,7 +119,7 @@ mkdir -p "$run_dir"
 cp "$sim/configs/tested-cfgs/$sim_config/"* "$run_dir/"
 # Functional mode: the PTX is executed warp by warp, without the cycle model (hours otherwise).
 sed -i 's/^-gpgpu_ptx_sim_mode .*/-gpgpu_ptx_sim_mode 1/' "$run_dir/gpgpusim.config"
-rm -f "$run_dir"/_app_cuda_version_* "$run_dir"/_cuobjdump_*
+rm -f "$run_dir"/_app_cuda_version_* "$run_dir"/_cuobjdump_* "$run_dir"/*.ptx "$run_dir"/*.ptxas
 # LD_LIBRARY_PATH (from setup_environment): the simulator's libcudart.so comes first.
 # PYTORCH_BIN: GPGPU-Sim extracts the PTX with cuobjdump from /proc/self/exe unless this names
 #   another file; our kernels are in libkernels.so, not in the test program.
@@ -140,7 +143,7 @@ if [ "$mode" != nunit ]; then
   rc=$?
   set -e
   # Cases per family (the first word of each case's name), then the failures and the counts.
-  awk '$1 == "ok" || $1 == "FAIL" || $1 == "SKIP" { f = $3; sub(/:$/, "", f); n[f]++; if ($1 == "FAIL") bad[f]++; if ($1 == "SKIP") sk[f]++ }
+  awk '($1 == "ok" || $1 == "FAIL" || $1 == "SKIP") && $2 == "cuda:0" { f = $3; sub(/:$/, "", f); n[f]++; if ($1 == "FAIL") bad[f]++; if ($1 == "SKIP") sk[f]++ }
        END { for (f in n) printf "  %-28s %5d cases, %3d failed, %3d skipped\n", f, n[f], bad[f], sk[f] }' "$log" | sort
   grep -E '^(FAIL|SKIP|backend|device|testing|global|cuda|selftest|kernels_selftest)' "$log" | quiet_filter
   echo "kernels_selftest: exit status $rc after $(( $(date +%s) - start )) s (full log: $log)"
@@ -176,6 +179,8 @@ if [ "$mode" != selftest ]; then
     rm -rf "$dest"; mkdir -p "$dest"
     cp -r "tests/$project/bin/Release/net10.0/." "$dest/"
     cp "$build_dir/libkernels.so" "$dest/libkernels.so"
+    # NUnit runs the tests in the assembly's folder, where the simulator then looks for its config.
+    cp "$run_dir"/gpgpusim.config "$run_dir"/*.icnt "$run_dir"/*.xml "$dest/"
     case $project in
       Kernels.Tests) filter=$nunit_filter_kernels ;;
       Kernels.Nn.Tests) filter=${NUNIT_FILTER:-FullyQualifiedName~CrossBackendTests&Name~CUDA} ;;
@@ -183,7 +188,7 @@ if [ "$mode" != selftest ]; then
     log=$run_dir/$project.log
     start=$(date +%s)
     set +e
-    (cd "$run_dir" && KERNELS_REQUIRE_CUDA=1 "$dest/$project" --filter "$filter" --no-progress --output detailed) >"$log" 2>&1
+    (cd "$dest" && KERNELS_REQUIRE_CUDA=1 "$dest/$project" --filter "$filter" --no-progress --output detailed) >"$log" 2>&1
     rc=$?
     set -e
     grep -E '^ *(failed|skipped) ' "$log" | quiet_filter | head -50
