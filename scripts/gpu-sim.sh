@@ -9,8 +9,8 @@
 # 1. Builds GPGPU-Sim from ../shared/gpgpu-sim (the accel-sim fork's source as a tarball plus our five
 #    fixes to it; see its README) and scripts/gpgpu-sim-kernel-binary.patch (a sixth: the CUDA version
 #    check reads PYTORCH_BIN, so a .NET test host that dlopen()s libkernels runs too) into
-#    ~/.cache/kernels/gpgpu-sim/<hash of tarball, patches and compilers>, once per machine: about
-#    7 minutes on 2 idle cores, then reused.
+#    ~/.cache/kernels/gpgpu-sim/<hash of tarball, patches and compilers>, once per machine (7 to 17
+#    minutes on 2 cores, depending on what else runs), then reused.
 # 2. Builds libkernels for it in build/gpu-sim: CUDA on, OpenCL off, shared cudart (the simulator
 #    replaces libcudart.so), compute_70 PTX only (it runs PTX, not SASS), no -lineinfo (its PTX
 #    parser rejects the debug sections). The package build keeps static cudart, SASS and -lineinfo.
@@ -77,7 +77,7 @@ orig_ld_library_path=${LD_LIBRARY_PATH:-}
 if [ ! -f "$sim/.complete" ]; then
   # A folder without the stamp is a build that was interrupted: start it again from the source.
   rm -rf "$sim"
-  say "GPGPU-Sim build into $sim (once per machine, about 7 minutes on 2 cores)"
+  say "GPGPU-Sim build into $sim (once per machine, 7 to 17 minutes on 2 cores)"
   mkdir -p "$sim"
   tar -xJf "$tarball" -C "$sim" --strip-components=1
   for p in "${patches[@]}"; do patch -d "$sim" -p1 -s < "$p" || die "$p does not apply to $tarball"; done
