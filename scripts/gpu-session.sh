@@ -98,7 +98,10 @@ run() {
   local st=build/gpu/kernels_selftest
   # 1. correctness, in parallel
   step selftest 200 "$st" --device cuda:0 --require cuda &
-  KN_CACHING_ALLOCATOR=0 step memcheck 200 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 "$st" --quick --device cuda:0 &
+  # --report-api-errors no: the self-test's hostile-input cases ask for impossible buffers on purpose, and
+  # the cudaMalloc errors they get (reported by the library as KN_ERROR_OUT_OF_MEMORY) are not memory bugs.
+  KN_CACHING_ALLOCATOR=0 step memcheck 200 compute-sanitizer --tool memcheck --leak-check full --report-api-errors no \
+    --error-exitcode 9 "$st" --quick --device cuda:0 &
   KN_CACHING_ALLOCATOR=0 step racecheck 200 compute-sanitizer --tool racecheck --error-exitcode 9 "$st" --quick --device cuda:0 &
   KN_CACHING_ALLOCATOR=0 step initcheck 200 compute-sanitizer --tool initcheck --error-exitcode 9 "$st" --quick --device cuda:0 &
   if [ -d "$app" ]; then

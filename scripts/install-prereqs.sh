@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build and tests need (Debian 12). Used by .ci/run and by
 # newcomers on a fresh machine; build.sh itself never installs anything, it only checks.
-#   --with-cuda   also install nvcc 11.8 from Debian's non-free component (about 2 minutes)
+#   --with-cuda     also install nvcc 11.8 from Debian's non-free component (about 2 minutes)
+#   --with-gpu-sim  also the tools that build GPGPU-Sim, the GPU simulator of scripts/gpu-sim.sh
 set -euo pipefail
-with_cuda=0
-for a in "$@"; do [ "$a" = --with-cuda ] && with_cuda=1; done
+with_cuda=0 with_gpu_sim=0
+for a in "$@"; do
+  [ "$a" = --with-cuda ] && with_cuda=1
+  [ "$a" = --with-gpu-sim ] && with_gpu_sim=1
+done
 sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
 # libclang-rt-14-dev: the sanitizer and libFuzzer runtimes for clang-14 (scripts/ci-sanitizers.sh)
 pkgs="cmake clang-14 libclang-rt-14-dev pocl-opencl-icd ocl-icd-opencl-dev opencl-headers clinfo libopenblas-dev libclblast-dev"
@@ -15,6 +19,11 @@ if [ "$with_cuda" = 1 ]; then
       | $sudo tee /etc/apt/sources.list.d/nonfree.sources >/dev/null
   fi
   pkgs="$pkgs nvidia-cuda-toolkit"
+fi
+if [ "$with_gpu_sim" = 1 ]; then
+  # GPGPU-Sim's build: its PTX parser (bison, flex), makedepend (xutils-dev), zlib, and the GL
+  # headers its build includes even though nothing is drawn.
+  pkgs="$pkgs build-essential bison flex xutils-dev zlib1g-dev libglu1-mesa-dev"
 fi
 missing=""
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
