@@ -18,7 +18,7 @@ if [ ! -x "$exe" ]; then ./build.sh build || { echo "fuzz-readers: 0 passed, 1 f
 export KERNELS_FUZZ_ITERATIONS=${KERNELS_FUZZ_ITERATIONS:-15000}
 log=$(mktemp)
 start=$(date +%s)
-"$exe" --filter "FullyQualifiedName~ReaderFuzzTests" --output Detailed 2>&1 | tee "$log"
+"$exe" --filter "FullyQualifiedName~ReaderFuzzTests" --output Detailed --no-ansi 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 echo "fuzz-readers: inputs per target:"
 grep -E '^[A-Za-z_]+: [0-9]+ inputs$' "$log" | sort -u | sed 's/^/  /'

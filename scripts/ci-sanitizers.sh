@@ -80,7 +80,7 @@ if [ -z "$fuzz_seconds" ]; then
       continue
     fi
     log=$(mktemp)
-    (cd "$out" && LD_PRELOAD="$asan_runtime" ASAN_OPTIONS=$dotnet_asan ./"$project") >"$log" 2>&1
+    (cd "$out" && LD_PRELOAD="$asan_runtime" ASAN_OPTIONS=$dotnet_asan ./"$project" --no-ansi) >"$log" 2>&1
     rc=$?
     grep -E "ERROR: AddressSanitizer|runtime error|SUMMARY|^ *failed [A-Za-z]" "$log" | head -40
     p=$(sed -n 's/^ *succeeded: *\([0-9]*\).*/\1/p' "$log" | tail -1)

@@ -192,7 +192,7 @@ if [ "$mode" != selftest ]; then
     log=$run_dir/$project.log
     start=$(date +%s)
     set +e
-    (cd "$dest" && KERNELS_REQUIRE_CUDA=1 "$dest/$project" --filter "$filter" --no-progress --output detailed) >"$log" 2>&1
+    (cd "$dest" && KERNELS_REQUIRE_CUDA=1 "$dest/$project" --filter "$filter" --no-progress --no-ansi --output detailed) >"$log" 2>&1
     rc=$?
     set -e
     # (each grep may find nothing: || true keeps set -e and pipefail from ending the script there)
