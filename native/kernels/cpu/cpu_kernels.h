@@ -30,6 +30,29 @@ SimdLevel simd_level();
 int simd_width_bits(SimdLevel level);
 const char* simd_level_name(SimdLevel level);
 
+// The variant for simd_level(): portable, avx2 or avx512 (whatever T is: a function pointer, a table).
+template <typename T>
+T choose_isa(T portable, T avx2, T avx512) {
+    switch (simd_level()) {
+        case SimdLevel::avx512: return avx512;
+        case SimdLevel::avx2: return avx2;
+        default: return portable;
+    }
+}
+
+// Compile once per instruction set: a kernel family written as plain C++ in one header
+// (span_kernels_impl.h, pool_impl.h) is included by <family>.cpp, <family>_avx2.cpp and
+// <family>_avx512.cpp after `#define KN_ISA portable` (avx2, avx512), and puts its entry point in
+// namespace kn::cpu::KN_ISA; everything else in it has internal linkage, so the compilations never
+// meet at link time. KN_ISA_ENTRY(name) is the entry point for this CPU (only the portable one
+// exists off x86-64, where the *_avx*.cpp files compile to nothing).
+#if KN_CPU_X86
+#define KN_ISA_ENTRY(name) \
+    ::kn::cpu::choose_isa(&::kn::cpu::portable::name, &::kn::cpu::avx2::name, &::kn::cpu::avx512::name)
+#else
+#define KN_ISA_ENTRY(name) (&::kn::cpu::portable::name)
+#endif
+
 // ---- Kernels (one family per file) -----------------------------------------------------------
 
 void gemm_f32(const GemmArgs& args);                       // gemm.cpp

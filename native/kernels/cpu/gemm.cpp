@@ -102,15 +102,14 @@ struct KernelConfig {
 
 const KernelConfig& kernel_config() {
     static const KernelConfig config = []() -> KernelConfig {
+        const KernelConfig portable{gemm_micro_kernel_portable, GEMM_PORTABLE_MR, GEMM_PORTABLE_NR, false, nullptr};
 #if KN_CPU_X86
-        switch (simd_level()) {
-            case SimdLevel::avx512:
-                return {gemm_micro_kernel_avx512, kGemmAvx512MR, kGemmAvx512NR, true, gemm_pack_rows_avx512};
-            case SimdLevel::avx2: return {gemm_micro_kernel_avx2, kGemmAvx2MR, kGemmAvx2NR, true, nullptr};
-            default: break;
-        }
+        return choose_isa(portable, KernelConfig{gemm_micro_kernel_avx2, kGemmAvx2MR, kGemmAvx2NR, true, nullptr},
+                          KernelConfig{gemm_micro_kernel_avx512, kGemmAvx512MR, kGemmAvx512NR, true,
+                                       gemm_pack_rows_avx512});
+#else
+        return portable;
 #endif
-        return {gemm_micro_kernel_portable, GEMM_PORTABLE_MR, GEMM_PORTABLE_NR, false, nullptr};
     }();
     return config;
 }

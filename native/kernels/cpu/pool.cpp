@@ -26,7 +26,7 @@
 //                                            (a device copy of x: 92 GB/s read + write)
 //   ResNet stem 8 x 64 112x112, 3x3/2 pad 1  max 9.4, avg 18.9, max backward 20.8, avg backward 11.0
 //   (26 MB in, from DRAM):                   (the rows are prefetched by hand: 2.4x faster than without)
-#define KN_POOL_ISA pool_portable
+#define KN_ISA portable
 #include "pool_impl.h"
 
 #include "thread_pool.h"
@@ -40,16 +40,7 @@ namespace kn::cpu {
 namespace {
 
 const PoolPlanes& pool_planes() {
-    static const PoolPlanes& chosen = []() -> const PoolPlanes& {
-#if KN_CPU_X86
-        switch (simd_level()) {
-            case SimdLevel::avx512: return pool_avx512::planes();
-            case SimdLevel::avx2: return pool_avx2::planes();
-            default: break;
-        }
-#endif
-        return pool_portable::planes();
-    }();
+    static const PoolPlanes& chosen = KN_ISA_ENTRY(planes)();
     return chosen;
 }
 

@@ -3,6 +3,6 @@
 #include "cpu_kernels.h"
 
 #if KN_CPU_X86
-#define KN_POOL_ISA pool_avx512
+#define KN_ISA avx512
 #include "pool_impl.h"
 #endif

@@ -1,10 +1,10 @@
 // pool_impl.h: the per-plane loops of 2-D pooling (see pool.cpp for the technique and the threading),
 // written as plain C++ that the compiler vectorises. Included once per instruction set with
-// KN_POOL_ISA naming the namespace (pool_portable in pool.cpp, pool_avx2, pool_avx512); everything
-// except planes() has internal linkage and no std:: template is used, so no out-of-line copy compiled
+// KN_ISA naming the namespace (portable in pool.cpp, avx2, avx512: see KN_ISA_ENTRY in cpu_kernels.h);
+// everything except planes() has internal linkage and no std:: template is used, so no out-of-line copy compiled
 // for AVX-512 can be picked by the linker for the portable path.
-#ifndef KN_POOL_ISA
-#error "define KN_POOL_ISA (pool_portable, pool_avx2 or pool_avx512) before including pool_impl.h"
+#ifndef KN_ISA
+#error "define KN_ISA (portable, avx2 or avx512) before including pool_impl.h"
 #endif
 
 #include "cpu_kernels.h"
@@ -26,13 +26,13 @@ struct PoolPlanes {
     // lies outside its plane: that plane's dx is left zero and the caller reports the error.
     int64_t (*backward)(const Pool2dBackwardArgs& args, int64_t begin, int64_t end, float* scratch);
 };
-namespace pool_portable { const PoolPlanes& planes(); }
-namespace pool_avx2 { const PoolPlanes& planes(); }
-namespace pool_avx512 { const PoolPlanes& planes(); }
+namespace portable { const PoolPlanes& planes(); }
+namespace avx2 { const PoolPlanes& planes(); }
+namespace avx512 { const PoolPlanes& planes(); }
 }  // namespace kn::cpu
 #endif
 
-namespace kn::cpu::KN_POOL_ISA {
+namespace kn::cpu::KN_ISA {
 namespace {
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -394,4 +394,4 @@ const PoolPlanes& planes() {
     return table;
 }
 
-}  // namespace kn::cpu::KN_POOL_ISA
+}  // namespace kn::cpu::KN_ISA

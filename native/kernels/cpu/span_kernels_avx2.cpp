@@ -3,6 +3,6 @@
 #include "cpu_kernels.h"
 
 #if KN_CPU_X86
-#define KN_SPAN_NAMESPACE avx2
+#define KN_ISA avx2
 #include "span_kernels_impl.h"
 #endif

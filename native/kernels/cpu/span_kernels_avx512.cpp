@@ -3,6 +3,6 @@
 #include "cpu_kernels.h"
 
 #if KN_CPU_X86
-#define KN_SPAN_NAMESPACE avx512
+#define KN_ISA avx512
 #include "span_kernels_impl.h"
 #endif

@@ -1,8 +1,8 @@
 // span_kernels_impl.h: the bodies of the span kernels (see span_kernels.h), written as plain C++
-// loops that the compiler vectorises. Included once per instruction set with KN_SPAN_NAMESPACE
-// naming the namespace (portable, avx2, avx512); everything except table() has internal linkage,
-// so the three compilations never meet at link time (an inline function compiled with AVX-512
-// must never be picked by the linker for the portable path).
+// loops that the compiler vectorises. Included once per instruction set with KN_ISA naming the
+// namespace (portable, avx2, avx512: see KN_ISA_ENTRY in cpu_kernels.h); everything except table()
+// has internal linkage, so the three compilations never meet at link time (an inline function
+// compiled with AVX-512 must never be picked by the linker for the portable path).
 //
 // Technique: the transcendental functions the networks use all the time (exp, expm1, log, tanh,
 // sigmoid, softplus, ELU) are branch-free float approximations derived here from Taylor series
@@ -23,8 +23,8 @@
 // Selects after expensive arms go through blend() (below), so the loops vectorise even under GCC's
 // default -ftrapping-math. sqrt vectorises only with -fno-math-errno; without it the code is still
 // correct, only scalar there.
-#ifndef KN_SPAN_NAMESPACE
-#error "define KN_SPAN_NAMESPACE (portable, avx2 or avx512) before including span_kernels_impl.h"
+#ifndef KN_ISA
+#error "define KN_ISA (portable, avx2 or avx512) before including span_kernels_impl.h"
 #endif
 
 #include "span_kernels.h"
@@ -33,7 +33,7 @@
 #include <cstdint>
 #include <cstring>
 
-namespace kn::cpu::KN_SPAN_NAMESPACE {
+namespace kn::cpu::KN_ISA {
 namespace {
 
 // ---- Scalar building blocks (inlined into the loops) -----------------------------------------
@@ -729,4 +729,4 @@ const SpanKernels& table() {
     return kernels;
 }
 
-}  // namespace kn::cpu::KN_SPAN_NAMESPACE
+}  // namespace kn::cpu::KN_ISA
