@@ -11,6 +11,9 @@
 //     --strict turns those into failures.
 //   - Context (the device under test) and the helpers every test file shares: uniform(), nan_filled(),
 //     expect_error().
+//   - For the CUDA emulator tests (native/dev/emulator), which call the CUDA launchers directly on host
+//     memory and count single checks rather than cases: HostBuffer<T> (an exactly-sized host
+//     allocation, optionally misaligned) and SELFTEST_EXPECT with its CheckTally.
 // Only the public C API (kernels.h) is used, so this program also runs where no .NET exists (the GPU
 // machine, under compute-sanitizer).
 #pragma once
@@ -24,6 +27,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <stdexcept>
@@ -412,4 +416,59 @@ inline std::string expect_error(Context& cx, kn_status got, kn_status expected, 
     return problem;
 }
 
+// ---- The CUDA emulator tests (native/dev/emulator) -----------------------------------------------
+
+// An exactly-sized, 16-byte aligned host allocation (AddressSanitizer reports any access outside it),
+// optionally shifted by `shift` elements to make a misaligned pointer.
+template <typename T = float>
+struct HostBuffer {
+    T* raw = nullptr;
+    T* p = nullptr;
+    size_t n = 0;
+    explicit HostBuffer(size_t count, int shift = 0) : n(count) {
+        size_t bytes = (count + shift) * sizeof(T);
+        bytes = (bytes + 15) / 16 * 16;
+        if (bytes == 0) bytes = 16;
+        raw = static_cast<T*>(std::aligned_alloc(16, bytes));
+        p = raw + shift;
+    }
+    ~HostBuffer() { std::free(raw); }
+    HostBuffer(const HostBuffer&) = delete;
+    HostBuffer& operator=(const HostBuffer&) = delete;
+    T& operator[](size_t i) { return p[i]; }
+    void fill(T v) { std::fill(p, p + n, v); }
+};
+
+// Counts single checks (SELFTEST_EXPECT) and prints the first kMaxPrinted failures.
+struct CheckTally {
+    static constexpr int kMaxPrinted = 60;
+    int checks = 0, failures = 0;
+
+    // The closing line "N checks, N failures[: ok_message]"; the exit status.
+    int finish(const char* ok_message) const {
+        std::printf("%d checks, %d failures%s%s\n", checks, failures, failures ? "" : ": ", failures ? "" : ok_message);
+        return failures ? 1 : 0;
+    }
+};
+
+inline CheckTally& check_tally() {
+    static CheckTally tally;
+    return tally;
+}
+
 }  // namespace selftest
+
+// One check: counted; if `cond` is false, a failure printed with its place and the printf-style message.
+#define SELFTEST_EXPECT(cond, ...)                                      \
+    do {                                                                \
+        ::selftest::CheckTally& tally_ = ::selftest::check_tally();     \
+        ++tally_.checks;                                                \
+        if (!(cond)) {                                                  \
+            ++tally_.failures;                                          \
+            if (tally_.failures < ::selftest::CheckTally::kMaxPrinted) { \
+                std::printf("FAIL %s:%d: ", __FILE__, __LINE__);        \
+                std::printf(__VA_ARGS__);                               \
+                std::printf("\n");                                      \
+            }                                                           \
+        }                                                               \
+    } while (0)

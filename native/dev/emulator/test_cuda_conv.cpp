@@ -13,6 +13,7 @@
 // access outside) and outputs start as NaN, so an element a kernel forgets to write fails.
 // Usage: test_cuda_conv [divmod|conv|conv_backward_data|conv_backward_weights|pool|batch_norm]
 #include "cuda_kernels.h"
+#include "selftest_harness.h"
 #include "fast_divmod.cuh"
 
 #include <algorithm>
@@ -27,56 +28,20 @@
 
 using namespace kn;
 using kn::cuda::LaunchContext;
+using selftest::HostBuffer;
 
-static int failures = 0, checks = 0;
-
-#define EXPECT(cond, ...)                                        \
-    do {                                                         \
-        ++checks;                                                \
-        if (!(cond)) {                                           \
-            ++failures;                                          \
-            if (failures < 60) {                                 \
-                std::printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-                std::printf(__VA_ARGS__);                        \
-                std::printf("\n");                               \
-            }                                                    \
-        }                                                        \
-    } while (0)
-
-static uint64_t rng_state = 987654321;
-static float uniform(float lo, float hi) {
-    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
-    return lo + (hi - lo) * static_cast<float>(rng_state >> 40) / 16777216.0f;
-}
-
-// Exactly-sized allocation (ASan catches any access outside), optionally shifted by `shift`
-// elements to make a misaligned pointer.
-template <typename T = float>
-struct Buf {
-    T* raw = nullptr;
-    T* p = nullptr;
-    size_t n = 0;
-    explicit Buf(size_t count, int shift = 0) : n(count) {
-        size_t bytes = (count + shift) * sizeof(T);
-        bytes = (bytes + 15) / 16 * 16;
-        if (bytes == 0) bytes = 16;
-        raw = static_cast<T*>(aligned_alloc(16, bytes));
-        p = raw + shift;
-    }
-    ~Buf() { free(raw); }
-    Buf(const Buf&) = delete;
-    T& operator[](size_t i) { return p[i]; }
-    void fill(T v) { std::fill(p, p + n, v); }
-};
+// The inputs: the harness's generator, one fixed seed per program.
+static selftest::Rng rng(987654321);
+static float uniform(float lo, float hi) { return rng.uniform(lo, hi); }
 
 static LaunchContext ctx_with(int sm) { return LaunchContext{nullptr, sm}; }
 
 // Scratch as CudaDevice gives it: null when 0 bytes, else at least the bytes asked for.
 struct Scratch {
-    std::unique_ptr<Buf<double>> buf;
+    std::unique_ptr<HostBuffer<double>> buf;
     void* get(int64_t bytes) {
         if (bytes <= 0) return nullptr;
-        buf.reset(new Buf<double>(size_t((bytes + 7) / 8)));
+        buf.reset(new HostBuffer<double>(size_t((bytes + 7) / 8)));
         std::memset(buf->p, 0xcd, size_t(bytes));  // garbage, as fresh device memory is
         return buf->p;
     }
@@ -96,7 +61,7 @@ static void expect_close(const char* label, const float* got, const std::vector<
             ++bad;
         }
     }
-    EXPECT(bad == 0, "%s: %d of %zu elements wrong", label, bad, want.size());
+    SELFTEST_EXPECT(bad == 0, "%s: %d of %zu elements wrong", label, bad, want.size());
 }
 
 // ---- fast_divmod.cuh ------------------------------------------------------------------------------
@@ -124,7 +89,7 @@ static void test_divmod() {
             }
         }
     }
-    EXPECT(bad == 0, "Divider<int>: %d wrong quotients", bad);
+    SELFTEST_EXPECT(bad == 0, "Divider<int>: %d wrong quotients", bad);
 }
 
 // ---- Convolution -----------------------------------------------------------------------------------
@@ -298,13 +263,13 @@ static void test_conv_forward() {
         for (const ConvPath& path : conv_paths())
             for (int with_bias = 0; with_bias < 2; ++with_bias) {
                 const int shift = with_bias;  // misaligned buffers on every other run
-                Buf<> x(d.x_n, shift), w(d.w_n, shift), bias(c.OC, shift), y(d.y_n, shift);
+                HostBuffer<> x(d.x_n, shift), w(d.w_n, shift), bias(c.OC, shift), y(d.y_n, shift);
                 std::copy(d.x.begin(), d.x.end(), x.p);
                 std::copy(d.w.begin(), d.w.end(), w.p);
                 std::copy(d.bias.begin(), d.bias.end(), bias.p);
                 y.fill(NAN);
                 Conv2dArgs args{d.g, x.p, w.p, with_bias ? bias.p : nullptr, y.p};
-                EXPECT(cuda::launch_conv2d(args, ctx_with(path.sm), path.options) == cudaSuccess, "conv2d launch");
+                SELFTEST_EXPECT(cuda::launch_conv2d(args, ctx_with(path.sm), path.options) == cudaSuccess, "conv2d launch");
                 std::vector<double> want = d.y, bound = d.y_bound;
                 if (with_bias) {
                     const int64_t ohw = d.g.out_height * d.g.out_width;
@@ -324,12 +289,12 @@ static void test_conv_backward_data() {
     for (const ConvCase& c : conv_cases()) {
         const ConvData d = make_conv_data(c);
         for (const ConvPath& path : conv_paths()) {
-            Buf<> dy(d.y_n), w(d.w_n), dx(d.x_n);
+            HostBuffer<> dy(d.y_n), w(d.w_n), dx(d.x_n);
             std::copy(d.dy.begin(), d.dy.end(), dy.p);
             std::copy(d.w.begin(), d.w.end(), w.p);
             dx.fill(NAN);
             Conv2dBackwardDataArgs args{d.g, dy.p, w.p, dx.p};
-            EXPECT(cuda::launch_conv2d_backward_data(args, ctx_with(path.sm), path.options) == cudaSuccess,
+            SELFTEST_EXPECT(cuda::launch_conv2d_backward_data(args, ctx_with(path.sm), path.options) == cudaSuccess,
                    "conv2d_backward_data launch");
             const std::string label = "conv2d_backward_data " + describe(c) + " " + path.name;
             expect_close(label.c_str(), dx.p, d.dx, d.dx_bound);
@@ -355,7 +320,7 @@ static void test_conv_backward_weights() {
             for (int with_bias = 0; with_bias < 2; ++with_bias) {
                 // Both with and without dbias on the cheap paths; the direct ones once, with dbias.
                 if (!with_bias && path.options.algorithm == Conv2dAlgorithm::direct && !small) continue;
-                Buf<> x(d.x_n), dy(d.y_n), dw(d.w_n), dbias(c.OC);
+                HostBuffer<> x(d.x_n), dy(d.y_n), dw(d.w_n), dbias(c.OC);
                 std::copy(d.x.begin(), d.x.end(), x.p);
                 std::copy(d.dy.begin(), d.dy.end(), dy.p);
                 dw.fill(NAN);
@@ -363,7 +328,7 @@ static void test_conv_backward_weights() {
                 Conv2dBackwardWeightsArgs args{d.g, x.p, dy.p, dw.p, with_bias ? dbias.p : nullptr};
                 Scratch scratch;
                 const int64_t bytes = cuda::conv2d_backward_weights_scratch_bytes(args, ctx_with(path.sm), path.options);
-                EXPECT(cuda::launch_conv2d_backward_weights(args, scratch.get(bytes), ctx_with(path.sm), path.options) ==
+                SELFTEST_EXPECT(cuda::launch_conv2d_backward_weights(args, scratch.get(bytes), ctx_with(path.sm), path.options) ==
                            cudaSuccess,
                        "conv2d_backward_weights launch");
                 char label[300];
@@ -371,7 +336,7 @@ static void test_conv_backward_weights() {
                               (long long)path.options.split, with_bias ? " +dbias" : "");
                 expect_close(label, dw.p, d.dw, d.dw_bound);
                 if (with_bias) expect_close((std::string(label) + " dbias").c_str(), dbias.p, d.dbias, d.dbias_bound);
-                else EXPECT(std::isnan(dbias[0]), "%s: dbias written although null", label);
+                else SELFTEST_EXPECT(std::isnan(dbias[0]), "%s: dbias written although null", label);
             }
     }
 }
@@ -409,8 +374,8 @@ static void test_pool() {
                         const Pool2dGeometry g = pool_geometry(c, include_pad);
                         const int64_t planes = c.batch * c.channels, hw = c.H * c.W, ohw = g.out_height * g.out_width;
                         const int64_t x_n = planes * hw, y_n = planes * ohw;
-                        Buf<> x(x_n), y(y_n), dy(y_n), dx(x_n);
-                        Buf<int32_t> idx(y_n);
+                        HostBuffer<> x(x_n), y(y_n), dy(y_n), dx(x_n);
+                        HostBuffer<int32_t> idx(y_n);
                         for (int64_t i = 0; i < x_n; ++i) {
                             x[i] = uniform(-2, 2);
                             if (special == 1) x[i] = std::floor(x[i]) + (uniform(0, 1) < 0.1f ? -INFINITY : 0.0f);
@@ -429,7 +394,7 @@ static void test_pool() {
                             y.fill(NAN);
                             idx.fill(-7);
                             dx.fill(NAN);
-                            EXPECT(cuda::launch_pool2d(Pool2dArgs{op, g, x.p, y.p, op == KN_POOL_MAX ? idx.p : nullptr},
+                            SELFTEST_EXPECT(cuda::launch_pool2d(Pool2dArgs{op, g, x.p, y.p, op == KN_POOL_MAX ? idx.p : nullptr},
                                                        ctx_with(sm), wide) == cudaSuccess,
                                    "pool launch");
                             // Reference: windows clipped to the input, first maximum in row-major order,
@@ -479,9 +444,9 @@ static void test_pool() {
                             if (op == KN_POOL_MAX) {
                                 int bad = 0;
                                 for (int64_t i = 0; i < y_n; ++i) bad += idx[i] != want_idx[i];
-                                EXPECT(bad == 0, "%s: %d indices wrong", l.c_str(), bad);
+                                SELFTEST_EXPECT(bad == 0, "%s: %d indices wrong", l.c_str(), bad);
                             }
-                            EXPECT(cuda::launch_pool2d_backward(
+                            SELFTEST_EXPECT(cuda::launch_pool2d_backward(
                                        Pool2dBackwardArgs{op, g, dy.p, op == KN_POOL_MAX ? idx.p : nullptr, dx.p},
                                        ctx_with(sm), wide) == cudaSuccess,
                                    "pool backward launch");
@@ -491,10 +456,10 @@ static void test_pool() {
     // Without indices (inference): y alone.
     const PoolCase c{1, 2, 5, 5, 3, 3, 2, 2, 1, 1};
     const Pool2dGeometry g = pool_geometry(c, false);
-    Buf<> x(50), y(2 * 9);
+    HostBuffer<> x(50), y(2 * 9);
     for (int i = 0; i < 50; ++i) x[i] = float(i % 7);
-    EXPECT(cuda::launch_pool2d(Pool2dArgs{KN_POOL_MAX, g, x.p, y.p, nullptr}, ctx_with(2)) == cudaSuccess, "pool launch");
-    EXPECT(y[0] == std::max({x[0], x[1], x[5], x[6]}), "max pool without indices: %g", y[0]);
+    SELFTEST_EXPECT(cuda::launch_pool2d(Pool2dArgs{KN_POOL_MAX, g, x.p, y.p, nullptr}, ctx_with(2)) == cudaSuccess, "pool launch");
+    SELFTEST_EXPECT(y[0] == std::max({x[0], x[1], x[5], x[6]}), "max pool without indices: %g", y[0]);
 }
 
 // ---- Batch normalization ---------------------------------------------------------------------------------
@@ -521,8 +486,8 @@ static void test_batch_norm() {
                             if (!training && !with_running) continue;  // inference needs the running statistics
                             const int64_t C = c.channels, S = c.spatial, n = c.batch * C * S, m = c.batch * S;
                             const float eps = 1e-5f, momentum = 0.1f;
-                            Buf<> x(n), y(n), gamma(C), beta(C), rm(C), rv(C), save_mean(C), save_invstd(C);
-                            Buf<> dy(n), dx(n), dgamma(C), dbeta(C);
+                            HostBuffer<> x(n), y(n), gamma(C), beta(C), rm(C), rv(C), save_mean(C), save_invstd(C);
+                            HostBuffer<> dy(n), dx(n), dgamma(C), dbeta(C);
                             for (int64_t i = 0; i < n; ++i) {
                                 x[i] = c.offset + c.scale * uniform(-1, 1);
                                 dy[i] = uniform(-1, 1);
@@ -543,7 +508,7 @@ static void test_batch_norm() {
                                                c.batch, C, S, eps, momentum, training != 0};
                             Scratch scratch;
                             const int64_t bytes = cuda::batch_norm_scratch_bytes(args, ctx_with(sm), options);
-                            EXPECT(cuda::launch_batch_norm(args, scratch.get(bytes), ctx_with(sm), options) == cudaSuccess,
+                            SELFTEST_EXPECT(cuda::launch_batch_norm(args, scratch.get(bytes), ctx_with(sm), options) == cudaSuccess,
                                    "batch_norm launch");
                             char label[200];
                             std::snprintf(label, sizeof label,
@@ -613,11 +578,11 @@ static void test_batch_norm() {
                                                             with_dx ? dx.p : nullptr, dgamma.p, dbeta.p,
                                                             c.batch, C, S, training != 0};
                                 const int64_t bbytes = cuda::batch_norm_backward_scratch_bytes(bargs, ctx_with(sm), options);
-                                EXPECT(cuda::launch_batch_norm_backward(bargs, scratch.get(bbytes), ctx_with(sm), options) ==
+                                SELFTEST_EXPECT(cuda::launch_batch_norm_backward(bargs, scratch.get(bbytes), ctx_with(sm), options) ==
                                            cudaSuccess,
                                        "batch_norm_backward launch");
                                 if (!with_dx) {
-                                    EXPECT(std::isnan(dx[0]), "%s: dx written although null", label);
+                                    SELFTEST_EXPECT(std::isnan(dx[0]), "%s: dx written although null", label);
                                     continue;
                                 }
                                 std::vector<double> want_db(C, 0), want_dg(C, 0), db_bound(C, 0), dg_bound(C, 0);
@@ -658,7 +623,5 @@ int main(int argc, char** argv) {
     if (only.empty() || only == "conv_backward_weights") test_conv_backward_weights();
     if (only.empty() || only == "pool") test_pool();
     if (only.empty() || only == "batch_norm") test_batch_norm();
-    std::printf("%d checks, %d failures%s\n", checks, failures,
-                failures ? "" : ": convolution, pooling and batch-norm kernels match the references");
-    return failures ? 1 : 0;
+    return selftest::check_tally().finish("convolution, pooling and batch-norm kernels match the references");
 }

@@ -7,6 +7,7 @@
 // tile configurations. Buffers are allocated at their exact size, so a build with AddressSanitizer
 // reports any out-of-bounds access. Usage: test_cuda_kernels [fill|unary|binary|softmax|reduce|gemm]
 #include "cuda_kernels.h"
+#include "selftest_harness.h"
 
 #include <algorithm>
 #include <cfloat>
@@ -20,45 +21,11 @@
 
 using namespace kn;
 using kn::cuda::LaunchContext;
+using selftest::HostBuffer;
 
-static int failures = 0, checks = 0;
-
-#define EXPECT(cond, ...)                                        \
-    do {                                                         \
-        ++checks;                                                \
-        if (!(cond)) {                                           \
-            ++failures;                                          \
-            if (failures < 60) {                                 \
-                std::printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-                std::printf(__VA_ARGS__);                        \
-                std::printf("\n");                               \
-            }                                                    \
-        }                                                        \
-    } while (0)
-
-static uint64_t rng_state = 12345;
-static float uniform(float lo, float hi) {
-    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
-    return lo + (hi - lo) * static_cast<float>(rng_state >> 40) / 16777216.0f;
-}
-
-// Exactly-sized, 16-byte aligned allocation (ASan catches any access outside), optionally shifted by
-// `shift` floats to make a misaligned pointer.
-struct Buf {
-    float* raw = nullptr;
-    float* p = nullptr;
-    size_t n = 0;
-    Buf(size_t count, int shift = 0) : n(count) {
-        size_t bytes = (count + shift) * sizeof(float);
-        bytes = (bytes + 15) / 16 * 16;
-        if (bytes == 0) bytes = 16;
-        raw = static_cast<float*>(aligned_alloc(16, bytes));
-        p = raw + shift;
-    }
-    ~Buf() { free(raw); }
-    Buf(const Buf&) = delete;
-    float& operator[](size_t i) { return p[i]; }
-};
+// The inputs: the harness's generator, one fixed seed per program.
+static selftest::Rng rng(12345);
+static float uniform(float lo, float hi) { return rng.uniform(lo, hi); }
 
 static bool close(double got, double want, double rel, double abs_tol) {
     if (std::isnan(want)) return std::isnan(got);
@@ -72,12 +39,12 @@ static LaunchContext ctx_with(int sm) { return LaunchContext{nullptr, sm}; }
 static void test_fill() {
     for (int offset = 0; offset < 5; ++offset)
         for (int count : {0, 1, 2, 3, 4, 5, 7, 8, 9, 100, 1001}) {
-            Buf b(offset + count + 3);
+            HostBuffer b(offset + count + 3);
             for (size_t i = 0; i < b.n; ++i) b[i] = -1.0f;
-            EXPECT(cuda::launch_fill(b.p + offset, count, 7.0f, ctx_with(2)) == cudaSuccess, "fill launch");
+            SELFTEST_EXPECT(cuda::launch_fill(b.p + offset, count, 7.0f, ctx_with(2)) == cudaSuccess, "fill launch");
             for (size_t i = 0; i < b.n; ++i) {
                 const bool inside = int(i) >= offset && int(i) < offset + count;
-                EXPECT(b[i] == (inside ? 7.0f : -1.0f), "fill offset %d count %d element %zu = %g", offset, count, i, b[i]);
+                SELFTEST_EXPECT(b[i] == (inside ? 7.0f : -1.0f), "fill offset %d count %d element %zu = %g", offset, count, i, b[i]);
             }
         }
 }
@@ -143,69 +110,69 @@ static void test_unary() {
         for (int n : {1, 5, 1000, 4099})
             for (int shift : {0, 1})
                 for (bool in_place : {false, true}) {
-                    Buf x(n, shift), y(n, shift), xs(n), dy(n, shift), dx(n, shift);
+                    HostBuffer x(n, shift), y(n, shift), xs(n), dy(n, shift), dx(n, shift);
                     for (int i = 0; i < n; ++i) {
                         x[i] = positive ? uniform(0.1f, 3.0f) : uniform(-3.0f, 3.0f);
                         xs[i] = x[i];
                         dy[i] = uniform(-1.0f, 1.0f);
                     }
                     float* out = in_place ? x.p : y.p;
-                    EXPECT(cuda::launch_unary(UnaryArgs{op, alpha, x.p, out, n}, ctx_with(3)) == cudaSuccess, "unary launch");
+                    SELFTEST_EXPECT(cuda::launch_unary(UnaryArgs{op, alpha, x.p, out, n}, ctx_with(3)) == cudaSuccess, "unary launch");
                     for (int i = 0; i < n; ++i) {
                         const double want = unary_ref(op, xs[i], alpha);
-                        EXPECT(close(out[i], want, 3e-6, 1e-6), "unary op %d n %d shift %d element %d: %.9g vs %.9g (x=%g)", o, n,
+                        SELFTEST_EXPECT(close(out[i], want, 3e-6, 1e-6), "unary op %d n %d shift %d element %d: %.9g vs %.9g (x=%g)", o, n,
                                shift, i, out[i], want, xs[i]);
                     }
                     // Backward from x or from the float forward output y, as the API passes them.
                     std::vector<float> yv(out, out + n);
-                    Buf yin(n, shift), xin(n, shift);
+                    HostBuffer yin(n, shift), xin(n, shift);
                     for (int i = 0; i < n; ++i) { yin[i] = yv[i]; xin[i] = xs[i]; }
                     const bool uses_y = unary_backward_uses_output(op);
                     std::vector<float> dyv(dy.p, dy.p + n);
                     float* dxp = in_place ? dy.p : dx.p;
-                    EXPECT(cuda::launch_unary_backward(UnaryBackwardArgs{op, alpha, uses_y ? nullptr : xin.p, uses_y ? yin.p : nullptr,
+                    SELFTEST_EXPECT(cuda::launch_unary_backward(UnaryBackwardArgs{op, alpha, uses_y ? nullptr : xin.p, uses_y ? yin.p : nullptr,
                                                                          dy.p, dxp, n},
                                                        ctx_with(3)) == cudaSuccess,
                            "unary backward launch");
                     for (int i = 0; i < n; ++i) {
                         const double want = dyv[i] * unary_grad_ref(op, xs[i], alpha);
-                        EXPECT(close(dxp[i], want, 2e-5, 2e-6), "unary backward op %d n %d element %d: %.9g vs %.9g (x=%g)", o, n, i,
+                        SELFTEST_EXPECT(close(dxp[i], want, 2e-5, 2e-6), "unary backward op %d n %d element %d: %.9g vs %.9g (x=%g)", o, n, i,
                                dxp[i], want, xs[i]);
                     }
                 }
     }
     // Edge values.
-    Buf x(6), y(6);
+    HostBuffer x(6), y(6);
     const float vals[6] = {NAN, INFINITY, -INFINITY, 0.0f, 100.0f, -100.0f};
     std::memcpy(x.p, vals, sizeof vals);
     cuda::launch_unary(UnaryArgs{KN_UNARY_SOFTPLUS, 0, x.p, y.p, 6}, ctx_with(1));
-    EXPECT(std::isnan(y[0]) && y[1] == INFINITY && y[2] == 0.0f && close(y[3], std::log(2.0), 1e-6, 0) && y[4] == 100.0f &&
+    SELFTEST_EXPECT(std::isnan(y[0]) && y[1] == INFINITY && y[2] == 0.0f && close(y[3], std::log(2.0), 1e-6, 0) && y[4] == 100.0f &&
                y[5] >= 0 && y[5] < 1e-40,
            "softplus edges %g %g %g %g %g %g", y[0], y[1], y[2], y[3], y[4], y[5]);
     cuda::launch_unary(UnaryArgs{KN_UNARY_SIGMOID, 0, x.p, y.p, 6}, ctx_with(1));
-    EXPECT(std::isnan(y[0]) && y[1] == 1.0f && y[2] == 0.0f && y[3] == 0.5f && y[4] == 1.0f && y[5] >= 0 && y[5] < 1e-40,
+    SELFTEST_EXPECT(std::isnan(y[0]) && y[1] == 1.0f && y[2] == 0.0f && y[3] == 0.5f && y[4] == 1.0f && y[5] >= 0 && y[5] < 1e-40,
            "sigmoid edges");
     // sigmoid(-100) = e^-100 is subnormal in float32 (a few bits of precision), but not 0.
-    EXPECT(close(y[5], std::exp(-100.0), 0.05, 0), "sigmoid(-100) is not flushed to 0: %g", y[5]);
+    SELFTEST_EXPECT(close(y[5], std::exp(-100.0), 0.05, 0), "sigmoid(-100) is not flushed to 0: %g", y[5]);
     cuda::launch_unary(UnaryArgs{KN_UNARY_RELU, 0, x.p, y.p, 6}, ctx_with(1));
-    EXPECT(std::isnan(y[0]) && y[1] == INFINITY && y[2] == 0.0f && y[3] == 0.0f && y[4] == 100.0f && y[5] == 0.0f, "relu edges");
+    SELFTEST_EXPECT(std::isnan(y[0]) && y[1] == INFINITY && y[2] == 0.0f && y[3] == 0.0f && y[4] == 100.0f && y[5] == 0.0f, "relu edges");
     x[3] = -0.0f;
     cuda::launch_unary(UnaryArgs{KN_UNARY_RELU, 0, x.p, y.p, 6}, ctx_with(1));
-    EXPECT(y[3] == 0.0f && !std::signbit(y[3]), "relu(-0) is +0, as on the CPU backend");
+    SELFTEST_EXPECT(y[3] == 0.0f && !std::signbit(y[3]), "relu(-0) is +0, as on the CPU backend");
     // GELU's left tail, where 1 + erf(x / sqrt 2) cancels: compare relatively with float64.
     for (float v : {-3.0f, -6.0f, -9.0f, -12.0f}) {
         x[0] = v;
         cuda::launch_unary(UnaryArgs{KN_UNARY_GELU, 0, x.p, y.p, 1}, ctx_with(1));
         const double want = unary_ref(KN_UNARY_GELU, v, 0);
-        EXPECT(close(y[0], want, 1e-5, 0), "gelu(%g) = %g, want %g", v, y[0], want);
+        SELFTEST_EXPECT(close(y[0], want, 1e-5, 0), "gelu(%g) = %g, want %g", v, y[0], want);
     }
     // Gradients at NaN: ReLU passes dy (PyTorch's threshold_backward), ABS gives NaN.
-    Buf g(2), dx(2);
+    HostBuffer g(2), dx(2);
     x[0] = NAN; x[1] = -0.0f; g[0] = 2.0f; g[1] = 3.0f;
     cuda::launch_unary_backward(UnaryBackwardArgs{KN_UNARY_RELU, 0, x.p, nullptr, g.p, dx.p, 2}, ctx_with(1));
-    EXPECT(dx[0] == 2.0f && dx[1] == 0.0f, "relu backward at NaN / -0: %g %g", dx[0], dx[1]);
+    SELFTEST_EXPECT(dx[0] == 2.0f && dx[1] == 0.0f, "relu backward at NaN / -0: %g %g", dx[0], dx[1]);
     cuda::launch_unary_backward(UnaryBackwardArgs{KN_UNARY_ABS, 0, x.p, nullptr, g.p, dx.p, 2}, ctx_with(1));
-    EXPECT(std::isnan(dx[0]) && dx[1] == 0.0f, "abs backward at NaN / -0: %g %g", dx[0], dx[1]);
+    SELFTEST_EXPECT(std::isnan(dx[0]) && dx[1] == 0.0f, "abs backward at NaN / -0: %g %g", dx[0], dx[1]);
 }
 
 // ---- binary ------------------------------------------------------------------------------------------
@@ -294,13 +261,13 @@ static void test_binary() {
                 int64_t na = 1, nb = 1;
                 for (auto d : ad) na *= d;
                 for (auto d : bd) nb *= d;
-                Buf a(na, shift), b(nb, shift), c(g.n, shift), dc(g.n, shift), da(g.n, shift), db(g.n, shift);
+                HostBuffer a(na, shift), b(nb, shift), c(g.n, shift), dc(g.n, shift), da(g.n, shift), db(g.n, shift);
                 for (int64_t i = 0; i < na; ++i) a[i] = op == KN_BINARY_POW ? uniform(0.2f, 2.0f) : uniform(-2.0f, 2.0f);
                 for (int64_t i = 0; i < nb; ++i) b[i] = op == KN_BINARY_DIV ? uniform(0.5f, 2.0f) * (i % 2 ? 1 : -1) : uniform(-2.0f, 2.0f);
                 if (op == KN_BINARY_MAXIMUM || op == KN_BINARY_MINIMUM)  // some ties
                     for (int64_t i = 0; i < nb; i += 3) b[i] = a[i % na];
                 for (int64_t i = 0; i < g.n; ++i) dc[i] = uniform(-1.0f, 1.0f);
-                EXPECT(cuda::launch_binary(BinaryArgs{op, g, a.p, b.p, c.p}, ctx_with(2)) == cudaSuccess, "binary launch");
+                SELFTEST_EXPECT(cuda::launch_binary(BinaryArgs{op, g, a.p, b.p, c.p}, ctx_with(2)) == cudaSuccess, "binary launch");
                 // Reference by full-rank index arithmetic over the broadcast shape cd.
                 const int rank = int(cd.size());
                 auto offsets = [&](int64_t idx, int64_t& oa, int64_t& ob) {
@@ -316,14 +283,14 @@ static void test_binary() {
                     int64_t oa, ob;
                     offsets(i, oa, ob);
                     const double want = binary_ref(op, a[oa], b[ob]);
-                    EXPECT(close(c[i], want, 2e-6, 1e-7), "binary op %d shape#%zu shift %d element %lld: %.9g vs %.9g", o,
+                    SELFTEST_EXPECT(close(c[i], want, 2e-6, 1e-7), "binary op %d shape#%zu shift %d element %lld: %.9g vs %.9g", o,
                            si, shift, (long long)i, c[i], want);
                 }
                 for (int which = 0; which < 3; ++which) {
                     float* dap = which == 2 ? nullptr : da.p;
                     float* dbp = which == 1 ? nullptr : db.p;
                     for (int64_t i = 0; i < g.n; ++i) da[i] = db[i] = -777.0f;
-                    EXPECT(cuda::launch_binary_backward(BinaryBackwardArgs{op, g, a.p, b.p, dc.p, dap, dbp}, ctx_with(2)) == cudaSuccess,
+                    SELFTEST_EXPECT(cuda::launch_binary_backward(BinaryBackwardArgs{op, g, a.p, b.p, dc.p, dap, dbp}, ctx_with(2)) == cudaSuccess,
                            "binary backward launch");
                     for (int64_t i = 0; i < g.n; ++i) {
                         int64_t oa, ob;
@@ -331,16 +298,16 @@ static void test_binary() {
                         double ga, gb;
                         binary_grad_ref(op, a[oa], b[ob], ga, gb);
                         const double wa = dc[i] * ga, wb = dc[i] * gb;
-                        if (dap) EXPECT(close(da[i], wa, 1e-5, 1e-7), "binary backward da op %d element %lld: %.9g vs %.9g", o, (long long)i, da[i], wa);
-                        else EXPECT(da[i] == -777.0f, "da written though null");
-                        if (dbp) EXPECT(close(db[i], wb, 1e-5, 1e-7), "binary backward db op %d element %lld: %.9g vs %.9g", o, (long long)i, db[i], wb);
-                        else EXPECT(db[i] == -777.0f, "db written though null");
+                        if (dap) SELFTEST_EXPECT(close(da[i], wa, 1e-5, 1e-7), "binary backward da op %d element %lld: %.9g vs %.9g", o, (long long)i, da[i], wa);
+                        else SELFTEST_EXPECT(da[i] == -777.0f, "da written though null");
+                        if (dbp) SELFTEST_EXPECT(close(db[i], wb, 1e-5, 1e-7), "binary backward db op %d element %lld: %.9g vs %.9g", o, (long long)i, db[i], wb);
+                        else SELFTEST_EXPECT(db[i] == -777.0f, "db written though null");
                     }
                 }
             }
     }
     // NaN propagation of maximum / minimum.
-    Buf a(4), b(4), c(4);
+    HostBuffer a(4), b(4), c(4);
     const float av[4] = {NAN, 1, 2, NAN}, bv[4] = {1, NAN, 2, NAN};
     std::memcpy(a.p, av, sizeof av);
     std::memcpy(b.p, bv, sizeof bv);
@@ -348,7 +315,7 @@ static void test_binary() {
     g.rank = 1; g.dims[0] = 4; g.a_strides[0] = 1; g.b_strides[0] = 1; g.n = 4;
     for (kn_binary_op op : {KN_BINARY_MAXIMUM, KN_BINARY_MINIMUM}) {
         cuda::launch_binary(BinaryArgs{op, g, a.p, b.p, c.p}, ctx_with(1));
-        EXPECT(std::isnan(c[0]) && std::isnan(c[1]) && c[2] == 2 && std::isnan(c[3]), "max/min NaN");
+        SELFTEST_EXPECT(std::isnan(c[0]) && std::isnan(c[1]) && c[2] == 2 && std::isnan(c[3]), "max/min NaN");
     }
 }
 
@@ -366,15 +333,15 @@ static void test_reduce() {
                     const kn_reduce_op op = static_cast<kn_reduce_op>(o);
                     if (s.reduce == 0 && (op == KN_REDUCE_MAX || op == KN_REDUCE_MIN)) continue;
                     const int64_t nx = s.outer * s.reduce * s.inner, ny = s.outer * s.inner;
-                    Buf x(nx, shift), y(ny, shift);
+                    HostBuffer x(nx, shift), y(ny, shift);
                     for (int64_t i = 0; i < nx; ++i) x[i] = uniform(-1.0f, 1.0f);
                     const bool nan_case = (op == KN_REDUCE_MAX || op == KN_REDUCE_MIN) && nx > 2;
                     if (nan_case) x[nx / 2] = NAN;
                     ReduceArgs args{op, x.p, y.p, s.outer, s.reduce, s.inner};
                     // The scratch buffer at exactly the size asked for, so AddressSanitizer sees an overrun.
                     const int64_t scratch_bytes = cuda::reduce_scratch_bytes(args, ctx_with(sm));
-                    std::unique_ptr<Buf> scratch(scratch_bytes ? new Buf(scratch_bytes / 4) : nullptr);
-                    EXPECT(cuda::launch_reduce(args, scratch ? scratch->p : nullptr, ctx_with(sm)) == cudaSuccess, "reduce launch");
+                    std::unique_ptr<HostBuffer<>> scratch(scratch_bytes ? new HostBuffer<>(scratch_bytes / 4) : nullptr);
+                    SELFTEST_EXPECT(cuda::launch_reduce(args, scratch ? scratch->p : nullptr, ctx_with(sm)) == cudaSuccess, "reduce launch");
                     for (int64_t oi = 0; oi < s.outer; ++oi)
                         for (int64_t ii = 0; ii < s.inner; ++ii) {
                             double sum = 0, sum_abs = 0, mx = -INFINITY, mn = INFINITY;
@@ -394,16 +361,16 @@ static void test_reduce() {
                             switch (op) {
                                 case KN_REDUCE_SUM:
                                 case KN_REDUCE_SUM_SQUARES:
-                                    EXPECT(std::fabs(got - sum) <= bound, fmt, o, sm, (long long)s.outer, (long long)s.reduce,
+                                    SELFTEST_EXPECT(std::fabs(got - sum) <= bound, fmt, o, sm, (long long)s.outer, (long long)s.reduce,
                                            (long long)s.inner, shift, (long long)oi, (long long)ii, got, sum);
                                     break;
                                 case KN_REDUCE_MEAN: {
                                     if (s.reduce == 0) {
-                                        EXPECT(std::isnan(got), "mean over 0 elements");
+                                        SELFTEST_EXPECT(std::isnan(got), "mean over 0 elements");
                                         break;
                                     }
                                     const double want = sum / s.reduce;
-                                    EXPECT(std::fabs(got - want) <= bound / s.reduce + 1e-7 * std::fabs(want), fmt, o, sm,
+                                    SELFTEST_EXPECT(std::fabs(got - want) <= bound / s.reduce + 1e-7 * std::fabs(want), fmt, o, sm,
                                            (long long)s.outer, (long long)s.reduce, (long long)s.inner, shift, (long long)oi,
                                            (long long)ii, got, want);
                                     break;
@@ -411,7 +378,7 @@ static void test_reduce() {
                                 case KN_REDUCE_MAX:
                                 case KN_REDUCE_MIN: {
                                     const double want = has_nan ? NAN : (op == KN_REDUCE_MAX ? mx : mn);
-                                    EXPECT((std::isnan(want) && std::isnan(got)) || got == want, fmt, o, sm, (long long)s.outer,
+                                    SELFTEST_EXPECT((std::isnan(want) && std::isnan(got)) || got == want, fmt, o, sm, (long long)s.outer,
                                            (long long)s.reduce, (long long)s.inner, shift, (long long)oi, (long long)ii, got, want);
                                     break;
                                 }
@@ -425,13 +392,13 @@ static void test_reduce() {
             for (int variant = 0; variant < 2; ++variant)
                 for (int o = 0; o < 2; ++o) {
                     const int64_t nx = s.outer * s.reduce * s.inner, ny = s.outer * s.inner;
-                    Buf x(nx, variant), idx(ny * 2);
+                    HostBuffer x(nx, variant), idx(ny * 2);
                     for (int64_t i = 0; i < nx; ++i) x[i] = float(int(uniform(0.0f, 5.0f)));  // many ties
                     if (variant == 1 && nx > 3) { x[nx / 3] = NAN; x[nx - 1] = NAN; x[nx / 5] = -INFINITY; x[nx / 7] = INFINITY; }
                     ArgReduceArgs args{static_cast<kn_argreduce_op>(o), x.p, idx.p, s.outer, s.reduce, s.inner};
                     const int64_t sb = cuda::argreduce_scratch_bytes(args, ctx_with(sm));
-                    std::unique_ptr<Buf> scratch(sb ? new Buf((sb + 3) / 4) : nullptr);
-                    EXPECT(cuda::launch_argreduce(args, scratch ? scratch->p : nullptr, ctx_with(sm)) == cudaSuccess, "argreduce launch");
+                    std::unique_ptr<HostBuffer<>> scratch(sb ? new HostBuffer<>((sb + 3) / 4) : nullptr);
+                    SELFTEST_EXPECT(cuda::launch_argreduce(args, scratch ? scratch->p : nullptr, ctx_with(sm)) == cudaSuccess, "argreduce launch");
                     const int64_t* got = reinterpret_cast<const int64_t*>(idx.p);
                     for (int64_t oi = 0; oi < s.outer; ++oi)
                         for (int64_t ii = 0; ii < s.inner; ++ii) {
@@ -441,7 +408,7 @@ static void test_reduce() {
                                 if (std::isnan(bv)) break;
                                 if (std::isnan(v) || (o == 0 ? v > bv : v < bv)) best = r;
                             }
-                            EXPECT(got[oi * s.inner + ii] == best, "argreduce op %d sm %d shape %lld,%lld,%lld variant %d out %lld,%lld: %lld vs %lld",
+                            SELFTEST_EXPECT(got[oi * s.inner + ii] == best, "argreduce op %d sm %d shape %lld,%lld,%lld variant %d out %lld,%lld: %lld vs %lld",
                                    o, sm, (long long)s.outer, (long long)s.reduce, (long long)s.inner, variant, (long long)oi,
                                    (long long)ii, (long long)got[oi * s.inner + ii], (long long)best);
                         }
@@ -458,11 +425,11 @@ static void test_softmax() {
             for (bool log : {false, true})
                 for (bool in_place : {false, true}) {
                     const int64_t n = rows * cols;
-                    Buf x(n, shift), y(n, shift), dy(n, shift), dx(n, shift);
+                    HostBuffer x(n, shift), y(n, shift), dy(n, shift), dx(n, shift);
                     std::vector<float> xv(n);
                     for (int64_t i = 0; i < n; ++i) xv[i] = x[i] = uniform(-5.0f, 5.0f) + (i % 7 == 0 ? 60.0f : 0.0f);
                     float* out = in_place ? x.p : y.p;
-                    EXPECT(cuda::launch_softmax(SoftmaxArgs{x.p, out, rows, cols, log}, ctx_with(2)) == cudaSuccess, "softmax launch");
+                    SELFTEST_EXPECT(cuda::launch_softmax(SoftmaxArgs{x.p, out, rows, cols, log}, ctx_with(2)) == cudaSuccess, "softmax launch");
                     std::vector<double> want(n);
                     for (int64_t r = 0; r < rows; ++r) {
                         double m = -INFINITY, s = 0;
@@ -474,14 +441,14 @@ static void test_softmax() {
                         }
                     }
                     for (int64_t i = 0; i < n; ++i)
-                        EXPECT(close(out[i], want[i], 2e-5, log ? 2e-5 : 1e-9), "softmax log %d %lldx%lld shift %d element %lld: %.9g vs %.9g",
+                        SELFTEST_EXPECT(close(out[i], want[i], 2e-5, log ? 2e-5 : 1e-9), "softmax log %d %lldx%lld shift %d element %lld: %.9g vs %.9g",
                                log, (long long)rows, (long long)cols, shift, (long long)i, out[i], want[i]);
                     // backward from the float forward output
-                    Buf yin(n, shift);
+                    HostBuffer yin(n, shift);
                     std::vector<float> dyv(n);
                     for (int64_t i = 0; i < n; ++i) { yin[i] = out[i]; dyv[i] = dy[i] = uniform(-1.0f, 1.0f); }
                     float* dxp = in_place ? dy.p : dx.p;
-                    EXPECT(cuda::launch_softmax_backward(SoftmaxBackwardArgs{yin.p, dy.p, dxp, rows, cols, log}, ctx_with(2)) == cudaSuccess,
+                    SELFTEST_EXPECT(cuda::launch_softmax_backward(SoftmaxBackwardArgs{yin.p, dy.p, dxp, rows, cols, log}, ctx_with(2)) == cudaSuccess,
                            "softmax backward launch");
                     for (int64_t r = 0; r < rows; ++r) {
                         double sum = 0, sum_abs = 0;
@@ -494,20 +461,20 @@ static void test_softmax() {
                             const double yv = yin[r * cols + c], g = dyv[r * cols + c];
                             const double w = log ? g - std::exp(yv) * sum : yv * (g - sum);
                             const double tol = 1e-5 * (std::fabs(w) + 1e-3) + (cols + 2) * FLT_EPSILON * sum_abs * (log ? std::exp(yv) : yv) + 1e-7;
-                            EXPECT(std::fabs(dxp[r * cols + c] - w) <= tol, "softmax backward log %d %lldx%lld element %lld,%lld: %.9g vs %.9g",
+                            SELFTEST_EXPECT(std::fabs(dxp[r * cols + c] - w) <= tol, "softmax backward log %d %lldx%lld element %lld,%lld: %.9g vs %.9g",
                                    log, (long long)rows, (long long)cols, (long long)r, (long long)c, dxp[r * cols + c], w);
                         }
                     }
                 }
     // stability: all -inf row -> NaN; a huge but finite row works
-    Buf x(8), y(8);
+    HostBuffer x(8), y(8);
     for (int i = 0; i < 4; ++i) x[i] = -INFINITY;
     for (int i = 4; i < 8; ++i) x[i] = 3e38f - i;
     cuda::launch_softmax(SoftmaxArgs{x.p, y.p, 2, 4, false}, ctx_with(1));
-    EXPECT(std::isnan(y[0]) && std::isnan(y[3]), "all -inf row is NaN");
+    SELFTEST_EXPECT(std::isnan(y[0]) && std::isnan(y[3]), "all -inf row is NaN");
     double s = 0;
     for (int i = 4; i < 8; ++i) s += y[i];
-    EXPECT(std::fabs(s - 1) < 1e-6, "large finite row sums to 1 (%g)", s);
+    SELFTEST_EXPECT(std::fabs(s - 1) < 1e-6, "large finite row sums to 1 (%g)", s);
 }
 
 // ---- gemm ----------------------------------------------------------------------------------------
@@ -557,14 +524,14 @@ static void test_gemm() {
             const size_t stride_a = e.share_a ? 0 : size_t(a_rows) * lda, stride_b = e.share_b ? 0 : size_t(b_rows) * ldb,
                          stride_c = size_t(e.m) * ldc;
             const size_t na = stride_a * (e.batch - 1) + ext_a, nb = stride_b * (e.batch - 1) + ext_b, nc = stride_c * (e.batch - 1) + ext_c;
-            Buf a(na, e.shift), b(nb, e.shift), c(nc, e.shift);
+            HostBuffer a(na, e.shift), b(nb, e.shift), c(nc, e.shift);
             for (size_t i = 0; i < na; ++i) a[i] = uniform(-1, 1);
             for (size_t i = 0; i < nb; ++i) b[i] = uniform(-1, 1);
             std::vector<float> c0(nc);
             for (size_t i = 0; i < nc; ++i) c0[i] = c[i] = e.nan_c ? NAN : uniform(-1, 1);
             GemmArgs g{e.ta, e.tb, e.m, e.n, e.k, e.alpha, e.beta, a.p, lda, int64_t(stride_a), b.p, ldb, int64_t(stride_b), c.p, ldc,
                        int64_t(stride_c), e.batch};
-            EXPECT(cuda::launch_gemm(g, ctx_with(sm)) == cudaSuccess, "gemm launch");
+            SELFTEST_EXPECT(cuda::launch_gemm(g, ctx_with(sm)) == cudaSuccess, "gemm launch");
             int bad = 0;
             for (int bi = 0; bi < e.batch; ++bi)
                 for (int i = 0; i < e.m; ++i)
@@ -592,7 +559,7 @@ static void test_gemm() {
                             ++bad;
                         }
                     }
-            EXPECT(bad == 0, "gemm sm %d %c%c %dx%dx%d pads %d/%d/%d batch %d shift %d: %d wrong", sm, e.ta ? 'T' : 'N', e.tb ? 'T' : 'N',
+            SELFTEST_EXPECT(bad == 0, "gemm sm %d %c%c %dx%dx%d pads %d/%d/%d batch %d shift %d: %d wrong", sm, e.ta ? 'T' : 'N', e.tb ? 'T' : 'N',
                    e.m, e.n, e.k, e.pad_a, e.pad_b, e.pad_c, e.batch, e.shift, bad);
         }
 }
@@ -605,6 +572,5 @@ int main(int argc, char** argv) {
     if (only.empty() || only == "softmax") test_softmax();
     if (only.empty() || only == "reduce") test_reduce();
     if (only.empty() || only == "gemm") test_gemm();
-    std::printf("%d checks, %d failures%s\n", checks, failures, failures ? "" : ": all CUDA kernels match the references");
-    return failures ? 1 : 0;
+    return selftest::check_tally().finish("all CUDA kernels match the references");
 }
