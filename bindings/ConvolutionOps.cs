@@ -12,18 +12,36 @@ public readonly record struct Conv2DGeometry(
     long StrideHeight = 1, long StrideWidth = 1, long PadHeight = 0, long PadWidth = 0,
     long DilationHeight = 1, long DilationWidth = 1, long Groups = 1)
 {
-    /// <summary>(InHeight + 2 PadHeight - DilationHeight (KernelHeight - 1) - 1) / StrideHeight + 1.</summary>
-    public long OutHeight => (InHeight + 2 * PadHeight - DilationHeight * (KernelHeight - 1) - 1) / StrideHeight + 1;
+    /// <summary>
+    /// (OutHeight, OutWidth) from the library's own rule, kn_conv2d_output_size:
+    /// (InHeight + 2 PadHeight - DilationHeight (KernelHeight - 1) - 1) / StrideHeight + 1, likewise the width.
+    /// It validates the geometry as <see cref="Ops.Conv2D"/> does and throws what that call would
+    /// (<see cref="ShapeMismatchException"/> or <see cref="KernelsArgumentException"/>, same message).
+    /// </summary>
+    public unsafe (long Height, long Width) OutputSize()
+    {
+        long height, width;
+        Ensure.Success(NativeMethods.kn_conv2d_output_size(Batch, InChannels, InHeight, InWidth, OutChannels,
+            KernelHeight, KernelWidth, StrideHeight, StrideWidth, PadHeight, PadWidth, DilationHeight, DilationWidth,
+            Groups, &height, &width));
+        return (height, width);
+    }
 
-    /// <summary>(InWidth + 2 PadWidth - DilationWidth (KernelWidth - 1) - 1) / StrideWidth + 1.</summary>
-    public long OutWidth => (InWidth + 2 * PadWidth - DilationWidth * (KernelWidth - 1) - 1) / StrideWidth + 1;
+    /// <summary>Output height (see <see cref="OutputSize"/>; throws for a geometry the library refuses).</summary>
+    public long OutHeight => OutputSize().Height;
+
+    /// <summary>Output width (see <see cref="OutputSize"/>; throws for a geometry the library refuses).</summary>
+    public long OutWidth => OutputSize().Width;
 
     /// <summary>Elements of x.</summary>
     public long InputElements => Batch * InChannels * InHeight * InWidth;
     /// <summary>Elements of the weights.</summary>
     public long WeightElements => OutChannels * (Groups > 0 ? InChannels / Groups : 0) * KernelHeight * KernelWidth;
     /// <summary>Elements of y.</summary>
-    public long OutputElements => Batch * OutChannels * OutHeight * OutWidth;
+    public long OutputElements
+    {
+        get { var (height, width) = OutputSize(); return Batch * OutChannels * height * width; }
+    }
 
     /// <summary>Multiply-adds times two: 2 * Batch * OutChannels * OutHeight * OutWidth * (InChannels / Groups) * KernelHeight * KernelWidth.</summary>
     public double Flops => 2.0 * OutputElements * (Groups > 0 ? InChannels / Groups : 0) * KernelHeight * KernelWidth;
@@ -37,16 +55,32 @@ public readonly record struct Pool2DGeometry(
     long Batch, long Channels, long InHeight, long InWidth, long KernelHeight, long KernelWidth,
     long StrideHeight, long StrideWidth, long PadHeight = 0, long PadWidth = 0, bool CountIncludePad = true)
 {
-    /// <summary>(InHeight + 2 PadHeight - KernelHeight) / StrideHeight + 1.</summary>
-    public long OutHeight => (InHeight + 2 * PadHeight - KernelHeight) / StrideHeight + 1;
+    /// <summary>
+    /// (OutHeight, OutWidth) from the library's own rule, kn_pool2d_output_size:
+    /// (InHeight + 2 PadHeight - KernelHeight) / StrideHeight + 1, likewise the width. It validates the
+    /// geometry as <see cref="Ops.Pool2D"/> does and throws what that call would (same message).
+    /// </summary>
+    public unsafe (long Height, long Width) OutputSize()
+    {
+        long height, width;
+        Ensure.Success(NativeMethods.kn_pool2d_output_size(Batch, Channels, InHeight, InWidth, KernelHeight, KernelWidth,
+            StrideHeight, StrideWidth, PadHeight, PadWidth, &height, &width));
+        return (height, width);
+    }
 
-    /// <summary>(InWidth + 2 PadWidth - KernelWidth) / StrideWidth + 1.</summary>
-    public long OutWidth => (InWidth + 2 * PadWidth - KernelWidth) / StrideWidth + 1;
+    /// <summary>Output height (see <see cref="OutputSize"/>; throws for a geometry the library refuses).</summary>
+    public long OutHeight => OutputSize().Height;
+
+    /// <summary>Output width (see <see cref="OutputSize"/>; throws for a geometry the library refuses).</summary>
+    public long OutWidth => OutputSize().Width;
 
     /// <summary>Elements of x.</summary>
     public long InputElements => Batch * Channels * InHeight * InWidth;
     /// <summary>Elements of y.</summary>
-    public long OutputElements => Batch * Channels * OutHeight * OutWidth;
+    public long OutputElements
+    {
+        get { var (height, width) = OutputSize(); return Batch * Channels * height * width; }
+    }
 }
 
 public static unsafe partial class Ops

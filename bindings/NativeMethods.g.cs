@@ -330,6 +330,15 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(Library)]
     internal static partial Status kn_unary_backward_f32(UnaryOp op, float alpha, nint x, nint y, nint dy, nint dx, long n);
 
+    // kn_status kn_unary_backward_uses_output(kn_unary_op op, int32_t* uses_output);
+    /// <summary>
+    /// uses_output = 1 when kn_unary_backward_f32 computes op's derivative from the forward output y,
+    /// 0 when from the input x. The one rule the library itself follows: callers ask it instead of keeping
+    /// their own list. KN_ERROR_INVALID_ARGUMENT for an unknown op or a NULL uses_output.
+    /// </summary>
+    [LibraryImport(Library)]
+    internal static partial Status kn_unary_backward_uses_output(UnaryOp op, int* uses_output);
+
     // kn_status kn_binary_f32(kn_binary_op op, const kn_buffer* a, const int64_t* a_dims, int32_t a_rank, const kn_buffer* b, const int64_t* b_dims, int32_t b_rank, kn_buffer* c, const int64_t* c_dims, int32_t c_rank);
     /// <summary>
     /// c = a op b with NumPy broadcasting: shapes are aligned at their last dimension and each pair of
@@ -453,6 +462,15 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(Library)]
     internal static partial Status kn_adagrad_step_f32(nint param, nint grad, nint sum, long n, float lr, float eps, float weight_decay);
 
+    // kn_status kn_conv2d_output_size(int64_t batch, int64_t in_channels, int64_t in_height, int64_t in_width, int64_t out_channels, int64_t kernel_height, int64_t kernel_width, int64_t stride_height, int64_t stride_width, int64_t pad_height, int64_t pad_width, int64_t dilation_height, int64_t dilation_width, int64_t groups, int64_t* out_height, int64_t* out_width);
+    /// <summary>
+    /// The output size of a convolution: validates the geometry exactly as kn_conv2d_f32 and its backward
+    /// calls do (same checks, same messages) and writes out_height and out_width. Both out-pointers are
+    /// required.
+    /// </summary>
+    [LibraryImport(Library)]
+    internal static partial Status kn_conv2d_output_size(long batch, long in_channels, long in_height, long in_width, long out_channels, long kernel_height, long kernel_width, long stride_height, long stride_width, long pad_height, long pad_width, long dilation_height, long dilation_width, long groups, long* out_height, long* out_width);
+
     // kn_status kn_conv2d_f32(const kn_buffer* x, const kn_buffer* w, const kn_buffer* bias, kn_buffer* y, int64_t batch, int64_t in_channels, int64_t in_height, int64_t in_width, int64_t out_channels, int64_t kernel_height, int64_t kernel_width, int64_t stride_height, int64_t stride_width, int64_t pad_height, int64_t pad_width, int64_t dilation_height, int64_t dilation_width, int64_t groups);
     /// <summary>y = conv2d(x, w) + bias. bias may be NULL.</summary>
     [LibraryImport(Library)]
@@ -504,6 +522,14 @@ internal static unsafe partial class NativeMethods
     /// </summary>
     [LibraryImport(Library)]
     internal static partial Status kn_pool2d_backward_f32(PoolOp op, nint dy, nint indices, nint dx, long batch, long channels, long in_height, long in_width, long kernel_height, long kernel_width, long stride_height, long stride_width, long pad_height, long pad_width, int count_include_pad);
+
+    // kn_status kn_pool2d_output_size(int64_t batch, int64_t channels, int64_t in_height, int64_t in_width, int64_t kernel_height, int64_t kernel_width, int64_t stride_height, int64_t stride_width, int64_t pad_height, int64_t pad_width, int64_t* out_height, int64_t* out_width);
+    /// <summary>
+    /// The output size of pooling: validates the geometry exactly as kn_pool2d_f32 and its backward do
+    /// (same checks, same messages) and writes out_height and out_width. Both out-pointers are required.
+    /// </summary>
+    [LibraryImport(Library)]
+    internal static partial Status kn_pool2d_output_size(long batch, long channels, long in_height, long in_width, long kernel_height, long kernel_width, long stride_height, long stride_width, long pad_height, long pad_width, long* out_height, long* out_width);
 
     // kn_status kn_batch_norm_f32(const kn_buffer* x, kn_buffer* y, const kn_buffer* gamma, const kn_buffer* beta, kn_buffer* running_mean, kn_buffer* running_var, kn_buffer* save_mean, kn_buffer* save_invstd, int64_t batch, int64_t channels, int64_t spatial, float eps, float momentum, int32_t training);
     /// <summary>

@@ -37,9 +37,20 @@ public static unsafe partial class Ops
     }
 
     /// <summary>
-    /// dx[i] = dy[i] * op'(x[i]). Exp, Sqrt, Rsqrt, Reciprocal, Tanh and Sigmoid take the derivative
-    /// from the forward output <paramref name="y"/>, the others from the input <paramref name="x"/>;
-    /// the one not needed may be null. dx may be dy.
+    /// Whether <see cref="UnaryBackward"/> takes op's derivative from the forward output y (true) or
+    /// from the input x (false): the library's own rule, kn_unary_backward_uses_output.
+    /// </summary>
+    public static bool UnaryBackwardUsesOutput(UnaryOp op)
+    {
+        int usesOutput;
+        Ensure.Success(NativeMethods.kn_unary_backward_uses_output(op, &usesOutput));
+        return usesOutput != 0;
+    }
+
+    /// <summary>
+    /// dx[i] = dy[i] * op'(x[i]), from the forward output <paramref name="y"/> or the input
+    /// <paramref name="x"/> as <see cref="UnaryBackwardUsesOutput"/> says; the one not needed may be
+    /// null. dx may be dy.
     /// </summary>
     public static void UnaryBackward(UnaryOp op, DeviceBuffer? x, DeviceBuffer? y, DeviceBuffer dy, DeviceBuffer dx, long n, float alpha = 0)
     {

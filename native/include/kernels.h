@@ -212,6 +212,11 @@ KN_API kn_status kn_unary_backward_f32(kn_unary_op op, float alpha, const kn_buf
                                        const kn_buffer* y, const kn_buffer* dy, kn_buffer* dx,
                                        int64_t n);
 
+/* *uses_output = 1 when kn_unary_backward_f32 computes op's derivative from the forward output y,
+ * 0 when from the input x. The one rule the library itself follows: callers ask it instead of keeping
+ * their own list. KN_ERROR_INVALID_ARGUMENT for an unknown op or a NULL uses_output. */
+KN_API kn_status kn_unary_backward_uses_output(kn_unary_op op, int32_t* uses_output);
+
 /* c = a op b with NumPy broadcasting: shapes are aligned at their last dimension and each pair of
  * sizes must be equal or one of them 1. c_dims must be the broadcast shape. */
 KN_API kn_status kn_binary_f32(kn_binary_op op,
@@ -330,6 +335,15 @@ KN_API kn_status kn_adagrad_step_f32(kn_buffer* param, const kn_buffer* grad, kn
  * in_channels and out_channels must be divisible by groups (groups == in_channels is depthwise).
  * batch may be 0 (nothing to do). Strides and dilations >= 1, padding >= 0 (any amount). */
 
+/* The output size of a convolution: validates the geometry exactly as kn_conv2d_f32 and its backward
+ * calls do (same checks, same messages) and writes out_height and out_width. Both out-pointers are
+ * required. */
+KN_API kn_status kn_conv2d_output_size(int64_t batch, int64_t in_channels, int64_t in_height, int64_t in_width,
+                                       int64_t out_channels, int64_t kernel_height, int64_t kernel_width,
+                                       int64_t stride_height, int64_t stride_width, int64_t pad_height,
+                                       int64_t pad_width, int64_t dilation_height, int64_t dilation_width,
+                                       int64_t groups, int64_t* out_height, int64_t* out_width);
+
 /* y = conv2d(x, w) + bias. bias may be NULL. */
 KN_API kn_status kn_conv2d_f32(const kn_buffer* x, const kn_buffer* w, const kn_buffer* bias, kn_buffer* y,
                                int64_t batch, int64_t in_channels, int64_t in_height, int64_t in_width,
@@ -387,6 +401,13 @@ KN_API kn_status kn_pool2d_backward_f32(kn_pool_op op, const kn_buffer* dy, cons
                                         int64_t kernel_height, int64_t kernel_width, int64_t stride_height,
                                         int64_t stride_width, int64_t pad_height, int64_t pad_width,
                                         int32_t count_include_pad);
+
+/* The output size of pooling: validates the geometry exactly as kn_pool2d_f32 and its backward do
+ * (same checks, same messages) and writes out_height and out_width. Both out-pointers are required. */
+KN_API kn_status kn_pool2d_output_size(int64_t batch, int64_t channels, int64_t in_height, int64_t in_width,
+                                       int64_t kernel_height, int64_t kernel_width, int64_t stride_height,
+                                       int64_t stride_width, int64_t pad_height, int64_t pad_width,
+                                       int64_t* out_height, int64_t* out_width);
 
 /* ---- Batch normalization -----------------------------------------------------------------------
  * x and y are [batch, channels, spatial] (spatial = height * width for 2-D, 1 for 1-D batch norm);

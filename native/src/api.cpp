@@ -779,6 +779,15 @@ KN_API kn_status kn_unary_backward_f32(kn_unary_op op, float alpha, const kn_buf
     });
 }
 
+KN_API kn_status kn_unary_backward_uses_output(kn_unary_op op, int32_t* uses_output) {
+    return guarded([&] {
+        const char* fn = "unary_backward_uses_output";
+        check_enum(op, KN_UNARY_POW_SCALAR, fn, "op");
+        check_out(uses_output, fn, "uses_output");
+        *uses_output = kn::unary_backward_uses_output(op) ? 1 : 0;
+    });
+}
+
 KN_API kn_status kn_binary_f32(kn_binary_op op, const kn_buffer* a, const int64_t* a_dims, int32_t a_rank,
                                const kn_buffer* b, const int64_t* b_dims, int32_t b_rank, kn_buffer* c,
                                const int64_t* c_dims, int32_t c_rank) {
@@ -1227,6 +1236,17 @@ extern "C" {
     batch, in_channels, in_height, in_width, out_channels, kernel_height, kernel_width, stride_height,    \
         stride_width, pad_height, pad_width, dilation_height, dilation_width, groups
 
+KN_API kn_status kn_conv2d_output_size(KN_CONV_PARAMS, int64_t* out_height, int64_t* out_width) {
+    return guarded([&] {
+        const char* fn = "conv2d_output_size";
+        check_out(out_height, fn, "out_height");
+        check_out(out_width, fn, "out_width");
+        kn::Conv2dGeometry g = conv_geometry(fn, KN_CONV_ARGS);
+        *out_height = g.out_height;
+        *out_width = g.out_width;
+    });
+}
+
 KN_API kn_status kn_conv2d_f32(const kn_buffer* x, const kn_buffer* w, const kn_buffer* bias, kn_buffer* y,
                                KN_CONV_PARAMS) {
     return guarded([&] {
@@ -1307,10 +1327,10 @@ std::string pool_shapes(const kn::Pool2dGeometry& g) {
                g.pad_width);
 }
 
-kn::Pool2dGeometry pool_geometry(const char* fn, const kn_pool_op& op, int64_t batch, int64_t channels, int64_t in_height,
+// Validates a pooling geometry and computes its output size (the op does not change it).
+kn::Pool2dGeometry pool_geometry(const char* fn, int64_t batch, int64_t channels, int64_t in_height,
                                  int64_t in_width, int64_t kernel_height, int64_t kernel_width, int64_t stride_height,
                                  int64_t stride_width, int64_t pad_height, int64_t pad_width, int32_t count_include_pad) {
-    check_enum(op, KN_POOL_AVG, fn, "op");
     kn::Pool2dGeometry g{batch, channels, in_height, in_width, kernel_height, kernel_width, stride_height,
                          stride_width, pad_height, pad_width, 0, 0, count_include_pad != 0};
     check_non_negative(batch, fn, "batch");
@@ -1352,7 +1372,8 @@ kn_status pool_call(const kn_pool_op& op, const kn_buffer* in, kn_buffer* out, c
         const char* fn = backward ? "pool2d_backward" : "pool2d";
         const char* in_name = backward ? "dy" : "x";
         const char* out_name = backward ? "dx" : "y";
-        kn::Pool2dGeometry g = pool_geometry(fn, op, batch, channels, in_height, in_width, kernel_height,
+        check_enum(op, KN_POOL_AVG, fn, "op");
+        kn::Pool2dGeometry g = pool_geometry(fn, batch, channels, in_height, in_width, kernel_height,
                                              kernel_width, stride_height, stride_width, pad_height, pad_width,
                                              count_include_pad);
         const Buffer& I = checked_buffer(in, fn, in_name);
@@ -1379,6 +1400,21 @@ kn_status pool_call(const kn_pool_op& op, const kn_buffer* in, kn_buffer* out, c
 }  // namespace
 
 extern "C" {
+
+KN_API kn_status kn_pool2d_output_size(int64_t batch, int64_t channels, int64_t in_height, int64_t in_width,
+                                       int64_t kernel_height, int64_t kernel_width, int64_t stride_height,
+                                       int64_t stride_width, int64_t pad_height, int64_t pad_width,
+                                       int64_t* out_height, int64_t* out_width) {
+    return guarded([&] {
+        const char* fn = "pool2d_output_size";
+        check_out(out_height, fn, "out_height");
+        check_out(out_width, fn, "out_width");
+        kn::Pool2dGeometry g = pool_geometry(fn, batch, channels, in_height, in_width, kernel_height, kernel_width,
+                                             stride_height, stride_width, pad_height, pad_width, 1);
+        *out_height = g.out_height;
+        *out_width = g.out_width;
+    });
+}
 
 KN_API kn_status kn_pool2d_f32(kn_pool_op op, const kn_buffer* x, kn_buffer* y, kn_buffer* indices, int64_t batch,
                                int64_t channels, int64_t in_height, int64_t in_width, int64_t kernel_height,

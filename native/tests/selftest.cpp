@@ -21,6 +21,8 @@
 #include "selftest_hostile.h"
 
 #include <functional>
+#include <set>
+#include <stdexcept>
 #include <memory>
 
 using namespace selftest;
@@ -315,14 +317,12 @@ const std::vector<UnaryInfo>& unary_ops() {
     return ops;
 }
 
-bool backward_uses_output(kn_unary_op op) {  // as documented in kernels.h
-    switch (op) {
-        case KN_UNARY_EXP: case KN_UNARY_SQRT: case KN_UNARY_RSQRT: case KN_UNARY_RECIPROCAL:
-        case KN_UNARY_TANH: case KN_UNARY_SIGMOID:
-            return true;
-        default:
-            return false;
-    }
+// The library's own rule (kn_unary_backward_uses_output), not a copy of its list.
+bool backward_uses_output(kn_unary_op op) {
+    int32_t uses_output = -1;
+    if (kn_unary_backward_uses_output(op, &uses_output) != KN_OK)
+        throw std::runtime_error(std::string("kn_unary_backward_uses_output: ") + kn_last_error());
+    return uses_output != 0;
 }
 
 std::vector<float> draw(Rng& rng, Domain d, int64_t n) {
@@ -1621,6 +1621,112 @@ void test_errors(Context& cx) {
     error_case("unary_backward missing x for GELU", [&] {
         return expect_error(cx, kn_unary_backward_f32(KN_UNARY_GELU, 0.0f, nullptr, big.get(), big2.get(), big3.get(), 4),
                             KN_ERROR_INVALID_ARGUMENT);
+    });
+
+    // Rule queries: the library exports its shape and derivative rules so that no caller keeps a copy.
+    error_case("unary_backward_uses_output follows kernels.h", [&] {
+        // The list documented at kn_unary_backward_f32: EXP, SQRT, RSQRT, RECIPROCAL, TANH, SIGMOID use y.
+        const std::set<int> from_y = {KN_UNARY_EXP, KN_UNARY_SQRT, KN_UNARY_RSQRT, KN_UNARY_RECIPROCAL,
+                                      KN_UNARY_TANH, KN_UNARY_SIGMOID};
+        for (int op = 0; op <= KN_UNARY_POW_SCALAR; ++op) {
+            int32_t uses = -1;
+            if (kn_unary_backward_uses_output(static_cast<kn_unary_op>(op), &uses) != KN_OK)
+                return "op " + std::to_string(op) + " failed: " + kn_last_error();
+            if (uses != (from_y.count(op) ? 1 : 0))
+                return "op " + std::to_string(op) + ": uses_output = " + std::to_string(uses);
+        }
+        return std::string();
+    });
+    error_case("unary_backward_uses_output unknown op", [&] {
+        int32_t uses = 0;
+        return expect_error(cx, kn_unary_backward_uses_output(static_cast<kn_unary_op>(999), &uses),
+                            KN_ERROR_INVALID_ARGUMENT, {"op", "999"});
+    });
+    error_case("unary_backward_uses_output null out-pointer", [&] {
+        return expect_error(cx, kn_unary_backward_uses_output(KN_UNARY_TANH, nullptr), KN_ERROR_INVALID_ARGUMENT,
+                            {"uses_output"});
+    });
+    error_case("conv2d_output_size geometries", [&] {
+        struct Want { int64_t in_h, in_w, k_h, k_w, s_h, s_w, p_h, p_w, d_h, d_w, oh, ow; };
+        // Output sizes worked by hand from (in + 2 pad - dilation (k - 1) - 1) / stride + 1.
+        const Want wants[] = {{32, 32, 3, 3, 2, 2, 1, 1, 1, 1, 16, 16},
+                              {7, 9, 3, 3, 1, 1, 0, 0, 2, 2, 3, 5},
+                              {5, 6, 5, 1, 3, 4, 2, 0, 1, 1, 2, 2},
+                              {1, 1, 1, 1, 1000, 1000, 0, 0, 1, 1, 1, 1}};
+        for (const Want& w : wants) {
+            int64_t oh = -1, ow = -1;
+            if (kn_conv2d_output_size(2, 4, w.in_h, w.in_w, 6, w.k_h, w.k_w, w.s_h, w.s_w, w.p_h, w.p_w, w.d_h, w.d_w,
+                                      2, &oh, &ow) != KN_OK)
+                return std::string("failed: ") + kn_last_error();
+            if (oh != w.oh || ow != w.ow)
+                return "in " + std::to_string(w.in_h) + "x" + std::to_string(w.in_w) + ": got " + std::to_string(oh) +
+                       "x" + std::to_string(ow) + ", want " + std::to_string(w.oh) + "x" + std::to_string(w.ow);
+        }
+        return std::string();
+    });
+    // The query and kn_conv2d_f32 run the same validation: same status, same message after the name.
+    auto after_name = [](const std::string& m) { return m.substr(m.find(':')); };
+    error_case("conv2d_output_size kernel larger than the padded input, as conv2d says", [&] {
+        int64_t oh = 0, ow = 0;
+        std::string problem = expect_error(cx, kn_conv2d_output_size(1, 3, 2, 2, 4, 3, 3, 1, 1, 0, 0, 1, 1, 1, &oh, &ow),
+                                           KN_ERROR_SHAPE_MISMATCH, {"conv2d_output_size", "padded input is only 2x2"});
+        std::string query = kn_conv2d_output_size(1, 3, 2, 2, 4, 3, 3, 1, 1, 0, 0, 1, 1, 1, &oh, &ow) == KN_OK
+                                ? "" : kn_last_error();
+        std::string call = kn_conv2d_f32(big.get(), big2.get(), nullptr, big3.get(), 1, 3, 2, 2, 4, 3, 3, 1, 1, 0, 0,
+                                         1, 1, 1) == KN_OK ? "" : kn_last_error();
+        if (problem.empty() && after_name(query) != after_name(call))
+            problem = "query says '" + query + "' but conv2d says '" + call + "'";
+        return problem;
+    });
+    error_case("conv2d_output_size groups do not divide the channels", [&] {
+        int64_t oh = 0, ow = 0;
+        return expect_error(cx, kn_conv2d_output_size(1, 6, 8, 8, 4, 3, 3, 1, 1, 0, 0, 1, 1, 4, &oh, &ow),
+                            KN_ERROR_SHAPE_MISMATCH, {"divisible by groups = 4"});
+    });
+    error_case("conv2d_output_size zero stride", [&] {
+        int64_t oh = 0, ow = 0;
+        return expect_error(cx, kn_conv2d_output_size(1, 3, 8, 8, 4, 3, 3, 0, 1, 0, 0, 1, 1, 1, &oh, &ow),
+                            KN_ERROR_INVALID_ARGUMENT, {"stride_height = 0"});
+    });
+    error_case("conv2d_output_size null out-pointer", [&] {
+        int64_t oh = 0;
+        return expect_error(cx, kn_conv2d_output_size(1, 3, 8, 8, 4, 3, 3, 1, 1, 0, 0, 1, 1, 1, &oh, nullptr),
+                            KN_ERROR_INVALID_ARGUMENT, {"out_width"});
+    });
+    error_case("pool2d_output_size geometries", [&] {
+        struct Want { int64_t in_h, in_w, k_h, k_w, s_h, s_w, p_h, p_w, oh, ow; };
+        // Worked by hand from (in + 2 pad - kernel) / stride + 1.
+        const Want wants[] = {{5, 5, 2, 2, 2, 2, 0, 0, 2, 2}, {7, 7, 3, 3, 2, 2, 1, 1, 4, 4}, {4, 9, 4, 2, 1, 3, 2, 1, 5, 4}};
+        for (const Want& w : wants) {
+            int64_t oh = -1, ow = -1;
+            if (kn_pool2d_output_size(2, 3, w.in_h, w.in_w, w.k_h, w.k_w, w.s_h, w.s_w, w.p_h, w.p_w, &oh, &ow) != KN_OK)
+                return std::string("failed: ") + kn_last_error();
+            if (oh != w.oh || ow != w.ow)
+                return "in " + std::to_string(w.in_h) + "x" + std::to_string(w.in_w) + ": got " + std::to_string(oh) +
+                       "x" + std::to_string(ow) + ", want " + std::to_string(w.oh) + "x" + std::to_string(w.ow);
+        }
+        return std::string();
+    });
+    error_case("pool2d_output_size padding over half the kernel, as pool2d says", [&] {
+        int64_t oh = 0, ow = 0;
+        std::string problem = expect_error(cx, kn_pool2d_output_size(1, 1, 3, 3, 2, 2, 2, 2, 2, 2, &oh, &ow),
+                                           KN_ERROR_INVALID_ARGUMENT, {"pool2d_output_size", "more than half the kernel"});
+        std::string query = kn_pool2d_output_size(1, 1, 3, 3, 2, 2, 2, 2, 2, 2, &oh, &ow) == KN_OK ? "" : kn_last_error();
+        std::string call = kn_pool2d_f32(KN_POOL_MAX, big.get(), big2.get(), nullptr, 1, 1, 3, 3, 2, 2, 2, 2, 2, 2, 1)
+                                   == KN_OK ? "" : kn_last_error();
+        if (problem.empty() && after_name(query) != after_name(call))
+            problem = "query says '" + query + "' but pool2d says '" + call + "'";
+        return problem;
+    });
+    error_case("pool2d_output_size window larger than the padded input", [&] {
+        int64_t oh = 0, ow = 0;
+        return expect_error(cx, kn_pool2d_output_size(1, 1, 3, 3, 4, 4, 1, 1, 0, 0, &oh, &ow), KN_ERROR_SHAPE_MISMATCH,
+                            {"larger than the padded input 3x3"});
+    });
+    error_case("pool2d_output_size null out-pointer", [&] {
+        int64_t ow = 0;
+        return expect_error(cx, kn_pool2d_output_size(1, 1, 4, 4, 2, 2, 2, 2, 0, 0, nullptr, &ow),
+                            KN_ERROR_INVALID_ARGUMENT, {"out_height"});
     });
     const int64_t a_dims[] = {13, 14}, b_dims[] = {15}, c_dims[] = {13, 14}, wrong_c[] = {13, 15};
     error_case("binary incompatible shapes", [&] {

@@ -20,6 +20,8 @@
 
 #include <cinttypes>
 #include <functional>
+#include <stdexcept>
+#include <utility>
 
 namespace selftest {
 namespace {
@@ -58,8 +60,16 @@ struct ConvCase {
     ConvCase& dilation(int64_t a, int64_t b) { dh = a; dw = b; return *this; }
     ConvCase& group(int64_t g) { groups = g; return *this; }
 
-    int64_t oh() const { return (h + 2 * ph - dh * (kh - 1) - 1) / sh + 1; }
-    int64_t ow() const { return (w + 2 * pw - dw * (kw - 1) - 1) / sw + 1; }
+    // The output size from the library's own rule (kn_conv2d_output_size), not a copy of its formula;
+    // the self-test's hand-worked sizes for it are in selftest.cpp ("conv2d_output_size geometries").
+    std::pair<int64_t, int64_t> out_size() const {
+        int64_t out_h = 0, out_w = 0;
+        if (kn_conv2d_output_size(n, c, h, w, k, kh, kw, sh, sw, ph, pw, dh, dw, groups, &out_h, &out_w) != KN_OK)
+            throw std::runtime_error(std::string("kn_conv2d_output_size: ") + kn_last_error());
+        return {out_h, out_w};
+    }
+    int64_t oh() const { return out_size().first; }
+    int64_t ow() const { return out_size().second; }
     int64_t cg() const { return c / groups; }
     int64_t kg() const { return k / groups; }
     int64_t x_size() const { return n * c * h * w; }
@@ -125,7 +135,7 @@ void conv_forward_case(Context& cx, const ConvCase& g, bool with_bias) {
 
         const int64_t plane = g.oh() * g.ow();
         std::vector<double> want(static_cast<size_t>(g.y_size())), mag(want.size()), tol(want.size());
-        for (int64_t i = 0; i < g.y_size(); ++i) {
+        for (int64_t i = 0, y_n = g.y_size(); i < y_n; ++i) {
             want[i] = with_bias ? bias[(i / plane) % g.k] : 0.0;
             mag[i] = std::fabs(want[i]);
         }
@@ -200,7 +210,7 @@ void conv_backward_weights_case(Context& cx, const ConvCase& g, bool with_bias) 
             std::vector<float> got_b = DB.read();
             const int64_t plane = g.oh() * g.ow();
             std::vector<double> want_b(static_cast<size_t>(g.k), 0.0), mag_b(want_b.size(), 0.0), tol_b(want_b.size());
-            for (int64_t i = 0; i < g.y_size(); ++i) {
+            for (int64_t i = 0, y_n = g.y_size(); i < y_n; ++i) {
                 want_b[(i / plane) % g.k] += dy[i];
                 mag_b[(i / plane) % g.k] += std::fabs(dy[i]);
             }
@@ -296,8 +306,15 @@ struct PoolCase {
     PoolCase& pad(int64_t a, int64_t b) { ph = a; pw = b; return *this; }
     PoolCase& with(PoolValues v) { values = v; return *this; }
 
-    int64_t oh() const { return (h + 2 * ph - kh) / sh + 1; }
-    int64_t ow() const { return (w + 2 * pw - kw) / sw + 1; }
+    // The output size from the library's own rule (kn_pool2d_output_size), not a copy of its formula.
+    std::pair<int64_t, int64_t> out_size() const {
+        int64_t out_h = 0, out_w = 0;
+        if (kn_pool2d_output_size(n, c, h, w, kh, kw, sh, sw, ph, pw, &out_h, &out_w) != KN_OK)
+            throw std::runtime_error(std::string("kn_pool2d_output_size: ") + kn_last_error());
+        return {out_h, out_w};
+    }
+    int64_t oh() const { return out_size().first; }
+    int64_t ow() const { return out_size().second; }
     int64_t x_size() const { return n * c * h * w; }
     int64_t y_size() const { return n * c * oh() * ow(); }
     std::string label() const {
@@ -411,7 +428,7 @@ void pool_forward_case(Context& cx, const PoolCase& g, kn_pool_op op, bool count
         if (indices) {
             std::vector<int32_t> got_i = I.read();
             int64_t bad = 0, first = -1;
-            for (int64_t o = 0; o < g.y_size(); ++o)
+            for (int64_t o = 0, y_n = g.y_size(); o < y_n; ++o)
                 if (got_i[o] != ref.index[o] && bad++ == 0) first = o;
             if (bad)
                 problems.add("indices: " + std::to_string(bad) + "/" + std::to_string(g.y_size()) +

@@ -258,7 +258,8 @@ public class ConvolutionTests
 
         using var tiny = Tensor.Zeros(new long[] { 1, 3, 2, 2 });
         e = Assert.Throws<ShapeMismatchException>(() => conv.Forward(tiny))!;
-        Assert.That(e.Message, Does.Contain("[1, 3, 2, 2]").And.Contain("larger than the input"));
+        // The message is libkernels' (kn_conv2d_output_size), the one rule for convolution geometry.
+        Assert.That(e.Message, Does.Contain("[1, 3, 2, 2]").And.Contain("padded input is only 2x2"));
 
         var ge = Assert.Throws<ArgumentException>(() => new Conv2D(6, 4, 3, groups: 4))!;
         Assert.That(ge.Message, Does.Contain("divisible by groups = 4"));
@@ -273,12 +274,45 @@ public class ConvolutionTests
         Assert.That(y.Shape, Is.EqualTo(new long[] { 1, 4, 3, 3 }), "the layer still works after the errors");
     }
 
+    // Tensor shapes come from libkernels' rule (Conv2DGeometry.OutputSize = kn_conv2d_output_size): the
+    // tensor's shape, the query and the size worked by hand must agree.
+    [TestCase(9, 11, 3, 2, 1, 1, 5, 6, TestName = "Conv2D shape 9x11 k3 s2 p1 -> 5x6")]
+    [TestCase(8, 8, 3, 1, 0, 2, 4, 4, TestName = "Conv2D shape 8x8 k3 dilation 2 -> 4x4")]
+    [TestCase(6, 7, 2, 3, 2, 1, 3, 4, TestName = "Conv2D shape 6x7 k2 s3 p2 -> 3x4")]
+    public void Conv2D_output_shape_is_the_native_rule(int h, int w, int k, int stride, int padding, int dilation,
+                                                       long wantH, long wantW)
+    {
+        using var x = Tensor.Zeros(new long[] { 2, 4, h, w });
+        using var weight = Tensor.Zeros(new long[] { 6, 2, k, k });
+        using var y = x.Conv2D(weight, stride: stride, padding: padding, dilation: dilation, groups: 2);
+        var g = new Conv2DGeometry(2, 4, h, w, 6, k, k, stride, stride, padding, padding, dilation, dilation, 2);
+        Assert.That(g.OutputSize(), Is.EqualTo((wantH, wantW)));
+        Assert.That(y.Shape, Is.EqualTo(new[] { 2, 6, wantH, wantW }));
+    }
+
+    [TestCase(7, 9, 3, 2, 1, 4, 5, TestName = "MaxPool2D shape 7x9 k3 s2 p1 -> 4x5")]
+    [TestCase(6, 6, 2, 2, 0, 3, 3, TestName = "MaxPool2D shape 6x6 k2 s2 -> 3x3")]
+    [TestCase(5, 8, 4, 3, 2, 2, 3, TestName = "MaxPool2D shape 5x8 k4 s3 p2 -> 2x3")]
+    public void Pool2D_output_shape_is_the_native_rule(int h, int w, int k, int stride, int padding, long wantH, long wantW)
+    {
+        using var x = Tensor.Zeros(new long[] { 1, 3, h, w });
+        using var y = x.MaxPool2D(k, stride, padding);
+        using var a = x.AvgPool2D(k, stride, padding);
+        var g = new Pool2DGeometry(1, 3, h, w, k, k, stride, stride, padding, padding);
+        Assert.That(g.OutputSize(), Is.EqualTo((wantH, wantW)));
+        Assert.That(y.Shape, Is.EqualTo(new[] { 1, 3, wantH, wantW }));
+        Assert.That(a.Shape, Is.EqualTo(new[] { 1, 3, wantH, wantW }));
+    }
+
     [Test]
     public void Bad_pooling_and_batch_norm_input_is_refused_clearly()
     {
         using var x = Tensor.Zeros(new long[] { 1, 1, 3, 3 });
-        Assert.That(Assert.Throws<ShapeMismatchException>(() => x.MaxPool2D(4))!.Message, Does.Contain("larger than the input"));
-        Assert.That(Assert.Throws<ArgumentOutOfRangeException>(() => x.MaxPool2D(2, padding: 2))!.Message, Does.Contain("half the kernel"));
+        // Geometry errors come from libkernels' rule (kn_pool2d_output_size) and name the input's shape.
+        Assert.That(Assert.Throws<ShapeMismatchException>(() => x.MaxPool2D(4))!.Message,
+                    Does.Contain("larger than the padded input 3x3").And.Contain("x [1, 1, 3, 3]"));
+        Assert.That(Assert.Throws<KernelsArgumentException>(() => x.MaxPool2D(2, padding: 2))!.Message,
+                    Does.Contain("more than half the kernel").And.Contain("padding 2x2"));
         using var flat = Tensor.Zeros(new long[] { 4, 9 });
         Assert.That(Assert.Throws<ShapeMismatchException>(() => flat.MaxPool2D(2))!.Message, Does.Contain("[4, 9]"));
 

@@ -8,17 +8,13 @@ namespace Kernels.Nn;
 /// </summary>
 internal static class Gradients
 {
-    // Ops whose derivative libkernels computes from the forward output y (kernels.h).
-    private static bool UsesOutput(UnaryOp op) =>
-        op is UnaryOp.Exp or UnaryOp.Sqrt or UnaryOp.Rsqrt or UnaryOp.Reciprocal or UnaryOp.Tanh or UnaryOp.Sigmoid;
-
     /// <summary>dx = g * f'(x), one fused kernel.</summary>
     public static Tensor Unary(UnaryOp op, float alpha, Tensor x, Tensor y, Tensor g)
     {
         var dx = Tensor.Empty(x.ShapeArray, x.Device);
         if (dx.Count > 0)
         {
-            bool fromY = UsesOutput(op);
+            bool fromY = Ops.UnaryBackwardUsesOutput(op);  // libkernels' own rule, not a copy
             Ops.UnaryBackward(op, fromY ? null : x.Buffer, fromY ? y.Buffer : null, g.Buffer, dx.Buffer, dx.Count, alpha);
         }
         return dx;

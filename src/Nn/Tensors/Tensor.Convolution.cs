@@ -46,15 +46,13 @@ public sealed partial class Tensor
             throw new ShapeMismatchException($"Conv2D: input {FormatShape(shape)} has {shape[1]} channels but weights {FormatShape(weight.ShapeArray)} with groups = {groups} expect {weight.shape[1] * groups} (and out_channels divisible by groups)");
         if (bias is not null && (bias.Rank != 1 || bias.shape[0] != outChannels))
             throw new ShapeMismatchException($"Conv2D: bias has shape {FormatShape(bias.ShapeArray)} but the weights {FormatShape(weight.ShapeArray)} need [{outChannels}]");
-        if (s.Height < 1 || s.Width < 1 || d.Height < 1 || d.Width < 1 || p.Height < 0 || p.Width < 0)
-            throw new ArgumentOutOfRangeException(nameof(stride), $"Conv2D: stride {s} and dilation {d} must be >= 1 and padding {p} >= 0");
         var g = new Conv2DGeometry(shape[0], shape[1], shape[2], shape[3], outChannels, weight.shape[2], weight.shape[3],
                                    s.Height, s.Width, p.Height, p.Width, d.Height, d.Width, groups);
-        long extentH = (long)d.Height * (g.KernelHeight - 1) + 1, extentW = (long)d.Width * (g.KernelWidth - 1) + 1;
-        if (extentH > shape[2] + 2L * p.Height || extentW > shape[3] + 2L * p.Width)
-            throw new ShapeMismatchException($"Conv2D: the kernel of weights {FormatShape(weight.ShapeArray)} (dilation {d}) spans {extentH}x{extentW}, larger than the input {FormatShape(shape)} with padding {p}");
+        // The library's rule validates strides, padding, dilation and the kernel's extent and gives the
+        // output size (its messages name x's and w's shapes).
+        var (outHeight, outWidth) = g.OutputSize();
 
-        var y = Empty(new[] { g.Batch, outChannels, g.OutHeight, g.OutWidth }, Device);
+        var y = Empty(new[] { g.Batch, outChannels, outHeight, outWidth }, Device);
         Ops.Conv2D(Buffer, weight.Buffer, bias?.Buffer, y.Buffer, g);
         var x = this;
         var inputs = bias is null ? new[] { x, weight } : new[] { x, weight, bias };
@@ -79,15 +77,12 @@ public sealed partial class Tensor
         string name = op == PoolOp.Max ? "MaxPool2D" : "AvgPool2D";
         if (Rank != 4)
             throw new ShapeMismatchException($"{name} expects an input of shape [batch, channels, height, width]; got {FormatShape(shape)}");
-        if (k.Height < 1 || k.Width < 1 || s.Height < 1 || s.Width < 1)
-            throw new ArgumentOutOfRangeException(nameof(k), $"{name}: kernel {k} and stride {s} must be >= 1");
-        if (p.Height < 0 || p.Width < 0 || 2 * p.Height > k.Height || 2 * p.Width > k.Width)
-            throw new ArgumentOutOfRangeException(nameof(padding), $"{name}: padding {p} must be between 0 and half the kernel {k}");
-        if (k.Height > shape[2] + 2L * p.Height || k.Width > shape[3] + 2L * p.Width)
-            throw new ShapeMismatchException($"{name}: the {k} window is larger than the input {FormatShape(shape)} with padding {p}");
         var g = new Pool2DGeometry(shape[0], shape[1], shape[2], shape[3], k.Height, k.Width, s.Height, s.Width,
                                    p.Height, p.Width, countIncludePad);
-        var y = Empty(new[] { g.Batch, g.Channels, g.OutHeight, g.OutWidth }, Device);
+        // The library's rule validates kernel, stride and padding (at most half the kernel) and gives the
+        // output size (its messages name x's shape and the window).
+        var (outHeight, outWidth) = g.OutputSize();
+        var y = Empty(new[] { g.Batch, g.Channels, outHeight, outWidth }, Device);
         var x = this;
         bool record = WillRecord(x);
         // Max pooling's backward needs the forward's winners (int32, one per output). They live in a
