@@ -41,32 +41,12 @@ public static class AbRunner
         try
         {
             // Both sides make the same number of calls per sample, sized on the new side (~SampleSeconds).
-            int calls = 1;
-            while (true)
-            {
-                double perCall = fresh.Sample(calls);
-                if (perCall * calls >= settings.SampleSeconds / 4 || calls >= 1 << 20)
-                {
-                    calls = Math.Max(1, (int)Math.Ceiling(settings.SampleSeconds / Math.Max(perCall, 1e-9)));
-                    break;
-                }
-                calls *= 4;
-            }
+            int calls = InterleavedRunner.CallsPerSample(fresh.Sample, settings.SampleSeconds);
             old.Sample(calls);  // the reference side's warm-up at the sample size
 
-            var newTimes = new List<double>();
-            var oldTimes = new List<double>();
-            var ratios = new List<double>();
-            for (int round = 0; round < settings.MaxRounds; round++)
-            {
-                if (round >= settings.MinRounds && total.Elapsed.TotalSeconds > settings.CaseSeconds) break;
-                double n, o;
-                if (round % 2 == 0) { n = fresh.Sample(calls); o = old.Sample(calls); }
-                else { o = old.Sample(calls); n = fresh.Sample(calls); }
-                newTimes.Add(n);
-                oldTimes.Add(o);
-                ratios.Add(n / o);
-            }
+            var (newTimes, oldTimes) = InterleavedRunner.AlternateRounds(() => fresh.Sample(calls), () => old.Sample(calls),
+                                                                         settings, total);
+            var ratios = newTimes.Zip(oldTimes, (n, o) => n / o).ToList();
             return new AbMeasurement
             {
                 Key = Catalog.Key(id, threads), Id = id, Threads = threads, Clock = fresh.Clock,

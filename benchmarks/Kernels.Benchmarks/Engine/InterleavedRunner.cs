@@ -35,30 +35,13 @@ public static class InterleavedRunner
         // Warm-up: first calls compile OpenCL programs (ours and CLBlast's), fault in pages, fill caches.
         benchmark.RunKernels();
         benchmark.RunReference();
-        int kernelCalls = CallsPerSample(benchmark.RunKernels, settings.SampleSeconds, clock);
-        int referenceCalls = CallsPerSample(benchmark.RunReference, settings.SampleSeconds, clock);
+        int kernelCalls = CallsPerSample(calls => Sample(benchmark.RunKernels, calls, clock), settings.SampleSeconds);
+        int referenceCalls = CallsPerSample(calls => Sample(benchmark.RunReference, calls, clock), settings.SampleSeconds);
 
-        var kernelTimes = new List<double>();
-        var referenceTimes = new List<double>();
-        var ratios = new List<double>();
-        for (int round = 0; round < settings.MaxRounds; round++)
-        {
-            if (round >= settings.MinRounds && total.Elapsed.TotalSeconds > settings.CaseSeconds) break;
-            double k, r;
-            if (round % 2 == 0)
-            {
-                r = Sample(benchmark.RunReference, referenceCalls, clock);
-                k = Sample(benchmark.RunKernels, kernelCalls, clock);
-            }
-            else
-            {
-                k = Sample(benchmark.RunKernels, kernelCalls, clock);
-                r = Sample(benchmark.RunReference, referenceCalls, clock);
-            }
-            kernelTimes.Add(k);
-            referenceTimes.Add(r);
-            ratios.Add(r / k);
-        }
+        var (referenceTimes, kernelTimes) = AlternateRounds(() => Sample(benchmark.RunReference, referenceCalls, clock),
+                                                            () => Sample(benchmark.RunKernels, kernelCalls, clock),
+                                                            settings, total);
+        var ratios = referenceTimes.Zip(kernelTimes, (r, k) => r / k).ToList();
         return CaseResult.From(benchmark, "interleaved", Statistics.Median(kernelTimes), Statistics.Median(referenceTimes),
                                Statistics.Median(ratios), Statistics.Quantile(ratios, 0.25), Statistics.Quantile(ratios, 0.75),
                                ratios.Count) with
@@ -79,17 +62,41 @@ public static class InterleavedRunner
         return (clock() - start) / calls;
     }
 
-    /// <summary>Calls per sample so a sample lasts about <paramref name="seconds"/> (at least one call).</summary>
-    static int CallsPerSample(Action call, double seconds, Func<double> clock)
+    /// <summary>
+    /// Calls per sample so a sample lasts about <paramref name="seconds"/> (at least one call);
+    /// <paramref name="sample"/> times that many calls and returns seconds per call.
+    /// </summary>
+    internal static int CallsPerSample(Func<int, double> sample, double seconds)
     {
         int calls = 1;
         while (true)
         {
-            double perCall = Sample(call, calls, clock);
+            double perCall = sample(calls);
             if (perCall * calls >= seconds / 4 || calls >= 1 << 20)
                 return Math.Max(1, (int)Math.Ceiling(seconds / Math.Max(perCall, 1e-9)));
             calls *= 4;
         }
+    }
+
+    /// <summary>
+    /// One sample of each side per round, the order flipped every round (first, second, second, first, ...),
+    /// until MaxRounds, or CaseSeconds of <paramref name="total"/> once MinRounds are in.
+    /// </summary>
+    internal static (List<double> First, List<double> Second) AlternateRounds(Func<double> first, Func<double> second,
+                                                                              RunnerSettings settings, Stopwatch total)
+    {
+        var firstTimes = new List<double>();
+        var secondTimes = new List<double>();
+        for (int round = 0; round < settings.MaxRounds; round++)
+        {
+            if (round >= settings.MinRounds && total.Elapsed.TotalSeconds > settings.CaseSeconds) break;
+            double a, b;
+            if (round % 2 == 0) { a = first(); b = second(); }
+            else { b = second(); a = first(); }
+            firstTimes.Add(a);
+            secondTimes.Add(b);
+        }
+        return (firstTimes, secondTimes);
     }
 }
 
