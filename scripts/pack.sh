@@ -63,7 +63,7 @@ esac
 
 # ---- the native library: present, built from the current sources ---------------------------------
 [ -f "$library" ] || die "$library not found: run ./build.sh (or ./build.sh pack) first, or set BUILD_DIR"
-stale=$(find native/include native/src native/kernels native/cmake native/CMakeLists.txt -type f -newer "$library" 2>/dev/null | head -3)
+stale=$(find native/include native/core native/api native/kernels native/cmake native/CMakeLists.txt -type f -newer "$library" 2>/dev/null | head -3)
 [ -z "$stale" ] || die "$library is older than its sources ($(echo $stale | tr '\n' ' ')...): rebuild it with ./build.sh pack"
 sections=$(readelf -SW "$library" 2>/dev/null || true)   # (not piped into grep -q: pipefail + SIGPIPE)
 if [[ "$sections" != *.nv_fatbin* ]]; then

@@ -11,7 +11,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 native="$(cd "$here/../.." && pwd)"
 out="${EMU_BUILD_DIR:-$native/../build/cuda-emulator}"
 flags=(-std=c++17 -O2 -g -Wall -Wno-unknown-pragmas -Wno-unused-parameter
-       -I "$here/include" -I "$out/src" -I "$native/include" -I "$native/src" -I "$native/kernels"
+       -I "$here/include" -I "$out/src" -I "$native/include" -I "$native/core" -I "$native/kernels"
        -I "$native/tests")  # selftest_harness.h
 if [ "${1:-}" = --sanitize ]; then
   flags+=(-fsanitize=address,undefined -fno-sanitize-recover=undefined)

@@ -1,5 +1,5 @@
 // cpu_kernels.h: the CPU backend's kernel entry points (native/kernels/cpu/*.cpp), called by
-// CpuDevice (native/src/cpu_device.cpp) with host pointers and arguments the C API has validated.
+// CpuDevice (native/kernels/cpu/cpu_device.cpp) with host pointers and arguments the C API has validated.
 //
 // Instruction sets are chosen at run time: files named *_avx512.cpp / *_avx2.cpp are compiled for
 // that ISA (see CMakeLists.txt) and only entered after a CPUID check, so one binary runs on any

@@ -1,5 +1,5 @@
 // cuda_kernels.h: the host-side launchers of the CUDA kernels (native/kernels/cuda/*.cu, one kernel
-// family per file), called by CudaDevice (native/src/cuda_device.cpp) with device pointers and
+// family per file), called by CudaDevice (native/kernels/cuda/cuda_device.cpp) with device pointers and
 // arguments the C API has validated (see backend.h for what a backend may assume).
 //
 // This header is read by both nvcc and the host C++ compiler, so it holds no device code: only

@@ -2,7 +2,7 @@
 // zmm register, so aligned SIMD loads never split a line); every kernel runs synchronously on the
 // calling thread plus the pool of kn::parallel_for, so synchronize() has nothing to wait for.
 #include "backend.h"
-#include "cpu/cpu_kernels.h"
+#include "cpu_kernels.h"
 #include "error.h"
 #include "thread_pool.h"
 

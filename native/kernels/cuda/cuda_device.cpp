@@ -16,7 +16,7 @@
 // - cudart is linked statically, so the library loads where no driver exists; enumeration then
 //   finds no device and says why.
 #include "backend.h"
-#include "cuda/cuda_kernels.h"
+#include "cuda_kernels.h"
 #include "error.h"
 
 #include <cuda_runtime_api.h>
