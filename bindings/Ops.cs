@@ -1,3 +1,7 @@
+// Each method is its public signature and one call to the wrapper that tools/BindingsGen generates
+// from kernels.h (SafeNativeMethods.g.cs): the wrapper leases the buffers, refuses null ones unless the
+// header marks them KN_OPTIONAL, and turns the status into an exception. Adding an op here: declare it
+// in kernels.h, run `dotnet run --project tools/BindingsGen`, then write its public method as one call.
 namespace Kernels;
 
 /// <summary>
