@@ -156,34 +156,29 @@ static class SafeWrapperWriter
         w.Line("}");
     }
 
-    /// <summary>head + items joined by ", " + tail, broken after a comma where a line would pass 120 columns.</summary>
+    /// <summary>
+    /// head + items joined by ", " + tail, broken after a comma where a line would pass 120 columns;
+    /// continuation lines are indented one more level.
+    /// </summary>
     static void WriteWrapped(Writer w, string head, IEnumerable<string> items, string tail)
     {
         const int Width = 120;
-        int indent = w.Indent * 4;
-        var line = new System.Text.StringBuilder(head);
         List<string> list = items.ToList();
-        bool firstLine = true;
+        var lines = new List<string> { head };
         for (int i = 0; i < list.Count; i++)
         {
             string item = list[i] + (i + 1 < list.Count ? "," : tail);
-            int continuation = firstLine ? 0 : 4;
-            if (line.Length > (firstLine ? head.Length : 0) && indent + continuation + line.Length + 1 + item.Length > Width)
-            {
-                WriteLine(w, line.ToString(), continuation);
-                line.Clear();
-                firstLine = false;
-            }
-            else if (line.Length > 0 && !(firstLine && line.Length == head.Length))
-            {
-                line.Append(' ');
-            }
-            line.Append(item);
+            string current = lines[^1];
+            bool fresh = current.Length == 0 || (lines.Count == 1 && current == head);
+            int used = w.Indent * 4 + (lines.Count > 1 ? 4 : 0) + current.Length;
+            if (!fresh && used + 1 + item.Length > Width)
+                lines.Add(item);
+            else
+                lines[^1] = fresh ? current + item : current + " " + item;
         }
         if (list.Count == 0)
-            line.Append(tail);
-        WriteLine(w, line.ToString(), firstLine ? 0 : 4);
+            lines[^1] += tail;
+        for (int i = 0; i < lines.Count; i++)
+            w.Line(i == 0 ? lines[i] : "    " + lines[i]);
     }
-
-    static void WriteLine(Writer w, string text, int extraSpaces) => w.Line(new string(' ', extraSpaces) + text);
 }
