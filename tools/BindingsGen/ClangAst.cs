@@ -267,6 +267,9 @@ static class ClangAst
         /// Whether a parameter carries the header's KN_OPTIONAL annotation. clang's JSON AST shows an
         /// AnnotateAttr node but not its string, so the string is read from the header text at the
         /// attribute's spelling location (the macro's definition in kernels.h).
+        /// Why an annotation: clang's _Nullable qualifier would also need a macro for GCC and MSVC, and
+        /// once one pointer has it clang wants it on every pointer of the header (-Wnullability-completeness);
+        /// a naming or comment convention would be a second description that nothing checks.
         /// </summary>
         bool ReadAnnotations(JsonElement parameter, string where)
         {
