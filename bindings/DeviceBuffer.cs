@@ -111,21 +111,14 @@ public sealed unsafe class DeviceBuffer : IDisposable
     /// <exception cref="ArgumentNullException"><paramref name="source"/> is null.</exception>
     /// <exception cref="ObjectDisposedException">Either buffer was disposed.</exception>
     /// <exception cref="ShapeMismatchException">A range overruns its buffer.</exception>
-    public void CopyFrom(DeviceBuffer source, long sourceOffset, long destinationOffset, long bytes)
-    {
-        using BufferLease destination = BufferLease.Required(this, "this");
-        using BufferLease from = BufferLease.Required(source, nameof(source));
-        Ensure.Success(NativeMethods.kn_buffer_copy(destination.Handle, destinationOffset, from.Handle, sourceOffset, bytes));
-    }
+    public void CopyFrom(DeviceBuffer source, long sourceOffset, long destinationOffset, long bytes) =>
+        SafeNativeMethods.kn_buffer_copy(this, destinationOffset, source, sourceOffset, bytes);
 
     /// <summary>Sets <paramref name="count"/> float32 elements (default: to the end), starting at element <paramref name="offset"/>, to <paramref name="value"/>.</summary>
     /// <exception cref="ObjectDisposedException">The buffer was disposed.</exception>
     /// <exception cref="ShapeMismatchException">The range overruns the buffer.</exception>
-    public void Fill(float value, long offset = 0, long? count = null)
-    {
-        using BufferLease lease = BufferLease.Required(this, "this");
-        Ensure.Success(NativeMethods.kn_buffer_fill_f32(lease.Handle, offset, count ?? Length - offset, value));
-    }
+    public void Fill(float value, long offset = 0, long? count = null) =>
+        SafeNativeMethods.kn_buffer_fill_f32(this, offset, count ?? Length - offset, value);
 
     /// <summary>Frees the device memory. Later use throws <see cref="ObjectDisposedException"/>; calling it again does nothing.</summary>
     public void Dispose() => _handle.Dispose();

@@ -242,7 +242,7 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(Library)]
     internal static partial Status kn_device_synchronize(nint device);
 
-    // kn_status kn_device_memory_stats(const kn_device* device, int64_t* live_bytes, int64_t* live_buffers, int64_t* cached_bytes, int64_t* peak_live_bytes);
+    // kn_status kn_device_memory_stats(const kn_device* device, KN_OPTIONAL int64_t* live_bytes, KN_OPTIONAL int64_t* live_buffers, KN_OPTIONAL int64_t* cached_bytes, KN_OPTIONAL int64_t* peak_live_bytes);
     /// <summary>
     /// Memory this library holds on a device. live_bytes / live_buffers: buffers created and not yet
     /// freed (requested sizes). cached_bytes: memory freed by the caller but kept by the device's caching
@@ -267,7 +267,7 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(Library)]
     internal static partial Status kn_buffer_create(nint device, long bytes, nint* buffer);
 
-    // kn_status kn_buffer_free(kn_buffer* buffer);
+    // kn_status kn_buffer_free(KN_OPTIONAL kn_buffer* buffer);
     /// <summary>
     /// Frees a buffer; NULL is allowed and does nothing. Handles are never reused: a freed handle passed
     /// to any call (freeing it again included) is refused with KN_ERROR_INVALID_ARGUMENT, even after its
@@ -321,7 +321,7 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(Library)]
     internal static partial Status kn_unary_f32(UnaryOp op, float alpha, nint x, nint y, long n);
 
-    // kn_status kn_unary_backward_f32(kn_unary_op op, float alpha, const kn_buffer* x, const kn_buffer* y, const kn_buffer* dy, kn_buffer* dx, int64_t n);
+    // kn_status kn_unary_backward_f32(kn_unary_op op, float alpha, KN_OPTIONAL const kn_buffer* x, KN_OPTIONAL const kn_buffer* y, const kn_buffer* dy, kn_buffer* dx, int64_t n);
     /// <summary>
     /// dx[i] = dy[i] * op'(x[i]), the fused backward of kn_unary_f32. The derivative is computed from
     /// the forward output y for EXP, SQRT, RSQRT, RECIPROCAL, TANH and SIGMOID, and from the input x
@@ -347,7 +347,7 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(Library)]
     internal static partial Status kn_binary_f32(BinaryOp op, nint a, long* a_dims, int a_rank, nint b, long* b_dims, int b_rank, nint c, long* c_dims, int c_rank);
 
-    // kn_status kn_binary_backward_f32(kn_binary_op op, const kn_buffer* a, const int64_t* a_dims, int32_t a_rank, const kn_buffer* b, const int64_t* b_dims, int32_t b_rank, const kn_buffer* dc, const int64_t* c_dims, int32_t c_rank, kn_buffer* da, kn_buffer* db);
+    // kn_status kn_binary_backward_f32(kn_binary_op op, const kn_buffer* a, const int64_t* a_dims, int32_t a_rank, const kn_buffer* b, const int64_t* b_dims, int32_t b_rank, const kn_buffer* dc, const int64_t* c_dims, int32_t c_rank, KN_OPTIONAL kn_buffer* da, KN_OPTIONAL kn_buffer* db);
     /// <summary>
     /// The fused backward of kn_binary_f32: given the upstream gradient dc (shape c_dims), writes
     ///     da = dc * d(a op b)/da,  db = dc * d(a op b)/db
@@ -428,7 +428,7 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(Library)]
     internal static partial Status kn_clamp_f32(nint x, nint y, long n, float low, float high);
 
-    // kn_status kn_sgd_step_f32(kn_buffer* param, const kn_buffer* grad, kn_buffer* velocity, int64_t n, float lr, float momentum, float dampening, float weight_decay, int32_t nesterov, int32_t first_step);
+    // kn_status kn_sgd_step_f32(kn_buffer* param, const kn_buffer* grad, KN_OPTIONAL kn_buffer* velocity, int64_t n, float lr, float momentum, float dampening, float weight_decay, int32_t nesterov, int32_t first_step);
     /// <summary>
     /// SGD as in PyTorch: g = grad + weight_decay * param;
     ///   with momentum != 0: velocity = first_step ? g : momentum * velocity + (1 - dampening) * g;
@@ -448,7 +448,7 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(Library)]
     internal static partial Status kn_adam_step_f32(nint param, nint grad, nint m, nint v, long n, float lr, float beta1, float beta2, float eps, float weight_decay, int decoupled_weight_decay, long step);
 
-    // kn_status kn_rmsprop_step_f32(kn_buffer* param, const kn_buffer* grad, kn_buffer* square_avg, kn_buffer* velocity, int64_t n, float lr, float alpha, float eps, float weight_decay, float momentum);
+    // kn_status kn_rmsprop_step_f32(kn_buffer* param, const kn_buffer* grad, kn_buffer* square_avg, KN_OPTIONAL kn_buffer* velocity, int64_t n, float lr, float alpha, float eps, float weight_decay, float momentum);
     /// <summary>
     /// RMSprop: g = grad + weight_decay * param; square_avg = alpha * square_avg + (1 - alpha) g^2;
     ///   with momentum &gt; 0: velocity = momentum * velocity + g / (sqrt(square_avg) + eps); param -= lr * velocity
@@ -471,7 +471,7 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(Library)]
     internal static partial Status kn_conv2d_output_size(long batch, long in_channels, long in_height, long in_width, long out_channels, long kernel_height, long kernel_width, long stride_height, long stride_width, long pad_height, long pad_width, long dilation_height, long dilation_width, long groups, long* out_height, long* out_width);
 
-    // kn_status kn_conv2d_f32(const kn_buffer* x, const kn_buffer* w, const kn_buffer* bias, kn_buffer* y, int64_t batch, int64_t in_channels, int64_t in_height, int64_t in_width, int64_t out_channels, int64_t kernel_height, int64_t kernel_width, int64_t stride_height, int64_t stride_width, int64_t pad_height, int64_t pad_width, int64_t dilation_height, int64_t dilation_width, int64_t groups);
+    // kn_status kn_conv2d_f32(const kn_buffer* x, const kn_buffer* w, KN_OPTIONAL const kn_buffer* bias, kn_buffer* y, int64_t batch, int64_t in_channels, int64_t in_height, int64_t in_width, int64_t out_channels, int64_t kernel_height, int64_t kernel_width, int64_t stride_height, int64_t stride_width, int64_t pad_height, int64_t pad_width, int64_t dilation_height, int64_t dilation_width, int64_t groups);
     /// <summary>y = conv2d(x, w) + bias. bias may be NULL.</summary>
     [LibraryImport(Library)]
     internal static partial Status kn_conv2d_f32(nint x, nint w, nint bias, nint y, long batch, long in_channels, long in_height, long in_width, long out_channels, long kernel_height, long kernel_width, long stride_height, long stride_width, long pad_height, long pad_width, long dilation_height, long dilation_width, long groups);
@@ -484,7 +484,7 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(Library)]
     internal static partial Status kn_conv2d_backward_data_f32(nint dy, nint w, nint dx, long batch, long in_channels, long in_height, long in_width, long out_channels, long kernel_height, long kernel_width, long stride_height, long stride_width, long pad_height, long pad_width, long dilation_height, long dilation_width, long groups);
 
-    // kn_status kn_conv2d_backward_weights_f32(const kn_buffer* x, const kn_buffer* dy, kn_buffer* dw, kn_buffer* dbias, int64_t batch, int64_t in_channels, int64_t in_height, int64_t in_width, int64_t out_channels, int64_t kernel_height, int64_t kernel_width, int64_t stride_height, int64_t stride_width, int64_t pad_height, int64_t pad_width, int64_t dilation_height, int64_t dilation_width, int64_t groups);
+    // kn_status kn_conv2d_backward_weights_f32(const kn_buffer* x, const kn_buffer* dy, kn_buffer* dw, KN_OPTIONAL kn_buffer* dbias, int64_t batch, int64_t in_channels, int64_t in_height, int64_t in_width, int64_t out_channels, int64_t kernel_height, int64_t kernel_width, int64_t stride_height, int64_t stride_width, int64_t pad_height, int64_t pad_width, int64_t dilation_height, int64_t dilation_width, int64_t groups);
     /// <summary>
     /// dw = the gradient with respect to the weights, summed over the batch; dbias[oc] = sum of dy over batch,
     /// height and width. dbias may be NULL. Both are overwritten (not accumulated). batch == 0 gives zeros.
@@ -492,7 +492,7 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(Library)]
     internal static partial Status kn_conv2d_backward_weights_f32(nint x, nint dy, nint dw, nint dbias, long batch, long in_channels, long in_height, long in_width, long out_channels, long kernel_height, long kernel_width, long stride_height, long stride_width, long pad_height, long pad_width, long dilation_height, long dilation_width, long groups);
 
-    // kn_status kn_pool2d_f32(kn_pool_op op, const kn_buffer* x, kn_buffer* y, kn_buffer* indices, int64_t batch, int64_t channels, int64_t in_height, int64_t in_width, int64_t kernel_height, int64_t kernel_width, int64_t stride_height, int64_t stride_width, int64_t pad_height, int64_t pad_width, int32_t count_include_pad);
+    // kn_status kn_pool2d_f32(kn_pool_op op, const kn_buffer* x, kn_buffer* y, KN_OPTIONAL kn_buffer* indices, int64_t batch, int64_t channels, int64_t in_height, int64_t in_width, int64_t kernel_height, int64_t kernel_width, int64_t stride_height, int64_t stride_width, int64_t pad_height, int64_t pad_width, int32_t count_include_pad);
     /// <summary>
     /// ---- Pooling (NCHW) -----------------------------------------------------------------------------
     /// x is [batch, channels, in_height, in_width], y is [batch, channels, out_height, out_width] with
@@ -510,7 +510,7 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(Library)]
     internal static partial Status kn_pool2d_f32(PoolOp op, nint x, nint y, nint indices, long batch, long channels, long in_height, long in_width, long kernel_height, long kernel_width, long stride_height, long stride_width, long pad_height, long pad_width, int count_include_pad);
 
-    // kn_status kn_pool2d_backward_f32(kn_pool_op op, const kn_buffer* dy, const kn_buffer* indices, kn_buffer* dx, int64_t batch, int64_t channels, int64_t in_height, int64_t in_width, int64_t kernel_height, int64_t kernel_width, int64_t stride_height, int64_t stride_width, int64_t pad_height, int64_t pad_width, int32_t count_include_pad);
+    // kn_status kn_pool2d_backward_f32(kn_pool_op op, const kn_buffer* dy, KN_OPTIONAL const kn_buffer* indices, kn_buffer* dx, int64_t batch, int64_t channels, int64_t in_height, int64_t in_width, int64_t kernel_height, int64_t kernel_width, int64_t stride_height, int64_t stride_width, int64_t pad_height, int64_t pad_width, int32_t count_include_pad);
     /// <summary>
     /// dx from dy ([batch, channels, out_height, out_width]); dx is overwritten. MAX routes each dy to the
     /// input its forward call recorded in indices (required); where windows overlap the contributions add.
@@ -531,7 +531,7 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(Library)]
     internal static partial Status kn_pool2d_output_size(long batch, long channels, long in_height, long in_width, long kernel_height, long kernel_width, long stride_height, long stride_width, long pad_height, long pad_width, long* out_height, long* out_width);
 
-    // kn_status kn_batch_norm_f32(const kn_buffer* x, kn_buffer* y, const kn_buffer* gamma, const kn_buffer* beta, kn_buffer* running_mean, kn_buffer* running_var, kn_buffer* save_mean, kn_buffer* save_invstd, int64_t batch, int64_t channels, int64_t spatial, float eps, float momentum, int32_t training);
+    // kn_status kn_batch_norm_f32(const kn_buffer* x, kn_buffer* y, const kn_buffer* gamma, const kn_buffer* beta, KN_OPTIONAL kn_buffer* running_mean, KN_OPTIONAL kn_buffer* running_var, KN_OPTIONAL kn_buffer* save_mean, KN_OPTIONAL kn_buffer* save_invstd, int64_t batch, int64_t channels, int64_t spatial, float eps, float momentum, int32_t training);
     /// <summary>
     /// ---- Batch normalization -----------------------------------------------------------------------
     /// x and y are [batch, channels, spatial] (spatial = height * width for 2-D, 1 for 1-D batch norm);
@@ -553,7 +553,7 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(Library)]
     internal static partial Status kn_batch_norm_f32(nint x, nint y, nint gamma, nint beta, nint running_mean, nint running_var, nint save_mean, nint save_invstd, long batch, long channels, long spatial, float eps, float momentum, int training);
 
-    // kn_status kn_batch_norm_backward_f32(const kn_buffer* x, const kn_buffer* dy, const kn_buffer* gamma, const kn_buffer* save_mean, const kn_buffer* save_invstd, kn_buffer* dx, kn_buffer* dgamma, kn_buffer* dbeta, int64_t batch, int64_t channels, int64_t spatial, int32_t training);
+    // kn_status kn_batch_norm_backward_f32(const kn_buffer* x, const kn_buffer* dy, const kn_buffer* gamma, const kn_buffer* save_mean, const kn_buffer* save_invstd, KN_OPTIONAL kn_buffer* dx, kn_buffer* dgamma, kn_buffer* dbeta, int64_t batch, int64_t channels, int64_t spatial, int32_t training);
     /// <summary>
     /// The backward of kn_batch_norm_f32 from the forward call's save_mean and save_invstd
     /// (xhat = (x - mean) * invstd, sums over batch and spatial, m = batch * spatial):

@@ -1,3 +1,7 @@
+// Each method is its public signature and one call to the wrapper that tools/BindingsGen generates
+// from kernels.h (SafeNativeMethods.g.cs): the wrapper leases the buffers, refuses null ones unless the
+// header marks them KN_OPTIONAL, and turns the status into an exception. Adding an op here: declare it
+// in kernels.h, run `dotnet run --project tools/BindingsGen`, then write its public method as one call.
 namespace Kernels;
 
 /// <summary>
@@ -17,24 +21,16 @@ public static unsafe partial class Ops
     /// </summary>
     public static void Gemm(Transpose transA, Transpose transB, long m, long n, long k, float alpha,
                             DeviceBuffer a, long lda, DeviceBuffer b, long ldb, float beta, DeviceBuffer c, long ldc,
-                            long batchCount = 1, long strideA = 0, long strideB = 0, long strideC = 0)
-    {
-        using BufferLease la = BufferLease.Required(a, nameof(a)), lb = BufferLease.Required(b, nameof(b)),
-                          lc = BufferLease.Required(c, nameof(c));
-        Ensure.Success(NativeMethods.kn_gemm_f32(transA, transB, m, n, k, alpha, la.Handle, lda, strideA,
-                                                 lb.Handle, ldb, strideB, beta, lc.Handle, ldc, strideC, batchCount));
-    }
+                            long batchCount = 1, long strideA = 0, long strideB = 0, long strideC = 0) =>
+        SafeNativeMethods.kn_gemm_f32(transA, transB, m, n, k, alpha, a, lda, strideA, b, ldb, strideB, beta, c, ldc, strideC, batchCount);
 
     /// <summary>C = A * B for row-major A (m x k), B (k x n) and C (m x n), densely stored.</summary>
     public static void MatMul(DeviceBuffer a, DeviceBuffer b, DeviceBuffer c, long m, long n, long k) =>
         Gemm(Transpose.NoTranspose, Transpose.NoTranspose, m, n, k, 1f, a, k, b, n, 0f, c, n);
 
     /// <summary>y[i] = op(x[i]) for i &lt; <paramref name="n"/>; <paramref name="alpha"/> is the op's parameter where it has one. y may be x.</summary>
-    public static void Unary(UnaryOp op, DeviceBuffer x, DeviceBuffer y, long n, float alpha = 0)
-    {
-        using BufferLease lx = BufferLease.Required(x, nameof(x)), ly = BufferLease.Required(y, nameof(y));
-        Ensure.Success(NativeMethods.kn_unary_f32(op, alpha, lx.Handle, ly.Handle, n));
-    }
+    public static void Unary(UnaryOp op, DeviceBuffer x, DeviceBuffer y, long n, float alpha = 0) =>
+        SafeNativeMethods.kn_unary_f32(op, alpha, x, y, n);
 
     /// <summary>
     /// Whether <see cref="UnaryBackward"/> takes op's derivative from the forward output y (true) or
@@ -52,25 +48,13 @@ public static unsafe partial class Ops
     /// <paramref name="x"/> as <see cref="UnaryBackwardUsesOutput"/> says; the one not needed may be
     /// null. dx may be dy.
     /// </summary>
-    public static void UnaryBackward(UnaryOp op, DeviceBuffer? x, DeviceBuffer? y, DeviceBuffer dy, DeviceBuffer dx, long n, float alpha = 0)
-    {
-        using BufferLease lx = BufferLease.Optional(x, nameof(x)), ly = BufferLease.Optional(y, nameof(y)),
-                          ldy = BufferLease.Required(dy, nameof(dy)), ldx = BufferLease.Required(dx, nameof(dx));
-        Ensure.Success(NativeMethods.kn_unary_backward_f32(op, alpha, lx.Handle, ly.Handle, ldy.Handle, ldx.Handle, n));
-    }
+    public static void UnaryBackward(UnaryOp op, DeviceBuffer? x, DeviceBuffer? y, DeviceBuffer dy, DeviceBuffer dx, long n, float alpha = 0) =>
+        SafeNativeMethods.kn_unary_backward_f32(op, alpha, x, y, dy, dx, n);
 
     /// <summary>c = a op b with NumPy broadcasting; <paramref name="cShape"/> must be the broadcast shape (see <see cref="BroadcastShape"/>).</summary>
     public static void Binary(BinaryOp op, DeviceBuffer a, ReadOnlySpan<long> aShape, DeviceBuffer b, ReadOnlySpan<long> bShape,
-                              DeviceBuffer c, ReadOnlySpan<long> cShape)
-    {
-        using BufferLease la = BufferLease.Required(a, nameof(a)), lb = BufferLease.Required(b, nameof(b)),
-                          lc = BufferLease.Required(c, nameof(c));
-        fixed (long* ad = aShape, bd = bShape, cd = cShape)
-        {
-            Ensure.Success(NativeMethods.kn_binary_f32(op, la.Handle, ad, aShape.Length, lb.Handle, bd, bShape.Length,
-                                                       lc.Handle, cd, cShape.Length));
-        }
-    }
+                              DeviceBuffer c, ReadOnlySpan<long> cShape) =>
+        SafeNativeMethods.kn_binary_f32(op, a, aShape, b, bShape, c, cShape);
 
     /// <summary>
     /// The backward of <see cref="Binary"/>: from the upstream gradient dc (shape <paramref name="cShape"/>)
@@ -79,17 +63,8 @@ public static unsafe partial class Ops
     /// Pass null for a gradient that is not wanted.
     /// </summary>
     public static void BinaryBackward(BinaryOp op, DeviceBuffer a, ReadOnlySpan<long> aShape, DeviceBuffer b, ReadOnlySpan<long> bShape,
-                                      DeviceBuffer dc, ReadOnlySpan<long> cShape, DeviceBuffer? da, DeviceBuffer? db)
-    {
-        using BufferLease la = BufferLease.Required(a, nameof(a)), lb = BufferLease.Required(b, nameof(b)),
-                          ldc = BufferLease.Required(dc, nameof(dc)), lda = BufferLease.Optional(da, nameof(da)),
-                          ldb = BufferLease.Optional(db, nameof(db));
-        fixed (long* ad = aShape, bd = bShape, cd = cShape)
-        {
-            Ensure.Success(NativeMethods.kn_binary_backward_f32(op, la.Handle, ad, aShape.Length, lb.Handle, bd, bShape.Length,
-                                                                ldc.Handle, cd, cShape.Length, lda.Handle, ldb.Handle));
-        }
-    }
+                                      DeviceBuffer dc, ReadOnlySpan<long> cShape, DeviceBuffer? da, DeviceBuffer? db) =>
+        SafeNativeMethods.kn_binary_backward_f32(op, a, aShape, b, bShape, dc, cShape, da, db);
 
     /// <summary>
     /// The NumPy broadcast of two shapes: aligned at their last dimension, each pair of sizes equal or
@@ -118,81 +93,51 @@ public static unsafe partial class Ops
     /// x viewed as [outer, reduce, inner]: y[o, i] = op over r of x[o, r, i], y is [outer, inner].
     /// Reducing axis k of d0..dn-1: outer = d0*..*dk-1, reduce = dk, inner = the rest; everything: outer = inner = 1.
     /// </summary>
-    public static void Reduce(ReduceOp op, DeviceBuffer x, DeviceBuffer y, long outer, long reduce, long inner)
-    {
-        using BufferLease lx = BufferLease.Required(x, nameof(x)), ly = BufferLease.Required(y, nameof(y));
-        Ensure.Success(NativeMethods.kn_reduce_f32(op, lx.Handle, ly.Handle, outer, reduce, inner));
-    }
+    public static void Reduce(ReduceOp op, DeviceBuffer x, DeviceBuffer y, long outer, long reduce, long inner) =>
+        SafeNativeMethods.kn_reduce_f32(op, x, y, outer, reduce, inner);
 
     /// <summary>Like <see cref="Reduce"/>, but writes the int64 index in [0, reduce) of the max or min into <paramref name="indices"/> ([outer, inner]).</summary>
-    public static void ArgReduce(ArgReduceOp op, DeviceBuffer x, DeviceBuffer indices, long outer, long reduce, long inner)
-    {
-        using BufferLease lx = BufferLease.Required(x, nameof(x)), li = BufferLease.Required(indices, nameof(indices));
-        Ensure.Success(NativeMethods.kn_argreduce_f32(op, lx.Handle, li.Handle, outer, reduce, inner));
-    }
+    public static void ArgReduce(ArgReduceOp op, DeviceBuffer x, DeviceBuffer indices, long outer, long reduce, long inner) =>
+        SafeNativeMethods.kn_argreduce_f32(op, x, indices, outer, reduce, inner);
 
     /// <summary>y = softmax(x) over each row of a [rows, cols] matrix, or log_softmax when <paramref name="log"/>; stable for any finite input.</summary>
-    public static void Softmax(DeviceBuffer x, DeviceBuffer y, long rows, long cols, bool log = false)
-    {
-        using BufferLease lx = BufferLease.Required(x, nameof(x)), ly = BufferLease.Required(y, nameof(y));
-        Ensure.Success(NativeMethods.kn_softmax_f32(lx.Handle, ly.Handle, rows, cols, log ? 1 : 0));
-    }
+    public static void Softmax(DeviceBuffer x, DeviceBuffer y, long rows, long cols, bool log = false) =>
+        SafeNativeMethods.kn_softmax_f32(x, y, rows, cols, log ? 1 : 0);
 
     /// <summary>
     /// The backward of <see cref="Softmax"/> from its output y and the upstream gradient dy:
     /// softmax dx = y * (dy - sum(dy * y)); log_softmax dx = dy - exp(y) * sum(dy), sums over each row.
     /// </summary>
-    public static void SoftmaxBackward(DeviceBuffer y, DeviceBuffer dy, DeviceBuffer dx, long rows, long cols, bool log = false)
-    {
-        using BufferLease ly = BufferLease.Required(y, nameof(y)), ldy = BufferLease.Required(dy, nameof(dy)),
-                          ldx = BufferLease.Required(dx, nameof(dx));
-        Ensure.Success(NativeMethods.kn_softmax_backward_f32(ly.Handle, ldy.Handle, ldx.Handle, rows, cols, log ? 1 : 0));
-    }
+    public static void SoftmaxBackward(DeviceBuffer y, DeviceBuffer dy, DeviceBuffer dx, long rows, long cols, bool log = false) =>
+        SafeNativeMethods.kn_softmax_backward_f32(y, dy, dx, rows, cols, log ? 1 : 0);
 
     /// <summary>
     /// Cross-entropy of <paramref name="logits"/> [rows, cols] against int64 class labels [rows], fused
     /// log-softmax + negative log-likelihood: losses[r] = logsumexp(logits[r, :]) - logits[r, labels[r]].
     /// A label outside [0, cols) gives NaN for its row (kernels cannot raise errors): check labels on the host first.
     /// </summary>
-    public static void CrossEntropy(DeviceBuffer logits, DeviceBuffer labels, DeviceBuffer losses, long rows, long cols)
-    {
-        using BufferLease ll = BufferLease.Required(logits, nameof(logits)), lt = BufferLease.Required(labels, nameof(labels)),
-                          lo = BufferLease.Required(losses, nameof(losses));
-        Ensure.Success(NativeMethods.kn_cross_entropy_f32(ll.Handle, lt.Handle, lo.Handle, rows, cols));
-    }
+    public static void CrossEntropy(DeviceBuffer logits, DeviceBuffer labels, DeviceBuffer losses, long rows, long cols) =>
+        SafeNativeMethods.kn_cross_entropy_f32(logits, labels, losses, rows, cols);
 
     /// <summary>The backward of <see cref="CrossEntropy"/>: dlogits[r, c] = dlosses[r] * (softmax(logits[r, :])[c] - (c == labels[r] ? 1 : 0)).</summary>
-    public static void CrossEntropyBackward(DeviceBuffer logits, DeviceBuffer labels, DeviceBuffer dlosses, DeviceBuffer dlogits, long rows, long cols)
-    {
-        using BufferLease ll = BufferLease.Required(logits, nameof(logits)), lt = BufferLease.Required(labels, nameof(labels)),
-                          ldl = BufferLease.Required(dlosses, nameof(dlosses)), ldg = BufferLease.Required(dlogits, nameof(dlogits));
-        Ensure.Success(NativeMethods.kn_cross_entropy_backward_f32(ll.Handle, lt.Handle, ldl.Handle, ldg.Handle, rows, cols));
-    }
+    public static void CrossEntropyBackward(DeviceBuffer logits, DeviceBuffer labels, DeviceBuffer dlosses, DeviceBuffer dlogits, long rows, long cols) =>
+        SafeNativeMethods.kn_cross_entropy_backward_f32(logits, labels, dlosses, dlogits, rows, cols);
 
     /// <summary>
     /// Inverted dropout: y[i] = keep(i) ? x[i] / (1 - p) : 0 with 0 &lt;= p &lt; 1. The mask comes from a
     /// counter-based generator (Philox-4x32-10 keyed by <paramref name="seed"/>, counter <paramref name="offset"/> + i):
     /// it needs no storage, is reproducible and is the same on every backend.
     /// </summary>
-    public static void Dropout(DeviceBuffer x, DeviceBuffer y, long n, float p, long seed, long offset)
-    {
-        using BufferLease lx = BufferLease.Required(x, nameof(x)), ly = BufferLease.Required(y, nameof(y));
-        Ensure.Success(NativeMethods.kn_dropout_f32(lx.Handle, ly.Handle, n, p, seed, offset));
-    }
+    public static void Dropout(DeviceBuffer x, DeviceBuffer y, long n, float p, long seed, long offset) =>
+        SafeNativeMethods.kn_dropout_f32(x, y, n, p, seed, offset);
 
     /// <summary>The backward of <see cref="Dropout"/>, regenerating the same mask from (seed, offset): dx[i] = keep(i) ? dy[i] / (1 - p) : 0.</summary>
-    public static void DropoutBackward(DeviceBuffer dy, DeviceBuffer dx, long n, float p, long seed, long offset)
-    {
-        using BufferLease ldy = BufferLease.Required(dy, nameof(dy)), ldx = BufferLease.Required(dx, nameof(dx));
-        Ensure.Success(NativeMethods.kn_dropout_backward_f32(ldy.Handle, ldx.Handle, n, p, seed, offset));
-    }
+    public static void DropoutBackward(DeviceBuffer dy, DeviceBuffer dx, long n, float p, long seed, long offset) =>
+        SafeNativeMethods.kn_dropout_backward_f32(dy, dx, n, p, seed, offset);
 
     /// <summary>y[i] = min(max(x[i], low), high) for i &lt; <paramref name="n"/>; y may be x (gradient clipping by value).</summary>
-    public static void Clamp(DeviceBuffer x, DeviceBuffer y, long n, float low, float high)
-    {
-        using BufferLease lx = BufferLease.Required(x, nameof(x)), ly = BufferLease.Required(y, nameof(y));
-        Ensure.Success(NativeMethods.kn_clamp_f32(lx.Handle, ly.Handle, n, low, high));
-    }
+    public static void Clamp(DeviceBuffer x, DeviceBuffer y, long n, float low, float high) =>
+        SafeNativeMethods.kn_clamp_f32(x, y, n, low, high);
 
     /// <summary>
     /// One fused SGD update, as PyTorch's SGD: g = grad + weightDecay * param; with momentum,
@@ -200,26 +145,16 @@ public static unsafe partial class Ops
     /// then param -= lr * g. <paramref name="velocity"/> may be null when momentum is 0.
     /// </summary>
     public static void SgdStep(DeviceBuffer param, DeviceBuffer grad, DeviceBuffer? velocity, long n, float lr, float momentum,
-                               float dampening, float weightDecay, bool nesterov, bool firstStep)
-    {
-        using BufferLease lp = BufferLease.Required(param, nameof(param)), lg = BufferLease.Required(grad, nameof(grad)),
-                          lv = BufferLease.Optional(velocity, nameof(velocity));
-        Ensure.Success(NativeMethods.kn_sgd_step_f32(lp.Handle, lg.Handle, lv.Handle, n, lr, momentum, dampening, weightDecay,
-                                                     nesterov ? 1 : 0, firstStep ? 1 : 0));
-    }
+                               float dampening, float weightDecay, bool nesterov, bool firstStep) =>
+        SafeNativeMethods.kn_sgd_step_f32(param, grad, velocity, n, lr, momentum, dampening, weightDecay, nesterov ? 1 : 0, firstStep ? 1 : 0);
 
     /// <summary>
     /// One fused Adam (or, with <paramref name="decoupledWeightDecay"/>, AdamW) update at step t = <paramref name="step"/> &gt;= 1;
     /// <paramref name="m"/> and <paramref name="v"/> are the moment buffers, zero before the first step.
     /// </summary>
     public static void AdamStep(DeviceBuffer param, DeviceBuffer grad, DeviceBuffer m, DeviceBuffer v, long n, float lr,
-                                float beta1, float beta2, float eps, float weightDecay, bool decoupledWeightDecay, long step)
-    {
-        using BufferLease lp = BufferLease.Required(param, nameof(param)), lg = BufferLease.Required(grad, nameof(grad)),
-                          lm = BufferLease.Required(m, nameof(m)), lv = BufferLease.Required(v, nameof(v));
-        Ensure.Success(NativeMethods.kn_adam_step_f32(lp.Handle, lg.Handle, lm.Handle, lv.Handle, n, lr, beta1, beta2, eps,
-                                                      weightDecay, decoupledWeightDecay ? 1 : 0, step));
-    }
+                                float beta1, float beta2, float eps, float weightDecay, bool decoupledWeightDecay, long step) =>
+        SafeNativeMethods.kn_adam_step_f32(param, grad, m, v, n, lr, beta1, beta2, eps, weightDecay, decoupledWeightDecay ? 1 : 0, step);
 
     /// <summary>
     /// One fused RMSprop update: square_avg = alpha * square_avg + (1 - alpha) g^2, then param moves by
@@ -227,20 +162,12 @@ public static unsafe partial class Ops
     /// <paramref name="velocity"/> may be null when momentum is 0.
     /// </summary>
     public static void RmsPropStep(DeviceBuffer param, DeviceBuffer grad, DeviceBuffer squareAverage, DeviceBuffer? velocity, long n,
-                                   float lr, float alpha, float eps, float weightDecay, float momentum)
-    {
-        using BufferLease lp = BufferLease.Required(param, nameof(param)), lg = BufferLease.Required(grad, nameof(grad)),
-                          ls = BufferLease.Required(squareAverage, nameof(squareAverage)), lv = BufferLease.Optional(velocity, nameof(velocity));
-        Ensure.Success(NativeMethods.kn_rmsprop_step_f32(lp.Handle, lg.Handle, ls.Handle, lv.Handle, n, lr, alpha, eps, weightDecay, momentum));
-    }
+                                   float lr, float alpha, float eps, float weightDecay, float momentum) =>
+        SafeNativeMethods.kn_rmsprop_step_f32(param, grad, squareAverage, velocity, n, lr, alpha, eps, weightDecay, momentum);
 
     /// <summary>One fused Adagrad update: g = grad + weightDecay * param; sum += g^2; param -= lr * g / (sqrt(sum) + eps).</summary>
-    public static void AdagradStep(DeviceBuffer param, DeviceBuffer grad, DeviceBuffer sum, long n, float lr, float eps, float weightDecay)
-    {
-        using BufferLease lp = BufferLease.Required(param, nameof(param)), lg = BufferLease.Required(grad, nameof(grad)),
-                          ls = BufferLease.Required(sum, nameof(sum));
-        Ensure.Success(NativeMethods.kn_adagrad_step_f32(lp.Handle, lg.Handle, ls.Handle, n, lr, eps, weightDecay));
-    }
+    public static void AdagradStep(DeviceBuffer param, DeviceBuffer grad, DeviceBuffer sum, long n, float lr, float eps, float weightDecay) =>
+        SafeNativeMethods.kn_adagrad_step_f32(param, grad, sum, n, lr, eps, weightDecay);
 
     static string Format(ReadOnlySpan<long> shape) => "[" + string.Join(", ", shape.ToArray()) + "]";
 }

@@ -27,6 +27,16 @@
 #  define KN_API __attribute__((visibility("default")))
 #endif
 
+/* KN_OPTIONAL marks a pointer parameter that may be NULL (the comment above each function says when).
+ * It expands to nothing for every compiler, so the header stays plain C and the ABI does not depend on
+ * it; only when tools/BindingsGen runs clang on this header (defining KN_BINDINGS_GEN) does it become an
+ * annotation in clang's AST, from which the C# wrappers take which operands accept null. */
+#if defined(__clang__) && defined(KN_BINDINGS_GEN)
+#  define KN_OPTIONAL __attribute__((annotate("kn_optional")))
+#else
+#  define KN_OPTIONAL
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -159,8 +169,9 @@ KN_API kn_status kn_device_synchronize(kn_device* device);
  * (cudaMalloc synchronises the whole device). peak_live_bytes: the high-water mark of live_bytes.
  * Any output pointer may be NULL. Setting the environment variable KN_CACHING_ALLOCATOR=0 before the
  * first call turns the cache off (every free returns memory at once; useful under compute-sanitizer). */
-KN_API kn_status kn_device_memory_stats(const kn_device* device, int64_t* live_bytes, int64_t* live_buffers,
-                                        int64_t* cached_bytes, int64_t* peak_live_bytes);
+KN_API kn_status kn_device_memory_stats(const kn_device* device, KN_OPTIONAL int64_t* live_bytes,
+                                        KN_OPTIONAL int64_t* live_buffers, KN_OPTIONAL int64_t* cached_bytes,
+                                        KN_OPTIONAL int64_t* peak_live_bytes);
 /* Returns every cached (freed but kept) block of the device to the driver or the system, and the
  * workspace the backend keeps between calls (reduction partials, split-K sums; made again on demand). */
 KN_API kn_status kn_device_trim(kn_device* device);
@@ -172,7 +183,7 @@ KN_API kn_status kn_buffer_create(kn_device* device, int64_t bytes, kn_buffer** 
 /* Frees a buffer; NULL is allowed and does nothing. Handles are never reused: a freed handle passed
  * to any call (freeing it again included) is refused with KN_ERROR_INVALID_ARGUMENT, even after its
  * memory went to a new buffer. */
-KN_API kn_status kn_buffer_free(kn_buffer* buffer);
+KN_API kn_status kn_buffer_free(KN_OPTIONAL kn_buffer* buffer);
 KN_API kn_status kn_buffer_size(const kn_buffer* buffer, int64_t* bytes);
 KN_API kn_status kn_buffer_device(const kn_buffer* buffer, kn_device** device);
 /* Host -> buffer; returns when src may be reused. Offsets and sizes in bytes. */
@@ -208,8 +219,8 @@ KN_API kn_status kn_unary_f32(kn_unary_op op, float alpha, const kn_buffer* x, k
 /* dx[i] = dy[i] * op'(x[i]), the fused backward of kn_unary_f32. The derivative is computed from
  * the forward output y for EXP, SQRT, RSQRT, RECIPROCAL, TANH and SIGMOID, and from the input x
  * for the others; the one not needed may be NULL. dx may alias dy. */
-KN_API kn_status kn_unary_backward_f32(kn_unary_op op, float alpha, const kn_buffer* x,
-                                       const kn_buffer* y, const kn_buffer* dy, kn_buffer* dx,
+KN_API kn_status kn_unary_backward_f32(kn_unary_op op, float alpha, KN_OPTIONAL const kn_buffer* x,
+                                       KN_OPTIONAL const kn_buffer* y, const kn_buffer* dy, kn_buffer* dx,
                                        int64_t n);
 
 /* *uses_output = 1 when kn_unary_backward_f32 computes op's derivative from the forward output y,
@@ -232,7 +243,7 @@ KN_API kn_status kn_binary_backward_f32(kn_binary_op op,
                                         const kn_buffer* a, const int64_t* a_dims, int32_t a_rank,
                                         const kn_buffer* b, const int64_t* b_dims, int32_t b_rank,
                                         const kn_buffer* dc, const int64_t* c_dims, int32_t c_rank,
-                                        kn_buffer* da, kn_buffer* db);
+                                        KN_OPTIONAL kn_buffer* da, KN_OPTIONAL kn_buffer* db);
 
 /* ---- Reductions ------------------------------------------------------------------------- */
 
@@ -298,7 +309,7 @@ KN_API kn_status kn_clamp_f32(const kn_buffer* x, kn_buffer* y, int64_t n, float
  *   with momentum != 0: velocity = first_step ? g : momentum * velocity + (1 - dampening) * g;
  *                       g = nesterov ? g + momentum * velocity : velocity;
  *   param -= lr * g.     velocity may be NULL when momentum == 0. */
-KN_API kn_status kn_sgd_step_f32(kn_buffer* param, const kn_buffer* grad, kn_buffer* velocity, int64_t n,
+KN_API kn_status kn_sgd_step_f32(kn_buffer* param, const kn_buffer* grad, KN_OPTIONAL kn_buffer* velocity, int64_t n,
                                  float lr, float momentum, float dampening, float weight_decay,
                                  int32_t nesterov, int32_t first_step);
 
@@ -314,7 +325,7 @@ KN_API kn_status kn_adam_step_f32(kn_buffer* param, const kn_buffer* grad, kn_bu
  *   with momentum > 0: velocity = momentum * velocity + g / (sqrt(square_avg) + eps); param -= lr * velocity
  *   else:              param -= lr * g / (sqrt(square_avg) + eps).   velocity may be NULL when momentum == 0. */
 KN_API kn_status kn_rmsprop_step_f32(kn_buffer* param, const kn_buffer* grad, kn_buffer* square_avg,
-                                     kn_buffer* velocity, int64_t n, float lr, float alpha, float eps,
+                                     KN_OPTIONAL kn_buffer* velocity, int64_t n, float lr, float alpha, float eps,
                                      float weight_decay, float momentum);
 
 /* Adagrad: g = grad + weight_decay * param; sum += g^2; param -= lr * g / (sqrt(sum) + eps). */
@@ -345,7 +356,7 @@ KN_API kn_status kn_conv2d_output_size(int64_t batch, int64_t in_channels, int64
                                        int64_t groups, int64_t* out_height, int64_t* out_width);
 
 /* y = conv2d(x, w) + bias. bias may be NULL. */
-KN_API kn_status kn_conv2d_f32(const kn_buffer* x, const kn_buffer* w, const kn_buffer* bias, kn_buffer* y,
+KN_API kn_status kn_conv2d_f32(const kn_buffer* x, const kn_buffer* w, KN_OPTIONAL const kn_buffer* bias, kn_buffer* y,
                                int64_t batch, int64_t in_channels, int64_t in_height, int64_t in_width,
                                int64_t out_channels, int64_t kernel_height, int64_t kernel_width,
                                int64_t stride_height, int64_t stride_width, int64_t pad_height, int64_t pad_width,
@@ -363,7 +374,7 @@ KN_API kn_status kn_conv2d_backward_data_f32(const kn_buffer* dy, const kn_buffe
 /* dw = the gradient with respect to the weights, summed over the batch; dbias[oc] = sum of dy over batch,
  * height and width. dbias may be NULL. Both are overwritten (not accumulated). batch == 0 gives zeros. */
 KN_API kn_status kn_conv2d_backward_weights_f32(const kn_buffer* x, const kn_buffer* dy, kn_buffer* dw,
-                                                kn_buffer* dbias,
+                                                KN_OPTIONAL kn_buffer* dbias,
                                                 int64_t batch, int64_t in_channels, int64_t in_height, int64_t in_width,
                                                 int64_t out_channels, int64_t kernel_height, int64_t kernel_width,
                                                 int64_t stride_height, int64_t stride_width, int64_t pad_height,
@@ -382,7 +393,7 @@ KN_API kn_status kn_conv2d_backward_weights_f32(const kn_buffer* x, const kn_buf
  * AVG: sum of the window's real elements divided by kernel_height * kernel_width when
  *      count_include_pad != 0 (PyTorch's default), else by the number of real elements.
  *      indices is not used and may be NULL. */
-KN_API kn_status kn_pool2d_f32(kn_pool_op op, const kn_buffer* x, kn_buffer* y, kn_buffer* indices,
+KN_API kn_status kn_pool2d_f32(kn_pool_op op, const kn_buffer* x, kn_buffer* y, KN_OPTIONAL kn_buffer* indices,
                                int64_t batch, int64_t channels, int64_t in_height, int64_t in_width,
                                int64_t kernel_height, int64_t kernel_width, int64_t stride_height,
                                int64_t stride_width, int64_t pad_height, int64_t pad_width,
@@ -395,7 +406,7 @@ KN_API kn_status kn_pool2d_f32(kn_pool_op op, const kn_buffer* x, kn_buffer* y, 
  * whatever indices holds: the CPU refuses an index outside its plane (KN_ERROR_INVALID_ARGUMENT naming
  * it and its position; dx is then undefined), the GPU gathers ignore entries that are not in their
  * window. */
-KN_API kn_status kn_pool2d_backward_f32(kn_pool_op op, const kn_buffer* dy, const kn_buffer* indices,
+KN_API kn_status kn_pool2d_backward_f32(kn_pool_op op, const kn_buffer* dy, KN_OPTIONAL const kn_buffer* indices,
                                         kn_buffer* dx,
                                         int64_t batch, int64_t channels, int64_t in_height, int64_t in_width,
                                         int64_t kernel_height, int64_t kernel_width, int64_t stride_height,
@@ -426,8 +437,9 @@ KN_API kn_status kn_pool2d_output_size(int64_t batch, int64_t channels, int64_t 
  * save_mean and save_invstd may be NULL when no backward pass will follow. With batch * spatial == 0
  * (inference only) nothing is written. */
 KN_API kn_status kn_batch_norm_f32(const kn_buffer* x, kn_buffer* y, const kn_buffer* gamma, const kn_buffer* beta,
-                                   kn_buffer* running_mean, kn_buffer* running_var, kn_buffer* save_mean,
-                                   kn_buffer* save_invstd, int64_t batch, int64_t channels, int64_t spatial,
+                                   KN_OPTIONAL kn_buffer* running_mean, KN_OPTIONAL kn_buffer* running_var,
+                                   KN_OPTIONAL kn_buffer* save_mean, KN_OPTIONAL kn_buffer* save_invstd,
+                                   int64_t batch, int64_t channels, int64_t spatial,
                                    float eps, float momentum, int32_t training);
 
 /* The backward of kn_batch_norm_f32 from the forward call's save_mean and save_invstd
@@ -438,7 +450,7 @@ KN_API kn_status kn_batch_norm_f32(const kn_buffer* x, kn_buffer* y, const kn_bu
  * All outputs are overwritten. dx may be NULL when the input's gradient is not wanted. */
 KN_API kn_status kn_batch_norm_backward_f32(const kn_buffer* x, const kn_buffer* dy, const kn_buffer* gamma,
                                             const kn_buffer* save_mean, const kn_buffer* save_invstd,
-                                            kn_buffer* dx, kn_buffer* dgamma, kn_buffer* dbeta,
+                                            KN_OPTIONAL kn_buffer* dx, kn_buffer* dgamma, kn_buffer* dbeta,
                                             int64_t batch, int64_t channels, int64_t spatial, int32_t training);
 
 #ifdef __cplusplus

@@ -1,7 +1,5 @@
 // Shared by the MNIST samples, linked into each project (<Compile Include="../Common/..." />) rather
-// than packaged: the command line they all take, and the label conversion their loss needs.
-using Kernels.Nn;
-
+// than packaged: the command line they all take.
 /// <summary>The samples' command line: <c>[--device cpu|opencl:0|cuda:0] [--epochs N] [--batch N]</c>.</summary>
 internal sealed record SampleArguments(string DeviceName, int Epochs, int BatchSize)
 {
@@ -22,10 +20,4 @@ internal sealed record SampleArguments(string DeviceName, int Epochs, int BatchS
         }
         return parsed;
     }
-}
-
-/// <summary>MNIST targets arrive as a float tensor of class indices; the sparse cross-entropy takes them as ints.</summary>
-internal static class Labels
-{
-    public static int[] FromTarget(Tensor target) => target.ToArray().Select(v => (int)v).ToArray();
 }

@@ -35,8 +35,7 @@ var network = new Sequential(
     new Dense(128, 10, seed: 6, device: device));
 using var model = new Model(network, device);
 model.Compile(new Adam(network.Parameters(), learningRate: 1e-3f),
-              (prediction, target) => Losses.SparseCategoricalCrossEntropy(prediction, Labels.FromTarget(target)),
-              new Accuracy());
+              Losses.SparseCategoricalCrossEntropy, new Accuracy());
 
 Console.WriteLine($"Parameters: {network.ParameterCount:N0}");
 var watch = Stopwatch.StartNew();

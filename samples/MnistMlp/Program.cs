@@ -22,8 +22,7 @@ var network = new Sequential(
     new Dense(256, 10, seed: 5, device: device));
 using var model = new Model(network, device);
 model.Compile(new Adam(network.Parameters(), learningRate: 1e-3f),
-              (prediction, target) => Losses.SparseCategoricalCrossEntropy(prediction, Labels.FromTarget(target)),
-              new Accuracy());
+              Losses.SparseCategoricalCrossEntropy, new Accuracy());
 
 Console.WriteLine($"Parameters: {network.ParameterCount:N0}");
 var watch = Stopwatch.StartNew();

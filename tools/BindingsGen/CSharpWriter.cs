@@ -88,18 +88,21 @@ static class CSharpWriter
     {
         string returnType = types.Map(f.ReturnCType, $"{f.Name} (return type)");
         var parameters = new List<string>();
-        var cParameters = new List<string>();
         foreach (CParameter p in f.Parameters)
-        {
             parameters.Add($"{types.Map(p.CType, $"{f.Name} (parameter '{p.Name}')")} {Naming.Parameter(p.Name)}");
-            cParameters.Add($"{CSpelling(p.CType)} {p.Name}");
-        }
-        string cList = cParameters.Count == 0 ? "void" : string.Join(", ", cParameters);
-        w.Line($"// {CSpelling(f.ReturnCType)} {f.Name}({cList});");
+        w.Line($"// {Prototype(f)}");
         if (f.Comment is not null)
             WriteSummary(w, f.Comment, null);
         w.Line("[LibraryImport(Library)]");
         w.Line($"internal static partial {returnType} {f.Name}({string.Join(", ", parameters)});");
+    }
+
+    /// <summary>The C prototype as the header writes it, KN_OPTIONAL included: "kn_status kn_x(const kn_buffer* x, ...);".</summary>
+    internal static string Prototype(CFunction f)
+    {
+        var cParameters = f.Parameters.Select(p => $"{(p.Optional ? "KN_OPTIONAL " : "")}{CSpelling(p.CType)} {p.Name}").ToList();
+        string cList = cParameters.Count == 0 ? "void" : string.Join(", ", cParameters);
+        return $"{CSpelling(f.ReturnCType)} {f.Name}({cList});";
     }
 
     /// <summary>"const kn_buffer *" -> "const kn_buffer*", the header's own style.</summary>
@@ -135,23 +138,24 @@ static class CSharpWriter
         w.Line("/// </summary>");
     }
 
-    static string Xml(string text) => text
+    internal static string Xml(string text) => text
         .Replace("&", "&amp;", StringComparison.Ordinal)
         .Replace("<", "&lt;", StringComparison.Ordinal)
         .Replace(">", "&gt;", StringComparison.Ordinal);
+}
 
-    sealed class Writer
+/// <summary>Builds generated text line by line with four-space indentation and "\n" newlines.</summary>
+sealed class Writer
+{
+    readonly StringBuilder _text = new();
+    public int Indent;
+
+    public void Line(string line = "")
     {
-        readonly StringBuilder _text = new();
-        public int Indent;
-
-        public void Line(string line = "")
-        {
-            if (line.Length > 0)
-                _text.Append(' ', Indent * 4).Append(line);
-            _text.Append('\n');
-        }
-
-        public override string ToString() => _text.ToString();
+        if (line.Length > 0)
+            _text.Append(' ', Indent * 4).Append(line);
+        _text.Append('\n');
     }
+
+    public override string ToString() => _text.ToString();
 }

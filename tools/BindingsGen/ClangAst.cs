@@ -19,7 +19,9 @@ static class ClangAst
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        foreach (string arg in new[] { "-Xclang", "-ast-dump=json", "-fsyntax-only", "-fparse-all-comments", "-x", "c", headerPath })
+        // KN_BINDINGS_GEN turns kernels.h's KN_OPTIONAL into an annotate attribute this tool can see;
+        // for every other compiler the macro is empty.
+        foreach (string arg in new[] { "-Xclang", "-ast-dump=json", "-fsyntax-only", "-fparse-all-comments", "-DKN_BINDINGS_GEN", "-x", "c", headerPath })
             start.ArgumentList.Add(arg);
 
         Process process;
@@ -237,7 +239,11 @@ static class ClangAst
                         string? parameterName = child.TryGetProperty("name", out JsonElement pn) ? pn.GetString() : null;
                         if (string.IsNullOrEmpty(parameterName))
                             throw new GeneratorException($"{name}: parameter {parameters.Count + 1} has no name; name it in kernels.h");
-                        parameters.Add(new CParameter(child.GetProperty("type").GetProperty("qualType").GetString()!, parameterName));
+                        string parameterType = child.GetProperty("type").GetProperty("qualType").GetString()!;
+                        bool optional = ReadAnnotations(child, $"{name} (parameter '{parameterName}')");
+                        if (optional && !parameterType.Contains('*', StringComparison.Ordinal))
+                            throw new GeneratorException($"{name}: parameter '{parameterName}' is marked KN_OPTIONAL but is not a pointer");
+                        parameters.Add(new CParameter(parameterType, parameterName, optional));
                         break;
                     case "VisibilityAttr":
                         exported = true;
@@ -255,6 +261,46 @@ static class ClangAst
                 throw new GeneratorException($"{name}: cannot read the return type from '{functionType}'");
             string returnType = functionType[..open].Trim();
             _functions.Add(new CFunction(name, returnType, parameters, CommentOf(node)));
+        }
+
+        /// <summary>
+        /// Whether a parameter carries the header's KN_OPTIONAL annotation. clang's JSON AST shows an
+        /// AnnotateAttr node but not its string, so the string is read from the header text at the
+        /// attribute's spelling location (the macro's definition in kernels.h).
+        /// Why an annotation: clang's _Nullable qualifier would also need a macro for GCC and MSVC, and
+        /// once one pointer has it clang wants it on every pointer of the header (-Wnullability-completeness);
+        /// a naming or comment convention would be a second description that nothing checks.
+        /// </summary>
+        bool ReadAnnotations(JsonElement parameter, string where)
+        {
+            bool optional = false;
+            foreach (JsonElement child in Children(parameter))
+            {
+                if (child.GetProperty("kind").GetString() != "AnnotateAttr")
+                    continue;
+                string annotation = AnnotationText(child.GetProperty("range"), where);
+                if (annotation != "kn_optional")
+                    throw new GeneratorException($"{where}: unknown annotation \"{annotation}\" (the generator knows kn_optional, from KN_OPTIONAL)");
+                optional = true;
+            }
+            return optional;
+        }
+
+        string AnnotationText(JsonElement range, string where)
+        {
+            static JsonElement Spelling(JsonElement location) =>
+                location.TryGetProperty("spellingLoc", out JsonElement spelling) ? spelling : location;
+            JsonElement first = Spelling(range.GetProperty("begin")), last = Spelling(range.GetProperty("end"));
+            int begin = first.GetProperty("offset").GetInt32();
+            int end = last.GetProperty("offset").GetInt32() + last.GetProperty("tokLen").GetInt32(); // exclusive
+            if (begin < 0 || end <= begin || end > headerBytes.Length)
+                throw new GeneratorException($"{where}: the annotation's range {begin}..{end} lies outside kernels.h");
+            // The spelling reads: annotate("kn_optional")
+            string text = Encoding.UTF8.GetString(headerBytes, begin, end - begin);
+            int open = text.IndexOf('"'), close = text.LastIndexOf('"');
+            if (!text.StartsWith("annotate", StringComparison.Ordinal) || open < 0 || close <= open)
+                throw new GeneratorException($"{where}: cannot read an annotation from '{text}'");
+            return text[(open + 1)..close];
         }
 
         public HeaderModel Finish(byte[] header)

@@ -9,8 +9,11 @@ sealed record EnumMember(string CName, long Value, string? Comment);
 /// <summary>A C enum, named by its typedef when it has one (kn_status), else by its tag.</summary>
 sealed record CEnum(string CName, string? Comment, IReadOnlyList<EnumMember> Members);
 
-/// <summary>A function parameter: the C spelling of its type as clang printed it, and its name.</summary>
-sealed record CParameter(string CType, string Name);
+/// <summary>
+/// A function parameter: the C spelling of its type as clang printed it, its name, and whether the
+/// header marks it KN_OPTIONAL (a pointer that may be NULL).
+/// </summary>
+sealed record CParameter(string CType, string Name, bool Optional);
 
 /// <summary>An exported function of the header.</summary>
 sealed record CFunction(string Name, string ReturnCType, IReadOnlyList<CParameter> Parameters, string? Comment);

@@ -1,6 +1,8 @@
-// BindingsGen: writes bindings/NativeMethods.g.cs from clang's AST of native/include/kernels.h.
+// BindingsGen: writes bindings/NativeMethods.g.cs (one [LibraryImport] per function) and
+// bindings/SafeNativeMethods.g.cs (one leasing, status-checking wrapper per export on buffers) from
+// clang's AST of native/include/kernels.h.
 //
-//   dotnet run --project tools/BindingsGen [-- [--check] [--clang PATH] [--header PATH] [--out PATH]]
+//   dotnet run --project tools/BindingsGen [-- [--check] [--clang PATH] [--header PATH] [--out PATH] [--safe-out PATH]]
 //
 // Exit codes: 0 done (or --check found the file current), 1 --check found a difference,
 // 2 the header or the tools were not usable (the message names the declaration or the path).
@@ -13,11 +15,12 @@ return Cli.Run(args);
 static class Cli
 {
     const string Usage =
-        "usage: BindingsGen [--check] [--clang PATH] [--header PATH] [--out PATH]\n" +
-        "  --check        regenerate in memory and compare with the output file; exit 1 if they differ\n" +
+        "usage: BindingsGen [--check] [--clang PATH] [--header PATH] [--out PATH] [--safe-out PATH]\n" +
+        "  --check        regenerate in memory and compare with the output files; exit 1 if one differs\n" +
         "  --clang PATH   the clang to run (default: clang-14)\n" +
         "  --header PATH  the C header (default: native/include/kernels.h of the repository)\n" +
-        "  --out PATH     the generated file (default: bindings/NativeMethods.g.cs of the repository)";
+        "  --out PATH     the generated imports (default: bindings/NativeMethods.g.cs of the repository)\n" +
+        "  --safe-out PATH the generated safe wrappers (default: bindings/SafeNativeMethods.g.cs of the repository)";
 
     public static int Run(string[] args)
     {
@@ -36,7 +39,7 @@ static class Cli
     {
         bool check = false;
         string clang = "clang-14";
-        string? header = null, output = null;
+        string? header = null, output = null, safeOutput = null;
         for (int i = 0; i < args.Length; i++)
         {
             switch (args[i])
@@ -45,6 +48,7 @@ static class Cli
                 case "--clang": clang = Value(args, ref i); break;
                 case "--header": header = Value(args, ref i); break;
                 case "--out": output = Value(args, ref i); break;
+                case "--safe-out": safeOutput = Value(args, ref i); break;
                 case "-h" or "--help": Console.WriteLine(Usage); return 0;
                 default:
                     Console.Error.WriteLine($"BindingsGen: unknown argument '{args[i]}'\n{Usage}");
@@ -59,8 +63,12 @@ static class Cli
         output ??= root is null
             ? throw new GeneratorException("cannot find the repository root; pass --out")
             : Path.Combine(root, "bindings", "NativeMethods.g.cs");
+        safeOutput ??= root is null
+            ? throw new GeneratorException("cannot find the repository root; pass --safe-out")
+            : Path.Combine(root, "bindings", "SafeNativeMethods.g.cs");
         header = Path.GetFullPath(header);
         output = Path.GetFullPath(output);
+        safeOutput = Path.GetFullPath(safeOutput);
         if (!File.Exists(header))
             throw new GeneratorException($"header not found: {header}");
 
@@ -72,12 +80,21 @@ static class Cli
         string json = ClangAst.Dump(clang, header);
         HeaderModel model = ClangAst.Read(json, header, headerBytes);
         string generated = CSharpWriter.Write(model, headerName);
+        string safeGenerated = SafeWrapperWriter.Write(model, headerName);
 
         if (check)
-            return Check(generated, output);
+        {
+            // Check both, so one run names every stale file.
+            int importsCheck = Check(generated, output);
+            int wrappersCheck = Check(safeGenerated, safeOutput);
+            return Math.Max(importsCheck, wrappersCheck);
+        }
 
-        File.WriteAllBytes(output, new UTF8Encoding(encoderShouldEmitUTF8Identifier: false).GetBytes(generated));
+        var utf8 = new UTF8Encoding(encoderShouldEmitUTF8Identifier: false);
+        File.WriteAllBytes(output, utf8.GetBytes(generated));
         Console.WriteLine($"BindingsGen: wrote {output} ({model.Functions.Count} functions, {model.Enums.Count} enums, {model.Constants.Count} constants)");
+        File.WriteAllBytes(safeOutput, utf8.GetBytes(safeGenerated));
+        Console.WriteLine($"BindingsGen: wrote {safeOutput}");
         return 0;
     }
 

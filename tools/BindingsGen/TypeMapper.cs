@@ -34,13 +34,7 @@ sealed class TypeMapper
     {
         if (cType.IndexOfAny(['(', '[', ']']) >= 0 || cType.Contains("...", StringComparison.Ordinal))
             throw Unknown(cType, where);
-        int depth = cType.Count(ch => ch == '*');
-        // const changes nothing for interop (the callee promises not to write); restrict neither.
-        string[] words = cType.Replace("*", " ", StringComparison.Ordinal)
-            .Split(' ', StringSplitOptions.RemoveEmptyEntries)
-            .Where(w => w is not ("const" or "restrict" or "__restrict"))
-            .ToArray();
-        string baseType = string.Join(" ", words);
+        string baseType = BaseType(cType, out int depth);
 
         if (Scalars.TryGetValue(baseType, out string? scalar) || _enums.TryGetValue(baseType, out scalar))
         {
@@ -81,6 +75,18 @@ sealed class TypeMapper
             };
         }
         throw Unknown(cType, where);
+    }
+
+    /// <summary>"const kn_buffer *" -> "kn_buffer" with <paramref name="depth"/> 1: the type without qualifiers, and how many pointers lead to it.</summary>
+    public static string BaseType(string cType, out int depth)
+    {
+        depth = cType.Count(ch => ch == '*');
+        // const changes nothing for interop (the callee promises not to write); restrict neither.
+        string[] words = cType.Replace("*", " ", StringComparison.Ordinal)
+            .Split(' ', StringSplitOptions.RemoveEmptyEntries)
+            .Where(w => w is not ("const" or "restrict" or "__restrict"))
+            .ToArray();
+        return string.Join(" ", words);
     }
 
     static GeneratorException Unknown(string cType, string where) =>

@@ -213,7 +213,7 @@ public sealed partial class Tensor
     {
         var (outer, reduce, inner, _) = AxisGeometry(axis);
         if (outer * inner == 0) return Array.Empty<long>();
-        using var indices = DeviceBuffer.Allocate(Device, 8 * outer * inner);
+        using var indices = DeviceBuffer.Allocate(Device, sizeof(long) * outer * inner);
         Ops.ArgReduce(ArgReduceOp.Argmax, Buffer, indices, outer, reduce, inner);
         return indices.ToInt64Array();
     }

@@ -59,19 +59,44 @@ public static class Losses
     /// Sparse categorical cross-entropy of logits [N, C] against class indices in [0, C): one fused
     /// log-softmax + negative-log-likelihood kernel per direction, stable for large logits.
     /// </summary>
-    public static Tensor SparseCategoricalCrossEntropy(Tensor logits, ReadOnlySpan<long> labels)
+    public static Tensor SparseCategoricalCrossEntropy(Tensor logits, ReadOnlySpan<long> labels) =>
+        SparseCategoricalCrossEntropy(logits, labels, nameof(labels));
+
+    /// <summary>
+    /// Sparse categorical cross-entropy against a target tensor of class indices, one per row, stored
+    /// as float32 as datasets yield them (<see cref="Dataset.Get"/>): so it serves as a
+    /// <see cref="LossFunction"/> directly. A value that is not a whole number in [0, C) is refused
+    /// with its index, never truncated.
+    /// </summary>
+    public static Tensor SparseCategoricalCrossEntropy(Tensor logits, Tensor target)
+    {
+        ArgumentNullException.ThrowIfNull(target);
+        float[] values = target.ToArray();
+        var labels = new long[values.Length];
+        for (int i = 0; i < values.Length; i++)
+        {
+            float v = values[i];
+            // NaN fails the comparison; the upper bound C is checked with the logits, below.
+            if (!(v == MathF.Floor(v)) || v < 0 || v > long.MaxValue)
+                throw new ArgumentOutOfRangeException(nameof(target), $"target {v} at index {i} is not a class index (a whole number >= 0)");
+            labels[i] = (long)v;
+        }
+        return SparseCategoricalCrossEntropy(logits, labels, nameof(target));
+    }
+
+    private static Tensor SparseCategoricalCrossEntropy(Tensor logits, ReadOnlySpan<long> labels, string labelsName)
     {
         ArgumentNullException.ThrowIfNull(logits);
         if (logits.Rank != 2) throw new ShapeMismatchException($"SparseCategoricalCrossEntropy expects logits [N, C]; got {Tensor.FormatShape(logits.ShapeArray)}");
         long rows = logits.ShapeArray[0], cols = logits.ShapeArray[1];
         if (labels.Length != rows)
             throw new ShapeMismatchException($"SparseCategoricalCrossEntropy: {labels.Length} labels for {rows} rows of logits {Tensor.FormatShape(logits.ShapeArray)}");
-        if (rows == 0) throw new ArgumentException("SparseCategoricalCrossEntropy of an empty batch has no mean", nameof(labels));
+        if (rows == 0) throw new ArgumentException("SparseCategoricalCrossEntropy of an empty batch has no mean", labelsName);
         for (int i = 0; i < labels.Length; i++)
             if (labels[i] < 0 || labels[i] >= cols)
-                throw new ArgumentOutOfRangeException(nameof(labels), $"label {labels[i]} at index {i} is outside [0, {cols}) for logits {Tensor.FormatShape(logits.ShapeArray)}");
+                throw new ArgumentOutOfRangeException(labelsName, $"label {labels[i]} at index {i} is outside [0, {cols}) for logits {Tensor.FormatShape(logits.ShapeArray)}");
 
-        var labelBuffer = DeviceBuffer.Allocate(logits.Device, 8 * rows);
+        var labelBuffer = DeviceBuffer.Allocate(logits.Device, sizeof(long) * rows);
         labelBuffer.Write(labels);
         var losses = Tensor.Empty(new[] { rows }, logits.Device);
         Ops.CrossEntropy(logits.Buffer, labelBuffer, losses.Buffer, rows, cols);
