@@ -27,17 +27,18 @@ using kn::cat;
 using kn::Device;
 using kn::Error;
 using kn::fail;
+using kn::api::add;
 using kn::api::Buffer;
 using kn::api::buffers;
 using kn::api::Call;
 using kn::api::check_enum;
 using kn::api::check_non_negative;
 using kn::api::checked_buffer;
-using kn::api::add;
 using kn::api::kInt32;
 using kn::api::kInt64;
 using kn::api::mul;
 using kn::api::Operand;
+using kn::api::optional;
 
 namespace {
 
@@ -656,8 +657,8 @@ KN_API kn_status kn_binary_backward_f32(kn_binary_op op, const kn_buffer* a, con
         const Operand& A = call.in("a", a, na, a_shape);
         const Operand& B = call.in("b", b, nb, b_shape);
         const Operand& DC = call.in("dc", dc, nc, c_shape);
-        const Operand& DA = call.optional_out("da", da, nc, broadcast_shape);
-        const Operand& DB = call.optional_out("db", db, nc, broadcast_shape);
+        const Operand& DA = call.out("da", optional(da), nc, broadcast_shape);
+        const Operand& DB = call.out("db", optional(db), nc, broadcast_shape);
         call.check();
         if (nc == 0 || (!da && !db)) return;
         call.run([&](Device& d) {
@@ -864,7 +865,7 @@ KN_API kn_status kn_sgd_step_f32(kn_buffer* param, const kn_buffer* grad, kn_buf
         if (nesterov && (momentum == 0.0f || dampening != 0.0f))
             call.fail(KN_ERROR_INVALID_ARGUMENT, "Nesterov momentum needs momentum > 0 and dampening = 0");
         call.non_negative({{"n", n}});
-        const Operand& V = call.optional_out("velocity", momentum != 0.0f ? velocity : nullptr, n, count);
+        const Operand& V = call.out("velocity", optional(momentum != 0.0f ? velocity : nullptr), n, count);
         call.all_distinct();
         call.check();
         if (n == 0) return;
@@ -919,7 +920,7 @@ KN_API kn_status kn_rmsprop_step_f32(kn_buffer* param, const kn_buffer* grad, kn
         if (momentum != 0.0f && !velocity)
             call.fail(KN_ERROR_INVALID_ARGUMENT, "momentum = ", momentum, " needs a velocity buffer");
         call.non_negative({{"n", n}});
-        const Operand& V = call.optional_out("velocity", momentum != 0.0f ? velocity : nullptr, n, count);
+        const Operand& V = call.out("velocity", optional(momentum != 0.0f ? velocity : nullptr), n, count);
         call.all_distinct();
         call.check();
         if (n == 0) return;
@@ -1046,7 +1047,7 @@ KN_API kn_status kn_conv2d_f32(const kn_buffer* x, const kn_buffer* w, const kn_
         const Operand& X = call.in("x", x, n.x, shapes);
         const Operand& W = call.in("w", w, n.w, shapes);
         const Operand& Y = call.out("y", y, n.y, shapes);
-        const Operand& Bias = call.optional_in("bias", bias, out_channels, shapes);
+        const Operand& Bias = call.in("bias", optional(bias), out_channels, shapes);
         call.check();
         if (batch == 0) return;
         call.run([&](Device& d) { d.conv2d_f32({g, X.memory(), W.memory(), Bias.memory(), Y.memory()}); });
@@ -1078,7 +1079,7 @@ KN_API kn_status kn_conv2d_backward_weights_f32(const kn_buffer* x, const kn_buf
         const Operand& X = call.in("x", x, n.x, shapes);
         const Operand& DY = call.in("dy", dy, n.y, shapes);
         const Operand& DW = call.out("dw", dw, n.w, shapes);
-        const Operand& DBias = call.optional_out("dbias", dbias, out_channels, shapes);
+        const Operand& DBias = call.out("dbias", optional(dbias), out_channels, shapes);
         call.check();
         call.run([&](Device& d) {
             if (batch == 0) {  // an empty batch contributes nothing: the gradients are zero
@@ -1161,7 +1162,7 @@ kn_status pool_call(const kn_pool_op& op, const kn_buffer* in, kn_buffer* out, c
         const Operand& O = call.out(backward ? "dx" : "y", out, backward ? x_n : y_n, shapes);
         if (backward && op == KN_POOL_MAX && !indices)
             call.fail(KN_ERROR_INVALID_ARGUMENT, "max pooling's backward needs the indices its forward call wrote");
-        const Operand& Idx = call.optional_out("indices", op == KN_POOL_MAX ? indices : nullptr, y_n, shapes, kInt32);
+        const Operand& Idx = call.out("indices", optional(op == KN_POOL_MAX ? indices : nullptr), y_n, shapes, kInt32);
         call.check();
         if (batch == 0) return;
         call.run([&](Device& d) {
@@ -1231,10 +1232,10 @@ KN_API kn_status kn_batch_norm_f32(const kn_buffer* x, kn_buffer* y, const kn_bu
         const Operand& Y = call.out("y", y, n, shapes);
         const Operand& Gamma = call.in("gamma", gamma, channels, shapes);
         const Operand& Beta = call.in("beta", beta, channels, shapes);
-        const Operand& RunningMean = call.optional_out("running_mean", running_mean, channels, shapes);
-        const Operand& RunningVar = call.optional_out("running_var", running_var, channels, shapes);
-        const Operand& SaveMean = call.optional_out("save_mean", save_mean, channels, shapes);
-        const Operand& SaveInvstd = call.optional_out("save_invstd", save_invstd, channels, shapes);
+        const Operand& RunningMean = call.out("running_mean", optional(running_mean), channels, shapes);
+        const Operand& RunningVar = call.out("running_var", optional(running_var), channels, shapes);
+        const Operand& SaveMean = call.out("save_mean", optional(save_mean), channels, shapes);
+        const Operand& SaveInvstd = call.out("save_invstd", optional(save_invstd), channels, shapes);
         call.check();
         if (n == 0) return;
         call.run([&](Device& d) {
@@ -1257,7 +1258,7 @@ KN_API kn_status kn_batch_norm_backward_f32(const kn_buffer* x, const kn_buffer*
         auto shapes = [&] { return cat("[batch, channels, spatial] = [", batch, ", ", channels, ", ", spatial, "]"); };
         const Operand& X = call.in("x", x, n, shapes);
         const Operand& DY = call.in("dy", dy, n, shapes);
-        const Operand& DX = call.optional_out("dx", dx, n, shapes);
+        const Operand& DX = call.out("dx", optional(dx), n, shapes);
         const Operand& Gamma = call.in("gamma", gamma, channels, shapes);
         const Operand& SaveMean = call.in("save_mean", save_mean, channels, shapes);
         const Operand& SaveInvstd = call.in("save_invstd", save_invstd, channels, shapes);

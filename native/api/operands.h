@@ -8,7 +8,7 @@
 //     int64_t n = call.mul(rows, cols);
 //     auto shape = [&] { return cat("[rows, cols] = [", rows, ", ", cols, "]"); };
 //     const Operand& X = call.in("x", x, n, shape);            // float32 unless an Item says otherwise
-//     const Operand& Y = call.out("y", y, n, shape);
+//     const Operand& Y = call.out("y", y, n, shape);           // optional(y) would let y be NULL
 //     call.check();                                            // one device, and every size
 //     if (n == 0) return;                                      // empty work: validated, nothing to run
 //     call.run([&](Device& d) { d.softmax_f32({X.memory(), Y.memory(), rows, cols, log != 0}); });
@@ -86,13 +86,25 @@ struct Item {
 };
 inline constexpr Item kFloat32{4, "float32"}, kInt64{8, "int64"}, kInt32{4, "int32"};
 
+// A buffer argument as the caller passed it: required (NULL is an error) unless wrapped in optional().
+struct Handle {
+    Handle(const kn_buffer* b) : handle(b) {}  // implicit on purpose: call.in("x", x, ...)
+    const kn_buffer* handle;
+    bool required = true;
+};
+
+// A buffer argument that may be NULL, meaning absent: not checked, its memory() null.
+inline Handle optional(const kn_buffer* b) {
+    Handle h(b);
+    h.required = false;
+    return h;
+}
+
 // One buffer argument of a call, as declared.
 class Operand {
 public:
     // The device memory to hand to the kernel; null for an absent optional operand.
     void* memory() const { return buffer_ ? buffer_->memory : nullptr; }
-    bool present() const { return buffer_ != nullptr; }
-    const kn_buffer* handle() const { return handle_; }
 
 private:
     friend class Call;
@@ -129,21 +141,12 @@ public:
 
     // ---- Operands (step 2): `elements` items of `item` each; in and out differ only for the reader ----
     template <typename Why>
-    const Operand& in(const char* name, const kn_buffer* b, int64_t elements, Why& why, Item item = kFloat32) {
-        return declare(name, b, true, elements, why, item);
+    const Operand& in(const char* name, Handle b, int64_t elements, Why& why, Item item = kFloat32) {
+        return declare(name, b, elements, why, item);
     }
     template <typename Why>
-    const Operand& out(const char* name, const kn_buffer* b, int64_t elements, Why& why, Item item = kFloat32) {
-        return declare(name, b, true, elements, why, item);
-    }
-    // NULL means absent: not checked, memory() null.
-    template <typename Why>
-    const Operand& optional_in(const char* name, const kn_buffer* b, int64_t elements, Why& why, Item item = kFloat32) {
-        return declare(name, b, false, elements, why, item);
-    }
-    template <typename Why>
-    const Operand& optional_out(const char* name, const kn_buffer* b, int64_t elements, Why& why, Item item = kFloat32) {
-        return declare(name, b, false, elements, why, item);
+    const Operand& out(const char* name, Handle b, int64_t elements, Why& why, Item item = kFloat32) {
+        return declare(name, b, elements, why, item);
     }
 
     // No two present operands are the same buffer (for updates that read and write several in place).
@@ -193,12 +196,12 @@ private:
     static constexpr int kMaxOperands = 8;  // batch normalization takes the most
 
     template <typename Why>
-    const Operand& declare(const char* name, const kn_buffer* b, bool required, int64_t elements, Why& why, Item item) {
+    const Operand& declare(const char* name, Handle b, int64_t elements, Why& why, Item item) {
         if (count_ == kMaxOperands) fail(KN_ERROR_INTERNAL, "more than ", kMaxOperands, " buffer operands");
         Operand& o = operands_[count_++];
         o.name_ = name;
-        o.handle_ = b;
-        o.buffer_ = b || required ? &checked_buffer(b, fn, name) : nullptr;
+        o.handle_ = b.handle;
+        o.buffer_ = b.handle || b.required ? &checked_buffer(b.handle, fn, name) : nullptr;
         o.elements_ = elements;
         o.item_ = item;
         o.why_ = &why;
