@@ -107,14 +107,15 @@ public:
     void* memory() const { return buffer_ ? buffer_->memory : nullptr; }
 
 private:
+    // No initialisers: a Call's array of them stays untouched until declare() fills one (the hot path).
     friend class Call;
-    const char* name_ = nullptr;
-    const kn_buffer* handle_ = nullptr;
-    Buffer* buffer_ = nullptr;  // null when absent
-    int64_t elements_ = 0;
-    Item item_ = kFloat32;
-    const void* why_ = nullptr;                        // the description callable ...
-    std::string (*describe_)(const void*) = nullptr;   // ... and how to call it
+    const char* name_;
+    const kn_buffer* handle_;
+    Buffer* buffer_;  // null when absent
+    int64_t elements_;
+    Item item_;
+    const void* why_;                        // the description callable ...
+    std::string (*describe_)(const void*);   // ... and how to call it
 };
 
 // The checks and the dispatch of one call of a kernel export; see the top of this file.
