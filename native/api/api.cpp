@@ -143,6 +143,15 @@ void check_out(T* out, const char* fn, const char* name) {
     if (!out) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": output pointer '", name, "' is NULL");
 }
 
+// One property of a device into *out: the output pointer is checked first, then the device handle.
+template <typename T, typename Read>
+kn_status device_property(const char* fn, const kn_device* device, T* out, const char* out_name, Read read) {
+    return guarded([&] {
+        check_out(out, fn, out_name);
+        *out = read(checked_device(device, fn));
+    });
+}
+
 std::string shape_string(const int64_t* dims, int32_t rank) {
     std::string s = "[";
     for (int32_t i = 0; i < rank; ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
@@ -304,31 +313,21 @@ KN_API kn_status kn_device_find(const char* name, kn_device** device) {
 }
 
 KN_API kn_status kn_device_name(const kn_device* device, const char** name) {
-    return guarded([&] {
-        check_out(name, "kn_device_name", "name");
-        *name = checked_device(device, "kn_device_name").name.c_str();
-    });
+    return device_property("kn_device_name", device, name, "name", [](const Device& d) { return d.name.c_str(); });
 }
 
 KN_API kn_status kn_device_description(const kn_device* device, const char** description) {
-    return guarded([&] {
-        check_out(description, "kn_device_description", "description");
-        *description = checked_device(device, "kn_device_description").description.c_str();
-    });
+    return device_property("kn_device_description", device, description, "description",
+                           [](const Device& d) { return d.description.c_str(); });
 }
 
 KN_API kn_status kn_device_kind_of(const kn_device* device, kn_device_kind* kind) {
-    return guarded([&] {
-        check_out(kind, "kn_device_kind_of", "kind");
-        *kind = checked_device(device, "kn_device_kind_of").kind;
-    });
+    return device_property("kn_device_kind_of", device, kind, "kind", [](const Device& d) { return d.kind; });
 }
 
 KN_API kn_status kn_device_memory(const kn_device* device, int64_t* total_bytes) {
-    return guarded([&] {
-        check_out(total_bytes, "kn_device_memory", "total_bytes");
-        *total_bytes = checked_device(device, "kn_device_memory").total_memory;
-    });
+    return device_property("kn_device_memory", device, total_bytes, "total_bytes",
+                           [](const Device& d) { return d.total_memory; });
 }
 
 KN_API kn_status kn_device_capability(const kn_device* device, int32_t* major, int32_t* minor) {
