@@ -13,12 +13,15 @@
 //     if (n == 0) return;                                      // empty work: validated, nothing to run
 //     call.run([&](Device& d) { d.softmax_f32({X.memory(), Y.memory(), rows, cols, log != 0}); });
 //
-// The first thing wrong is the one reported, in the same order for every export:
-//   1. the scalar arguments (enums, sizes, geometry), each export's own checks before its operands;
+// The first thing wrong is the one reported, in this order:
+//   1. the scalar arguments (enums, sizes and their products, geometry): the export's own checks,
+//      written before its operands (the optimizer updates keep checking param and grad before their
+//      rates, as they always did);
 //   2. each handle as it is declared, in declaration order: NULL, or not live (freed or forged);
 //      then the export's rules on aliasing (the handles alone decide those);
 //   3. check(): all present operands on one device (reported against the first declared), then each
 //      operand holds what its shape needs, in declaration order.
+// So a NULL or stale handle is reported before any size, and two devices before a size.
 // A shape description (`why`) is a callable kept by reference and run only when a size check fails:
 // a successful call (thousands per training step) builds no strings and allocates nothing. Pass a
 // named lambda that lives as long as the Call (a temporary would not compile: it binds to `Why&`).
