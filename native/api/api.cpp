@@ -841,8 +841,10 @@ KN_API kn_status kn_clamp_f32(const kn_buffer* x, kn_buffer* y, int64_t n, float
 }  // extern "C"
 
 namespace {
-void check_rate(float v, const char* fn, const char* name) {
-    if (!(v >= 0.0f)) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": ", name, " = ", v, " must be >= 0");
+// Learning rates, eps, decay and momentum factors: each >= 0 (NaN is refused too).
+void check_rates(const char* fn, std::initializer_list<std::pair<const char*, float>> rates) {
+    for (const auto& [name, v] : rates)
+        if (!(v >= 0.0f)) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": ", name, " = ", v, " must be >= 0");
 }
 }  // namespace
 
@@ -856,9 +858,7 @@ KN_API kn_status kn_sgd_step_f32(kn_buffer* param, const kn_buffer* grad, kn_buf
         auto count = [&] { return cat("n = ", n); };
         const Operand& P = call.out("param", param, n, count);
         const Operand& G = call.in("grad", grad, n, count);
-        check_rate(lr, call.fn, "lr");
-        check_rate(momentum, call.fn, "momentum");
-        check_rate(weight_decay, call.fn, "weight_decay");
+        check_rates(call.fn, {{"lr", lr}, {"momentum", momentum}, {"weight_decay", weight_decay}});
         if (momentum != 0.0f && !velocity)
             call.fail(KN_ERROR_INVALID_ARGUMENT, "momentum = ", momentum, " needs a velocity buffer");
         if (nesterov && (momentum == 0.0f || dampening != 0.0f))
@@ -885,9 +885,7 @@ KN_API kn_status kn_adam_step_f32(kn_buffer* param, const kn_buffer* grad, kn_bu
         const Operand& G = call.in("grad", grad, n, count);
         const Operand& M = call.out("m", m, n, count);
         const Operand& V = call.out("v", v, n, count);
-        check_rate(lr, call.fn, "lr");
-        check_rate(eps, call.fn, "eps");
-        check_rate(weight_decay, call.fn, "weight_decay");
+        check_rates(call.fn, {{"lr", lr}, {"eps", eps}, {"weight_decay", weight_decay}});
         if (!(beta1 >= 0.0f && beta1 < 1.0f)) call.fail(KN_ERROR_INVALID_ARGUMENT, "beta1 = ", beta1, " is outside [0, 1)");
         if (!(beta2 >= 0.0f && beta2 < 1.0f)) call.fail(KN_ERROR_INVALID_ARGUMENT, "beta2 = ", beta2, " is outside [0, 1)");
         if (step < 1) call.fail(KN_ERROR_INVALID_ARGUMENT, "step = ", step, " must be >= 1 (the first update is step 1)");
@@ -911,10 +909,7 @@ KN_API kn_status kn_rmsprop_step_f32(kn_buffer* param, const kn_buffer* grad, kn
         const Operand& P = call.out("param", param, n, count);
         const Operand& G = call.in("grad", grad, n, count);
         const Operand& S = call.out("square_avg", square_avg, n, count);
-        check_rate(lr, call.fn, "lr");
-        check_rate(eps, call.fn, "eps");
-        check_rate(weight_decay, call.fn, "weight_decay");
-        check_rate(momentum, call.fn, "momentum");
+        check_rates(call.fn, {{"lr", lr}, {"eps", eps}, {"weight_decay", weight_decay}, {"momentum", momentum}});
         if (!(alpha >= 0.0f && alpha <= 1.0f)) call.fail(KN_ERROR_INVALID_ARGUMENT, "alpha = ", alpha, " is outside [0, 1]");
         if (momentum != 0.0f && !velocity)
             call.fail(KN_ERROR_INVALID_ARGUMENT, "momentum = ", momentum, " needs a velocity buffer");
@@ -937,9 +932,7 @@ KN_API kn_status kn_adagrad_step_f32(kn_buffer* param, const kn_buffer* grad, kn
         const Operand& P = call.out("param", param, n, count);
         const Operand& G = call.in("grad", grad, n, count);
         const Operand& S = call.out("sum", sum, n, count);
-        check_rate(lr, call.fn, "lr");
-        check_rate(eps, call.fn, "eps");
-        check_rate(weight_decay, call.fn, "weight_decay");
+        check_rates(call.fn, {{"lr", lr}, {"eps", eps}, {"weight_decay", weight_decay}});
         call.non_negative({{"n", n}});
         call.all_distinct();
         call.check();
