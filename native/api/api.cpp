@@ -1,20 +1,23 @@
 // api.cpp: the C API of kernels.h. Every export does the same three things:
-//   1. validate its arguments once, with messages that name the function, the operand and the sizes;
+//   1. validate its arguments once, with messages that name the function, the operand and the sizes
+//      (a kernel export declares its buffers to a Call, operands.h, which checks them in one order);
 //   2. lock the device and hand a normalised argument record (backend.h) to the device's backend;
 //   3. turn any exception into a status plus a thread-local message (kn_last_error), so nothing
 //      ever escapes the C boundary and the process stays usable after bad input.
 #include "kernels.h"
 
 #include "backend.h"
+#include "buffer_table.h"
 #include "caching_allocator.h"
 #include "error.h"
+#include "operands.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <new>
 #include <string>
@@ -24,108 +27,22 @@ using kn::cat;
 using kn::Device;
 using kn::Error;
 using kn::fail;
+using kn::api::add;
+using kn::api::Buffer;
+using kn::api::buffers;
+using kn::api::Call;
+using kn::api::check_enum;
+using kn::api::check_non_negative;
+using kn::api::checked_buffer;
+using kn::api::kInt32;
+using kn::api::kInt64;
+using kn::api::mul;
+using kn::api::Operand;
+using kn::api::optional;
 
-// A buffer. Callers never see its address: a kn_buffer* handle is a never-reused id (see BufferTable),
-// so a stale handle (freed, even after its memory went to a new buffer) or a forged one is refused
-// instead of being read through. kn_buffer itself stays an incomplete type here on purpose: nothing
-// can dereference a handle without going through the table.
-struct Buffer {
-    Device* device;
-    void* memory;   // null when bytes == 0
-    int64_t bytes;
-    int64_t capacity;  // the block's size class (caching_allocator.h), >= bytes
-};
 namespace {
 
 thread_local std::string last_error;
-
-// Live buffers by handle. A handle encodes a slot of this table and the slot's generation:
-//     handle = generation << 36 | slot << 8 | kHandleTag
-// Freeing bumps the slot's generation, so the old handle never matches again even when the slot and
-// the memory go to the next buffer: freeing A, creating B and freeing A again finds no A and leaves B
-// alone. Slots live in chunks that are never freed or moved, so a lookup reads them without a lock
-// (two acquire loads; a training step makes thousands of calls with several buffers each). The tag
-// in the low bits keeps small integers and real (aligned) pointers from ever matching a handle.
-// Creating and freeing take a mutex for the free list. A generation wraps after 2^28 reuses of one
-// slot; a handle kept that long could then match again.
-class BufferTable {
-public:
-    kn_buffer* add(Buffer* b) {
-        std::lock_guard<std::mutex> lock(mutex_);
-        uint32_t slot;
-        if (!free_slots_.empty()) {
-            slot = free_slots_.back();
-            free_slots_.pop_back();
-        } else {
-            if (next_slot_ == kChunkSlots * kChunks)
-                kn::fail(KN_ERROR_OUT_OF_MEMORY, "kn_buffer_create: ", next_slot_, " buffers are live, the most handles this library has");
-            slot = next_slot_;
-            auto& chunk = chunks_[slot / kChunkSlots];
-            if (!chunk.load(std::memory_order_relaxed)) chunk.store(new Slot[kChunkSlots], std::memory_order_release);
-            ++next_slot_;
-        }
-        Slot& s = at(slot);
-        s.buffer.store(b, std::memory_order_relaxed);
-        uint32_t generation = s.generation.load(std::memory_order_relaxed);
-        s.live.store(true, std::memory_order_release);
-        return reinterpret_cast<kn_buffer*>(static_cast<uintptr_t>(
-            uint64_t{generation} << 36 | uint64_t{slot} << 8 | kHandleTag));
-    }
-    Buffer* find(const kn_buffer* handle) const {
-        const Slot* s = slot_of(handle);
-        return s ? s->buffer.load(std::memory_order_relaxed) : nullptr;
-    }
-    // Removes and returns the buffer (nullptr when the handle is not live): exactly one of two racing
-    // frees of one handle gets it.
-    Buffer* remove(const kn_buffer* handle) {
-        std::lock_guard<std::mutex> lock(mutex_);
-        Slot* s = const_cast<Slot*>(slot_of(handle));
-        if (!s) return nullptr;
-        Buffer* b = s->buffer.load(std::memory_order_relaxed);
-        s->live.store(false, std::memory_order_relaxed);
-        s->generation.store((s->generation.load(std::memory_order_relaxed) + 1) & kGenerationMask, std::memory_order_release);
-        free_slots_.push_back(static_cast<uint32_t>((key(handle) >> 8) & kSlotMask));
-        return b;
-    }
-
-private:
-    static_assert(sizeof(uintptr_t) == 8, "buffer handles are 64-bit");
-    static constexpr uint64_t kHandleTag = 0x4b;  // 'K'
-    static constexpr uint64_t kSlotMask = (uint64_t{1} << 28) - 1, kGenerationMask = (uint64_t{1} << 28) - 1;
-    static constexpr uint32_t kChunkSlots = 4096, kChunks = 65536;  // up to 2^28 live buffers
-    struct Slot {
-        std::atomic<uint32_t> generation{0};
-        std::atomic<bool> live{false};
-        std::atomic<Buffer*> buffer{nullptr};
-    };
-    static uint64_t key(const kn_buffer* handle) { return static_cast<uint64_t>(reinterpret_cast<uintptr_t>(handle)); }
-    Slot& at(uint32_t slot) const {
-        return chunks_[slot / kChunkSlots].load(std::memory_order_acquire)[slot % kChunkSlots];
-    }
-    // The slot a handle names, if the handle is well formed, the slot exists, is live, and is still in
-    // the handle's generation; otherwise nullptr. Reads only memory this table owns.
-    const Slot* slot_of(const kn_buffer* handle) const {
-        uint64_t k = key(handle);
-        if ((k & 0xff) != kHandleTag) return nullptr;
-        uint64_t slot = (k >> 8) & kSlotMask, generation = k >> 36;
-        if (generation > kGenerationMask) return nullptr;
-        const Slot* chunk = chunks_[slot / kChunkSlots].load(std::memory_order_acquire);
-        if (!chunk) return nullptr;
-        const Slot& s = chunk[slot % kChunkSlots];
-        if (s.generation.load(std::memory_order_acquire) != generation || !s.live.load(std::memory_order_acquire))
-            return nullptr;
-        return &s;
-    }
-    std::mutex mutex_;
-    std::vector<uint32_t> free_slots_;
-    uint32_t next_slot_ = 0;
-    std::atomic<Slot*> chunks_[kChunks] = {};
-};
-
-BufferTable& buffers() {
-    static BufferTable* table = new BufferTable();  // never destroyed, like the registry
-    return *table;
-}
 
 // ---- Device registry --------------------------------------------------------------------------
 
@@ -226,84 +143,13 @@ void check_out(T* out, const char* fn, const char* name) {
     if (!out) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": output pointer '", name, "' is NULL");
 }
 
-[[noreturn]] void fail_not_live(const char* fn, const char* name) {
-    fail(KN_ERROR_INVALID_ARGUMENT, fn, ": buffer '", name,
-         "' is not a live buffer (already freed, or not created by kn_buffer_create)");
-}
-
-Buffer& checked_buffer(const kn_buffer* b, const char* fn, const char* name) {
-    if (!b) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": buffer '", name, "' is NULL");
-    Buffer* found = buffers().find(b);
-    if (!found) fail_not_live(fn, name);
-    return *found;
-}
-
-// The memory of an optional buffer already checked by checked_buffer (null for a NULL handle).
-void* memory_of(const kn_buffer* b) {
-    if (!b) return nullptr;
-    Buffer* found = buffers().find(b);
-    if (!found) fail(KN_ERROR_INVALID_ARGUMENT, "a buffer was freed while a call was using it");
-    return found->memory;
-}
-
-void check_non_negative(int64_t v, const char* fn, const char* name) {
-    if (v < 0) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": ", name, " = ", v, " is negative");
-}
-
-// Size arithmetic on already-checked non-negative values, refusing results past int64.
-int64_t mul(int64_t a, int64_t b, const char* fn) {
-    if (a != 0 && b > std::numeric_limits<int64_t>::max() / a)
-        fail(KN_ERROR_INVALID_ARGUMENT, fn, ": sizes overflow int64 (", a, " * ", b, ")");
-    return a * b;
-}
-
-int64_t add(int64_t a, int64_t b, const char* fn) {
-    if (b > std::numeric_limits<int64_t>::max() - a)
-        fail(KN_ERROR_INVALID_ARGUMENT, fn, ": sizes overflow int64 (", a, " + ", b, ")");
-    return a + b;
-}
-
-// The buffer must hold `elements` items of `item_bytes`; says what the shape needed otherwise.
-// `why` is a callable returning that description, run only on failure: successful calls (the
-// hot path, thousands per training step) build no strings.
-template <typename Why>
-void check_holds(const Buffer& b, int64_t elements, int64_t item_bytes, const char* fn,
-                 const char* name, Why&& why, const char* item_type = nullptr) {
-    int64_t need = mul(elements, item_bytes, fn);
-    if (b.bytes < need)
-        fail(KN_ERROR_SHAPE_MISMATCH, fn, ": buffer '", name, "' holds ", b.bytes / item_bytes, " ",
-             item_type ? item_type : item_bytes == 4 ? "float32" : "int64", " elements (", b.bytes,
-             " bytes) but ", why(), " needs ", elements);
-}
-
-// All named buffers on one device; returns it.
-Device& same_device(const char* fn, std::initializer_list<std::pair<const char*, const kn_buffer*>> buffers) {
-    Device* first = nullptr;
-    const char* first_name = nullptr;
-    for (const auto& [name, handle] : buffers) {
-        if (!handle) continue;
-        Device* device = checked_buffer(handle, fn, name).device;
-        if (!first) {
-            first = device;
-            first_name = name;
-        } else if (device != first) {
-            fail(KN_ERROR_DEVICE_MISMATCH, fn, ": '", first_name, "' is on ", first->name, " but '", name,
-                 "' is on ", device->name, "; move them to one device first");
-        }
-    }
-    return *first;
-}
-
-// An enum argument arrives as whatever int the caller passed. Loading an enum object whose value is
-// outside the enum's range is undefined behaviour in C++ (UBSan's -fsanitize=enum reports it), so the
-// value is taken by reference and its bytes read as the int they are before any enum-typed use. (A
-// KN_..._COUNT sentinel would not help: 999 is still outside the range of 0..20.)
-template <typename Enum>
-void check_enum(const Enum& v, int32_t last, const char* fn, const char* name) {
-    static_assert(sizeof(Enum) == sizeof(int32_t), "kernels.h enums are int-sized");
-    int32_t i;
-    std::memcpy(&i, &v, sizeof i);
-    if (i < 0 || i > last) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": ", name, " = ", i, " is not a valid value");
+// One property of a device into *out: the output pointer is checked first, then the device handle.
+template <typename T, typename Read>
+kn_status device_property(const char* fn, const kn_device* device, T* out, const char* out_name, Read read) {
+    return guarded([&] {
+        check_out(out, fn, out_name);
+        *out = read(checked_device(device, fn));
+    });
 }
 
 std::string shape_string(const int64_t* dims, int32_t rank) {
@@ -467,31 +313,21 @@ KN_API kn_status kn_device_find(const char* name, kn_device** device) {
 }
 
 KN_API kn_status kn_device_name(const kn_device* device, const char** name) {
-    return guarded([&] {
-        check_out(name, "kn_device_name", "name");
-        *name = checked_device(device, "kn_device_name").name.c_str();
-    });
+    return device_property("kn_device_name", device, name, "name", [](const Device& d) { return d.name.c_str(); });
 }
 
 KN_API kn_status kn_device_description(const kn_device* device, const char** description) {
-    return guarded([&] {
-        check_out(description, "kn_device_description", "description");
-        *description = checked_device(device, "kn_device_description").description.c_str();
-    });
+    return device_property("kn_device_description", device, description, "description",
+                           [](const Device& d) { return d.description.c_str(); });
 }
 
 KN_API kn_status kn_device_kind_of(const kn_device* device, kn_device_kind* kind) {
-    return guarded([&] {
-        check_out(kind, "kn_device_kind_of", "kind");
-        *kind = checked_device(device, "kn_device_kind_of").kind;
-    });
+    return device_property("kn_device_kind_of", device, kind, "kind", [](const Device& d) { return d.kind; });
 }
 
 KN_API kn_status kn_device_memory(const kn_device* device, int64_t* total_bytes) {
-    return guarded([&] {
-        check_out(total_bytes, "kn_device_memory", "total_bytes");
-        *total_bytes = checked_device(device, "kn_device_memory").total_memory;
-    });
+    return device_property("kn_device_memory", device, total_bytes, "total_bytes",
+                           [](const Device& d) { return d.total_memory; });
 }
 
 KN_API kn_status kn_device_capability(const kn_device* device, int32_t* major, int32_t* minor) {
@@ -683,21 +519,11 @@ KN_API kn_status kn_gemm_f32(kn_transpose trans_a, kn_transpose trans_b, int64_t
                              const kn_buffer* b, int64_t ldb, int64_t stride_b, float beta, kn_buffer* c,
                              int64_t ldc, int64_t stride_c, int64_t batch_count) {
     return guarded([&] {
-        const char* fn = "gemm";
-        check_enum(trans_a, KN_TRANSPOSE, fn, "trans_a");
-        check_enum(trans_b, KN_TRANSPOSE, fn, "trans_b");
-        check_non_negative(m, fn, "m");
-        check_non_negative(n, fn, "n");
-        check_non_negative(k, fn, "k");
-        check_non_negative(batch_count, fn, "batch_count");
-        check_non_negative(stride_a, fn, "stride_a");
-        check_non_negative(stride_b, fn, "stride_b");
-        check_non_negative(stride_c, fn, "stride_c");
-        const Buffer& A = checked_buffer(a, fn, "a");
-        const Buffer& B = checked_buffer(b, fn, "b");
-        const Buffer& C = checked_buffer(c, fn, "c");
-        Device& dev = same_device(fn, {{"a", a}, {"b", b}, {"c", c}});
-        if (c == a || c == b) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": c must not be the same buffer as a or b");
+        Call call("gemm");
+        call.enumeration(trans_a, KN_TRANSPOSE, "trans_a");
+        call.enumeration(trans_b, KN_TRANSPOSE, "trans_b");
+        call.non_negative({{"m", m}, {"n", n}, {"k", k}, {"batch_count", batch_count}, {"stride_a", stride_a},
+                           {"stride_b", stride_b}, {"stride_c", stride_c}});
 
         // Stored shapes: A is m x k (k x m transposed), B is k x n (n x k transposed).
         bool ta = trans_a == KN_TRANSPOSE, tb = trans_b == KN_TRANSPOSE;
@@ -707,32 +533,37 @@ KN_API kn_status kn_gemm_f32(kn_transpose trans_a, kn_transpose trans_b, int64_t
                             bool transposed) {
             // ld >= the row length, as kernels.h says; an empty row (k = 0) accepts ld = 0.
             if (ld < cols)
-                fail(KN_ERROR_SHAPE_MISMATCH, fn, ": ", ld_name, " = ", ld, " is smaller than the row length ",
-                     cols, " of ", mat, " (stored ", rows, "x", cols, transposed ? ", transposed" : "", ")");
+                call.fail(KN_ERROR_SHAPE_MISMATCH, ld_name, " = ", ld, " is smaller than the row length ", cols, " of ",
+                          mat, " (stored ", rows, "x", cols, transposed ? ", transposed" : "", ")");
         };
         check_ld(lda, a_rows, a_cols, "lda", "A", ta);
         check_ld(ldb, b_rows, b_cols, "ldb", "B", tb);
         check_ld(ldc, m, n, "ldc", "C", false);
-        if (m == 0 || n == 0 || batch_count == 0) return;
 
         // Elements each operand must hold: the last batch's last row ends at
-        // (batch-1)*stride + (rows-1)*ld + cols.
+        // (batch-1)*stride + (rows-1)*ld + cols. An empty product reads and writes nothing.
+        bool empty = m == 0 || n == 0 || batch_count == 0;
         auto extent = [&](int64_t rows, int64_t cols, int64_t ld, int64_t stride) {
-            if (rows == 0 || cols == 0) return int64_t{0};
-            return add(add(mul(batch_count - 1, stride, fn), mul(rows - 1, ld, fn), fn), cols, fn);
+            if (empty || rows == 0 || cols == 0) return int64_t{0};
+            return call.add(call.add(call.mul(batch_count - 1, stride), call.mul(rows - 1, ld)), cols);
         };
         auto dims = [&] { return cat("m=", m, ", n=", n, ", k=", k, ", batch_count=", batch_count); };
-        check_holds(A, extent(a_rows, a_cols, lda, stride_a), 4, fn, "a", [&] { return cat("A (", a_rows, "x", a_cols, ", lda=", lda, ", stride_a=", stride_a, ", ", dims(), ")"); });
-        check_holds(B, extent(b_rows, b_cols, ldb, stride_b), 4, fn, "b", [&] { return cat("B (", b_rows, "x", b_cols, ", ldb=", ldb, ", stride_b=", stride_b, ", ", dims(), ")"); });
-        check_holds(C, extent(m, n, ldc, stride_c), 4, fn, "c", [&] { return cat("C (", m, "x", n, ", ldc=", ldc, ", stride_c=", stride_c, ", ", dims(), ")"); });
+        auto a_shape = [&] { return cat("A (", a_rows, "x", a_cols, ", lda=", lda, ", stride_a=", stride_a, ", ", dims(), ")"); };
+        auto b_shape = [&] { return cat("B (", b_rows, "x", b_cols, ", ldb=", ldb, ", stride_b=", stride_b, ", ", dims(), ")"); };
+        auto c_shape = [&] { return cat("C (", m, "x", n, ", ldc=", ldc, ", stride_c=", stride_c, ", ", dims(), ")"); };
+        const Operand& A = call.in("a", a, extent(a_rows, a_cols, lda, stride_a), a_shape);
+        const Operand& B = call.in("b", b, extent(b_rows, b_cols, ldb, stride_b), b_shape);
+        const Operand& C = call.out("c", c, extent(m, n, ldc, stride_c), c_shape);
+        if (c == a || c == b) call.fail(KN_ERROR_INVALID_ARGUMENT, "c must not be the same buffer as a or b");
+        call.check();
+        if (empty) return;
         if (batch_count > 1 && stride_c < (m - 1) * ldc + n)
-            fail(KN_ERROR_SHAPE_MISMATCH, fn, ": stride_c = ", stride_c, " makes the batches of C overlap (each C is ",
-                 m, "x", n, " with ldc=", ldc, ", spanning ", (m - 1) * ldc + n, " elements)");
-
-        kn::GemmArgs args{ta, tb, m, n, k, alpha, beta, A.memory, lda, stride_a, B.memory, ldb, stride_b,
-                          C.memory, ldc, stride_c, batch_count};
-        std::lock_guard<std::mutex> lock(dev.mutex);
-        dev.gemm_f32(args);
+            call.fail(KN_ERROR_SHAPE_MISMATCH, "stride_c = ", stride_c, " makes the batches of C overlap (each C is ", m,
+                      "x", n, " with ldc=", ldc, ", spanning ", (m - 1) * ldc + n, " elements)");
+        call.run([&](Device& d) {
+            d.gemm_f32({ta, tb, m, n, k, alpha, beta, A.memory(), lda, stride_a, B.memory(), ldb, stride_b, C.memory(),
+                        ldc, stride_c, batch_count});
+        });
     });
 }
 
@@ -740,42 +571,39 @@ KN_API kn_status kn_gemm_f32(kn_transpose trans_a, kn_transpose trans_b, int64_t
 
 KN_API kn_status kn_unary_f32(kn_unary_op op, float alpha, const kn_buffer* x, kn_buffer* y, int64_t n) {
     return guarded([&] {
-        const char* fn = "unary";
-        check_enum(op, KN_UNARY_POW_SCALAR, fn, "op");
-        check_non_negative(n, fn, "n");
-        const Buffer& X = checked_buffer(x, fn, "x");
-        const Buffer& Y = checked_buffer(y, fn, "y");
-        Device& dev = same_device(fn, {{"x", x}, {"y", y}});
-        check_holds(X, n, 4, fn, "x", [&] { return cat("n = ", n); });
-        check_holds(Y, n, 4, fn, "y", [&] { return cat("n = ", n); });
+        Call call("unary");
+        call.enumeration(op, KN_UNARY_POW_SCALAR, "op");
+        call.non_negative({{"n", n}});
+        auto count = [&] { return cat("n = ", n); };
+        const Operand& X = call.in("x", x, n, count);
+        const Operand& Y = call.out("y", y, n, count);
+        call.check();
         if (n == 0) return;
-        std::lock_guard<std::mutex> lock(dev.mutex);
-        dev.unary_f32({op, alpha, X.memory, Y.memory, n});
+        call.run([&](Device& d) { d.unary_f32({op, alpha, X.memory(), Y.memory(), n}); });
     });
 }
 
 KN_API kn_status kn_unary_backward_f32(kn_unary_op op, float alpha, const kn_buffer* x, const kn_buffer* y,
                                        const kn_buffer* dy, kn_buffer* dx, int64_t n) {
     return guarded([&] {
-        const char* fn = "unary_backward";
-        check_enum(op, KN_UNARY_POW_SCALAR, fn, "op");
-        check_non_negative(n, fn, "n");
+        Call call("unary_backward");
+        call.enumeration(op, KN_UNARY_POW_SCALAR, "op");
+        call.non_negative({{"n", n}});
         bool uses_y = kn::unary_backward_uses_output(op);
         const kn_buffer* needed = uses_y ? y : x;
         if (!needed)
-            fail(KN_ERROR_INVALID_ARGUMENT, fn, ": the derivative of this op is computed from ",
-                 uses_y ? "the forward output y" : "the input x", ", which is NULL");
-        const Buffer& N = checked_buffer(needed, fn, uses_y ? "y" : "x");
-        const Buffer& DY = checked_buffer(dy, fn, "dy");
-        const Buffer& DX = checked_buffer(dx, fn, "dx");
-        Device& dev = same_device(fn, {{uses_y ? "y" : "x", needed}, {"dy", dy}, {"dx", dx}});
-        check_holds(N, n, 4, fn, uses_y ? "y" : "x", [&] { return cat("n = ", n); });
-        check_holds(DY, n, 4, fn, "dy", [&] { return cat("n = ", n); });
-        check_holds(DX, n, 4, fn, "dx", [&] { return cat("n = ", n); });
+            call.fail(KN_ERROR_INVALID_ARGUMENT, "the derivative of this op is computed from ",
+                      uses_y ? "the forward output y" : "the input x", ", which is NULL");
+        auto count = [&] { return cat("n = ", n); };
+        const Operand& N = call.in(uses_y ? "y" : "x", needed, n, count);
+        const Operand& DY = call.in("dy", dy, n, count);
+        const Operand& DX = call.out("dx", dx, n, count);
+        call.check();
         if (n == 0) return;
-        std::lock_guard<std::mutex> lock(dev.mutex);
-        dev.unary_backward_f32({op, alpha, uses_y ? nullptr : N.memory, uses_y ? N.memory : nullptr,
-                                DY.memory, DX.memory, n});
+        call.run([&](Device& d) {
+            d.unary_backward_f32({op, alpha, uses_y ? nullptr : N.memory(), uses_y ? N.memory() : nullptr, DY.memory(),
+                                  DX.memory(), n});
+        });
     });
 }
 
@@ -792,22 +620,21 @@ KN_API kn_status kn_binary_f32(kn_binary_op op, const kn_buffer* a, const int64_
                                const kn_buffer* b, const int64_t* b_dims, int32_t b_rank, kn_buffer* c,
                                const int64_t* c_dims, int32_t c_rank) {
     return guarded([&] {
-        const char* fn = "binary";
-        check_enum(op, KN_BINARY_MINIMUM, fn, "op");
-        int64_t na = checked_elements(a_dims, a_rank, fn, "a");
-        int64_t nb = checked_elements(b_dims, b_rank, fn, "b");
-        int64_t nc = checked_elements(c_dims, c_rank, fn, "c");
-        const Buffer& A = checked_buffer(a, fn, "a");
-        const Buffer& B = checked_buffer(b, fn, "b");
-        const Buffer& C = checked_buffer(c, fn, "c");
-        Device& dev = same_device(fn, {{"a", a}, {"b", b}, {"c", c}});
-        kn::BroadcastGeometry g = broadcast(a_dims, a_rank, b_dims, b_rank, c_dims, c_rank, fn);
-        check_holds(A, na, 4, fn, "a", [&] { return "shape " + shape_string(a_dims, a_rank); });
-        check_holds(B, nb, 4, fn, "b", [&] { return "shape " + shape_string(b_dims, b_rank); });
-        check_holds(C, nc, 4, fn, "c", [&] { return "shape " + shape_string(c_dims, c_rank); });
+        Call call("binary");
+        call.enumeration(op, KN_BINARY_MINIMUM, "op");
+        int64_t na = checked_elements(a_dims, a_rank, call.fn, "a");
+        int64_t nb = checked_elements(b_dims, b_rank, call.fn, "b");
+        int64_t nc = checked_elements(c_dims, c_rank, call.fn, "c");
+        kn::BroadcastGeometry g = broadcast(a_dims, a_rank, b_dims, b_rank, c_dims, c_rank, call.fn);
+        auto a_shape = [&] { return "shape " + shape_string(a_dims, a_rank); };
+        auto b_shape = [&] { return "shape " + shape_string(b_dims, b_rank); };
+        auto c_shape = [&] { return "shape " + shape_string(c_dims, c_rank); };
+        const Operand& A = call.in("a", a, na, a_shape);
+        const Operand& B = call.in("b", b, nb, b_shape);
+        const Operand& C = call.out("c", c, nc, c_shape);
+        call.check();
         if (nc == 0) return;
-        std::lock_guard<std::mutex> lock(dev.mutex);
-        dev.binary_f32({op, g, A.memory, B.memory, C.memory});
+        call.run([&](Device& d) { d.binary_f32({op, g, A.memory(), B.memory(), C.memory()}); });
     });
 }
 
@@ -816,92 +643,73 @@ KN_API kn_status kn_binary_backward_f32(kn_binary_op op, const kn_buffer* a, con
                                         int32_t b_rank, const kn_buffer* dc, const int64_t* c_dims,
                                         int32_t c_rank, kn_buffer* da, kn_buffer* db) {
     return guarded([&] {
-        const char* fn = "binary_backward";
-        check_enum(op, KN_BINARY_MINIMUM, fn, "op");
-        int64_t na = checked_elements(a_dims, a_rank, fn, "a");
-        int64_t nb = checked_elements(b_dims, b_rank, fn, "b");
-        int64_t nc = checked_elements(c_dims, c_rank, fn, "dc");
-        const Buffer& A = checked_buffer(a, fn, "a");
-        const Buffer& B = checked_buffer(b, fn, "b");
-        const Buffer& DC = checked_buffer(dc, fn, "dc");
-        if (da) checked_buffer(da, fn, "da");
-        if (db) checked_buffer(db, fn, "db");
-        Device& dev = same_device(fn, {{"a", a}, {"b", b}, {"dc", dc}, {"da", da}, {"db", db}});
-        kn::BroadcastGeometry g = broadcast(a_dims, a_rank, b_dims, b_rank, c_dims, c_rank, fn);
+        Call call("binary_backward");
+        call.enumeration(op, KN_BINARY_MINIMUM, "op");
+        int64_t na = checked_elements(a_dims, a_rank, call.fn, "a");
+        int64_t nb = checked_elements(b_dims, b_rank, call.fn, "b");
+        int64_t nc = checked_elements(c_dims, c_rank, call.fn, "dc");
+        kn::BroadcastGeometry g = broadcast(a_dims, a_rank, b_dims, b_rank, c_dims, c_rank, call.fn);
+        auto a_shape = [&] { return "shape " + shape_string(a_dims, a_rank); };
+        auto b_shape = [&] { return "shape " + shape_string(b_dims, b_rank); };
         auto c_shape = [&] { return "shape " + shape_string(c_dims, c_rank); };
-        check_holds(A, na, 4, fn, "a", [&] { return "shape " + shape_string(a_dims, a_rank); });
-        check_holds(B, nb, 4, fn, "b", [&] { return "shape " + shape_string(b_dims, b_rank); });
-        check_holds(DC, nc, 4, fn, "dc", c_shape);
-        if (da) check_holds(checked_buffer(da, fn, "da"), nc, 4, fn, "da", [&] { return "the broadcast " + c_shape(); });
-        if (db) check_holds(checked_buffer(db, fn, "db"), nc, 4, fn, "db", [&] { return "the broadcast " + c_shape(); });
+        auto broadcast_shape = [&] { return "the broadcast " + c_shape(); };  // da, db: unreduced gradients
+        const Operand& A = call.in("a", a, na, a_shape);
+        const Operand& B = call.in("b", b, nb, b_shape);
+        const Operand& DC = call.in("dc", dc, nc, c_shape);
+        const Operand& DA = call.out("da", optional(da), nc, broadcast_shape);
+        const Operand& DB = call.out("db", optional(db), nc, broadcast_shape);
+        call.check();
         if (nc == 0 || (!da && !db)) return;
-        std::lock_guard<std::mutex> lock(dev.mutex);
-        dev.binary_backward_f32({op, g, A.memory, B.memory, DC.memory, memory_of(da),
-                                 memory_of(db)});
+        call.run([&](Device& d) {
+            d.binary_backward_f32({op, g, A.memory(), B.memory(), DC.memory(), DA.memory(), DB.memory()});
+        });
     });
 }
 
 // ---- Reductions ---------------------------------------------------------------------------------
 
-}  // extern "C"
-
-namespace {
-void check_reduce_shape(int64_t outer, int64_t reduce, int64_t inner, const char* fn) {
-    check_non_negative(outer, fn, "outer");
-    check_non_negative(reduce, fn, "reduce");
-    check_non_negative(inner, fn, "inner");
-}
-}  // namespace
-
-extern "C" {
-
 KN_API kn_status kn_reduce_f32(kn_reduce_op op, const kn_buffer* x, kn_buffer* y, int64_t outer, int64_t reduce,
                                int64_t inner) {
     return guarded([&] {
-        const char* fn = "reduce";
-        check_enum(op, KN_REDUCE_SUM_SQUARES, fn, "op");
-        check_reduce_shape(outer, reduce, inner, fn);
-        const Buffer& X = checked_buffer(x, fn, "x");
-        const Buffer& Y = checked_buffer(y, fn, "y");
-        Device& dev = same_device(fn, {{"x", x}, {"y", y}});
-        if (x == y) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": y must not be the same buffer as x");
-        int64_t out = mul(outer, inner, fn);
+        Call call("reduce");
+        call.enumeration(op, KN_REDUCE_SUM_SQUARES, "op");
+        call.non_negative({{"outer", outer}, {"reduce", reduce}, {"inner", inner}});
+        int64_t out = call.mul(outer, inner);
         auto shape = [&] { return cat("[outer, reduce, inner] = [", outer, ", ", reduce, ", ", inner, "]"); };
-        check_holds(X, mul(out, reduce, fn), 4, fn, "x", shape);
-        check_holds(Y, out, 4, fn, "y", shape);
+        const Operand& X = call.in("x", x, call.mul(out, reduce), shape);
+        const Operand& Y = call.out("y", y, out, shape);
+        if (x == y) call.fail(KN_ERROR_INVALID_ARGUMENT, "y must not be the same buffer as x");
+        call.check();
         if (out == 0) return;
-        std::lock_guard<std::mutex> lock(dev.mutex);
-        if (reduce == 0) {
-            if (op == KN_REDUCE_MAX || op == KN_REDUCE_MIN)
-                fail(KN_ERROR_INVALID_ARGUMENT, fn, ": ", op == KN_REDUCE_MAX ? "max" : "min",
-                     " over zero elements has no value (", shape(), ")");
-            dev.fill_f32(Y.memory, 0, out, op == KN_REDUCE_MEAN ? std::numeric_limits<float>::quiet_NaN() : 0.0f);
-            return;
-        }
-        dev.reduce_f32({op, X.memory, Y.memory, outer, reduce, inner});
+        if (reduce == 0 && (op == KN_REDUCE_MAX || op == KN_REDUCE_MIN))
+            call.fail(KN_ERROR_INVALID_ARGUMENT, op == KN_REDUCE_MAX ? "max" : "min", " over zero elements has no value (",
+                      shape(), ")");
+        call.run([&](Device& d) {
+            if (reduce == 0)  // a sum over nothing is 0, a mean NaN (0 / 0)
+                d.fill_f32(Y.memory(), 0, out, op == KN_REDUCE_MEAN ? std::numeric_limits<float>::quiet_NaN() : 0.0f);
+            else
+                d.reduce_f32({op, X.memory(), Y.memory(), outer, reduce, inner});
+        });
     });
 }
 
 KN_API kn_status kn_argreduce_f32(kn_argreduce_op op, const kn_buffer* x, kn_buffer* indices, int64_t outer,
                                   int64_t reduce, int64_t inner) {
     return guarded([&] {
-        const char* fn = "argreduce";
-        check_enum(op, KN_ARGMIN, fn, "op");
-        check_reduce_shape(outer, reduce, inner, fn);
-        const Buffer& X = checked_buffer(x, fn, "x");
-        const Buffer& I = checked_buffer(indices, fn, "indices");
-        Device& dev = same_device(fn, {{"x", x}, {"indices", indices}});
-        if (x == indices) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": indices must not be the same buffer as x");
-        int64_t out = mul(outer, inner, fn);
+        Call call("argreduce");
+        call.enumeration(op, KN_ARGMIN, "op");
+        call.non_negative({{"outer", outer}, {"reduce", reduce}, {"inner", inner}});
+        int64_t out = call.mul(outer, inner);
         auto shape = [&] { return cat("[outer, reduce, inner] = [", outer, ", ", reduce, ", ", inner, "]"); };
-        check_holds(X, mul(out, reduce, fn), 4, fn, "x", shape);
-        check_holds(I, out, 8, fn, "indices", shape);
+        const Operand& X = call.in("x", x, call.mul(out, reduce), shape);
+        const Operand& I = call.out("indices", indices, out, shape, kInt64);
+        if (x == indices) call.fail(KN_ERROR_INVALID_ARGUMENT, "indices must not be the same buffer as x");
+        call.check();
         if (out == 0) return;
         if (reduce == 0)
-            fail(KN_ERROR_INVALID_ARGUMENT, fn, ": ", op == KN_ARGMAX ? "argmax" : "argmin",
-                 " over zero elements has no index (", shape(), ")");
-        std::lock_guard<std::mutex> lock(dev.mutex);
-        dev.argreduce_f32({op, X.memory, I.memory, outer, reduce, inner});
+            call.fail(KN_ERROR_INVALID_ARGUMENT, op == KN_ARGMAX ? "argmax" : "argmin",
+                      " over zero elements has no index (", shape(), ")");
+        call.run([&](Device& d) { d.argreduce_f32({op, X.memory(), I.memory(), outer, reduce, inner}); });
     });
 }
 
@@ -909,40 +717,31 @@ KN_API kn_status kn_argreduce_f32(kn_argreduce_op op, const kn_buffer* x, kn_buf
 
 KN_API kn_status kn_softmax_f32(const kn_buffer* x, kn_buffer* y, int64_t rows, int64_t cols, int32_t log) {
     return guarded([&] {
-        const char* fn = "softmax";
-        check_non_negative(rows, fn, "rows");
-        check_non_negative(cols, fn, "cols");
-        const Buffer& X = checked_buffer(x, fn, "x");
-        const Buffer& Y = checked_buffer(y, fn, "y");
-        Device& dev = same_device(fn, {{"x", x}, {"y", y}});
-        int64_t n = mul(rows, cols, fn);
+        Call call("softmax");
+        call.non_negative({{"rows", rows}, {"cols", cols}});
+        int64_t n = call.mul(rows, cols);
         auto shape = [&] { return cat("[rows, cols] = [", rows, ", ", cols, "]"); };
-        check_holds(X, n, 4, fn, "x", shape);
-        check_holds(Y, n, 4, fn, "y", shape);
+        const Operand& X = call.in("x", x, n, shape);
+        const Operand& Y = call.out("y", y, n, shape);
+        call.check();
         if (n == 0) return;
-        std::lock_guard<std::mutex> lock(dev.mutex);
-        dev.softmax_f32({X.memory, Y.memory, rows, cols, log != 0});
+        call.run([&](Device& d) { d.softmax_f32({X.memory(), Y.memory(), rows, cols, log != 0}); });
     });
 }
 
 KN_API kn_status kn_softmax_backward_f32(const kn_buffer* y, const kn_buffer* dy, kn_buffer* dx, int64_t rows,
                                          int64_t cols, int32_t log) {
     return guarded([&] {
-        const char* fn = "softmax_backward";
-        check_non_negative(rows, fn, "rows");
-        check_non_negative(cols, fn, "cols");
-        const Buffer& Y = checked_buffer(y, fn, "y");
-        const Buffer& DY = checked_buffer(dy, fn, "dy");
-        const Buffer& DX = checked_buffer(dx, fn, "dx");
-        Device& dev = same_device(fn, {{"y", y}, {"dy", dy}, {"dx", dx}});
-        int64_t n = mul(rows, cols, fn);
+        Call call("softmax_backward");
+        call.non_negative({{"rows", rows}, {"cols", cols}});
+        int64_t n = call.mul(rows, cols);
         auto shape = [&] { return cat("[rows, cols] = [", rows, ", ", cols, "]"); };
-        check_holds(Y, n, 4, fn, "y", shape);
-        check_holds(DY, n, 4, fn, "dy", shape);
-        check_holds(DX, n, 4, fn, "dx", shape);
+        const Operand& Y = call.in("y", y, n, shape);
+        const Operand& DY = call.in("dy", dy, n, shape);
+        const Operand& DX = call.out("dx", dx, n, shape);
+        call.check();
         if (n == 0) return;
-        std::lock_guard<std::mutex> lock(dev.mutex);
-        dev.softmax_backward_f32({Y.memory, DY.memory, DX.memory, rows, cols, log != 0});
+        call.run([&](Device& d) { d.softmax_backward_f32({Y.memory(), DY.memory(), DX.memory(), rows, cols, log != 0}); });
     });
 }
 
@@ -952,21 +751,16 @@ KN_API kn_status kn_softmax_backward_f32(const kn_buffer* y, const kn_buffer* dy
 KN_API kn_status kn_cross_entropy_f32(const kn_buffer* logits, const kn_buffer* labels, kn_buffer* losses,
                                       int64_t rows, int64_t cols) {
     return guarded([&] {
-        const char* fn = "cross_entropy";
-        check_non_negative(rows, fn, "rows");
-        check_non_negative(cols, fn, "cols");
-        const Buffer& X = checked_buffer(logits, fn, "logits");
-        const Buffer& L = checked_buffer(labels, fn, "labels");
-        const Buffer& Y = checked_buffer(losses, fn, "losses");
-        Device& dev = same_device(fn, {{"logits", logits}, {"labels", labels}, {"losses", losses}});
+        Call call("cross_entropy");
+        call.non_negative({{"rows", rows}, {"cols", cols}});
         auto shape = [&] { return cat("[rows, cols] = [", rows, ", ", cols, "]"); };
-        check_holds(X, mul(rows, cols, fn), 4, fn, "logits", shape);
-        check_holds(L, rows, 8, fn, "labels", shape);
-        check_holds(Y, rows, 4, fn, "losses", shape);
+        const Operand& X = call.in("logits", logits, call.mul(rows, cols), shape);
+        const Operand& L = call.in("labels", labels, rows, shape, kInt64);
+        const Operand& Y = call.out("losses", losses, rows, shape);
+        call.check();
         if (rows == 0) return;
-        if (cols == 0) fail(KN_ERROR_SHAPE_MISMATCH, fn, ": no classes (", shape(), ")");
-        std::lock_guard<std::mutex> lock(dev.mutex);
-        dev.cross_entropy_f32({X.memory, L.memory, Y.memory, rows, cols});
+        if (cols == 0) call.fail(KN_ERROR_SHAPE_MISMATCH, "no classes (", shape(), ")");
+        call.run([&](Device& d) { d.cross_entropy_f32({X.memory(), L.memory(), Y.memory(), rows, cols}); });
     });
 }
 
@@ -974,22 +768,19 @@ KN_API kn_status kn_cross_entropy_backward_f32(const kn_buffer* logits, const kn
                                                const kn_buffer* dlosses, kn_buffer* dlogits, int64_t rows,
                                                int64_t cols) {
     return guarded([&] {
-        const char* fn = "cross_entropy_backward";
-        check_non_negative(rows, fn, "rows");
-        check_non_negative(cols, fn, "cols");
-        const Buffer& X = checked_buffer(logits, fn, "logits");
-        const Buffer& L = checked_buffer(labels, fn, "labels");
-        const Buffer& DY = checked_buffer(dlosses, fn, "dlosses");
-        const Buffer& DX = checked_buffer(dlogits, fn, "dlogits");
-        Device& dev = same_device(fn, {{"logits", logits}, {"labels", labels}, {"dlosses", dlosses}, {"dlogits", dlogits}});
+        Call call("cross_entropy_backward");
+        call.non_negative({{"rows", rows}, {"cols", cols}});
+        int64_t n = call.mul(rows, cols);
         auto shape = [&] { return cat("[rows, cols] = [", rows, ", ", cols, "]"); };
-        check_holds(X, mul(rows, cols, fn), 4, fn, "logits", shape);
-        check_holds(L, rows, 8, fn, "labels", shape);
-        check_holds(DY, rows, 4, fn, "dlosses", shape);
-        check_holds(DX, mul(rows, cols, fn), 4, fn, "dlogits", shape);
+        const Operand& X = call.in("logits", logits, n, shape);
+        const Operand& L = call.in("labels", labels, rows, shape, kInt64);
+        const Operand& DY = call.in("dlosses", dlosses, rows, shape);
+        const Operand& DX = call.out("dlogits", dlogits, n, shape);
+        call.check();
         if (rows == 0 || cols == 0) return;
-        std::lock_guard<std::mutex> lock(dev.mutex);
-        dev.cross_entropy_backward_f32({X.memory, L.memory, DY.memory, DX.memory, rows, cols});
+        call.run([&](Device& d) {
+            d.cross_entropy_backward_f32({X.memory(), L.memory(), DY.memory(), DX.memory(), rows, cols});
+        });
     });
 }
 
@@ -1001,22 +792,19 @@ namespace {
 kn_status dropout_call(const kn_buffer* in, kn_buffer* out, int64_t n, float p, int64_t seed, int64_t offset,
                        bool backward) {
     return guarded([&] {
-        const char* fn = backward ? "dropout_backward" : "dropout";
-        const char* in_name = backward ? "dy" : "x";
-        const char* out_name = backward ? "dx" : "y";
-        check_non_negative(n, fn, "n");
-        check_non_negative(offset, fn, "offset");
-        if (!(p >= 0.0f && p < 1.0f)) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": p = ", p, " is outside [0, 1)");
-        const Buffer& X = checked_buffer(in, fn, in_name);
-        const Buffer& Y = checked_buffer(out, fn, out_name);
-        Device& dev = same_device(fn, {{in_name, in}, {out_name, out}});
-        check_holds(X, n, 4, fn, in_name, [&] { return cat("n = ", n); });
-        check_holds(Y, n, 4, fn, out_name, [&] { return cat("n = ", n); });
+        Call call(backward ? "dropout_backward" : "dropout");
+        call.non_negative({{"n", n}, {"offset", offset}});
+        if (!(p >= 0.0f && p < 1.0f)) call.fail(KN_ERROR_INVALID_ARGUMENT, "p = ", p, " is outside [0, 1)");
+        auto count = [&] { return cat("n = ", n); };
+        const Operand& X = call.in(backward ? "dy" : "x", in, n, count);
+        const Operand& Y = call.out(backward ? "dx" : "y", out, n, count);
+        call.check();
         if (n == 0) return;
-        kn::DropoutArgs args{X.memory, Y.memory, n, p, static_cast<uint64_t>(seed), static_cast<uint64_t>(offset)};
-        std::lock_guard<std::mutex> lock(dev.mutex);
-        if (backward) dev.dropout_backward_f32(args);
-        else dev.dropout_f32(args);
+        kn::DropoutArgs args{X.memory(), Y.memory(), n, p, static_cast<uint64_t>(seed), static_cast<uint64_t>(offset)};
+        call.run([&](Device& d) {
+            if (backward) d.dropout_backward_f32(args);
+            else d.dropout_f32(args);
+        });
     });
 }
 }  // namespace
@@ -1036,42 +824,27 @@ KN_API kn_status kn_dropout_backward_f32(const kn_buffer* dy, kn_buffer* dx, int
 
 KN_API kn_status kn_clamp_f32(const kn_buffer* x, kn_buffer* y, int64_t n, float low, float high) {
     return guarded([&] {
-        const char* fn = "clamp";
-        check_non_negative(n, fn, "n");
+        Call call("clamp");
+        call.non_negative({{"n", n}});
         // low > high is allowed and gives high everywhere, as min(max(x, low), high) and PyTorch do.
         if (std::isnan(low) || std::isnan(high))
-            fail(KN_ERROR_INVALID_ARGUMENT, fn, ": the bounds must be numbers (low = ", low, ", high = ", high, ")");
-        const Buffer& X = checked_buffer(x, fn, "x");
-        const Buffer& Y = checked_buffer(y, fn, "y");
-        Device& dev = same_device(fn, {{"x", x}, {"y", y}});
-        check_holds(X, n, 4, fn, "x", [&] { return cat("n = ", n); });
-        check_holds(Y, n, 4, fn, "y", [&] { return cat("n = ", n); });
+            call.fail(KN_ERROR_INVALID_ARGUMENT, "the bounds must be numbers (low = ", low, ", high = ", high, ")");
+        auto count = [&] { return cat("n = ", n); };
+        const Operand& X = call.in("x", x, n, count);
+        const Operand& Y = call.out("y", y, n, count);
+        call.check();
         if (n == 0) return;
-        std::lock_guard<std::mutex> lock(dev.mutex);
-        dev.clamp_f32({X.memory, Y.memory, n, low, high});
+        call.run([&](Device& d) { d.clamp_f32({X.memory(), Y.memory(), n, low, high}); });
     });
 }
 
 }  // extern "C"
 
 namespace {
-// Parameter, gradient and every state buffer: live, on one device, n floats each, distinct.
-Device& check_optimizer_buffers(const char* fn, int64_t n,
-                                std::initializer_list<std::pair<const char*, const kn_buffer*>> buffers) {
-    check_non_negative(n, fn, "n");
-    for (const auto& [name, b] : buffers) {
-        if (!b) continue;
-        check_holds(checked_buffer(b, fn, name), n, 4, fn, name, [&] { return cat("n = ", n); });
-    }
-    for (auto i = buffers.begin(); i != buffers.end(); ++i)
-        for (auto j = i + 1; j != buffers.end(); ++j)
-            if (i->second && i->second == j->second)
-                fail(KN_ERROR_INVALID_ARGUMENT, fn, ": '", i->first, "' and '", j->first, "' are the same buffer");
-    return same_device(fn, buffers);
-}
-
-void check_rate(float v, const char* fn, const char* name) {
-    if (!(v >= 0.0f)) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": ", name, " = ", v, " must be >= 0");
+// Learning rates, eps, decay and momentum factors: each >= 0 (NaN is refused too).
+void check_rates(const char* fn, std::initializer_list<std::pair<const char*, float>> rates) {
+    for (const auto& [name, v] : rates)
+        if (!(v >= 0.0f)) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": ", name, " = ", v, " must be >= 0");
 }
 }  // namespace
 
@@ -1081,20 +854,24 @@ KN_API kn_status kn_sgd_step_f32(kn_buffer* param, const kn_buffer* grad, kn_buf
                                  float momentum, float dampening, float weight_decay, int32_t nesterov,
                                  int32_t first_step) {
     return guarded([&] {
-        const char* fn = "sgd_step";
-        checked_buffer(param, fn, "param");
-        checked_buffer(grad, fn, "grad");
-        check_rate(lr, fn, "lr");
-        check_rate(momentum, fn, "momentum");
-        check_rate(weight_decay, fn, "weight_decay");
-        if (momentum != 0.0f && !velocity) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": momentum = ", momentum, " needs a velocity buffer");
+        Call call("sgd_step");
+        auto count = [&] { return cat("n = ", n); };
+        const Operand& P = call.out("param", param, n, count);
+        const Operand& G = call.in("grad", grad, n, count);
+        check_rates(call.fn, {{"lr", lr}, {"momentum", momentum}, {"weight_decay", weight_decay}});
+        if (momentum != 0.0f && !velocity)
+            call.fail(KN_ERROR_INVALID_ARGUMENT, "momentum = ", momentum, " needs a velocity buffer");
         if (nesterov && (momentum == 0.0f || dampening != 0.0f))
-            fail(KN_ERROR_INVALID_ARGUMENT, fn, ": Nesterov momentum needs momentum > 0 and dampening = 0");
-        Device& dev = check_optimizer_buffers(fn, n, {{"param", param}, {"grad", grad}, {"velocity", momentum != 0.0f ? velocity : nullptr}});
+            call.fail(KN_ERROR_INVALID_ARGUMENT, "Nesterov momentum needs momentum > 0 and dampening = 0");
+        call.non_negative({{"n", n}});
+        const Operand& V = call.out("velocity", optional(momentum != 0.0f ? velocity : nullptr), n, count);
+        call.all_distinct();
+        call.check();
         if (n == 0) return;
-        std::lock_guard<std::mutex> lock(dev.mutex);
-        dev.sgd_step_f32({memory_of(param), memory_of(grad), memory_of(momentum != 0.0f ? velocity : nullptr), n, lr, momentum,
-                          dampening, weight_decay, nesterov != 0, first_step != 0});
+        call.run([&](Device& d) {
+            d.sgd_step_f32({P.memory(), G.memory(), V.memory(), n, lr, momentum, dampening, weight_decay, nesterov != 0,
+                            first_step != 0});
+        });
     });
 }
 
@@ -1102,20 +879,24 @@ KN_API kn_status kn_adam_step_f32(kn_buffer* param, const kn_buffer* grad, kn_bu
                                   float lr, float beta1, float beta2, float eps, float weight_decay,
                                   int32_t decoupled_weight_decay, int64_t step) {
     return guarded([&] {
-        const char* fn = "adam_step";
-        for (auto [name, b] : {std::pair<const char*, const kn_buffer*>{"param", param}, {"grad", grad}, {"m", m}, {"v", v}})
-            checked_buffer(b, fn, name);
-        check_rate(lr, fn, "lr");
-        check_rate(eps, fn, "eps");
-        check_rate(weight_decay, fn, "weight_decay");
-        if (!(beta1 >= 0.0f && beta1 < 1.0f)) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": beta1 = ", beta1, " is outside [0, 1)");
-        if (!(beta2 >= 0.0f && beta2 < 1.0f)) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": beta2 = ", beta2, " is outside [0, 1)");
-        if (step < 1) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": step = ", step, " must be >= 1 (the first update is step 1)");
-        Device& dev = check_optimizer_buffers(fn, n, {{"param", param}, {"grad", grad}, {"m", m}, {"v", v}});
+        Call call("adam_step");
+        auto count = [&] { return cat("n = ", n); };
+        const Operand& P = call.out("param", param, n, count);
+        const Operand& G = call.in("grad", grad, n, count);
+        const Operand& M = call.out("m", m, n, count);
+        const Operand& V = call.out("v", v, n, count);
+        check_rates(call.fn, {{"lr", lr}, {"eps", eps}, {"weight_decay", weight_decay}});
+        if (!(beta1 >= 0.0f && beta1 < 1.0f)) call.fail(KN_ERROR_INVALID_ARGUMENT, "beta1 = ", beta1, " is outside [0, 1)");
+        if (!(beta2 >= 0.0f && beta2 < 1.0f)) call.fail(KN_ERROR_INVALID_ARGUMENT, "beta2 = ", beta2, " is outside [0, 1)");
+        if (step < 1) call.fail(KN_ERROR_INVALID_ARGUMENT, "step = ", step, " must be >= 1 (the first update is step 1)");
+        call.non_negative({{"n", n}});
+        call.all_distinct();
+        call.check();
         if (n == 0) return;
-        std::lock_guard<std::mutex> lock(dev.mutex);
-        dev.adam_step_f32({memory_of(param), memory_of(grad), memory_of(m), memory_of(v), n, lr, beta1, beta2, eps, weight_decay,
-                           decoupled_weight_decay != 0, step});
+        call.run([&](Device& d) {
+            d.adam_step_f32({P.memory(), G.memory(), M.memory(), V.memory(), n, lr, beta1, beta2, eps, weight_decay,
+                             decoupled_weight_decay != 0, step});
+        });
     });
 }
 
@@ -1123,39 +904,40 @@ KN_API kn_status kn_rmsprop_step_f32(kn_buffer* param, const kn_buffer* grad, kn
                                      kn_buffer* velocity, int64_t n, float lr, float alpha, float eps,
                                      float weight_decay, float momentum) {
     return guarded([&] {
-        const char* fn = "rmsprop_step";
-        checked_buffer(param, fn, "param");
-        checked_buffer(grad, fn, "grad");
-        checked_buffer(square_avg, fn, "square_avg");
-        check_rate(lr, fn, "lr");
-        check_rate(eps, fn, "eps");
-        check_rate(weight_decay, fn, "weight_decay");
-        check_rate(momentum, fn, "momentum");
-        if (!(alpha >= 0.0f && alpha <= 1.0f)) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": alpha = ", alpha, " is outside [0, 1]");
-        if (momentum != 0.0f && !velocity) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": momentum = ", momentum, " needs a velocity buffer");
-        const kn_buffer* vel = momentum != 0.0f ? velocity : nullptr;
-        Device& dev = check_optimizer_buffers(fn, n, {{"param", param}, {"grad", grad}, {"square_avg", square_avg}, {"velocity", vel}});
+        Call call("rmsprop_step");
+        auto count = [&] { return cat("n = ", n); };
+        const Operand& P = call.out("param", param, n, count);
+        const Operand& G = call.in("grad", grad, n, count);
+        const Operand& S = call.out("square_avg", square_avg, n, count);
+        check_rates(call.fn, {{"lr", lr}, {"eps", eps}, {"weight_decay", weight_decay}, {"momentum", momentum}});
+        if (!(alpha >= 0.0f && alpha <= 1.0f)) call.fail(KN_ERROR_INVALID_ARGUMENT, "alpha = ", alpha, " is outside [0, 1]");
+        if (momentum != 0.0f && !velocity)
+            call.fail(KN_ERROR_INVALID_ARGUMENT, "momentum = ", momentum, " needs a velocity buffer");
+        call.non_negative({{"n", n}});
+        const Operand& V = call.out("velocity", optional(momentum != 0.0f ? velocity : nullptr), n, count);
+        call.all_distinct();
+        call.check();
         if (n == 0) return;
-        std::lock_guard<std::mutex> lock(dev.mutex);
-        dev.rmsprop_step_f32({memory_of(param), memory_of(grad), memory_of(square_avg), memory_of(vel), n, lr, alpha,
-                              eps, weight_decay, momentum});
+        call.run([&](Device& d) {
+            d.rmsprop_step_f32({P.memory(), G.memory(), S.memory(), V.memory(), n, lr, alpha, eps, weight_decay, momentum});
+        });
     });
 }
 
 KN_API kn_status kn_adagrad_step_f32(kn_buffer* param, const kn_buffer* grad, kn_buffer* sum, int64_t n, float lr,
                                      float eps, float weight_decay) {
     return guarded([&] {
-        const char* fn = "adagrad_step";
-        checked_buffer(param, fn, "param");
-        checked_buffer(grad, fn, "grad");
-        checked_buffer(sum, fn, "sum");
-        check_rate(lr, fn, "lr");
-        check_rate(eps, fn, "eps");
-        check_rate(weight_decay, fn, "weight_decay");
-        Device& dev = check_optimizer_buffers(fn, n, {{"param", param}, {"grad", grad}, {"sum", sum}});
+        Call call("adagrad_step");
+        auto count = [&] { return cat("n = ", n); };
+        const Operand& P = call.out("param", param, n, count);
+        const Operand& G = call.in("grad", grad, n, count);
+        const Operand& S = call.out("sum", sum, n, count);
+        check_rates(call.fn, {{"lr", lr}, {"eps", eps}, {"weight_decay", weight_decay}});
+        call.non_negative({{"n", n}});
+        call.all_distinct();
+        call.check();
         if (n == 0) return;
-        std::lock_guard<std::mutex> lock(dev.mutex);
-        dev.adagrad_step_f32({memory_of(param), memory_of(grad), memory_of(sum), n, lr, eps, weight_decay});
+        call.run([&](Device& d) { d.adagrad_step_f32({P.memory(), G.memory(), S.memory(), n, lr, eps, weight_decay}); });
     });
 }
 
@@ -1250,67 +1032,55 @@ KN_API kn_status kn_conv2d_output_size(KN_CONV_PARAMS, int64_t* out_height, int6
 KN_API kn_status kn_conv2d_f32(const kn_buffer* x, const kn_buffer* w, const kn_buffer* bias, kn_buffer* y,
                                KN_CONV_PARAMS) {
     return guarded([&] {
-        const char* fn = "conv2d";
-        kn::Conv2dGeometry g = conv_geometry(fn, KN_CONV_ARGS);
-        const Buffer& X = checked_buffer(x, fn, "x");
-        const Buffer& W = checked_buffer(w, fn, "w");
-        const Buffer& Y = checked_buffer(y, fn, "y");
-        if (bias) checked_buffer(bias, fn, "bias");
-        Device& dev = same_device(fn, {{"x", x}, {"w", w}, {"bias", bias}, {"y", y}});
-        ConvSizes n = conv_sizes(g, fn);
+        Call call("conv2d");
+        kn::Conv2dGeometry g = conv_geometry(call.fn, KN_CONV_ARGS);
+        ConvSizes n = conv_sizes(g, call.fn);
         auto shapes = [&] { return conv_shapes(g); };
-        check_holds(X, n.x, 4, fn, "x", shapes);
-        check_holds(W, n.w, 4, fn, "w", shapes);
-        check_holds(Y, n.y, 4, fn, "y", shapes);
-        if (bias) check_holds(checked_buffer(bias, fn, "bias"), out_channels, 4, fn, "bias", shapes);
+        const Operand& X = call.in("x", x, n.x, shapes);
+        const Operand& W = call.in("w", w, n.w, shapes);
+        const Operand& Y = call.out("y", y, n.y, shapes);
+        const Operand& Bias = call.in("bias", optional(bias), out_channels, shapes);
+        call.check();
         if (batch == 0) return;
-        std::lock_guard<std::mutex> lock(dev.mutex);
-        dev.conv2d_f32({g, X.memory, W.memory, memory_of(bias), Y.memory});
+        call.run([&](Device& d) { d.conv2d_f32({g, X.memory(), W.memory(), Bias.memory(), Y.memory()}); });
     });
 }
 
 KN_API kn_status kn_conv2d_backward_data_f32(const kn_buffer* dy, const kn_buffer* w, kn_buffer* dx, KN_CONV_PARAMS) {
     return guarded([&] {
-        const char* fn = "conv2d_backward_data";
-        kn::Conv2dGeometry g = conv_geometry(fn, KN_CONV_ARGS);
-        const Buffer& DY = checked_buffer(dy, fn, "dy");
-        const Buffer& W = checked_buffer(w, fn, "w");
-        const Buffer& DX = checked_buffer(dx, fn, "dx");
-        Device& dev = same_device(fn, {{"dy", dy}, {"w", w}, {"dx", dx}});
-        ConvSizes n = conv_sizes(g, fn);
+        Call call("conv2d_backward_data");
+        kn::Conv2dGeometry g = conv_geometry(call.fn, KN_CONV_ARGS);
+        ConvSizes n = conv_sizes(g, call.fn);
         auto shapes = [&] { return conv_shapes(g); };
-        check_holds(DY, n.y, 4, fn, "dy", shapes);
-        check_holds(W, n.w, 4, fn, "w", shapes);
-        check_holds(DX, n.x, 4, fn, "dx", shapes);
+        const Operand& DY = call.in("dy", dy, n.y, shapes);
+        const Operand& W = call.in("w", w, n.w, shapes);
+        const Operand& DX = call.out("dx", dx, n.x, shapes);
+        call.check();
         if (batch == 0) return;
-        std::lock_guard<std::mutex> lock(dev.mutex);
-        dev.conv2d_backward_data_f32({g, DY.memory, W.memory, DX.memory});
+        call.run([&](Device& d) { d.conv2d_backward_data_f32({g, DY.memory(), W.memory(), DX.memory()}); });
     });
 }
 
 KN_API kn_status kn_conv2d_backward_weights_f32(const kn_buffer* x, const kn_buffer* dy, kn_buffer* dw,
                                                 kn_buffer* dbias, KN_CONV_PARAMS) {
     return guarded([&] {
-        const char* fn = "conv2d_backward_weights";
-        kn::Conv2dGeometry g = conv_geometry(fn, KN_CONV_ARGS);
-        const Buffer& X = checked_buffer(x, fn, "x");
-        const Buffer& DY = checked_buffer(dy, fn, "dy");
-        const Buffer& DW = checked_buffer(dw, fn, "dw");
-        if (dbias) checked_buffer(dbias, fn, "dbias");
-        Device& dev = same_device(fn, {{"x", x}, {"dy", dy}, {"dw", dw}, {"dbias", dbias}});
-        ConvSizes n = conv_sizes(g, fn);
+        Call call("conv2d_backward_weights");
+        kn::Conv2dGeometry g = conv_geometry(call.fn, KN_CONV_ARGS);
+        ConvSizes n = conv_sizes(g, call.fn);
         auto shapes = [&] { return conv_shapes(g); };
-        check_holds(X, n.x, 4, fn, "x", shapes);
-        check_holds(DY, n.y, 4, fn, "dy", shapes);
-        check_holds(DW, n.w, 4, fn, "dw", shapes);
-        if (dbias) check_holds(checked_buffer(dbias, fn, "dbias"), out_channels, 4, fn, "dbias", shapes);
-        std::lock_guard<std::mutex> lock(dev.mutex);
-        if (batch == 0) {  // an empty batch contributes nothing: the gradients are zero
-            dev.fill_f32(DW.memory, 0, n.w, 0.0f);
-            if (dbias) dev.fill_f32(memory_of(dbias), 0, out_channels, 0.0f);
-            return;
-        }
-        dev.conv2d_backward_weights_f32({g, X.memory, DY.memory, DW.memory, memory_of(dbias)});
+        const Operand& X = call.in("x", x, n.x, shapes);
+        const Operand& DY = call.in("dy", dy, n.y, shapes);
+        const Operand& DW = call.out("dw", dw, n.w, shapes);
+        const Operand& DBias = call.out("dbias", optional(dbias), out_channels, shapes);
+        call.check();
+        call.run([&](Device& d) {
+            if (batch == 0) {  // an empty batch contributes nothing: the gradients are zero
+                d.fill_f32(DW.memory(), 0, n.w, 0.0f);
+                if (dbias) d.fill_f32(DBias.memory(), 0, out_channels, 0.0f);
+                return;
+            }
+            d.conv2d_backward_weights_f32({g, X.memory(), DY.memory(), DW.memory(), DBias.memory()});
+        });
     });
 }
 
@@ -1369,31 +1139,28 @@ kn_status pool_call(const kn_pool_op& op, const kn_buffer* in, kn_buffer* out, c
                     int64_t stride_height, int64_t stride_width, int64_t pad_height, int64_t pad_width,
                     int32_t count_include_pad, bool backward) {
     return guarded([&] {
-        const char* fn = backward ? "pool2d_backward" : "pool2d";
-        const char* in_name = backward ? "dy" : "x";
-        const char* out_name = backward ? "dx" : "y";
-        check_enum(op, KN_POOL_AVG, fn, "op");
-        kn::Pool2dGeometry g = pool_geometry(fn, batch, channels, in_height, in_width, kernel_height,
+        Call call(backward ? "pool2d_backward" : "pool2d");
+        call.enumeration(op, KN_POOL_AVG, "op");
+        kn::Pool2dGeometry g = pool_geometry(call.fn, batch, channels, in_height, in_width, kernel_height,
                                              kernel_width, stride_height, stride_width, pad_height, pad_width,
                                              count_include_pad);
-        const Buffer& I = checked_buffer(in, fn, in_name);
-        const Buffer& O = checked_buffer(out, fn, out_name);
-        const kn_buffer* idx = op == KN_POOL_MAX ? indices : nullptr;
-        if (backward && op == KN_POOL_MAX && !indices)
-            fail(KN_ERROR_INVALID_ARGUMENT, fn, ": max pooling's backward needs the indices its forward call wrote");
-        if (idx) checked_buffer(idx, fn, "indices");
-        Device& dev = same_device(fn, {{in_name, in}, {out_name, out}, {"indices", idx}});
-        int64_t planes = mul(batch, channels, fn);
-        int64_t x_n = mul(planes, mul(in_height, in_width, fn), fn);
-        int64_t y_n = mul(planes, mul(g.out_height, g.out_width, fn), fn);
+        int64_t planes = call.mul(batch, channels);
+        int64_t x_n = call.mul(planes, call.mul(in_height, in_width));
+        int64_t y_n = call.mul(planes, call.mul(g.out_height, g.out_width));
         auto shapes = [&] { return pool_shapes(g); };
-        check_holds(I, backward ? y_n : x_n, 4, fn, in_name, shapes);
-        check_holds(O, backward ? x_n : y_n, 4, fn, out_name, shapes);
-        if (idx) check_holds(checked_buffer(idx, fn, "indices"), y_n, 4, fn, "indices", shapes, "int32");
+        // Forward reads x and writes y (and, for max, the int32 indices); backward reads dy and the
+        // indices and writes dx.
+        const Operand& I = call.in(backward ? "dy" : "x", in, backward ? y_n : x_n, shapes);
+        const Operand& O = call.out(backward ? "dx" : "y", out, backward ? x_n : y_n, shapes);
+        if (backward && op == KN_POOL_MAX && !indices)
+            call.fail(KN_ERROR_INVALID_ARGUMENT, "max pooling's backward needs the indices its forward call wrote");
+        const Operand& Idx = call.out("indices", optional(op == KN_POOL_MAX ? indices : nullptr), y_n, shapes, kInt32);
+        call.check();
         if (batch == 0) return;
-        std::lock_guard<std::mutex> lock(dev.mutex);
-        if (backward) dev.pool2d_backward_f32({op, g, I.memory, memory_of(idx), O.memory});
-        else dev.pool2d_f32({op, g, I.memory, O.memory, memory_of(idx)});
+        call.run([&](Device& d) {
+            if (backward) d.pool2d_backward_f32({op, g, I.memory(), Idx.memory(), O.memory()});
+            else d.pool2d_f32({op, g, I.memory(), O.memory(), Idx.memory()});
+        });
     });
 }
 
@@ -1438,41 +1205,36 @@ KN_API kn_status kn_batch_norm_f32(const kn_buffer* x, kn_buffer* y, const kn_bu
                                    kn_buffer* save_invstd, int64_t batch, int64_t channels, int64_t spatial,
                                    float eps, float momentum, int32_t training) {
     return guarded([&] {
-        const char* fn = "batch_norm";
-        check_non_negative(batch, fn, "batch");
-        check_non_negative(spatial, fn, "spatial");
-        if (channels < 1) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": channels = ", channels, " must be >= 1");
-        if (!(eps > 0.0f)) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": eps = ", eps, " must be > 0");
+        Call call("batch_norm");
+        call.non_negative({{"batch", batch}, {"spatial", spatial}});
+        if (channels < 1) call.fail(KN_ERROR_INVALID_ARGUMENT, "channels = ", channels, " must be >= 1");
+        if (!(eps > 0.0f)) call.fail(KN_ERROR_INVALID_ARGUMENT, "eps = ", eps, " must be > 0");
         if (!(momentum >= 0.0f && momentum <= 1.0f))
-            fail(KN_ERROR_INVALID_ARGUMENT, fn, ": momentum = ", momentum, " is outside [0, 1]");
-        if (training && mul(batch, spatial, fn) == 0)
-            fail(KN_ERROR_SHAPE_MISMATCH, fn, ": training-mode statistics need at least one value per channel (batch = ",
-                 batch, ", spatial = ", spatial, ")");
+            call.fail(KN_ERROR_INVALID_ARGUMENT, "momentum = ", momentum, " is outside [0, 1]");
+        if (training && call.mul(batch, spatial) == 0)
+            call.fail(KN_ERROR_SHAPE_MISMATCH, "training-mode statistics need at least one value per channel (batch = ",
+                      batch, ", spatial = ", spatial, ")");
         if (!training && (!running_mean || !running_var))
-            fail(KN_ERROR_INVALID_ARGUMENT, fn, ": inference mode (training = 0) needs running_mean and running_var");
+            call.fail(KN_ERROR_INVALID_ARGUMENT, "inference mode (training = 0) needs running_mean and running_var");
         if ((running_mean == nullptr) != (running_var == nullptr))
-            fail(KN_ERROR_INVALID_ARGUMENT, fn, ": pass both running_mean and running_var, or neither");
-        const Buffer& X = checked_buffer(x, fn, "x");
-        const Buffer& Y = checked_buffer(y, fn, "y");
-        std::pair<const char*, kn_buffer*> per_channel[] = {{"gamma", const_cast<kn_buffer*>(gamma)},
-                                                            {"beta", const_cast<kn_buffer*>(beta)},
-                                                            {"running_mean", running_mean}, {"running_var", running_var},
-                                                            {"save_mean", save_mean}, {"save_invstd", save_invstd}};
+            call.fail(KN_ERROR_INVALID_ARGUMENT, "pass both running_mean and running_var, or neither");
+        int64_t n = call.mul(call.mul(batch, channels), spatial);
         auto shapes = [&] { return cat("[batch, channels, spatial] = [", batch, ", ", channels, ", ", spatial, "]"); };
-        checked_buffer(gamma, fn, "gamma");  // required; the others in the list are optional
-        checked_buffer(beta, fn, "beta");
-        for (auto& [name, b] : per_channel)
-            if (b) check_holds(checked_buffer(b, fn, name), channels, 4, fn, name, shapes);
-        Device& dev = same_device(fn, {{"x", x}, {"y", y}, {"gamma", gamma}, {"beta", beta},
-                                       {"running_mean", running_mean}, {"running_var", running_var},
-                                       {"save_mean", save_mean}, {"save_invstd", save_invstd}});
-        int64_t n = mul(mul(batch, channels, fn), spatial, fn);
-        check_holds(X, n, 4, fn, "x", shapes);
-        check_holds(Y, n, 4, fn, "y", shapes);
+        const Operand& X = call.in("x", x, n, shapes);
+        const Operand& Y = call.out("y", y, n, shapes);
+        const Operand& Gamma = call.in("gamma", gamma, channels, shapes);
+        const Operand& Beta = call.in("beta", beta, channels, shapes);
+        const Operand& RunningMean = call.out("running_mean", optional(running_mean), channels, shapes);
+        const Operand& RunningVar = call.out("running_var", optional(running_var), channels, shapes);
+        const Operand& SaveMean = call.out("save_mean", optional(save_mean), channels, shapes);
+        const Operand& SaveInvstd = call.out("save_invstd", optional(save_invstd), channels, shapes);
+        call.check();
         if (n == 0) return;
-        std::lock_guard<std::mutex> lock(dev.mutex);
-        dev.batch_norm_f32({X.memory, Y.memory, memory_of(gamma), memory_of(beta), memory_of(running_mean), memory_of(running_var),
-                            memory_of(save_mean), memory_of(save_invstd), batch, channels, spatial, eps, momentum, training != 0});
+        call.run([&](Device& d) {
+            d.batch_norm_f32({X.memory(), Y.memory(), Gamma.memory(), Beta.memory(), RunningMean.memory(),
+                              RunningVar.memory(), SaveMean.memory(), SaveInvstd.memory(), batch, channels, spatial, eps,
+                              momentum, training != 0});
+        });
     });
 }
 
@@ -1481,33 +1243,30 @@ KN_API kn_status kn_batch_norm_backward_f32(const kn_buffer* x, const kn_buffer*
                                             kn_buffer* dgamma, kn_buffer* dbeta, int64_t batch, int64_t channels,
                                             int64_t spatial, int32_t training) {
     return guarded([&] {
-        const char* fn = "batch_norm_backward";
-        check_non_negative(batch, fn, "batch");
-        check_non_negative(spatial, fn, "spatial");
-        if (channels < 1) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": channels = ", channels, " must be >= 1");
-        const Buffer& X = checked_buffer(x, fn, "x");
-        const Buffer& DY = checked_buffer(dy, fn, "dy");
-        if (dx) checked_buffer(dx, fn, "dx");
+        Call call("batch_norm_backward");
+        call.non_negative({{"batch", batch}, {"spatial", spatial}});
+        if (channels < 1) call.fail(KN_ERROR_INVALID_ARGUMENT, "channels = ", channels, " must be >= 1");
+        int64_t n = call.mul(call.mul(batch, channels), spatial);
         auto shapes = [&] { return cat("[batch, channels, spatial] = [", batch, ", ", channels, ", ", spatial, "]"); };
-        std::pair<const char*, const kn_buffer*> per_channel[] = {{"gamma", gamma}, {"save_mean", save_mean},
-                                                                  {"save_invstd", save_invstd}, {"dgamma", dgamma},
-                                                                  {"dbeta", dbeta}};
-        for (auto& [name, b] : per_channel) check_holds(checked_buffer(b, fn, name), channels, 4, fn, name, shapes);
-        Device& dev = same_device(fn, {{"x", x}, {"dy", dy}, {"gamma", gamma}, {"save_mean", save_mean},
-                                       {"save_invstd", save_invstd}, {"dx", dx}, {"dgamma", dgamma}, {"dbeta", dbeta}});
-        int64_t n = mul(mul(batch, channels, fn), spatial, fn);
-        check_holds(X, n, 4, fn, "x", shapes);
-        check_holds(DY, n, 4, fn, "dy", shapes);
-        if (dx) check_holds(checked_buffer(dx, fn, "dx"), n, 4, fn, "dx", shapes);
-        std::lock_guard<std::mutex> lock(dev.mutex);
-        if (n == 0) {  // no values: the parameter gradients are zero sums
-            dev.fill_f32(memory_of(dgamma), 0, channels, 0.0f);
-            dev.fill_f32(memory_of(dbeta), 0, channels, 0.0f);
-            return;
-        }
-        dev.batch_norm_backward_f32({X.memory, DY.memory, memory_of(gamma), memory_of(save_mean), memory_of(save_invstd),
-                                     memory_of(dx), memory_of(dgamma), memory_of(dbeta), batch, channels, spatial,
-                                     training != 0});
+        const Operand& X = call.in("x", x, n, shapes);
+        const Operand& DY = call.in("dy", dy, n, shapes);
+        const Operand& DX = call.out("dx", optional(dx), n, shapes);
+        const Operand& Gamma = call.in("gamma", gamma, channels, shapes);
+        const Operand& SaveMean = call.in("save_mean", save_mean, channels, shapes);
+        const Operand& SaveInvstd = call.in("save_invstd", save_invstd, channels, shapes);
+        const Operand& DGamma = call.out("dgamma", dgamma, channels, shapes);
+        const Operand& DBeta = call.out("dbeta", dbeta, channels, shapes);
+        call.check();
+        call.run([&](Device& d) {
+            if (n == 0) {  // no values: the parameter gradients are zero sums
+                d.fill_f32(DGamma.memory(), 0, channels, 0.0f);
+                d.fill_f32(DBeta.memory(), 0, channels, 0.0f);
+                return;
+            }
+            d.batch_norm_backward_f32({X.memory(), DY.memory(), Gamma.memory(), SaveMean.memory(), SaveInvstd.memory(),
+                                       DX.memory(), DGamma.memory(), DBeta.memory(), batch, channels, spatial,
+                                       training != 0});
+        });
     });
 }
 

@@ -1813,9 +1813,33 @@ void test_errors(Context& cx) {
         return expect_error(cx, kn_buffer_fill_f32(small.get(), 20, 10, 1.0f), KN_ERROR_SHAPE_MISMATCH);
     });
 
+    // The order of the checks (native/api/operands.h): scalar arguments, then each handle (NULL, not
+    // live), then aliasing, then one device, then sizes; with two faults the earlier one is reported.
+    error_case("order: a NULL operand before another operand's size", [&] {
+        return expect_error(cx, kn_unary_f32(KN_UNARY_EXP, 0.0f, small.get(), nullptr, 1009), KN_ERROR_INVALID_ARGUMENT,
+                            {"'y'", "NULL"});
+    });
+    error_case("order: size arithmetic before the operands", [&] {
+        return expect_error(cx, kn_softmax_f32(nullptr, big.get(), int64_t{1} << 62, 4, 0), KN_ERROR_INVALID_ARGUMENT,
+                            {"overflow"});
+    });
+    error_case("order: one buffer passed twice before sizes", [&] {
+        kn_status s = kn_adam_step_f32(small.get(), small.get(), big.get(), big2.get(), 1009, 0.1f, 0.9f, 0.999f, 1e-8f,
+                                       0.0f, 0, 1);
+        return expect_error(cx, s, KN_ERROR_INVALID_ARGUMENT, {"'param' and 'grad' are the same buffer"});
+    });
+
     // Two devices in one call.
     if (cx.other) {
         DeviceArray<float> remote(cx.other, std::vector<float>(4096, 1.0f));
+        error_case("order: devices before sizes", [&] {
+            return expect_error(cx, kn_softmax_f32(small.get(), remote.get(), 1009, 1, 0), KN_ERROR_DEVICE_MISMATCH);
+        });
+        error_case("order: devices before sizes in an optimizer update", [&] {
+            kn_status s = kn_adam_step_f32(small.get(), big.get(), big2.get(), remote.get(), 1009, 0.1f, 0.9f, 0.999f,
+                                           1e-8f, 0.0f, 0, 1);
+            return expect_error(cx, s, KN_ERROR_DEVICE_MISMATCH, {"'v'"});
+        });
         error_case("unary x and y on two devices", [&] {
             return expect_error(cx, kn_unary_f32(KN_UNARY_EXP, 0.0f, big.get(), remote.get(), 16),
                                 KN_ERROR_DEVICE_MISMATCH);
