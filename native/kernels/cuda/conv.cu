@@ -749,17 +749,18 @@ __global__ void __launch_bounds__(WARPS_M * WARPS_N * 32, MIN_BLOCKS) conv_gemm_
     const Tile tile(tid);
     const int64_t work = int64_t{p.s.tiles_m} * p.s.tiles_n * p.s.problems;
     for (int64_t t = blockIdx.x; t < work; t += gridDim.x) {
-        const GroupedTile o64 = grouped_tile<BM, BN, CONV_GROUP_M>(t, p.s.tiles_m, p.s.tiles_n);
-        const int z = static_cast<int>(o64.problem), m0 = static_cast<int>(o64.m0), n0 = static_cast<int>(o64.n0);
+        const auto o = grouped_tile<BM, BN, CONV_GROUP_M, int>(t, p.s.tiles_m, p.s.tiles_n);
+        const int z = o.problem, m0 = o.m0, n0 = o.n0;
         int k_begin, k_end;
         Op::k_range(p, z, k_begin, k_end);
         const int steps = k_end > k_begin ? (k_end - k_begin + BK - 1) / BK : 0;
 
+        float acc[Tile::TM][Tile::TN];
+        Tile::zero(acc);
         LoaderA load_a;
         LoaderB load_b;
         load_a.start(p, z, m0, tid);
         load_b.start(p, z, n0, tid);
-        float acc[Tile::TM][Tile::TN];
         tile.template multiply<true>(  // backward-data classes that no tap reaches have k == 0
             steps, a_stages, b_stages, acc,
             [&](int step) {

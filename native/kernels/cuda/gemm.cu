@@ -194,22 +194,23 @@ gemm_warp_tiled_kernel(const GemmParams p) {
     const int64_t work = p.tiles_m * p.tiles_n * p.batch_count;
 
     for (int64_t t = blockIdx.x; t < work; t += gridDim.x) {
+        float acc[Tile::TM][Tile::TN];
+        Tile::zero(acc);
         LoaderA load_a;
         LoaderB load_b;
         {
-            const GroupedTile o = grouped_tile<BM, BN, GEMM_GROUP_M>(t, p.tiles_m, p.tiles_n);
+            const auto o = grouped_tile<BM, BN, GEMM_GROUP_M, int64_t>(t, p.tiles_m, p.tiles_n);
             load_a.start(p.a + o.problem * p.stride_a, p.lda, o.m0, p.m, tid);
             load_b.start(p.b + o.problem * p.stride_b, p.ldb, o.n0, p.n, tid);
         }
-        float acc[Tile::TM][Tile::TN];
         tile.template multiply<false>(  // k >= 1: launch_gemm handles k == 0 without this kernel
             k_steps, a_stages, b_stages, acc,
             [&](int64_t step) {
+                const int k_left = clamp_to_int(p.k - step * BK);
                 if (step > 0) {  // the loaders point at the previous step
                     load_a.advance(p.lda);
                     load_b.advance(p.ldb);
                 }
-                const int k_left = clamp_to_int(p.k - step * BK);
                 load_a.load(p.lda, k_left, p.vec_a);
                 load_b.load(p.ldb, k_left, p.vec_b);
             },
@@ -223,7 +224,7 @@ gemm_warp_tiled_kernel(const GemmParams p) {
         // the values from before the loop): that frees six registers where they are scarcest.
         int64_t t_again = t;
         asm volatile("" : "+l"(t_again));
-        const GroupedTile o = grouped_tile<BM, BN, GEMM_GROUP_M>(t_again, p.tiles_m, p.tiles_n);
+        const auto o = grouped_tile<BM, BN, GEMM_GROUP_M, int64_t>(t_again, p.tiles_m, p.tiles_n);
         // Accumulator (i, j) is C[o.m0 + tile.row(i), o.n0 + tile.col(j)]; a lane's columns come in
         // runs of 4 (j = 4s .. 4s + 3), stored as one float4 where alignment allows.
         const int rows_left = clamp_to_int(p.m - o.m0);

@@ -51,22 +51,27 @@ struct WarpTile {
     __device__ __forceinline__ int row(int i) const { return warp_row0 + (i / 4) * 32 + thread_row * 4 + (i % 4); }
     __device__ __forceinline__ int col(int j) const { return warp_col0 + (j / 4) * 16 + thread_col * 4 + (j % 4); }
 
-    // acc = the product of `steps` steps of BK along the reduction, through the two shared stages
-    // a_stages and b_stages (the kernel declares them: two separate __shared__ arrays gave ptxas a
-    // better allocation than one struct). load(step) fetches that step's operand tiles into the
-    // loaders' registers (steps 0, 1, ... in order; step 0 before the loop); store(a_stage, b_stage)
-    // writes what load fetched into one stage. MAY_BE_EMPTY: steps may be 0 (acc is then zero and
-    // nothing is loaded); without it steps >= 1 is the caller's promise, and the branch is left out
-    // (in the 128 x 128 GEMM kernels, which sit at the 128-register cap, it cost spills).
-    // Ends with a barrier, so the stages may be rewritten at once.
-    template <bool MAY_BE_EMPTY, class Step, class Load, class Store>
-    __device__ __forceinline__ void multiply(Step steps, float (&a_stages)[2][BK * kRowA],
-                                             float (&b_stages)[2][BK * kRowB], float (&acc)[TM][TN], Load&& load,
-                                             Store&& store) const {
+    static __device__ __forceinline__ void zero(float (&acc)[TM][TN]) {
 #pragma unroll
         for (int i = 0; i < TM; ++i)
 #pragma unroll
             for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+    }
+
+    // acc += the product of `steps` steps of BK along the reduction, through the two shared stages
+    // a_stages and b_stages. load(step) fetches that step's operand tiles into the loaders' registers
+    // (steps 0, 1, ... in order; step 0 before the loop); store(a_stage, b_stage) writes what load
+    // fetched into one stage. MAY_BE_EMPTY: steps may be 0 (then nothing is loaded and acc is left as
+    // it is); without it steps >= 1 is the caller's promise and the test is left out. Ends with a
+    // barrier, so the stages may be rewritten at once.
+    // The code the kernels had before this header was shared is kept as it was where ptxas cares:
+    // the kernels zero acc before starting their loaders, declare the stages as two __shared__
+    // arrays (one struct of both moved spills), and the GEMM, whose k is never 0, skips the test
+    // (at the 128-register cap of its 128 x 128 tile the extra branch cost spills).
+    template <bool MAY_BE_EMPTY, class Step, class Load, class Store>
+    __device__ __forceinline__ void multiply(Step steps, float (&a_stages)[2][BK * kRowA],
+                                             float (&b_stages)[2][BK * kRowB], float (&acc)[TM][TN], Load&& load,
+                                             Store&& store) const {
         if (!MAY_BE_EMPTY || steps > 0) {
             load(Step{0});
             store(a_stages[0], b_stages[0]);
@@ -105,18 +110,20 @@ struct WarpTile {
     }
 };
 
+template <typename Index>
 struct GroupedTile {
-    int64_t problem, m0, n0;  // which matrix (batch entry, group, ...), and the tile's first row and column
+    Index problem, m0, n0;  // which matrix (batch entry, group, ...), and the tile's first row and column
 };
 
 // Work item t (a tile of one of several equal-shaped problems) -> its origin. Within a problem, tiles
 // go in groups of GROUP_M block-rows, walking down each column of tiles of the group before moving
 // right, so blocks that run at the same time share a few block-rows of A and block-columns of B in L2.
-template <int BM, int BN, int GROUP_M>
-__device__ __forceinline__ GroupedTile grouped_tile(int64_t t, int64_t tiles_m, int64_t tiles_n) {
+// Index: int64_t (GEMM), or int where every index fits (the implicit-GEMM convolution).
+template <int BM, int BN, int GROUP_M, typename Index>
+__device__ __forceinline__ GroupedTile<Index> grouped_tile(int64_t t, int64_t tiles_m, int64_t tiles_n) {
     const int64_t tiles = tiles_m * tiles_n;
-    GroupedTile o;
-    o.problem = t / tiles;
+    GroupedTile<Index> o;
+    o.problem = static_cast<Index>(t / tiles);
     const int64_t tile = t - o.problem * tiles;
     const int64_t group_span = int64_t{GROUP_M} * tiles_n;
     const int64_t group = tile / group_span;
@@ -124,8 +131,8 @@ __device__ __forceinline__ GroupedTile grouped_tile(int64_t t, int64_t tiles_m, 
     const int64_t rows_in_group = tiles_m - first_tile_m;
     const int64_t group_rows = rows_in_group < GROUP_M ? rows_in_group : int64_t{GROUP_M};
     const int64_t in_group = tile - group * group_span;
-    o.m0 = (first_tile_m + in_group % group_rows) * BM;
-    o.n0 = (in_group / group_rows) * BN;
+    o.m0 = static_cast<Index>((first_tile_m + in_group % group_rows) * BM);
+    o.n0 = static_cast<Index>((in_group / group_rows) * BN);
     return o;
 }
 
