@@ -74,8 +74,8 @@ build_native() {
 
 build_dev() {  # the kernel-development programs of native/dev (kernel-only timing against cuBLAS / cuDNN)
   cd native/dev &&
-  nvcc -O3 -std=c++17 -arch=sm_90 -I../include -I../src -o /tmp/dev_gemm gemm.cu -lcublas &&
-  nvcc -O3 -std=c++17 --expt-relaxed-constexpr -arch=sm_90 -I../include -I../src -o /tmp/dev_conv conv.cu
+  nvcc -O3 -std=c++17 -arch=sm_90 -I../include -I../core -I../kernels -o /tmp/dev_gemm gemm.cu -lcublas &&
+  nvcc -O3 -std=c++17 --expt-relaxed-constexpr -arch=sm_90 -I../include -I../core -I../kernels -o /tmp/dev_conv conv.cu
 }
 
 export -f build_native build_dev

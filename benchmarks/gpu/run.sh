@@ -18,7 +18,7 @@ arch=${CUDA_ARCH:-90}
 echo "== native/dev: kernel-only timing (sm_$arch)"
 (
   cd native/dev
-  flags=(-O3 -std=c++17 -arch=sm_$arch -I../include -I../src -I../kernels/cuda)
+  flags=(-O3 -std=c++17 -arch=sm_$arch -I../include -I../core -I../kernels -I../kernels/cuda)
   nvcc "${flags[@]}" -o /tmp/dev_gemm gemm.cu -lcublas
   nvcc "${flags[@]}" -o /tmp/dev_elementwise elementwise.cu ../kernels/cuda/elementwise.cu
   nvcc "${flags[@]}" -o /tmp/dev_reduce reduce.cu ../kernels/cuda/reduce.cu ../kernels/cuda/elementwise.cu

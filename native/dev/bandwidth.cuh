@@ -46,5 +46,22 @@ struct CopyReference {
     }
 };
 
-// The element counts timed when none is given on the command line: from L2-resident to 1 GiB.
-inline std::vector<long long> default_sizes() { return {1ll << 20, 16ll << 20, 64ll << 20, 256ll << 20}; }
+// The command line of the bandwidth programs, `[n [repeats]]`: the element counts to time (by default
+// from L2-resident to 1 GiB) and the repeats per timing. n must be a positive multiple of `multiple`
+// (`why` says which variant needs that); otherwise this says so and exits.
+struct SizeArgs {
+    std::vector<long long> sizes{1ll << 20, 16ll << 20, 64ll << 20, 256ll << 20};
+    int repeats = 20;
+};
+
+inline SizeArgs parse_size_args(int argc, char** argv, long long multiple, const char* why) {
+    SizeArgs args;
+    if (argc >= 2) args.sizes = {std::atoll(argv[1])};
+    if (argc >= 3) args.repeats = std::max(1, std::atoi(argv[2]));
+    for (long long n : args.sizes)
+        if (n <= 0 || n % multiple != 0) {
+            std::fprintf(stderr, "n must be a positive multiple of %lld%s; got %lld\n", multiple, why, n);
+            std::exit(EXIT_FAILURE);
+        }
+    return args;
+}

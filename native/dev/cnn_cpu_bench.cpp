@@ -65,12 +65,14 @@ double best_seconds(const std::function<void()>& call) {
 struct Conv {
     const char* name;
     int64_t n, c, h, w, k, kh, kw, stride, pad, groups;
-    int64_t oh() const { return (h + 2 * pad - kh) / stride + 1; }
-    int64_t ow() const { return (w + 2 * pad - kw) / stride + 1; }
 };
 
 void bench_conv(const Conv& g) {
-    const int64_t P = g.oh() * g.ow(), cg = g.c / g.groups, kg = g.k / g.groups, krs = cg * g.kh * g.kw;
+    int64_t out_h = 0, out_w = 0;  // the library's own rule, not a copy of its formula
+    check(kn_conv2d_output_size(g.n, g.c, g.h, g.w, g.k, g.kh, g.kw, g.stride, g.stride, g.pad, g.pad, 1, 1, g.groups,
+                                &out_h, &out_w),
+          "kn_conv2d_output_size");
+    const int64_t P = out_h * out_w, cg = g.c / g.groups, kg = g.k / g.groups, krs = cg * g.kh * g.kw;
     const double flop = 2.0 * g.n * g.k * P * krs;
     Buffer x(g.n * g.c * g.h * g.w), w(g.k * krs), bias(g.k), y(g.n * g.k * P), dw(g.k * krs), db(g.k),
         dx(g.n * g.c * g.h * g.w);
@@ -103,7 +105,8 @@ double copy_gbs(int64_t floats) {
 }
 
 void bench_pool(const char* name, int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, int64_t s, int64_t p) {
-    const int64_t oh = (h + 2 * p - k) / s + 1, ow = (w + 2 * p - k) / s + 1;
+    int64_t oh = 0, ow = 0;
+    check(kn_pool2d_output_size(n, c, h, w, k, k, s, s, p, p, &oh, &ow), "kn_pool2d_output_size");
     const int64_t xs = n * c * h * w, ys = n * c * oh * ow;
     Buffer x(xs), y(ys), idx(ys), dx(xs);
     double t_max = best_seconds(

@@ -30,6 +30,19 @@ inline void cublas_check(cublasStatus_t s, const char* what, const char* file, i
     std::exit(EXIT_FAILURE);
 }
 
+// Prints what the programs run on (name, SMs, compute capability, L2) and returns the SM count,
+// which the library's launchers take (kn::cuda::LaunchContext::sm_count).
+inline int describe_device() {
+    int device = 0, sm_count = 0;
+    CUDA_CHECK(cudaGetDevice(&device));
+    cudaDeviceProp prop{};
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+    CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
+    std::printf("%s, %d SMs, compute capability %d.%d, %.0f MB L2\n", prop.name, sm_count, prop.major, prop.minor,
+                prop.l2CacheSize / 1e6);
+    return sm_count;
+}
+
 // Uniform floats in [-1, 1) from a fixed seed (a 64-bit LCG's top 24 bits), so runs are
 // comparable. (Not <random>: nvcc 11.8's front end rejects libstdc++ 12's <random>.)
 inline std::vector<float> random_floats(size_t count, uint32_t seed) {

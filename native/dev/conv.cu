@@ -21,11 +21,12 @@
 // prints cuDNN's GFLOP/s and the ratio of each pass (see README.md).
 //
 // Build (see README.md):
-//   nvcc -O3 -std=c++17 --expt-relaxed-constexpr -arch=sm_90 -I../include -I../src -o conv conv.cu
+//   nvcc -O3 -std=c++17 --expt-relaxed-constexpr -arch=sm_90 -I../include -I../core -I../kernels -o conv conv.cu
 //   ./conv [--csv FILE] [--repeats N] [--only NAME]
 #include "common.cuh"
 
 #include "../kernels/cuda/conv.cu"  // variants 3 to 7 are the library's own code
+#include "window_geometry.h"
 
 #include <cfloat>
 #include <cstring>
@@ -41,11 +42,10 @@ struct Shape {
     const char* name;
     int batch, C, H, W, OC, KH, KW, sh, sw, ph, pw, dh, dw, groups;
 
+    // As the C API hands it to a backend (its rule, core/window_geometry.h, not a copy of it).
     Conv2dGeometry geometry() const {
-        Conv2dGeometry g{batch, C, H, W, OC, KH, KW, sh, sw, ph, pw, dh, dw, groups, 0, 0};
-        g.out_height = (H + 2 * ph - dh * (KH - 1) - 1) / sh + 1;
-        g.out_width = (W + 2 * pw - dw * (KW - 1) - 1) / sw + 1;
-        return g;
+        const kn::WindowAxis h = kn::window_axis(H, ph, KH, sh, dh), w = kn::window_axis(W, pw, KW, sw, dw);
+        return Conv2dGeometry{batch, C, H, W, OC, KH, KW, h.stride, w.stride, ph, pw, dh, dw, groups, h.out, w.out};
     }
     int64_t x_n() const { return int64_t{batch} * C * H * W; }
     int64_t w_n() const { return int64_t{OC} * (C / groups) * KH * KW; }
@@ -368,12 +368,7 @@ int main(int argc, char** argv) {
             return EXIT_FAILURE;
         }
     }
-    int device = 0, sm_count = 0;
-    CUDA_CHECK(cudaGetDevice(&device));
-    cudaDeviceProp prop{};
-    CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
-    CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
-    std::printf("%s, %d SMs, compute capability %d.%d\n", prop.name, sm_count, prop.major, prop.minor);
+    const int sm_count = describe_device();
     cudaStream_t stream;
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
 

@@ -12,7 +12,7 @@
 // an H100's ~3 TB/s copy rate. Not yet run on a GPU (written on a machine without one).
 //
 // Build and run from native/dev (see README.md):
-//   nvcc -O3 -std=c++17 -arch=sm_90 -I../include -I../src -I../kernels/cuda -o elementwise \
+//   nvcc -O3 -std=c++17 -arch=sm_90 -I../include -I../core -I../kernels -I../kernels/cuda -o elementwise \
 //        elementwise.cu ../kernels/cuda/elementwise.cu && ./elementwise [n] [repeats]
 #include "bandwidth.cuh"
 
@@ -153,23 +153,9 @@ const char* variant_name(int v) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    std::vector<long long> sizes = default_sizes();
-    int repeats = 20;
-    if (argc >= 2) sizes = {std::atoll(argv[1])};
-    if (argc >= 3) repeats = std::max(1, std::atoi(argv[2]));
-    for (long long n : sizes) {
-        if (n <= 0 || n % 2048 != 0) {
-            std::fprintf(stderr, "n must be a positive multiple of 2048 (float4 variants, 512-wide bias); got %lld\n", n);
-            return EXIT_FAILURE;
-        }
-    }
+    const SizeArgs args = parse_size_args(argc, argv, 2048, " (float4 variants, 512-wide bias)");
 
-    int device = 0, sm_count = 0;
-    CUDA_CHECK(cudaGetDevice(&device));
-    cudaDeviceProp prop{};
-    CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
-    CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
-    std::printf("%s, %d SMs, %.0f MB L2\n", prop.name, sm_count, prop.l2CacheSize / 1e6);
+    const int sm_count = describe_device();
     cudaStream_t stream;
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
     const kn::cuda::LaunchContext ctx{stream, sm_count};
@@ -198,7 +184,7 @@ int main(int argc, char** argv) {
     }
     std::printf("validation: all variants match float64\n");
 
-    for (long long n : sizes) {
+    for (long long n : args.sizes) {
         for (Op op : {Op::relu, Op::add, Op::bias_add}) {
             float *a = nullptr, *b = nullptr, *c = nullptr;
             CUDA_CHECK(cudaMalloc(&a, n * sizeof(float)));
@@ -207,11 +193,11 @@ int main(int argc, char** argv) {
             CUDA_CHECK(cudaMemsetAsync(a, 0x3f, n * sizeof(float), stream));
             CUDA_CHECK(cudaMemsetAsync(b, 0x3e, n * sizeof(float), stream));
             Problem p{op, n, 512, a, b, c, ctx};
-            CopyReference copy(p.traffic(), timer, stream, repeats);
+            CopyReference copy(p.traffic(), timer, stream, args.repeats);
             char what[128];
             std::snprintf(what, sizeof what, "%s, n = %lldM", name_of(op), n >> 20);
             copy.print_header(what, p.traffic());
-            for (int v = 1; v <= 3; ++v) copy.print_row(variant_name(v), timer.mean_ms(repeats, [&] { p.run(v); }), p.traffic());
+            for (int v = 1; v <= 3; ++v) copy.print_row(variant_name(v), timer.mean_ms(args.repeats, [&] { p.run(v); }), p.traffic());
             cudaFree(a);
             cudaFree(b);
             cudaFree(c);

@@ -10,7 +10,7 @@
 //      grouped tile order, any shape / transpose / batch
 //
 // Build and run (see README.md):
-//   nvcc -O3 -std=c++17 -arch=sm_90 -I../include -I../src -o gemm gemm.cu -lcublas && ./gemm [m n k] [repeats]
+//   nvcc -O3 -std=c++17 -arch=sm_90 -I../include -I../core -I../kernels -o gemm gemm.cu -lcublas && ./gemm [m n k] [repeats]
 #include "common.cuh"
 
 #include "../kernels/cuda/gemm.cu"  // variant 5 is the library's own code, not a copy of it
@@ -401,12 +401,7 @@ int main(int argc, char** argv) {
     }
     if (argc >= 5) repeats = std::max(1, std::atoi(argv[4]));
 
-    int device = 0, sm_count = 0;
-    CUDA_CHECK(cudaGetDevice(&device));
-    cudaDeviceProp prop{};
-    CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
-    CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
-    std::printf("%s, %d SMs, compute capability %d.%d\n", prop.name, sm_count, prop.major, prop.minor);
+    const int sm_count = describe_device();
 
     cudaStream_t stream;
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));

@@ -16,7 +16,7 @@
 // Napkin math: 64M floats = 268 MB read, ~90 us at ~3 TB/s. Not yet run on a GPU.
 //
 // Build and run from native/dev (see README.md):
-//   nvcc -O3 -std=c++17 -arch=sm_90 -I../include -I../src -I../kernels/cuda -o reduce \
+//   nvcc -O3 -std=c++17 -arch=sm_90 -I../include -I../core -I../kernels -I../kernels/cuda -o reduce \
 //        reduce.cu ../kernels/cuda/reduce.cu ../kernels/cuda/elementwise.cu && ./reduce [n] [repeats]
 // (elementwise.cu for launch_fill, which the library's reduce uses for reduce == 0.)
 #include "bandwidth.cuh"
@@ -147,22 +147,9 @@ const char* variant_name(int v) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    std::vector<long long> sizes = default_sizes();
-    int repeats = 20;
-    if (argc >= 2) sizes = {std::atoll(argv[1])};
-    if (argc >= 3) repeats = std::max(1, std::atoi(argv[2]));
-    for (long long n : sizes)
-        if (n <= 0 || n % 1024 != 0) {
-            std::fprintf(stderr, "n must be a positive multiple of 1024; got %lld\n", n);
-            return EXIT_FAILURE;
-        }
+    const SizeArgs args = parse_size_args(argc, argv, 1024, "");
 
-    int device = 0, sm_count = 0;
-    CUDA_CHECK(cudaGetDevice(&device));
-    cudaDeviceProp prop{};
-    CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
-    CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
-    std::printf("%s, %d SMs\n", prop.name, sm_count);
+    const int sm_count = describe_device();
     cudaStream_t stream;
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
     Runner runner{{stream, sm_count}};
@@ -198,7 +185,7 @@ int main(int argc, char** argv) {
     }
     std::printf("validation: all variants match float64\n");
 
-    for (long long n : sizes) {
+    for (long long n : args.sizes) {
         float *x = nullptr, *y = nullptr;
         CUDA_CHECK(cudaMalloc(&x, n * sizeof(float)));
         CUDA_CHECK(cudaMalloc(&y, (n / 512) * sizeof(float)));
@@ -206,12 +193,12 @@ int main(int argc, char** argv) {
         const Shape shapes[] = {{"sum of everything", 1, n, 1}, {"row sums [n/1024, 1024]", n / 1024, 1024, 1},
                                 {"column sums [n/512, 512]", 1, n / 512, 512}};
         for (const Shape& s : shapes) {
-            CopyReference copy(s.traffic(), timer, stream, repeats);
+            CopyReference copy(s.traffic(), timer, stream, args.repeats);
             char what[128];
             std::snprintf(what, sizeof what, "%s, n = %lldM", s.name, n >> 20);
             copy.print_header(what, s.traffic());
             for (int v = (s.outputs() == 1 ? 1 : 3); v <= 3; ++v)
-                copy.print_row(variant_name(v), timer.mean_ms(repeats, [&] { runner.run(v, s, x, y); }), s.traffic());
+                copy.print_row(variant_name(v), timer.mean_ms(args.repeats, [&] { runner.run(v, s, x, y); }), s.traffic());
         }
         cudaFree(x);
         cudaFree(y);

@@ -15,7 +15,7 @@
 // Napkin math: 64M elements move 537 MB, ~0.18 ms at ~3 TB/s. Not yet run on a GPU.
 //
 // Build and run from native/dev (see README.md):
-//   nvcc -O3 -std=c++17 -arch=sm_90 -I../include -I../src -I../kernels/cuda -o softmax \
+//   nvcc -O3 -std=c++17 -arch=sm_90 -I../include -I../core -I../kernels -I../kernels/cuda -o softmax \
 //        softmax.cu ../kernels/cuda/softmax.cu && ./softmax [n] [repeats]
 #include "bandwidth.cuh"
 
@@ -106,22 +106,9 @@ const char* variant_name(int v) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    std::vector<long long> sizes = default_sizes();
-    int repeats = 20;
-    if (argc >= 2) sizes = {std::atoll(argv[1])};
-    if (argc >= 3) repeats = std::max(1, std::atoi(argv[2]));
-    for (long long n : sizes)
-        if (n <= 0 || n % 32768 != 0) {
-            std::fprintf(stderr, "n must be a positive multiple of 32768; got %lld\n", n);
-            return EXIT_FAILURE;
-        }
+    const SizeArgs args = parse_size_args(argc, argv, 32768, "");
 
-    int device = 0, sm_count = 0;
-    CUDA_CHECK(cudaGetDevice(&device));
-    cudaDeviceProp prop{};
-    CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
-    CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
-    std::printf("%s, %d SMs\n", prop.name, sm_count);
+    const int sm_count = describe_device();
     cudaStream_t stream;
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
     const kn::cuda::LaunchContext ctx{stream, sm_count};
@@ -148,7 +135,7 @@ int main(int argc, char** argv) {
     }
     std::printf("validation: all variants match float64\n");
 
-    for (long long n : sizes) {
+    for (long long n : args.sizes) {
         float *x = nullptr, *y = nullptr;
         CUDA_CHECK(cudaMalloc(&x, n * sizeof(float)));
         CUDA_CHECK(cudaMalloc(&y, n * sizeof(float)));
@@ -156,13 +143,13 @@ int main(int argc, char** argv) {
         for (int cols : {1024, 32768, 16}) {
             const long long rows = n / cols;
             const double traffic = 8.0 * n;
-            CopyReference copy(traffic, timer, stream, repeats);
+            CopyReference copy(traffic, timer, stream, args.repeats);
             char what[128];
             std::snprintf(what, sizeof what, "softmax [%lld, %d], n = %lldM", rows, cols, n >> 20);
             copy.print_header(what, traffic);
             for (int v = 1; v <= 3; ++v) {
                 // Variant 1 at long rows is thousands of times slower; time it once instead of 20 times.
-                const int r = (v == 1 && cols > 1024) ? 1 : repeats;
+                const int r = (v == 1 && cols > 1024) ? 1 : args.repeats;
                 copy.print_row(variant_name(v), timer.mean_ms(r, [&] { run(v, x, y, rows, cols, ctx); }), traffic);
             }
         }

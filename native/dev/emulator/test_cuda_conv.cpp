@@ -15,6 +15,7 @@
 #include "cuda_kernels.h"
 #include "selftest_harness.h"
 #include "fast_divmod.cuh"
+#include "window_geometry.h"
 
 #include <algorithm>
 #include <cfloat>
@@ -98,11 +99,11 @@ struct ConvCase {
     int64_t batch, C, H, W, OC, KH, KW, sh, sw, ph, pw, dh, dw, G;
 };
 
+// The geometry as the C API hands it to a backend (its rule, window_geometry.h, not a copy of it).
 static Conv2dGeometry geometry_of(const ConvCase& c) {
-    Conv2dGeometry g{c.batch, c.C, c.H, c.W, c.OC, c.KH, c.KW, c.sh, c.sw, c.ph, c.pw, c.dh, c.dw, c.G, 0, 0};
-    g.out_height = (c.H + 2 * c.ph - c.dh * (c.KH - 1) - 1) / c.sh + 1;
-    g.out_width = (c.W + 2 * c.pw - c.dw * (c.KW - 1) - 1) / c.sw + 1;
-    return g;
+    const WindowAxis h = window_axis(c.H, c.ph, c.KH, c.sh, c.dh), w = window_axis(c.W, c.pw, c.KW, c.sw, c.dw);
+    return Conv2dGeometry{c.batch, c.C,  c.H,  c.W,  c.OC, c.KH, c.KW, h.stride,
+                          w.stride, c.ph, c.pw, c.dh, c.dw, c.G,  h.out, w.out};
 }
 
 static std::string describe(const ConvCase& c) {
@@ -348,8 +349,9 @@ struct PoolCase {
 };
 
 static Pool2dGeometry pool_geometry(const PoolCase& c, bool count_include_pad) {
-    return Pool2dGeometry{c.batch, c.channels, c.H, c.W, c.KH, c.KW, c.sh, c.sw, c.ph, c.pw,
-                          (c.H + 2 * c.ph - c.KH) / c.sh + 1, (c.W + 2 * c.pw - c.KW) / c.sw + 1, count_include_pad};
+    const WindowAxis h = window_axis(c.H, c.ph, c.KH, c.sh), w = window_axis(c.W, c.pw, c.KW, c.sw);
+    return Pool2dGeometry{c.batch, c.channels, c.H,   c.W,   c.KH, c.KW, h.stride, w.stride, c.ph, c.pw,
+                          h.out,   w.out,      count_include_pad};
 }
 
 static void test_pool() {

@@ -223,6 +223,46 @@ void over_images(int64_t batch, Fn&& per_image) {
     for (int64_t n = even; n < batch; ++n) per_image(n, threads > 1);
 }
 
+// One block of an image's output positions [p0, p0 + width) (whole output rows), lowered: group g's
+// column matrix col_g[krs, width] is at data + g * group_stride, with rows ld apart. For a direct
+// (1x1, stride 1, unpadded) convolution it is the image x itself.
+struct ColumnBlock {
+    int64_t p0, width;
+    const float* data;
+    int64_t ld, group_stride;
+};
+
+// The lowering shared by forward and backward-weights: pads image xn once into this thread's padded
+// scratch, then builds its column matrix a block of S.block_rows output rows at a time in the column
+// scratch and calls fn(block) on each (the next block overwrites it). `threaded`: the copies are
+// split over the pool (see over_channels).
+template <typename Fn>
+void for_each_column_block(const Shape& S, const float* xn, bool threaded, Fn&& fn) {
+    const Conv2dGeometry& g = S.g;
+    float* padded = nullptr;
+    float* col = nullptr;
+    if (!S.direct) {
+        padded = padded_scratch.get(S.padded_floats(g.in_channels));
+        col = column_scratch.get(S.col_floats());
+        over_channels(threaded, g.in_channels, S.padded_plane,
+                      [&](int64_t c0, int64_t c1) { pad_planes(S, xn, c0, c1, padded); });
+    }
+    for (int64_t oh0 = 0; oh0 < g.out_height; oh0 += S.block_rows) {
+        const int64_t oh1 = std::min(g.out_height, oh0 + S.block_rows);
+        const int64_t p0 = oh0 * g.out_width, width = (oh1 - oh0) * g.out_width;
+        ColumnBlock block{p0, width, xn + p0, S.plane_in, S.cg * S.plane_in};
+        if (!S.direct) {
+            over_channels(threaded, g.in_channels, S.taps * width, [&](int64_t c0, int64_t c1) {
+                im2col(S, padded, c0, c1, oh0, oh1, col + c0 * S.taps * width);
+            });
+            block.data = col;
+            block.ld = width;
+            block.group_stride = S.krs * width;
+        }
+        fn(block);
+    }
+}
+
 GemmArgs gemm_args(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float beta, const float* a,
                    int64_t lda, int64_t stride_a, const float* b, int64_t ldb, int64_t stride_b, float* c, int64_t ldc,
                    int64_t stride_c, int64_t batch_count) {
@@ -469,44 +509,22 @@ void conv2d_f32(const Conv2dArgs& args) {
         return;
     }
     const int64_t x_image = g.in_channels * S.plane_in, y_image = g.out_channels * S.plane_out;
-    const int64_t OW = g.out_width;
 
     over_images(g.batch, [&](int64_t n, bool threaded) {
-        const float* xn = x + n * x_image;
         float* yn = y + n * y_image;
-        float* padded = nullptr;
-        float* col = nullptr;
-        if (!S.direct) {
-            padded = padded_scratch.get(S.padded_floats(g.in_channels));
-            col = column_scratch.get(S.col_floats());
-            over_channels(threaded, g.in_channels, S.padded_plane,
-                          [&](int64_t c0, int64_t c1) { pad_planes(S, xn, c0, c1, padded); });
-        }
-        for (int64_t oh0 = 0; oh0 < g.out_height; oh0 += S.block_rows) {
-            const int64_t oh1 = std::min(g.out_height, oh0 + S.block_rows);
-            const int64_t p0 = oh0 * OW, width = (oh1 - oh0) * OW;
-            const float* b = xn + p0;
-            int64_t ldb = S.plane_in, stride_b = S.cg * S.plane_in;
-            if (!S.direct) {
-                over_channels(threaded, g.in_channels, S.taps * width, [&](int64_t c0, int64_t c1) {
-                    im2col(S, padded, c0, c1, oh0, oh1, col + c0 * S.taps * width);
-                });
-                b = col;
-                ldb = width;
-                stride_b = S.krs * width;
-            }
-            gemm_f32(gemm_args(false, false, S.kg, width, S.krs, 0.0f, w, S.krs, S.kg * S.krs, b, ldb, stride_b,
-                               yn + p0, S.plane_out, S.kg * S.plane_out, g.groups));
+        for_each_column_block(S, x + n * x_image, threaded, [&](const ColumnBlock& col) {
+            gemm_f32(gemm_args(false, false, S.kg, col.width, S.krs, 0.0f, w, S.krs, S.kg * S.krs, col.data, col.ld,
+                               col.group_stride, yn + col.p0, S.plane_out, S.kg * S.plane_out, g.groups));
             if (bias) {
-                over_channels(threaded, g.out_channels, width, [&](int64_t k0, int64_t k1) {
+                over_channels(threaded, g.out_channels, col.width, [&](int64_t k0, int64_t k1) {
                     for (int64_t k = k0; k < k1; ++k) {
                         const float bk = bias[k];
-                        float* row = yn + k * S.plane_out + p0;
-                        for (int64_t p = 0; p < width; ++p) row[p] += bk;
+                        float* row = yn + k * S.plane_out + col.p0;
+                        for (int64_t p = 0; p < col.width; ++p) row[p] += bk;
                     }
                 });
             }
-        }
+        });
     });
 }
 
@@ -562,7 +580,7 @@ void conv2d_backward_weights_f32(const Conv2dBackwardWeightsArgs& args) {
         return;
     }
     const int64_t x_image = g.in_channels * S.plane_in, y_image = g.out_channels * S.plane_out;
-    const int64_t w_floats = g.out_channels * S.krs, OW = g.out_width;
+    const int64_t w_floats = g.out_channels * S.krs;
 
     // Slot t accumulates dw over its own run of images; slot 0 writes the caller's dw, the others
     // private copies, summed in slot order at the end (deterministic for a given thread count).
@@ -580,39 +598,20 @@ void conv2d_backward_weights_f32(const Conv2dBackwardWeightsArgs& args) {
     auto image = [&](int64_t slot, int64_t n, bool threaded) {
         float* slot_dw = transposed ? private_dw.data() + slot * w_floats
                                     : slot == 0 ? dw : private_dw.data() + (slot - 1) * w_floats;
-        const float* xn = x + n * x_image;
         const float* dyn = dy + n * y_image;
-        float* padded = nullptr;
-        float* col = nullptr;
-        if (!S.direct) {
-            padded = padded_scratch.get(S.padded_floats(g.in_channels));
-            col = column_scratch.get(S.col_floats());
-            over_channels(threaded, g.in_channels, S.padded_plane,
-                          [&](int64_t c0, int64_t c1) { pad_planes(S, xn, c0, c1, padded); });
-        }
-        for (int64_t oh0 = 0; oh0 < g.out_height; oh0 += S.block_rows) {
-            const int64_t oh1 = std::min(g.out_height, oh0 + S.block_rows);
-            const int64_t p0 = oh0 * OW, width = (oh1 - oh0) * OW;
-            const float* b = xn + p0;
-            int64_t ldb = S.plane_in, stride_b = S.cg * S.plane_in;
-            if (!S.direct) {
-                over_channels(threaded, g.in_channels, S.taps * width, [&](int64_t c0, int64_t c1) {
-                    im2col(S, padded, c0, c1, oh0, oh1, col + c0 * S.taps * width);
-                });
-                b = col;
-                ldb = width;
-                stride_b = S.krs * width;
-            }
+        for_each_column_block(S, x + n * x_image, threaded, [&](const ColumnBlock& col) {
             // The first product of a slot overwrites (beta = 0 never reads what dw held).
             const float beta = started[slot] ? 1.0f : 0.0f;
             started[slot] = 1;
             if (transposed)  // dw_g^T[krs, kg] (+)= col_g[krs, width] dy_g^T[width, kg]
-                gemm_f32(gemm_args(false, true, S.krs, S.kg, width, beta, b, ldb, stride_b, dyn + p0, S.plane_out,
-                                   S.kg * S.plane_out, slot_dw, S.kg, S.krs * S.kg, g.groups));
+                gemm_f32(gemm_args(false, true, S.krs, S.kg, col.width, beta, col.data, col.ld, col.group_stride,
+                                   dyn + col.p0, S.plane_out, S.kg * S.plane_out, slot_dw, S.kg, S.krs * S.kg,
+                                   g.groups));
             else  // dw_g[kg, krs] (+)= dy_g[kg, width] col_g^T[width, krs]
-                gemm_f32(gemm_args(false, true, S.kg, S.krs, width, beta, dyn + p0, S.plane_out, S.kg * S.plane_out, b,
-                                   ldb, stride_b, slot_dw, S.krs, S.kg * S.krs, g.groups));
-        }
+                gemm_f32(gemm_args(false, true, S.kg, S.krs, col.width, beta, dyn + col.p0, S.plane_out,
+                                   S.kg * S.plane_out, col.data, col.ld, col.group_stride, slot_dw, S.krs,
+                                   S.kg * S.krs, g.groups));
+        });
     };
 
     if (even > 0) {

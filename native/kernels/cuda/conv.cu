@@ -13,9 +13,10 @@
 // few elements of both operand tiles (the padding, stride and dilation arithmetic happens here; a
 // tap that falls into the padding reads as 0) into registers and stores them k-major into shared
 // memory; two shared stages (double buffering) let the next step's global loads overlap this step's
-// FMAs with one barrier per step. The math is the warp tiling of kernels/cuda/gemm.cu: each warp
-// owns a (32 SUB_M) x (16 SUB_N) part of the tile, each thread SUB_M x SUB_N sub-tiles of 4 x 4
-// accumulators read from shared memory as float4 (8 x 8 per thread for the 128 x 128 tile).
+// FMAs with one barrier per step. The math is the warp tiling of kernels/cuda/gemm.cu, from the same
+// header (warp_tile.cuh): each warp owns a (32 SUB_M) x (16 SUB_N) part of the tile, each thread
+// SUB_M x SUB_N sub-tiles of 4 x 4 accumulators read from shared memory as float4 (8 x 8 per thread
+// for the 128 x 128 tile); this file adds the gathering tile loaders and the epilogues.
 //   - Gathers go where memory is contiguous: consecutive threads take consecutive output columns
 //     (n, oh, ow) of im2col(x) and of dy, so a warp reads runs of x or dy rows; the weights, which
 //     are contiguous along (ic, kh, kw), are read with consecutive threads along k. Index
@@ -49,6 +50,7 @@
 // native/dev/conv.cu times every path against cuDNN (native/dev/conv_cudnn.py).
 #include "cuda_kernels.h"
 #include "fast_divmod.cuh"
+#include "warp_tile.cuh"
 
 #include <cuda_runtime.h>
 
@@ -730,131 +732,64 @@ struct BackwardWeightsOp {
     static __device__ __forceinline__ float row_bias(const Params&, int, int) { return 0.0f; }
 };
 
-struct TileOrigin {
-    int z, m0, n0;
-};
-
-// Work item t -> (problem, tile origin); within a problem, tiles go in groups of CONV_GROUP_M
-// block-rows, walking down each column of tiles of the group before moving right (gemm.cu's order).
-template <int BM, int BN>
-__device__ __forceinline__ TileOrigin tile_origin(const GemmShape& s, int64_t t) {
-    const int64_t tiles = int64_t{s.tiles_m} * s.tiles_n;
-    TileOrigin o;
-    o.z = static_cast<int>(t / tiles);
-    const int64_t tile = t - o.z * tiles;
-    const int64_t group_span = int64_t{CONV_GROUP_M} * s.tiles_n;
-    const int64_t group = tile / group_span;
-    const int64_t first_tile_m = group * CONV_GROUP_M;
-    const int64_t rows_in_group = s.tiles_m - first_tile_m;
-    const int64_t group_rows = rows_in_group < CONV_GROUP_M ? rows_in_group : int64_t{CONV_GROUP_M};
-    const int64_t in_group = tile - group * group_span;
-    o.m0 = static_cast<int>((first_tile_m + in_group % group_rows) * BM);
-    o.n0 = static_cast<int>((in_group / group_rows) * BN);
-    return o;
-}
-
-// The implicit GEMM; the block tile is (WARPS_M * 32 * SUB_M) x (WARPS_N * 16 * SUB_N) (file header).
+// The implicit GEMM; the block tile is (WARPS_M * 32 * SUB_M) x (WARPS_N * 16 * SUB_N) (file header), its
+// main loop warp_tile.cuh's (as for gemm.cu), its tile order gemm.cu's (groups of CONV_GROUP_M block-rows).
 template <class Op, int WARPS_M, int WARPS_N, int SUB_M, int SUB_N, int MIN_BLOCKS>
 __global__ void __launch_bounds__(WARPS_M * WARPS_N * 32, MIN_BLOCKS) conv_gemm_kernel(const typename Op::Params p) {
-    static_assert(WARPS_M * WARPS_N * 32 == kThreads, "the loaders assume kThreads threads");
-    constexpr int kWarpM = 32 * SUB_M, kWarpN = 16 * SUB_N;
-    constexpr int BM = WARPS_M * kWarpM, BN = WARPS_N * kWarpN;
-    constexpr int kRowA = BM + CONV_SMEM_PAD, kRowB = BN + CONV_SMEM_PAD;
-    constexpr int TM = 4 * SUB_M, TN = 4 * SUB_N;
+    using Tile = WarpTile<WARPS_M, WARPS_N, SUB_M, SUB_N, BK, CONV_SMEM_PAD>;
+    static_assert(Tile::kThreads == kThreads, "the loaders assume kThreads threads");
+    constexpr int BM = Tile::BM, BN = Tile::BN;
     using LoaderA = typename Op::template LoaderA<BM>;
     using LoaderB = typename Op::template LoaderB<BN>;
 
-    __shared__ __align__(16) float a_tile[2][BK * kRowA];
-    __shared__ __align__(16) float b_tile[2][BK * kRowB];
+    __shared__ __align__(16) float a_stages[2][BK * Tile::kRowA];
+    __shared__ __align__(16) float b_stages[2][BK * Tile::kRowB];
 
     const int tid = threadIdx.x;
-    const int warp = tid / 32, lane = tid % 32;
-    const int warp_row0 = (warp / WARPS_N) * kWarpM;
-    const int warp_col0 = (warp % WARPS_N) * kWarpN;
-    const int thread_row = lane / 4;  // 0..7: lanes 4r..4r+3 share A fragments (one broadcast)
-    const int thread_col = lane % 4;  // 0..3
-
+    const Tile tile(tid);
     const int64_t work = int64_t{p.s.tiles_m} * p.s.tiles_n * p.s.problems;
     for (int64_t t = blockIdx.x; t < work; t += gridDim.x) {
-        const TileOrigin o = tile_origin<BM, BN>(p.s, t);
+        const auto o = grouped_tile<BM, BN, CONV_GROUP_M, int>(t, p.s.tiles_m, p.s.tiles_n);
+        const int z = o.problem, m0 = o.m0, n0 = o.n0;
         int k_begin, k_end;
-        Op::k_range(p, o.z, k_begin, k_end);
+        Op::k_range(p, z, k_begin, k_end);
         const int steps = k_end > k_begin ? (k_end - k_begin + BK - 1) / BK : 0;
 
-        float acc[TM][TN];
-#pragma unroll
-        for (int i = 0; i < TM; ++i)
-#pragma unroll
-            for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
-
+        float acc[Tile::TM][Tile::TN];
+        Tile::zero(acc);
         LoaderA load_a;
         LoaderB load_b;
-        load_a.start(p, o.z, o.m0, tid);
-        load_b.start(p, o.z, o.n0, tid);
-        if (steps > 0) {
-            load_a.load(p, k_begin, k_end, o.z);
-            load_b.load(p, k_begin, k_end, o.z);
-            load_a.store(a_tile[0], tid);
-            load_b.store(b_tile[0], tid);
-        }
-        __syncthreads();
+        load_a.start(p, z, m0, tid);
+        load_b.start(p, z, n0, tid);
+        tile.template multiply<true>(  // backward-data classes that no tap reaches have k == 0
+            steps, a_stages, b_stages, acc,
+            [&](int step) {
+                const int k0 = k_begin + step * BK;
+                load_a.load(p, k0, k_end, z);
+                load_b.load(p, k0, k_end, z);
+            },
+            [&](float* a_stage, float* b_stage) {
+                load_a.store(a_stage, tid);
+                load_b.store(b_stage, tid);
+            });
 
-        for (int step = 0; step < steps; ++step) {
-            const int stage = step & 1;
-            const bool has_next = step + 1 < steps;
-            if (has_next) {  // the next step's global loads are in flight during this step's FMAs
-                const int k_next = k_begin + (step + 1) * BK;
-                load_a.load(p, k_next, k_end, o.z);
-                load_b.load(p, k_next, k_end, o.z);
-            }
-            const float* as = a_tile[stage] + warp_row0 + thread_row * 4;
-            const float* bs = b_tile[stage] + warp_col0 + thread_col * 4;
+        // Epilogue: accumulator (i, j) is output (m0 + tile.row(i), n0 + tile.col(j)); its address is a
+        // row part plus a column part, the column parts computed once.
+        float* out = Op::output(p, z);
+        int col_offset[Tile::TN];
 #pragma unroll
-            for (int kk = 0; kk < BK; ++kk) {
-                float a_frag[TM], b_frag[TN];
-#pragma unroll
-                for (int q = 0; q < SUB_M; ++q) {
-                    const float4 v = *reinterpret_cast<const float4*>(as + kk * kRowA + q * 32);
-                    a_frag[q * 4 + 0] = v.x; a_frag[q * 4 + 1] = v.y;
-                    a_frag[q * 4 + 2] = v.z; a_frag[q * 4 + 3] = v.w;
-                }
-#pragma unroll
-                for (int q = 0; q < SUB_N; ++q) {
-                    const float4 v = *reinterpret_cast<const float4*>(bs + kk * kRowB + q * 16);
-                    b_frag[q * 4 + 0] = v.x; b_frag[q * 4 + 1] = v.y;
-                    b_frag[q * 4 + 2] = v.z; b_frag[q * 4 + 3] = v.w;
-                }
-#pragma unroll
-                for (int i = 0; i < TM; ++i)
-#pragma unroll
-                    for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a_frag[i], b_frag[j], acc[i][j]);
-            }
-            if (has_next) {  // the other stage was last read before the previous barrier
-                load_a.store(a_tile[stage ^ 1], tid);
-                load_b.store(b_tile[stage ^ 1], tid);
-            }
-            __syncthreads();
-        }
-
-        // Epilogue: accumulator (i, j) is output (m0 + row(i), n0 + col(j)) with
-        //   row(i) = warp_row0 + (i / 4) * 32 + thread_row * 4 + i % 4
-        //   col(j) = warp_col0 + (j / 4) * 16 + thread_col * 4 + j % 4;
-        // its address is a row part plus a column part, the column parts computed once.
-        float* out = Op::output(p, o.z);
-        int col_offset[TN];
-#pragma unroll
-        for (int j = 0; j < TN; ++j) {
-            const int n = o.n0 + warp_col0 + (j / 4) * 16 + thread_col * 4 + (j % 4);
-            col_offset[j] = n < p.s.n ? Op::col_offset(p, o.z, n) : -1;
+        for (int j = 0; j < Tile::TN; ++j) {
+            const int n = n0 + tile.col(j);
+            col_offset[j] = n < p.s.n ? Op::col_offset(p, z, n) : -1;
         }
 #pragma unroll
-        for (int i = 0; i < TM; ++i) {
-            const int m = o.m0 + warp_row0 + (i / 4) * 32 + thread_row * 4 + (i % 4);
+        for (int i = 0; i < Tile::TM; ++i) {
+            const int m = m0 + tile.row(i);
             if (m >= p.s.m) continue;
-            const int row = Op::row_offset(p, o.z, m);
-            const float bias = Op::row_bias(p, o.z, m);
+            const int row = Op::row_offset(p, z, m);
+            const float bias = Op::row_bias(p, z, m);
 #pragma unroll
-            for (int j = 0; j < TN; ++j)
+            for (int j = 0; j < Tile::TN; ++j)
                 if (col_offset[j] >= 0) out[row + col_offset[j]] = acc[i][j] + bias;
         }
     }

@@ -13,7 +13,10 @@
 //   - each warp owns a (32*SUB_M) x (16*SUB_N) part of the block tile; its 32 threads form an 8 x 4
 //     grid and each keeps SUB_M x SUB_N sub-tiles of 4 x 4 accumulators in registers (8 x 8 for the
 //     large tile). Per k a thread reads SUB_M + SUB_N float4 from shared memory and does
-//     16 * SUB_M * SUB_N FMAs; lanes that read the same float4 are served by one broadcast;
+//     16 * SUB_M * SUB_N FMAs; lanes that read the same float4 are served by one broadcast. This
+//     main loop (stages, fragments, FMAs) and the tile order below are warp_tile.cuh's, shared with
+//     the implicit-GEMM convolution (conv.cu); this file adds the strided float4 tile loaders and
+//     the alpha/beta epilogue;
 //   - tiles are visited in groups of GEMM_GROUP_M block-rows (as Triton's matmul tutorial does) so
 //     blocks resident together share rows of A and columns of B in L2; a block walks tiles and
 //     batches in grid-stride loops, so no grid dimension ever exceeds its limit;
@@ -32,6 +35,7 @@
 // Measured speed: not yet measured on a GPU (written and compiled on a machine without one);
 // native/dev/gemm.cu times it against cuBLAS SGEMM (variant 5 there).
 #include "cuda_kernels.h"
+#include "warp_tile.cuh"
 
 #include <cuda_runtime.h>
 
@@ -172,139 +176,68 @@ __device__ __forceinline__ int clamp_to_int(int64_t v) {
     return v > (1 << 30) ? (1 << 30) : static_cast<int>(v);
 }
 
-struct TileOrigin {
-    int64_t batch, m0, n0;  // which matrix of the batch, and the tile's first row and column of C
-};
-
-// Work item t (a tile of one matrix) -> its origin. Within a matrix, tiles go in groups of
-// GEMM_GROUP_M block-rows, walking down each column of tiles of the group before moving right (the
-// order of Triton's matmul tutorial), so blocks that run at the same time share a few block-rows
-// of A and block-columns of B in L2.
-template <int BM, int BN>
-__device__ __forceinline__ TileOrigin tile_origin(const GemmParams& p, int64_t t) {
-    const int64_t tiles = p.tiles_m * p.tiles_n;
-    TileOrigin o;
-    o.batch = t / tiles;
-    const int64_t tile = t - o.batch * tiles;
-    const int64_t group_span = int64_t{GEMM_GROUP_M} * p.tiles_n;
-    const int64_t group = tile / group_span;
-    const int64_t first_tile_m = group * GEMM_GROUP_M;
-    const int64_t rows_in_group = p.tiles_m - first_tile_m;
-    const int64_t group_rows = rows_in_group < GEMM_GROUP_M ? rows_in_group : int64_t{GEMM_GROUP_M};
-    const int64_t in_group = tile - group * group_span;
-    o.m0 = (first_tile_m + in_group % group_rows) * BM;
-    o.n0 = (in_group / group_rows) * BN;
-    return o;
-}
-
-// The block tile is (WARPS_M * 32 * SUB_M) x (WARPS_N * 16 * SUB_N); see the file header.
+// The block tile is (WARPS_M * 32 * SUB_M) x (WARPS_N * 16 * SUB_N); its main loop is warp_tile.cuh's.
 template <int WARPS_M, int WARPS_N, int SUB_M, int SUB_N, int BK, int MIN_BLOCKS, bool TRANS_A, bool TRANS_B>
 __global__ void __launch_bounds__(WARPS_M * WARPS_N * 32, MIN_BLOCKS)
 gemm_warp_tiled_kernel(const GemmParams p) {
-    constexpr int kThreads = WARPS_M * WARPS_N * 32;
-    constexpr int kWarpM = 32 * SUB_M;  // rows of C per warp: 8 thread-rows x 4 rows x SUB_M
-    constexpr int kWarpN = 16 * SUB_N;  // columns of C per warp: 4 thread-columns x 4 x SUB_N
-    constexpr int BM = WARPS_M * kWarpM;
-    constexpr int BN = WARPS_N * kWarpN;
-    constexpr int kRowA = BM + GEMM_SMEM_PAD;
-    constexpr int kRowB = BN + GEMM_SMEM_PAD;
-    constexpr int TM = 4 * SUB_M, TN = 4 * SUB_N;  // accumulators per thread
+    using Tile = WarpTile<WARPS_M, WARPS_N, SUB_M, SUB_N, BK, GEMM_SMEM_PAD>;
+    constexpr int BM = Tile::BM, BN = Tile::BN;
+    using LoaderA = TileLoader<BM, BK, Tile::kThreads, !TRANS_A>;  // A stored m x k is contiguous along k
+    using LoaderB = TileLoader<BN, BK, Tile::kThreads, TRANS_B>;   // B stored n x k is contiguous along k
 
-    using LoaderA = TileLoader<BM, BK, kThreads, !TRANS_A>;  // A stored m x k is contiguous along k
-    using LoaderB = TileLoader<BN, BK, kThreads, TRANS_B>;   // B stored n x k is contiguous along k
-
-    __shared__ __align__(16) float a_tile[2][BK * kRowA];
-    __shared__ __align__(16) float b_tile[2][BK * kRowB];
+    __shared__ __align__(16) float a_stages[2][BK * Tile::kRowA];
+    __shared__ __align__(16) float b_stages[2][BK * Tile::kRowB];
 
     const int tid = threadIdx.x;
-    const int warp = tid / 32, lane = tid % 32;
-    const int warp_row0 = (warp / WARPS_N) * kWarpM;  // this warp's first row in the block tile
-    const int warp_col0 = (warp % WARPS_N) * kWarpN;
-    const int thread_row = lane / 4;  // 0..7: lanes 4r..4r+3 share A fragments (one broadcast)
-    const int thread_col = lane % 4;  // 0..3
-
+    const Tile tile(tid);
     const int64_t k_steps = (p.k + BK - 1) / BK;
     const int64_t work = p.tiles_m * p.tiles_n * p.batch_count;
 
     for (int64_t t = blockIdx.x; t < work; t += gridDim.x) {
-        float acc[TM][TN];
-#pragma unroll
-        for (int i = 0; i < TM; ++i)
-#pragma unroll
-            for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
-
+        float acc[Tile::TM][Tile::TN];
+        Tile::zero(acc);
         LoaderA load_a;
         LoaderB load_b;
         {
-            const TileOrigin o = tile_origin<BM, BN>(p, t);
-            load_a.start(p.a + o.batch * p.stride_a, p.lda, o.m0, p.m, tid);
-            load_b.start(p.b + o.batch * p.stride_b, p.ldb, o.n0, p.n, tid);
+            const auto o = grouped_tile<BM, BN, GEMM_GROUP_M, int64_t>(t, p.tiles_m, p.tiles_n);
+            load_a.start(p.a + o.problem * p.stride_a, p.lda, o.m0, p.m, tid);
+            load_b.start(p.b + o.problem * p.stride_b, p.ldb, o.n0, p.n, tid);
         }
-        load_a.load(p.lda, clamp_to_int(p.k), p.vec_a);
-        load_b.load(p.ldb, clamp_to_int(p.k), p.vec_b);
-        load_a.store(a_tile[0], tid);
-        load_b.store(b_tile[0], tid);
-        __syncthreads();
-
-        for (int64_t step = 0; step < k_steps; ++step) {
-            const int stage = static_cast<int>(step & 1);
-            const bool has_next = step + 1 < k_steps;
-            if (has_next) {  // issue the next step's global loads before this step's math
-                const int k_left = clamp_to_int(p.k - (step + 1) * BK);
-                load_a.advance(p.lda);
-                load_b.advance(p.ldb);
+        tile.template multiply<false>(  // k >= 1: launch_gemm handles k == 0 without this kernel
+            k_steps, a_stages, b_stages, acc,
+            [&](int64_t step) {
+                const int k_left = clamp_to_int(p.k - step * BK);
+                if (step > 0) {  // the loaders point at the previous step
+                    load_a.advance(p.lda);
+                    load_b.advance(p.ldb);
+                }
                 load_a.load(p.lda, k_left, p.vec_a);
                 load_b.load(p.ldb, k_left, p.vec_b);
-            }
-            const float* as = a_tile[stage] + warp_row0 + thread_row * 4;
-            const float* bs = b_tile[stage] + warp_col0 + thread_col * 4;
-#pragma unroll
-            for (int kk = 0; kk < BK; ++kk) {
-                float a_frag[TM], b_frag[TN];
-#pragma unroll
-                for (int s = 0; s < SUB_M; ++s) {
-                    const float4 v = *reinterpret_cast<const float4*>(as + kk * kRowA + s * 32);
-                    a_frag[s * 4 + 0] = v.x; a_frag[s * 4 + 1] = v.y;
-                    a_frag[s * 4 + 2] = v.z; a_frag[s * 4 + 3] = v.w;
-                }
-#pragma unroll
-                for (int s = 0; s < SUB_N; ++s) {
-                    const float4 v = *reinterpret_cast<const float4*>(bs + kk * kRowB + s * 16);
-                    b_frag[s * 4 + 0] = v.x; b_frag[s * 4 + 1] = v.y;
-                    b_frag[s * 4 + 2] = v.z; b_frag[s * 4 + 3] = v.w;
-                }
-#pragma unroll
-                for (int i = 0; i < TM; ++i)
-#pragma unroll
-                    for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a_frag[i], b_frag[j], acc[i][j]);
-            }
-            if (has_next) {  // the other stage was last read before the previous barrier
-                load_a.store(a_tile[stage ^ 1], tid);
-                load_b.store(b_tile[stage ^ 1], tid);
-            }
-            __syncthreads();
-        }
+            },
+            [&](float* a_stage, float* b_stage) {
+                load_a.store(a_stage, tid);
+                load_b.store(b_stage, tid);
+            });
 
         // Epilogue. The tile's origin is derived again from t rather than kept in registers
         // through the k loop (the empty asm hides that t is unchanged, so the compiler cannot reuse
         // the values from before the loop): that frees six registers where they are scarcest.
         int64_t t_again = t;
         asm volatile("" : "+l"(t_again));
-        const TileOrigin o = tile_origin<BM, BN>(p, t_again);
-        // Accumulator (i, j) is C[o.m0 + row(i), o.n0 + col(j)] with
-        //   row(i) = warp_row0 + (i / 4) * 32 + thread_row * 4 + i % 4
-        //   col(j) = warp_col0 + (j / 4) * 16 + thread_col * 4 + j % 4.
+        const auto o = grouped_tile<BM, BN, GEMM_GROUP_M, int64_t>(t_again, p.tiles_m, p.tiles_n);
+        // Accumulator (i, j) is C[o.m0 + tile.row(i), o.n0 + tile.col(j)]; a lane's columns come in
+        // runs of 4 (j = 4s .. 4s + 3), stored as one float4 where alignment allows.
         const int rows_left = clamp_to_int(p.m - o.m0);
         const int cols_left = clamp_to_int(p.n - o.n0);
-        float* c_tile = p.c + o.batch * p.stride_c + o.m0 * p.ldc + o.n0;
+        float* c_tile = p.c + o.problem * p.stride_c + o.m0 * p.ldc + o.n0;
 #pragma unroll
-        for (int i = 0; i < TM; ++i) {
-            const int row = warp_row0 + (i / 4) * 32 + thread_row * 4 + (i % 4);
+        for (int i = 0; i < Tile::TM; ++i) {
+            const int row = tile.row(i);
             if (row >= rows_left) continue;
             float* c_row = c_tile + row * p.ldc;
 #pragma unroll
             for (int s = 0; s < SUB_N; ++s) {
-                const int col = warp_col0 + s * 16 + thread_col * 4;
+                const int col = tile.col(s * 4);
                 float v[4];
 #pragma unroll
                 for (int j = 0; j < 4; ++j) v[j] = p.alpha * acc[i][s * 4 + j];
