@@ -10,6 +10,7 @@
 #include "buffer_table.h"
 #include "caching_allocator.h"
 #include "error.h"
+#include "window_geometry.h"
 #include "operands.h"
 
 #include <algorithm>
@@ -986,13 +987,13 @@ kn::Conv2dGeometry conv_geometry(const char* fn, int64_t batch, int64_t in_chann
              " (with dilation) but the padded input is only ", padded_h, "x", padded_w, " (", conv_shapes(g), ")");
     // The CPU backend lowers through a zero-padded copy of the input: its size must be a number.
     mul(mul(padded_h, padded_w, fn), in_channels, fn);
-    g.out_height = (padded_h - extent_h) / stride_height + 1;
-    g.out_width = (padded_w - extent_w) / stride_width + 1;
-    // With one output row (column) the stride is never stepped; a stride past the padded input is
-    // replaced by the smallest one with the same single output, so that no backend multiplies a
-    // stride near 2^63 by a row length (found by fuzz_c_api: stride_height * padded_width overflowed).
-    if (g.out_height == 1) g.stride_height = std::min(stride_height, padded_h - extent_h + 1);
-    if (g.out_width == 1) g.stride_width = std::min(stride_width, padded_w - extent_w + 1);
+    // The output size and the strides the backends get: the one rule (window_geometry.h).
+    const kn::WindowAxis h = kn::window_axis(in_height, pad_height, kernel_height, stride_height, dilation_height);
+    const kn::WindowAxis w = kn::window_axis(in_width, pad_width, kernel_width, stride_width, dilation_width);
+    g.out_height = h.out;
+    g.out_width = w.out;
+    g.stride_height = h.stride;
+    g.stride_width = w.stride;
     return g;
 }
 
@@ -1124,13 +1125,14 @@ kn::Pool2dGeometry pool_geometry(const char* fn, int64_t batch, int64_t channels
              " window is larger than the padded input ", padded_h, "x", padded_w, " (", pool_shapes(g), ")");
     if (in_height > std::numeric_limits<int32_t>::max() / in_width)  // in_height * in_width could wrap
         fail(KN_ERROR_INVALID_ARGUMENT, fn, ": a ", in_height, "x", in_width, " plane is too large for int32 indices");
-    g.out_height = (padded_h - kernel_height) / stride_height + 1;
-    g.out_width = (padded_w - kernel_width) / stride_width + 1;
-    // One output row (column): the stride is never stepped; a stride past the padded input becomes the
-    // smallest with the same single output, so no backend adds it to a row index (found by fuzz_c_api:
-    // ih + stride_height overflowed for a stride of 2^63 - 1). Every stride is then <= in + 1.
-    if (g.out_height == 1) g.stride_height = std::min(stride_height, padded_h - kernel_height + 1);
-    if (g.out_width == 1) g.stride_width = std::min(stride_width, padded_w - kernel_width + 1);
+    // The output size and the strides the backends get: the one rule (window_geometry.h; a stride
+    // past the padded input no longer overflows ih + stride_height, found by fuzz_c_api).
+    const kn::WindowAxis h = kn::window_axis(in_height, pad_height, kernel_height, stride_height);
+    const kn::WindowAxis w = kn::window_axis(in_width, pad_width, kernel_width, stride_width);
+    g.out_height = h.out;
+    g.out_width = w.out;
+    g.stride_height = h.stride;
+    g.stride_width = w.stride;
     return g;
 }
 
