@@ -6,6 +6,7 @@
 //     locking of its own for queues, kernel objects or scratch buffers.
 // Memory handles are `void*`: a host pointer on the CPU, a device pointer on CUDA, a cl_mem on OpenCL.
 // Errors are thrown as kn::Error (see error.h); the API layer turns them into a status.
+// The kernels a device runs are listed once, in ops.h: each entry names an op and its record here.
 #pragma once
 
 #include "kernels.h"

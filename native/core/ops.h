@@ -14,8 +14,9 @@
 //   2. the launcher `name` in each backend's kernels (declared in the backend's header above), or,
 //      for a backend that does not have the kernel yet, one line in its not-implemented list
 //      (KN_CUDA_OPS_NOT_IMPLEMENTED / KN_OPENCL_OPS_NOT_IMPLEMENTED; the CPU is the reference and has
-//      every op): the device then answers KN_ERROR_NOT_SUPPORTED for it, and the self-test skips it
-//      there (fails it with --strict);
+//      every op): the device then answers KN_ERROR_NOT_SUPPORTED for it ("opencl:0: clamp is not
+//      implemented by this backend"), which the self-test's cases written with expect_ok_or_skip
+//      count as skipped there and the others as failed;
 //   3. the C API export that validates and calls `device.name(args)` (native/api), its tests, and the
 //      C# side (bindings, Tensor method, gradient rule).
 // Names end in the element type (_f32) as the C API's do; messages drop it (op_message_name).

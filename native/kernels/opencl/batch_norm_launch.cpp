@@ -5,7 +5,6 @@
 #include <algorithm>
 
 namespace kn::opencl {
-
 namespace {
 
 // One work-item per (chunk of a plane, channel, image): x = chunk, y = channel, z = image, the

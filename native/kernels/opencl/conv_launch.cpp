@@ -7,7 +7,6 @@
 #include <limits>
 
 namespace kn::opencl {
-
 namespace {
 
 // The geometry of conv.cl's kernels as one int16 argument (kernels.h's order, then out_height,
@@ -25,8 +24,8 @@ cl_int16 conv_geometry_vector(const Queue& q, const Conv2dGeometry& g, const cha
                       g.out_channels * g.out_height * g.out_width <= kMax &&
                       g.out_channels * in_cg * g.kernel_height * g.kernel_width <= kMax;
     if (!fits)
-        fail(KN_ERROR_NOT_SUPPORTED, q.device_name(), ": ", op, ": the OpenCL kernels index one image (channels x height x ",
-             "width), the weights and the padded extent in int32; x is [", g.batch, ", ", g.in_channels, ", ",
+        fail(KN_ERROR_NOT_SUPPORTED, q.device_name(), ": ", op, ": the OpenCL kernels index one image (channels x ",
+             "height x width), the weights and the padded extent in int32; x is [", g.batch, ", ", g.in_channels, ", ",
              g.in_height, ", ", g.in_width, "], y [", g.batch, ", ", g.out_channels, ", ", g.out_height, ", ",
              g.out_width, "], padding ", g.pad_height, "x", g.pad_width);
     cl_int16 v;
@@ -62,7 +61,9 @@ void conv2d_f32(const Conv2dArgs& a, Queue& q) {
     cl_kernel kern = q.kernel(kname);
     q.set_args(kern, kname, mem(a.x), mem(a.w), bias, has_bias, mem(a.y), geometry);
     if (direct) q.launch_planes(kern, kname, 6, g.out_height * g.out_width, g.batch * g.out_channels);
-    else launch_conv_gemm(q, kern, kname, 6, g.out_channels / g.groups, g.batch * g.out_height * g.out_width, 1, g.groups);
+    else
+        launch_conv_gemm(q, kern, kname, 6, g.out_channels / g.groups, g.batch * g.out_height * g.out_width, 1,
+                         g.groups);
 }
 
 void conv2d_backward_data_f32(const Conv2dBackwardDataArgs& a, Queue& q) {
@@ -73,7 +74,9 @@ void conv2d_backward_data_f32(const Conv2dBackwardDataArgs& a, Queue& q) {
     cl_kernel kern = q.kernel(kname);
     q.set_args(kern, kname, mem(a.dy), mem(a.w), mem(a.dx), geometry);
     if (direct) q.launch_planes(kern, kname, 4, g.in_height * g.in_width, g.batch * g.in_channels);
-    else launch_conv_gemm(q, kern, kname, 4, g.in_channels / g.groups, g.batch * g.in_height * g.in_width, 1, g.groups);
+    else
+        launch_conv_gemm(q, kern, kname, 4, g.in_channels / g.groups, g.batch * g.in_height * g.in_width, 1,
+                         g.groups);
 }
 
 void conv2d_backward_weights_f32(const Conv2dBackwardWeightsArgs& a, Queue& q) {

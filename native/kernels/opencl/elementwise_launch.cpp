@@ -8,7 +8,6 @@
 #include <string>
 
 namespace kn::opencl {
-
 namespace {
 
 const char* const kUnaryNames[] = {"neg",     "abs",     "exp",        "log",   "sqrt",   "rsqrt",  "square",
@@ -18,6 +17,8 @@ const char* const kBinaryNames[] = {"add", "sub", "mul", "div", "power", "maximu
 static_assert(sizeof(kUnaryNames) / sizeof(kUnaryNames[0]) == KN_UNARY_POW_SCALAR + 1, "unary op table");
 static_assert(sizeof(kBinaryNames) / sizeof(kBinaryNames[0]) == KN_BINARY_MINIMUM + 1, "binary op table");
 
+// The variant of a binary kernel that fits the geometry: "11" both operands walked linearly, "10" b
+// broadcast from one element, "01" a broadcast from one element, "nd" the general strided walk.
 const char* binary_mode(const BroadcastGeometry& g) {
     if (g.rank == 1) {
         if (g.a_strides[0] == 1 && g.b_strides[0] == 1) return "11";
@@ -28,8 +29,7 @@ const char* binary_mode(const BroadcastGeometry& g) {
 }
 
 // BroadcastGeometry as long8 vectors; entries past the rank are size 1, stride 0.
-void geometry_vectors(const BroadcastGeometry& g, cl_long8& dims, cl_long8& a_strides,
-                             cl_long8& b_strides) {
+void geometry_vectors(const BroadcastGeometry& g, cl_long8& dims, cl_long8& a_strides, cl_long8& b_strides) {
     for (int d = 0; d < 8; ++d) {
         const bool used = d < g.rank;
         dims.s[d] = used ? g.dims[d] : 1;
@@ -124,8 +124,9 @@ void adam_step_f32(const AdamArgs& a, Queue& q) {
     cl_kernel kern = q.kernel(kname);
     // As on the CPU: bias corrections in double (beta2^t for t in the millions underflows
     // gracefully to 0), decoupled decay folded into one factor.
-    const float c1 = static_cast<float>(1.0 / (1.0 - std::pow(static_cast<double>(a.beta1), static_cast<double>(a.step))));
-    const float c2 = static_cast<float>(1.0 / (1.0 - std::pow(static_cast<double>(a.beta2), static_cast<double>(a.step))));
+    const double step = static_cast<double>(a.step);
+    const float c1 = static_cast<float>(1.0 / (1.0 - std::pow(static_cast<double>(a.beta1), step)));
+    const float c2 = static_cast<float>(1.0 / (1.0 - std::pow(static_cast<double>(a.beta2), step)));
     const float decay = a.decoupled_weight_decay ? 1.0f - a.lr * a.weight_decay : 1.0f;
     const float l2 = a.decoupled_weight_decay ? 0.0f : a.weight_decay;
     q.set_args(kern, kname, mem(a.param), mem(a.grad), mem(a.m), mem(a.v), cl_long{a.n}, cl_float{a.lr},

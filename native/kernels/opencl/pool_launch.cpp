@@ -6,9 +6,10 @@
 #include <limits>
 
 namespace kn::opencl {
-
 namespace {
 
+// The geometry of pool.cl's kernels as one int16 argument (Pool2dGeometry's order, count_include_pad
+// last). The kernels index within a plane in int32; larger planes are refused here.
 cl_int16 pool_geometry_vector(const Queue& q, const Pool2dGeometry& g, const char* op) {
     const int64_t values[13] = {g.batch, g.channels, g.in_height, g.in_width, g.kernel_height, g.kernel_width,
                                 g.stride_height, g.stride_width, g.pad_height, g.pad_width, g.out_height,
@@ -16,8 +17,8 @@ cl_int16 pool_geometry_vector(const Queue& q, const Pool2dGeometry& g, const cha
     constexpr int64_t kMax = std::numeric_limits<cl_int>::max();
     if (*std::max_element(values, values + 13) > kMax || g.in_height + 2 * g.pad_height > kMax ||
         g.in_width + 2 * g.pad_width > kMax || g.out_height * g.out_width > kMax)
-        fail(KN_ERROR_NOT_SUPPORTED, q.device_name(), ": ", op, ": the OpenCL kernels index a plane in int32; x is [", g.batch,
-             ", ", g.channels, ", ", g.in_height, ", ", g.in_width, "], y [", g.batch, ", ", g.channels, ", ",
+        fail(KN_ERROR_NOT_SUPPORTED, q.device_name(), ": ", op, ": the OpenCL kernels index a plane in int32; x is [",
+             g.batch, ", ", g.channels, ", ", g.in_height, ", ", g.in_width, "], y [", g.batch, ", ", g.channels, ", ",
              g.out_height, ", ", g.out_width, "]");
     cl_int16 v{};
     for (int i = 0; i < 13; ++i) v.s[i] = static_cast<cl_int>(values[i]);

@@ -8,7 +8,6 @@
 #include <string>
 
 namespace kn::opencl {
-
 namespace {
 
 // Columns one work-group of reduce_cols_* (REDUCE_VEC per work-item) or argreduce_cols_* covers.
@@ -84,7 +83,8 @@ void argreduce_pass(Queue& q, const char* op, const void* x, const void* index_i
 
 void reduce_f32(const ReduceArgs& r, Queue& q) {
     if (r.reduce == 0) {
-        q.fill_f32(mem(r.y), 0, r.outer * r.inner, r.op == KN_REDUCE_MEAN ? std::numeric_limits<float>::quiet_NaN() : 0.0f);
+        q.fill_f32(mem(r.y), 0, r.outer * r.inner,
+                   r.op == KN_REDUCE_MEAN ? std::numeric_limits<float>::quiet_NaN() : 0.0f);
         return;
     }
     const char* op = r.op == KN_REDUCE_MAX ? "maximum" : r.op == KN_REDUCE_MIN ? "minimum"

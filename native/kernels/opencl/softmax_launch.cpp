@@ -6,7 +6,6 @@
 #include <cstring>
 
 namespace kn::opencl {
-
 namespace {
 
 // Short rows, or (on CPUs) enough rows to keep every core busy: one work-item per row.
