@@ -5,7 +5,7 @@
 //     name and shape per backend:
 //         cpu::name(args)                         native/kernels/cpu/cpu_kernels.h
 //         cuda::name(args, ctx[, options])        native/kernels/cuda/cuda_kernels.h, returns cudaError_t
-//         opencl::name(queue, args)               native/kernels/opencl/opencl_backend.h
+//         opencl::name(args, queue)               native/kernels/opencl/opencl_backend.h
 // The memory operations (alloc, free, read, write, copy, fill_f32, synchronize, release_scratch) are
 // not kernels of this list: they stay hand-written in each device class.
 //
