@@ -12,11 +12,8 @@
 // Adding an op:
 //   1. its argument record in backend.h and one line here;
 //   2. the launcher `name` in each backend's kernels (declared in the backend's header above), or,
-//      for a backend that does not have the kernel yet, one line in its not-implemented list
-//      (KN_CUDA_OPS_NOT_IMPLEMENTED / KN_OPENCL_OPS_NOT_IMPLEMENTED; the CPU is the reference and has
-//      every op): the device then answers KN_ERROR_NOT_SUPPORTED for it ("opencl:0: clamp is not
-//      implemented by this backend"), which the self-test's cases written with expect_ok_or_skip
-//      count as skipped there and the others as failed;
+//      for a GPU backend that does not have the kernel yet, the same line in its list below
+//      (KN_OPS_NOT_IN_CUDA / KN_OPS_NOT_IN_OPENCL; the CPU is the reference and has every op);
 //   3. the C API export that validates and calls `device.name(args)` (native/api), its tests, and the
 //      C# side (bindings, Tensor method, gradient rule).
 // Names end in the element type (_f32) as the C API's do; messages drop it (op_message_name).
@@ -53,9 +50,17 @@
     X(batch_norm_f32, BatchNormArgs)                              \
     X(batch_norm_backward_f32, BatchNormBackwardArgs)
 
+// The ops a GPU backend has no launcher for yet (none today), as X(name, Args) lines like the table's.
+// Its device answers KN_ERROR_NOT_SUPPORTED for them ("opencl:0: clamp is not implemented by this
+// backend"), which the self-test's cases written with expect_ok_or_skip count as skipped on that
+// device and the others as failed. An op that a backend lacks and that is not listed here does not
+// compile, so no backend loses an op silently.
+#define KN_OPS_NOT_IN_CUDA(X)
+#define KN_OPS_NOT_IN_OPENCL(X)
+
 namespace kn {
 
-// What a backend's launcher lookup finds for an op listed in its not-implemented list: a function
+// What a backend's launcher lookup finds for an op in its KN_OPS_NOT_IN_* list: a function
 // template that takes the op's arguments (and whatever the backend passes after them) and returns
 // this marker. A real launcher is a plain function, which overload resolution prefers, so listing an
 // op that has a launcher changes nothing; the forwarders test the result type (op_not_implemented).

@@ -128,7 +128,7 @@ public:
     // ---- Kernels ---------------------------------------------------------------------------------
 
     // Every kernel of ops.h: CudaDevice::<name>(args) makes the device current and queues
-    // cuda::<name>(args, context_), or answers NOT_SUPPORTED for an op in KN_CUDA_OPS_NOT_IMPLEMENTED.
+    // cuda::<name>(args, context_), or answers NOT_SUPPORTED for an op in KN_OPS_NOT_IN_CUDA.
 #define KN_CUDA_FORWARD(op, Args) \
     void op(const Args& args) override { run(#op, [&] { return cuda::op(args, context_); }); }
     KN_OPS(KN_CUDA_FORWARD)

@@ -45,13 +45,11 @@ struct LaunchContext {
 };
 
 // ---- The ops of native/core/ops.h: cuda::<name>(args, ctx[, options]) -------------------------------
-// CudaDevice forwards each op of the table to the launcher of the same name; an op listed in
-// KN_CUDA_OPS_NOT_IMPLEMENTED (none today) has no launcher yet, and the device answers
-// KN_ERROR_NOT_SUPPORTED for it. Options exist for the emulator's tests and native/dev, which run
-// every path on any shape; CudaDevice passes the defaults (the launchers then plan from the shape and
-// ctx.sm_count).
-#define KN_CUDA_OPS_NOT_IMPLEMENTED(X)
-KN_CUDA_OPS_NOT_IMPLEMENTED(KN_OP_NOT_IMPLEMENTED)
+// CudaDevice forwards each op of the table to the launcher of the same name; an op in ops.h's
+// KN_OPS_NOT_IN_CUDA has no launcher yet, and the device answers KN_ERROR_NOT_SUPPORTED for it.
+// Options exist for the emulator's tests and native/dev, which run every path on any shape;
+// CudaDevice passes the defaults (the launchers then plan from the shape and ctx.sm_count).
+KN_OPS_NOT_IN_CUDA(KN_OP_NOT_IMPLEMENTED)
 
 // gemm.cu: C = alpha * op(A) * op(B) + beta * C over strided batches.
 cudaError_t gemm_f32(const GemmArgs& args, const LaunchContext& ctx);

@@ -116,11 +116,9 @@ private:
 };
 
 // ---- The ops of native/core/ops.h: opencl::<name>(args, queue) ---------------------------------------
-// OpenClDevice forwards each op of the table to the launcher of the same name; an op listed in
-// KN_OPENCL_OPS_NOT_IMPLEMENTED (none today) has no launcher yet, and the device answers
-// KN_ERROR_NOT_SUPPORTED for it.
-#define KN_OPENCL_OPS_NOT_IMPLEMENTED(X)
-KN_OPENCL_OPS_NOT_IMPLEMENTED(KN_OP_NOT_IMPLEMENTED)
+// OpenClDevice forwards each op of the table to the launcher of the same name; an op in ops.h's
+// KN_OPS_NOT_IN_OPENCL has no launcher yet, and the device answers KN_ERROR_NOT_SUPPORTED for it.
+KN_OPS_NOT_IN_OPENCL(KN_OP_NOT_IMPLEMENTED)
 
 // gemm_launch.cpp (gemm.cl)
 void gemm_f32(const GemmArgs& args, Queue& q);

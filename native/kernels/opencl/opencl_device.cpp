@@ -112,7 +112,7 @@ public:
 
     // ---- Kernels -----------------------------------------------------------------------------
     // Every kernel of ops.h: OpenClDevice::<name>(args) calls opencl::<name>(args, queue), or answers
-    // NOT_SUPPORTED for an op in KN_OPENCL_OPS_NOT_IMPLEMENTED.
+    // NOT_SUPPORTED for an op in KN_OPS_NOT_IN_OPENCL.
 #define KN_OPENCL_FORWARD(op, Args) \
     void op(const Args& args) override { run(#op, [&] { return opencl::op(args, *queue_); }); }
     KN_OPS(KN_OPENCL_FORWARD)
