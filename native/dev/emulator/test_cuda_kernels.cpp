@@ -345,6 +345,10 @@ static void test_reduce() {
                     SELFTEST_EXPECT(cuda::reduce_f32(args, scratch.context(sm)) == cudaSuccess, "reduce launch");
                     SELFTEST_EXPECT(scratch.asked == scratch_bytes, "reduce asked for %lld scratch bytes, planned %lld",
                                     (long long)scratch.asked, (long long)scratch_bytes);
+                    // A two-pass plan without a scratch source is refused before anything is queued.
+                    if (scratch_bytes > 0)
+                        SELFTEST_EXPECT(cuda::reduce_f32(args, ctx_with(sm)) == cudaErrorInvalidValue,
+                                        "reduce without scratch source: want cudaErrorInvalidValue");
                     for (int64_t oi = 0; oi < s.outer; ++oi)
                         for (int64_t ii = 0; ii < s.inner; ++ii) {
                             double sum = 0, sum_abs = 0, mx = -INFINITY, mn = INFINITY;
