@@ -1028,7 +1028,7 @@ cudaError_t conv2d_f32(const Conv2dArgs& args, const LaunchContext& ctx, const C
 }
 
 cudaError_t conv2d_backward_data_f32(const Conv2dBackwardDataArgs& args, const LaunchContext& ctx,
-                                        const Conv2dOptions& options) {
+                                     const Conv2dOptions& options) {
     const Sizes s = sizes_of(args.g);
     const auto* dy = static_cast<const float*>(args.dy);
     const auto* w = static_cast<const float*>(args.w);
@@ -1097,7 +1097,7 @@ cudaError_t conv2d_backward_weights_f32(const Conv2dBackwardWeightsArgs& args, c
                                         const Conv2dOptions& options) {
     const Sizes s = sizes_of(args.g);
     const BackwardWeightsPlan plan = plan_backward_weights(args, ctx, options);
-    const int64_t scratch_bytes = (plan.weight_partials_floats + plan.bias_partials_floats) * int64_t{sizeof(float)};
+    const int64_t scratch_bytes = conv2d_backward_weights_scratch_bytes(args, ctx, options);
     void* scratch = ctx.scratch(scratch_bytes);
     if (scratch_bytes > 0 && !scratch) return cudaErrorInvalidValue;
     float* weight_partials = static_cast<float*>(scratch);

@@ -352,7 +352,7 @@ cudaError_t reduce_f32(const ReduceArgs& args, const LaunchContext& ctx) {
     if (args.reduce == 0)  // MAX / MIN never get here (the API rejects them over zero elements)
         return fill_f32(y, args.outer * args.inner, args.op == KN_REDUCE_MEAN ? NAN : 0.0f, ctx);
     const Plan plan = make_plan(args.outer, args.reduce, args.inner, ctx);
-    const int64_t scratch_bytes = plan.scratch_elements * int64_t{sizeof(float)};
+    const int64_t scratch_bytes = reduce_scratch_bytes(args, ctx);
     void* scratch = ctx.scratch(scratch_bytes);
     if (scratch_bytes > 0 && !scratch) return cudaErrorInvalidValue;
     const float divisor = args.op == KN_REDUCE_MEAN ? static_cast<float>(args.reduce) : 1.0f;
@@ -383,7 +383,7 @@ int64_t argreduce_scratch_bytes(const ArgReduceArgs& args, const LaunchContext& 
 cudaError_t argreduce_f32(const ArgReduceArgs& args, const LaunchContext& ctx) {
     const float* x = static_cast<const float*>(args.x);
     const Plan plan = make_plan(args.outer, args.reduce, args.inner, ctx);
-    const int64_t scratch_bytes = plan.scratch_elements * int64_t{sizeof(ArgAcc)};
+    const int64_t scratch_bytes = argreduce_scratch_bytes(args, ctx);
     void* scratch = ctx.scratch(scratch_bytes);
     if (scratch_bytes > 0 && !scratch) return cudaErrorInvalidValue;
     if (args.op == KN_ARGMAX)
