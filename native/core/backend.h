@@ -6,10 +6,12 @@
 //     locking of its own for queues, kernel objects or scratch buffers.
 // Memory handles are `void*`: a host pointer on the CPU, a device pointer on CUDA, a cl_mem on OpenCL.
 // Errors are thrown as kn::Error (see error.h); the API layer turns them into a status.
+// The kernels a device runs are listed once, in ops.h: each entry names an op and its record here.
 #pragma once
 
 #include "kernels.h"
 #include "error.h"
+#include "ops.h"
 
 #include <cstdint>
 #include <memory>
@@ -275,40 +277,16 @@ public:
     // call that needs it allocates it again. kn_device_trim calls it with the caching allocator's trim.
     virtual void release_scratch() noexcept {}
 
-    // Kernels.
-    virtual void gemm_f32(const GemmArgs& args) = 0;
-    virtual void unary_f32(const UnaryArgs& args) = 0;
-    virtual void unary_backward_f32(const UnaryBackwardArgs& args) = 0;
-    virtual void binary_f32(const BinaryArgs& args) = 0;
-    virtual void binary_backward_f32(const BinaryBackwardArgs& args) = 0;
-    virtual void reduce_f32(const ReduceArgs& args) = 0;
-    virtual void argreduce_f32(const ArgReduceArgs& args) = 0;
-    virtual void softmax_f32(const SoftmaxArgs& args) = 0;
-    virtual void softmax_backward_f32(const SoftmaxBackwardArgs& args) = 0;
-
-    // Training kernels (losses, dropout, optimizer updates). A backend that lacks one keeps the
-    // default, which reports KN_ERROR_NOT_SUPPORTED naming the device and the operation.
-    virtual void cross_entropy_f32(const CrossEntropyArgs&) { unsupported("cross_entropy"); }
-    virtual void cross_entropy_backward_f32(const CrossEntropyBackwardArgs&) { unsupported("cross_entropy_backward"); }
-    virtual void dropout_f32(const DropoutArgs&) { unsupported("dropout"); }
-    virtual void dropout_backward_f32(const DropoutArgs&) { unsupported("dropout_backward"); }
-    virtual void clamp_f32(const ClampArgs&) { unsupported("clamp"); }
-    virtual void sgd_step_f32(const SgdArgs&) { unsupported("sgd_step"); }
-    virtual void adam_step_f32(const AdamArgs&) { unsupported("adam_step"); }
-    virtual void rmsprop_step_f32(const RmspropArgs&) { unsupported("rmsprop_step"); }
-    virtual void adagrad_step_f32(const AdagradArgs&) { unsupported("adagrad_step"); }
-
-    // Convolution, pooling and batch normalization (NCHW). Same default as the training kernels.
-    virtual void conv2d_f32(const Conv2dArgs&) { unsupported("conv2d"); }
-    virtual void conv2d_backward_data_f32(const Conv2dBackwardDataArgs&) { unsupported("conv2d_backward_data"); }
-    virtual void conv2d_backward_weights_f32(const Conv2dBackwardWeightsArgs&) { unsupported("conv2d_backward_weights"); }
-    virtual void pool2d_f32(const Pool2dArgs&) { unsupported("pool2d"); }
-    virtual void pool2d_backward_f32(const Pool2dBackwardArgs&) { unsupported("pool2d_backward"); }
-    virtual void batch_norm_f32(const BatchNormArgs&) { unsupported("batch_norm"); }
-    virtual void batch_norm_backward_f32(const BatchNormBackwardArgs&) { unsupported("batch_norm_backward"); }
+    // Kernels: one virtual per entry of ops.h, `void name(const Args& args)`. A backend overrides them
+    // all at once from the table (see ops.h); one that lacks an op keeps the default, which reports
+    // KN_ERROR_NOT_SUPPORTED naming the device and the operation.
+#define KN_DECLARE_OP(op, Args) \
+    virtual void op(const Args&) { unsupported(op_message_name(#op)); }
+    KN_OPS(KN_DECLARE_OP)
+#undef KN_DECLARE_OP
 
 protected:
-    [[noreturn]] void unsupported(const char* op) const {
+    [[noreturn]] void unsupported(const std::string& op) const {
         throw Error(KN_ERROR_NOT_SUPPORTED, name + ": " + op + " is not implemented by this backend");
     }
 };

@@ -116,7 +116,7 @@ struct Problem {
                 cudaError_t e;
                 if (op == Op::relu) {
                     kn::UnaryArgs args{KN_UNARY_RELU, 0.0f, a, c, n};
-                    e = kn::cuda::launch_unary(args, ctx);
+                    e = kn::cuda::unary_f32(args, ctx);
                 } else {
                     kn::BinaryArgs args{};
                     args.op = KN_BINARY_ADD;
@@ -138,7 +138,7 @@ struct Problem {
                     args.a = a;
                     args.b = b;
                     args.c = c;
-                    e = kn::cuda::launch_binary(args, ctx);
+                    e = kn::cuda::binary_f32(args, ctx);
                 }
                 CUDA_CHECK(e);
             }

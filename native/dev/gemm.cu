@@ -226,7 +226,7 @@ void run4(const Problem& p, cudaStream_t s, int) {
 }
 void run5(const Problem& p, cudaStream_t s, int sm_count) {
     kn::GemmArgs g{false, false, p.m, p.n, p.k, p.alpha, p.beta, p.a, p.k, 0, p.b, p.n, 0, p.c, p.n, 0, 1};
-    CUDA_CHECK(kn::cuda::launch_gemm(g, kn::cuda::LaunchContext{s, sm_count}));
+    CUDA_CHECK(kn::cuda::gemm_f32(g, kn::cuda::LaunchContext{s, sm_count}));
 }
 
 const Variant kVariants[] = {
@@ -291,7 +291,7 @@ bool validate_edge_case(const EdgeCase& e, cudaStream_t stream, int sm_count) {
     float* dc = device_copy_of(c);
     kn::GemmArgs g{e.ta, e.tb, e.m, e.n, e.k, e.alpha, e.beta, da, lda, int64_t(stride_a), db, ldb, int64_t(stride_b),
                    dc, ldc, int64_t(stride_c), e.batch};
-    CUDA_CHECK(kn::cuda::launch_gemm(g, kn::cuda::LaunchContext{stream, sm_count}));
+    CUDA_CHECK(kn::cuda::gemm_f32(g, kn::cuda::LaunchContext{stream, sm_count}));
     CUDA_CHECK(cudaStreamSynchronize(stream));
     const std::vector<float> got = host_copy_of(dc, c.size());
     bool ok = true;
@@ -383,7 +383,7 @@ void benchmark_transposes(int m, int n, int k, int repeats, cublasHandle_t handl
                                      db, ldb, da, lda, &zero, dc, n));
         });
         kn::GemmArgs g{ta, tb, m, n, k, 1.0f, 0.0f, da, lda, 0, db, ldb, 0, dc, n, 0, 1};
-        const double ms = timer.mean_ms(repeats, [&] { CUDA_CHECK(kn::cuda::launch_gemm(g, kn::cuda::LaunchContext{stream, sm_count})); });
+        const double ms = timer.mean_ms(repeats, [&] { CUDA_CHECK(kn::cuda::gemm_f32(g, kn::cuda::LaunchContext{stream, sm_count})); });
         std::printf("  %c%c  library %9.1f GFLOP/s   cuBLAS %9.1f GFLOP/s   %5.3fx\n", ta ? 'T' : 'N', tb ? 'T' : 'N',
                     flops / ms / 1e6, flops / ref_ms / 1e6, ref_ms / ms);
     }

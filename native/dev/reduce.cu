@@ -18,7 +18,7 @@
 // Build and run from native/dev (see README.md):
 //   nvcc -O3 -std=c++17 -arch=sm_90 -I../include -I../core -I../kernels -I../kernels/cuda -o reduce \
 //        reduce.cu ../kernels/cuda/reduce.cu ../kernels/cuda/elementwise.cu && ./reduce [n] [repeats]
-// (elementwise.cu for launch_fill, which the library's reduce uses for reduce == 0.)
+// (elementwise.cu for fill_f32, which the library's reduce uses for reduce == 0.)
 #include "bandwidth.cuh"
 
 #include "cuda_kernels.h"
@@ -106,21 +106,29 @@ bool check(const char* label, const Shape& s, const std::vector<float>& x, const
     return compare(label, got, want, bound);
 }
 
-struct Runner {
+// Also the library's scratch source (as CudaDevice's: one buffer, grown on demand and kept, so the
+// timed repeats do not allocate).
+struct Runner final : kn::cuda::ScratchSource {
     kn::cuda::LaunchContext ctx;
     void* scratch = nullptr;
-    size_t scratch_bytes = 0;
+    int64_t scratch_bytes = 0;
     float* partials = nullptr;
+
+    Runner(cudaStream_t stream, int sm_count) : ctx{stream, sm_count, this} {}
+
+    void* get(int64_t need) override {
+        if (need > scratch_bytes) {
+            CUDA_CHECK(cudaStreamSynchronize(ctx.stream));  // queued kernels may still read the old buffer
+            cudaFree(scratch);
+            CUDA_CHECK(cudaMalloc(&scratch, static_cast<size_t>(need)));
+            scratch_bytes = need;
+        }
+        return scratch;
+    }
 
     void library(const Shape& s, const float* x, float* y) {
         kn::ReduceArgs args{KN_REDUCE_SUM, x, y, s.outer, s.reduce, s.inner};
-        const size_t need = static_cast<size_t>(kn::cuda::reduce_scratch_bytes(args, ctx));
-        if (need > scratch_bytes) {
-            cudaFree(scratch);
-            CUDA_CHECK(cudaMalloc(&scratch, need));
-            scratch_bytes = need;
-        }
-        CUDA_CHECK(kn::cuda::launch_reduce(args, scratch, ctx));
+        CUDA_CHECK(kn::cuda::reduce_f32(args, ctx));
     }
 
     void run(int variant, const Shape& s, const float* x, float* y) {
@@ -152,7 +160,7 @@ int main(int argc, char** argv) {
     const int sm_count = describe_device();
     cudaStream_t stream;
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-    Runner runner{{stream, sm_count}};
+    Runner runner(stream, sm_count);
     Timer timer(stream);
 
     // Validation: every variant on the full sum (a size that is not a multiple of the block's

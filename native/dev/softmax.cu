@@ -76,7 +76,7 @@ void run(int variant, const float* x, float* y, long long rows, int cols, const 
         softmax_kernel2<<<static_cast<unsigned>(rows), kThreads, 0, ctx.stream>>>(x, y, cols);
     } else {
         kn::SoftmaxArgs args{x, y, rows, cols, false};
-        CUDA_CHECK(kn::cuda::launch_softmax(args, ctx));
+        CUDA_CHECK(kn::cuda::softmax_f32(args, ctx));
     }
 }
 

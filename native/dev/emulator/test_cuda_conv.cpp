@@ -15,6 +15,7 @@
 #include "cuda_kernels.h"
 #include "selftest_harness.h"
 #include "fast_divmod.cuh"
+#include "host_scratch.h"
 #include "window_geometry.h"
 
 #include <algorithm>
@@ -36,17 +37,6 @@ static selftest::Rng rng(987654321);
 static float uniform(float lo, float hi) { return rng.uniform(lo, hi); }
 
 static LaunchContext ctx_with(int sm) { return LaunchContext{nullptr, sm}; }
-
-// Scratch as CudaDevice gives it: null when 0 bytes, else at least the bytes asked for.
-struct Scratch {
-    std::unique_ptr<HostBuffer<double>> buf;
-    void* get(int64_t bytes) {
-        if (bytes <= 0) return nullptr;
-        buf.reset(new HostBuffer<double>(size_t((bytes + 7) / 8)));
-        std::memset(buf->p, 0xcd, size_t(bytes));  // garbage, as fresh device memory is
-        return buf->p;
-    }
-};
 
 // Compares got[i] with want[i] within bound[i]; prints the first few mismatches under `label`.
 static void expect_close(const char* label, const float* got, const std::vector<double>& want,
@@ -270,7 +260,7 @@ static void test_conv_forward() {
                 std::copy(d.bias.begin(), d.bias.end(), bias.p);
                 y.fill(NAN);
                 Conv2dArgs args{d.g, x.p, w.p, with_bias ? bias.p : nullptr, y.p};
-                SELFTEST_EXPECT(cuda::launch_conv2d(args, ctx_with(path.sm), path.options) == cudaSuccess, "conv2d launch");
+                SELFTEST_EXPECT(cuda::conv2d_f32(args, ctx_with(path.sm), path.options) == cudaSuccess, "conv2d launch");
                 std::vector<double> want = d.y, bound = d.y_bound;
                 if (with_bias) {
                     const int64_t ohw = d.g.out_height * d.g.out_width;
@@ -295,7 +285,7 @@ static void test_conv_backward_data() {
             std::copy(d.w.begin(), d.w.end(), w.p);
             dx.fill(NAN);
             Conv2dBackwardDataArgs args{d.g, dy.p, w.p, dx.p};
-            SELFTEST_EXPECT(cuda::launch_conv2d_backward_data(args, ctx_with(path.sm), path.options) == cudaSuccess,
+            SELFTEST_EXPECT(cuda::conv2d_backward_data_f32(args, ctx_with(path.sm), path.options) == cudaSuccess,
                    "conv2d_backward_data launch");
             const std::string label = "conv2d_backward_data " + describe(c) + " " + path.name;
             expect_close(label.c_str(), dx.p, d.dx, d.dx_bound);
@@ -327,11 +317,12 @@ static void test_conv_backward_weights() {
                 dw.fill(NAN);
                 dbias.fill(NAN);
                 Conv2dBackwardWeightsArgs args{d.g, x.p, dy.p, dw.p, with_bias ? dbias.p : nullptr};
-                Scratch scratch;
+                HostScratch scratch;
                 const int64_t bytes = cuda::conv2d_backward_weights_scratch_bytes(args, ctx_with(path.sm), path.options);
-                SELFTEST_EXPECT(cuda::launch_conv2d_backward_weights(args, scratch.get(bytes), ctx_with(path.sm), path.options) ==
-                           cudaSuccess,
+                SELFTEST_EXPECT(cuda::conv2d_backward_weights_f32(args, scratch.context(path.sm), path.options) == cudaSuccess,
                        "conv2d_backward_weights launch");
+                SELFTEST_EXPECT(scratch.asked == bytes, "conv2d_backward_weights asked for %lld scratch bytes, planned %lld",
+                                (long long)scratch.asked, (long long)bytes);
                 char label[300];
                 std::snprintf(label, sizeof label, "conv2d_backward_weights %s %s %lld%s", describe(c).c_str(), path.name,
                               (long long)path.options.split, with_bias ? " +dbias" : "");
@@ -396,8 +387,8 @@ static void test_pool() {
                             y.fill(NAN);
                             idx.fill(-7);
                             dx.fill(NAN);
-                            SELFTEST_EXPECT(cuda::launch_pool2d(Pool2dArgs{op, g, x.p, y.p, op == KN_POOL_MAX ? idx.p : nullptr},
-                                                       ctx_with(sm), wide) == cudaSuccess,
+                            SELFTEST_EXPECT(cuda::pool2d_f32(Pool2dArgs{op, g, x.p, y.p, op == KN_POOL_MAX ? idx.p : nullptr},
+                                                       ctx_with(sm), cuda::Pool2dOptions{wide != 0}) == cudaSuccess,
                                    "pool launch");
                             // Reference: windows clipped to the input, first maximum in row-major order,
                             // NaN wins; backward gathers into each input from the windows.
@@ -448,9 +439,9 @@ static void test_pool() {
                                 for (int64_t i = 0; i < y_n; ++i) bad += idx[i] != want_idx[i];
                                 SELFTEST_EXPECT(bad == 0, "%s: %d indices wrong", l.c_str(), bad);
                             }
-                            SELFTEST_EXPECT(cuda::launch_pool2d_backward(
+                            SELFTEST_EXPECT(cuda::pool2d_backward_f32(
                                        Pool2dBackwardArgs{op, g, dy.p, op == KN_POOL_MAX ? idx.p : nullptr, dx.p},
-                                       ctx_with(sm), wide) == cudaSuccess,
+                                       ctx_with(sm), cuda::Pool2dOptions{wide != 0}) == cudaSuccess,
                                    "pool backward launch");
                             expect_close((l + " backward").c_str(), dx.p, want_dx, bound_dx);
                         }
@@ -460,7 +451,7 @@ static void test_pool() {
     const Pool2dGeometry g = pool_geometry(c, false);
     HostBuffer<> x(50), y(2 * 9);
     for (int i = 0; i < 50; ++i) x[i] = float(i % 7);
-    SELFTEST_EXPECT(cuda::launch_pool2d(Pool2dArgs{KN_POOL_MAX, g, x.p, y.p, nullptr}, ctx_with(2)) == cudaSuccess, "pool launch");
+    SELFTEST_EXPECT(cuda::pool2d_f32(Pool2dArgs{KN_POOL_MAX, g, x.p, y.p, nullptr}, ctx_with(2)) == cudaSuccess, "pool launch");
     SELFTEST_EXPECT(y[0] == std::max({x[0], x[1], x[5], x[6]}), "max pool without indices: %g", y[0]);
 }
 
@@ -508,10 +499,12 @@ static void test_batch_norm() {
                             BatchNormArgs args{x.p, y.p, gamma.p, beta.p, with_running ? rm.p : nullptr,
                                                with_running ? rv.p : nullptr, save_mean.p, save_invstd.p,
                                                c.batch, C, S, eps, momentum, training != 0};
-                            Scratch scratch;
+                            HostScratch scratch;
                             const int64_t bytes = cuda::batch_norm_scratch_bytes(args, ctx_with(sm), options);
-                            SELFTEST_EXPECT(cuda::launch_batch_norm(args, scratch.get(bytes), ctx_with(sm), options) == cudaSuccess,
+                            SELFTEST_EXPECT(cuda::batch_norm_f32(args, scratch.context(sm), options) == cudaSuccess,
                                    "batch_norm launch");
+                            SELFTEST_EXPECT(scratch.asked == bytes, "batch_norm asked for %lld scratch bytes, planned %lld",
+                                            (long long)scratch.asked, (long long)bytes);
                             char label[200];
                             std::snprintf(label, sizeof label,
                                           "batch_norm [%lld,%lld,%lld] x~%g+-%g chunks %lld wide %d sm %d training %d running %d",
@@ -580,9 +573,10 @@ static void test_batch_norm() {
                                                             with_dx ? dx.p : nullptr, dgamma.p, dbeta.p,
                                                             c.batch, C, S, training != 0};
                                 const int64_t bbytes = cuda::batch_norm_backward_scratch_bytes(bargs, ctx_with(sm), options);
-                                SELFTEST_EXPECT(cuda::launch_batch_norm_backward(bargs, scratch.get(bbytes), ctx_with(sm), options) ==
-                                           cudaSuccess,
+                                SELFTEST_EXPECT(cuda::batch_norm_backward_f32(bargs, scratch.context(sm), options) == cudaSuccess,
                                        "batch_norm_backward launch");
+                                SELFTEST_EXPECT(scratch.asked == bbytes, "batch_norm_backward asked for %lld scratch bytes, planned %lld",
+                                                (long long)scratch.asked, (long long)bbytes);
                                 if (!with_dx) {
                                     SELFTEST_EXPECT(std::isnan(dx[0]), "%s: dx written although null", label);
                                     continue;

@@ -8,6 +8,7 @@
 // reports any out-of-bounds access. Usage: test_cuda_kernels [fill|unary|binary|softmax|reduce|gemm]
 #include "cuda_kernels.h"
 #include "selftest_harness.h"
+#include "host_scratch.h"
 
 #include <algorithm>
 #include <cfloat>
@@ -41,7 +42,7 @@ static void test_fill() {
         for (int count : {0, 1, 2, 3, 4, 5, 7, 8, 9, 100, 1001}) {
             HostBuffer b(offset + count + 3);
             for (size_t i = 0; i < b.n; ++i) b[i] = -1.0f;
-            SELFTEST_EXPECT(cuda::launch_fill(b.p + offset, count, 7.0f, ctx_with(2)) == cudaSuccess, "fill launch");
+            SELFTEST_EXPECT(cuda::fill_f32(b.p + offset, count, 7.0f, ctx_with(2)) == cudaSuccess, "fill launch");
             for (size_t i = 0; i < b.n; ++i) {
                 const bool inside = int(i) >= offset && int(i) < offset + count;
                 SELFTEST_EXPECT(b[i] == (inside ? 7.0f : -1.0f), "fill offset %d count %d element %zu = %g", offset, count, i, b[i]);
@@ -117,7 +118,7 @@ static void test_unary() {
                         dy[i] = uniform(-1.0f, 1.0f);
                     }
                     float* out = in_place ? x.p : y.p;
-                    SELFTEST_EXPECT(cuda::launch_unary(UnaryArgs{op, alpha, x.p, out, n}, ctx_with(3)) == cudaSuccess, "unary launch");
+                    SELFTEST_EXPECT(cuda::unary_f32(UnaryArgs{op, alpha, x.p, out, n}, ctx_with(3)) == cudaSuccess, "unary launch");
                     for (int i = 0; i < n; ++i) {
                         const double want = unary_ref(op, xs[i], alpha);
                         SELFTEST_EXPECT(close(out[i], want, 3e-6, 1e-6), "unary op %d n %d shift %d element %d: %.9g vs %.9g (x=%g)", o, n,
@@ -130,7 +131,7 @@ static void test_unary() {
                     const bool uses_y = unary_backward_uses_output(op);
                     std::vector<float> dyv(dy.p, dy.p + n);
                     float* dxp = in_place ? dy.p : dx.p;
-                    SELFTEST_EXPECT(cuda::launch_unary_backward(UnaryBackwardArgs{op, alpha, uses_y ? nullptr : xin.p, uses_y ? yin.p : nullptr,
+                    SELFTEST_EXPECT(cuda::unary_backward_f32(UnaryBackwardArgs{op, alpha, uses_y ? nullptr : xin.p, uses_y ? yin.p : nullptr,
                                                                          dy.p, dxp, n},
                                                        ctx_with(3)) == cudaSuccess,
                            "unary backward launch");
@@ -145,33 +146,33 @@ static void test_unary() {
     HostBuffer x(6), y(6);
     const float vals[6] = {NAN, INFINITY, -INFINITY, 0.0f, 100.0f, -100.0f};
     std::memcpy(x.p, vals, sizeof vals);
-    cuda::launch_unary(UnaryArgs{KN_UNARY_SOFTPLUS, 0, x.p, y.p, 6}, ctx_with(1));
+    cuda::unary_f32(UnaryArgs{KN_UNARY_SOFTPLUS, 0, x.p, y.p, 6}, ctx_with(1));
     SELFTEST_EXPECT(std::isnan(y[0]) && y[1] == INFINITY && y[2] == 0.0f && close(y[3], std::log(2.0), 1e-6, 0) && y[4] == 100.0f &&
                y[5] >= 0 && y[5] < 1e-40,
            "softplus edges %g %g %g %g %g %g", y[0], y[1], y[2], y[3], y[4], y[5]);
-    cuda::launch_unary(UnaryArgs{KN_UNARY_SIGMOID, 0, x.p, y.p, 6}, ctx_with(1));
+    cuda::unary_f32(UnaryArgs{KN_UNARY_SIGMOID, 0, x.p, y.p, 6}, ctx_with(1));
     SELFTEST_EXPECT(std::isnan(y[0]) && y[1] == 1.0f && y[2] == 0.0f && y[3] == 0.5f && y[4] == 1.0f && y[5] >= 0 && y[5] < 1e-40,
            "sigmoid edges");
     // sigmoid(-100) = e^-100 is subnormal in float32 (a few bits of precision), but not 0.
     SELFTEST_EXPECT(close(y[5], std::exp(-100.0), 0.05, 0), "sigmoid(-100) is not flushed to 0: %g", y[5]);
-    cuda::launch_unary(UnaryArgs{KN_UNARY_RELU, 0, x.p, y.p, 6}, ctx_with(1));
+    cuda::unary_f32(UnaryArgs{KN_UNARY_RELU, 0, x.p, y.p, 6}, ctx_with(1));
     SELFTEST_EXPECT(std::isnan(y[0]) && y[1] == INFINITY && y[2] == 0.0f && y[3] == 0.0f && y[4] == 100.0f && y[5] == 0.0f, "relu edges");
     x[3] = -0.0f;
-    cuda::launch_unary(UnaryArgs{KN_UNARY_RELU, 0, x.p, y.p, 6}, ctx_with(1));
+    cuda::unary_f32(UnaryArgs{KN_UNARY_RELU, 0, x.p, y.p, 6}, ctx_with(1));
     SELFTEST_EXPECT(y[3] == 0.0f && !std::signbit(y[3]), "relu(-0) is +0, as on the CPU backend");
     // GELU's left tail, where 1 + erf(x / sqrt 2) cancels: compare relatively with float64.
     for (float v : {-3.0f, -6.0f, -9.0f, -12.0f}) {
         x[0] = v;
-        cuda::launch_unary(UnaryArgs{KN_UNARY_GELU, 0, x.p, y.p, 1}, ctx_with(1));
+        cuda::unary_f32(UnaryArgs{KN_UNARY_GELU, 0, x.p, y.p, 1}, ctx_with(1));
         const double want = unary_ref(KN_UNARY_GELU, v, 0);
         SELFTEST_EXPECT(close(y[0], want, 1e-5, 0), "gelu(%g) = %g, want %g", v, y[0], want);
     }
     // Gradients at NaN: ReLU passes dy (PyTorch's threshold_backward), ABS gives NaN.
     HostBuffer g(2), dx(2);
     x[0] = NAN; x[1] = -0.0f; g[0] = 2.0f; g[1] = 3.0f;
-    cuda::launch_unary_backward(UnaryBackwardArgs{KN_UNARY_RELU, 0, x.p, nullptr, g.p, dx.p, 2}, ctx_with(1));
+    cuda::unary_backward_f32(UnaryBackwardArgs{KN_UNARY_RELU, 0, x.p, nullptr, g.p, dx.p, 2}, ctx_with(1));
     SELFTEST_EXPECT(dx[0] == 2.0f && dx[1] == 0.0f, "relu backward at NaN / -0: %g %g", dx[0], dx[1]);
-    cuda::launch_unary_backward(UnaryBackwardArgs{KN_UNARY_ABS, 0, x.p, nullptr, g.p, dx.p, 2}, ctx_with(1));
+    cuda::unary_backward_f32(UnaryBackwardArgs{KN_UNARY_ABS, 0, x.p, nullptr, g.p, dx.p, 2}, ctx_with(1));
     SELFTEST_EXPECT(std::isnan(dx[0]) && dx[1] == 0.0f, "abs backward at NaN / -0: %g %g", dx[0], dx[1]);
 }
 
@@ -267,7 +268,7 @@ static void test_binary() {
                 if (op == KN_BINARY_MAXIMUM || op == KN_BINARY_MINIMUM)  // some ties
                     for (int64_t i = 0; i < nb; i += 3) b[i] = a[i % na];
                 for (int64_t i = 0; i < g.n; ++i) dc[i] = uniform(-1.0f, 1.0f);
-                SELFTEST_EXPECT(cuda::launch_binary(BinaryArgs{op, g, a.p, b.p, c.p}, ctx_with(2)) == cudaSuccess, "binary launch");
+                SELFTEST_EXPECT(cuda::binary_f32(BinaryArgs{op, g, a.p, b.p, c.p}, ctx_with(2)) == cudaSuccess, "binary launch");
                 // Reference by full-rank index arithmetic over the broadcast shape cd.
                 const int rank = int(cd.size());
                 auto offsets = [&](int64_t idx, int64_t& oa, int64_t& ob) {
@@ -290,7 +291,7 @@ static void test_binary() {
                     float* dap = which == 2 ? nullptr : da.p;
                     float* dbp = which == 1 ? nullptr : db.p;
                     for (int64_t i = 0; i < g.n; ++i) da[i] = db[i] = -777.0f;
-                    SELFTEST_EXPECT(cuda::launch_binary_backward(BinaryBackwardArgs{op, g, a.p, b.p, dc.p, dap, dbp}, ctx_with(2)) == cudaSuccess,
+                    SELFTEST_EXPECT(cuda::binary_backward_f32(BinaryBackwardArgs{op, g, a.p, b.p, dc.p, dap, dbp}, ctx_with(2)) == cudaSuccess,
                            "binary backward launch");
                     for (int64_t i = 0; i < g.n; ++i) {
                         int64_t oa, ob;
@@ -314,7 +315,7 @@ static void test_binary() {
     BroadcastGeometry g{};
     g.rank = 1; g.dims[0] = 4; g.a_strides[0] = 1; g.b_strides[0] = 1; g.n = 4;
     for (kn_binary_op op : {KN_BINARY_MAXIMUM, KN_BINARY_MINIMUM}) {
-        cuda::launch_binary(BinaryArgs{op, g, a.p, b.p, c.p}, ctx_with(1));
+        cuda::binary_f32(BinaryArgs{op, g, a.p, b.p, c.p}, ctx_with(1));
         SELFTEST_EXPECT(std::isnan(c[0]) && std::isnan(c[1]) && c[2] == 2 && std::isnan(c[3]), "max/min NaN");
     }
 }
@@ -340,8 +341,14 @@ static void test_reduce() {
                     ReduceArgs args{op, x.p, y.p, s.outer, s.reduce, s.inner};
                     // The scratch buffer at exactly the size asked for, so AddressSanitizer sees an overrun.
                     const int64_t scratch_bytes = cuda::reduce_scratch_bytes(args, ctx_with(sm));
-                    std::unique_ptr<HostBuffer<>> scratch(scratch_bytes ? new HostBuffer<>(scratch_bytes / 4) : nullptr);
-                    SELFTEST_EXPECT(cuda::launch_reduce(args, scratch ? scratch->p : nullptr, ctx_with(sm)) == cudaSuccess, "reduce launch");
+                    HostScratch scratch;
+                    SELFTEST_EXPECT(cuda::reduce_f32(args, scratch.context(sm)) == cudaSuccess, "reduce launch");
+                    SELFTEST_EXPECT(scratch.asked == scratch_bytes, "reduce asked for %lld scratch bytes, planned %lld",
+                                    (long long)scratch.asked, (long long)scratch_bytes);
+                    // A two-pass plan without a scratch source is refused before anything is queued.
+                    if (scratch_bytes > 0)
+                        SELFTEST_EXPECT(cuda::reduce_f32(args, ctx_with(sm)) == cudaErrorInvalidValue,
+                                        "reduce without scratch source: want cudaErrorInvalidValue");
                     for (int64_t oi = 0; oi < s.outer; ++oi)
                         for (int64_t ii = 0; ii < s.inner; ++ii) {
                             double sum = 0, sum_abs = 0, mx = -INFINITY, mn = INFINITY;
@@ -397,8 +404,10 @@ static void test_reduce() {
                     if (variant == 1 && nx > 3) { x[nx / 3] = NAN; x[nx - 1] = NAN; x[nx / 5] = -INFINITY; x[nx / 7] = INFINITY; }
                     ArgReduceArgs args{static_cast<kn_argreduce_op>(o), x.p, idx.p, s.outer, s.reduce, s.inner};
                     const int64_t sb = cuda::argreduce_scratch_bytes(args, ctx_with(sm));
-                    std::unique_ptr<HostBuffer<>> scratch(sb ? new HostBuffer<>((sb + 3) / 4) : nullptr);
-                    SELFTEST_EXPECT(cuda::launch_argreduce(args, scratch ? scratch->p : nullptr, ctx_with(sm)) == cudaSuccess, "argreduce launch");
+                    HostScratch scratch;
+                    SELFTEST_EXPECT(cuda::argreduce_f32(args, scratch.context(sm)) == cudaSuccess, "argreduce launch");
+                    SELFTEST_EXPECT(scratch.asked == sb, "argreduce asked for %lld scratch bytes, planned %lld",
+                                    (long long)scratch.asked, (long long)sb);
                     const int64_t* got = reinterpret_cast<const int64_t*>(idx.p);
                     for (int64_t oi = 0; oi < s.outer; ++oi)
                         for (int64_t ii = 0; ii < s.inner; ++ii) {
@@ -429,7 +438,7 @@ static void test_softmax() {
                     std::vector<float> xv(n);
                     for (int64_t i = 0; i < n; ++i) xv[i] = x[i] = uniform(-5.0f, 5.0f) + (i % 7 == 0 ? 60.0f : 0.0f);
                     float* out = in_place ? x.p : y.p;
-                    SELFTEST_EXPECT(cuda::launch_softmax(SoftmaxArgs{x.p, out, rows, cols, log}, ctx_with(2)) == cudaSuccess, "softmax launch");
+                    SELFTEST_EXPECT(cuda::softmax_f32(SoftmaxArgs{x.p, out, rows, cols, log}, ctx_with(2)) == cudaSuccess, "softmax launch");
                     std::vector<double> want(n);
                     for (int64_t r = 0; r < rows; ++r) {
                         double m = -INFINITY, s = 0;
@@ -448,7 +457,7 @@ static void test_softmax() {
                     std::vector<float> dyv(n);
                     for (int64_t i = 0; i < n; ++i) { yin[i] = out[i]; dyv[i] = dy[i] = uniform(-1.0f, 1.0f); }
                     float* dxp = in_place ? dy.p : dx.p;
-                    SELFTEST_EXPECT(cuda::launch_softmax_backward(SoftmaxBackwardArgs{yin.p, dy.p, dxp, rows, cols, log}, ctx_with(2)) == cudaSuccess,
+                    SELFTEST_EXPECT(cuda::softmax_backward_f32(SoftmaxBackwardArgs{yin.p, dy.p, dxp, rows, cols, log}, ctx_with(2)) == cudaSuccess,
                            "softmax backward launch");
                     for (int64_t r = 0; r < rows; ++r) {
                         double sum = 0, sum_abs = 0;
@@ -470,7 +479,7 @@ static void test_softmax() {
     HostBuffer x(8), y(8);
     for (int i = 0; i < 4; ++i) x[i] = -INFINITY;
     for (int i = 4; i < 8; ++i) x[i] = 3e38f - i;
-    cuda::launch_softmax(SoftmaxArgs{x.p, y.p, 2, 4, false}, ctx_with(1));
+    cuda::softmax_f32(SoftmaxArgs{x.p, y.p, 2, 4, false}, ctx_with(1));
     SELFTEST_EXPECT(std::isnan(y[0]) && std::isnan(y[3]), "all -inf row is NaN");
     double s = 0;
     for (int i = 4; i < 8; ++i) s += y[i];
@@ -531,7 +540,7 @@ static void test_gemm() {
             for (size_t i = 0; i < nc; ++i) c0[i] = c[i] = e.nan_c ? NAN : uniform(-1, 1);
             GemmArgs g{e.ta, e.tb, e.m, e.n, e.k, e.alpha, e.beta, a.p, lda, int64_t(stride_a), b.p, ldb, int64_t(stride_b), c.p, ldc,
                        int64_t(stride_c), e.batch};
-            SELFTEST_EXPECT(cuda::launch_gemm(g, ctx_with(sm)) == cudaSuccess, "gemm launch");
+            SELFTEST_EXPECT(cuda::gemm_f32(g, ctx_with(sm)) == cudaSuccess, "gemm launch");
             int bad = 0;
             for (int bi = 0; bi < e.batch; ++bi)
                 for (int i = 0; i < e.m; ++i)

@@ -171,39 +171,11 @@ public:
 
     void synchronize() override {}  // every CPU kernel has finished when its call returns
 
-    void gemm_f32(const GemmArgs& args) override { cpu::gemm_f32(args); }
-    void unary_f32(const UnaryArgs& args) override { cpu::unary_f32(args); }
-    void unary_backward_f32(const UnaryBackwardArgs& args) override { cpu::unary_backward_f32(args); }
-    void binary_f32(const BinaryArgs& args) override { cpu::binary_f32(args); }
-    void binary_backward_f32(const BinaryBackwardArgs& args) override { cpu::binary_backward_f32(args); }
-    void reduce_f32(const ReduceArgs& args) override { cpu::reduce_f32(args); }
-    void argreduce_f32(const ArgReduceArgs& args) override { cpu::argreduce_f32(args); }
-    void softmax_f32(const SoftmaxArgs& args) override { cpu::softmax_f32(args); }
-    void softmax_backward_f32(const SoftmaxBackwardArgs& args) override { cpu::softmax_backward_f32(args); }
-
-    void cross_entropy_f32(const CrossEntropyArgs& args) override { cpu::cross_entropy_f32(args); }
-    void cross_entropy_backward_f32(const CrossEntropyBackwardArgs& args) override {
-        cpu::cross_entropy_backward_f32(args);
-    }
-    void dropout_f32(const DropoutArgs& args) override { cpu::dropout_f32(args); }
-    void dropout_backward_f32(const DropoutArgs& args) override { cpu::dropout_f32(args); }  // same map on dy
-    void clamp_f32(const ClampArgs& args) override { cpu::clamp_f32(args); }
-    void sgd_step_f32(const SgdArgs& args) override { cpu::sgd_step_f32(args); }
-    void adam_step_f32(const AdamArgs& args) override { cpu::adam_step_f32(args); }
-    void rmsprop_step_f32(const RmspropArgs& args) override { cpu::rmsprop_step_f32(args); }
-    void adagrad_step_f32(const AdagradArgs& args) override { cpu::adagrad_step_f32(args); }
-
-    void conv2d_f32(const Conv2dArgs& args) override { cpu::conv2d_f32(args); }
-    void conv2d_backward_data_f32(const Conv2dBackwardDataArgs& args) override {
-        cpu::conv2d_backward_data_f32(args);
-    }
-    void conv2d_backward_weights_f32(const Conv2dBackwardWeightsArgs& args) override {
-        cpu::conv2d_backward_weights_f32(args);
-    }
-    void pool2d_f32(const Pool2dArgs& args) override { cpu::pool2d_f32(args); }
-    void pool2d_backward_f32(const Pool2dBackwardArgs& args) override { cpu::pool2d_backward_f32(args); }
-    void batch_norm_f32(const BatchNormArgs& args) override { cpu::batch_norm_f32(args); }
-    void batch_norm_backward_f32(const BatchNormBackwardArgs& args) override { cpu::batch_norm_backward_f32(args); }
+    // Every kernel of ops.h: CpuDevice::<name>(args) calls cpu::<name>(args).
+#define KN_CPU_FORWARD(op, Args) \
+    void op(const Args& args) override { cpu::op(args); }
+    KN_OPS(KN_CPU_FORWARD)
+#undef KN_CPU_FORWARD
 };
 
 }  // namespace

@@ -54,6 +54,8 @@ T choose_isa(T portable, T avx2, T avx512) {
 #endif
 
 // ---- Kernels (one family per file) -----------------------------------------------------------
+// One entry point per op of native/core/ops.h, named as there: CpuDevice forwards each op to
+// cpu::<name>(args). The CPU is the reference backend, so it has every op (a missing one does not compile).
 
 void gemm_f32(const GemmArgs& args);                       // gemm.cpp
 void unary_f32(const UnaryArgs& args);                     // elementwise.cpp
@@ -66,7 +68,9 @@ void softmax_f32(const SoftmaxArgs& args);                 // softmax.cpp
 void softmax_backward_f32(const SoftmaxBackwardArgs& args);// softmax.cpp
 void cross_entropy_f32(const CrossEntropyArgs& args);      // training.cpp
 void cross_entropy_backward_f32(const CrossEntropyBackwardArgs& args);  // training.cpp
-void dropout_f32(const DropoutArgs& args);                 // training.cpp (forward and backward)
+void dropout_f32(const DropoutArgs& args);                 // training.cpp
+// The backward pass is the forward map applied to dy (kernels.h): keep(i) ? dy[i] / (1 - p) : 0.
+inline void dropout_backward_f32(const DropoutArgs& args) { dropout_f32(args); }
 void clamp_f32(const ClampArgs& args);                     // training.cpp
 void sgd_step_f32(const SgdArgs& args);                    // training.cpp
 void adam_step_f32(const AdamArgs& args);                  // training.cpp

@@ -392,9 +392,10 @@ int64_t batch_norm_scratch_bytes(const BatchNormArgs& args, const LaunchContext&
     return make_plan(args.batch, args.channels, args.spatial, args.training, ctx, options).scratch_bytes;
 }
 
-cudaError_t launch_batch_norm(const BatchNormArgs& args, void* scratch, const LaunchContext& ctx,
-                              const BatchNormOptions& options) {
+cudaError_t batch_norm_f32(const BatchNormArgs& args, const LaunchContext& ctx, const BatchNormOptions& options) {
     const Plan plan = make_plan(args.batch, args.channels, args.spatial, args.training, ctx, options);
+    void* scratch = ctx.scratch(plan.scratch_bytes);
+    if (plan.scratch_bytes > 0 && !scratch) return cudaErrorInvalidValue;
     return plan.wide ? run_forward<int64_t>(args, plan, scratch, ctx) : run_forward<int>(args, plan, scratch, ctx);
 }
 
@@ -403,9 +404,11 @@ int64_t batch_norm_backward_scratch_bytes(const BatchNormBackwardArgs& args, con
     return make_plan(args.batch, args.channels, args.spatial, true, ctx, options).scratch_bytes;
 }
 
-cudaError_t launch_batch_norm_backward(const BatchNormBackwardArgs& args, void* scratch, const LaunchContext& ctx,
-                                       const BatchNormOptions& options) {
+cudaError_t batch_norm_backward_f32(const BatchNormBackwardArgs& args, const LaunchContext& ctx,
+                                    const BatchNormOptions& options) {
     const Plan plan = make_plan(args.batch, args.channels, args.spatial, true, ctx, options);
+    void* scratch = ctx.scratch(plan.scratch_bytes);
+    if (plan.scratch_bytes > 0 && !scratch) return cudaErrorInvalidValue;
     return plan.wide ? run_backward<int64_t>(args, plan, scratch, ctx) : run_backward<int>(args, plan, scratch, ctx);
 }
 

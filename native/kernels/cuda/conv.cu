@@ -928,7 +928,7 @@ int gcd(int64_t a, int64_t b) {
 
 }  // namespace
 
-cudaError_t launch_conv2d(const Conv2dArgs& args, const LaunchContext& ctx, const Conv2dOptions& options) {
+cudaError_t conv2d_f32(const Conv2dArgs& args, const LaunchContext& ctx, const Conv2dOptions& options) {
     const Sizes s = sizes_of(args.g);
     const auto* x = static_cast<const float*>(args.x);
     const auto* w = static_cast<const float*>(args.w);
@@ -962,8 +962,8 @@ cudaError_t launch_conv2d(const Conv2dArgs& args, const LaunchContext& ctx, cons
     return launch_gemm_tile<ForwardOp>(plan_tile(p.s.m, p.s.n, p.s.problems, options, ctx), p, ctx);
 }
 
-cudaError_t launch_conv2d_backward_data(const Conv2dBackwardDataArgs& args, const LaunchContext& ctx,
-                                        const Conv2dOptions& options) {
+cudaError_t conv2d_backward_data_f32(const Conv2dBackwardDataArgs& args, const LaunchContext& ctx,
+                                     const Conv2dOptions& options) {
     const Sizes s = sizes_of(args.g);
     const auto* dy = static_cast<const float*>(args.dy);
     const auto* w = static_cast<const float*>(args.w);
@@ -1028,10 +1028,13 @@ int64_t conv2d_backward_weights_scratch_bytes(const Conv2dBackwardWeightsArgs& a
     return (plan.weight_partials_floats + plan.bias_partials_floats) * int64_t{sizeof(float)};
 }
 
-cudaError_t launch_conv2d_backward_weights(const Conv2dBackwardWeightsArgs& args, void* scratch,
-                                           const LaunchContext& ctx, const Conv2dOptions& options) {
+cudaError_t conv2d_backward_weights_f32(const Conv2dBackwardWeightsArgs& args, const LaunchContext& ctx,
+                                        const Conv2dOptions& options) {
     const Sizes s = sizes_of(args.g);
     const BackwardWeightsPlan plan = plan_backward_weights(args, ctx, options);
+    const int64_t scratch_bytes = conv2d_backward_weights_scratch_bytes(args, ctx, options);
+    void* scratch = ctx.scratch(scratch_bytes);
+    if (scratch_bytes > 0 && !scratch) return cudaErrorInvalidValue;
     float* weight_partials = static_cast<float*>(scratch);
     float* bias_partials = weight_partials ? weight_partials + plan.weight_partials_floats : nullptr;
     cudaError_t e = cudaSuccess;

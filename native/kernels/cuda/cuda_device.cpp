@@ -51,11 +51,12 @@ std::string human_bytes(int64_t bytes) {
 char* bytes_at(void* p, int64_t offset) { return static_cast<char*>(p) + offset; }
 const char* bytes_at(const void* p, int64_t offset) { return static_cast<const char*>(p) + offset; }
 
-class CudaDevice final : public Device {
+class CudaDevice final : public Device, cuda::ScratchSource {
 public:
     CudaDevice(int ordinal, cudaStream_t stream, int sm_count) : ordinal_(ordinal), stream_(stream) {
         context_.stream = stream;
         context_.sm_count = sm_count;
+        context_.scratch_source = this;
     }
 
     // The registry keeps devices for the life of the process, so this only runs if that changes;
@@ -116,7 +117,7 @@ public:
 
     void fill_f32(void* dst, int64_t offset_elements, int64_t count, float value) override {
         activate();
-        check_launch(cuda::launch_fill(static_cast<float*>(dst) + offset_elements, count, value, context_), "fill");
+        check_launch(cuda::fill_f32(static_cast<float*>(dst) + offset_elements, count, value, context_), "fill");
     }
 
     void synchronize() override {
@@ -126,137 +127,24 @@ public:
 
     // ---- Kernels ---------------------------------------------------------------------------------
 
-    void gemm_f32(const GemmArgs& args) override {
-        activate();
-        check_launch(cuda::launch_gemm(args, context_), "gemm");
-    }
-
-    void unary_f32(const UnaryArgs& args) override {
-        activate();
-        check_launch(cuda::launch_unary(args, context_), "unary");
-    }
-
-    void unary_backward_f32(const UnaryBackwardArgs& args) override {
-        activate();
-        check_launch(cuda::launch_unary_backward(args, context_), "unary_backward");
-    }
-
-    void binary_f32(const BinaryArgs& args) override {
-        activate();
-        check_launch(cuda::launch_binary(args, context_), "binary");
-    }
-
-    void binary_backward_f32(const BinaryBackwardArgs& args) override {
-        activate();
-        check_launch(cuda::launch_binary_backward(args, context_), "binary_backward");
-    }
-
-    void reduce_f32(const ReduceArgs& args) override {
-        activate();
-        void* scratch = scratch_of(cuda::reduce_scratch_bytes(args, context_));
-        check_launch(cuda::launch_reduce(args, scratch, context_), "reduce");
-    }
-
-    void argreduce_f32(const ArgReduceArgs& args) override {
-        activate();
-        void* scratch = scratch_of(cuda::argreduce_scratch_bytes(args, context_));
-        check_launch(cuda::launch_argreduce(args, scratch, context_), "argreduce");
-    }
-
-    void softmax_f32(const SoftmaxArgs& args) override {
-        activate();
-        check_launch(cuda::launch_softmax(args, context_), "softmax");
-    }
-
-    void softmax_backward_f32(const SoftmaxBackwardArgs& args) override {
-        activate();
-        check_launch(cuda::launch_softmax_backward(args, context_), "softmax_backward");
-    }
-
-    void cross_entropy_f32(const CrossEntropyArgs& args) override {
-        activate();
-        check_launch(cuda::launch_cross_entropy(args, context_), "cross_entropy");
-    }
-
-    void cross_entropy_backward_f32(const CrossEntropyBackwardArgs& args) override {
-        activate();
-        check_launch(cuda::launch_cross_entropy_backward(args, context_), "cross_entropy_backward");
-    }
-
-    void dropout_f32(const DropoutArgs& args) override {
-        activate();
-        check_launch(cuda::launch_dropout(args, context_), "dropout");
-    }
-
-    void dropout_backward_f32(const DropoutArgs& args) override {
-        activate();
-        check_launch(cuda::launch_dropout(args, context_), "dropout_backward");
-    }
-
-    void clamp_f32(const ClampArgs& args) override {
-        activate();
-        check_launch(cuda::launch_clamp(args, context_), "clamp");
-    }
-
-    void sgd_step_f32(const SgdArgs& args) override {
-        activate();
-        check_launch(cuda::launch_sgd_step(args, context_), "sgd_step");
-    }
-
-    void adam_step_f32(const AdamArgs& args) override {
-        activate();
-        check_launch(cuda::launch_adam_step(args, context_), "adam_step");
-    }
-
-    void rmsprop_step_f32(const RmspropArgs& args) override {
-        activate();
-        check_launch(cuda::launch_rmsprop_step(args, context_), "rmsprop_step");
-    }
-
-    void adagrad_step_f32(const AdagradArgs& args) override {
-        activate();
-        check_launch(cuda::launch_adagrad_step(args, context_), "adagrad_step");
-    }
-
-    void conv2d_f32(const Conv2dArgs& args) override {
-        activate();
-        check_launch(cuda::launch_conv2d(args, context_), "conv2d");
-    }
-
-    void conv2d_backward_data_f32(const Conv2dBackwardDataArgs& args) override {
-        activate();
-        check_launch(cuda::launch_conv2d_backward_data(args, context_), "conv2d_backward_data");
-    }
-
-    void conv2d_backward_weights_f32(const Conv2dBackwardWeightsArgs& args) override {
-        activate();
-        void* scratch = scratch_of(cuda::conv2d_backward_weights_scratch_bytes(args, context_));
-        check_launch(cuda::launch_conv2d_backward_weights(args, scratch, context_), "conv2d_backward_weights");
-    }
-
-    void pool2d_f32(const Pool2dArgs& args) override {
-        activate();
-        check_launch(cuda::launch_pool2d(args, context_), "pool2d");
-    }
-
-    void pool2d_backward_f32(const Pool2dBackwardArgs& args) override {
-        activate();
-        check_launch(cuda::launch_pool2d_backward(args, context_), "pool2d_backward");
-    }
-
-    void batch_norm_f32(const BatchNormArgs& args) override {
-        activate();
-        void* scratch = scratch_of(cuda::batch_norm_scratch_bytes(args, context_));
-        check_launch(cuda::launch_batch_norm(args, scratch, context_), "batch_norm");
-    }
-
-    void batch_norm_backward_f32(const BatchNormBackwardArgs& args) override {
-        activate();
-        void* scratch = scratch_of(cuda::batch_norm_backward_scratch_bytes(args, context_));
-        check_launch(cuda::launch_batch_norm_backward(args, scratch, context_), "batch_norm_backward");
-    }
+    // Every kernel of ops.h: CudaDevice::<name>(args) makes the device current and queues
+    // cuda::<name>(args, context_), or answers NOT_SUPPORTED for an op in KN_OPS_NOT_IN_CUDA.
+#define KN_CUDA_FORWARD(op, Args) \
+    void op(const Args& args) override { run(#op, [&] { return cuda::op(args, context_); }); }
+    KN_OPS(KN_CUDA_FORWARD)
+#undef KN_CUDA_FORWARD
 
 private:
+    template <typename Launch>
+    void run(const char* op, Launch launch) {
+        if constexpr (op_not_implemented<decltype(launch())>) {
+            unsupported(op_message_name(op));
+        } else {
+            activate();
+            check_launch(launch(), op);
+        }
+    }
+
     void activate() { check(cudaSetDevice(ordinal_), "cudaSetDevice"); }
 
     void check(cudaError_t e, const char* call) {
@@ -267,10 +155,10 @@ private:
         fail(KN_ERROR_BACKEND, name, ": ", call, " failed: ", cuda_error_text(e));
     }
 
-    void check_launch(cudaError_t e, const char* kernel) {
+    void check_launch(cudaError_t e, const char* op) {
         if (e == cudaSuccess) return;
         cudaGetLastError();
-        fail(KN_ERROR_BACKEND, name, ": ", kernel, " kernel launch failed: ", cuda_error_text(e));
+        fail(KN_ERROR_BACKEND, name, ": ", op_message_name(op), " kernel launch failed: ", cuda_error_text(e));
     }
 
     // "3.1 GiB free of 79.1 GiB", or nothing useful if even that query fails.
@@ -306,11 +194,12 @@ private:
         cudaGetLastError();
     }
 
-    // The two-pass reductions' scratch buffer, grown on demand and kept (it is small: at most
-    // REDUCE_MAX_CHUNKS partials per output, and only when there are few outputs). Also holds the
-    // split-K partials of conv2d's weight gradient (at most CONV_SCRATCH_MAX_FLOATS, 16 MiB) and
-    // batch norm's per-channel partials and coefficients (a few KiB).
-    void* scratch_of(int64_t bytes) {
+    // ctx.scratch of the launchers (cuda::ScratchSource): the two-pass reductions' scratch buffer,
+    // grown on demand and kept (it is small: at most REDUCE_MAX_CHUNKS partials per output, and only
+    // when there are few outputs). Also holds the split-K partials of conv2d's weight gradient (at
+    // most CONV_SCRATCH_MAX_FLOATS, 16 MiB) and batch norm's per-channel partials and coefficients
+    // (a few KiB). cudaMalloc aligns to at least 256 bytes.
+    void* get(int64_t bytes) override {
         if (bytes <= scratch_bytes_) return scratch_;
         if (scratch_) {
             // Queued kernels may still read the old buffer.

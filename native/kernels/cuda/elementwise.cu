@@ -438,13 +438,13 @@ bool rank1_vec_ok(const BroadcastGeometry& g, const void* a, const void* b,
 
 }  // namespace
 
-cudaError_t launch_fill(float* dst, int64_t count, float value, const LaunchContext& ctx) {
+cudaError_t fill_f32(float* dst, int64_t count, float value, const LaunchContext& ctx) {
     if (count <= 0) return cudaSuccess;
     fill_kernel<<<grid_for((count + 3) / 4, ctx), ELEMENTWISE_THREADS, 0, ctx.stream>>>(dst, count, value);
     return cudaGetLastError();
 }
 
-cudaError_t launch_unary(const UnaryArgs& args, const LaunchContext& ctx) {
+cudaError_t unary_f32(const UnaryArgs& args, const LaunchContext& ctx) {
     const float* x = static_cast<const float*>(args.x);
     float* y = static_cast<float*>(args.y);
     const bool vec = aligned16(x) && aligned16(y);
@@ -455,7 +455,7 @@ cudaError_t launch_unary(const UnaryArgs& args, const LaunchContext& ctx) {
     });
 }
 
-cudaError_t launch_unary_backward(const UnaryBackwardArgs& args, const LaunchContext& ctx) {
+cudaError_t unary_backward_f32(const UnaryBackwardArgs& args, const LaunchContext& ctx) {
     const float* in = static_cast<const float*>(unary_backward_uses_output(args.op) ? args.y : args.x);
     const float* dy = static_cast<const float*>(args.dy);
     float* dx = static_cast<float*>(args.dx);
@@ -467,7 +467,7 @@ cudaError_t launch_unary_backward(const UnaryBackwardArgs& args, const LaunchCon
     });
 }
 
-cudaError_t launch_binary(const BinaryArgs& args, const LaunchContext& ctx) {
+cudaError_t binary_f32(const BinaryArgs& args, const LaunchContext& ctx) {
     const BroadcastGeometry& g = args.g;
     const float* a = static_cast<const float*>(args.a);
     const float* b = static_cast<const float*>(args.b);
@@ -501,7 +501,7 @@ cudaError_t launch_binary(const BinaryArgs& args, const LaunchContext& ctx) {
     });
 }
 
-cudaError_t launch_binary_backward(const BinaryBackwardArgs& args, const LaunchContext& ctx) {
+cudaError_t binary_backward_f32(const BinaryBackwardArgs& args, const LaunchContext& ctx) {
     const BroadcastGeometry& g = args.g;
     const float* a = static_cast<const float*>(args.a);
     const float* b = static_cast<const float*>(args.b);

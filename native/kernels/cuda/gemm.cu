@@ -313,7 +313,7 @@ using GemmSmall = GemmConfig<2, 4, 1, 1, GEMM_SMALL_BK, 4>;
 
 }  // namespace
 
-cudaError_t launch_gemm(const GemmArgs& args, const LaunchContext& ctx) {
+cudaError_t gemm_f32(const GemmArgs& args, const LaunchContext& ctx) {
     GemmParams p{};
     p.m = args.m; p.n = args.n; p.k = args.k;
     p.alpha = args.alpha; p.beta = args.beta;

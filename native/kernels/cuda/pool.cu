@@ -201,12 +201,13 @@ cudaError_t run_backward(const Pool2dBackwardArgs& a, const LaunchContext& ctx) 
 
 }  // namespace
 
-cudaError_t launch_pool2d(const Pool2dArgs& args, const LaunchContext& ctx, bool wide_index) {
-    return wide_index || needs_int64(args.g) ? run_forward<int64_t>(args, ctx) : run_forward<int>(args, ctx);
+cudaError_t pool2d_f32(const Pool2dArgs& args, const LaunchContext& ctx, const Pool2dOptions& options) {
+    return options.wide_index || needs_int64(args.g) ? run_forward<int64_t>(args, ctx) : run_forward<int>(args, ctx);
 }
 
-cudaError_t launch_pool2d_backward(const Pool2dBackwardArgs& args, const LaunchContext& ctx, bool wide_index) {
-    return wide_index || needs_int64(args.g) ? run_backward<int64_t>(args, ctx) : run_backward<int>(args, ctx);
+cudaError_t pool2d_backward_f32(const Pool2dBackwardArgs& args, const LaunchContext& ctx,
+                                const Pool2dOptions& options) {
+    return options.wide_index || needs_int64(args.g) ? run_backward<int64_t>(args, ctx) : run_backward<int>(args, ctx);
 }
 
 }  // namespace kn::cuda

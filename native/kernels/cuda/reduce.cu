@@ -346,12 +346,15 @@ int64_t reduce_scratch_bytes(const ReduceArgs& args, const LaunchContext& ctx) {
     return make_plan(args.outer, args.reduce, args.inner, ctx).scratch_elements * int64_t{sizeof(float)};
 }
 
-cudaError_t launch_reduce(const ReduceArgs& args, void* scratch, const LaunchContext& ctx) {
+cudaError_t reduce_f32(const ReduceArgs& args, const LaunchContext& ctx) {
     const float* x = static_cast<const float*>(args.x);
     float* y = static_cast<float*>(args.y);
     if (args.reduce == 0)  // MAX / MIN never get here (the API rejects them over zero elements)
-        return launch_fill(y, args.outer * args.inner, args.op == KN_REDUCE_MEAN ? NAN : 0.0f, ctx);
+        return fill_f32(y, args.outer * args.inner, args.op == KN_REDUCE_MEAN ? NAN : 0.0f, ctx);
     const Plan plan = make_plan(args.outer, args.reduce, args.inner, ctx);
+    const int64_t scratch_bytes = reduce_scratch_bytes(args, ctx);
+    void* scratch = ctx.scratch(scratch_bytes);
+    if (scratch_bytes > 0 && !scratch) return cudaErrorInvalidValue;
     const float divisor = args.op == KN_REDUCE_MEAN ? static_cast<float>(args.reduce) : 1.0f;
     using Sum = ValueReduce<Combine::sum, false>;
     switch (args.op) {
@@ -377,9 +380,12 @@ int64_t argreduce_scratch_bytes(const ArgReduceArgs& args, const LaunchContext& 
     return make_plan(args.outer, args.reduce, args.inner, ctx).scratch_elements * int64_t{sizeof(ArgAcc)};
 }
 
-cudaError_t launch_argreduce(const ArgReduceArgs& args, void* scratch, const LaunchContext& ctx) {
+cudaError_t argreduce_f32(const ArgReduceArgs& args, const LaunchContext& ctx) {
     const float* x = static_cast<const float*>(args.x);
     const Plan plan = make_plan(args.outer, args.reduce, args.inner, ctx);
+    const int64_t scratch_bytes = argreduce_scratch_bytes(args, ctx);
+    void* scratch = ctx.scratch(scratch_bytes);
+    if (scratch_bytes > 0 && !scratch) return cudaErrorInvalidValue;
     if (args.op == KN_ARGMAX)
         return run_plan<ArgReduce<true, float>, ArgReduce<true, ArgAcc>>(plan, x, args.indices, scratch, args.outer,
                                                                          args.reduce, args.inner, 1.0f, ctx);

@@ -226,14 +226,14 @@ struct Backward {
 
 }  // namespace
 
-cudaError_t launch_softmax(const SoftmaxArgs& args, const LaunchContext& ctx) {
+cudaError_t softmax_f32(const SoftmaxArgs& args, const LaunchContext& ctx) {
     const float* x = static_cast<const float*>(args.x);
     float* y = static_cast<float*>(args.y);
     const bool vec = args.cols % 4 == 0 && aligned16(x) && aligned16(y);
     return launch_rows<Forward>(args.rows, args.cols, vec, ctx, x, y, args.rows, args.cols, args.log);
 }
 
-cudaError_t launch_softmax_backward(const SoftmaxBackwardArgs& args, const LaunchContext& ctx) {
+cudaError_t softmax_backward_f32(const SoftmaxBackwardArgs& args, const LaunchContext& ctx) {
     const float* y = static_cast<const float*>(args.y);
     const float* dy = static_cast<const float*>(args.dy);
     float* dx = static_cast<float*>(args.dx);

@@ -167,38 +167,38 @@ int rows_grid(int64_t rows, const LaunchContext& ctx) {
 
 }  // namespace
 
-cudaError_t launch_cross_entropy(const CrossEntropyArgs& a, const LaunchContext& ctx) {
+cudaError_t cross_entropy_f32(const CrossEntropyArgs& a, const LaunchContext& ctx) {
     cross_entropy_kernel<<<rows_grid(a.rows, ctx), TRAINING_BLOCK, 0, ctx.stream>>>(
         static_cast<const float*>(a.logits), static_cast<const int64_t*>(a.labels), static_cast<float*>(a.losses), a.rows, a.cols);
     return cudaGetLastError();
 }
 
-cudaError_t launch_cross_entropy_backward(const CrossEntropyBackwardArgs& a, const LaunchContext& ctx) {
+cudaError_t cross_entropy_backward_f32(const CrossEntropyBackwardArgs& a, const LaunchContext& ctx) {
     cross_entropy_backward_kernel<<<rows_grid(a.rows, ctx), TRAINING_BLOCK, 0, ctx.stream>>>(
         static_cast<const float*>(a.logits), static_cast<const int64_t*>(a.labels), static_cast<const float*>(a.dlosses),
         static_cast<float*>(a.dlogits), a.rows, a.cols);
     return cudaGetLastError();
 }
 
-// Forward and backward are the same map (keep(i) ? in / (1 - p) : 0).
-cudaError_t launch_dropout(const DropoutArgs& a, const LaunchContext& ctx) {
+// Forward and backward are the same map (keep(i) ? in / (1 - p) : 0): dropout_backward_f32 calls this.
+cudaError_t dropout_f32(const DropoutArgs& a, const LaunchContext& ctx) {
     dropout_kernel<<<grid_for(a.n, ctx), TRAINING_BLOCK, 0, ctx.stream>>>(
         static_cast<const float*>(a.x), static_cast<float*>(a.y), a.n, a.p, a.seed, a.offset);
     return cudaGetLastError();
 }
 
-cudaError_t launch_clamp(const ClampArgs& a, const LaunchContext& ctx) {
+cudaError_t clamp_f32(const ClampArgs& a, const LaunchContext& ctx) {
     clamp_kernel<<<grid_for(a.n, ctx), TRAINING_BLOCK, 0, ctx.stream>>>(
         static_cast<const float*>(a.x), static_cast<float*>(a.y), a.n, a.low, a.high);
     return cudaGetLastError();
 }
 
-cudaError_t launch_sgd_step(const SgdArgs& a, const LaunchContext& ctx) {
+cudaError_t sgd_step_f32(const SgdArgs& a, const LaunchContext& ctx) {
     sgd_kernel<<<grid_for(a.n, ctx), TRAINING_BLOCK, 0, ctx.stream>>>(a);
     return cudaGetLastError();
 }
 
-cudaError_t launch_adam_step(const AdamArgs& a, const LaunchContext& ctx) {
+cudaError_t adam_step_f32(const AdamArgs& a, const LaunchContext& ctx) {
     // Bias corrections on the host in double: beta2^t underflows gracefully for huge t.
     const float c1 = static_cast<float>(1.0 / (1.0 - std::pow(static_cast<double>(a.beta1), static_cast<double>(a.step))));
     const float c2 = static_cast<float>(1.0 / (1.0 - std::pow(static_cast<double>(a.beta2), static_cast<double>(a.step))));
@@ -206,12 +206,12 @@ cudaError_t launch_adam_step(const AdamArgs& a, const LaunchContext& ctx) {
     return cudaGetLastError();
 }
 
-cudaError_t launch_rmsprop_step(const RmspropArgs& a, const LaunchContext& ctx) {
+cudaError_t rmsprop_step_f32(const RmspropArgs& a, const LaunchContext& ctx) {
     rmsprop_kernel<<<grid_for(a.n, ctx), TRAINING_BLOCK, 0, ctx.stream>>>(a);
     return cudaGetLastError();
 }
 
-cudaError_t launch_adagrad_step(const AdagradArgs& a, const LaunchContext& ctx) {
+cudaError_t adagrad_step_f32(const AdagradArgs& a, const LaunchContext& ctx) {
     adagrad_kernel<<<grid_for(a.n, ctx), TRAINING_BLOCK, 0, ctx.stream>>>(a);
     return cudaGetLastError();
 }
