@@ -100,6 +100,15 @@ public static unsafe partial class Ops
     public static void ArgReduce(ArgReduceOp op, DeviceBuffer x, DeviceBuffer indices, long outer, long reduce, long inner) =>
         SafeNativeMethods.kn_argreduce_f32(op, x, indices, outer, reduce, inner);
 
+    /// <summary>
+    /// Strided copy: y (contiguous, shape <paramref name="yShape"/>) gets
+    /// y[i0, ..., ir-1] = x[<paramref name="xOffset"/> + sum_d i_d * <paramref name="xStrides"/>[d]] (elements).
+    /// The one kernel behind permute / transpose (x's strides in the new order), slices (an offset and a
+    /// step) and expands (a stride of 0). Strides are &gt;= 0, every element read lies inside x, y is not x.
+    /// </summary>
+    public static void StridedCopy(DeviceBuffer x, long xOffset, ReadOnlySpan<long> xStrides, DeviceBuffer y, ReadOnlySpan<long> yShape) =>
+        SafeNativeMethods.kn_strided_copy_f32(x, xOffset, xStrides, y, yShape);
+
     /// <summary>y = softmax(x) over each row of a [rows, cols] matrix, or log_softmax when <paramref name="log"/>; stable for any finite input.</summary>
     public static void Softmax(DeviceBuffer x, DeviceBuffer y, long rows, long cols, bool log = false) =>
         SafeNativeMethods.kn_softmax_f32(x, y, rows, cols, log ? 1 : 0);

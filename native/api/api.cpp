@@ -667,6 +667,66 @@ KN_API kn_status kn_binary_backward_f32(kn_binary_op op, const kn_buffer* a, con
     });
 }
 
+// ---- Layout -------------------------------------------------------------------------------------
+
+KN_API kn_status kn_strided_copy_f32(const kn_buffer* x, int64_t x_offset, const int64_t* x_strides, int32_t x_rank,
+                                     kn_buffer* y, const int64_t* y_dims, int32_t y_rank) {
+    return guarded([&] {
+        Call call("strided_copy");
+        int64_t n = checked_elements(y_dims, y_rank, call.fn, "y");
+        if (x_rank != y_rank)
+            call.fail(KN_ERROR_SHAPE_MISMATCH, "x_strides has x_rank = ", x_rank, " entries but y_dims has y_rank = ",
+                      y_rank);
+        if (x_rank > 0 && !x_strides) call.fail(KN_ERROR_INVALID_ARGUMENT, "x_strides is NULL with rank ", x_rank);
+        call.non_negative({{"x_offset", x_offset}});
+        for (int32_t d = 0; d < x_rank; ++d)
+            if (x_strides[d] < 0) call.fail(KN_ERROR_INVALID_ARGUMENT, "x_strides[", d, "] = ", x_strides[d], " is negative");
+        // The last element read: x_offset + sum (dims[d] - 1) * strides[d]; nothing is read from an empty view.
+        int64_t reads = 0;
+        if (n > 0) {
+            int64_t last = x_offset;
+            for (int32_t d = 0; d < y_rank; ++d) last = call.add(last, call.mul(y_dims[d] - 1, x_strides[d]));
+            reads = call.add(last, 1);
+        }
+        auto view = [&] {
+            return cat("the view (x_offset = ", x_offset, ", x_strides ", shape_string(x_strides, x_rank), ", y_dims ",
+                       shape_string(y_dims, y_rank), ")");
+        };
+        const Operand& X = call.in("x", x, reads, view);
+        const Operand& Y = call.out("y", y, n, view);
+        if (x == y) call.fail(KN_ERROR_INVALID_ARGUMENT, "y must not be the same buffer as x");
+        call.check();
+        if (n == 0) return;
+
+        // Normalise: drop size-1 dimensions, merge neighbours where x stays linear across them (a permute
+        // that keeps the last dimensions in place becomes rows of contiguous floats).
+        kn::StridedCopyArgs args{};
+        args.x_offset = x_offset;
+        args.n = n;
+        for (int32_t d = 0; d < y_rank; ++d) {
+            if (y_dims[d] == 1) continue;
+            if (args.rank > 0 && args.x_strides[args.rank - 1] == x_strides[d] * y_dims[d]) {
+                args.dims[args.rank - 1] *= y_dims[d];
+                args.x_strides[args.rank - 1] = x_strides[d];
+                continue;
+            }
+            args.dims[args.rank] = y_dims[d];
+            args.x_strides[args.rank] = x_strides[d];
+            ++args.rank;
+        }
+        if (args.rank == 0) {  // a single element
+            args.rank = 1;
+            args.dims[0] = 1;
+            args.x_strides[0] = 1;
+        }
+        call.run([&](Device& d) {
+            args.x = X.memory();
+            args.y = Y.memory();
+            d.strided_copy_f32(args);
+        });
+    });
+}
+
 // ---- Reductions ---------------------------------------------------------------------------------
 
 KN_API kn_status kn_reduce_f32(kn_reduce_op op, const kn_buffer* x, kn_buffer* y, int64_t outer, int64_t reduce,

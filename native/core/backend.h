@@ -80,6 +80,20 @@ struct BinaryBackwardArgs {
     void* db;       // contiguous, n elements, or null
 };
 
+// A strided copy (kn_strided_copy_f32) after normalisation: dimensions of size 1 dropped and
+// neighbours merged wherever x stays linear across them. Element (i0..ir-1) of the contiguous y reads
+// x[x_offset + sum i_d * x_strides[d]]. rank >= 1, n = product of dims >= 1, strides >= 0, and every
+// element read lies inside x.
+struct StridedCopyArgs {
+    const void* x;
+    void* y;              // contiguous, n elements; never x
+    int32_t rank;
+    int64_t dims[KN_MAX_RANK];
+    int64_t x_strides[KN_MAX_RANK];
+    int64_t x_offset;
+    int64_t n;
+};
+
 struct ReduceArgs {
     kn_reduce_op op;
     const void* x;  // [outer, reduce, inner]

@@ -29,6 +29,7 @@
     X(unary_backward_f32, UnaryBackwardArgs)                      \
     X(binary_f32, BinaryArgs)                                     \
     X(binary_backward_f32, BinaryBackwardArgs)                    \
+    X(strided_copy_f32, StridedCopyArgs)                          \
     X(reduce_f32, ReduceArgs)                                     \
     X(argreduce_f32, ArgReduceArgs)                               \
     X(softmax_f32, SoftmaxArgs)                                   \

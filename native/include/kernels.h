@@ -257,6 +257,18 @@ KN_API kn_status kn_reduce_f32(kn_reduce_op op, const kn_buffer* x, kn_buffer* y
 KN_API kn_status kn_argreduce_f32(kn_argreduce_op op, const kn_buffer* x, kn_buffer* indices,
                                   int64_t outer, int64_t reduce, int64_t inner);
 
+/* ---- Layout ----------------------------------------------------------------------------- */
+
+/* Strided copy: y, contiguous with shape y_dims[0..y_rank), gets
+ *     y[i_0, ..., i_{r-1}] = x[x_offset + i_0 * x_strides[0] + ... + i_{r-1} * x_strides[r-1]]
+ * (offset and strides in elements). One kernel for every view-to-contiguous copy: a permute or
+ * transpose (x's strides taken in the new order), a slice, narrow or select (an offset, x's strides,
+ * a step), an expand (a stride of 0). x_rank must equal y_rank (0..KN_MAX_RANK; rank 0 copies one
+ * element); strides and the offset are >= 0 and every element read must lie inside x; y must not be
+ * x. The backward of a permute is the permute by the inverse permutation. */
+KN_API kn_status kn_strided_copy_f32(const kn_buffer* x, int64_t x_offset, const int64_t* x_strides, int32_t x_rank,
+                                     kn_buffer* y, const int64_t* y_dims, int32_t y_rank);
+
 /* ---- Softmax ---------------------------------------------------------------------------- */
 
 /* Over the last axis of a [rows, cols] matrix: y = softmax(x), or log_softmax(x) when log != 0.

@@ -18,6 +18,7 @@
 // finally "selftest: N passed, N failed, N skipped"; exits 0 only when nothing failed.
 #include "selftest_harness.h"
 #include "selftest_cnn.h"
+#include "selftest_layout.h"
 #include "selftest_hostile.h"
 
 #include <functional>
@@ -2037,6 +2038,7 @@ int main(int argc, char** argv) {
         test_gemm(cx);
         test_unary(cx);
         test_binary(cx);
+        test_layout(cx);
         test_reduce(cx);
         test_softmax(cx);
         test_cross_entropy(cx);

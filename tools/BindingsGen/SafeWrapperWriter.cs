@@ -95,10 +95,11 @@ static class SafeWrapperWriter
             {
                 operands.Add(new Operand(OperandKind.Buffer, p, p.Optional ? BufferType + "?" : BufferType));
             }
-            else if (baseType == "int64_t" && depth == 1 && p.Name.EndsWith("_dims", StringComparison.Ordinal) &&
-                     i + 1 < ps.Count && ps[i + 1].CType == "int32_t" && ps[i + 1].Name == p.Name[..^"_dims".Length] + "_rank")
+            else if (baseType == "int64_t" && depth == 1 && ShapePrefix(p.Name) is string prefix &&
+                     i + 1 < ps.Count && ps[i + 1].CType == "int32_t" && ps[i + 1].Name == prefix + "_rank")
             {
-                // The header's shape convention: (const int64_t* x_dims, int32_t x_rank) is one span.
+                // The header's shape convention: (const int64_t* x_dims, int32_t x_rank) is one span, and
+                // so is (const int64_t* x_strides, int32_t x_rank).
                 operands.Add(new Operand(OperandKind.Shape, p, "ReadOnlySpan<long>"));
                 i++;
             }
@@ -108,11 +109,17 @@ static class SafeWrapperWriter
             }
             else
             {
-                return $"'{p.Name}' ({p.CType}) is neither a buffer, a (dims, rank) pair nor a value";
+                return $"'{p.Name}' ({p.CType}) is neither a buffer, a (dims or strides, rank) pair nor a value";
             }
         }
         return null;
     }
+
+    /// <summary>"x" for "x_dims" or "x_strides" (an array that a following "x_rank" sizes), else null.</summary>
+    static string? ShapePrefix(string name) =>
+        name.EndsWith("_dims", StringComparison.Ordinal) ? name[..^"_dims".Length]
+        : name.EndsWith("_strides", StringComparison.Ordinal) ? name[..^"_strides".Length]
+        : null;
 
     static void WriteWrapper(Writer w, CFunction f, List<Operand> operands)
     {

@@ -62,6 +62,7 @@ void unary_f32(const UnaryArgs& args);                     // elementwise.cpp
 void unary_backward_f32(const UnaryBackwardArgs& args);    // elementwise.cpp
 void binary_f32(const BinaryArgs& args);                   // elementwise.cpp
 void binary_backward_f32(const BinaryBackwardArgs& args);  // elementwise.cpp
+void strided_copy_f32(const StridedCopyArgs& args);        // layout.cpp
 void reduce_f32(const ReduceArgs& args);                   // reduce.cpp
 void argreduce_f32(const ArgReduceArgs& args);             // reduce.cpp
 void softmax_f32(const SoftmaxArgs& args);                 // softmax.cpp

@@ -61,6 +61,9 @@ cudaError_t unary_backward_f32(const UnaryBackwardArgs& args, const LaunchContex
 cudaError_t binary_f32(const BinaryArgs& args, const LaunchContext& ctx);
 cudaError_t binary_backward_f32(const BinaryBackwardArgs& args, const LaunchContext& ctx);
 
+// layout.cu: the strided copy (permute, transpose, slices, expands).
+cudaError_t strided_copy_f32(const StridedCopyArgs& args, const LaunchContext& ctx);
+
 // reduce.cu. Large reductions over few outputs run in two passes through ctx.scratch (required when
 // the *_scratch_bytes plan is not 0). The plan depends only on the arguments and ctx.sm_count, so the
 // two calls always agree, and the reduction order (hence the result) is the same on every run on the

@@ -127,6 +127,8 @@ void unary_f32(const UnaryArgs& args, Queue& q);
 void unary_backward_f32(const UnaryBackwardArgs& args, Queue& q);
 void binary_f32(const BinaryArgs& args, Queue& q);
 void binary_backward_f32(const BinaryBackwardArgs& args, Queue& q);
+// layout_launch.cpp (layout.cl): the strided copy
+void strided_copy_f32(const StridedCopyArgs& args, Queue& q);
 void dropout_f32(const DropoutArgs& args, Queue& q);
 // The backward pass is the forward map applied to dy (kernels.h): keep(i) ? dy[i] / (1 - p) : 0.
 inline void dropout_backward_f32(const DropoutArgs& args, Queue& q) { dropout_f32(args, q); }

@@ -93,6 +93,9 @@ internal static class Gradients
     /// <summary>A reshape is a view: the gradient is g seen with the input's shape (no copy).</summary>
     public static Tensor Reshape(Tensor x, Tensor g) => g.Reshape(x.ShapeArray);
 
+    /// <summary>A permute moves each element once, so its gradient moves g back: the permute by the inverse order.</summary>
+    public static Tensor Permute(Tensor g, int[] inverse) => g.Permute(inverse);
+
     /// <summary>Dropout backward regenerates the forward's mask from (seed, offset) instead of storing
     /// it: dx = g * mask / (1 - p), one kernel.</summary>
     public static Tensor Dropout(Tensor g, float p, long seed, long offset)

@@ -128,6 +128,60 @@ public sealed partial class Tensor
         return Record(view, "Reshape", new[] { source }, g => new Tensor?[] { Gradients.Reshape(source, g) });
     }
 
+    /// <summary>
+    /// The dimensions reordered: dimension i of the result is dimension <paramref name="dims"/>[i] of this
+    /// tensor (PyTorch's permute, NumPy's transpose; negative indices count from the end). A copy, made by
+    /// the strided-copy kernel; the gradient is the permute by the inverse order.
+    /// </summary>
+    public Tensor Permute(params int[] dims)
+    {
+        ArgumentNullException.ThrowIfNull(dims);
+        if (dims.Length != Rank)
+            throw new ArgumentException($"Permute: {dims.Length} dimensions given for a tensor of rank {Rank} {FormatShape(shape)}", nameof(dims));
+        var order = new int[Rank];
+        var seen = new bool[Rank];
+        for (int i = 0; i < Rank; i++)
+        {
+            int d = dims[i] < 0 ? dims[i] + Rank : dims[i];
+            if (d < 0 || d >= Rank || seen[d])
+                throw new ArgumentException($"Permute: ({string.Join(", ", dims)}) is not an order of the dimensions of {FormatShape(shape)}", nameof(dims));
+            seen[d] = true;
+            order[i] = d;
+        }
+        var outShape = new long[Rank];
+        var strides = new long[Rank];
+        for (int i = 0; i < Rank; i++)
+        {
+            outShape[i] = shape[order[i]];
+            strides[i] = ContiguousStride(order[i]);
+        }
+        var y = Empty(outShape, Device);
+        if (y.Count > 0) Ops.StridedCopy(Buffer, 0, strides, y.Buffer, outShape);
+        var inverse = new int[Rank];
+        for (int i = 0; i < Rank; i++) inverse[order[i]] = i;
+        return Record(y, "Permute", new[] { this }, g => new Tensor?[] { Gradients.Permute(g, inverse) });
+    }
+
+    /// <summary>Swaps two dimensions (negative indices count from the end): <see cref="Permute"/> with those two exchanged.</summary>
+    public Tensor Transpose(int dim0, int dim1)
+    {
+        var order = Enumerable.Range(0, Rank).ToArray();
+        int a = dim0 < 0 ? dim0 + Rank : dim0, b = dim1 < 0 ? dim1 + Rank : dim1;
+        if (a < 0 || a >= Rank || b < 0 || b >= Rank)
+            throw new ArgumentOutOfRangeException(dim0 < -Rank || dim0 >= Rank ? nameof(dim0) : nameof(dim1),
+                $"Transpose({dim0}, {dim1}): a tensor of rank {Rank} {FormatShape(shape)} has dimensions {-Rank}..{Rank - 1}");
+        (order[a], order[b]) = (order[b], order[a]);
+        return Permute(order);
+    }
+
+    /// <summary>The row-major stride (in elements) of dimension <paramref name="d"/> of a contiguous tensor of this shape.</summary>
+    private long ContiguousStride(int d)
+    {
+        long stride = 1;
+        for (int i = Rank - 1; i > d; i--) stride *= shape[i];
+        return stride;
+    }
+
     /// <summary>Keeps the first dimension and flattens the rest: [N, ...] -> [N, prod(...)].</summary>
     public Tensor Flatten() => Rank <= 1 ? Reshape(Count) : Reshape(shape[0], -1);
 
@@ -151,7 +205,7 @@ public sealed partial class Tensor
         long[] cShape = a.Rank == 3 ? new[] { batch, m, n } : new[] { m, n };
         var c = Empty(cShape, a.Device);
         if (c.Count > 0)
-            Ops.Gemm(Transpose.NoTranspose, Transpose.NoTranspose, m, n, k, 1f, a.Buffer, k, b.Buffer, n, 0f, c.Buffer, n,
+            Ops.Gemm(Kernels.Transpose.NoTranspose, Kernels.Transpose.NoTranspose, m, n, k, 1f, a.Buffer, k, b.Buffer, n, 0f, c.Buffer, n,
                      batch, m * k, b.Rank == 3 ? k * n : 0, m * n);
         return Record(c, "MatMul", new[] { a, b }, g => Gradients.MatMul(a, b, g));
     }
