@@ -54,36 +54,14 @@ T choose_isa(T portable, T avx2, T avx512) {
 #endif
 
 // ---- Kernels (one family per file) -----------------------------------------------------------
-// One entry point per op of native/core/ops.h, named as there: CpuDevice forwards each op to
-// cpu::<name>(args). The CPU is the reference backend, so it has every op (a missing one does not compile).
+// One entry point per op of native/core/ops.h, declared from its table and named as there: CpuDevice
+// forwards each op to cpu::<name>(args). The CPU is the reference backend, so it has every op (a
+// missing one does not link).
 
-void gemm_f32(const GemmArgs& args);                       // gemm.cpp
-void unary_f32(const UnaryArgs& args);                     // elementwise.cpp
-void unary_backward_f32(const UnaryBackwardArgs& args);    // elementwise.cpp
-void binary_f32(const BinaryArgs& args);                   // elementwise.cpp
-void binary_backward_f32(const BinaryBackwardArgs& args);  // elementwise.cpp
-void strided_copy_f32(const StridedCopyArgs& args);        // layout.cpp
-void reduce_f32(const ReduceArgs& args);                   // reduce.cpp
-void argreduce_f32(const ArgReduceArgs& args);             // reduce.cpp
-void softmax_f32(const SoftmaxArgs& args);                 // softmax.cpp
-void softmax_backward_f32(const SoftmaxBackwardArgs& args);// softmax.cpp
-void cross_entropy_f32(const CrossEntropyArgs& args);      // training.cpp
-void cross_entropy_backward_f32(const CrossEntropyBackwardArgs& args);  // training.cpp
-void dropout_f32(const DropoutArgs& args);                 // training.cpp
-// The backward pass is the forward map applied to dy (kernels.h): keep(i) ? dy[i] / (1 - p) : 0.
-inline void dropout_backward_f32(const DropoutArgs& args) { dropout_f32(args); }
-void clamp_f32(const ClampArgs& args);                     // training.cpp
-void sgd_step_f32(const SgdArgs& args);                    // training.cpp
-void adam_step_f32(const AdamArgs& args);                  // training.cpp
-void rmsprop_step_f32(const RmspropArgs& args);            // training.cpp
-void adagrad_step_f32(const AdagradArgs& args);            // training.cpp
-void conv2d_f32(const Conv2dArgs& args);                   // conv.cpp
-void conv2d_backward_data_f32(const Conv2dBackwardDataArgs& args);        // conv.cpp
-void conv2d_backward_weights_f32(const Conv2dBackwardWeightsArgs& args);  // conv.cpp
-void pool2d_f32(const Pool2dArgs& args);                   // pool.cpp
-void pool2d_backward_f32(const Pool2dBackwardArgs& args);  // pool.cpp
-void batch_norm_f32(const BatchNormArgs& args);            // batch_norm.cpp
-void batch_norm_backward_f32(const BatchNormBackwardArgs& args);  // batch_norm.cpp
+#define KN_CPU_DECLARE_OP(name, Args) void name(const Args& args);
+KN_OPS(KN_CPU_DECLARE_OP)  // each in the family file ops.h names: gemm_f32 in gemm.cpp, ...
+#undef KN_CPU_DECLARE_OP
+
 void fill_f32(float* dst, int64_t count, float value);     // elementwise.cpp
 void copy_bytes(void* dst, const void* src, int64_t bytes);// elementwise.cpp (parallel memcpy)
 

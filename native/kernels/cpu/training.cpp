@@ -81,6 +81,9 @@ void dropout_f32(const DropoutArgs& a) {
     });
 }
 
+// The backward pass is the forward map applied to dy (kernels.h): keep(i) ? dy[i] / (1 - p) : 0.
+void dropout_backward_f32(const DropoutArgs& a) { dropout_f32(a); }
+
 void clamp_f32(const ClampArgs& a) {
     const float* x = static_cast<const float*>(a.x);
     float* y = static_cast<float*>(a.y);
