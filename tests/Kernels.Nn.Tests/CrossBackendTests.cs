@@ -18,15 +18,6 @@ public class CrossBackendTests
         yield return new TestCaseData("cuda:0", DeviceKind.Cuda, "KERNELS_REQUIRE_CUDA").SetName("CUDA_matches_cpu");
     }
 
-    private static Device Require(string name, DeviceKind kind, string requireVariable)
-    {
-        if (Device.TryGet(name, out var device)) return device;
-        var (_, reason) = Device.BackendInfo(kind);
-        string message = $"{name} is not available: {reason}";
-        if (Environment.GetEnvironmentVariable(requireVariable) == "1") Assert.Fail($"{message} ({requireVariable}=1 says it must be)");
-        Assert.Ignore(message);
-        return null!;
-    }
 
     private static Sequential Mlp(Device d) => new(
         new Dense(12, 16, seed: 1, device: d), Activation.Relu(), new Dropout(0.3f, seed: 9),
@@ -41,11 +32,11 @@ public class CrossBackendTests
 
     [TestCaseSource(nameof(Backends))]
     public void Mlp_forward_and_backward(string name, DeviceKind kind, string requireVariable) =>
-        Compare(Require(name, kind, requireVariable), Mlp, inputFeatures: 12);
+        Compare(TestDevices.Require(name, kind, requireVariable), Mlp, inputFeatures: 12);
 
     [TestCaseSource(nameof(Backends))]
     public void Cnn_forward_and_backward(string name, DeviceKind kind, string requireVariable) =>
-        Compare(Require(name, kind, requireVariable), Cnn, inputFeatures: 2 * 7 * 6);
+        Compare(TestDevices.Require(name, kind, requireVariable), Cnn, inputFeatures: 2 * 7 * 6);
 
     private static void Compare(Device device, Func<Device, Sequential> build, int inputFeatures)
     {

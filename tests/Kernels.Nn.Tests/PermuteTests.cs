@@ -19,16 +19,6 @@ public class PermuteTests
         yield return new TestCaseData("cuda:0", DeviceKind.Cuda, "KERNELS_REQUIRE_CUDA").SetArgDisplayNames("cuda");
     }
 
-    private static Device Require(string name, DeviceKind kind, string requireVariable)
-    {
-        if (Device.TryGet(name, out var device)) return device;
-        var (_, reason) = Device.BackendInfo(kind);
-        string message = $"{name} is not available: {reason}";
-        if (requireVariable.Length > 0 && Environment.GetEnvironmentVariable(requireVariable) == "1")
-            Assert.Fail($"{message} ({requireVariable}=1 says it must be)");
-        Assert.Ignore(message);
-        return null!;
-    }
 
     // Shapes that break tiling: empty, 1, primes, ragged tiles, a batch of transposes, rank 5 and 0.
     private static readonly (long[] Shape, int[] Order)[] Cases =
@@ -73,7 +63,7 @@ public class PermuteTests
     [TestCaseSource(nameof(Devices))]
     public void Permute_matches_the_index_formula_exactly(string name, DeviceKind kind, string requireVariable)
     {
-        var device = Require(name, kind, requireVariable);
+        var device = TestDevices.Require(name, kind, requireVariable);
         foreach (var (shape, order) in Cases)
         {
             long count = shape.Aggregate(1L, (a, b) => a * b);
@@ -89,7 +79,7 @@ public class PermuteTests
     [TestCaseSource(nameof(Devices))]
     public void Transpose_swaps_two_dimensions_and_counts_negative_ones_from_the_end(string name, DeviceKind kind, string requireVariable)
     {
-        var device = Require(name, kind, requireVariable);
+        var device = TestDevices.Require(name, kind, requireVariable);
         var values = Random(2 * 3 * 4, 6).Select(v => (float)v).ToArray();
         using var x = Tensor.FromArray(values, new long[] { 2, 3, 4 }, device);
         using var y = x.Transpose(-1, 0);
@@ -100,7 +90,7 @@ public class PermuteTests
     [TestCaseSource(nameof(Devices))]
     public void Permute_gradient_matches_float64_finite_differences(string name, DeviceKind kind, string requireVariable)
     {
-        var device = Require(name, kind, requireVariable);
+        var device = TestDevices.Require(name, kind, requireVariable);
         long[] shape = { 2, 3, 5 };
         int[] order = { 2, 0, 1 };
         // Square after the permute, so the gradient depends on where each element went.
