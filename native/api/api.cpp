@@ -688,7 +688,7 @@ KN_API kn_status kn_strided_copy_f32(const kn_buffer* x, int64_t x_offset, const
         int64_t row_major = 1;
         for (int32_t d = copy_rank - 1; d >= 0; --d) {
             y_layout[d] = y_strides ? y_strides[d] : row_major;
-            row_major = call.mul(row_major, std::max<int64_t>(copy_dims[d], 1));
+            if (n > 0) row_major *= copy_dims[d];  // at most n: no overflow (an empty copy needs no strides)
         }
         for (int32_t d = 0; d < copy_rank; ++d) {
             if (x_strides[d] < 0) call.fail(KN_ERROR_INVALID_ARGUMENT, "x_strides[", d, "] = ", x_strides[d], " is negative");
