@@ -261,6 +261,24 @@ public class SliceTests
         Check(t => t[0].Chunk(2, -1)[1].Square(), v => Map(SliceRef(v[0], shape, 2, 2, 1), a => a * a), x, device);
     }
 
+    [Test]
+    public void Joins_give_no_gradient_to_parts_that_need_none()
+    {
+        using var scope = new DisposeScope();
+        var a = Tensor.FromArray(new[] { 1f, 2f, 3f, 4f }, new long[] { 2, 2 });
+        var b = Tensor.FromArray(new[] { 5f, 6f }, new long[] { 1, 2 });
+        a.RequiresGrad = true;
+        Tensor.Concatenate(new[] { b, a }, 0).Square().Sum().Backward();
+        Assert.That(a.Grad!.ToArray(), Is.EqualTo(new[] { 2f, 4f, 6f, 8f }), "d/da sum(cat(b, a)^2) = 2a");
+        Assert.That(b.Grad, Is.Null, "b does not require gradients");
+        var c = Tensor.FromArray(new[] { 7f, 8f }, new long[] { 2 });
+        var d = Tensor.FromArray(new[] { 1f, -1f }, new long[] { 2 });
+        d.RequiresGrad = true;
+        Tensor.Stack(new[] { c, d }, 1).Mul(3f).Sum().Backward();
+        Assert.That(d.Grad!.ToArray(), Is.EqualTo(new[] { 3f, 3f }));
+        Assert.That(c.Grad, Is.Null);
+    }
+
     // ---- bad input ----------------------------------------------------------------------------------
 
     [Test]

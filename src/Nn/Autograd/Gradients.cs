@@ -118,8 +118,8 @@ internal static class Gradients
         parts.Select((p, k) => p.RequiresGrad ? g.Narrow(d, starts[k], p.ShapeArray[d]) : null).ToArray();
 
     /// <summary>Stack: part k's gradient is g.Select(d, k).</summary>
-    public static Tensor?[] Stack(Tensor g, int count, int d) =>
-        Enumerable.Range(0, count).Select(k => (Tensor?)g.Select(d, k)).ToArray();
+    public static Tensor?[] Stack(Tensor g, Tensor[] parts, int d) =>
+        parts.Select((p, k) => p.RequiresGrad ? g.Select(d, k) : null).ToArray();
 
     /// <summary>Dropout backward regenerates the forward's mask from (seed, offset) instead of storing
     /// it: dx = g * mask / (1 - p), one kernel.</summary>

@@ -116,7 +116,7 @@ public sealed partial class Tensor
             for (int k = 0; k < parts.Length; k++)
                 Ops.StridedCopy(parts[k].Buffer, 0, xStrides, y.Buffer, k * yAll[d], yStrides, first.shape);
         }
-        return Record(y, "Stack", parts, g => Gradients.Stack(g, parts.Length, d));
+        return Record(y, "Stack", parts, g => Gradients.Stack(g, parts, d));
     }
 
     /// <summary>
