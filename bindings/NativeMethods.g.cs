@@ -371,18 +371,22 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(Library)]
     internal static partial Status kn_argreduce_f32(ArgReduceOp op, nint x, nint indices, long outer, long reduce, long inner);
 
-    // kn_status kn_strided_copy_f32(const kn_buffer* x, int64_t x_offset, const int64_t* x_strides, int32_t x_rank, kn_buffer* y, const int64_t* y_dims, int32_t y_rank);
+    // kn_status kn_strided_copy_f32(const kn_buffer* x, int64_t x_offset, const int64_t* x_strides, int32_t x_rank, kn_buffer* y, int64_t y_offset, KN_OPTIONAL const int64_t* y_strides, int32_t y_rank, const int64_t* copy_dims, int32_t copy_rank);
     /// <summary>
-    /// Strided copy: y, contiguous with shape y_dims[0..y_rank), gets
-    ///     y[i_0, ..., i_{r-1}] = x[x_offset + i_0 * x_strides[0] + ... + i_{r-1} * x_strides[r-1]]
-    /// (offset and strides in elements). One kernel for every view-to-contiguous copy: a permute or
-    /// transpose (x's strides taken in the new order), a slice, narrow or select (an offset, x's strides,
-    /// a step), an expand (a stride of 0). x_rank must equal y_rank (0..KN_MAX_RANK; rank 0 copies one
-    /// element); strides and the offset are &gt;= 0 and every element read must lie inside x; y must not be
-    /// x. The backward of a permute is the permute by the inverse permutation.
+    /// Strided copy between two views: for every index (i_0, ..., i_{r-1}) of copy_dims[0..copy_rank),
+    ///     y[y_offset + sum_d i_d * y_strides[d]] = x[x_offset + sum_d i_d * x_strides[d]]
+    /// (offsets and strides in elements). One kernel for every view-to-view copy: a permute or transpose
+    /// (x's strides taken in the new order), a slice, narrow or select (an offset, x's strides, a step), an
+    /// expand (an x stride of 0), and the way back: a slice of y written from a contiguous x (the gradient
+    /// of a narrow, one part of a concatenation). y_strides == NULL (with y_rank 0) means y is contiguous
+    /// with shape copy_dims, starting at y_offset; otherwise x_rank == y_rank == copy_rank
+    /// (0..KN_MAX_RANK; rank 0 copies one element). Offsets and strides are &gt;= 0; every element read lies
+    /// inside x and every element written inside y; y's written elements must not overlap (sorted by
+    /// stride, each y stride of a dimension longer than 1 exceeds the span of the smaller ones: no stride
+    /// 0, no interleaving); y must not be x. Elements of y outside the view keep their values.
     /// </summary>
     [LibraryImport(Library)]
-    internal static partial Status kn_strided_copy_f32(nint x, long x_offset, long* x_strides, int x_rank, nint y, long* y_dims, int y_rank);
+    internal static partial Status kn_strided_copy_f32(nint x, long x_offset, long* x_strides, int x_rank, nint y, long y_offset, long* y_strides, int y_rank, long* copy_dims, int copy_rank);
 
     // kn_status kn_softmax_f32(const kn_buffer* x, kn_buffer* y, int64_t rows, int64_t cols, int32_t log);
     /// <summary>

@@ -107,7 +107,17 @@ public static unsafe partial class Ops
     /// step) and expands (a stride of 0). Strides are &gt;= 0, every element read lies inside x, y is not x.
     /// </summary>
     public static void StridedCopy(DeviceBuffer x, long xOffset, ReadOnlySpan<long> xStrides, DeviceBuffer y, ReadOnlySpan<long> yShape) =>
-        SafeNativeMethods.kn_strided_copy_f32(x, xOffset, xStrides, y, yShape);
+        SafeNativeMethods.kn_strided_copy_f32(x, xOffset, xStrides, y, 0, ReadOnlySpan<long>.Empty, yShape);
+
+    /// <summary>
+    /// Strided copy between two views: for every index i of <paramref name="shape"/>,
+    /// y[<paramref name="yOffset"/> + sum_d i_d * <paramref name="yStrides"/>[d]] = x[<paramref name="xOffset"/> + sum_d i_d * <paramref name="xStrides"/>[d]].
+    /// Writes a slice of y (a narrow's gradient, one part of a concatenation); y's other elements keep their
+    /// values. y's written elements must not overlap (no stride 0 into y), all lie inside y, y is not x.
+    /// </summary>
+    public static void StridedCopy(DeviceBuffer x, long xOffset, ReadOnlySpan<long> xStrides,
+                                   DeviceBuffer y, long yOffset, ReadOnlySpan<long> yStrides, ReadOnlySpan<long> shape) =>
+        SafeNativeMethods.kn_strided_copy_f32(x, xOffset, xStrides, y, yOffset, yStrides, shape);
 
     /// <summary>y = softmax(x) over each row of a [rows, cols] matrix, or log_softmax when <paramref name="log"/>; stable for any finite input.</summary>
     public static void Softmax(DeviceBuffer x, DeviceBuffer y, long rows, long cols, bool log = false) =>

@@ -130,16 +130,18 @@ internal static unsafe class SafeNativeMethods
         Ensure.Success(NativeMethods.kn_argreduce_f32(op, x_lease.Handle, indices_lease.Handle, outer, reduce, inner));
     }
 
-    // kn_status kn_strided_copy_f32(const kn_buffer* x, int64_t x_offset, const int64_t* x_strides, int32_t x_rank, kn_buffer* y, const int64_t* y_dims, int32_t y_rank);
+    // kn_status kn_strided_copy_f32(const kn_buffer* x, int64_t x_offset, const int64_t* x_strides, int32_t x_rank, kn_buffer* y, int64_t y_offset, KN_OPTIONAL const int64_t* y_strides, int32_t y_rank, const int64_t* copy_dims, int32_t copy_rank);
     /// <summary>Leases the buffers and calls <see cref="NativeMethods.kn_strided_copy_f32"/>; a failed status throws.</summary>
     internal static void kn_strided_copy_f32(DeviceBuffer x, long x_offset, ReadOnlySpan<long> x_strides,
-        DeviceBuffer y, ReadOnlySpan<long> y_dims, [CallerArgumentExpression(nameof(x))] string x_name = "",
+        DeviceBuffer y, long y_offset, ReadOnlySpan<long> y_strides, ReadOnlySpan<long> copy_dims,
+        [CallerArgumentExpression(nameof(x))] string x_name = "",
         [CallerArgumentExpression(nameof(y))] string y_name = "")
     {
         using BufferLease x_lease = BufferLease.Required(x, x_name), y_lease = BufferLease.Required(y, y_name);
-        fixed (long* x_strides_pointer = x_strides, y_dims_pointer = y_dims)
+        fixed (long* x_strides_pointer = x_strides, y_strides_pointer = y_strides, copy_dims_pointer = copy_dims)
             Ensure.Success(NativeMethods.kn_strided_copy_f32(x_lease.Handle, x_offset, x_strides_pointer,
-                x_strides.Length, y_lease.Handle, y_dims_pointer, y_dims.Length));
+                x_strides.Length, y_lease.Handle, y_offset, y_strides_pointer, y_strides.Length, copy_dims_pointer,
+                copy_dims.Length));
     }
 
     // kn_status kn_softmax_f32(const kn_buffer* x, kn_buffer* y, int64_t rows, int64_t cols, int32_t log);

@@ -670,54 +670,106 @@ KN_API kn_status kn_binary_backward_f32(kn_binary_op op, const kn_buffer* a, con
 // ---- Layout -------------------------------------------------------------------------------------
 
 KN_API kn_status kn_strided_copy_f32(const kn_buffer* x, int64_t x_offset, const int64_t* x_strides, int32_t x_rank,
-                                     kn_buffer* y, const int64_t* y_dims, int32_t y_rank) {
+                                     kn_buffer* y, int64_t y_offset, const int64_t* y_strides, int32_t y_rank,
+                                     const int64_t* copy_dims, int32_t copy_rank) {
     return guarded([&] {
         Call call("strided_copy");
-        int64_t n = checked_elements(y_dims, y_rank, call.fn, "y");
-        if (x_rank != y_rank)
-            call.fail(KN_ERROR_SHAPE_MISMATCH, "x_strides has x_rank = ", x_rank, " entries but y_dims has y_rank = ",
-                      y_rank);
+        int64_t n = checked_elements(copy_dims, copy_rank, call.fn, "copy");
+        if (x_rank != copy_rank)
+            call.fail(KN_ERROR_SHAPE_MISMATCH, "x_strides has x_rank = ", x_rank, " entries but copy_dims has copy_rank = ",
+                      copy_rank);
+        if (y_strides ? y_rank != copy_rank : y_rank != 0)
+            call.fail(KN_ERROR_SHAPE_MISMATCH, "y_strides has y_rank = ", y_rank, " entries but copy_dims has copy_rank = ",
+                      copy_rank, y_strides ? "" : " (y_strides is NULL: y contiguous, y_rank must be 0)");
         if (x_rank > 0 && !x_strides) call.fail(KN_ERROR_INVALID_ARGUMENT, "x_strides is NULL with rank ", x_rank);
-        call.non_negative({{"x_offset", x_offset}});
-        for (int32_t d = 0; d < x_rank; ++d)
-            if (x_strides[d] < 0) call.fail(KN_ERROR_INVALID_ARGUMENT, "x_strides[", d, "] = ", x_strides[d], " is negative");
-        // The last element read: x_offset + sum (dims[d] - 1) * strides[d]; nothing is read from an empty view.
-        int64_t reads = 0;
-        if (n > 0) {
-            int64_t last = x_offset;
-            for (int32_t d = 0; d < y_rank; ++d) last = call.add(last, call.mul(y_dims[d] - 1, x_strides[d]));
-            reads = call.add(last, 1);
+        call.non_negative({{"x_offset", x_offset}, {"y_offset", y_offset}});
+        // y's strides: as given, or the row-major ones of copy_dims (y contiguous).
+        int64_t y_layout[KN_MAX_RANK] = {};
+        int64_t row_major = 1;
+        for (int32_t d = copy_rank - 1; d >= 0; --d) {
+            y_layout[d] = y_strides ? y_strides[d] : row_major;
+            if (n > 0) row_major *= copy_dims[d];  // at most n: no overflow (an empty copy needs no strides)
         }
-        auto view = [&] {
-            return cat("the view (x_offset = ", x_offset, ", x_strides ", shape_string(x_strides, x_rank), ", y_dims ",
-                       shape_string(y_dims, y_rank), ")");
+        for (int32_t d = 0; d < copy_rank; ++d) {
+            if (x_strides[d] < 0) call.fail(KN_ERROR_INVALID_ARGUMENT, "x_strides[", d, "] = ", x_strides[d], " is negative");
+            if (y_layout[d] < 0) call.fail(KN_ERROR_INVALID_ARGUMENT, "y_strides[", d, "] = ", y_layout[d], " is negative");
+        }
+        auto x_view = [&] {
+            return cat("the view (x_offset = ", x_offset, ", x_strides ", shape_string(x_strides, x_rank), ", copy_dims ",
+                       shape_string(copy_dims, copy_rank), ")");
         };
-        const Operand& X = call.in("x", x, reads, view);
-        const Operand& Y = call.out("y", y, n, view);
+        auto y_view = [&] {
+            return cat("the view (y_offset = ", y_offset, ", y_strides ", shape_string(y_layout, copy_rank),
+                       y_strides ? "" : " (contiguous)", ", copy_dims ", shape_string(copy_dims, copy_rank), ")");
+        };
+        // The last element read and written: offset + sum (dims[d] - 1) * strides[d]; an empty copy
+        // touches nothing.
+        int64_t reads = 0, writes = 0;
+        if (n > 0) {
+            int64_t last_read = x_offset, last_written = y_offset;
+            for (int32_t d = 0; d < copy_rank; ++d) {
+                last_read = call.add(last_read, call.mul(copy_dims[d] - 1, x_strides[d]));
+                last_written = call.add(last_written, call.mul(copy_dims[d] - 1, y_layout[d]));
+            }
+            reads = call.add(last_read, 1);
+            writes = call.add(last_written, 1);
+            // No two writes on one element: sorted by stride, each dimension's stride must pass the
+            // span of all the smaller ones (this refuses an expand into y and interleaved layouts).
+            int32_t order[KN_MAX_RANK], count = 0;
+            for (int32_t d = 0; d < copy_rank; ++d) {  // insertion sort by y stride (at most 8 entries)
+                if (copy_dims[d] <= 1) continue;
+                int32_t k = count++;
+                for (; k > 0 && y_layout[order[k - 1]] > y_layout[d]; --k) order[k] = order[k - 1];
+                order[k] = d;
+            }
+            int64_t span = 0;  // the largest offset reached by the dimensions so far
+            for (int32_t k = 0; k < count; ++k) {
+                const int32_t d = order[k];
+                if (y_layout[d] <= span)
+                    call.fail(KN_ERROR_INVALID_ARGUMENT, "y_strides[", d, "] = ", y_layout[d], " writes elements of ",
+                              y_view(), " more than once (each stride of a dimension longer than 1 must exceed ", span,
+                              ", the span of the smaller strides)");
+                span += (copy_dims[d] - 1) * y_layout[d];
+            }
+        }
+        const Operand& X = call.in("x", x, reads, x_view);
+        const Operand& Y = call.out("y", y, writes, y_view);
         if (x == y) call.fail(KN_ERROR_INVALID_ARGUMENT, "y must not be the same buffer as x");
         call.check();
         if (n == 0) return;
 
-        // Normalise: drop size-1 dimensions, merge neighbours where x stays linear across them (a permute
-        // that keeps the last dimensions in place becomes rows of contiguous floats).
+        // Normalise: drop size-1 dimensions, merge neighbours where both x and y stay linear across
+        // them (a permute that keeps the last dimensions in place becomes rows of contiguous floats).
         kn::StridedCopyArgs args{};
         args.x_offset = x_offset;
+        args.y_offset = y_offset;
         args.n = n;
-        for (int32_t d = 0; d < y_rank; ++d) {
-            if (y_dims[d] == 1) continue;
-            if (args.rank > 0 && args.x_strides[args.rank - 1] == x_strides[d] * y_dims[d]) {
-                args.dims[args.rank - 1] *= y_dims[d];
-                args.x_strides[args.rank - 1] = x_strides[d];
+        for (int32_t d = 0; d < copy_rank; ++d) {
+            if (copy_dims[d] == 1) continue;
+            const int32_t last = args.rank - 1;
+            if (last >= 0 && args.x_strides[last] == x_strides[d] * copy_dims[d] &&
+                args.y_strides[last] == y_layout[d] * copy_dims[d]) {
+                args.dims[last] *= copy_dims[d];
+                args.x_strides[last] = x_strides[d];
+                args.y_strides[last] = y_layout[d];
                 continue;
             }
-            args.dims[args.rank] = y_dims[d];
+            args.dims[args.rank] = copy_dims[d];
             args.x_strides[args.rank] = x_strides[d];
+            args.y_strides[args.rank] = y_layout[d];
             ++args.rank;
         }
         if (args.rank == 0) {  // a single element
             args.rank = 1;
             args.dims[0] = 1;
             args.x_strides[0] = 1;
+            args.y_strides[0] = 1;
+        }
+        args.y_contiguous = true;  // every dimension left is longer than 1 (or the single element)
+        int64_t y_row_major = 1;
+        for (int32_t d = args.rank - 1; d >= 0; --d) {
+            if (args.dims[d] > 1 && args.y_strides[d] != y_row_major) args.y_contiguous = false;
+            y_row_major *= args.dims[d];
         }
         call.run([&](Device& d) {
             args.x = X.memory();

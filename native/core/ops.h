@@ -93,16 +93,21 @@ struct BinaryBackwardArgs {
 };
 
 // A strided copy (kn_strided_copy_f32) after normalisation: dimensions of size 1 dropped and
-// neighbours merged wherever x stays linear across them. Element (i0..ir-1) of the contiguous y reads
-// x[x_offset + sum i_d * x_strides[d]]. rank >= 1, n = product of dims >= 1, strides >= 0, and every
-// element read lies inside x.
+// neighbours merged wherever both x and y stay linear across them. Element (i0..ir-1) copies
+// x[x_offset + sum i_d * x_strides[d]] to y[y_offset + sum i_d * y_strides[d]]. rank >= 1, n = product
+// of dims >= 1, strides >= 0, every element read lies inside x, every element written inside y and no
+// two writes land on one element. y_contiguous: y_strides are the row-major strides of dims (the
+// fast path every backend keeps: y written in order from y_offset).
 struct StridedCopyArgs {
     const void* x;
-    void* y;              // contiguous, n elements; never x
+    void* y;              // never x
     int32_t rank;
     int64_t dims[KN_MAX_RANK];
     int64_t x_strides[KN_MAX_RANK];
+    int64_t y_strides[KN_MAX_RANK];
     int64_t x_offset;
+    int64_t y_offset;
+    bool y_contiguous;
     int64_t n;
 };
 

@@ -353,6 +353,15 @@ void step(Input& in, Slots& s) {
             break;
         }
         case 30: check(kn_device_trim(cpu())); break;
+        case 31: {  // strided copy between two views: hostile offsets, strides (overlapping, negative), ranks
+            int64_t xs[KN_MAX_RANK + 1], ys[KN_MAX_RANK + 1], dims[KN_MAX_RANK + 1];
+            int32_t xr = shape(in, xs), yr = shape(in, ys), r = shape(in, dims);
+            kn_buffer *x = B(), *y = B();
+            int64_t xo = I(), yo = I();
+            const bool y_contiguous = in.byte() & 1;
+            check(kn_strided_copy_f32(x, xo, xs, xr, y, yo, y_contiguous ? nullptr : ys, y_contiguous ? 0 : yr, dims, r));
+            break;
+        }
         default: check(kn_device_synchronize(cpu())); break;
     }
 }

@@ -5,7 +5,8 @@
 // their backward passes over warp- and block-per-row shapes, and GEMM with every transpose, padded
 // leading dimensions, batches with shared operands, beta = 0 over NaN, k = 0 and alpha = 0, on both
 // tile configurations. Buffers are allocated at their exact size, so a build with AddressSanitizer
-// reports any out-of-bounds access. Usage: test_cuda_kernels [fill|unary|binary|softmax|reduce|gemm]
+// reports any out-of-bounds access; the strided copy into contiguous and strided destinations.
+// Usage: test_cuda_kernels [fill|unary|binary|softmax|reduce|gemm|layout]
 #include "cuda_kernels.h"
 #include "selftest_harness.h"
 #include "host_scratch.h"
@@ -573,6 +574,55 @@ static void test_gemm() {
         }
 }
 
+// ---- layout (strided copy) -------------------------------------------------------------------------
+// The normalised geometry as the API layer hands it over: contiguous destinations through the transpose
+// tiles and the general kernel (from a y_offset), strided destinations (a slice of y) through the
+// to-view kernel; y's other elements must keep their values.
+static void layout_case(const char* name, std::vector<int64_t> dims, std::vector<int64_t> xs, int64_t x_offset,
+                        std::vector<int64_t> ys, int64_t y_offset, bool y_contiguous, size_t y_size) {
+    StridedCopyArgs g{};
+    g.rank = static_cast<int32_t>(dims.size());
+    g.n = 1;
+    int64_t last_read = x_offset;
+    for (int d = 0; d < g.rank; ++d) {
+        g.dims[d] = dims[d];
+        g.x_strides[d] = xs[d];
+        g.y_strides[d] = ys[d];
+        g.n *= dims[d];
+        last_read += (dims[d] - 1) * xs[d];
+    }
+    g.x_offset = x_offset;
+    g.y_offset = y_offset;
+    g.y_contiguous = y_contiguous;
+    HostBuffer x(static_cast<size_t>(last_read + 1)), y(y_size), want(y_size);
+    for (size_t i = 0; i < x.n; ++i) x[i] = uniform(-4, 4);
+    for (size_t i = 0; i < y.n; ++i) y[i] = want[i] = uniform(10, 20);
+    for (int64_t i = 0; i < g.n; ++i) {
+        int64_t rest = i, from = x_offset, to = y_offset;
+        for (int d = g.rank - 1; d >= 0; --d) {
+            from += rest % dims[d] * xs[d];
+            to += rest % dims[d] * ys[d];
+            rest /= dims[d];
+        }
+        want[static_cast<size_t>(to)] = x[static_cast<size_t>(from)];
+    }
+    g.x = x.p;
+    g.y = y.p;
+    SELFTEST_EXPECT(cuda::strided_copy_f32(g, ctx_with(2)) == cudaSuccess, "%s: launch", name);
+    for (size_t i = 0; i < y.n; ++i)
+        SELFTEST_EXPECT(y[i] == want[i], "%s: y element %zu = %g, want %g", name, i, y[i], want[i]);
+}
+
+static void test_layout() {
+    layout_case("transpose tiles [37, 45] into y from 3", {37, 45}, {1, 37}, 0, {45, 1}, 3, true, 37 * 45 + 5);
+    layout_case("batched transpose [3, 33, 65]", {3, 33, 65}, {33 * 65, 1, 33}, 2, {33 * 65, 65, 1}, 0, true, 3 * 33 * 65);
+    layout_case("general kernel, step 2 from offset 1", {5, 7}, {14, 2}, 1, {7, 1}, 4, true, 40);
+    layout_case("into cols 3..7 of [5, 11]", {5, 4}, {4, 1}, 0, {11, 1}, 3, false, 55);
+    layout_case("transpose into cols 1..4 of [5, 6]", {5, 3}, {1, 5}, 0, {6, 1}, 1, false, 30);
+    layout_case("rank 3 into [1:4, :, 2:5] of [5, 2, 6]", {3, 2, 3}, {6, 3, 1}, 0, {12, 6, 1}, 14, false, 60);
+    layout_case("every 3rd element from 2", {9}, {1}, 0, {3}, 2, false, 29);
+}
+
 int main(int argc, char** argv) {
     const std::string only = argc > 1 ? argv[1] : "";
     if (only.empty() || only == "fill") test_fill();
@@ -581,5 +631,6 @@ int main(int argc, char** argv) {
     if (only.empty() || only == "softmax") test_softmax();
     if (only.empty() || only == "reduce") test_reduce();
     if (only.empty() || only == "gemm") test_gemm();
+    if (only.empty() || only == "layout") test_layout();
     return selftest::check_tally().finish("all CUDA kernels match the references");
 }

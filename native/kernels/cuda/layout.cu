@@ -1,8 +1,8 @@
-// layout.cu: the strided copy, the one kernel behind permute / transpose (kn_permute_f32) and, later,
-// slices and concatenation: y (contiguous) = x read through arbitrary strides (StridedCopyArgs,
-// normalised by the API layer: size-1 dimensions dropped, neighbours merged where x stays linear).
+// layout.cu: the strided copy, the one kernel behind permute / transpose, narrow / select / slice and
+// concatenate / stack / split: y = x, both through arbitrary strides (StridedCopyArgs, normalised by
+// the API layer: size-1 dimensions dropped, neighbours merged where x and y stay linear).
 //
-// Two kernels:
+// For a contiguous y (the fast path; y starts at y_offset), two kernels:
 // - transpose_tiles: when x is contiguous along the output's second-to-last dimension and strided
 //   along its last (a transpose of the last two dimensions, batched over the ones before). The
 //   textbook shared-memory transpose: a 32 x 8 block reads a 32 x 32 tile with coalesced loads along
@@ -11,6 +11,9 @@
 // - strided_copy: anything else. One thread per output element, coalesced stores; reads are
 //   coalesced whenever x's innermost stride is 1 (a permute that keeps the last dimension), strided
 //   otherwise. Index math in 32 bits when every offset fits (64-bit division costs several times more).
+// For a strided y (a slice of a larger tensor: a narrow's gradient, one part of a concatenation):
+// - strided_copy_to_view: one thread per element, both offsets from the index. Stores are coalesced
+//   whenever y's innermost stride is 1, which is the case of every slice along a dimension but the last.
 //
 // Napkin math: a copy moves 8 bytes per element, so at an H100's ~3 TB/s a 4096 x 4096 transpose
 // (134 MB) should take ~45 us. A naive transpose reads with a 16 KB stride and uses 4 of every 32
@@ -60,6 +63,23 @@ __global__ void strided_copy_kernel(const float* x, float* y, const StridedCopyA
     }
 }
 
+template <typename Index>
+__global__ void strided_copy_to_view_kernel(const float* x, float* y, const StridedCopyArgs g) {
+    const Index n = static_cast<Index>(g.n);
+    for (Index i = blockIdx.x * static_cast<Index>(blockDim.x) + threadIdx.x; i < n;
+         i += static_cast<Index>(gridDim.x) * blockDim.x) {
+        Index rest = i, from = static_cast<Index>(g.x_offset), to = static_cast<Index>(g.y_offset);
+        for (int d = g.rank - 1; d >= 0; --d) {
+            const Index dim = static_cast<Index>(g.dims[d]);
+            const Index q = rest / dim, index = rest - q * dim;
+            from += index * static_cast<Index>(g.x_strides[d]);
+            to += index * static_cast<Index>(g.y_strides[d]);
+            rest = q;
+        }
+        y[to] = x[from];
+    }
+}
+
 // Block (32, 8) per 32 x 32 tile of the last two output dimensions; planes along grid z, strided.
 template <typename Index>
 __global__ void transpose_tiles_kernel(const float* x, float* y, const StridedCopyArgs g, Index planes) {
@@ -85,18 +105,29 @@ __global__ void transpose_tiles_kernel(const float* x, float* y, const StridedCo
     }
 }
 
-// Whether every index fits 32-bit arithmetic: the largest offset read, and n.
+// Whether every index fits 32-bit arithmetic: the largest offsets read and written, and n.
 bool fits_int32(const StridedCopyArgs& g) {
-    int64_t last = g.x_offset;
-    for (int d = 0; d < g.rank; ++d) last += (g.dims[d] - 1) * g.x_strides[d];
+    int64_t last_read = g.x_offset, last_written = g.y_offset + g.n;
+    for (int d = 0; d < g.rank; ++d) last_read += (g.dims[d] - 1) * g.x_strides[d];
+    if (!g.y_contiguous) {
+        last_written = g.y_offset;
+        for (int d = 0; d < g.rank; ++d) last_written += (g.dims[d] - 1) * g.y_strides[d];
+    }
     // n < 2^30 also keeps the grid-stride increment (i += grid size) from wrapping past 2^31.
-    return g.n < (int64_t{1} << 30) && last < std::numeric_limits<int32_t>::max();
+    return g.n < (int64_t{1} << 30) && last_read < std::numeric_limits<int32_t>::max() &&
+           last_written < std::numeric_limits<int32_t>::max();
 }
 
 template <typename Index>
 cudaError_t launch(const StridedCopyArgs& g, const LaunchContext& ctx) {
     const float* x = static_cast<const float*>(g.x);
     float* y = static_cast<float*>(g.y);
+    const int64_t blocks = std::min<int64_t>((g.n + kThreads - 1) / kThreads, int64_t{std::max(ctx.sm_count, 1)} * kBlocksPerSm);
+    if (!g.y_contiguous) {
+        strided_copy_to_view_kernel<Index><<<static_cast<unsigned>(std::max<int64_t>(blocks, 1)), kThreads, 0, ctx.stream>>>(x, y, g);
+        return cudaGetLastError();
+    }
+    y += g.y_offset;  // the contiguous kernels write y from 0
     if (g.rank >= 2 && g.x_strides[g.rank - 2] == 1 && g.x_strides[g.rank - 1] != 1) {
         const int64_t rows = g.dims[g.rank - 2], cols = g.dims[g.rank - 1];
         const int64_t row_tiles = (rows + kTile - 1) / kTile, col_tiles = (cols + kTile - 1) / kTile;
@@ -108,7 +139,6 @@ cudaError_t launch(const StridedCopyArgs& g, const LaunchContext& ctx) {
             return cudaGetLastError();
         }
     }
-    const int64_t blocks = std::min<int64_t>((g.n + kThreads - 1) / kThreads, int64_t{std::max(ctx.sm_count, 1)} * kBlocksPerSm);
     strided_copy_kernel<Index><<<static_cast<unsigned>(std::max<int64_t>(blocks, 1)), kThreads, 0, ctx.stream>>>(x, y, g);
     return cudaGetLastError();
 }

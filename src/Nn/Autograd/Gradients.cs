@@ -96,6 +96,31 @@ internal static class Gradients
     /// <summary>A permute moves each element once, so its gradient moves g back: the permute by the inverse order.</summary>
     public static Tensor Permute(Tensor g, int[] inverse) => g.Permute(inverse);
 
+    /// <summary>
+    /// Narrow / Select / Slice: dx = zeros of x's shape with g written into the slice the forward read
+    /// (indices start, start + step, ... along d; for Select, g lacks dimension d). One fill and one
+    /// strided copy into a view of dx.
+    /// </summary>
+    public static Tensor Slice(Tensor x, Tensor g, int d, long start, long step, bool keepDim)
+    {
+        var dx = Tensor.Zeros(x.ShapeArray, x.Device);
+        if (g.Count == 0) return dx;
+        var strides = Tensor.ContiguousStrides(x.ShapeArray);
+        long offset = start * strides[d];
+        strides[d] *= step;
+        if (!keepDim) strides = strides.Where((_, i) => i != d).ToArray();
+        Ops.StridedCopy(g.Buffer, 0, Tensor.ContiguousStrides(g.ShapeArray), dx.Buffer, offset, strides, g.ShapeArray);
+        return dx;
+    }
+
+    /// <summary>Concatenate: part k's gradient is its slice of g, starts[k] .. along d.</summary>
+    public static Tensor?[] Concatenate(Tensor g, Tensor[] parts, int d, long[] starts) =>
+        parts.Select((p, k) => p.RequiresGrad ? g.Narrow(d, starts[k], p.ShapeArray[d]) : null).ToArray();
+
+    /// <summary>Stack: part k's gradient is g.Select(d, k).</summary>
+    public static Tensor?[] Stack(Tensor g, Tensor[] parts, int d) =>
+        parts.Select((p, k) => p.RequiresGrad ? g.Select(d, k) : null).ToArray();
+
     /// <summary>Dropout backward regenerates the forward's mask from (seed, offset) instead of storing
     /// it: dx = g * mask / (1 - p), one kernel.</summary>
     public static Tensor Dropout(Tensor g, float p, long seed, long offset)
