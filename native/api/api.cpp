@@ -850,8 +850,8 @@ KN_API kn_status kn_cross_entropy_backward_f32(const kn_buffer* logits, const kn
 // outside the table. So the indices are read to the host and checked before any kernel runs (one
 // synchronisation and 8 n bytes; n is a batch of tokens, thousands, not millions), and the first bad
 // one is reported with its position. The scatter-add's deterministic order needs the positions
-// sorted by row anyway; having the indices on the host, the API layer does that counting sort there
-// (O(n + rows)) and hands the kernels the plan (ScatterAddRowsArgs in ops.h).
+// sorted by row anyway; having the indices on the host, the API layer sorts them there (a stable
+// sort, O(n log n)) and hands the kernels the plan (ScatterAddRowsArgs in ops.h).
 
 }  // extern "C"
 
@@ -924,29 +924,27 @@ KN_API kn_status kn_scatter_add_rows_f32(const kn_buffer* dy, const kn_buffer* i
         call.run([&](Device& d) {
             const std::vector<int64_t> index = checked_indices(call, d, I.memory(), n, rows);
             if (cols == 0) return;
-            // The plan: a stable counting sort of the positions by row (histogram, prefix sum, scatter).
-            std::vector<int64_t> count(static_cast<size_t>(rows) + 1, 0);
-            int64_t positions = 0;
-            for (int64_t r : index)
-                if (r != padding_index) ++count[static_cast<size_t>(r)], ++positions;
-            if (positions == 0) return;  // every index is the padding row
-            int64_t segments = 0;
-            for (int64_t r = 0; r < rows; ++r) segments += count[static_cast<size_t>(r)] > 0;
+            // The plan: the positions sorted by row, stably (so ascending within a row), then cut into
+            // one segment per distinct row. O(n log n) on the host, nothing the size of the table.
+            std::vector<int64_t> sorted;
+            sorted.reserve(static_cast<size_t>(n));
+            for (int64_t i = 0; i < n; ++i)
+                if (index[static_cast<size_t>(i)] != padding_index) sorted.push_back(i);
+            if (sorted.empty()) return;  // every index is the padding row
+            std::stable_sort(sorted.begin(), sorted.end(), [&](int64_t a, int64_t b) { return index[a] < index[b]; });
+            const int64_t positions = static_cast<int64_t>(sorted.size());
+            int64_t segments = 1;
+            for (int64_t k = 1; k < positions; ++k) segments += index[sorted[k]] != index[sorted[k - 1]];
             std::vector<int64_t> plan(static_cast<size_t>(2 * segments + 1 + positions));
             int64_t* targets = plan.data();
             int64_t* starts = targets + segments;
-            int64_t* order = starts + segments + 1;
-            std::vector<int64_t> next(static_cast<size_t>(rows), -1);  // where a row's next position goes
-            for (int64_t r = 0, s = 0, at = 0; r < rows; ++r) {
-                if (count[static_cast<size_t>(r)] == 0) continue;
-                targets[s] = r;
-                starts[s] = at;
-                next[static_cast<size_t>(r)] = at;
-                at += count[static_cast<size_t>(r)];
-                starts[++s] = at;
-            }
-            for (int64_t i = 0; i < n; ++i)
-                if (index[static_cast<size_t>(i)] != padding_index) order[next[static_cast<size_t>(index[i])]++] = i;
+            std::copy(sorted.begin(), sorted.end(), starts + segments + 1);
+            for (int64_t k = 0, s = 0; k < positions; ++k)
+                if (k == 0 || index[sorted[k]] != index[sorted[k - 1]]) {
+                    targets[s] = index[sorted[k]];
+                    starts[s++] = k;
+                }
+            starts[segments] = positions;
             const int64_t bytes = static_cast<int64_t>(plan.size() * sizeof(int64_t));
             DeviceScratch scratch(d, bytes);
             d.write(scratch.memory(), 0, plan.data(), bytes);

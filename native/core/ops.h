@@ -116,7 +116,7 @@ struct GatherRowsArgs {
 };
 
 // Scatter-add rows (kn_scatter_add_rows_f32) through a plan the API layer builds on the host from the
-// checked indices: a stable counting sort of the positions by target row, in one int64 device
+// checked indices: the positions stably sorted by target row, in one int64 device
 // buffer of 2 segments + 1 + positions entries:
 //     plan[0 .. segments)                    the distinct target rows, ascending (padding left out)
 //     plan[segments .. 2 segments]           start of each row's positions (CSR offsets; the last = positions)

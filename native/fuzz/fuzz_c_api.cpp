@@ -352,8 +352,17 @@ void step(Input& in, Slots& s) {
             check(kn_device_find(in.byte() & 1 ? "cuda:7" : "opencl:-1", &d));
             break;
         }
-        case 30: check(kn_device_trim(cpu())); break;
-        default: check(kn_device_synchronize(cpu())); break;
+        case 30:
+            if (in.byte() & 1) check(kn_device_trim(cpu()));
+            else check(kn_device_synchronize(cpu()));
+            break;
+        default: {  // gather / scatter-add, with whatever the index buffer holds (the API checks each index)
+            kn_buffer *t = B(), *idx = B(), *y = B();
+            int64_t rows = I(), cols = I(), n = I(), padding = I();
+            if (in.byte() & 1) check(kn_gather_rows_f32(t, rows, cols, idx, n, y));
+            else check(kn_scatter_add_rows_f32(t, idx, n, y, rows, cols, padding));
+            break;
+        }
     }
 }
 

@@ -4,16 +4,18 @@
 // Gather: one thread per output element, grid-stride; consecutive threads copy consecutive columns
 // of one row, so loads (of one table row) and stores are coalesced.
 //
-// Scatter-add: the API layer hands over a plan (ScatterAddRowsArgs in ops.h), a stable counting sort
-// of the positions by target row built on the host. One thread per (segment, column): it adds the
-// segment's positions into dtable[row, c] one after the other, in ascending position order. No two
-// threads write one element, so there are no atomics, and the order of the additions is the CPU's:
+// Scatter-add: the API layer hands over a plan (ScatterAddRowsArgs in ops.h): the positions stably
+// sorted by target row, on the host. One thread per (segment, column): it adds the segment's
+// positions into dtable[row, c] one after the other, in ascending position order. No two threads
+// write one element, so there are no atomics, and the order of the additions is the CPU's:
 // the same bits on every run and on every backend. Napkin math: consecutive threads take consecutive
 // columns of one row, so each of the segment's positions is a coalesced read of a dy row; traffic is
 // dy once plus each touched table row once (12 bytes per element of dy at most), a few microseconds
-// at HBM bandwidth for a batch of 64 x 100 tokens of 128 floats. A very frequent row (one token in
-// every position) serialises its column threads over all its positions: n dependent adds per
-// thread, which at ~1 ns each stays well under a millisecond for n in the thousands.
+// at HBM bandwidth for a batch of 64 x 100 tokens of 128 floats. The weak spot is a very frequent
+// row (a padding-like token in every position): its threads walk all its positions in sequence. The
+// loads do not depend on the running sum, so they can overlap; if they did not, one memory latency
+// (~0.5 us) per position would make 6,400 positions ~3 ms. Not measured (no GPU here); splitting long
+// segments into fixed chunks summed in a fixed order would keep determinism if it shows up.
 #include "cuda_kernels.h"
 
 #include <cuda_runtime.h>
