@@ -421,6 +421,30 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(Library)]
     internal static partial Status kn_cross_entropy_backward_f32(nint logits, nint labels, nint dlosses, nint dlogits, long rows, long cols);
 
+    // kn_status kn_gather_rows_f32(const kn_buffer* table, int64_t rows, int64_t cols, const kn_buffer* indices, int64_t n, kn_buffer* y);
+    /// <summary>
+    /// Gather rows: y[i, c] = table[indices[i], c] for i &lt; n, c &lt; cols; table is [rows, cols], indices
+    /// int64 [n], y [n, cols] (the forward of an embedding lookup, index_select along dim 0). Every index
+    /// must lie in [0, rows): the call reads the indices to the host and checks them before any kernel
+    /// runs (one device synchronisation, 8 n bytes), so a bad one is KN_ERROR_INVALID_ARGUMENT naming the
+    /// index and its position, and y is left untouched. y must not be table.
+    /// </summary>
+    [LibraryImport(Library)]
+    internal static partial Status kn_gather_rows_f32(nint table, long rows, long cols, nint indices, long n, nint y);
+
+    // kn_status kn_scatter_add_rows_f32(const kn_buffer* dy, const kn_buffer* indices, int64_t n, kn_buffer* dtable, int64_t rows, int64_t cols, int64_t padding_index);
+    /// <summary>
+    /// Scatter-add rows, the backward of kn_gather_rows_f32:
+    ///     dtable[indices[i], c] += dy[i, c]    for every i &lt; n with indices[i] != padding_index
+    /// dy is [n, cols], indices int64 [n] in [0, rows) (checked as kn_gather_rows_f32 does), dtable
+    /// [rows, cols], accumulated into (zero it first for a plain gradient). padding_index is -1 for none,
+    /// else in [0, rows): that row gets no gradient. Deterministic: every element of dtable adds its
+    /// contributions one at a time in ascending i, on every device, so the result is the same bit for bit
+    /// on every run and on every backend. dy and dtable must be different buffers.
+    /// </summary>
+    [LibraryImport(Library)]
+    internal static partial Status kn_scatter_add_rows_f32(nint dy, nint indices, long n, nint dtable, long rows, long cols, long padding_index);
+
     // kn_status kn_dropout_f32(const kn_buffer* x, kn_buffer* y, int64_t n, float p, int64_t seed, int64_t offset);
     /// <summary>
     /// y[i] = keep(i) ? x[i] / (1 - p) : 0, where keep(i) = uniform(seed, offset + i) &gt;= p and uniform is

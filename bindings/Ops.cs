@@ -131,6 +131,23 @@ public static unsafe partial class Ops
         SafeNativeMethods.kn_softmax_backward_f32(y, dy, dx, rows, cols, log ? 1 : 0);
 
     /// <summary>
+    /// Gather rows (index_select along dim 0, an embedding lookup): y[i, c] = table[indices[i], c] for a
+    /// [rows, cols] table and int64 indices [n]. Every index is checked to lie in [0, rows) before any
+    /// kernel runs (the indices are read to the host: one synchronisation); a bad one throws naming it and
+    /// its position, and y is left untouched.
+    /// </summary>
+    public static void GatherRows(DeviceBuffer table, long rows, long cols, DeviceBuffer indices, long n, DeviceBuffer y) =>
+        SafeNativeMethods.kn_gather_rows_f32(table, rows, cols, indices, n, y);
+
+    /// <summary>
+    /// The backward of <see cref="GatherRows"/>: dtable[indices[i], c] += dy[i, c] for every i whose index is
+    /// not <paramref name="paddingIndex"/> (-1: none). Deterministic: each element adds its contributions in
+    /// ascending i, bit for bit the same on every run and every backend.
+    /// </summary>
+    public static void ScatterAddRows(DeviceBuffer dy, DeviceBuffer indices, long n, DeviceBuffer dtable, long rows, long cols, long paddingIndex = -1) =>
+        SafeNativeMethods.kn_scatter_add_rows_f32(dy, indices, n, dtable, rows, cols, paddingIndex);
+
+    /// <summary>
     /// Cross-entropy of <paramref name="logits"/> [rows, cols] against int64 class labels [rows], fused
     /// log-softmax + negative log-likelihood: losses[r] = logsumexp(logits[r, :]) - logits[r, labels[r]].
     /// A label outside [0, cols) gives NaN for its row (kernels cannot raise errors): check labels on the host first.

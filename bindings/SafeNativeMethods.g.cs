@@ -197,6 +197,33 @@ internal static unsafe class SafeNativeMethods
             dlosses_lease.Handle, dlogits_lease.Handle, rows, cols));
     }
 
+    // kn_status kn_gather_rows_f32(const kn_buffer* table, int64_t rows, int64_t cols, const kn_buffer* indices, int64_t n, kn_buffer* y);
+    /// <summary>Leases the buffers and calls <see cref="NativeMethods.kn_gather_rows_f32"/>; a failed status throws.</summary>
+    internal static void kn_gather_rows_f32(DeviceBuffer table, long rows, long cols, DeviceBuffer indices, long n,
+        DeviceBuffer y, [CallerArgumentExpression(nameof(table))] string table_name = "",
+        [CallerArgumentExpression(nameof(indices))] string indices_name = "",
+        [CallerArgumentExpression(nameof(y))] string y_name = "")
+    {
+        using BufferLease table_lease = BufferLease.Required(table, table_name),
+            indices_lease = BufferLease.Required(indices, indices_name), y_lease = BufferLease.Required(y, y_name);
+        Ensure.Success(NativeMethods.kn_gather_rows_f32(table_lease.Handle, rows, cols, indices_lease.Handle, n,
+            y_lease.Handle));
+    }
+
+    // kn_status kn_scatter_add_rows_f32(const kn_buffer* dy, const kn_buffer* indices, int64_t n, kn_buffer* dtable, int64_t rows, int64_t cols, int64_t padding_index);
+    /// <summary>Leases the buffers and calls <see cref="NativeMethods.kn_scatter_add_rows_f32"/>; a failed status throws.</summary>
+    internal static void kn_scatter_add_rows_f32(DeviceBuffer dy, DeviceBuffer indices, long n, DeviceBuffer dtable,
+        long rows, long cols, long padding_index, [CallerArgumentExpression(nameof(dy))] string dy_name = "",
+        [CallerArgumentExpression(nameof(indices))] string indices_name = "",
+        [CallerArgumentExpression(nameof(dtable))] string dtable_name = "")
+    {
+        using BufferLease dy_lease = BufferLease.Required(dy, dy_name),
+            indices_lease = BufferLease.Required(indices, indices_name),
+            dtable_lease = BufferLease.Required(dtable, dtable_name);
+        Ensure.Success(NativeMethods.kn_scatter_add_rows_f32(dy_lease.Handle, indices_lease.Handle, n,
+            dtable_lease.Handle, rows, cols, padding_index));
+    }
+
     // kn_status kn_dropout_f32(const kn_buffer* x, kn_buffer* y, int64_t n, float p, int64_t seed, int64_t offset);
     /// <summary>Leases the buffers and calls <see cref="NativeMethods.kn_dropout_f32"/>; a failed status throws.</summary>
     internal static void kn_dropout_f32(DeviceBuffer x, DeviceBuffer y, long n, float p, long seed, long offset,

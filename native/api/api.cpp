@@ -897,6 +897,114 @@ KN_API kn_status kn_cross_entropy_backward_f32(const kn_buffer* logits, const kn
     });
 }
 
+// ---- Gather / scatter-add -----------------------------------------------------------------------
+// Error design: a GPU kernel cannot raise an error, and an out-of-range index would read or write
+// outside the table. So the indices are read to the host and checked before any kernel runs (one
+// synchronisation and 8 n bytes; n is a batch of tokens, thousands, not millions), and the first bad
+// one is reported with its position. The scatter-add's deterministic order needs the positions
+// sorted by row anyway; having the indices on the host, the API layer sorts them there (a stable
+// sort, O(n log n)) and hands the kernels the plan (ScatterAddRowsArgs in ops.h).
+
+}  // extern "C"
+
+namespace {
+
+// The n indices of `indices`, each checked to lie in [0, rows); called under the device's lock.
+std::vector<int64_t> checked_indices(const Call& call, Device& d, void* indices, int64_t n, int64_t rows) {
+    std::vector<int64_t> host(static_cast<size_t>(n));
+    d.read(indices, 0, host.data(), n * static_cast<int64_t>(sizeof(int64_t)));
+    for (int64_t i = 0; i < n; ++i)
+        if (host[i] < 0 || host[i] >= rows)
+            call.fail(KN_ERROR_INVALID_ARGUMENT, "indices[", i, "] = ", host[i], " is outside [0, ", rows,
+                      ") (the table has ", rows, " rows)");
+    return host;
+}
+
+// Device memory for one call's temporary data, freed when the call ends (also on an error).
+class DeviceScratch {
+public:
+    DeviceScratch(Device& d, int64_t bytes) : d_(d), memory_(d.alloc(bytes)) {}
+    ~DeviceScratch() { d_.free(memory_); }
+    DeviceScratch(const DeviceScratch&) = delete;
+    DeviceScratch& operator=(const DeviceScratch&) = delete;
+    void* memory() const { return memory_; }
+
+private:
+    Device& d_;
+    void* memory_;
+};
+
+}  // namespace
+
+extern "C" {
+
+KN_API kn_status kn_gather_rows_f32(const kn_buffer* table, int64_t rows, int64_t cols, const kn_buffer* indices,
+                                    int64_t n, kn_buffer* y) {
+    return guarded([&] {
+        Call call("gather_rows");
+        call.non_negative({{"rows", rows}, {"cols", cols}, {"n", n}});
+        auto shape = [&] { return cat("table [rows, cols] = [", rows, ", ", cols, "] and n = ", n, " indices"); };
+        const Operand& T = call.in("table", table, call.mul(rows, cols), shape);
+        const Operand& I = call.in("indices", indices, n, shape, kInt64);
+        const Operand& Y = call.out("y", y, call.mul(n, cols), shape);
+        if (table == y) call.fail(KN_ERROR_INVALID_ARGUMENT, "y must not be the same buffer as table");
+        call.check();
+        if (n == 0) return;
+        call.run([&](Device& d) {
+            checked_indices(call, d, I.memory(), n, rows);  // before cols == 0 returns: a bad index is still bad
+            if (cols == 0) return;
+            d.gather_rows_f32({T.memory(), I.memory(), Y.memory(), n, cols});
+        });
+    });
+}
+
+KN_API kn_status kn_scatter_add_rows_f32(const kn_buffer* dy, const kn_buffer* indices, int64_t n, kn_buffer* dtable,
+                                         int64_t rows, int64_t cols, int64_t padding_index) {
+    return guarded([&] {
+        Call call("scatter_add_rows");
+        call.non_negative({{"n", n}, {"rows", rows}, {"cols", cols}});
+        if (padding_index < -1 || (padding_index >= rows && padding_index != -1))
+            call.fail(KN_ERROR_INVALID_ARGUMENT, "padding_index = ", padding_index, " is neither -1 (none) nor in [0, ",
+                      rows, ")");
+        auto shape = [&] { return cat("dtable [rows, cols] = [", rows, ", ", cols, "] and n = ", n, " indices"); };
+        const Operand& DY = call.in("dy", dy, call.mul(n, cols), shape);
+        const Operand& I = call.in("indices", indices, n, shape, kInt64);
+        const Operand& DT = call.out("dtable", dtable, call.mul(rows, cols), shape);
+        if (dy == dtable) call.fail(KN_ERROR_INVALID_ARGUMENT, "dtable must not be the same buffer as dy");
+        call.check();
+        if (n == 0) return;
+        call.run([&](Device& d) {
+            const std::vector<int64_t> index = checked_indices(call, d, I.memory(), n, rows);
+            if (cols == 0) return;
+            // The plan: the positions sorted by row, stably (so ascending within a row), then cut into
+            // one segment per distinct row. O(n log n) on the host, nothing the size of the table.
+            std::vector<int64_t> sorted;
+            sorted.reserve(static_cast<size_t>(n));
+            for (int64_t i = 0; i < n; ++i)
+                if (index[static_cast<size_t>(i)] != padding_index) sorted.push_back(i);
+            if (sorted.empty()) return;  // every index is the padding row
+            std::stable_sort(sorted.begin(), sorted.end(), [&](int64_t a, int64_t b) { return index[a] < index[b]; });
+            const int64_t positions = static_cast<int64_t>(sorted.size());
+            int64_t segments = 1;
+            for (int64_t k = 1; k < positions; ++k) segments += index[sorted[k]] != index[sorted[k - 1]];
+            std::vector<int64_t> plan(static_cast<size_t>(2 * segments + 1 + positions));
+            int64_t* targets = plan.data();
+            int64_t* starts = targets + segments;
+            std::copy(sorted.begin(), sorted.end(), starts + segments + 1);
+            for (int64_t k = 0, s = 0; k < positions; ++k)
+                if (k == 0 || index[sorted[k]] != index[sorted[k - 1]]) {
+                    targets[s] = index[sorted[k]];
+                    starts[s++] = k;
+                }
+            starts[segments] = positions;
+            const int64_t bytes = static_cast<int64_t>(plan.size() * sizeof(int64_t));
+            DeviceScratch scratch(d, bytes);
+            d.write(scratch.memory(), 0, plan.data(), bytes);
+            d.scatter_add_rows_f32({DY.memory(), scratch.memory(), DT.memory(), segments, positions, cols});
+        });
+    });
+}
+
 // ---- Dropout ------------------------------------------------------------------------------------
 
 }  // extern "C"

@@ -111,6 +111,30 @@ struct StridedCopyArgs {
     int64_t n;
 };
 
+// Gather rows (kn_gather_rows_f32): y[i, :] = table[indices[i], :]. n, cols >= 1; every index has been
+// checked to lie in [0, rows) by the API layer.
+struct GatherRowsArgs {
+    const void* table;    // [rows, cols]
+    const void* indices;  // int64 [n]
+    void* y;              // [n, cols]; never table
+    int64_t n, cols;
+};
+
+// Scatter-add rows (kn_scatter_add_rows_f32) through a plan the API layer builds on the host from the
+// checked indices: the positions stably sorted by target row, in one int64 device
+// buffer of 2 segments + 1 + positions entries:
+//     plan[0 .. segments)                    the distinct target rows, ascending (padding left out)
+//     plan[segments .. 2 segments]           start of each row's positions (CSR offsets; the last = positions)
+//     plan[2 segments + 1 ...]               the positions i of dy, grouped by row, ascending within a row
+// so dtable[row_s, c] += dy[p, c] for the row's positions p in order: no two threads touch one element
+// of dtable and the order of the additions is fixed (deterministic). segments, positions, cols >= 1.
+struct ScatterAddRowsArgs {
+    const void* dy;       // [n, cols]
+    const void* plan;     // int64, as above
+    void* dtable;         // [rows, cols], accumulated into
+    int64_t segments, positions, cols;
+};
+
 struct ReduceArgs {
     kn_reduce_op op;
     const void* x;  // [outer, reduce, inner]
@@ -297,6 +321,8 @@ struct BatchNormBackwardArgs {
     X(strided_copy_f32, StridedCopyArgs)                       /* layout                     */ \
     X(reduce_f32, ReduceArgs)                                  /* reduce                     */ \
     X(argreduce_f32, ArgReduceArgs)                            /* reduce                     */ \
+    X(gather_rows_f32, GatherRowsArgs)                         /* gather                     */ \
+    X(scatter_add_rows_f32, ScatterAddRowsArgs)                /* gather                     */ \
     X(softmax_f32, SoftmaxArgs)                                /* softmax                    */ \
     X(softmax_backward_f32, SoftmaxBackwardArgs)               /* softmax                    */ \
     X(cross_entropy_f32, CrossEntropyArgs)                     /* training | softmax.cl      */ \

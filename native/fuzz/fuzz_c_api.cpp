@@ -143,7 +143,7 @@ void step(Input& in, Slots& s) {
     auto B = [&] { return (s.*pick)(in); };
     auto I = [&] { return in.integer(); };
     auto F = [&] { return in.real(); };
-    switch (in.byte() % 32) {
+    switch (in.byte() % 34) {  // 0..32: the cases below; 33: the default
         case 0: case 1: case 2: s.create(in); break;
         case 3: {  // free: live, stale (double free) or forged
             kn_buffer* b = B();
@@ -360,6 +360,13 @@ void step(Input& in, Slots& s) {
             int64_t xo = I(), yo = I();
             const bool y_contiguous = in.byte() & 1;
             check(kn_strided_copy_f32(x, xo, xs, xr, y, yo, y_contiguous ? nullptr : ys, y_contiguous ? 0 : yr, dims, r));
+            break;
+        }
+        case 32: {  // gather / scatter-add, with whatever the index buffer holds (the API checks each index)
+            kn_buffer *t = B(), *idx = B(), *y = B();
+            int64_t rows = I(), cols = I(), n = I(), padding = I();
+            if (in.byte() & 1) check(kn_gather_rows_f32(t, rows, cols, idx, n, y));
+            else check(kn_scatter_add_rows_f32(t, idx, n, y, rows, cols, padding));
             break;
         }
         default: check(kn_device_synchronize(cpu())); break;

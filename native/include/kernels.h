@@ -302,6 +302,26 @@ KN_API kn_status kn_cross_entropy_backward_f32(const kn_buffer* logits, const kn
                                                const kn_buffer* dlosses, kn_buffer* dlogits,
                                                int64_t rows, int64_t cols);
 
+/* ---- Gather / scatter-add (index_select along dim 0, embeddings) ------------------------ */
+
+/* Gather rows: y[i, c] = table[indices[i], c] for i < n, c < cols; table is [rows, cols], indices
+ * int64 [n], y [n, cols] (the forward of an embedding lookup, index_select along dim 0). Every index
+ * must lie in [0, rows): the call reads the indices to the host and checks them before any kernel
+ * runs (one device synchronisation, 8 n bytes), so a bad one is KN_ERROR_INVALID_ARGUMENT naming the
+ * index and its position, and y is left untouched. y must not be table. */
+KN_API kn_status kn_gather_rows_f32(const kn_buffer* table, int64_t rows, int64_t cols, const kn_buffer* indices,
+                                    int64_t n, kn_buffer* y);
+
+/* Scatter-add rows, the backward of kn_gather_rows_f32:
+ *     dtable[indices[i], c] += dy[i, c]    for every i < n with indices[i] != padding_index
+ * dy is [n, cols], indices int64 [n] in [0, rows) (checked as kn_gather_rows_f32 does), dtable
+ * [rows, cols], accumulated into (zero it first for a plain gradient). padding_index is -1 for none,
+ * else in [0, rows): that row gets no gradient. Deterministic: every element of dtable adds its
+ * contributions one at a time in ascending i, on every device, so the result is the same bit for bit
+ * on every run and on every backend. dy and dtable must be different buffers. */
+KN_API kn_status kn_scatter_add_rows_f32(const kn_buffer* dy, const kn_buffer* indices, int64_t n, kn_buffer* dtable,
+                                         int64_t rows, int64_t cols, int64_t padding_index);
+
 /* ---- Dropout ---------------------------------------------------------------------------- */
 
 /* y[i] = keep(i) ? x[i] / (1 - p) : 0, where keep(i) = uniform(seed, offset + i) >= p and uniform is

@@ -19,6 +19,7 @@
 #include "selftest_harness.h"
 #include "selftest_cnn.h"
 #include "selftest_layout.h"
+#include "selftest_gather.h"
 #include "selftest_hostile.h"
 
 #include <functional>
@@ -2039,6 +2040,7 @@ int main(int argc, char** argv) {
         test_unary(cx);
         test_binary(cx);
         test_layout(cx);
+        test_gather(cx);
         test_reduce(cx);
         test_softmax(cx);
         test_cross_entropy(cx);

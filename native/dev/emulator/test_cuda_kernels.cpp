@@ -5,8 +5,8 @@
 // their backward passes over warp- and block-per-row shapes, and GEMM with every transpose, padded
 // leading dimensions, batches with shared operands, beta = 0 over NaN, k = 0 and alpha = 0, on both
 // tile configurations. Buffers are allocated at their exact size, so a build with AddressSanitizer
-// reports any out-of-bounds access; the strided copy into contiguous and strided destinations.
-// Usage: test_cuda_kernels [fill|unary|binary|softmax|reduce|gemm|layout]
+// reports any out-of-bounds access; the strided copy into contiguous and strided destinations; gather rows
+// and the scatter-add (bit for bit). Usage: test_cuda_kernels [fill|unary|binary|softmax|reduce|gemm|layout|gather]
 #include "cuda_kernels.h"
 #include "selftest_harness.h"
 #include "host_scratch.h"
@@ -19,6 +19,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 using namespace kn;
@@ -487,6 +488,57 @@ static void test_softmax() {
     SELFTEST_EXPECT(std::fabs(s - 1) < 1e-6, "large finite row sums to 1 (%g)", s);
 }
 
+// ---- gather --------------------------------------------------------------------------------------
+// Gather rows is a copy (compared bit for bit); the scatter-add must equal, bit for bit, the float32
+// sum in ascending position order that kernels.h promises. The plan is built as api.cpp builds it.
+static void test_gather() {
+    for (const auto& [rows, cols, n] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+             {1, 1, 1}, {5, 3, 8}, {17, 33, 40}, {31, 257, 300}, {8, 16, 513}}) {
+        HostBuffer table(rows * cols), y(n * cols), dy(n * cols), dtable(rows * cols);
+        HostBuffer<int64_t> idx(n);
+        for (int64_t i = 0; i < rows * cols; ++i) table[i] = uniform(-4, 4);
+        for (int64_t i = 0; i < n; ++i) {
+            const float u = uniform(0, 1);
+            idx[i] = std::min<int64_t>(rows - 1, static_cast<int64_t>(u * u * rows));  // many repeats
+        }
+        SELFTEST_EXPECT(cuda::gather_rows_f32(GatherRowsArgs{table.p, idx.p, y.p, n, cols}, ctx_with(2)) == cudaSuccess, "gather launch");
+        for (int64_t i = 0; i < n; ++i)
+            for (int64_t c = 0; c < cols; ++c)
+                SELFTEST_EXPECT(selftest::same_bits(y[i * cols + c], table[idx[i] * cols + c]), "gather %lldx%lld n %lld: y[%lld, %lld]",
+                                (long long)rows, (long long)cols, (long long)n, (long long)i, (long long)c);
+
+        const int64_t padding = rows > 1 ? 0 : -1;
+        std::vector<int64_t> sorted;
+        for (int64_t i = 0; i < n; ++i)
+            if (idx[i] != padding) sorted.push_back(i);
+        std::stable_sort(sorted.begin(), sorted.end(), [&](int64_t a, int64_t b) { return idx[a] < idx[b]; });
+        const int64_t positions = static_cast<int64_t>(sorted.size());
+        if (positions == 0) continue;
+        int64_t segments = 1;
+        for (int64_t k = 1; k < positions; ++k) segments += idx[sorted[k]] != idx[sorted[k - 1]];
+        HostBuffer<int64_t> plan(2 * segments + 1 + positions);
+        for (int64_t k = 0, seg = 0; k < positions; ++k) {
+            if (k == 0 || idx[sorted[k]] != idx[sorted[k - 1]]) {
+                plan[seg] = idx[sorted[k]];
+                plan[segments + seg++] = k;
+            }
+            plan[2 * segments + 1 + k] = sorted[k];
+        }
+        plan[2 * segments] = positions;
+        std::vector<float> want(rows * cols);
+        for (int64_t i = 0; i < n * cols; ++i) dy[i] = uniform(-1, 1);
+        for (int64_t i = 0; i < rows * cols; ++i) want[i] = dtable[i] = uniform(-1, 1);
+        for (int64_t i = 0; i < n; ++i)
+            if (idx[i] != padding)
+                for (int64_t c = 0; c < cols; ++c) want[idx[i] * cols + c] += dy[i * cols + c];
+        SELFTEST_EXPECT(cuda::scatter_add_rows_f32(ScatterAddRowsArgs{dy.p, plan.p, dtable.p, segments, positions, cols}, ctx_with(2)) == cudaSuccess,
+                        "scatter-add launch");
+        for (int64_t i = 0; i < rows * cols; ++i)
+            SELFTEST_EXPECT(selftest::same_bits(dtable[i], want[i]), "scatter-add %lldx%lld n %lld: dtable element %lld %.9g vs %.9g",
+                            (long long)rows, (long long)cols, (long long)n, (long long)i, dtable[i], want[i]);
+    }
+}
+
 // ---- gemm ----------------------------------------------------------------------------------------
 struct GemmCase {
     bool ta, tb;
@@ -632,5 +684,6 @@ int main(int argc, char** argv) {
     if (only.empty() || only == "reduce") test_reduce();
     if (only.empty() || only == "gemm") test_gemm();
     if (only.empty() || only == "layout") test_layout();
+    if (only.empty() || only == "gather") test_gather();
     return selftest::check_tally().finish("all CUDA kernels match the references");
 }

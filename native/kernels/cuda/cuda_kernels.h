@@ -64,6 +64,10 @@ cudaError_t binary_backward_f32(const BinaryBackwardArgs& args, const LaunchCont
 // layout.cu: the strided copy (permute, transpose, slices, expands).
 cudaError_t strided_copy_f32(const StridedCopyArgs& args, const LaunchContext& ctx);
 
+// gather.cu: gather rows and the deterministic scatter-add (through the API layer's plan).
+cudaError_t gather_rows_f32(const GatherRowsArgs& args, const LaunchContext& ctx);
+cudaError_t scatter_add_rows_f32(const ScatterAddRowsArgs& args, const LaunchContext& ctx);
+
 // reduce.cu. Large reductions over few outputs run in two passes through ctx.scratch (required when
 // the *_scratch_bytes plan is not 0). The plan depends only on the arguments and ctx.sm_count, so the
 // two calls always agree, and the reduction order (hence the result) is the same on every run on the

@@ -137,6 +137,9 @@ void sgd_step_f32(const SgdArgs& args, Queue& q);
 void adam_step_f32(const AdamArgs& args, Queue& q);
 void rmsprop_step_f32(const RmspropArgs& args, Queue& q);
 void adagrad_step_f32(const AdagradArgs& args, Queue& q);
+// gather_launch.cpp (gather.cl): gather rows and the deterministic scatter-add
+void gather_rows_f32(const GatherRowsArgs& args, Queue& q);
+void scatter_add_rows_f32(const ScatterAddRowsArgs& args, Queue& q);
 // reduce_launch.cpp (reduce.cl)
 void reduce_f32(const ReduceArgs& args, Queue& q);
 void argreduce_f32(const ArgReduceArgs& args, Queue& q);

@@ -121,6 +121,20 @@ internal static class Gradients
     public static Tensor?[] Stack(Tensor g, Tensor[] parts, int d) =>
         parts.Select((p, k) => p.RequiresGrad ? g.Select(d, k) : null).ToArray();
 
+    /// <summary>
+    /// Gather-rows backward: each row of the table gets the sum of the gradients of the positions that
+    /// read it (none for <paramref name="paddingIndex"/>), added in ascending position order by the
+    /// deterministic scatter-add, into zeros of the table's shape.
+    /// </summary>
+    public static Tensor GatherRows(Tensor g, DeviceBuffer? indices, long n, long[] tableShape, long paddingIndex, Device device)
+    {
+        var dtable = Tensor.Zeros(tableShape, device);
+        long rows = tableShape[0], cols = Tensor.ShapeSize(tableShape.AsSpan(1));
+        if (indices is not null && n > 0 && cols > 0)
+            Ops.ScatterAddRows(g.Buffer, indices, n, dtable.Buffer, rows, cols, paddingIndex);
+        return dtable;
+    }
+
     /// <summary>Dropout backward regenerates the forward's mask from (seed, offset) instead of storing
     /// it: dx = g * mask / (1 - p), one kernel.</summary>
     public static Tensor Dropout(Tensor g, float p, long seed, long offset)
