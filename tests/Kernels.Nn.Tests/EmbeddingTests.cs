@@ -13,16 +13,9 @@ namespace Kernels.Nn.Tests;
 [TestFixture]
 public class EmbeddingTests
 {
-    public static IEnumerable<TestCaseData> Devices()
-    {
-        yield return new TestCaseData("cpu", DeviceKind.Cpu, "").SetArgDisplayNames("cpu");
-        yield return new TestCaseData("opencl:0", DeviceKind.OpenCL, "KERNELS_REQUIRE_OPENCL").SetArgDisplayNames("opencl");
-        yield return new TestCaseData("cuda:0", DeviceKind.Cuda, "KERNELS_REQUIRE_CUDA").SetArgDisplayNames("cuda");
-    }
-
     private static float[] RandomFloats(long n, int seed) => Random(n, seed, -3, 3).Select(v => (float)v).ToArray();
 
-    [TestCaseSource(nameof(Devices))]
+    [TestCaseSource(typeof(TestDevices), nameof(TestDevices.All))]
     public void IndexSelect_copies_the_selected_slices_exactly(string name, DeviceKind kind, string requireVariable)
     {
         var device = TestDevices.Require(name, kind, requireVariable);
@@ -49,7 +42,7 @@ public class EmbeddingTests
         Assert.That(last.ToArray(), Is.EqualTo(want), "dim -1");
     }
 
-    [TestCaseSource(nameof(Devices))]
+    [TestCaseSource(typeof(TestDevices), nameof(TestDevices.All))]
     public void IndexSelect_gradient_matches_float64_finite_differences(string name, DeviceKind kind, string requireVariable)
     {
         var device = TestDevices.Require(name, kind, requireVariable);
@@ -63,7 +56,7 @@ public class EmbeddingTests
               new[] { (Random(4 * 2, 4), new long[] { 4, 2 }) }, device);
     }
 
-    [TestCaseSource(nameof(Devices))]
+    [TestCaseSource(typeof(TestDevices), nameof(TestDevices.All))]
     public void Embedding_looks_up_rows_of_its_weight_in_the_ids_shape(string name, DeviceKind kind, string requireVariable)
     {
         var device = TestDevices.Require(name, kind, requireVariable);
@@ -135,7 +128,7 @@ public class EmbeddingTests
         return grad;
     }
 
-    [TestCaseSource(nameof(Devices))]
+    [TestCaseSource(typeof(TestDevices), nameof(TestDevices.All))]
     public void Embedding_gradient_matches_float64_finite_differences_and_skips_the_padding_row(string name, DeviceKind kind, string requireVariable)
     {
         var device = TestDevices.Require(name, kind, requireVariable);
@@ -157,7 +150,7 @@ public class EmbeddingTests
         return table.Grad!.ToArray();
     }
 
-    [TestCaseSource(nameof(Devices))]
+    [TestCaseSource(typeof(TestDevices), nameof(TestDevices.All))]
     public void Gradients_have_the_same_bits_on_every_run_and_every_backend(string name, DeviceKind kind, string requireVariable)
     {
         var device = TestDevices.Require(name, kind, requireVariable);

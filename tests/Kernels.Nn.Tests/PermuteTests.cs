@@ -12,13 +12,6 @@ namespace Kernels.Nn.Tests;
 [TestFixture]
 public class PermuteTests
 {
-    public static IEnumerable<TestCaseData> Devices()
-    {
-        yield return new TestCaseData("cpu", DeviceKind.Cpu, "").SetArgDisplayNames("cpu");
-        yield return new TestCaseData("opencl:0", DeviceKind.OpenCL, "KERNELS_REQUIRE_OPENCL").SetArgDisplayNames("opencl");
-        yield return new TestCaseData("cuda:0", DeviceKind.Cuda, "KERNELS_REQUIRE_CUDA").SetArgDisplayNames("cuda");
-    }
-
 
     // Shapes that break tiling: empty, 1, primes, ragged tiles, a batch of transposes, rank 5 and 0.
     private static readonly (long[] Shape, int[] Order)[] Cases =
@@ -60,7 +53,7 @@ public class PermuteTests
         return y;
     }
 
-    [TestCaseSource(nameof(Devices))]
+    [TestCaseSource(typeof(TestDevices), nameof(TestDevices.All))]
     public void Permute_matches_the_index_formula_exactly(string name, DeviceKind kind, string requireVariable)
     {
         var device = TestDevices.Require(name, kind, requireVariable);
@@ -76,7 +69,7 @@ public class PermuteTests
         }
     }
 
-    [TestCaseSource(nameof(Devices))]
+    [TestCaseSource(typeof(TestDevices), nameof(TestDevices.All))]
     public void Transpose_swaps_two_dimensions_and_counts_negative_ones_from_the_end(string name, DeviceKind kind, string requireVariable)
     {
         var device = TestDevices.Require(name, kind, requireVariable);
@@ -87,7 +80,7 @@ public class PermuteTests
         Assert.That(y.ToArray(), Is.EqualTo(Reference(values, new long[] { 2, 3, 4 }, new[] { 2, 1, 0 })));
     }
 
-    [TestCaseSource(nameof(Devices))]
+    [TestCaseSource(typeof(TestDevices), nameof(TestDevices.All))]
     public void Permute_gradient_matches_float64_finite_differences(string name, DeviceKind kind, string requireVariable)
     {
         var device = TestDevices.Require(name, kind, requireVariable);

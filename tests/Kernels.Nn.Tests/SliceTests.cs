@@ -14,13 +14,6 @@ namespace Kernels.Nn.Tests;
 [TestFixture]
 public class SliceTests
 {
-    public static IEnumerable<TestCaseData> Devices()
-    {
-        yield return new TestCaseData("cpu", DeviceKind.Cpu, "").SetArgDisplayNames("cpu");
-        yield return new TestCaseData("opencl:0", DeviceKind.OpenCL, "KERNELS_REQUIRE_OPENCL").SetArgDisplayNames("opencl");
-        yield return new TestCaseData("cuda:0", DeviceKind.Cuda, "KERNELS_REQUIRE_CUDA").SetArgDisplayNames("cuda");
-    }
-
     // ---- references ---------------------------------------------------------------------------------
 
     private static long Size(long[] shape) => shape.Aggregate(1L, (a, b) => a * b);
@@ -90,7 +83,7 @@ public class SliceTests
 
     // ---- values -------------------------------------------------------------------------------------
 
-    [TestCaseSource(nameof(Devices))]
+    [TestCaseSource(typeof(TestDevices), nameof(TestDevices.All))]
     public void Narrow_Select_and_Slice_match_the_index_formula_exactly(string name, DeviceKind kind, string requireVariable)
     {
         var device = TestDevices.Require(name, kind, requireVariable);
@@ -128,7 +121,7 @@ public class SliceTests
         }
     }
 
-    [TestCaseSource(nameof(Devices))]
+    [TestCaseSource(typeof(TestDevices), nameof(TestDevices.All))]
     public void Negative_indices_and_python_slice_bounds(string name, DeviceKind kind, string requireVariable)
     {
         var device = TestDevices.Require(name, kind, requireVariable);
@@ -142,7 +135,7 @@ public class SliceTests
         Assert.That(x.Slice(1, 7, 2).ShapeArray, Is.EqualTo(new long[] { 4, 0 }), "Slice [7:2] is empty");
     }
 
-    [TestCaseSource(nameof(Devices))]
+    [TestCaseSource(typeof(TestDevices), nameof(TestDevices.All))]
     public void Concatenate_and_Stack_match_the_index_formula_exactly(string name, DeviceKind kind, string requireVariable)
     {
         var device = TestDevices.Require(name, kind, requireVariable);
@@ -188,7 +181,7 @@ public class SliceTests
         }
     }
 
-    [TestCaseSource(nameof(Devices))]
+    [TestCaseSource(typeof(TestDevices), nameof(TestDevices.All))]
     public void Split_and_Chunk_cut_like_pytorch_and_concatenate_back(string name, DeviceKind kind, string requireVariable)
     {
         var device = TestDevices.Require(name, kind, requireVariable);
@@ -208,7 +201,7 @@ public class SliceTests
 
     // ---- gradients ----------------------------------------------------------------------------------
 
-    [TestCaseSource(nameof(Devices))]
+    [TestCaseSource(typeof(TestDevices), nameof(TestDevices.All))]
     public void Slice_gradients_match_float64_finite_differences(string name, DeviceKind kind, string requireVariable)
     {
         var device = TestDevices.Require(name, kind, requireVariable);
@@ -222,7 +215,7 @@ public class SliceTests
         Check(t => t[0].Narrow(0, 2, 1).Square(), v => Map(SliceRef(v[0], shape, 0, 2, 1), a => a * a), x, device);
     }
 
-    [TestCaseSource(nameof(Devices))]
+    [TestCaseSource(typeof(TestDevices), nameof(TestDevices.All))]
     public void Join_gradients_match_float64_finite_differences(string name, DeviceKind kind, string requireVariable)
     {
         var device = TestDevices.Require(name, kind, requireVariable);
@@ -243,7 +236,7 @@ public class SliceTests
         }
     }
 
-    [TestCaseSource(nameof(Devices))]
+    [TestCaseSource(typeof(TestDevices), nameof(TestDevices.All))]
     public void Split_gradients_match_float64_finite_differences(string name, DeviceKind kind, string requireVariable)
     {
         var device = TestDevices.Require(name, kind, requireVariable);
