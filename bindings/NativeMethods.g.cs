@@ -113,6 +113,42 @@ public enum BinaryOp : int
     Maximum = 5,
     /// <summary>ties send the gradient to a (<c>KN_BINARY_MINIMUM</c>)</summary>
     Minimum = 6,
+    /// <summary>
+    /// Comparisons: c = 1.0f where the relation holds, else 0.0f. A NaN operand compares false
+    /// (NOT_EQUAL: true), as IEEE 754 and PyTorch. Their gradients are zero (the backward writes
+    /// zeros to da and db). (<c>KN_BINARY_EQUAL</c>)
+    /// </summary>
+    Equal = 7,
+    /// <summary>
+    /// Comparisons: c = 1.0f where the relation holds, else 0.0f. A NaN operand compares false
+    /// (NOT_EQUAL: true), as IEEE 754 and PyTorch. Their gradients are zero (the backward writes
+    /// zeros to da and db). (<c>KN_BINARY_NOT_EQUAL</c>)
+    /// </summary>
+    NotEqual = 8,
+    /// <summary>
+    /// Comparisons: c = 1.0f where the relation holds, else 0.0f. A NaN operand compares false
+    /// (NOT_EQUAL: true), as IEEE 754 and PyTorch. Their gradients are zero (the backward writes
+    /// zeros to da and db). (<c>KN_BINARY_LESS</c>)
+    /// </summary>
+    Less = 9,
+    /// <summary>
+    /// Comparisons: c = 1.0f where the relation holds, else 0.0f. A NaN operand compares false
+    /// (NOT_EQUAL: true), as IEEE 754 and PyTorch. Their gradients are zero (the backward writes
+    /// zeros to da and db). (<c>KN_BINARY_LESS_EQUAL</c>)
+    /// </summary>
+    LessEqual = 10,
+    /// <summary>
+    /// Comparisons: c = 1.0f where the relation holds, else 0.0f. A NaN operand compares false
+    /// (NOT_EQUAL: true), as IEEE 754 and PyTorch. Their gradients are zero (the backward writes
+    /// zeros to da and db). (<c>KN_BINARY_GREATER</c>)
+    /// </summary>
+    Greater = 11,
+    /// <summary>
+    /// Comparisons: c = 1.0f where the relation holds, else 0.0f. A NaN operand compares false
+    /// (NOT_EQUAL: true), as IEEE 754 and PyTorch. Their gradients are zero (the backward writes
+    /// zeros to da and db). (<c>KN_BINARY_GREATER_EQUAL</c>)
+    /// </summary>
+    GreaterEqual = 12,
 }
 
 /// <summary><c>kn_reduce_op</c></summary>

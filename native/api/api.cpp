@@ -622,7 +622,7 @@ KN_API kn_status kn_binary_f32(kn_binary_op op, const kn_buffer* a, const int64_
                                const int64_t* c_dims, int32_t c_rank) {
     return guarded([&] {
         Call call("binary");
-        call.enumeration(op, KN_BINARY_MINIMUM, "op");
+        call.enumeration(op, KN_BINARY_GREATER_EQUAL, "op");
         int64_t na = checked_elements(a_dims, a_rank, call.fn, "a");
         int64_t nb = checked_elements(b_dims, b_rank, call.fn, "b");
         int64_t nc = checked_elements(c_dims, c_rank, call.fn, "c");
@@ -645,7 +645,7 @@ KN_API kn_status kn_binary_backward_f32(kn_binary_op op, const kn_buffer* a, con
                                         int32_t c_rank, kn_buffer* da, kn_buffer* db) {
     return guarded([&] {
         Call call("binary_backward");
-        call.enumeration(op, KN_BINARY_MINIMUM, "op");
+        call.enumeration(op, KN_BINARY_GREATER_EQUAL, "op");
         int64_t na = checked_elements(a_dims, a_rank, call.fn, "a");
         int64_t nb = checked_elements(b_dims, b_rank, call.fn, "b");
         int64_t nc = checked_elements(c_dims, c_rank, call.fn, "dc");

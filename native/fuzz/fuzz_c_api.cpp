@@ -211,7 +211,7 @@ void step(Input& in, Slots& s) {
             break;
         }
         case 10: case 11: {
-            int32_t op = (in.enumeration(KN_BINARY_MINIMUM + 1));
+            int32_t op = (in.enumeration(KN_BINARY_GREATER_EQUAL + 1));
             int64_t ad[KN_MAX_RANK + 1], bd[KN_MAX_RANK + 1], cd[KN_MAX_RANK + 1];
             int32_t ar = shape(in, ad), br = shape(in, bd), cr = shape(in, cd);
             kn_buffer *a = B(), *b = B(), *c = B();

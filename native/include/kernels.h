@@ -104,7 +104,16 @@ typedef enum kn_binary_op {
     KN_BINARY_DIV = 3,
     KN_BINARY_POW = 4,     /* a ^ b */
     KN_BINARY_MAXIMUM = 5, /* ties send the gradient to a */
-    KN_BINARY_MINIMUM = 6  /* ties send the gradient to a */
+    KN_BINARY_MINIMUM = 6, /* ties send the gradient to a */
+    /* Comparisons: c = 1.0f where the relation holds, else 0.0f. A NaN operand compares false
+     * (NOT_EQUAL: true), as IEEE 754 and PyTorch. Their gradients are zero (the backward writes
+     * zeros to da and db). */
+    KN_BINARY_EQUAL = 7,
+    KN_BINARY_NOT_EQUAL = 8,
+    KN_BINARY_LESS = 9,
+    KN_BINARY_LESS_EQUAL = 10,
+    KN_BINARY_GREATER = 11,
+    KN_BINARY_GREATER_EQUAL = 12
 } kn_binary_op;
 
 typedef enum kn_reduce_op {

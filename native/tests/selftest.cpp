@@ -509,7 +509,12 @@ struct BinaryInfo {
 
 const BinaryInfo kBinaryOps[] = {{KN_BINARY_ADD, "ADD"}, {KN_BINARY_SUB, "SUB"},         {KN_BINARY_MUL, "MUL"},
                                  {KN_BINARY_DIV, "DIV"}, {KN_BINARY_POW, "POW"},         {KN_BINARY_MAXIMUM, "MAXIMUM"},
-                                 {KN_BINARY_MINIMUM, "MINIMUM"}};
+                                 {KN_BINARY_MINIMUM, "MINIMUM"}, {KN_BINARY_EQUAL, "EQUAL"},
+                                 {KN_BINARY_NOT_EQUAL, "NOT_EQUAL"}, {KN_BINARY_LESS, "LESS"},
+                                 {KN_BINARY_LESS_EQUAL, "LESS_EQUAL"}, {KN_BINARY_GREATER, "GREATER"},
+                                 {KN_BINARY_GREATER_EQUAL, "GREATER_EQUAL"}};
+
+bool is_comparison(kn_binary_op op) { return op >= KN_BINARY_EQUAL && op <= KN_BINARY_GREATER_EQUAL; }
 
 double binary_reference(kn_binary_op op, double a, double b) {
     switch (op) {
@@ -520,6 +525,13 @@ double binary_reference(kn_binary_op op, double a, double b) {
         case KN_BINARY_POW: return std::pow(a, b);
         case KN_BINARY_MAXIMUM: return a >= b ? a : b;
         case KN_BINARY_MINIMUM: return a <= b ? a : b;
+        // IEEE: every ordered comparison with a NaN is false, != is true.
+        case KN_BINARY_EQUAL: return a == b ? 1.0 : 0.0;
+        case KN_BINARY_NOT_EQUAL: return a != b ? 1.0 : 0.0;
+        case KN_BINARY_LESS: return a < b ? 1.0 : 0.0;
+        case KN_BINARY_LESS_EQUAL: return a <= b ? 1.0 : 0.0;
+        case KN_BINARY_GREATER: return a > b ? 1.0 : 0.0;
+        case KN_BINARY_GREATER_EQUAL: return a >= b ? 1.0 : 0.0;
     }
     return kNaN;
 }
@@ -534,6 +546,12 @@ std::pair<double, double> binary_derivatives(kn_binary_op op, double a, double b
         case KN_BINARY_POW: return {b * std::pow(a, b - 1.0), std::pow(a, b) * std::log(a)};
         case KN_BINARY_MAXIMUM: return a >= b ? std::make_pair(1.0, 0.0) : std::make_pair(0.0, 1.0);
         case KN_BINARY_MINIMUM: return a <= b ? std::make_pair(1.0, 0.0) : std::make_pair(0.0, 1.0);
+        case KN_BINARY_EQUAL:
+        case KN_BINARY_NOT_EQUAL:
+        case KN_BINARY_LESS:
+        case KN_BINARY_LESS_EQUAL:
+        case KN_BINARY_GREATER:
+        case KN_BINARY_GREATER_EQUAL: return {0.0, 0.0};  // piecewise constant
     }
     return {kNaN, kNaN};
 }
@@ -562,7 +580,11 @@ std::vector<float> binary_operand(Rng& rng, kn_binary_op op, bool is_b, int64_t 
             case KN_BINARY_POW: x = is_b ? rng.uniform(-2, 2) : rng.uniform(0.5, 2.5); break;
             case KN_BINARY_MAXIMUM:
             case KN_BINARY_MINIMUM: x = static_cast<float>(rng.below(5)) * 0.5f - 1.0f; break;
-            default: x = rng.uniform(-2, 2); break;
+            default:
+                if (is_comparison(op)) {  // five levels (ties everywhere) and one NaN in eight
+                    x = rng.below(8) == 0 ? NAN : static_cast<float>(rng.below(5)) * 0.5f - 1.0f;
+                    break;
+                } x = rng.uniform(-2, 2); break;
         }
     }
     return v;

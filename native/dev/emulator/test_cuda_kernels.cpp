@@ -188,6 +188,12 @@ static double binary_ref(kn_binary_op op, double a, double b) {
         case KN_BINARY_POW: return std::pow(a, b);
         case KN_BINARY_MAXIMUM: return (std::isnan(a) || std::isnan(b)) ? NAN : (a >= b ? a : b);
         case KN_BINARY_MINIMUM: return (std::isnan(a) || std::isnan(b)) ? NAN : (a <= b ? a : b);
+        case KN_BINARY_EQUAL: return a == b;  // IEEE: NaN compares false, except !=
+        case KN_BINARY_NOT_EQUAL: return a != b;
+        case KN_BINARY_LESS: return a < b;
+        case KN_BINARY_LESS_EQUAL: return a <= b;
+        case KN_BINARY_GREATER: return a > b;
+        case KN_BINARY_GREATER_EQUAL: return a >= b;
     }
     return NAN;
 }
@@ -200,6 +206,7 @@ static void binary_grad_ref(kn_binary_op op, double a, double b, double& da, dou
         case KN_BINARY_POW: da = b == 0 ? 0 : b * std::pow(a, b - 1); db = (a == 0 && b >= 0) ? 0 : std::pow(a, b) * std::log(a); return;
         case KN_BINARY_MAXIMUM: da = a >= b; db = !(a >= b); return;
         case KN_BINARY_MINIMUM: da = a <= b; db = !(a <= b); return;
+        default: da = 0; db = 0; return;  // comparisons: zero gradient
     }
 }
 
@@ -253,7 +260,7 @@ static void test_binary() {
         {{1000}, {1000}}, {{1003}, {1003}}, {{7}, {1}}, {{1}, {4099}}, {{1}, {1}}, {{33, 64}, {64}}, {{33, 63}, {63}},
         {{5, 1, 8}, {1, 4, 8}}, {{6, 1}, {1, 5}}, {{2, 3, 4, 5}, {3, 1, 5}}, {{3, 1, 4}, {1, 5, 1}}, {{64, 1}, {64, 8}},
         {{2, 1, 3, 1, 2}, {1, 4, 1, 5, 1}}, {{16}, {4, 4, 16}}};
-    for (int o = 0; o <= KN_BINARY_MINIMUM; ++o) {
+    for (int o = 0; o <= KN_BINARY_GREATER_EQUAL; ++o) {
         const kn_binary_op op = static_cast<kn_binary_op>(o);
         for (size_t si = 0; si < shapes.size(); ++si)
             for (int shift : {0, 1}) {
@@ -267,8 +274,10 @@ static void test_binary() {
                 HostBuffer a(na, shift), b(nb, shift), c(g.n, shift), dc(g.n, shift), da(g.n, shift), db(g.n, shift);
                 for (int64_t i = 0; i < na; ++i) a[i] = op == KN_BINARY_POW ? uniform(0.2f, 2.0f) : uniform(-2.0f, 2.0f);
                 for (int64_t i = 0; i < nb; ++i) b[i] = op == KN_BINARY_DIV ? uniform(0.5f, 2.0f) * (i % 2 ? 1 : -1) : uniform(-2.0f, 2.0f);
-                if (op == KN_BINARY_MAXIMUM || op == KN_BINARY_MINIMUM)  // some ties
+                if (op >= KN_BINARY_MAXIMUM)  // some ties (maximum, minimum, comparisons)
                     for (int64_t i = 0; i < nb; i += 3) b[i] = a[i % na];
+                if (op >= KN_BINARY_EQUAL)  // and a NaN: compares false, except !=
+                    a[0] = NAN;
                 for (int64_t i = 0; i < g.n; ++i) dc[i] = uniform(-1.0f, 1.0f);
                 SELFTEST_EXPECT(cuda::binary_f32(BinaryArgs{op, g, a.p, b.p, c.p}, ctx_with(2)) == cudaSuccess, "binary launch");
                 // Reference by full-rank index arithmetic over the broadcast shape cd.

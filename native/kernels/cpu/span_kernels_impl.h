@@ -363,6 +363,13 @@ void binary(kn_binary_op op, const float* a, int64_t sa, const float* b, int64_t
         case KN_BINARY_POW: zip(a, sa, b, sb, c, n, [](float u, float v) { return pow_f(u, v); }); break;
         case KN_BINARY_MAXIMUM: zip(a, sa, b, sb, c, n, [](float u, float v) { return maximum_f(u, v); }); break;
         case KN_BINARY_MINIMUM: zip(a, sa, b, sb, c, n, [](float u, float v) { return minimum_f(u, v); }); break;
+        // Comparisons give 1.0f / 0.0f; an ordered compare with NaN is false, != with NaN is true.
+        case KN_BINARY_EQUAL: zip(a, sa, b, sb, c, n, [](float u, float v) { return u == v ? 1.0f : 0.0f; }); break;
+        case KN_BINARY_NOT_EQUAL: zip(a, sa, b, sb, c, n, [](float u, float v) { return u != v ? 1.0f : 0.0f; }); break;
+        case KN_BINARY_LESS: zip(a, sa, b, sb, c, n, [](float u, float v) { return u < v ? 1.0f : 0.0f; }); break;
+        case KN_BINARY_LESS_EQUAL: zip(a, sa, b, sb, c, n, [](float u, float v) { return u <= v ? 1.0f : 0.0f; }); break;
+        case KN_BINARY_GREATER: zip(a, sa, b, sb, c, n, [](float u, float v) { return u > v ? 1.0f : 0.0f; }); break;
+        case KN_BINARY_GREATER_EQUAL: zip(a, sa, b, sb, c, n, [](float u, float v) { return u >= v ? 1.0f : 0.0f; }); break;
     }
 }
 
@@ -427,6 +434,15 @@ void binary_backward(kn_binary_op op, const float* a, int64_t sa, const float* b
         case KN_BINARY_MINIMUM:
             grads(a, sa, b, sb, dc, da, db, n, [](float u, float v, float g) { return u <= v ? g : 0.0f; },
                   [](float u, float v, float g) { return u <= v ? 0.0f : g; });
+            break;
+        case KN_BINARY_EQUAL:  // comparisons are piecewise constant: zero gradient everywhere
+        case KN_BINARY_NOT_EQUAL:
+        case KN_BINARY_LESS:
+        case KN_BINARY_LESS_EQUAL:
+        case KN_BINARY_GREATER:
+        case KN_BINARY_GREATER_EQUAL:
+            grads(a, sa, b, sb, dc, da, db, n, [](float, float, float) { return 0.0f; },
+                  [](float, float, float) { return 0.0f; });
             break;
     }
 }

@@ -215,7 +215,14 @@ __device__ __forceinline__ float binary_forward(float a, float b) {
     else if constexpr (OP == KN_BINARY_POW) return powf(a, b);
     // NaN in either operand gives NaN (torch.maximum / torch.minimum).
     else if constexpr (OP == KN_BINARY_MAXIMUM) return (a > b || a != a) ? a : b;
-    else return (a < b || a != a) ? a : b;  // KN_BINARY_MINIMUM
+    else if constexpr (OP == KN_BINARY_MINIMUM) return (a < b || a != a) ? a : b;
+    // Comparisons: 1 or 0; an ordered compare with NaN is false, != with NaN is true (IEEE).
+    else if constexpr (OP == KN_BINARY_EQUAL) return a == b ? 1.0f : 0.0f;
+    else if constexpr (OP == KN_BINARY_NOT_EQUAL) return a != b ? 1.0f : 0.0f;
+    else if constexpr (OP == KN_BINARY_LESS) return a < b ? 1.0f : 0.0f;
+    else if constexpr (OP == KN_BINARY_LESS_EQUAL) return a <= b ? 1.0f : 0.0f;
+    else if constexpr (OP == KN_BINARY_GREATER) return a > b ? 1.0f : 0.0f;
+    else return a >= b ? 1.0f : 0.0f;  // KN_BINARY_GREATER_EQUAL
 }
 
 // The partial derivatives times the upstream gradient g: da = g * d(a op b)/da, db = g * d/db.
@@ -237,10 +244,11 @@ __device__ __forceinline__ void binary_backward(float a, float b, float g, float
         const bool to_a = a >= b;
         da = to_a ? g : 0.0f; db = to_a ? 0.0f : g;
     }
-    else {  // KN_BINARY_MINIMUM
+    else if constexpr (OP == KN_BINARY_MINIMUM) {
         const bool to_a = a <= b;
         da = to_a ? g : 0.0f; db = to_a ? 0.0f : g;
     }
+    else { da = 0.0f; db = 0.0f; }  // comparisons: piecewise constant, zero gradient
 }
 
 template <class F>
@@ -254,6 +262,12 @@ cudaError_t with_binary_op(kn_binary_op op, F&& f) {
         case KN_BINARY_POW: return f(std::integral_constant<K, KN_BINARY_POW>{});
         case KN_BINARY_MAXIMUM: return f(std::integral_constant<K, KN_BINARY_MAXIMUM>{});
         case KN_BINARY_MINIMUM: return f(std::integral_constant<K, KN_BINARY_MINIMUM>{});
+        case KN_BINARY_EQUAL: return f(std::integral_constant<K, KN_BINARY_EQUAL>{});
+        case KN_BINARY_NOT_EQUAL: return f(std::integral_constant<K, KN_BINARY_NOT_EQUAL>{});
+        case KN_BINARY_LESS: return f(std::integral_constant<K, KN_BINARY_LESS>{});
+        case KN_BINARY_LESS_EQUAL: return f(std::integral_constant<K, KN_BINARY_LESS_EQUAL>{});
+        case KN_BINARY_GREATER: return f(std::integral_constant<K, KN_BINARY_GREATER>{});
+        case KN_BINARY_GREATER_EQUAL: return f(std::integral_constant<K, KN_BINARY_GREATER_EQUAL>{});
     }
     return cudaErrorInvalidValue;
 }

@@ -161,6 +161,15 @@ UNARY_KERNELS(pow_scalar)
 // NaN in either operand propagates (fmax/fmin would drop it), as in NumPy and PyTorch.
 #define BINARY_OP_maximum(T, a, b) (((a) > (b) || isnan(a)) ? (a) : (b))
 #define BINARY_OP_minimum(T, a, b) (((a) < (b) || isnan(a)) ? (a) : (b))
+// Comparisons: 1 or 0. select() takes a scalar's int result (0 / 1) and a vector's lane mask
+// (0 / -1) alike; an ordered compare with NaN is false, != with NaN is true (IEEE).
+#define BINARY_COMPARE(T, relation) select((T)(0.0f), (T)(1.0f), relation)
+#define BINARY_OP_equal(T, a, b) BINARY_COMPARE(T, (a) == (b))
+#define BINARY_OP_not_equal(T, a, b) BINARY_COMPARE(T, (a) != (b))
+#define BINARY_OP_less(T, a, b) BINARY_COMPARE(T, (a) < (b))
+#define BINARY_OP_less_equal(T, a, b) BINARY_COMPARE(T, (a) <= (b))
+#define BINARY_OP_greater(T, a, b) BINARY_COMPARE(T, (a) > (b))
+#define BINARY_OP_greater_equal(T, a, b) BINARY_COMPARE(T, (a) >= (b))
 
 // ---- Binary backward: da = dc * d(a op b)/da, db = dc * d(a op b)/db ----------------------------
 
@@ -185,6 +194,19 @@ UNARY_KERNELS(pow_scalar)
 #define BINARY_GRAD_B_maximum(T, a, b, dc) ((a) >= (b) ? (T)(0.0f) : (dc))
 #define BINARY_GRAD_A_minimum(T, a, b, dc) ((a) <= (b) ? (dc) : (T)(0.0f))
 #define BINARY_GRAD_B_minimum(T, a, b, dc) ((a) <= (b) ? (T)(0.0f) : (dc))
+// Comparisons are piecewise constant: zero gradient for both operands.
+#define BINARY_GRAD_A_equal(T, a, b, dc) ((T)(0.0f))
+#define BINARY_GRAD_B_equal(T, a, b, dc) ((T)(0.0f))
+#define BINARY_GRAD_A_not_equal(T, a, b, dc) ((T)(0.0f))
+#define BINARY_GRAD_B_not_equal(T, a, b, dc) ((T)(0.0f))
+#define BINARY_GRAD_A_less(T, a, b, dc) ((T)(0.0f))
+#define BINARY_GRAD_B_less(T, a, b, dc) ((T)(0.0f))
+#define BINARY_GRAD_A_less_equal(T, a, b, dc) ((T)(0.0f))
+#define BINARY_GRAD_B_less_equal(T, a, b, dc) ((T)(0.0f))
+#define BINARY_GRAD_A_greater(T, a, b, dc) ((T)(0.0f))
+#define BINARY_GRAD_B_greater(T, a, b, dc) ((T)(0.0f))
+#define BINARY_GRAD_A_greater_equal(T, a, b, dc) ((T)(0.0f))
+#define BINARY_GRAD_B_greater_equal(T, a, b, dc) ((T)(0.0f))
 
 // Element offsets into a and b of flat output element i for the _nd kernels.
 inline void broadcast_offsets(const long i, const long n, const int rank, const long* dims,
@@ -323,6 +345,12 @@ BINARY_KERNELS(div)
 BINARY_KERNELS(power)
 BINARY_KERNELS(maximum)
 BINARY_KERNELS(minimum)
+BINARY_KERNELS(equal)
+BINARY_KERNELS(not_equal)
+BINARY_KERNELS(less)
+BINARY_KERNELS(less_equal)
+BINARY_KERNELS(greater)
+BINARY_KERNELS(greater_equal)
 
 // ---- Training: clamp, dropout, optimizer updates -----------------------------------------------
 // The same EW_VEC-wide layout as above. All are memory bound (an Adam step reads param, grad, m,

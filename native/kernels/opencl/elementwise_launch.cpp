@@ -13,9 +13,11 @@ namespace {
 const char* const kUnaryNames[] = {"neg",     "abs",     "exp",        "log",   "sqrt",   "rsqrt",  "square",
                                    "reciprocal", "tanh", "sigmoid",    "relu",  "leaky_relu", "gelu", "elu",
                                    "softplus", "sin",    "cos",        "scale", "add_scalar", "pow_scalar"};
-const char* const kBinaryNames[] = {"add", "sub", "mul", "div", "power", "maximum", "minimum"};
+const char* const kBinaryNames[] = {"add",       "sub",  "mul",        "div",     "power",
+                                    "maximum",   "minimum", "equal",    "not_equal", "less",
+                                    "less_equal", "greater", "greater_equal"};
 static_assert(sizeof(kUnaryNames) / sizeof(kUnaryNames[0]) == KN_UNARY_POW_SCALAR + 1, "unary op table");
-static_assert(sizeof(kBinaryNames) / sizeof(kBinaryNames[0]) == KN_BINARY_MINIMUM + 1, "binary op table");
+static_assert(sizeof(kBinaryNames) / sizeof(kBinaryNames[0]) == KN_BINARY_GREATER_EQUAL + 1, "binary op table");
 
 // The variant of a binary kernel that fits the geometry: "11" both operands walked linearly, "10" b
 // broadcast from one element, "01" a broadcast from one element, "nd" the general strided walk.
