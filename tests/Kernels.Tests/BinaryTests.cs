@@ -25,6 +25,14 @@ public sealed record BinaryOpSpec(
 
     private static readonly float[] TieProne = { -2f, -1f, -0.5f, 0f, 0.5f, 1f, 2f };
 
+    // Comparisons: ties and NaNs (which compare false, except NotEqual: IEEE, as PyTorch).
+    private static readonly float[] TieProneWithNaN = { -1f, 0f, 0.5f, 1f, float.NaN };
+
+    private static BinaryOpSpec Comparison(BinaryOp op, Func<double, double, bool> holds) =>
+        new(op, (n, seed) => TestData.Choice(n, TieProneWithNaN, seed), (n, seed) => TestData.Choice(n, TieProneWithNaN, seed),
+            (a, b) => holds(a, b) ? 1 : 0, (_, _) => 0,
+            (_, _) => 0, (_, _) => 0, (_, _) => 0, (_, _) => 0);  // piecewise constant: zero gradients
+
     private static Func<long, string, float[]> Range(double low, double high) => (n, seed) => TestData.Uniform(n, low, high, seed);
 
     public static readonly BinaryOpSpec[] All =
@@ -51,6 +59,12 @@ public sealed record BinaryOpSpec(
         new(BinaryOp.Minimum, (n, seed) => TestData.Choice(n, TieProne, seed), (n, seed) => TestData.Choice(n, TieProne, seed),
             Math.Min, (_, _) => 0,
             (a, b) => a <= b ? 1 : 0, (_, _) => 0, (a, b) => a <= b ? 0 : 1, (_, _) => 0),
+        Comparison(BinaryOp.Equal, (a, b) => a == b),
+        Comparison(BinaryOp.NotEqual, (a, b) => a != b),
+        Comparison(BinaryOp.Less, (a, b) => a < b),
+        Comparison(BinaryOp.LessEqual, (a, b) => a <= b),
+        Comparison(BinaryOp.Greater, (a, b) => a > b),
+        Comparison(BinaryOp.GreaterEqual, (a, b) => a >= b),
     };
 }
 
