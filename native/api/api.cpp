@@ -172,6 +172,35 @@ int64_t checked_elements(const int64_t* dims, int32_t rank, const char* fn, cons
     return n;
 }
 
+// Drops size-1 dimensions and merges neighbours wherever both stride sets stay linear across them
+// (outer stride == inner stride * inner size), writing the result to out_*; returns the new rank. No
+// dimension left (every size 1) gives rank 1: one element, strides 1. The kernels then loop over as
+// few dimensions as the layout allows (same-shape operands collapse to rank 1). Sizes >= 1.
+int32_t merge_linear_dims(const int64_t* dims, int32_t rank, const int64_t* s0, const int64_t* s1,
+                          int64_t* out_dims, int64_t* out_s0, int64_t* out_s1) {
+    int32_t r = 0;
+    for (int32_t d = 0; d < rank; ++d) {
+        if (dims[d] == 1) continue;
+        if (r > 0 && out_s0[r - 1] == s0[d] * dims[d] && out_s1[r - 1] == s1[d] * dims[d]) {
+            out_dims[r - 1] *= dims[d];
+            out_s0[r - 1] = s0[d];
+            out_s1[r - 1] = s1[d];
+            continue;
+        }
+        out_dims[r] = dims[d];
+        out_s0[r] = s0[d];
+        out_s1[r] = s1[d];
+        ++r;
+    }
+    if (r == 0) {
+        out_dims[0] = 1;
+        out_s0[0] = 1;
+        out_s1[0] = 1;
+        r = 1;
+    }
+    return r;
+}
+
 // NumPy broadcasting of a and b into c, normalised for the kernels (see BroadcastGeometry).
 kn::BroadcastGeometry broadcast(const int64_t* a_dims, int32_t a_rank, const int64_t* b_dims, int32_t b_rank,
                                 const int64_t* c_dims, int32_t c_rank, const char* fn) {
@@ -209,31 +238,9 @@ kn::BroadcastGeometry broadcast(const int64_t* a_dims, int32_t a_rank, const int
 
     // Drop size-1 dimensions, then merge neighbours where both operands stay linear across them.
     kn::BroadcastGeometry g{};
-    g.rank = 0;
     g.n = 1;
-    for (int32_t d = 0; d < rank; ++d) {
-        g.n *= out[d];
-        if (out[d] == 1) continue;
-        if (g.rank > 0) {
-            int32_t p = g.rank - 1;
-            if (g.a_strides[p] == as[d] * out[d] && g.b_strides[p] == bs[d] * out[d]) {
-                g.dims[p] *= out[d];
-                g.a_strides[p] = as[d];
-                g.b_strides[p] = bs[d];
-                continue;
-            }
-        }
-        g.dims[g.rank] = out[d];
-        g.a_strides[g.rank] = as[d];
-        g.b_strides[g.rank] = bs[d];
-        ++g.rank;
-    }
-    if (g.rank == 0) {  // every dimension is 1: a single element
-        g.rank = 1;
-        g.dims[0] = 1;
-        g.a_strides[0] = 1;
-        g.b_strides[0] = 1;
-    }
+    for (int32_t d = 0; d < rank; ++d) g.n *= out[d];
+    g.rank = merge_linear_dims(out, rank, as, bs, g.dims, g.a_strides, g.b_strides);
     return g;
 }
 
@@ -744,27 +751,7 @@ KN_API kn_status kn_strided_copy_f32(const kn_buffer* x, int64_t x_offset, const
         args.x_offset = x_offset;
         args.y_offset = y_offset;
         args.n = n;
-        for (int32_t d = 0; d < copy_rank; ++d) {
-            if (copy_dims[d] == 1) continue;
-            const int32_t last = args.rank - 1;
-            if (last >= 0 && args.x_strides[last] == x_strides[d] * copy_dims[d] &&
-                args.y_strides[last] == y_layout[d] * copy_dims[d]) {
-                args.dims[last] *= copy_dims[d];
-                args.x_strides[last] = x_strides[d];
-                args.y_strides[last] = y_layout[d];
-                continue;
-            }
-            args.dims[args.rank] = copy_dims[d];
-            args.x_strides[args.rank] = x_strides[d];
-            args.y_strides[args.rank] = y_layout[d];
-            ++args.rank;
-        }
-        if (args.rank == 0) {  // a single element
-            args.rank = 1;
-            args.dims[0] = 1;
-            args.x_strides[0] = 1;
-            args.y_strides[0] = 1;
-        }
+        args.rank = merge_linear_dims(copy_dims, copy_rank, x_strides, y_layout, args.dims, args.x_strides, args.y_strides);
         args.y_contiguous = true;  // every dimension left is longer than 1 (or the single element)
         int64_t y_row_major = 1;
         for (int32_t d = args.rank - 1; d >= 0; --d) {
