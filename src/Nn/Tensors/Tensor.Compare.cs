@@ -6,39 +6,28 @@ public sealed partial class Tensor
 {
     // ---- Comparisons -----------------------------------------------------------------------------
 
-    /// <summary>
-    /// a op b elementwise with broadcasting, as 1.0f / 0.0f. A NaN compares false (NotEqual: true), as
-    /// IEEE and PyTorch. The result is a constant of the inputs: no autograd record, RequiresGrad false
-    /// (the kernel's backward writes zeros, but a mask has no gradient to give).
-    /// </summary>
-    private static Tensor Compare(BinaryOp op, Tensor a, Tensor b)
-    {
-        ArgumentNullException.ThrowIfNull(a);
-        ArgumentNullException.ThrowIfNull(b);
-        var cShape = Ops.BroadcastShape(a.shape, b.shape);
-        var c = Empty(cShape, a.Device);
-        if (c.Count > 0) Ops.Binary(op, a.Buffer, a.shape, b.Buffer, b.shape, c.Buffer, cShape);
-        return c;
-    }
+    // a op b elementwise with broadcasting, as 1.0f / 0.0f (BinaryValue: the binary kernel, no autograd
+    // record). A NaN compares false (NotEqual: true), as IEEE and PyTorch. The result is a constant of
+    // the inputs, RequiresGrad false (the kernel's backward writes zeros, but a mask has no gradient to give).
 
     private Tensor Compare(BinaryOp op, float scalar)
     {
         using var s = Scalar(scalar, Device);
-        return Compare(op, this, s);
+        return BinaryValue(op, this, s);
     }
 
     /// <summary>1 where a == b, else 0 (broadcasting; no gradient).</summary>
-    public Tensor Eq(Tensor other) => Compare(BinaryOp.Equal, this, other);
+    public Tensor Eq(Tensor other) => BinaryValue(BinaryOp.Equal, this, other);
     /// <summary>1 where a != b (NaN included), else 0 (broadcasting; no gradient).</summary>
-    public Tensor Ne(Tensor other) => Compare(BinaryOp.NotEqual, this, other);
+    public Tensor Ne(Tensor other) => BinaryValue(BinaryOp.NotEqual, this, other);
     /// <summary>1 where a &lt; b, else 0 (broadcasting; no gradient).</summary>
-    public Tensor Lt(Tensor other) => Compare(BinaryOp.Less, this, other);
+    public Tensor Lt(Tensor other) => BinaryValue(BinaryOp.Less, this, other);
     /// <summary>1 where a &lt;= b, else 0 (broadcasting; no gradient).</summary>
-    public Tensor Le(Tensor other) => Compare(BinaryOp.LessEqual, this, other);
+    public Tensor Le(Tensor other) => BinaryValue(BinaryOp.LessEqual, this, other);
     /// <summary>1 where a &gt; b, else 0 (broadcasting; no gradient).</summary>
-    public Tensor Gt(Tensor other) => Compare(BinaryOp.Greater, this, other);
+    public Tensor Gt(Tensor other) => BinaryValue(BinaryOp.Greater, this, other);
     /// <summary>1 where a &gt;= b, else 0 (broadcasting; no gradient).</summary>
-    public Tensor Ge(Tensor other) => Compare(BinaryOp.GreaterEqual, this, other);
+    public Tensor Ge(Tensor other) => BinaryValue(BinaryOp.GreaterEqual, this, other);
 
     /// <summary>1 where x == scalar, else 0 (no gradient).</summary>
     public Tensor Eq(float scalar) => Compare(BinaryOp.Equal, scalar);

@@ -59,12 +59,19 @@ public sealed partial class Tensor
 
     internal static Tensor Binary(BinaryOp op, Tensor a, Tensor b)
     {
+        var c = BinaryValue(op, a, b);
+        return Record(c, op.ToString(), new[] { a, b }, g => Gradients.Binary(op, a, b, g));
+    }
+
+    /// <summary>c = a op b with broadcasting, computed without an autograd record (comparisons use it as it is).</summary>
+    private static Tensor BinaryValue(BinaryOp op, Tensor a, Tensor b)
+    {
         ArgumentNullException.ThrowIfNull(a);
         ArgumentNullException.ThrowIfNull(b);
         var cShape = Ops.BroadcastShape(a.shape, b.shape);
         var c = Empty(cShape, a.Device);
         if (c.Count > 0) Ops.Binary(op, a.Buffer, a.shape, b.Buffer, b.shape, c.Buffer, cShape);
-        return Record(c, op.ToString(), new[] { a, b }, g => Gradients.Binary(op, a, b, g));
+        return c;
     }
 
     /// <summary>a + b (broadcasting)</summary>
@@ -148,12 +155,13 @@ public sealed partial class Tensor
             seen[d] = true;
             order[i] = d;
         }
+        var contiguous = ContiguousStrides(shape);
         var outShape = new long[Rank];
         var strides = new long[Rank];
         for (int i = 0; i < Rank; i++)
         {
             outShape[i] = shape[order[i]];
-            strides[i] = ContiguousStride(order[i]);
+            strides[i] = contiguous[order[i]];
         }
         var y = Empty(outShape, Device);
         if (y.Count > 0) Ops.StridedCopy(Buffer, 0, strides, y.Buffer, outShape);
@@ -172,14 +180,6 @@ public sealed partial class Tensor
                 $"Transpose({dim0}, {dim1}): a tensor of rank {Rank} {FormatShape(shape)} has dimensions {-Rank}..{Rank - 1}");
         (order[a], order[b]) = (order[b], order[a]);
         return Permute(order);
-    }
-
-    /// <summary>The row-major stride (in elements) of dimension <paramref name="d"/> of a contiguous tensor of this shape.</summary>
-    private long ContiguousStride(int d)
-    {
-        long stride = 1;
-        for (int i = Rank - 1; i > d; i--) stride *= shape[i];
-        return stride;
     }
 
     /// <summary>Keeps the first dimension and flattens the rest: [N, ...] -> [N, prod(...)].</summary>
