@@ -207,5 +207,6 @@ public static class Losses
         ArgumentNullException.ThrowIfNull(b);
         if (!a.ShapeArray.AsSpan().SequenceEqual(b.ShapeArray))
             throw new ShapeMismatchException($"{loss}: prediction {Tensor.FormatShape(a.ShapeArray)} and target {Tensor.FormatShape(b.ShapeArray)} differ in shape");
+        Tensor.CheckSameDtype(loss, a, b);  // an int target for a float loss: named here rather than by the first op inside
     }
 }
