@@ -92,6 +92,15 @@ public class DtypeTests
         Assert.That(l.ToString(), Does.Contain("int64").And.Contain("[1, 2]"));
     }
 
+    [Test]
+    public void An_int64_shape_past_2_pow_63_bytes_is_refused_naming_the_type()
+    {
+        var e = Assert.Throws<ArgumentException>(() => Tensor.Zeros(new[] { (1L << 61) - 1 }, Dtype.Int64))!;
+        Assert.That(e.Message, Does.Contain("int64").And.Contain("2^63 bytes"));
+        using var ok = Tensor.Zeros(new long[] { 2 }, Dtype.Int64);
+        Assert.That(ok.ToArray<long>(), Is.EqualTo(new long[] { 0, 0 }));
+    }
+
     // ---- Layout ops ----------------------------------------------------------------------------------
 
     /// <summary>

@@ -124,7 +124,9 @@ public sealed partial class Tensor : IDisposable
     internal static Tensor Empty(ReadOnlySpan<long> shape, Device device, Dtype dtype = Dtype.Float32, IntegerRange? range = null)
     {
         var dims = CheckShape(shape);
-        var buffer = DeviceBuffer.Allocate(device, checked(ElementSize(dtype) * ShapeSize(dims)));
+        if (ShapeSize(dims) > long.MaxValue / ElementSize(dtype))
+            throw new ArgumentException($"shape {FormatShape(dims)} has more elements than fit in 2^63 bytes of {DtypeName(dtype)}", nameof(shape));
+        var buffer = DeviceBuffer.Allocate(device, ElementSize(dtype) * ShapeSize(dims));
         return new Tensor(new Storage(buffer), dims, dtype, range);
     }
 
@@ -261,15 +263,16 @@ public sealed partial class Tensor : IDisposable
             if (d < 0) throw new ArgumentException($"shape {FormatShape(dims)} has a negative dimension", "shape");
         if (dims.Length > NativeConstants.KN_MAX_RANK)
             throw new ArgumentException($"shape {FormatShape(dims)} has rank {dims.Length}; at most {NativeConstants.KN_MAX_RANK} is supported", "shape");
-        // Every size derived from a shape (elements, then bytes of up to 8-byte elements) must fit in an int64;
+        // Every size derived from a shape (elements, then 4-byte float32 bytes) must fit in an int64 (Empty
+        // checks the 8-byte int64 case);
         // a zero dimension makes them all 0 whatever the other dimensions are.
         if (dims.IndexOf(0L) < 0)
         {
             long elements = 1;
             foreach (var d in dims)
             {
-                if (elements > long.MaxValue / 8 / d)
-                    throw new ArgumentException($"shape {FormatShape(dims)} has more elements than fit in 2^63 bytes of int64", "shape");
+                if (elements > long.MaxValue / 4 / d)
+                    throw new ArgumentException($"shape {FormatShape(dims)} has more elements than fit in 2^63 bytes of float32", "shape");
                 elements *= d;
             }
         }
