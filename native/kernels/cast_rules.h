@@ -8,6 +8,7 @@
 #pragma once
 
 #include <stdint.h>
+#include <string.h>
 
 #if defined(__CUDACC__)
 #define KN_CAST_FN __host__ __device__ __forceinline__
@@ -26,11 +27,20 @@ KN_CAST_FN int32_t cast_float_to_int32(float x) {
     return static_cast<int32_t>(x);                // truncation toward zero, in range
 }
 
+// Within int32's range the 32-bit conversion does it. Beyond (2^31 <= |x| < 2^63) x is a whole number
+// (every float from 2^24 up is), rebuilt from its bits with integer operations: mantissa << (exponent - 23).
+// Not the hardware's float -> int64 conversion: GPGPU-Sim's cvt.rzi.s64.f32 wraps 2^31 to -2^31 (found
+// by the self-test on the simulated GPU), and this form is exact on every backend and simulator.
 KN_CAST_FN int64_t cast_float_to_int64(float x) {
     if (x != x) return 0;
     if (x >= 9223372036854775808.0f) return INT64_MAX;   // >= 2^63
-    if (x < -9223372036854775808.0f) return INT64_MIN;   // < -2^63
-    return static_cast<int64_t>(x);
+    if (x <= -9223372036854775808.0f) return INT64_MIN;  // <= -2^63 (-2^63 itself is INT64_MIN)
+    if (x > -2147483648.0f && x < 2147483648.0f) return cast_float_to_int32(x);
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    const int shift = static_cast<int>((bits >> 23) & 0xFFu) - 150;  // 8..39 here: 2^31 <= |x| < 2^63
+    const int64_t magnitude = static_cast<int64_t>((bits & 0x7FFFFFu) | 0x800000u) << shift;
+    return (bits >> 31) ? -magnitude : magnitude;
 }
 
 // The low 32 bits as a two's-complement int32 (the unsigned steps are defined for every value).
