@@ -94,3 +94,16 @@ public class BackendException : KernelsException
     /// <summary>Creates the exception with a message and the exception that caused it.</summary>
     public BackendException(string message, Exception? innerException) : base(Status.ErrorBackend, message, innerException) { }
 }
+
+/// <summary>
+/// A tensor of the wrong element type for an operation: an int64 tensor given to a float32 op, or two
+/// element types mixed in one op (nothing is promoted silently). The message names the op and the types.
+/// </summary>
+public class DtypeMismatchException : KernelsException
+{
+    /// <summary>Creates the exception.</summary>
+    public DtypeMismatchException(string message) : base(Status.ErrorInvalidArgument, message) { }
+
+    /// <summary>Creates the exception, wrapping the one that caused it.</summary>
+    public DtypeMismatchException(string message, Exception? innerException) : base(Status.ErrorInvalidArgument, message, innerException) { }
+}

@@ -187,6 +187,20 @@ public enum PoolOp : int
     Avg = 1,
 }
 
+/// <summary>
+/// The element type of a buffer's contents, as kn_cast names them. Buffers themselves are untyped
+/// bytes; every other export says which type it reads (the _f32 ops: float32; labels and indices: int64). (<c>kn_dtype</c>)
+/// </summary>
+public enum Dtype : int
+{
+    /// <summary><c>KN_FLOAT32</c></summary>
+    Float32 = 0,
+    /// <summary><c>KN_INT32</c></summary>
+    Int32 = 1,
+    /// <summary><c>KN_INT64</c></summary>
+    Int64 = 2,
+}
+
 /// <summary>The integer <c>#define KN_*</c> macros of kernels.h.</summary>
 // clang's JSON AST does not contain preprocessor macros, so the generator reads these from the
 // header's "#define KN_NAME <integer>" lines (tools/BindingsGen/MacroReader.cs).
@@ -641,4 +655,20 @@ internal static unsafe partial class NativeMethods
     /// </summary>
     [LibraryImport(Library)]
     internal static partial Status kn_batch_norm_backward_f32(nint x, nint dy, nint gamma, nint save_mean, nint save_invstd, nint dx, nint dgamma, nint dbeta, long batch, long channels, long spatial, int training);
+
+    // kn_status kn_cast(const kn_buffer* x, kn_dtype x_type, kn_buffer* y, kn_dtype y_type, int64_t n);
+    /// <summary>
+    /// y[i] = (y_type) x[i] for i &lt; n: an elementwise conversion between float32, int32 and int64, the same
+    /// bits on every backend. Not differentiable (integer tensors have no gradient).
+    ///   float32 -&gt; int32 / int64: truncation toward zero (C's and PyTorch's rule: 2.7 -&gt; 2, -2.7 -&gt; -2);
+    ///       values beyond the target's range saturate (+inf and 3e9 -&gt; INT32_MAX, -inf -&gt; INT32_MIN) and
+    ///       NaN gives 0. C leaves these undefined and PyTorch's result depends on the CPU; saturation with
+    ///       NaN -&gt; 0 is what CUDA's cvt.rzi and OpenCL's convert_int_sat_rtz do, so every backend agrees.
+    ///   int32 / int64 -&gt; float32: round to nearest, ties to even (2^24 + 1 -&gt; 2^24).
+    ///   int64 -&gt; int32: the low 32 bits, two's complement (wraps, as C and PyTorch: 2^32 + 5 -&gt; 5).
+    ///   int32 -&gt; int64: sign extension. The same type: a copy.
+    /// x holds n x_type elements, y n y_type elements; y must not be x. n == 0 does nothing.
+    /// </summary>
+    [LibraryImport(Library)]
+    internal static partial Status kn_cast(nint x, Dtype x_type, nint y, Dtype y_type, long n);
 }

@@ -205,5 +205,13 @@ public static unsafe partial class Ops
     public static void AdagradStep(DeviceBuffer param, DeviceBuffer grad, DeviceBuffer sum, long n, float lr, float eps, float weightDecay) =>
         SafeNativeMethods.kn_adagrad_step_f32(param, grad, sum, n, lr, eps, weightDecay);
 
+    /// <summary>
+    /// y[i] = (yType) x[i] for i &lt; <paramref name="n"/>, between float32, int32 and int64 (kn_cast): float to int
+    /// truncates toward zero, saturates out of range and gives 0 for NaN; int64 to int32 keeps the low 32 bits;
+    /// int to float rounds to nearest even. y must not be x.
+    /// </summary>
+    public static void Cast(DeviceBuffer x, Dtype xType, DeviceBuffer y, Dtype yType, long n) =>
+        SafeNativeMethods.kn_cast(x, xType, y, yType, n);
+
     static string Format(ReadOnlySpan<long> shape) => "[" + string.Join(", ", shape.ToArray()) + "]";
 }

@@ -447,6 +447,16 @@ internal static unsafe class SafeNativeMethods
             batch, channels, spatial, training));
     }
 
+    // kn_status kn_cast(const kn_buffer* x, kn_dtype x_type, kn_buffer* y, kn_dtype y_type, int64_t n);
+    /// <summary>Leases the buffers and calls <see cref="NativeMethods.kn_cast"/>; a failed status throws.</summary>
+    internal static void kn_cast(DeviceBuffer x, Dtype x_type, DeviceBuffer y, Dtype y_type, long n,
+        [CallerArgumentExpression(nameof(x))] string x_name = "",
+        [CallerArgumentExpression(nameof(y))] string y_name = "")
+    {
+        using BufferLease x_lease = BufferLease.Required(x, x_name), y_lease = BufferLease.Required(y, y_name);
+        Ensure.Success(NativeMethods.kn_cast(x_lease.Handle, x_type, y_lease.Handle, y_type, n));
+    }
+
     // Exports on buffers without a wrapper here (the safe layer calls NativeMethods for them by hand):
     //   kn_buffer_free: frees the buffer: BufferHandle.ReleaseHandle calls it with its raw handle (a lease would hold the handle being released)
     //   kn_buffer_size: 'bytes' (int64_t *) is neither a buffer, a (dims or strides, rank) pair nor a value

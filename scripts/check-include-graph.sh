@@ -2,9 +2,9 @@
 # check-include-graph.sh: holds native/ to its layering (native/CMakeLists.txt draws it):
 #   api/ -> kernels/<backend>/ -> core/ -> include/kernels.h
 # A file may include from its own layer and the layers below it, never above; a backend never
-# includes another backend's files (kernels/philox.h, the one header the backends share, sits beside
-# them). Each quoted #include is resolved the way the compiler would: the including file's folder,
-# then the library's include path (include, core, kernels, and the generated OpenCL sources).
+# includes another backend's files (kernels/philox.h and kernels/cast_rules.h, the headers the
+# backends share, sit beside them). Each quoted #include is resolved the way the compiler would: the
+# including file's folder, then the library's include path (include, core, kernels, and the generated OpenCL sources).
 # Ends with "N passed, N failed" (one check per quoted #include in the library's sources).
 set -euo pipefail
 cd "$(dirname "$0")/../native"

@@ -165,7 +165,8 @@ fi
 # libkernels beside them (where the bindings look first), so the ordinary bin/ folders and their
 # library stay untouched. KERNELS_REQUIRE_CUDA=1: a missing cuda:0 fails instead of skipping.
 # The filter keeps the cuda:0 fixtures (CPU and OpenCL run in the test stage) and the CUDA
-# cross-backend tests, and the cuda cases of SliceTests (narrow / concatenate / stack: the strided copy
+# cross-backend tests, the cuda cases of DtypeTests (casts, integer layout, labels and ids on the device)
+# and those of SliceTests (narrow / concatenate / stack: the strided copy
 # into a view). It leaves out the cases whose size makes them slow to simulate (100003-element
 # elementwise, 3000001-element sums, the 257x511x129 GEMM, MNIST-sized convolutions, 9x600 batch
 # norm, the widest softmax rows): about half the simulated time for a tenth of the tests. The same
@@ -188,7 +189,7 @@ if [ "$mode" != selftest ]; then
     cp "$run_dir"/gpgpusim.config "$run_dir"/*.icnt "$run_dir"/*.xml "$dest/"
     case $project in
       Kernels.Tests) filter=$nunit_filter_kernels ;;
-      Kernels.Nn.Tests) filter=${NUNIT_FILTER:-(FullyQualifiedName~CrossBackendTests&Name~CUDA)|(FullyQualifiedName~PermuteTests&Name~cuda)|(FullyQualifiedName~SliceTests&Name~cuda)|(FullyQualifiedName~EmbeddingTests&Name~cuda)|(FullyQualifiedName~CompareTests&Name~cuda)} ;;
+      Kernels.Nn.Tests) filter=${NUNIT_FILTER:-(FullyQualifiedName~CrossBackendTests&Name~CUDA)|(FullyQualifiedName~PermuteTests&Name~cuda)|(FullyQualifiedName~SliceTests&Name~cuda)|(FullyQualifiedName~EmbeddingTests&Name~cuda)|(FullyQualifiedName~CompareTests&Name~cuda)|(FullyQualifiedName~DtypeTests&Name~cuda)} ;;
     esac
     log=$run_dir/$project.log
     start=$(date +%s)

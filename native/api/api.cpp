@@ -1479,4 +1479,23 @@ KN_API kn_status kn_batch_norm_backward_f32(const kn_buffer* x, const kn_buffer*
     });
 }
 
+// ---- Element types ------------------------------------------------------------------------------
+
+KN_API kn_status kn_cast(const kn_buffer* x, kn_dtype x_type, kn_buffer* y, kn_dtype y_type, int64_t n) {
+    return guarded([&] {
+        Call call("cast");
+        call.enumeration(x_type, KN_INT64, "x_type");
+        call.enumeration(y_type, KN_INT64, "y_type");
+        call.non_negative({{"n", n}});
+        auto item = [](kn_dtype t) { return t == KN_FLOAT32 ? kn::api::kFloat32 : t == KN_INT32 ? kn::api::kInt32 : kn::api::kInt64; };
+        auto count = [&] { return cat("n = ", n); };
+        const Operand& X = call.in("x", x, n, count, item(x_type));
+        const Operand& Y = call.out("y", y, n, count, item(y_type));
+        if (x == y) call.fail(KN_ERROR_INVALID_ARGUMENT, "y must not be the same buffer as x");
+        call.check();
+        if (n == 0) return;
+        call.run([&](Device& d) { d.cast({x_type, y_type, X.memory(), Y.memory(), n}); });
+    });
+}
+
 }  // extern "C"

@@ -306,6 +306,15 @@ struct BatchNormBackwardArgs {
     bool training;
 };
 
+// An elementwise conversion (kn_cast): y[i] = (to) x[i], the rules of kernels.h (kernels/cast_rules.h
+// writes them once for the CPU and CUDA). n >= 1, from and to valid, y never x.
+struct CastArgs {
+    kn_dtype from, to;
+    const void* x;
+    void* y;
+    int64_t n;
+};
+
 }  // namespace kn
 
 // ---- The table ----------------------------------------------------------------------------------
@@ -340,7 +349,8 @@ struct BatchNormBackwardArgs {
     X(pool2d_f32, Pool2dArgs)                                  /* pool                       */ \
     X(pool2d_backward_f32, Pool2dBackwardArgs)                 /* pool                       */ \
     X(batch_norm_f32, BatchNormArgs)                           /* batch_norm                 */ \
-    X(batch_norm_backward_f32, BatchNormBackwardArgs)          /* batch_norm                 */
+    X(batch_norm_backward_f32, BatchNormBackwardArgs)          /* batch_norm                 */ \
+    X(cast, CastArgs)                                          /* cast                       */
 
 // The ops a GPU backend has no launcher for yet (none today), as X(name, Args) lines like the table's.
 // Its device answers KN_ERROR_NOT_SUPPORTED for them ("opencl:0: clamp is not implemented by this

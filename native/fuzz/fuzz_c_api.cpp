@@ -143,7 +143,7 @@ void step(Input& in, Slots& s) {
     auto B = [&] { return (s.*pick)(in); };
     auto I = [&] { return in.integer(); };
     auto F = [&] { return in.real(); };
-    switch (in.byte() % 34) {  // 0..32: the cases below; 33: the default
+    switch (in.byte() % 35) {  // 0..33: the cases below; 34: the default
         case 0: case 1: case 2: s.create(in); break;
         case 3: {  // free: live, stale (double free) or forged
             kn_buffer* b = B();
@@ -367,6 +367,13 @@ void step(Input& in, Slots& s) {
             int64_t rows = I(), cols = I(), n = I(), padding = I();
             if (in.byte() & 1) check(kn_gather_rows_f32(t, rows, cols, idx, n, y));
             else check(kn_scatter_add_rows_f32(t, idx, n, y, rows, cols, padding));
+            break;
+        }
+        case 33: {  // cast between element types, including undefined ones (the byte - 1 reaches -1 and 3)
+            kn_buffer *x = B(), *y = B();
+            const auto xt = static_cast<kn_dtype>(static_cast<int32_t>(in.byte() % 5) - 1);
+            const auto yt = static_cast<kn_dtype>(static_cast<int32_t>(in.byte() % 5) - 1);
+            check(kn_cast(x, xt, y, yt, I()));
             break;
         }
         default: check(kn_device_synchronize(cpu())); break;

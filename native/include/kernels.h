@@ -499,6 +499,28 @@ KN_API kn_status kn_batch_norm_backward_f32(const kn_buffer* x, const kn_buffer*
                                             KN_OPTIONAL kn_buffer* dx, kn_buffer* dgamma, kn_buffer* dbeta,
                                             int64_t batch, int64_t channels, int64_t spatial, int32_t training);
 
+/* ---- Element types and casts ----------------------------------------------------------- */
+
+/* The element type of a buffer's contents, as kn_cast names them. Buffers themselves are untyped
+ * bytes; every other export says which type it reads (the _f32 ops: float32; labels and indices: int64). */
+typedef enum kn_dtype {
+    KN_FLOAT32 = 0,
+    KN_INT32 = 1,
+    KN_INT64 = 2
+} kn_dtype;
+
+/* y[i] = (y_type) x[i] for i < n: an elementwise conversion between float32, int32 and int64, the same
+ * bits on every backend. Not differentiable (integer tensors have no gradient).
+ *   float32 -> int32 / int64: truncation toward zero (C's and PyTorch's rule: 2.7 -> 2, -2.7 -> -2);
+ *       values beyond the target's range saturate (+inf and 3e9 -> INT32_MAX, -inf -> INT32_MIN) and
+ *       NaN gives 0. C leaves these undefined and PyTorch's result depends on the CPU; saturation with
+ *       NaN -> 0 is what CUDA's cvt.rzi and OpenCL's convert_int_sat_rtz do, so every backend agrees.
+ *   int32 / int64 -> float32: round to nearest, ties to even (2^24 + 1 -> 2^24).
+ *   int64 -> int32: the low 32 bits, two's complement (wraps, as C and PyTorch: 2^32 + 5 -> 5).
+ *   int32 -> int64: sign extension. The same type: a copy.
+ * x holds n x_type elements, y n y_type elements; y must not be x. n == 0 does nothing. */
+KN_API kn_status kn_cast(const kn_buffer* x, kn_dtype x_type, kn_buffer* y, kn_dtype y_type, int64_t n);
+
 #ifdef __cplusplus
 }
 #endif

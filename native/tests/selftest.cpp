@@ -20,6 +20,7 @@
 #include "selftest_cnn.h"
 #include "selftest_layout.h"
 #include "selftest_gather.h"
+#include "selftest_cast.h"
 #include "selftest_hostile.h"
 
 #include <functional>
@@ -2063,6 +2064,7 @@ int main(int argc, char** argv) {
         test_binary(cx);
         test_layout(cx);
         test_gather(cx);
+        test_cast(cx);
         test_reduce(cx);
         test_softmax(cx);
         test_cross_entropy(cx);

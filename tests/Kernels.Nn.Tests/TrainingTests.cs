@@ -11,7 +11,7 @@ public class TrainingTests
     {
         var r = new Random(seed);
         var x = new float[count * 2];
-        var y = new float[count];
+        var y = new long[count];  // class indices: int64 targets, on the device in every batch
         for (int i = 0; i < count; i++)
         {
             int c = i % 3;
@@ -29,7 +29,7 @@ public class TrainingTests
     {
         network = new Sequential(new Dense(2, 16, seed: 1, device: device), Activation.Tanh(), new Dense(16, 3, seed: 2, device: device));
         var model = new Model(network, device);
-        model.Compile(new Adam(network.Parameters(), 0.05f), SparseCrossEntropy, new Accuracy());
+        model.Compile(new Adam(network.Parameters(), 0.05f), "sparse_categorical_crossentropy", "accuracy");
         return model;
     }
 

@@ -22,7 +22,7 @@ public sealed class MlpStepCase : BenchmarkCase
     readonly Sequential network;
     readonly Adam optimizer;
     readonly Tensor input;
-    readonly long[] labels;
+    readonly Tensor labels;  // int64 on the device, as the DataLoader yields them (made once, like the input)
     readonly List<GemmReference> references = new();
 
     public MlpStepCase(CaseSpec spec, Device device, long batch) : base(spec, device)
@@ -40,7 +40,7 @@ public sealed class MlpStepCase : BenchmarkCase
         optimizer = new Adam(network.Parameters(), learningRate: 1e-3f);
         input = Tensor.FromArray(RandomFloats(batch * 784, 7, 0f, 1f), [batch, 784], device);
         var random = new Random(8);
-        labels = Enumerable.Range(0, (int)batch).Select(_ => (long)random.Next(10)).ToArray();
+        labels = Tensor.FromArray(Enumerable.Range(0, (int)batch).Select(_ => (long)random.Next(10)).ToArray(), device);
 
         foreach (var shape in StepGemms(batch))
             references.Add(new GemmReference(device, shape, RandomFloats(shape.ACount, 9), RandomFloats(shape.BCount, 10)));
@@ -97,6 +97,7 @@ public sealed class MlpStepCase : BenchmarkCase
     public override void Dispose()
     {
         input.Dispose();
+        labels.Dispose();
         optimizer.Dispose();
         network.Dispose();
         foreach (var r in references) r.Dispose();

@@ -6,7 +6,8 @@
 // leading dimensions, batches with shared operands, beta = 0 over NaN, k = 0 and alpha = 0, on both
 // tile configurations. Buffers are allocated at their exact size, so a build with AddressSanitizer
 // reports any out-of-bounds access; the strided copy into contiguous and strided destinations; gather rows
-// and the scatter-add (bit for bit). Usage: test_cuda_kernels [fill|unary|binary|softmax|reduce|gemm|layout|gather]
+// and the scatter-add (bit for bit); kn_cast between float32, int32 and int64 (edge values, bit for bit).
+// Usage: test_cuda_kernels [fill|unary|binary|softmax|reduce|gemm|layout|gather|cast]
 #include "cuda_kernels.h"
 #include "selftest_harness.h"
 #include "host_scratch.h"
@@ -548,6 +549,54 @@ static void test_gather() {
     }
 }
 
+// ---- cast ----------------------------------------------------------------------------------------
+// Every pair of types over edge values (NaN, +-inf, +-2^31, +-2^63, halves, 2^24 + 1) against kernels.h's
+// rules written here in double arithmetic, at a length that leaves a partial block.
+static void test_cast() {
+    const float inf = INFINITY, nan = NAN;
+    std::vector<float> f = {0.0f, -0.0f, 0.5f, -0.5f, 2.7f, -2.7f, 16777217.0f, 2147483520.0f, 2147483648.0f,
+                            -2147483648.0f, -2147483904.0f, 3e9f, -3e9f, 9223372036854775808.0f, -1e19f, inf, -inf, nan};
+    std::vector<int64_t> l = {0, -1, (int64_t{1} << 32) + 5, INT64_MAX, INT64_MIN, 16777217, -(int64_t{1} << 40) - 3,
+                              int64_t{INT32_MAX} + 1};
+    while (f.size() < 301) f.push_back(uniform(-1e6f, 1e6f));
+    while (l.size() < 301) l.push_back(static_cast<int64_t>(uniform(-1e9f, 1e9f)) * 1000003);
+    const int64_t n = static_cast<int64_t>(f.size());
+    auto trunc_sat = [](float x, double lo, double hi) -> double {
+        if (std::isnan(x)) return 0;
+        const double t = std::trunc(static_cast<double>(x));
+        return t < lo ? lo : t > hi ? hi : t;
+    };
+    HostBuffer<float> xf(n), yf(n);
+    HostBuffer<int32_t> yi(n), xi(n);
+    HostBuffer<int64_t> yl(n), xl(n);
+    for (int64_t i = 0; i < n; ++i) xf[i] = f[i], xl[i] = l[i], xi[i] = static_cast<int32_t>(l[i] % 2000000000);
+    SELFTEST_EXPECT(cuda::cast(CastArgs{KN_FLOAT32, KN_INT32, xf.p, yi.p, n}, ctx_with(2)) == cudaSuccess, "cast launch");
+    SELFTEST_EXPECT(cuda::cast(CastArgs{KN_FLOAT32, KN_INT64, xf.p, yl.p, n}, ctx_with(2)) == cudaSuccess, "cast launch");
+    for (int64_t i = 0; i < n; ++i) {
+        SELFTEST_EXPECT(yi[i] == static_cast<int32_t>(trunc_sat(f[i], INT32_MIN, INT32_MAX)), "cast f32 -> i32 of %.9g gave %d", f[i], yi[i]);
+        const int64_t want = std::isnan(f[i]) ? 0 : f[i] >= 9223372036854775808.0f ? INT64_MAX : f[i] < -9223372036854775808.0f ? INT64_MIN
+                                                  : static_cast<int64_t>(std::trunc(static_cast<double>(f[i])));
+        SELFTEST_EXPECT(yl[i] == want, "cast f32 -> i64 of %.9g gave %lld", f[i], (long long)yl[i]);
+    }
+    SELFTEST_EXPECT(cuda::cast(CastArgs{KN_INT64, KN_INT32, xl.p, yi.p, n}, ctx_with(2)) == cudaSuccess, "cast launch");
+    SELFTEST_EXPECT(cuda::cast(CastArgs{KN_INT64, KN_FLOAT32, xl.p, yf.p, n}, ctx_with(2)) == cudaSuccess, "cast launch");
+    for (int64_t i = 0; i < n; ++i) {
+        const uint32_t low = static_cast<uint32_t>(static_cast<uint64_t>(l[i]));
+        int32_t want;
+        std::memcpy(&want, &low, 4);
+        SELFTEST_EXPECT(yi[i] == want, "cast i64 -> i32 of %lld gave %d", (long long)l[i], yi[i]);
+        SELFTEST_EXPECT(selftest::same_bits(yf[i], static_cast<float>(l[i])), "cast i64 -> f32 of %lld", (long long)l[i]);
+    }
+    SELFTEST_EXPECT(cuda::cast(CastArgs{KN_INT32, KN_INT64, xi.p, yl.p, n}, ctx_with(2)) == cudaSuccess, "cast launch");
+    SELFTEST_EXPECT(cuda::cast(CastArgs{KN_INT32, KN_FLOAT32, xi.p, yf.p, n}, ctx_with(2)) == cudaSuccess, "cast launch");
+    for (int64_t i = 0; i < n; ++i) {
+        SELFTEST_EXPECT(yl[i] == xi[i], "cast i32 -> i64 of %d", xi[i]);
+        SELFTEST_EXPECT(selftest::same_bits(yf[i], static_cast<float>(xi[i])), "cast i32 -> f32 of %d", xi[i]);
+    }
+    SELFTEST_EXPECT(cuda::cast(CastArgs{KN_INT64, KN_INT64, xl.p, yl.p, n}, ctx_with(2)) == cudaSuccess, "cast launch");
+    for (int64_t i = 0; i < n; ++i) SELFTEST_EXPECT(yl[i] == l[i], "cast i64 -> i64 copy of element %lld", (long long)i);
+}
+
 // ---- gemm ----------------------------------------------------------------------------------------
 struct GemmCase {
     bool ta, tb;
@@ -694,5 +743,6 @@ int main(int argc, char** argv) {
     if (only.empty() || only == "gemm") test_gemm();
     if (only.empty() || only == "layout") test_layout();
     if (only.empty() || only == "gather") test_gather();
+    if (only.empty() || only == "cast") test_cast();
     return selftest::check_tally().finish("all CUDA kernels match the references");
 }

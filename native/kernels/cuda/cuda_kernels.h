@@ -68,6 +68,9 @@ cudaError_t strided_copy_f32(const StridedCopyArgs& args, const LaunchContext& c
 cudaError_t gather_rows_f32(const GatherRowsArgs& args, const LaunchContext& ctx);
 cudaError_t scatter_add_rows_f32(const ScatterAddRowsArgs& args, const LaunchContext& ctx);
 
+// cast.cu: kn_cast between float32, int32 and int64 (the rules of kernels/cast_rules.h).
+cudaError_t cast(const CastArgs& args, const LaunchContext& ctx);
+
 // reduce.cu. Large reductions over few outputs run in two passes through ctx.scratch (required when
 // the *_scratch_bytes plan is not 0). The plan depends only on the arguments and ctx.sm_count, so the
 // two calls always agree, and the reduction order (hence the result) is the same on every run on the

@@ -148,6 +148,8 @@ void softmax_f32(const SoftmaxArgs& args, Queue& q);
 void softmax_backward_f32(const SoftmaxBackwardArgs& args, Queue& q);
 void cross_entropy_f32(const CrossEntropyArgs& args, Queue& q);
 void cross_entropy_backward_f32(const CrossEntropyBackwardArgs& args, Queue& q);
+// cast_launch.cpp (cast.cl): kn_cast between float32, int32 and int64
+void cast(const CastArgs& args, Queue& q);
 // conv_launch.cpp (conv.cl)
 void conv2d_f32(const Conv2dArgs& args, Queue& q);
 void conv2d_backward_data_f32(const Conv2dBackwardDataArgs& args, Queue& q);

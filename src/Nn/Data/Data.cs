@@ -18,6 +18,20 @@ public abstract class Dataset
     /// <summary>Copies sample <paramref name="index"/> into the spans (sized by the shapes).</summary>
     public abstract void Get(int index, Span<float> features, Span<float> target);
 
+    /// <summary>
+    /// The element type of the targets: <see cref="Dtype.Float32"/> (regression values, one-hot rows: the
+    /// default) or <see cref="Dtype.Int64"/> (class indices), for which the <see cref="DataLoader"/> yields
+    /// int64 target tensors (see <see cref="Get(int, Span{float}, Span{long})"/>).
+    /// </summary>
+    public virtual Dtype TargetDtype => Dtype.Float32;
+
+    /// <summary>
+    /// Copies sample <paramref name="index"/> with integer targets (class indices), for a dataset whose
+    /// <see cref="TargetDtype"/> is int64. Datasets of float targets do not implement it.
+    /// </summary>
+    public virtual void Get(int index, Span<float> features, Span<long> target) =>
+        throw new NotSupportedException($"{GetType().Name} has {Tensor.DtypeName(TargetDtype)} targets; integer targets come from a dataset whose TargetDtype is int64");
+
     /// <summary>Elements of one sample's features.</summary>
     public long FeatureSize => Tensor.ShapeSize(FeatureShape);
 
@@ -56,14 +70,20 @@ public abstract class Dataset
         public override long[] FeatureShape => source.FeatureShape;
         public override long[] TargetShape => source.TargetShape;
         public override void Get(int index, Span<float> features, Span<float> target) => source.Get(indices[index], features, target);
+        public override Dtype TargetDtype => source.TargetDtype;
+        public override void Get(int index, Span<float> features, Span<long> target) => source.Get(indices[index], features, target);
     }
 }
 
-/// <summary>Samples held in two float arrays (row-major, sample-major).</summary>
+/// <summary>
+/// Samples held in arrays (row-major, sample-major): float features, and float targets (regression,
+/// one-hot) or long targets (class indices: <see cref="TargetDtype"/> int64, batched as int64 tensors).
+/// </summary>
 public sealed class ArrayDataset : Dataset
 {
     private readonly float[] features;
-    private readonly float[] targets;
+    private readonly float[]? targets;
+    private readonly long[]? classTargets;
     private readonly long[] featureShape;
     private readonly long[] targetShape;
 
@@ -73,20 +93,36 @@ public sealed class ArrayDataset : Dataset
     /// </summary>
     public ArrayDataset(float[] features, long[] featureShape, float[] targets, long[]? targetShape = null)
     {
-        ArgumentNullException.ThrowIfNull(features);
         ArgumentNullException.ThrowIfNull(targets);
-        ArgumentNullException.ThrowIfNull(featureShape);
-        this.features = features;
         this.targets = targets;
-        this.featureShape = Tensor.CheckShape(featureShape);
-        this.targetShape = Tensor.CheckShape(targetShape ?? Array.Empty<long>());
-        long fs = Tensor.ShapeSize(this.featureShape), ts = Tensor.ShapeSize(this.targetShape);
+        (this.features, this.featureShape, this.targetShape, Count) = Check(features, featureShape, targets.Length, targetShape);
+    }
+
+    /// <summary>
+    /// count samples with integer targets (class indices, token ids): features holds count * prod(featureShape)
+    /// values, targets count * prod(targetShape) (empty targetShape: one class index per sample). The
+    /// <see cref="DataLoader"/> yields int64 target tensors, which <see cref="Losses.SparseCategoricalCrossEntropy(Tensor, Tensor)"/>
+    /// and <see cref="Accuracy"/> use on the device.
+    /// </summary>
+    public ArrayDataset(float[] features, long[] featureShape, long[] targets, long[]? targetShape = null)
+    {
+        ArgumentNullException.ThrowIfNull(targets);
+        classTargets = targets;
+        (this.features, this.featureShape, this.targetShape, Count) = Check(features, featureShape, targets.Length, targetShape);
+    }
+
+    private static (float[], long[], long[], int) Check(float[] features, long[] featureShape, long targetCount, long[]? targetShape)
+    {
+        ArgumentNullException.ThrowIfNull(features);
+        ArgumentNullException.ThrowIfNull(featureShape);
+        long[] checkedFeatures = Tensor.CheckShape(featureShape), checkedTargets = Tensor.CheckShape(targetShape ?? Array.Empty<long>());
+        long fs = Tensor.ShapeSize(checkedFeatures), ts = Tensor.ShapeSize(checkedTargets);
         if (fs == 0 || features.Length % fs != 0)
-            throw new ShapeMismatchException($"{features.Length} feature values are not a whole number of samples of shape {Tensor.FormatShape(this.featureShape)}");
+            throw new ShapeMismatchException($"{features.Length} feature values are not a whole number of samples of shape {Tensor.FormatShape(checkedFeatures)}");
         long count = features.Length / fs;
-        if (targets.Length != count * ts)
-            throw new ShapeMismatchException($"{count} samples of features but {targets.Length} target values (expected {count} x {Tensor.FormatShape(this.targetShape)})");
-        Count = checked((int)count);
+        if (targetCount != count * ts)
+            throw new ShapeMismatchException($"{count} samples of features but {targetCount} target values (expected {count} x {Tensor.FormatShape(checkedTargets)})");
+        return (features, checkedFeatures, checkedTargets, checked((int)count));
     }
 
     /// <inheritdoc/>
@@ -102,7 +138,21 @@ public sealed class ArrayDataset : Dataset
         if ((uint)index >= (uint)Count) throw new ArgumentOutOfRangeException(nameof(index), $"sample {index} of {Count}");
         long fs = FeatureSize, ts = TargetSize;
         features.AsSpan((int)(index * fs), (int)fs).CopyTo(featureOut);
-        targets.AsSpan((int)(index * ts), (int)ts).CopyTo(targetOut);
+        if (targets is not null) targets.AsSpan((int)(index * ts), (int)ts).CopyTo(targetOut);
+        else for (int i = 0; i < ts; i++) targetOut[i] = classTargets![index * ts + i];  // class indices as floats, for float consumers
+    }
+
+    /// <inheritdoc/>
+    public override Dtype TargetDtype => classTargets is null ? Dtype.Float32 : Dtype.Int64;
+
+    /// <inheritdoc/>
+    public override void Get(int index, Span<float> featureOut, Span<long> targetOut)
+    {
+        if (classTargets is null) base.Get(index, featureOut, targetOut);
+        if ((uint)index >= (uint)Count) throw new ArgumentOutOfRangeException(nameof(index), $"sample {index} of {Count}");
+        long fs = FeatureSize, ts = TargetSize;
+        features.AsSpan((int)(index * fs), (int)fs).CopyTo(featureOut);
+        classTargets!.AsSpan((int)(index * ts), (int)ts).CopyTo(targetOut);
     }
 }
 
@@ -148,6 +198,8 @@ public sealed class DataLoader
         ArgumentNullException.ThrowIfNull(dataset);
         if (batchSize <= 0) throw new ArgumentOutOfRangeException(nameof(batchSize), $"batch size {batchSize} must be positive");
         if (dataset.Count == 0) throw new ArgumentException("the dataset is empty: there is nothing to batch", nameof(dataset));
+        if (dataset.TargetDtype is not (Dtype.Float32 or Dtype.Int64))
+            throw new ArgumentException($"{dataset.GetType().Name} declares {Tensor.DtypeName(dataset.TargetDtype)} targets; a DataLoader batches float32 or int64 targets", nameof(dataset));
         this.dataset = dataset;
         BatchSize = batchSize;
         Shuffle = shuffle;
@@ -172,7 +224,11 @@ public sealed class DataLoader
     /// <summary>Batches per epoch.</summary>
     public int BatchCount => DropLast ? dataset.Count / BatchSize : (dataset.Count + BatchSize - 1) / BatchSize;
 
-    /// <summary>The batches of the next epoch, in order. Dispose each batch (or use a DisposeScope).</summary>
+    /// <summary>
+    /// The batches of the next epoch, in order. Dispose each batch (or use a DisposeScope). Targets are
+    /// float32, or int64 when the dataset's <see cref="Dataset.TargetDtype"/> says so (class indices: their
+    /// value range is noted on upload, so the loss checks them without reading the device).
+    /// </summary>
     public IEnumerable<Batch> Batches()
     {
         var order = Enumerable.Range(0, dataset.Count).ToArray();
@@ -180,7 +236,7 @@ public sealed class DataLoader
         epoch++;
         int count = BatchCount;
         if (count == 0) yield break;
-        Task<(float[] X, float[] Y, int Size)> next = Task.Run(() => Assemble(order, 0));
+        Task<(float[] X, Array Y, int Size)> next = Task.Run(() => Assemble(order, 0));
         for (int b = 0; b < count; b++)
         {
             var (x, y, size) = next.GetAwaiter().GetResult();
@@ -190,16 +246,24 @@ public sealed class DataLoader
                 next = Task.Run(() => Assemble(order, start));
             }
             var inputs = Tensor.FromArray(x, new long[] { size }.Concat(dataset.FeatureShape).ToArray(), Device);
-            var targets = Tensor.FromArray(y, new long[] { size }.Concat(dataset.TargetShape).ToArray(), Device);
+            var targetShape = new long[] { size }.Concat(dataset.TargetShape).ToArray();
+            var targets = y is long[] classes ? Tensor.FromArray(classes, targetShape, Device) : Tensor.FromArray((float[])y, targetShape, Device);
             yield return new Batch(inputs, targets, size);
         }
     }
 
-    private (float[] X, float[] Y, int Size) Assemble(int[] order, int start)
+    private (float[] X, Array Y, int Size) Assemble(int[] order, int start)
     {
         int size = Math.Min(BatchSize, order.Length - start);
         long fs = dataset.FeatureSize, ts = dataset.TargetSize;
         var x = new float[size * fs];
+        if (dataset.TargetDtype == Dtype.Int64)
+        {
+            var classes = new long[size * ts];
+            for (int i = 0; i < size; i++)
+                dataset.Get(order[start + i], x.AsSpan((int)(i * fs), (int)fs), classes.AsSpan((int)(i * ts), (int)ts));
+            return (x, classes, size);
+        }
         var y = new float[size * ts];
         for (int i = 0; i < size; i++)
             dataset.Get(order[start + i], x.AsSpan((int)(i * fs), (int)fs), y.AsSpan((int)(i * ts), (int)ts));

@@ -38,7 +38,7 @@ public static class Mnist
             if (labels[i] > 9) throw new InvalidDataException($"{labelsPath}: label {labels[i]} at offset {8 + i} is not a digit");
         var x = new float[pixels.Length];
         for (int i = 0; i < x.Length; i++) x[i] = pixels[i] / 255f;
-        var y = labels.Select(l => (float)l).ToArray();
+        var y = labels.Select(l => (long)l).ToArray();  // class indices: the loader yields int64 label tensors
         // rows x cols in long: two int32 dimensions multiply past int.MaxValue.
         long[] shape = flatten ? new long[] { (long)imageDims[1] * imageDims[2] } : new long[] { 1, imageDims[1], imageDims[2] };
         return new ArrayDataset(x, shape, y);

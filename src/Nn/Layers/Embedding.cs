@@ -63,13 +63,17 @@ public sealed class Embedding : Module
     public Tensor Forward(ReadOnlySpan<long> ids) => Forward(ids, new long[] { ids.Length });
 
     /// <summary>
-    /// The vectors of the token ids in <paramref name="input"/>, float32 whole numbers as datasets yield
-    /// them (any shape; the result appends embeddingDim). The ids are read to the host once to be checked:
-    /// a value that is not a whole number in [0, numEmbeddings) throws naming it and its position.
+    /// The vectors of the token ids in <paramref name="input"/> (any shape; the result appends embeddingDim).
+    /// Ids in an int64 or int32 tensor on the table's device go to the gather kernel as they are (no float
+    /// conversion; libkernels reads them once to check them, and a range known on the host is checked
+    /// without that read); an id outside [0, numEmbeddings) throws naming it and its position. float32
+    /// whole numbers (as older datasets yield them) are still accepted: read to the host, checked and
+    /// uploaded as int64.
     /// </summary>
     public override Tensor Forward(Tensor input)
     {
         ArgumentNullException.ThrowIfNull(input);
+        if (input.Dtype != Dtype.Float32) return Weight.GatherRows(input, input.ShapeArray, PaddingIdx ?? -1, nameof(input));
         float[] values = input.ToArray();
         var ids = new long[values.Length];
         for (int i = 0; i < values.Length; i++)

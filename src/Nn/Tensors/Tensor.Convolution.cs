@@ -88,7 +88,7 @@ public sealed partial class Tensor
         // Max pooling's backward needs the forward's winners (int32, one per output). They live in a
         // tensor of the output's shape (4-byte elements) so the dispose scope that owns y owns them too.
         var indices = op == PoolOp.Max && record ? Empty(y.ShapeArray, Device) : null;
-        Ops.Pool2D(op, Buffer, y.Buffer, indices?.Buffer, g);
+        Ops.Pool2D(op, Float32Buffer(name), y.Buffer, indices?.Buffer, g);
         if (!record) return y;
         return Record(y, name, new[] { x }, grad => new Tensor?[] { Gradients.Pool2D(op, indices, grad, g, x.Device) });
     }

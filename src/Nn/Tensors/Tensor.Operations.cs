@@ -9,8 +9,9 @@ public sealed partial class Tensor
     internal static Tensor Unary(UnaryOp op, Tensor x, float alpha = 0)
     {
         ArgumentNullException.ThrowIfNull(x);
+        var xData = x.Float32Buffer(op.ToString());
         var y = Empty(x.shape, x.Device);
-        if (x.Count > 0) Ops.Unary(op, x.Buffer, y.Buffer, x.Count, alpha);
+        if (x.Count > 0) Ops.Unary(op, xData, y.Buffer, x.Count, alpha);
         return Record(y, op.ToString(), new[] { x }, g => new Tensor?[] { Gradients.Unary(op, alpha, x, y, g) });
     }
 
@@ -68,9 +69,11 @@ public sealed partial class Tensor
     {
         ArgumentNullException.ThrowIfNull(a);
         ArgumentNullException.ThrowIfNull(b);
+        CheckSameDtype(op.ToString(), a, b);
+        DeviceBuffer aData = a.Float32Buffer(op.ToString()), bData = b.Float32Buffer(op.ToString());
         var cShape = Ops.BroadcastShape(a.shape, b.shape);
         var c = Empty(cShape, a.Device);
-        if (c.Count > 0) Ops.Binary(op, a.Buffer, a.shape, b.Buffer, b.shape, c.Buffer, cShape);
+        if (c.Count > 0) Ops.Binary(op, aData, a.shape, bData, b.shape, c.Buffer, cShape);
         return c;
     }
 
@@ -130,7 +133,7 @@ public sealed partial class Tensor
         if (ShapeSize(dims) != Count)
             throw new ArgumentException($"cannot reshape {FormatShape(shape)} ({Count} elements) to {FormatShape(newShape)} ({ShapeSize(dims)} elements)", nameof(newShape));
         Storage.Retain();
-        var view = new Tensor(Storage, dims);
+        var view = new Tensor(Storage, dims, Dtype, Range);
         var source = this;
         return Record(view, "Reshape", new[] { source }, g => new Tensor?[] { Gradients.Reshape(source, g) });
     }
@@ -163,8 +166,8 @@ public sealed partial class Tensor
             outShape[i] = shape[order[i]];
             strides[i] = contiguous[order[i]];
         }
-        var y = Empty(outShape, Device);
-        if (y.Count > 0) Ops.StridedCopy(Buffer, 0, strides, y.Buffer, outShape);
+        var y = Empty(outShape, Device, Dtype, Range);  // any element type: a permute moves values
+        if (y.Count > 0) CopyStrided(this, 0, strides, y, 0, null, outShape);
         var inverse = new int[Rank];
         for (int i = 0; i < Rank; i++) inverse[order[i]] = i;
         return Record(y, "Permute", new[] { this }, g => new Tensor?[] { Gradients.Permute(g, inverse) });
@@ -203,9 +206,10 @@ public sealed partial class Tensor
         if (b.shape[^2] != k || (b.Rank == 3 && b.shape[0] != batch))
             throw new ShapeMismatchException($"MatMul: {FormatShape(a.shape)} x {FormatShape(b.shape)}: inner dimensions or batch sizes differ");
         long[] cShape = a.Rank == 3 ? new[] { batch, m, n } : new[] { m, n };
+        DeviceBuffer aData = a.Float32Buffer("MatMul"), bData = b.Float32Buffer("MatMul");
         var c = Empty(cShape, a.Device);
         if (c.Count > 0)
-            Ops.Gemm(Kernels.Transpose.NoTranspose, Kernels.Transpose.NoTranspose, m, n, k, 1f, a.Buffer, k, b.Buffer, n, 0f, c.Buffer, n,
+            Ops.Gemm(Kernels.Transpose.NoTranspose, Kernels.Transpose.NoTranspose, m, n, k, 1f, aData, k, bData, n, 0f, c.Buffer, n,
                      batch, m * k, b.Rank == 3 ? k * n : 0, m * n);
         return Record(c, "MatMul", new[] { a, b }, g => Gradients.MatMul(a, b, g));
     }
@@ -228,8 +232,9 @@ public sealed partial class Tensor
     private Tensor ReduceAxis(ReduceOp op, int axis, bool keepDim)
     {
         var (outer, reduce, inner, kept) = AxisGeometry(axis);
+        var xData = Float32Buffer(op.ToString());
         var y = Empty(kept, Device);
-        if (y.Count > 0) Ops.Reduce(op, Buffer, y.Buffer, outer, reduce, inner);
+        if (y.Count > 0) Ops.Reduce(op, xData, y.Buffer, outer, reduce, inner);
         var x = this;
         var result = Record(y, op.ToString(), new[] { x }, g => new Tensor?[] { Gradients.Reduce(op, x, y, g) });
         if (keepDim) return result;
@@ -239,8 +244,9 @@ public sealed partial class Tensor
 
     private Tensor ReduceAll(ReduceOp op)
     {
+        var xData = Float32Buffer(op.ToString());
         var y = Empty(ReadOnlySpan<long>.Empty, Device);
-        Ops.Reduce(op, Buffer, y.Buffer, 1, Count, 1);
+        Ops.Reduce(op, xData, y.Buffer, 1, Count, 1);
         var x = this;
         return Record(y, op.ToString(), new[] { x }, g => new Tensor?[] { Gradients.Reduce(op, x, y, g) });
     }
@@ -267,9 +273,26 @@ public sealed partial class Tensor
     {
         var (outer, reduce, inner, _) = AxisGeometry(axis);
         if (outer * inner == 0) return Array.Empty<long>();
+        var xData = Float32Buffer("ArgMax");
         using var indices = DeviceBuffer.Allocate(Device, sizeof(long) * outer * inner);
-        Ops.ArgReduce(ArgReduceOp.Argmax, Buffer, indices, outer, reduce, inner);
+        Ops.ArgReduce(ArgReduceOp.Argmax, xData, indices, outer, reduce, inner);
         return indices.ToInt64Array();
+    }
+
+    /// <summary>
+    /// Index of the largest element along an axis (first one on ties; NaN counts as largest), as an int64
+    /// tensor on this tensor's device with that axis dropped: nothing is read to the host (metrics compare it
+    /// with integer targets there). Not differentiable.
+    /// </summary>
+    public Tensor ArgMaxOnDevice(int axis = -1)
+    {
+        var (outer, reduce, inner, kept) = AxisGeometry(axis);
+        var xData = Float32Buffer("ArgMaxOnDevice");
+        int a = axis < 0 ? axis + Rank : axis;
+        var y = Empty(kept.Where((_, d) => d != a).ToArray(), Device, Dtype.Int64,
+                      reduce > 0 ? new IntegerRange(0, reduce - 1, false) : null);
+        if (y.Count > 0) Ops.ArgReduce(ArgReduceOp.Argmax, xData, y.RawBuffer, outer, reduce, inner);
+        return y;
     }
 
     // ---- Softmax ---------------------------------------------------------------------------------
@@ -278,8 +301,9 @@ public sealed partial class Tensor
     {
         if (Rank == 0) throw new ArgumentException("softmax needs at least one dimension");
         long cols = shape[^1], rows = cols == 0 ? 0 : Count / cols;
+        var xData = Float32Buffer(log ? "LogSoftmax" : "Softmax");
         var y = Empty(shape, Device);
-        if (Count > 0) Ops.Softmax(Buffer, y.Buffer, rows, cols, log);
+        if (Count > 0) Ops.Softmax(xData, y.Buffer, rows, cols, log);
         var x = this;
         return Record(y, log ? "LogSoftmax" : "Softmax", new[] { x }, g => new Tensor?[] { Gradients.Softmax(y, g, rows, cols, log) });
     }

@@ -75,7 +75,7 @@ public sealed partial class Tensor
                     $"Concatenate along dimension {d}: every part needs the shape of the first outside that dimension; got {PartShapes(parts)}");
             outShape[d] += p.shape[d];
         }
-        var y = Empty(outShape, first.Device);
+        var y = Empty(outShape, first.Device, first.Dtype, IntegerRange.Join(parts));
         var yStrides = ContiguousStrides(outShape);
         long at = 0;
         var starts = new long[parts.Length];
@@ -83,7 +83,7 @@ public sealed partial class Tensor
         {
             starts[k] = at;
             var p = parts[k];
-            if (p.Count > 0) Ops.StridedCopy(p.Buffer, 0, ContiguousStrides(p.shape), y.Buffer, at * yStrides[d], yStrides, p.shape);
+            if (p.Count > 0) CopyStrided(p, 0, ContiguousStrides(p.shape), y, at * yStrides[d], yStrides, p.shape);
             at += p.shape[d];
         }
         return Record(y, "Concatenate", parts, g => Gradients.Concatenate(g, parts, d, starts));
@@ -107,14 +107,14 @@ public sealed partial class Tensor
                 throw new ShapeMismatchException($"Stack: every part needs one shape; got {PartShapes(parts)}");
         var outShape = new long[rank];
         for (int i = 0, j = 0; i < rank; i++) outShape[i] = i == d ? parts.Length : first.shape[j++];
-        var y = Empty(outShape, first.Device);
+        var y = Empty(outShape, first.Device, first.Dtype, IntegerRange.Join(parts));
         var yAll = ContiguousStrides(outShape);
         var yStrides = yAll.Where((_, i) => i != d).ToArray();  // part k is the slice [.., k, ..] of y
         if (first.Count > 0)
         {
             var xStrides = ContiguousStrides(first.shape);
             for (int k = 0; k < parts.Length; k++)
-                Ops.StridedCopy(parts[k].Buffer, 0, xStrides, y.Buffer, k * yAll[d], yStrides, first.shape);
+                CopyStrided(parts[k], 0, xStrides, y, k * yAll[d], yStrides, first.shape);
         }
         return Record(y, "Stack", parts, g => Gradients.Stack(g, parts, d));
     }
@@ -186,8 +186,9 @@ public sealed partial class Tensor
             outShape = outShape.Where((_, i) => i != d).ToArray();
             strides = strides.Where((_, i) => i != d).ToArray();
         }
-        var y = Empty(outShape, Device);
-        if (y.Count > 0) Ops.StridedCopy(Buffer, offset, strides, y.Buffer, outShape);
+        // Any element type; a slice's values lie within the source's known range, which may no longer be tight.
+        var y = Empty(outShape, Device, Dtype, Range is IntegerRange r ? r with { Exact = false } : null);
+        if (y.Count > 0) CopyStrided(this, offset, strides, y, 0, null, outShape);
         var x = this;
         return Record(y, name, new[] { x }, g => new Tensor?[] { Gradients.Slice(x, g, d, start, step, keepDim) });
     }
@@ -216,7 +217,7 @@ public sealed partial class Tensor
         return d;
     }
 
-    /// <summary>The parts of a join, checked: at least one, none null, all on one device.</summary>
+    /// <summary>The parts of a join, checked: at least one, none null, all on one device and of one element type.</summary>
     private static Tensor[] CheckParts(IReadOnlyList<Tensor> tensors, string op)
     {
         ArgumentNullException.ThrowIfNull(tensors);
@@ -228,6 +229,10 @@ public sealed partial class Tensor
             if (p.Device != parts[0].Device)
                 throw new DeviceMismatchException(
                     $"{op}: every part must be on one device; got {string.Join(", ", parts.Select(t => t.Device.Name))}");
+        foreach (var p in parts)
+            if (p.Dtype != parts[0].Dtype)
+                throw new DtypeMismatchException(
+                    $"{op}: every part must have one element type; got {string.Join(", ", parts.Select(t => DtypeName(t.Dtype) + " " + FormatShape(t.shape)))}");
         return parts;
     }
 

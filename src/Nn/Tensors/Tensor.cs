@@ -27,9 +27,9 @@ internal sealed class Storage
 }
 
 /// <summary>
-/// A dense, row-major float32 tensor on one device, with define-by-run autograd: operations on
-/// tensors that require gradients record how to differentiate themselves, and
-/// <see cref="Backward"/> walks that record in reverse.
+/// A dense, row-major tensor on one device, float32 (the default) or int32 / int64 (labels, token ids:
+/// see <see cref="Dtype"/>), with define-by-run autograd: operations on float32 tensors that require
+/// gradients record how to differentiate themselves, and <see cref="Backward"/> walks that record in reverse.
 /// </summary>
 public sealed partial class Tensor : IDisposable
 {
@@ -37,10 +37,12 @@ public sealed partial class Tensor : IDisposable
     private Storage? storage;
     private bool requiresGrad;
 
-    internal Tensor(Storage storage, long[] shape)
+    internal Tensor(Storage storage, long[] shape, Dtype dtype = Dtype.Float32, IntegerRange? range = null)
     {
         this.storage = storage;
         this.shape = shape;
+        Dtype = dtype;
+        Range = range;
         Count = ShapeSize(shape);
         DisposeScope.Track(this);
         Interlocked.Increment(ref liveTensors);
@@ -60,7 +62,14 @@ public sealed partial class Tensor : IDisposable
     /// <summary>Where the data lives.</summary>
     public Device Device => Storage.Buffer.Device;
 
-    internal DeviceBuffer Buffer => Storage.Buffer;
+    /// <summary>
+    /// The float32 data, for the float ops: the one place where they refuse an integer tensor
+    /// (<see cref="Float32Buffer"/>). Layout ops, which move bytes of any type, use <see cref="RawBuffer"/>.
+    /// </summary>
+    internal DeviceBuffer Buffer => Dtype == Dtype.Float32 ? Storage.Buffer : Float32Buffer(null);
+
+    /// <summary>The data whatever its element type (layout ops, casts, reading back).</summary>
+    internal DeviceBuffer RawBuffer => Storage.Buffer;
 
     private Storage Storage => storage ?? throw new ObjectDisposedException(nameof(Tensor), "the tensor was disposed");
 
@@ -78,6 +87,8 @@ public sealed partial class Tensor : IDisposable
         {
             if (Node is not null && !value)
                 throw new InvalidOperationException("RequiresGrad can only be cleared on a leaf tensor; use Detach()");
+            if (value && Dtype != Dtype.Float32)
+                throw new DtypeMismatchException($"RequiresGrad: a {DtypeName(Dtype)} tensor {FormatShape(shape)} has no gradient; only float32 tensors do");
             requiresGrad = value;
         }
     }
@@ -110,11 +121,13 @@ public sealed partial class Tensor : IDisposable
     public static Tensor Scalar(float value, Device? device = null) => FromArray(new[] { value }, ReadOnlySpan<long>.Empty, device);
 
     /// <summary>Uninitialised storage for a result: only operations that overwrite every element use it.</summary>
-    internal static Tensor Empty(ReadOnlySpan<long> shape, Device device)
+    internal static Tensor Empty(ReadOnlySpan<long> shape, Device device, Dtype dtype = Dtype.Float32, IntegerRange? range = null)
     {
         var dims = CheckShape(shape);
-        var buffer = DeviceBuffer.Allocate(device, checked(4 * ShapeSize(dims)));
-        return new Tensor(new Storage(buffer), dims);
+        if (ShapeSize(dims) > long.MaxValue / ElementSize(dtype))
+            throw new ArgumentException($"shape {FormatShape(dims)} has more elements than fit in 2^63 bytes of {DtypeName(dtype)}", nameof(shape));
+        var buffer = DeviceBuffer.Allocate(device, ElementSize(dtype) * ShapeSize(dims));
+        return new Tensor(new Storage(buffer), dims, dtype, range);
     }
 
     /// <summary>A tensor filled with one value.</summary>
@@ -169,9 +182,12 @@ public sealed partial class Tensor : IDisposable
 
     // ---- Reading back and moving -----------------------------------------------------------------
 
-    /// <summary>The values, row-major, copied to a new array (waits for queued work).</summary>
+    /// <summary>The values of a float32 tensor, row-major, copied to a new array (waits for queued work);
+    /// <see cref="ToArray{T}"/> reads int32 and int64 tensors.</summary>
     public float[] ToArray()
     {
+        if (Dtype != Dtype.Float32)
+            throw new DtypeMismatchException($"ToArray(): the tensor {FormatShape(shape)} is {DtypeName(Dtype)}; read it with ToArray<{ClrName(Dtype)}>() or convert it with To(Dtype.Float32)");
         var values = new float[Count];
         if (Count > 0) Buffer.Read<float>(values);
         return values;
@@ -181,7 +197,7 @@ public sealed partial class Tensor : IDisposable
     public float Item()
     {
         if (Count != 1) throw new InvalidOperationException($"Item() needs exactly one element; the tensor has shape {FormatShape(shape)}");
-        return ToArray()[0];
+        return ToArray()[0];  // ToArray refuses an integer tensor (Item<T>() reads those)
     }
 
     /// <summary>A copy on another device (the same tensor when already there). Not differentiable.</summary>
@@ -189,8 +205,8 @@ public sealed partial class Tensor : IDisposable
     {
         ArgumentNullException.ThrowIfNull(device);
         if (ReferenceEquals(device, Device)) return this;
-        var copy = Empty(shape, device);
-        if (Count > 0) copy.Buffer.CopyFrom(Buffer, 0, 0, 4 * Count);
+        var copy = Empty(shape, device, Dtype, Range);
+        if (Count > 0) copy.RawBuffer.CopyFrom(RawBuffer, 0, 0, ElementSize(Dtype) * Count);
         return copy;
     }
 
@@ -201,7 +217,7 @@ public sealed partial class Tensor : IDisposable
     public Tensor Detach()
     {
         Storage.Retain();
-        return new Tensor(Storage, (long[])shape.Clone());
+        return new Tensor(Storage, (long[])shape.Clone(), Dtype, Range);
     }
 
     private List<IDisposable>? attachments;
@@ -247,7 +263,8 @@ public sealed partial class Tensor : IDisposable
             if (d < 0) throw new ArgumentException($"shape {FormatShape(dims)} has a negative dimension", "shape");
         if (dims.Length > NativeConstants.KN_MAX_RANK)
             throw new ArgumentException($"shape {FormatShape(dims)} has rank {dims.Length}; at most {NativeConstants.KN_MAX_RANK} is supported", "shape");
-        // Every size derived from a shape (elements, then 4-byte float32 bytes) must fit in an int64;
+        // Every size derived from a shape (elements, then 4-byte float32 bytes) must fit in an int64 (Empty
+        // checks the 8-byte int64 case);
         // a zero dimension makes them all 0 whatever the other dimensions are.
         if (dims.IndexOf(0L) < 0)
         {
@@ -273,19 +290,19 @@ public sealed partial class Tensor : IDisposable
     public override string ToString()
     {
         if (IsDisposed) return "Tensor (disposed)";
-        var head = $"Tensor{FormatShape(shape)} on {Device.Name}{(RequiresGrad ? ", requires grad" : "")}";
+        var head = $"Tensor{FormatShape(shape)}{(Dtype == Dtype.Float32 ? "" : " " + DtypeName(Dtype))} on {Device.Name}{(RequiresGrad ? ", requires grad" : "")}";
         if (Count > 100) return head;
-        var values = ToArray();
+        var values = ValuesAsText();
         var s = new StringBuilder(head).Append('\n');
         Format(s, values, 0, 0);
         return s.ToString();
     }
 
-    private void Format(StringBuilder s, float[] values, int dim, long offset)
+    private void Format(StringBuilder s, string[] values, int dim, long offset)
     {
         if (dim == Rank)
         {
-            s.Append(values[offset].ToString("G6", System.Globalization.CultureInfo.InvariantCulture));
+            s.Append(values[offset]);
             return;
         }
         long stride = 1;

@@ -56,21 +56,35 @@ public static class Losses
     }
 
     /// <summary>
-    /// Sparse categorical cross-entropy of logits [N, C] against class indices in [0, C): one fused
-    /// log-softmax + negative-log-likelihood kernel per direction, stable for large logits.
+    /// Sparse categorical cross-entropy of logits [N, C] against class indices in [0, C) given on the host:
+    /// checked here (a bad one is named with its index), uploaded once, then as
+    /// <see cref="SparseCategoricalCrossEntropy(Tensor, Tensor)"/> with an int64 label tensor.
     /// </summary>
     public static Tensor SparseCategoricalCrossEntropy(Tensor logits, ReadOnlySpan<long> labels) =>
         SparseCategoricalCrossEntropy(logits, labels, nameof(labels));
 
     /// <summary>
-    /// Sparse categorical cross-entropy against a target tensor of class indices, one per row, stored
-    /// as float32 as datasets yield them (<see cref="Dataset.Get"/>): so it serves as a
-    /// <see cref="LossFunction"/> directly. A value that is not a whole number in [0, C) is refused
-    /// with its index, never truncated.
+    /// Sparse categorical cross-entropy of logits [N, C] (before the softmax, as PyTorch's CrossEntropyLoss;
+    /// Keras's from_logits=True) against the class index of each row: one fused log-softmax +
+    /// negative-log-likelihood kernel per direction, stable for large logits. Serves as a
+    /// <see cref="LossFunction"/> directly.
+    /// <para>The target is an int64 or int32 tensor [N] (or [N, 1]) on the logits' device, as the
+    /// <see cref="DataLoader"/> yields for a dataset with integer targets: its buffer goes to the kernel
+    /// as it is (int32 widened on the device), with no host round trip. The labels are validated without
+    /// a device read when their range is known on the host (they were uploaded from host values, possibly
+    /// reshaped, sliced or joined since: see <c>IntegerRange</c>): a range inside [0, C) needs no check, and
+    /// an exact range outside it throws naming the bad label. When the range is unknown (labels computed on
+    /// the device), a label outside [0, C) is not detected here: the kernel gives that row a NaN loss, so
+    /// the mean is NaN (the Trainer then stops naming the batch) rather than a silently wrong number. A
+    /// check on the device would cost a synchronisation per batch, which is what labels on the device avoid.</para>
+    /// <para>A float32 target (class indices as whole numbers, as older code passes) still works: it is
+    /// read to the host (one synchronisation) and a value that is not a whole number in [0, C) is refused
+    /// with its index, never truncated.</para>
     /// </summary>
     public static Tensor SparseCategoricalCrossEntropy(Tensor logits, Tensor target)
     {
         ArgumentNullException.ThrowIfNull(target);
+        if (target.Dtype != Dtype.Float32) return SparseCategoricalCrossEntropyOnDevice(logits, target, nameof(target));
         float[] values = target.ToArray();
         var labels = new long[values.Length];
         for (int i = 0; i < values.Length; i++)
@@ -87,27 +101,64 @@ public static class Losses
     private static Tensor SparseCategoricalCrossEntropy(Tensor logits, ReadOnlySpan<long> labels, string labelsName)
     {
         ArgumentNullException.ThrowIfNull(logits);
-        if (logits.Rank != 2) throw new ShapeMismatchException($"SparseCategoricalCrossEntropy expects logits [N, C]; got {Tensor.FormatShape(logits.ShapeArray)}");
-        long rows = logits.ShapeArray[0], cols = logits.ShapeArray[1];
-        if (labels.Length != rows)
-            throw new ShapeMismatchException($"SparseCategoricalCrossEntropy: {labels.Length} labels for {rows} rows of logits {Tensor.FormatShape(logits.ShapeArray)}");
-        if (rows == 0) throw new ArgumentException("SparseCategoricalCrossEntropy of an empty batch has no mean", labelsName);
+        var (rows, cols) = CrossEntropyShape(logits, labels.Length, labelsName);
         for (int i = 0; i < labels.Length; i++)
             if (labels[i] < 0 || labels[i] >= cols)
                 throw new ArgumentOutOfRangeException(labelsName, $"label {labels[i]} at index {i} is outside [0, {cols}) for logits {Tensor.FormatShape(logits.ShapeArray)}");
+        using var onDevice = Tensor.FromArray(labels, new[] { rows }, logits.Device);
+        return SparseCategoricalCrossEntropyOnDevice(logits, onDevice, labelsName);
+    }
 
-        var labelBuffer = DeviceBuffer.Allocate(logits.Device, sizeof(long) * rows);
-        labelBuffer.Write(labels);
+    private static (long Rows, long Cols) CrossEntropyShape(Tensor logits, long labelCount, string labelsName)
+    {
+        if (logits.Rank != 2) throw new ShapeMismatchException($"SparseCategoricalCrossEntropy expects logits [N, C]; got {Tensor.FormatShape(logits.ShapeArray)}");
+        long rows = logits.ShapeArray[0], cols = logits.ShapeArray[1];
+        if (labelCount != rows)
+            throw new ShapeMismatchException($"SparseCategoricalCrossEntropy: {labelCount} labels for {rows} rows of logits {Tensor.FormatShape(logits.ShapeArray)}");
+        if (rows == 0) throw new ArgumentException("SparseCategoricalCrossEntropy of an empty batch has no mean", labelsName);
+        return (rows, cols);
+    }
+
+    private static Tensor SparseCategoricalCrossEntropyOnDevice(Tensor logits, Tensor labels, string labelsName)
+    {
+        ArgumentNullException.ThrowIfNull(logits);
+        var logitData = logits.Float32Buffer("SparseCategoricalCrossEntropy");
+        var ls = labels.ShapeArray;
+        if (!(labels.Rank == 1 || labels.Rank == 2 && ls[1] == 1))
+            throw new ShapeMismatchException($"SparseCategoricalCrossEntropy: labels must be [N] or [N, 1]; got {Tensor.FormatShape(ls)} for logits {Tensor.FormatShape(logits.ShapeArray)}");
+        var (rows, cols) = CrossEntropyShape(logits, labels.Count, labelsName);
+        if (labels.Device != logits.Device)
+            throw new DeviceMismatchException($"SparseCategoricalCrossEntropy: logits on {logits.Device.Name} but labels on {labels.Device.Name}");
+        // The free check: bounds known on the host (no device read).
+        if (labels.Range is IntegerRange { Exact: true } r && (r.Min < 0 || r.Max >= cols))
+            throw new ArgumentOutOfRangeException(labelsName,
+                $"label {(r.Min < 0 ? r.Min : r.Max)} is outside [0, {cols}) for logits {Tensor.FormatShape(logits.ShapeArray)} " +
+                "(known from the labels' upload, without a device read)");
+
+        var wide = labels.To(Dtype.Int64);  // the kernel reads int64; int32 is widened on the device
+        // The labels' storage lives as long as the per-row losses: the backward pass reads it.
+        var kept = ReferenceEquals(wide, labels) ? labels.Detach() : wide;
+        DisposeScope.Untrack(kept);
         var losses = Tensor.Empty(new[] { rows }, logits.Device);
-        Ops.CrossEntropy(logits.Buffer, labelBuffer, losses.Buffer, rows, cols);
+        try
+        {
+            Ops.CrossEntropy(logitData, kept.RawBuffer, losses.Buffer, rows, cols);
+        }
+        catch
+        {
+            kept.Dispose();
+            losses.Dispose();
+            throw;
+        }
         var x = logits;
+        var labelBuffer = kept.RawBuffer;
         var recorded = Tensor.Record(losses, "CrossEntropy", new[] { x },
                                      g => new Tensor?[] { Gradients.CrossEntropy(x, labelBuffer, g, rows, cols) });
-        recorded.Attach(labelBuffer);   // freed with the per-row losses, after any backward pass
+        recorded.Attach(kept);   // freed with the per-row losses, after any backward pass
         return recorded.Mean();
     }
 
-    /// <summary>Sparse categorical cross-entropy with int labels.</summary>
+    /// <summary>Sparse categorical cross-entropy with int labels given on the host.</summary>
     public static Tensor SparseCategoricalCrossEntropy(Tensor logits, ReadOnlySpan<int> labels)
     {
         var wide = new long[labels.Length];
@@ -115,11 +166,47 @@ public static class Losses
         return SparseCategoricalCrossEntropy(logits, wide);
     }
 
+    /// <summary>Mean absolute error: mean(|prediction - target|).</summary>
+    public static Tensor MeanAbsoluteError(Tensor prediction, Tensor target)
+    {
+        CheckSameShape(prediction, target, "MeanAbsoluteError");
+        return prediction.Sub(target).Abs().Mean();
+    }
+
+    /// <summary>
+    /// The built-in loss of a Keras name: "mse" / "mean_squared_error", "mae" / "mean_absolute_error",
+    /// "binary_crossentropy" (probabilities), "categorical_crossentropy" and "sparse_categorical_crossentropy"
+    /// (both from logits, as PyTorch's CrossEntropyLoss: Keras's from_logits=True). An unknown name throws
+    /// listing the known ones.
+    /// </summary>
+    public static LossFunction FromName(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        return name.Trim().ToLowerInvariant() switch
+        {
+            "mse" or "mean_squared_error" => MeanSquaredError,
+            "mae" or "mean_absolute_error" => MeanAbsoluteError,
+            "binary_crossentropy" => BinaryCrossEntropy,
+            "categorical_crossentropy" => CategoricalCrossEntropy,
+            "sparse_categorical_crossentropy" => SparseCategoricalCrossEntropy,
+            _ => throw new ArgumentException(
+                $"unknown loss '{name}'; the built-in losses are: {string.Join(", ", KnownNames)}", nameof(name)),
+        };
+    }
+
+    /// <summary>The names <see cref="FromName"/> knows.</summary>
+    public static IReadOnlyList<string> KnownNames { get; } = new[]
+    {
+        "mse", "mean_squared_error", "mae", "mean_absolute_error", "binary_crossentropy", "categorical_crossentropy",
+        "sparse_categorical_crossentropy",
+    };
+
     private static void CheckSameShape(Tensor a, Tensor b, string loss)
     {
         ArgumentNullException.ThrowIfNull(a);
         ArgumentNullException.ThrowIfNull(b);
         if (!a.ShapeArray.AsSpan().SequenceEqual(b.ShapeArray))
             throw new ShapeMismatchException($"{loss}: prediction {Tensor.FormatShape(a.ShapeArray)} and target {Tensor.FormatShape(b.ShapeArray)} differ in shape");
+        Tensor.CheckSameDtype(loss, a, b);  // an int target for a float loss: named here rather than by the first op inside
     }
 }

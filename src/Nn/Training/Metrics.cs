@@ -4,7 +4,7 @@ namespace Kernels.Nn;
 /// A quantity accumulated over batches (Torchnet's meter / Keras's metric): Reset, Update per batch,
 /// Result at the end. Classification metrics read the predicted class as the arg-max of [N, C]
 /// outputs (C &gt; 1), or "output &gt;= 0.5" for one output per sample (binary, probabilities);
-/// targets are class indices [N] or one-hot rows [N, C].
+/// targets are class indices [N] (int64, int32, or float32 whole numbers) or one-hot rows [N, C].
 /// </summary>
 public abstract class Metric
 {
@@ -20,11 +20,43 @@ public abstract class Metric
     /// <summary>The value over everything since Reset.</summary>
     public abstract double Result();
 
-    /// <summary>Predicted and true class of each sample, and the number of classes.</summary>
+    /// <summary>
+    /// The built-in metric of a Keras name: "accuracy" (also "acc", "categorical_accuracy",
+    /// "sparse_categorical_accuracy", "binary_accuracy": one <see cref="Accuracy"/> reads the kind of target),
+    /// "precision", "recall", "f1" / "f1_score". An unknown name throws listing the known ones.
+    /// </summary>
+    public static Metric FromName(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        return name.Trim().ToLowerInvariant() switch
+        {
+            "accuracy" or "acc" or "categorical_accuracy" or "sparse_categorical_accuracy" or "binary_accuracy" => new Accuracy(),
+            "precision" => new Precision(),
+            "recall" => new Recall(),
+            "f1" or "f1_score" => new F1Score(),
+            _ => throw new ArgumentException($"unknown metric '{name}'; the built-in metrics are: {string.Join(", ", KnownNames)}", nameof(name)),
+        };
+    }
+
+    /// <summary>The names <see cref="FromName"/> knows.</summary>
+    public static IReadOnlyList<string> KnownNames { get; } = new[]
+    {
+        "accuracy", "acc", "categorical_accuracy", "sparse_categorical_accuracy", "binary_accuracy", "precision", "recall", "f1", "f1_score",
+    };
+
+    /// <summary>The values of a target tensor on the host (one read), whatever its element type.</summary>
+    private static float[] TargetValues(Tensor target) => target.Dtype switch
+    {
+        Dtype.Int64 => Array.ConvertAll(target.ToArray<long>(), v => (float)v),
+        Dtype.Int32 => Array.ConvertAll(target.ToArray<int>(), v => (float)v),
+        _ => target.ToArray(),
+    };
+
+    /// <summary>Predicted and true class of each sample, and the number of classes (reads both tensors to the host).</summary>
     internal static (int[] Predicted, int[] Actual, int Classes) Classes(Tensor prediction, Tensor target)
     {
         var p = prediction.ToArray();
-        var t = target.ToArray();
+        var t = TargetValues(target);
         long n = prediction.Rank == 0 ? 1 : prediction.ShapeArray[0];
         long c = n == 0 ? 1 : p.Length / n;
         var predicted = new int[n];
@@ -113,17 +145,64 @@ public class ConfusionMatrix : Metric
     }
 }
 
-/// <summary>Fraction of samples whose predicted class is the true class.</summary>
+/// <summary>
+/// Fraction of samples whose predicted class is the true class. With integer class-index targets
+/// (int64 / int32 [N]) and [N, C] outputs (C &gt; 1) it is computed on the device: arg-max, compare and a
+/// running sum of hits stay there, and <see cref="Result"/> reads one number (one synchronisation per
+/// Result, none per batch); <see cref="ConfusionMatrix.Counts"/> then stays empty. Other targets (float32
+/// indices, one-hot rows, binary outputs) go through the host confusion matrix, one read of the
+/// prediction and the target per batch. A device-path target outside [0, C) counts as a miss (not
+/// detected: checking would need a read); the loss reports it (see Losses.SparseCategoricalCrossEntropy).
+/// </summary>
 public sealed class Accuracy : ConfusionMatrix
 {
+    private Tensor? deviceHits;   // float32 scalar on the device: samples predicted right so far (exact below 2^24)
+    private long deviceSeen;
+
     /// <inheritdoc/>
     public override string Name => "accuracy";
+
+    /// <inheritdoc/>
+    public override void Reset()
+    {
+        base.Reset();
+        deviceHits?.Dispose();
+        deviceHits = null;
+        deviceSeen = 0;
+    }
+
+    /// <inheritdoc/>
+    public override void Update(Tensor prediction, Tensor target)
+    {
+        ArgumentNullException.ThrowIfNull(prediction);
+        ArgumentNullException.ThrowIfNull(target);
+        bool onDevice = target.Dtype != Dtype.Float32 && prediction.Rank == 2 && prediction.ShapeArray[1] > 1 &&
+                        target.Count == prediction.ShapeArray[0] && target.Device == prediction.Device;
+        if (!onDevice)
+        {
+            base.Update(prediction, target);
+            return;
+        }
+        using var noGrad = Tensor.NoGrad();
+        using var scope = new DisposeScope();
+        // Class indices below 2^24 are exact in float32, so comparing there is exact.
+        var predicted = prediction.ArgMaxOnDevice(1).To(Dtype.Float32);
+        var actual = target.Reshape(target.Count).To(Dtype.Float32);
+        var hits = predicted.Eq(actual).Sum();
+        var total = deviceHits is null ? hits : deviceHits.Add(hits);
+        scope.Detach(total);  // the metric owns the running sum
+        deviceHits?.Dispose();
+        deviceHits = total;
+        deviceSeen += target.Count;
+    }
+
     /// <inheritdoc/>
     public override double Result()
     {
-        long total = Total, correct = 0;
+        long total = Total + deviceSeen;
+        double correct = deviceHits?.Item() ?? 0;  // the one read of the device path
         for (int c = 0; c < ClassCount; c++) correct += Count(c, c);
-        return total == 0 ? double.NaN : (double)correct / total;
+        return total == 0 ? double.NaN : correct / total;
     }
 }
 

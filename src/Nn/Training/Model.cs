@@ -65,6 +65,18 @@ public sealed class Model : IDisposable
     }
 
     /// <summary>
+    /// Chooses the optimizer, and the loss and metrics by their Keras names:
+    /// <c>Compile(new Adam(...), "sparse_categorical_crossentropy", "accuracy")</c>. The names are those of
+    /// <see cref="Losses.FromName"/> and <see cref="Metric.FromName"/>; an unknown one throws listing the known ones.
+    /// </summary>
+    public Model Compile(Optimizer optimizer, string loss, params string[] metrics)
+    {
+        ArgumentNullException.ThrowIfNull(loss);
+        ArgumentNullException.ThrowIfNull(metrics);
+        return Compile(optimizer, Losses.FromName(loss), metrics.Select(Metric.FromName).ToArray());
+    }
+
+    /// <summary>
     /// Trains for <paramref name="epochs"/> epochs and returns the per-epoch history. Validation data
     /// comes from <paramref name="validationData"/>, or the last <paramref name="validationSplit"/>
     /// fraction of the training data. verbose: 0 silent, 1 a live progress line per epoch (one
