@@ -100,10 +100,11 @@ public abstract class RecurrentLayer : Module
 
     /// <summary>
     /// The output and (with returnState) the final states. <paramref name="initialState"/>: null (zeros,
-    /// or the carried states when stateful) or <see cref="StateCount"/> tensors [B, H] (h, then c).
+    /// or the carried states when stateful) or <see cref="StateCount"/> tensors [B, H] (h, then c); it has
+    /// no default so that <c>Forward(x)</c> stays the plain Module call: write <c>Forward(x, null, lengths: n)</c>.
     /// <paramref name="mask"/> [B, T] of 0/1, or <paramref name="lengths"/> (B values in 0..T): not both.
     /// </summary>
-    public RecurrentResult Forward(Tensor input, IReadOnlyList<Tensor>? initialState = null, Tensor? mask = null, long[]? lengths = null)
+    public RecurrentResult Forward(Tensor input, IReadOnlyList<Tensor>? initialState, Tensor? mask = null, long[]? lengths = null)
     {
         var (output, states) = Run(input, initialState, mask, lengths);
         return new RecurrentResult(output, ReturnState ? states : Array.Empty<Tensor>());
@@ -461,7 +462,7 @@ public sealed class Bidirectional : Module
     /// The merged output and (when the layer has returnState) the states: the forward layer's, then the
     /// backward layer's. <paramref name="initialState"/>: null or the same list (2 or 4 tensors [B, H]).
     /// </summary>
-    public RecurrentResult Forward(Tensor input, IReadOnlyList<Tensor>? initialState = null, Tensor? mask = null, long[]? lengths = null)
+    public RecurrentResult Forward(Tensor input, IReadOnlyList<Tensor>? initialState, Tensor? mask = null, long[]? lengths = null)
     {
         int n = Forwards.StateCount;
         if (initialState is not null && initialState.Count != 2 * n)
