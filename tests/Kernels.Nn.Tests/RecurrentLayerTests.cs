@@ -415,6 +415,27 @@ public class RecurrentLayerTests
         Assert.That(last, Is.LessThan(first * 0.2f), $"loss {first} -> {last}");
     }
 
+    [TestCaseSource(typeof(TestDevices), nameof(TestDevices.All))]
+    public void Forward_and_backward_inside_a_scope_leave_no_tensor_behind(string name, DeviceKind deviceKind, string requireVariable)
+    {
+        var device = TestDevices.Require(name, deviceKind, requireVariable);
+        foreach (var kind in Kinds)
+        {
+            using var layer = Make(kind, 3, 4, returnSequences: true, stateful: true, device: device);
+            using var bi = new Bidirectional(Make(kind, 3, 4, returnSequences: true, device: device));
+            void Batch()
+            {
+                using var scope = new DisposeScope();
+                var x = Tensor.Uniform(new long[] { 2, 5, 3 }, -1, 1, 7, device);
+                layer.Forward(x).Sum().Add(bi.Forward(x, null, lengths: new long[] { 5, 3 }).Output.Sum()).Backward();
+            }
+            Batch();  // the stateful layer now carries two (h) or four (h, c) tensors, and every parameter has a gradient
+            long live = Tensor.LiveCount;
+            for (int i = 0; i < 3; i++) Batch();
+            Assert.That(Tensor.LiveCount, Is.EqualTo(live), $"{kind}: live tensors after three more batches");
+        }
+    }
+
     // ---- bad input ---------------------------------------------------------------------------------------
 
     [Test]

@@ -169,7 +169,7 @@ public abstract class RecurrentLayer : Module
         var weightHhT = WeightHh.Transpose(0, 1);
 
         // The mask of step s (in processing order), [B]; one upload for all steps.
-        Tensor[]? stepMasks = null;
+        Tensor?[]? stepMasks = null;
         float[]? processedValid = null;  // [B, T] in processing order, to zero the outputs of padded steps
         if (valid is not null)
         {
@@ -182,9 +182,11 @@ public abstract class RecurrentLayer : Module
                     processedValid[b * steps + s] = v;
                     timeMajor[s * batch + b] = v;
                 }
+            // A step where every row is valid needs no mask (the cell's plain update is cheaper).
             var all = Tensor.FromArray(timeMajor, new[] { steps, batch }, device);
-            stepMasks = new Tensor[steps];
-            for (long s = 0; s < steps; s++) stepMasks[s] = all.Select(0, s);
+            stepMasks = new Tensor?[steps];
+            for (long s = 0; s < steps; s++)
+                if (Array.IndexOf(timeMajor, 0f, (int)(s * batch), (int)batch) >= 0) stepMasks[s] = all.Select(0, s);
             all.Dispose();
         }
 
