@@ -436,6 +436,47 @@ public class RecurrentLayerTests
         }
     }
 
+    [Test]
+    public void Weights_move_through_a_weights_file_under_PyTorch_names()
+    {
+        string path = Path.Combine(Path.GetTempPath(), $"recurrent-{Guid.NewGuid():N}.knw");
+        try
+        {
+            using var scope = new DisposeScope();
+            using var saved = new Bidirectional(new LSTM(3, 4, returnSequences: true, seed: 1));
+            using var loaded = new Bidirectional(new LSTM(3, 4, returnSequences: true, seed: 2));
+            Assert.That(saved.NamedParameters().Select(p => (p.Name, string.Join("x", p.Tensor.Shape))), Is.EqualTo(new[]
+            {
+                ("forward.weight_ih", "16x3"), ("forward.weight_hh", "16x4"), ("forward.bias_ih", "16"), ("forward.bias_hh", "16"),
+                ("backward.weight_ih", "16x3"), ("backward.weight_hh", "16x4"), ("backward.bias_ih", "16"), ("backward.bias_hh", "16"),
+            }));
+            var x = Tensor.Uniform(new long[] { 2, 5, 3 }, -1, 1, 3);
+            Assert.That(loaded.Forward(x).ToArray(), Is.Not.EqualTo(saved.Forward(x).ToArray()), "different seeds, different weights");
+            WeightsFile.Save(saved, path);
+            WeightsFile.Load(loaded, path);
+            Assert.That(loaded.Forward(x).ToArray(), Is.EqualTo(saved.Forward(x).ToArray()));
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Test]
+    public void Weights_start_uniform_within_one_over_sqrt_units_as_in_PyTorch()
+    {
+        using var gru = new GRU(10, 25, seed: 3);
+        foreach (var (name, tensor) in gru.NamedParameters())
+        {
+            var v = tensor.ToArray();
+            Assert.That(v.Max(), Is.LessThanOrEqualTo(0.2f).And.GreaterThan(0.18f), name);
+            Assert.That(v.Min(), Is.GreaterThanOrEqualTo(-0.2f).And.LessThan(-0.18f), name);
+        }
+        Assert.That(gru.WeightIh.Shape, Is.EqualTo(new long[] { 75, 10 }));
+        Assert.That(gru.WeightHh.Shape, Is.EqualTo(new long[] { 75, 25 }));
+        Assert.That(new SimpleRNN(2, 3, bias: false).NamedParameters().Select(p => p.Name), Is.EqualTo(new[] { "weight_ih", "weight_hh" }));
+    }
+
     // ---- bad input ---------------------------------------------------------------------------------------
 
     [Test]
