@@ -416,6 +416,44 @@ public class RecurrentLayerTests
     }
 
     [TestCaseSource(typeof(TestDevices), nameof(TestDevices.All))]
+    public void Step_gradients_are_shared_per_pass_of_backward(string name, DeviceKind deviceKind, string requireVariable)
+    {
+        // The steps add their gradients into one shared gradient of the input projection and of W_hh^T per
+        // pass: a second pass over the same graph, or a loss that reaches only some steps, must start afresh.
+        var device = TestDevices.Require(name, deviceKind, requireVariable);
+        foreach (var kind in Kinds)
+        {
+            using var scope = new DisposeScope();
+            using var layer = Make(kind, 3, 4, returnSequences: true, device: device);
+            var x = Tensor.Uniform(new long[] { 2, 5, 3 }, -1, 1, 7, device);
+            x.RequiresGrad = true;
+            var output = layer.Forward(x);
+            output.Select(1, 1).Sum().Backward();  // reaches steps 0 and 1 only
+            var dxEarly = x.Grad!.ToArray();
+            var dwEarly = layer.WeightHh.Grad!.ToArray();
+            for (int i = 2 * 3; i < 5 * 3; i++) Assert.That(dxEarly[i], Is.EqualTo(0f), $"{kind}: step {i / 3} of row 0 is after the loss");
+            x.ZeroGrad();
+            layer.ZeroGrad();
+
+            var loss = output.Sum();
+            loss.Backward();
+            var dx = x.Grad!.ToArray();
+            var dw = layer.WeightHh.Grad!.ToArray();
+            loss.Backward();  // again: gradients accumulate to twice the first pass
+            Assert.That(x.Grad!.ToArray(), Is.EqualTo(dx.Select(v => 2 * v).ToArray()).Within(1e-6f), $"{kind}: d x after two passes");
+            Assert.That(layer.WeightHh.Grad!.ToArray(), Is.EqualTo(dw.Select(v => 2 * v).ToArray()).Within(1e-5f), $"{kind}: d weight_hh after two passes");
+            Assert.That(dx, Is.Not.EqualTo(dxEarly), $"{kind}: the full loss reaches more than the early one");
+
+            // The same gradients from a fresh graph: nothing of the earlier passes leaked in.
+            x.ZeroGrad();
+            layer.ZeroGrad();
+            layer.Forward(x).Sum().Backward();
+            Assert.That(x.Grad!.ToArray(), Is.EqualTo(dx), $"{kind}: d x of a fresh graph");
+            Assert.That(layer.WeightHh.Grad!.ToArray(), Is.EqualTo(dw), $"{kind}: d weight_hh of a fresh graph");
+        }
+    }
+
+    [TestCaseSource(typeof(TestDevices), nameof(TestDevices.All))]
     public void Forward_and_backward_inside_a_scope_leave_no_tensor_behind(string name, DeviceKind deviceKind, string requireVariable)
     {
         var device = TestDevices.Require(name, deviceKind, requireVariable);
