@@ -337,6 +337,27 @@ public class RecurrentLayerTests
     }
 
     [TestCaseSource(typeof(TestDevices), nameof(TestDevices.All))]
+    public void Bidirectional_with_a_prefix_mask_equals_Bidirectional_with_lengths(string name, DeviceKind deviceKind, string requireVariable)
+    {
+        // The mask reverses whole rows (Keras), lengths only their valid part (PyTorch): the padded steps then
+        // come first in the backward layer and leave its zero state alone, so both give the same result.
+        var device = TestDevices.Require(name, deviceKind, requireVariable);
+        long[] lengths = { 6, 2, 0, 5 };
+        long batch = lengths.Length, steps = 6;
+        foreach (var kind in Kinds)
+        {
+            using var scope = new DisposeScope();
+            using var bi = new Bidirectional(Make(kind, 3, 4, returnSequences: true, device: device));
+            var x = Tensor.Uniform(new[] { batch, steps, 3 }, -1, 1, 2, device);
+            var byLengths = bi.Forward(x, null, lengths: lengths);
+            var byMask = bi.Forward(x, null, mask: Tensor.SequenceMask(lengths, steps, device));
+            AssertClose(D(byMask.Output), D(byLengths.Output), $"{kind}: outputs", 1e-6, 1e-6);
+            for (int i = 0; i < byLengths.States.Count; i++)
+                AssertClose(D(byMask.States[i]), D(byLengths.States[i]), $"{kind}: state {i}", 1e-6, 1e-6);
+        }
+    }
+
+    [TestCaseSource(typeof(TestDevices), nameof(TestDevices.All))]
     public void Bidirectional_gradients_match_finite_differences_with_lengths(string name, DeviceKind deviceKind, string requireVariable)
     {
         var device = TestDevices.Require(name, deviceKind, requireVariable);
