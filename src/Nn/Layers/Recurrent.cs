@@ -151,10 +151,10 @@ public abstract class RecurrentLayer : Module
         var device = WeightIh.Device;
         if (input.Device != device)
             throw new DeviceMismatchException($"{Kind}: the input is on {input.Device.Name} but the weights are on {device.Name}");
-        long batch = input.Shape[0], steps = input.Shape[1], hidden = Units, g = GateCount * Units;
+        long batch = input.Shape[0], steps = input.Shape[1], g = GateCount * Units;
         if (steps == 0)
             throw new ArgumentException($"{Kind}: the input {Tensor.FormatShape(input.ShapeArray)} has no time steps", nameof(input));
-        float[]? valid = ValidSteps(mask, lengths, batch, steps, device);
+        float[]? valid = ValidSteps(mask, lengths, batch, steps);
         var states = InitialStates(initialState, batch, device);
 
         // Which time each step reads: reversed for goBackwards; with lengths, only each row's valid part.
@@ -164,7 +164,8 @@ public abstract class RecurrentLayer : Module
 
         // The input projection of all steps as one GEMM, time-major so that each step is one contiguous block.
         var weightIhT = WeightIh.Transpose(0, 1);
-        var xProjection = x.Transpose(0, 1).Reshape(steps * batch, InputSize).MatMul(weightIhT);
+        var timeMajor = batch == 1 || steps == 1 ? x : x.Transpose(0, 1);  // [T, B, I] is [B, T, I] when B or T is 1: no copy
+        var xProjection = timeMajor.Reshape(steps * batch, InputSize).MatMul(weightIhT);
         var inputBias = BiasIh is null ? null : FoldsHiddenBias ? BiasIh.Add(BiasHh!) : BiasIh;
         if (inputBias is not null) xProjection = xProjection.Add(inputBias);
         var projection = new StepProjection(xProjection.Reshape(steps, batch, g), WeightHh.Transpose(0, 1));
@@ -175,19 +176,19 @@ public abstract class RecurrentLayer : Module
         if (valid is not null)
         {
             processedValid = new float[batch * steps];
-            var timeMajor = new float[batch * steps];
+            var byStep = new float[batch * steps];
             for (long b = 0; b < batch; b++)
                 for (long s = 0; s < steps; s++)
                 {
                     float v = valid[b * steps + (reversed ? steps - 1 - s : s)];
                     processedValid[b * steps + s] = v;
-                    timeMajor[s * batch + b] = v;
+                    byStep[s * batch + b] = v;
                 }
             // A step where every row is valid needs no mask (the cell's plain update is cheaper).
-            var all = Tensor.FromArray(timeMajor, new[] { steps, batch }, device);
+            var all = Tensor.FromArray(byStep, new[] { steps, batch }, device);
             stepMasks = new Tensor?[steps];
             for (long s = 0; s < steps; s++)
-                if (Array.IndexOf(timeMajor, 0f, (int)(s * batch), (int)batch) >= 0) stepMasks[s] = all.Select(0, s);
+                if (Array.IndexOf(byStep, 0f, (int)(s * batch), (int)batch) >= 0) stepMasks[s] = all.Select(0, s);
             all.Dispose();
         }
 
@@ -211,7 +212,7 @@ public abstract class RecurrentLayer : Module
     }
 
     /// <summary>The [B, T] 0/1 validity of each step from a mask or lengths (null when neither is given).</summary>
-    private float[]? ValidSteps(Tensor? mask, long[]? lengths, long batch, long steps, Device device)
+    private float[]? ValidSteps(Tensor? mask, long[]? lengths, long batch, long steps)
     {
         if (mask is not null && lengths is not null)
             throw new ArgumentException($"{Kind}: give a mask or lengths, not both", nameof(mask));
