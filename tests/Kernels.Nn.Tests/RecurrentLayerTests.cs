@@ -492,6 +492,9 @@ public class RecurrentLayerTests
             long live = Tensor.LiveCount;
             for (int i = 0; i < 3; i++) Batch();
             Assert.That(Tensor.LiveCount, Is.EqualTo(live), $"{kind}: live tensors after three more batches");
+            long parameters = layer.NamedParameters().Count(p => p.Tensor.Grad is not null) * 2;
+            layer.Dispose();
+            Assert.That(Tensor.LiveCount, Is.EqualTo(live - parameters - layer.StateCount), $"{kind}: the stateful layer's carried states freed with it");
         }
     }
 

@@ -111,8 +111,14 @@ public abstract class RecurrentLayer : Module
         return new RecurrentResult(output, ReturnState ? states : Array.Empty<Tensor>());
     }
 
-    /// <summary>Forgets the carried states of a stateful layer: the next batch starts from zeros.</summary>
+    /// <summary>
+    /// Forgets the carried states of a stateful layer: the next batch starts from zeros. Call it between
+    /// batches (the last batch's backward pass still reads the states it started from).
+    /// </summary>
     public void ResetStates() => ReleaseCarried(dispose: true);
+
+    /// <inheritdoc/>
+    protected override void DisposeState() => ReleaseCarried(dispose: true);
 
     private void ReleaseCarried(bool dispose)
     {
