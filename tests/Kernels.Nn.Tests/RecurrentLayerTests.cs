@@ -475,6 +475,37 @@ public class RecurrentLayerTests
     }
 
     [TestCaseSource(typeof(TestDevices), nameof(TestDevices.All))]
+    public void Frozen_weights_still_pass_gradients_to_the_initial_state_and_NoGrad_records_nothing(string name, DeviceKind deviceKind, string requireVariable)
+    {
+        var device = TestDevices.Require(name, deviceKind, requireVariable);
+        foreach (var kind in Kinds)
+        {
+            using var scope = new DisposeScope();
+            using var layer = Make(kind, 3, 4, returnSequences: true, device: device);
+            var x = Tensor.Uniform(new long[] { 2, 5, 3 }, -1, 1, 7, device);
+            var h0 = Enumerable.Range(0, layer.StateCount).Select(i => Tensor.Uniform(new long[] { 2, 4 }, -1, 1, 8 + i, device)).ToArray();
+            foreach (var h in h0) h.RequiresGrad = true;
+            layer.Forward(x, h0).Output.Sum().Backward();
+            var want = h0.Select(h => h.Grad!.ToArray()).ToArray();
+            foreach (var h in h0) h.ZeroGrad();
+
+            foreach (var p in layer.Parameters()) p.RequiresGrad = false;
+            var output = layer.Forward(x, h0).Output;
+            output.Sum().Backward();
+            for (int i = 0; i < h0.Length; i++)
+                Assert.That(h0[i].Grad!.ToArray(), Is.EqualTo(want[i]), $"{kind}: d initial state {i} with frozen weights");
+            foreach (var p in layer.Parameters()) p.RequiresGrad = true;
+
+            using (Tensor.NoGrad())
+            {
+                var inference = layer.Forward(x, h0);
+                Assert.That(inference.Output.RequiresGrad, Is.False, $"{kind}: NoGrad output");
+                Assert.That(inference.Output.ToArray(), Is.EqualTo(output.ToArray()), $"{kind}: NoGrad gives the same values");
+            }
+        }
+    }
+
+    [TestCaseSource(typeof(TestDevices), nameof(TestDevices.All))]
     public void Forward_and_backward_inside_a_scope_leave_no_tensor_behind(string name, DeviceKind deviceKind, string requireVariable)
     {
         var device = TestDevices.Require(name, deviceKind, requireVariable);
