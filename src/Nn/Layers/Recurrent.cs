@@ -1,9 +1,10 @@
 namespace Kernels.Nn;
 
 /// <summary>
-/// What the rich Forward of a <see cref="RecurrentLayer"/> (or <see cref="Bidirectional"/>) returns: the output ([B, T, H] with returnSequences, else [B, H]) and, when the layer was built with
-/// returnState (Keras's return_state), its final states: h, then c for an LSTM (a Bidirectional layer:
-/// the forward layer's states, then the backward layer's). Empty without returnState.
+/// What the rich Forward of a <see cref="RecurrentLayer"/> (or <see cref="Bidirectional"/>) returns: the
+/// output ([B, T, H] with returnSequences, else [B, H]) and, when the layer was built with returnState
+/// (Keras's return_state), its final states: h, then c for an LSTM (a Bidirectional layer: the forward
+/// layer's states, then the backward layer's). Empty without returnState.
 /// </summary>
 public sealed record RecurrentResult(Tensor Output, IReadOnlyList<Tensor> States);
 
@@ -12,7 +13,9 @@ public sealed record RecurrentResult(Tensor Output, IReadOnlyList<Tensor> States
 /// semantics (units, returnSequences, returnState, goBackwards, stateful, an initial state, masks) with
 /// PyTorch's weights: <c>weight_ih</c> [G*H, I], <c>weight_hh</c> [G*H, H], <c>bias_ih</c> and
 /// <c>bias_hh</c> [G*H] (G = 1, 4, 3 gates; LSTM gates i, f, g, o; GRU r, z, n), initialised
-/// U(-1/sqrt(H), 1/sqrt(H)) as PyTorch does, so a state dict moves between the two unchanged.
+/// U(-1/sqrt(H), 1/sqrt(H)) as PyTorch does. The tensors of a one-layer nn.RNN (tanh) / nn.LSTM / nn.GRU
+/// (weight_ih_l0, ..., and *_l0_reverse for the backward layer of a <see cref="Bidirectional"/>) load
+/// unchanged, and back.
 /// <para>
 /// The input is batch-first [B, T, I] (as Keras). A forward pass does the input projection of all T steps
 /// as one GEMM ([T*B, I] x W_ih^T), then per step one recurrent GEMM (h W_hh^T, added onto that step's
