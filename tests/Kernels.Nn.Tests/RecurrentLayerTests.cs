@@ -433,6 +433,7 @@ public class RecurrentLayerTests
             if (epoch == 0) first = loss.Item();
             last = loss.Item();
         }
+        TestContext.Out.WriteLine($"{name}: loss {first} -> {last}");
         Assert.That(last, Is.LessThan(first * 0.2f), $"loss {first} -> {last}");
     }
 
