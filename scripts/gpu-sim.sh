@@ -189,7 +189,7 @@ if [ "$mode" != selftest ]; then
     cp "$run_dir"/gpgpusim.config "$run_dir"/*.icnt "$run_dir"/*.xml "$dest/"
     case $project in
       Kernels.Tests) filter=$nunit_filter_kernels ;;
-      Kernels.Nn.Tests) filter=${NUNIT_FILTER:-(FullyQualifiedName~CrossBackendTests&Name~CUDA)|(FullyQualifiedName~PermuteTests&Name~cuda)|(FullyQualifiedName~SliceTests&Name~cuda)|(FullyQualifiedName~EmbeddingTests&Name~cuda)|(FullyQualifiedName~CompareTests&Name~cuda)|(FullyQualifiedName~DtypeTests&Name~cuda)} ;;
+      Kernels.Nn.Tests) filter=${NUNIT_FILTER:-(FullyQualifiedName~CrossBackendTests&Name~CUDA)|(FullyQualifiedName~PermuteTests&Name~cuda)|(FullyQualifiedName~SliceTests&Name~cuda)|(FullyQualifiedName~EmbeddingTests&Name~cuda)|(FullyQualifiedName~CompareTests&Name~cuda)|(FullyQualifiedName~DtypeTests&Name~cuda)|(FullyQualifiedName~RecurrentCellTests&Name~cuda)|(FullyQualifiedName~RecurrentTorchTests&Name~cuda)|(FullyQualifiedName~RecurrentLayerTests&Name~cuda)} ;;
     esac
     log=$run_dir/$project.log
     start=$(date +%s)

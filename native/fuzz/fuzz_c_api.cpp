@@ -143,7 +143,7 @@ void step(Input& in, Slots& s) {
     auto B = [&] { return (s.*pick)(in); };
     auto I = [&] { return in.integer(); };
     auto F = [&] { return in.real(); };
-    switch (in.byte() % 35) {  // 0..33: the cases below; 34: the default
+    switch (in.byte() % 36) {  // 0..34: the cases below; 35: the default
         case 0: case 1: case 2: s.create(in); break;
         case 3: {  // free: live, stale (double free) or forged
             kn_buffer* b = B();
@@ -374,6 +374,17 @@ void step(Input& in, Slots& s) {
             const auto xt = static_cast<kn_dtype>(static_cast<int32_t>(in.byte() % 5) - 1);
             const auto yt = static_cast<kn_dtype>(static_cast<int32_t>(in.byte() % 5) - 1);
             check(kn_cast(x, xt, y, yt, I()));
+            break;
+        }
+        case 34: {  // the recurrent cells, forward or backward, with hostile sizes and aliased buffers
+            kn_buffer *a = B(), *b = B(), *c = B(), *d = B(), *e = B(), *f = B(), *g = B(), *h = B();
+            int64_t batch = I(), hidden = I();
+            switch (in.byte() % 4) {
+                case 0: check(kn_lstm_cell_f32(a, b, c, d, e, f, g, batch, hidden)); break;
+                case 1: check(kn_lstm_cell_backward_f32(a, b, c, d, e, f, g, h, batch, hidden)); break;
+                case 2: check(kn_gru_cell_f32(a, b, c, d, e, f, batch, hidden)); break;
+                default: check(kn_gru_cell_backward_f32(a, b, c, d, e, f, g, h, batch, hidden)); break;
+            }
             break;
         }
         default: check(kn_device_synchronize(cpu())); break;

@@ -13,9 +13,9 @@ prelude = b""
 for slot in range(4):
     data = b"".join(struct.pack("<f", 0.25 * (i % 7) - 0.5) for i in range(16))  # 64 bytes
     prelude += bytes([0, slot, SIZE_64]) + data
-for kind in range(35):
+for kind in range(36):
     # the step, then 48 argument bytes: small sizes (2) and handles of slots 0-3 in turn
     args = bytes((2 if i % 3 else i // 3 % 4) for i in range(48))
     with open(os.path.join(out, f"step_{kind:02d}"), "wb") as f:
         f.write(prelude + bytes([kind]) + args)
-print(f"wrote 35 seeds to {out}")
+print(f"wrote 36 seeds to {out}")

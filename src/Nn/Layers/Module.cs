@@ -99,11 +99,16 @@ public abstract class Module : IDisposable
     {
         if (disposed) return;
         disposed = true;
+        DisposeState();
         foreach (var (_, t) in parameters) t.Dispose();
         foreach (var (_, t) in buffers) t.Dispose();
         foreach (var (_, m) in children) m.Dispose();
         GC.SuppressFinalize(this);
     }
+
+    /// <summary>Frees what a module owns besides parameters, buffers and sub-modules (a stateful recurrent
+    /// layer's carried states); called once, by <see cref="Dispose"/>.</summary>
+    protected virtual void DisposeState() { }
 }
 
 /// <summary>Applies its modules in order; containers nest.</summary>
