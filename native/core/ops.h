@@ -313,6 +313,8 @@ struct CastArgs {
     const void* x;
     void* y;
     int64_t n;
+};
+
 // The recurrent cells (kn_lstm_cell_f32, kn_gru_cell_f32 and their backward passes; kernels.h has the
 // math and the saved layouts). batch, hidden >= 1; mask null = every row updated; no output aliases
 // another operand.

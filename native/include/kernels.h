@@ -520,6 +520,7 @@ typedef enum kn_dtype {
  *   int32 -> int64: sign extension. The same type: a copy.
  * x holds n x_type elements, y n y_type elements; y must not be x. n == 0 does nothing. */
 KN_API kn_status kn_cast(const kn_buffer* x, kn_dtype x_type, kn_buffer* y, kn_dtype y_type, int64_t n);
+
 /* ---- Recurrent cells (the pointwise part of one LSTM / GRU time step) ---------------------------
  * The layer does the matrix products (kn_gemm_f32); these do everything after them in one pass
  * forward and one pass backward. Gate order and formulas are PyTorch's. s = the logistic sigmoid;

@@ -596,6 +596,8 @@ static void test_cast() {
     }
     SELFTEST_EXPECT(cuda::cast(CastArgs{KN_INT64, KN_INT64, xl.p, yl.p, n}, ctx_with(2)) == cudaSuccess, "cast launch");
     for (int64_t i = 0; i < n; ++i) SELFTEST_EXPECT(yl[i] == l[i], "cast i64 -> i64 copy of element %lld", (long long)i);
+}
+
 // ---- recurrent -----------------------------------------------------------------------------------
 // The LSTM and GRU cell steps against float64 references of kernels.h's formulas, masked and not, with
 // the optional operands present and absent, over grids smaller than the work (grid-stride loops).
