@@ -210,7 +210,7 @@ public static class NativeConstants
     public const int KN_VERSION_MAJOR = 0;
 
     /// <summary><c>KN_VERSION_MINOR</c></summary>
-    public const int KN_VERSION_MINOR = 2;
+    public const int KN_VERSION_MINOR = 3;
 
     /// <summary><c>KN_VERSION_PATCH</c></summary>
     public const int KN_VERSION_PATCH = 0;

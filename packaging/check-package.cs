@@ -1,5 +1,5 @@
 // check-package.cs: lists the NuGet packages scripts/pack.sh made and checks what a user will get.
-//   dotnet run --file packaging/check-package.cs -- --packages artifacts/packages --version 0.2.0 [--require-cuda]
+//   dotnet run --file packaging/check-package.cs -- --packages artifacts/packages --version 0.3.0 [--require-cuda]
 // A .NET file-based program (no project, nothing to restore): it reads the .nupkg files as zips with
 // the base library, so the check needs only the SDK, plus binutils (objdump) for the native library
 // and cuobjdump for the CUDA fat binary. Prints one PASS/FAIL line per check, a closing

@@ -15,8 +15,8 @@
 # Environment:
 #   BUILD_DIR            the CMake build folder holding libkernels.so (default build/native, as build.sh)
 #   PACKAGE_DIR          output folder (default artifacts/packages)
-#   KN_PACKAGE_VERSION   package version (default: KN_VERSION_* of native/include/kernels.h, e.g. 0.2.0);
-#                        a prerelease (0.2.0-ci.42) must keep the header's major.minor.patch
+#   KN_PACKAGE_VERSION   package version (default: KN_VERSION_* of native/include/kernels.h, e.g. 0.3.0);
+#                        a prerelease (0.3.0-ci.42) must keep the header's major.minor.patch
 #   KN_PACK_EXTRA_RIDS   RIDs whose native package was built elsewhere and already copied into
 #                        PACKAGE_DIR (e.g. "win-x64" from packaging/native/win-x64 after ./build.ps1):
 #                        Kernels.Bindings then depends on those too

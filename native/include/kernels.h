@@ -42,7 +42,7 @@ extern "C" {
 #endif
 
 #define KN_VERSION_MAJOR 0
-#define KN_VERSION_MINOR 2
+#define KN_VERSION_MINOR 3
 #define KN_VERSION_PATCH 0
 
 /* Largest tensor rank accepted by the broadcasting kernels. */
