@@ -369,11 +369,12 @@ void step(Input& in, Slots& s) {
             else check(kn_scatter_add_rows_f32(t, idx, n, y, rows, cols, padding));
             break;
         }
-        case 33: {  // cast between element types, including undefined ones (the byte - 1 reaches -1 and 3)
+        case 33: {  // cast between element types, including undefined ones (enumeration: 3, 999, -1, INT32_MIN, ...)
             kn_buffer *x = B(), *y = B();
-            const auto xt = static_cast<kn_dtype>(static_cast<int32_t>(in.byte() % 5) - 1);
-            const auto yt = static_cast<kn_dtype>(static_cast<int32_t>(in.byte() % 5) - 1);
-            check(kn_cast(x, xt, y, yt, I()));
+            // Kept as int32 and cast at the call, like the other enum steps: a kn_dtype variable holding -1
+            // is itself undefined behaviour in C++ (UBSan's enum check), while the C ABI passes any int.
+            const int32_t xt = in.enumeration(KN_INT64 + 1), yt = in.enumeration(KN_INT64 + 1);
+            check(kn_cast(x, static_cast<kn_dtype>(xt), y, static_cast<kn_dtype>(yt), I()));
             break;
         }
         case 34: {  // the recurrent cells, forward or backward, with hostile sizes and aliased buffers
