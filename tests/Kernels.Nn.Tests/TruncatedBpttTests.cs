@@ -150,3 +150,25 @@ public class TruncatedBpttTests
         return (x, y);
     }
 }
+
+/// <summary>Model.GradientClipNorm: Fit clips the global gradient norm before each optimizer step.</summary>
+[TestFixture]
+public class GradientClipNormTests
+{
+    [TestCase(null)]
+    [TestCase(1e-3f)]
+    public void Fit_with_a_clip_norm_moves_the_weights_by_at_most_rate_times_norm(float? clipNorm)
+    {
+        var network = new Sequential(new Dense(3, 2, seed: 1));
+        using var model = new Model(network);
+        model.Compile(new Sgd(network.Parameters(), learningRate: 1f), Losses.MeanSquaredError);
+        model.GradientClipNorm = clipNorm;
+        float[] before = network.Parameters().SelectMany(p => p.ToArray()).ToArray();
+        // One batch of one sample far from the prediction: the plain gradient norm is about 100.
+        model.Fit(new ArrayDataset(new float[] { 1, 2, 3 }, new long[] { 3 }, new float[] { 40, -40 }, new long[] { 2 }), epochs: 1, batchSize: 1, verbose: 0);
+        float[] after = network.Parameters().SelectMany(p => p.ToArray()).ToArray();
+        double moved = Math.Sqrt(before.Zip(after, (a, b) => (double)(a - b) * (a - b)).Sum());
+        if (clipNorm is float c) Assert.That(moved, Is.LessThanOrEqualTo(c * 1.001), "an SGD step of rate 1 moves by the clipped norm at most");
+        else Assert.That(moved, Is.GreaterThan(1), "without clipping the same step is large (the test can fail)");
+    }
+}
