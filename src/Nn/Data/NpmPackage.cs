@@ -77,11 +77,20 @@ internal static class NpmPackage
         }
     }
 
-    /// <summary>Copies <paramref name="content"/> to path.part, then renames it to path.</summary>
+    /// <summary>Copies <paramref name="content"/> to path.part, then renames it to path; a copy that
+    /// fails midway removes the .part file.</summary>
     public static void WriteAtomically(string path, Stream content)
     {
         var temp = path + ".part";
-        using (var file = File.Create(temp)) content.CopyTo(file);
-        File.Move(temp, path, overwrite: true);
+        try
+        {
+            using (var file = File.Create(temp)) content.CopyTo(file);
+            File.Move(temp, path, overwrite: true);
+        }
+        catch
+        {
+            File.Delete(temp);
+            throw;
+        }
     }
 }
