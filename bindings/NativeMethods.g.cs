@@ -641,4 +641,69 @@ internal static unsafe partial class NativeMethods
     /// </summary>
     [LibraryImport(Library)]
     internal static partial Status kn_batch_norm_backward_f32(nint x, nint dy, nint gamma, nint save_mean, nint save_invstd, nint dx, nint dgamma, nint dbeta, long batch, long channels, long spatial, int training);
+
+    // kn_status kn_lstm_cell_f32(const kn_buffer* gates, const kn_buffer* c_prev, const kn_buffer* h_prev, KN_OPTIONAL const kn_buffer* mask, kn_buffer* h, kn_buffer* c, KN_OPTIONAL kn_buffer* saved, int64_t batch, int64_t hidden);
+    /// <summary>
+    /// ---- Recurrent cells (the pointwise part of one LSTM / GRU time step) ---------------------------
+    /// The layer does the matrix products (kn_gemm_f32); these do everything after them in one pass
+    /// forward and one pass backward. Gate order and formulas are PyTorch's. s = the logistic sigmoid;
+    /// both s and tanh are evaluated without overflow for any finite input. Shapes: batch, hidden &gt;= 0 (an
+    /// empty call is validated and does nothing); every buffer is row-major float32.
+    ///
+    /// mask (optional, [batch]): a row b with mask[b] == 0 is a padding step: it keeps its state
+    /// (h = h_prev, c = c_prev) and its gradient passes straight through to h_prev / c_prev; any other value
+    /// updates the row. NULL updates every row.
+    ///
+    /// Outputs must not be the same buffer as each other or as any input (the calls refuse it).
+    ///
+    /// LSTM. gates [batch, 4 hidden] = x W_ih^T + b_ih + h_prev W_hh^T + b_hh, blocks i, f, g, o:
+    ///     i = s(gates_i), f = s(gates_f), g = tanh(gates_g), o = s(gates_o)
+    ///     c = f * c_prev + i * g,   h = o * tanh(c)
+    /// c_prev, h_prev, h, c: [batch, hidden]. saved (optional: NULL when no backward pass follows)
+    /// [batch, 5 hidden] receives, per row, the blocks i, f, g, o (activated) and tanh(c) of the update
+    /// (computed for masked rows too, never read for them): saved[b, k hidden + j] for block k.
+    /// </summary>
+    [LibraryImport(Library)]
+    internal static partial Status kn_lstm_cell_f32(nint gates, nint c_prev, nint h_prev, nint mask, nint h, nint c, nint saved, long batch, long hidden);
+
+    // kn_status kn_lstm_cell_backward_f32(const kn_buffer* saved, const kn_buffer* c_prev, KN_OPTIONAL const kn_buffer* mask, KN_OPTIONAL const kn_buffer* dh, KN_OPTIONAL const kn_buffer* dc, kn_buffer* dgates, KN_OPTIONAL kn_buffer* dc_prev, KN_OPTIONAL kn_buffer* dh_prev, int64_t batch, int64_t hidden);
+    /// <summary>
+    /// The backward of kn_lstm_cell_f32 from its saved, c_prev and mask, and the gradients dh, dc of the
+    /// step's outputs h and c (either may be NULL: zero). For an updated row, with tc = tanh(c):
+    ///     dc_total = dc + dh * o * (1 - tc^2)
+    ///     dgates = [dc_total * g * i (1 - i), dc_total * c_prev * f (1 - f),
+    ///               dc_total * i * (1 - g^2), dh * tc * o (1 - o)]
+    ///     dc_prev = dc_total * f,   dh_prev = 0
+    /// for a masked row: dgates = 0, dc_prev = dc, dh_prev = dh. dh_prev is only the direct path (the
+    /// gradient through gates into h_prev is the layer's GEMM). dgates [batch, 4 hidden] is required;
+    /// dc_prev and dh_prev [batch, hidden] may be NULL when not wanted. All are overwritten.
+    /// </summary>
+    [LibraryImport(Library)]
+    internal static partial Status kn_lstm_cell_backward_f32(nint saved, nint c_prev, nint mask, nint dh, nint dc, nint dgates, nint dc_prev, nint dh_prev, long batch, long hidden);
+
+    // kn_status kn_gru_cell_f32(const kn_buffer* x_gates, const kn_buffer* h_gates, const kn_buffer* h_prev, KN_OPTIONAL const kn_buffer* mask, kn_buffer* h, KN_OPTIONAL kn_buffer* saved, int64_t batch, int64_t hidden);
+    /// <summary>
+    /// GRU. x_gates = x W_ih^T + b_ih and h_gates = h_prev W_hh^T + b_hh, both [batch, 3 hidden], blocks
+    /// r, z, n:
+    ///     r = s(x_r + h_r), z = s(x_z + h_z), n = tanh(x_n + r * h_n)
+    ///     h = (1 - z) * n + z * h_prev
+    /// h_prev, h: [batch, hidden]. saved (optional) [batch, 3 hidden] receives, per row, the blocks r, z, n
+    /// (activated); the backward reads h_n from h_gates itself.
+    /// </summary>
+    [LibraryImport(Library)]
+    internal static partial Status kn_gru_cell_f32(nint x_gates, nint h_gates, nint h_prev, nint mask, nint h, nint saved, long batch, long hidden);
+
+    // kn_status kn_gru_cell_backward_f32(const kn_buffer* saved, const kn_buffer* h_gates, const kn_buffer* h_prev, KN_OPTIONAL const kn_buffer* mask, const kn_buffer* dh, kn_buffer* dx_gates, kn_buffer* dh_gates, KN_OPTIONAL kn_buffer* dh_prev, int64_t batch, int64_t hidden);
+    /// <summary>
+    /// The backward of kn_gru_cell_f32 from its saved, h_gates, h_prev and mask, and the gradient dh of h.
+    /// For an updated row:
+    ///     dn = dh * (1 - z) * (1 - n^2),   dz = dh * (h_prev - n) * z (1 - z),
+    ///     dr = dn * h_n * r (1 - r)
+    ///     dx_gates = [dr, dz, dn],   dh_gates = [dr, dz, dn * r],   dh_prev = dh * z
+    /// for a masked row: dx_gates = dh_gates = 0, dh_prev = dh. dh_prev is only the direct path (the
+    /// gradient through h_gates into h_prev is the layer's GEMM) and may be NULL when not wanted. All
+    /// outputs are overwritten.
+    /// </summary>
+    [LibraryImport(Library)]
+    internal static partial Status kn_gru_cell_backward_f32(nint saved, nint h_gates, nint h_prev, nint mask, nint dh, nint dx_gates, nint dh_gates, nint dh_prev, long batch, long hidden);
 }

@@ -205,5 +205,38 @@ public static unsafe partial class Ops
     public static void AdagradStep(DeviceBuffer param, DeviceBuffer grad, DeviceBuffer sum, long n, float lr, float eps, float weightDecay) =>
         SafeNativeMethods.kn_adagrad_step_f32(param, grad, sum, n, lr, eps, weightDecay);
 
+    // ---- Recurrent cells (kernels.h has the math and the saved layouts) ----
+
+    /// <summary>
+    /// One LSTM step after the GEMMs: gates [batch, 4 hidden] (i, f, g, o pre-activations), c = s(f) cPrev +
+    /// s(i) tanh(g), h = s(o) tanh(c); rows whose <paramref name="mask"/> is 0 keep hPrev / cPrev. One kernel.
+    /// <paramref name="saved"/> [batch, 5 hidden] (i, f, g, o activated, tanh c) is for the backward; null when none follows.
+    /// </summary>
+    public static void LstmCell(DeviceBuffer gates, DeviceBuffer cPrev, DeviceBuffer hPrev, DeviceBuffer? mask, DeviceBuffer h,
+                                DeviceBuffer c, DeviceBuffer? saved, long batch, long hidden) =>
+        SafeNativeMethods.kn_lstm_cell_f32(gates, cPrev, hPrev, mask, h, c, saved, batch, hidden);
+
+    /// <summary>
+    /// The backward of <see cref="LstmCell"/> from its saved activations: dgates, and (each optional) dcPrev and the
+    /// direct dhPrev (dh on masked rows, else 0) from dh and dc (null = zero). One kernel.
+    /// </summary>
+    public static void LstmCellBackward(DeviceBuffer saved, DeviceBuffer cPrev, DeviceBuffer? mask, DeviceBuffer? dh, DeviceBuffer? dc,
+                                        DeviceBuffer dgates, DeviceBuffer? dcPrev, DeviceBuffer? dhPrev, long batch, long hidden) =>
+        SafeNativeMethods.kn_lstm_cell_backward_f32(saved, cPrev, mask, dh, dc, dgates, dcPrev, dhPrev, batch, hidden);
+
+    /// <summary>
+    /// One GRU step after the GEMMs: xGates, hGates [batch, 3 hidden] (r, z, n), h = (1 - z) n + z hPrev with
+    /// n = tanh(x_n + r h_n); rows whose <paramref name="mask"/> is 0 keep hPrev. One kernel. <paramref name="saved"/>
+    /// [batch, 3 hidden] (r, z, n) is for the backward; null when none follows.
+    /// </summary>
+    public static void GruCell(DeviceBuffer xGates, DeviceBuffer hGates, DeviceBuffer hPrev, DeviceBuffer? mask, DeviceBuffer h,
+                               DeviceBuffer? saved, long batch, long hidden) =>
+        SafeNativeMethods.kn_gru_cell_f32(xGates, hGates, hPrev, mask, h, saved, batch, hidden);
+
+    /// <summary>The backward of <see cref="GruCell"/>: dxGates, dhGates and (optional) the direct dhPrev from dh. One kernel.</summary>
+    public static void GruCellBackward(DeviceBuffer saved, DeviceBuffer hGates, DeviceBuffer hPrev, DeviceBuffer? mask, DeviceBuffer dh,
+                                       DeviceBuffer dxGates, DeviceBuffer dhGates, DeviceBuffer? dhPrev, long batch, long hidden) =>
+        SafeNativeMethods.kn_gru_cell_backward_f32(saved, hGates, hPrev, mask, dh, dxGates, dhGates, dhPrev, batch, hidden);
+
     static string Format(ReadOnlySpan<long> shape) => "[" + string.Join(", ", shape.ToArray()) + "]";
 }

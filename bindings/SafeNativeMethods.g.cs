@@ -447,6 +447,96 @@ internal static unsafe class SafeNativeMethods
             batch, channels, spatial, training));
     }
 
+    // kn_status kn_lstm_cell_f32(const kn_buffer* gates, const kn_buffer* c_prev, const kn_buffer* h_prev, KN_OPTIONAL const kn_buffer* mask, kn_buffer* h, kn_buffer* c, KN_OPTIONAL kn_buffer* saved, int64_t batch, int64_t hidden);
+    /// <summary>Leases the buffers and calls <see cref="NativeMethods.kn_lstm_cell_f32"/>; a failed status throws. <paramref name="mask"/>, <paramref name="saved"/> may be null.</summary>
+    internal static void kn_lstm_cell_f32(DeviceBuffer gates, DeviceBuffer c_prev, DeviceBuffer h_prev,
+        DeviceBuffer? mask, DeviceBuffer h, DeviceBuffer c, DeviceBuffer? saved, long batch, long hidden,
+        [CallerArgumentExpression(nameof(gates))] string gates_name = "",
+        [CallerArgumentExpression(nameof(c_prev))] string c_prev_name = "",
+        [CallerArgumentExpression(nameof(h_prev))] string h_prev_name = "",
+        [CallerArgumentExpression(nameof(mask))] string mask_name = "",
+        [CallerArgumentExpression(nameof(h))] string h_name = "",
+        [CallerArgumentExpression(nameof(c))] string c_name = "",
+        [CallerArgumentExpression(nameof(saved))] string saved_name = "")
+    {
+        using BufferLease gates_lease = BufferLease.Required(gates, gates_name),
+            c_prev_lease = BufferLease.Required(c_prev, c_prev_name),
+            h_prev_lease = BufferLease.Required(h_prev, h_prev_name),
+            mask_lease = BufferLease.Optional(mask, mask_name), h_lease = BufferLease.Required(h, h_name),
+            c_lease = BufferLease.Required(c, c_name), saved_lease = BufferLease.Optional(saved, saved_name);
+        Ensure.Success(NativeMethods.kn_lstm_cell_f32(gates_lease.Handle, c_prev_lease.Handle, h_prev_lease.Handle,
+            mask_lease.Handle, h_lease.Handle, c_lease.Handle, saved_lease.Handle, batch, hidden));
+    }
+
+    // kn_status kn_lstm_cell_backward_f32(const kn_buffer* saved, const kn_buffer* c_prev, KN_OPTIONAL const kn_buffer* mask, KN_OPTIONAL const kn_buffer* dh, KN_OPTIONAL const kn_buffer* dc, kn_buffer* dgates, KN_OPTIONAL kn_buffer* dc_prev, KN_OPTIONAL kn_buffer* dh_prev, int64_t batch, int64_t hidden);
+    /// <summary>Leases the buffers and calls <see cref="NativeMethods.kn_lstm_cell_backward_f32"/>; a failed status throws. <paramref name="mask"/>, <paramref name="dh"/>, <paramref name="dc"/>, <paramref name="dc_prev"/>, <paramref name="dh_prev"/> may be null.</summary>
+    internal static void kn_lstm_cell_backward_f32(DeviceBuffer saved, DeviceBuffer c_prev, DeviceBuffer? mask,
+        DeviceBuffer? dh, DeviceBuffer? dc, DeviceBuffer dgates, DeviceBuffer? dc_prev, DeviceBuffer? dh_prev,
+        long batch, long hidden, [CallerArgumentExpression(nameof(saved))] string saved_name = "",
+        [CallerArgumentExpression(nameof(c_prev))] string c_prev_name = "",
+        [CallerArgumentExpression(nameof(mask))] string mask_name = "",
+        [CallerArgumentExpression(nameof(dh))] string dh_name = "",
+        [CallerArgumentExpression(nameof(dc))] string dc_name = "",
+        [CallerArgumentExpression(nameof(dgates))] string dgates_name = "",
+        [CallerArgumentExpression(nameof(dc_prev))] string dc_prev_name = "",
+        [CallerArgumentExpression(nameof(dh_prev))] string dh_prev_name = "")
+    {
+        using BufferLease saved_lease = BufferLease.Required(saved, saved_name),
+            c_prev_lease = BufferLease.Required(c_prev, c_prev_name),
+            mask_lease = BufferLease.Optional(mask, mask_name), dh_lease = BufferLease.Optional(dh, dh_name),
+            dc_lease = BufferLease.Optional(dc, dc_name), dgates_lease = BufferLease.Required(dgates, dgates_name),
+            dc_prev_lease = BufferLease.Optional(dc_prev, dc_prev_name),
+            dh_prev_lease = BufferLease.Optional(dh_prev, dh_prev_name);
+        Ensure.Success(NativeMethods.kn_lstm_cell_backward_f32(saved_lease.Handle, c_prev_lease.Handle,
+            mask_lease.Handle, dh_lease.Handle, dc_lease.Handle, dgates_lease.Handle, dc_prev_lease.Handle,
+            dh_prev_lease.Handle, batch, hidden));
+    }
+
+    // kn_status kn_gru_cell_f32(const kn_buffer* x_gates, const kn_buffer* h_gates, const kn_buffer* h_prev, KN_OPTIONAL const kn_buffer* mask, kn_buffer* h, KN_OPTIONAL kn_buffer* saved, int64_t batch, int64_t hidden);
+    /// <summary>Leases the buffers and calls <see cref="NativeMethods.kn_gru_cell_f32"/>; a failed status throws. <paramref name="mask"/>, <paramref name="saved"/> may be null.</summary>
+    internal static void kn_gru_cell_f32(DeviceBuffer x_gates, DeviceBuffer h_gates, DeviceBuffer h_prev,
+        DeviceBuffer? mask, DeviceBuffer h, DeviceBuffer? saved, long batch, long hidden,
+        [CallerArgumentExpression(nameof(x_gates))] string x_gates_name = "",
+        [CallerArgumentExpression(nameof(h_gates))] string h_gates_name = "",
+        [CallerArgumentExpression(nameof(h_prev))] string h_prev_name = "",
+        [CallerArgumentExpression(nameof(mask))] string mask_name = "",
+        [CallerArgumentExpression(nameof(h))] string h_name = "",
+        [CallerArgumentExpression(nameof(saved))] string saved_name = "")
+    {
+        using BufferLease x_gates_lease = BufferLease.Required(x_gates, x_gates_name),
+            h_gates_lease = BufferLease.Required(h_gates, h_gates_name),
+            h_prev_lease = BufferLease.Required(h_prev, h_prev_name),
+            mask_lease = BufferLease.Optional(mask, mask_name), h_lease = BufferLease.Required(h, h_name),
+            saved_lease = BufferLease.Optional(saved, saved_name);
+        Ensure.Success(NativeMethods.kn_gru_cell_f32(x_gates_lease.Handle, h_gates_lease.Handle, h_prev_lease.Handle,
+            mask_lease.Handle, h_lease.Handle, saved_lease.Handle, batch, hidden));
+    }
+
+    // kn_status kn_gru_cell_backward_f32(const kn_buffer* saved, const kn_buffer* h_gates, const kn_buffer* h_prev, KN_OPTIONAL const kn_buffer* mask, const kn_buffer* dh, kn_buffer* dx_gates, kn_buffer* dh_gates, KN_OPTIONAL kn_buffer* dh_prev, int64_t batch, int64_t hidden);
+    /// <summary>Leases the buffers and calls <see cref="NativeMethods.kn_gru_cell_backward_f32"/>; a failed status throws. <paramref name="mask"/>, <paramref name="dh_prev"/> may be null.</summary>
+    internal static void kn_gru_cell_backward_f32(DeviceBuffer saved, DeviceBuffer h_gates, DeviceBuffer h_prev,
+        DeviceBuffer? mask, DeviceBuffer dh, DeviceBuffer dx_gates, DeviceBuffer dh_gates, DeviceBuffer? dh_prev,
+        long batch, long hidden, [CallerArgumentExpression(nameof(saved))] string saved_name = "",
+        [CallerArgumentExpression(nameof(h_gates))] string h_gates_name = "",
+        [CallerArgumentExpression(nameof(h_prev))] string h_prev_name = "",
+        [CallerArgumentExpression(nameof(mask))] string mask_name = "",
+        [CallerArgumentExpression(nameof(dh))] string dh_name = "",
+        [CallerArgumentExpression(nameof(dx_gates))] string dx_gates_name = "",
+        [CallerArgumentExpression(nameof(dh_gates))] string dh_gates_name = "",
+        [CallerArgumentExpression(nameof(dh_prev))] string dh_prev_name = "")
+    {
+        using BufferLease saved_lease = BufferLease.Required(saved, saved_name),
+            h_gates_lease = BufferLease.Required(h_gates, h_gates_name),
+            h_prev_lease = BufferLease.Required(h_prev, h_prev_name),
+            mask_lease = BufferLease.Optional(mask, mask_name), dh_lease = BufferLease.Required(dh, dh_name),
+            dx_gates_lease = BufferLease.Required(dx_gates, dx_gates_name),
+            dh_gates_lease = BufferLease.Required(dh_gates, dh_gates_name),
+            dh_prev_lease = BufferLease.Optional(dh_prev, dh_prev_name);
+        Ensure.Success(NativeMethods.kn_gru_cell_backward_f32(saved_lease.Handle, h_gates_lease.Handle,
+            h_prev_lease.Handle, mask_lease.Handle, dh_lease.Handle, dx_gates_lease.Handle, dh_gates_lease.Handle,
+            dh_prev_lease.Handle, batch, hidden));
+    }
+
     // Exports on buffers without a wrapper here (the safe layer calls NativeMethods for them by hand):
     //   kn_buffer_free: frees the buffer: BufferHandle.ReleaseHandle calls it with its raw handle (a lease would hold the handle being released)
     //   kn_buffer_size: 'bytes' (int64_t *) is neither a buffer, a (dims or strides, rank) pair nor a value

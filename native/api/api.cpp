@@ -1480,3 +1480,137 @@ KN_API kn_status kn_batch_norm_backward_f32(const kn_buffer* x, const kn_buffer*
 }
 
 }  // extern "C"
+
+// ---- Recurrent cells ----------------------------------------------------------------------------
+// The pointwise step of an LSTM / GRU (kernels.h has the math and the saved layouts). Inputs may share
+// a buffer (a zero initial state for both h_prev and c_prev); an output may share none.
+
+namespace {
+
+struct NamedHandle {
+    const char* name;
+    const kn_buffer* handle;
+};
+
+void outputs_distinct(const Call& call, std::initializer_list<NamedHandle> inputs,
+                      std::initializer_list<NamedHandle> outputs) {
+    for (auto o = outputs.begin(); o != outputs.end(); ++o) {
+        if (!o->handle) continue;
+        for (const NamedHandle& i : inputs)
+            if (i.handle == o->handle)
+                call.fail(KN_ERROR_INVALID_ARGUMENT, o->name, " must not be the same buffer as ", i.name);
+        for (auto p = outputs.begin(); p != o; ++p)
+            if (p->handle == o->handle)
+                call.fail(KN_ERROR_INVALID_ARGUMENT, o->name, " must not be the same buffer as ", p->name);
+    }
+}
+
+}  // namespace
+
+extern "C" {
+
+KN_API kn_status kn_lstm_cell_f32(const kn_buffer* gates, const kn_buffer* c_prev, const kn_buffer* h_prev,
+                                  const kn_buffer* mask, kn_buffer* h, kn_buffer* c, kn_buffer* saved,
+                                  int64_t batch, int64_t hidden) {
+    return guarded([&] {
+        Call call("lstm_cell");
+        call.non_negative({{"batch", batch}, {"hidden", hidden}});
+        const int64_t n = call.mul(batch, hidden);
+        auto shapes = [&] { return cat("[batch, hidden] = [", batch, ", ", hidden, "]"); };
+        const Operand& G = call.in("gates", gates, call.mul(n, 4), shapes);
+        const Operand& CP = call.in("c_prev", c_prev, n, shapes);
+        const Operand& HP = call.in("h_prev", h_prev, n, shapes);
+        const Operand& M = call.in("mask", optional(mask), batch, shapes);
+        const Operand& H = call.out("h", h, n, shapes);
+        const Operand& C = call.out("c", c, n, shapes);
+        const Operand& S = call.out("saved", optional(saved), call.mul(n, 5), shapes);
+        outputs_distinct(call, {{"gates", gates}, {"c_prev", c_prev}, {"h_prev", h_prev}, {"mask", mask}},
+                         {{"h", h}, {"c", c}, {"saved", saved}});
+        call.check();
+        if (n == 0) return;
+        call.run([&](Device& d) {
+            d.lstm_cell_f32({G.memory(), CP.memory(), HP.memory(), M.memory(), H.memory(), C.memory(), S.memory(),
+                             batch, hidden});
+        });
+    });
+}
+
+KN_API kn_status kn_lstm_cell_backward_f32(const kn_buffer* saved, const kn_buffer* c_prev, const kn_buffer* mask,
+                                           const kn_buffer* dh, const kn_buffer* dc, kn_buffer* dgates,
+                                           kn_buffer* dc_prev, kn_buffer* dh_prev, int64_t batch, int64_t hidden) {
+    return guarded([&] {
+        Call call("lstm_cell_backward");
+        call.non_negative({{"batch", batch}, {"hidden", hidden}});
+        const int64_t n = call.mul(batch, hidden);
+        auto shapes = [&] { return cat("[batch, hidden] = [", batch, ", ", hidden, "]"); };
+        const Operand& S = call.in("saved", saved, call.mul(n, 5), shapes);
+        const Operand& CP = call.in("c_prev", c_prev, n, shapes);
+        const Operand& M = call.in("mask", optional(mask), batch, shapes);
+        const Operand& DH = call.in("dh", optional(dh), n, shapes);
+        const Operand& DC = call.in("dc", optional(dc), n, shapes);
+        const Operand& DG = call.out("dgates", dgates, call.mul(n, 4), shapes);
+        const Operand& DCP = call.out("dc_prev", optional(dc_prev), n, shapes);
+        const Operand& DHP = call.out("dh_prev", optional(dh_prev), n, shapes);
+        outputs_distinct(call, {{"saved", saved}, {"c_prev", c_prev}, {"mask", mask}, {"dh", dh}, {"dc", dc}},
+                         {{"dgates", dgates}, {"dc_prev", dc_prev}, {"dh_prev", dh_prev}});
+        call.check();
+        if (n == 0) return;
+        call.run([&](Device& d) {
+            d.lstm_cell_backward_f32({S.memory(), CP.memory(), M.memory(), DH.memory(), DC.memory(), DG.memory(),
+                                      DCP.memory(), DHP.memory(), batch, hidden});
+        });
+    });
+}
+
+KN_API kn_status kn_gru_cell_f32(const kn_buffer* x_gates, const kn_buffer* h_gates, const kn_buffer* h_prev,
+                                 const kn_buffer* mask, kn_buffer* h, kn_buffer* saved, int64_t batch,
+                                 int64_t hidden) {
+    return guarded([&] {
+        Call call("gru_cell");
+        call.non_negative({{"batch", batch}, {"hidden", hidden}});
+        const int64_t n = call.mul(batch, hidden);
+        auto shapes = [&] { return cat("[batch, hidden] = [", batch, ", ", hidden, "]"); };
+        const Operand& XG = call.in("x_gates", x_gates, call.mul(n, 3), shapes);
+        const Operand& HG = call.in("h_gates", h_gates, call.mul(n, 3), shapes);
+        const Operand& HP = call.in("h_prev", h_prev, n, shapes);
+        const Operand& M = call.in("mask", optional(mask), batch, shapes);
+        const Operand& H = call.out("h", h, n, shapes);
+        const Operand& S = call.out("saved", optional(saved), call.mul(n, 3), shapes);
+        outputs_distinct(call, {{"x_gates", x_gates}, {"h_gates", h_gates}, {"h_prev", h_prev}, {"mask", mask}},
+                         {{"h", h}, {"saved", saved}});
+        call.check();
+        if (n == 0) return;
+        call.run([&](Device& d) {
+            d.gru_cell_f32({XG.memory(), HG.memory(), HP.memory(), M.memory(), H.memory(), S.memory(), batch, hidden});
+        });
+    });
+}
+
+KN_API kn_status kn_gru_cell_backward_f32(const kn_buffer* saved, const kn_buffer* h_gates, const kn_buffer* h_prev,
+                                          const kn_buffer* mask, const kn_buffer* dh, kn_buffer* dx_gates,
+                                          kn_buffer* dh_gates, kn_buffer* dh_prev, int64_t batch, int64_t hidden) {
+    return guarded([&] {
+        Call call("gru_cell_backward");
+        call.non_negative({{"batch", batch}, {"hidden", hidden}});
+        const int64_t n = call.mul(batch, hidden);
+        auto shapes = [&] { return cat("[batch, hidden] = [", batch, ", ", hidden, "]"); };
+        const Operand& S = call.in("saved", saved, call.mul(n, 3), shapes);
+        const Operand& HG = call.in("h_gates", h_gates, call.mul(n, 3), shapes);
+        const Operand& HP = call.in("h_prev", h_prev, n, shapes);
+        const Operand& M = call.in("mask", optional(mask), batch, shapes);
+        const Operand& DH = call.in("dh", dh, n, shapes);
+        const Operand& DXG = call.out("dx_gates", dx_gates, call.mul(n, 3), shapes);
+        const Operand& DHG = call.out("dh_gates", dh_gates, call.mul(n, 3), shapes);
+        const Operand& DHP = call.out("dh_prev", optional(dh_prev), n, shapes);
+        outputs_distinct(call, {{"saved", saved}, {"h_gates", h_gates}, {"h_prev", h_prev}, {"mask", mask}, {"dh", dh}},
+                         {{"dx_gates", dx_gates}, {"dh_gates", dh_gates}, {"dh_prev", dh_prev}});
+        call.check();
+        if (n == 0) return;
+        call.run([&](Device& d) {
+            d.gru_cell_backward_f32({S.memory(), HG.memory(), HP.memory(), M.memory(), DH.memory(), DXG.memory(),
+                                     DHG.memory(), DHP.memory(), batch, hidden});
+        });
+    });
+}
+
+}  // extern "C"

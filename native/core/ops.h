@@ -306,6 +306,54 @@ struct BatchNormBackwardArgs {
     bool training;
 };
 
+// The recurrent cells (kn_lstm_cell_f32, kn_gru_cell_f32 and their backward passes; kernels.h has the
+// math and the saved layouts). batch, hidden >= 1; mask null = every row updated; no output aliases
+// another operand.
+struct LstmCellArgs {
+    const void* gates;    // [batch, 4 hidden]: pre-activations i, f, g, o
+    const void* c_prev;   // [batch, hidden]
+    const void* h_prev;   // [batch, hidden]
+    const void* mask;     // [batch] or null
+    void* h;              // [batch, hidden]
+    void* c;              // [batch, hidden]
+    void* saved;          // [batch, 5 hidden]: i, f, g, o, tanh(c); or null
+    int64_t batch, hidden;
+};
+
+struct LstmCellBackwardArgs {
+    const void* saved;    // as the forward wrote it
+    const void* c_prev;
+    const void* mask;     // or null
+    const void* dh;       // [batch, hidden] or null (zero)
+    const void* dc;       // [batch, hidden] or null (zero)
+    void* dgates;         // [batch, 4 hidden]
+    void* dc_prev;        // [batch, hidden] or null
+    void* dh_prev;        // [batch, hidden] or null (the direct path: dh on masked rows, else 0)
+    int64_t batch, hidden;
+};
+
+struct GruCellArgs {
+    const void* x_gates;  // [batch, 3 hidden]: r, z, n
+    const void* h_gates;  // [batch, 3 hidden]
+    const void* h_prev;   // [batch, hidden]
+    const void* mask;     // [batch] or null
+    void* h;              // [batch, hidden]
+    void* saved;          // [batch, 3 hidden]: r, z, n; or null
+    int64_t batch, hidden;
+};
+
+struct GruCellBackwardArgs {
+    const void* saved;    // as the forward wrote it
+    const void* h_gates;
+    const void* h_prev;
+    const void* mask;     // or null
+    const void* dh;       // [batch, hidden]
+    void* dx_gates;       // [batch, 3 hidden]
+    void* dh_gates;       // [batch, 3 hidden]
+    void* dh_prev;        // [batch, hidden] or null
+    int64_t batch, hidden;
+};
+
 }  // namespace kn
 
 // ---- The table ----------------------------------------------------------------------------------
@@ -340,7 +388,11 @@ struct BatchNormBackwardArgs {
     X(pool2d_f32, Pool2dArgs)                                  /* pool                       */ \
     X(pool2d_backward_f32, Pool2dBackwardArgs)                 /* pool                       */ \
     X(batch_norm_f32, BatchNormArgs)                           /* batch_norm                 */ \
-    X(batch_norm_backward_f32, BatchNormBackwardArgs)          /* batch_norm                 */
+    X(batch_norm_backward_f32, BatchNormBackwardArgs)          /* batch_norm                 */ \
+    X(lstm_cell_f32, LstmCellArgs)                             /* recurrent                  */ \
+    X(lstm_cell_backward_f32, LstmCellBackwardArgs)            /* recurrent                  */ \
+    X(gru_cell_f32, GruCellArgs)                               /* recurrent                  */ \
+    X(gru_cell_backward_f32, GruCellBackwardArgs)              /* recurrent                  */
 
 // The ops a GPU backend has no launcher for yet (none today), as X(name, Args) lines like the table's.
 // Its device answers KN_ERROR_NOT_SUPPORTED for them ("opencl:0: clamp is not implemented by this

@@ -20,6 +20,7 @@
 #include "selftest_cnn.h"
 #include "selftest_layout.h"
 #include "selftest_gather.h"
+#include "selftest_recurrent.h"
 #include "selftest_hostile.h"
 
 #include <functional>
@@ -2071,6 +2072,7 @@ int main(int argc, char** argv) {
         test_convolution(cx);
         test_pooling(cx);
         test_batch_norm(cx);
+        test_recurrent(cx);
         test_cnn_errors(cx);
         test_hostile_input(cx);
         test_trim(cx);

@@ -37,6 +37,11 @@ struct SpanKernels {
     // One row of softmax / log-softmax (y may equal x), and of their backward (dx may equal dy).
     void (*softmax_row)(const float* x, float* y, int64_t n, bool log);
     void (*softmax_backward_row)(const float* y, const float* dy, float* dx, int64_t n, bool log);
+    // Rows [begin, end) of one recurrent cell step, forward and backward (recurrent.cpp threads them).
+    void (*lstm_cell)(const LstmCellArgs& args, int64_t begin, int64_t end);
+    void (*lstm_cell_backward)(const LstmCellBackwardArgs& args, int64_t begin, int64_t end);
+    void (*gru_cell)(const GruCellArgs& args, int64_t begin, int64_t end);
+    void (*gru_cell_backward)(const GruCellBackwardArgs& args, int64_t begin, int64_t end);
 };
 
 // Widest column block sum_columns / extreme_columns accept (their pairwise temporaries live on

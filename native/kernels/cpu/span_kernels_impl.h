@@ -736,12 +736,179 @@ void softmax_backward_row(const float* y, const float* dy, float* dx, int64_t n,
     }
 }
 
+// ---- Recurrent cells ----------------------------------------------------------------------------
+// Rows [begin, end) of one LSTM / GRU step (kernels.h has the math, ops.h the records). Each row is
+// one straight loop over hidden with the branch-free sigmoid_f / tanh_f above, so it vectorises; a
+// masked row (mask[b] == 0) is computed like the others and then overwritten by its previous state,
+// which keeps the loop free of per-element selects. Optional operands (null pointers) are decided per
+// call: the template flags make them compile-time constants inside the loops.
+
+inline bool row_updates(const float* mask, int64_t b) { return mask == nullptr || mask[b] != 0.0f; }
+
+template <bool kSave>
+void lstm_rows(const LstmCellArgs& a, int64_t begin, int64_t end) {
+    const int64_t H = a.hidden;
+    for (int64_t b = begin; b < end; ++b) {
+        const float* __restrict__ gi = static_cast<const float*>(a.gates) + b * 4 * H;
+        const float* __restrict__ gf = gi + H;
+        const float* __restrict__ gg = gi + 2 * H;
+        const float* __restrict__ go = gi + 3 * H;
+        const float* __restrict__ cp = static_cast<const float*>(a.c_prev) + b * H;
+        float* __restrict__ h = static_cast<float*>(a.h) + b * H;
+        float* __restrict__ c = static_cast<float*>(a.c) + b * H;
+        float* __restrict__ s = kSave ? static_cast<float*>(a.saved) + b * 5 * H : nullptr;
+        for (int64_t j = 0; j < H; ++j) {
+            const float i = sigmoid_f(gi[j]), f = sigmoid_f(gf[j]), g = tanh_f(gg[j]), o = sigmoid_f(go[j]);
+            const float cn = f * cp[j] + i * g;
+            const float tc = tanh_f(cn);
+            c[j] = cn;
+            h[j] = o * tc;
+            if (kSave) {
+                s[j] = i;
+                s[H + j] = f;
+                s[2 * H + j] = g;
+                s[3 * H + j] = o;
+                s[4 * H + j] = tc;
+            }
+        }
+        if (!row_updates(static_cast<const float*>(a.mask), b)) {
+            std::memcpy(h, static_cast<const float*>(a.h_prev) + b * H, static_cast<size_t>(H) * sizeof(float));
+            std::memcpy(c, cp, static_cast<size_t>(H) * sizeof(float));
+        }
+    }
+}
+
+void lstm_cell_rows(const LstmCellArgs& a, int64_t begin, int64_t end) {
+    if (a.saved) lstm_rows<true>(a, begin, end);
+    else lstm_rows<false>(a, begin, end);
+}
+
+// A masked row's gradient passes straight through: dgates 0, dc_prev = dc, dh_prev = dh.
+inline void pass_through(const float* src, float* dst, int64_t n) {
+    if (!dst) return;
+    if (src) std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
+    else std::memset(dst, 0, static_cast<size_t>(n) * sizeof(float));
+}
+
+template <bool kDh, bool kDc, bool kDcPrev>
+void lstm_backward_rows(const LstmCellBackwardArgs& a, int64_t begin, int64_t end) {
+    const int64_t H = a.hidden;
+    for (int64_t b = begin; b < end; ++b) {
+        const float* dh_row = kDh ? static_cast<const float*>(a.dh) + b * H : nullptr;
+        const float* dc_row = kDc ? static_cast<const float*>(a.dc) + b * H : nullptr;
+        float* __restrict__ dgi = static_cast<float*>(a.dgates) + b * 4 * H;
+        float* dcp_row = kDcPrev ? static_cast<float*>(a.dc_prev) + b * H : nullptr;
+        float* dhp_row = a.dh_prev ? static_cast<float*>(a.dh_prev) + b * H : nullptr;
+        if (!row_updates(static_cast<const float*>(a.mask), b)) {
+            std::memset(dgi, 0, static_cast<size_t>(4 * H) * sizeof(float));
+            pass_through(dc_row, dcp_row, H);
+            pass_through(dh_row, dhp_row, H);
+            continue;
+        }
+        const float* __restrict__ s = static_cast<const float*>(a.saved) + b * 5 * H;
+        const float* __restrict__ cp = static_cast<const float*>(a.c_prev) + b * H;
+        const float* __restrict__ dh = dh_row;
+        const float* __restrict__ dc = dc_row;
+        float* __restrict__ dcp = dcp_row;
+        for (int64_t j = 0; j < H; ++j) {
+            const float i = s[j], f = s[H + j], g = s[2 * H + j], o = s[3 * H + j], tc = s[4 * H + j];
+            const float dhj = kDh ? dh[j] : 0.0f;
+            const float dct = (kDc ? dc[j] : 0.0f) + dhj * o * (1.0f - tc * tc);
+            dgi[j] = dct * g * i * (1.0f - i);
+            dgi[H + j] = dct * cp[j] * f * (1.0f - f);
+            dgi[2 * H + j] = dct * i * (1.0f - g * g);
+            dgi[3 * H + j] = dhj * tc * o * (1.0f - o);
+            if (kDcPrev) dcp[j] = dct * f;
+        }
+        if (dhp_row) std::memset(dhp_row, 0, static_cast<size_t>(H) * sizeof(float));
+    }
+}
+
+void lstm_cell_backward_rows(const LstmCellBackwardArgs& a, int64_t begin, int64_t end) {
+    using Rows = void (*)(const LstmCellBackwardArgs&, int64_t, int64_t);
+    static constexpr Rows kRows[8] = {
+        lstm_backward_rows<false, false, false>, lstm_backward_rows<false, false, true>,
+        lstm_backward_rows<false, true, false>,  lstm_backward_rows<false, true, true>,
+        lstm_backward_rows<true, false, false>,  lstm_backward_rows<true, false, true>,
+        lstm_backward_rows<true, true, false>,   lstm_backward_rows<true, true, true>};
+    kRows[(a.dh ? 4 : 0) + (a.dc ? 2 : 0) + (a.dc_prev ? 1 : 0)](a, begin, end);
+}
+
+template <bool kSave>
+void gru_rows(const GruCellArgs& a, int64_t begin, int64_t end) {
+    const int64_t H = a.hidden;
+    for (int64_t b = begin; b < end; ++b) {
+        const float* __restrict__ xg = static_cast<const float*>(a.x_gates) + b * 3 * H;
+        const float* __restrict__ hg = static_cast<const float*>(a.h_gates) + b * 3 * H;
+        const float* __restrict__ hp = static_cast<const float*>(a.h_prev) + b * H;
+        float* __restrict__ h = static_cast<float*>(a.h) + b * H;
+        float* __restrict__ s = kSave ? static_cast<float*>(a.saved) + b * 3 * H : nullptr;
+        for (int64_t j = 0; j < H; ++j) {
+            const float r = sigmoid_f(xg[j] + hg[j]);
+            const float z = sigmoid_f(xg[H + j] + hg[H + j]);
+            const float n = tanh_f(xg[2 * H + j] + r * hg[2 * H + j]);
+            h[j] = (1.0f - z) * n + z * hp[j];
+            if (kSave) {
+                s[j] = r;
+                s[H + j] = z;
+                s[2 * H + j] = n;
+            }
+        }
+        if (!row_updates(static_cast<const float*>(a.mask), b))
+            std::memcpy(h, hp, static_cast<size_t>(H) * sizeof(float));
+    }
+}
+
+void gru_cell_rows(const GruCellArgs& a, int64_t begin, int64_t end) {
+    if (a.saved) gru_rows<true>(a, begin, end);
+    else gru_rows<false>(a, begin, end);
+}
+
+template <bool kDhPrev>
+void gru_backward_rows(const GruCellBackwardArgs& a, int64_t begin, int64_t end) {
+    const int64_t H = a.hidden;
+    for (int64_t b = begin; b < end; ++b) {
+        const float* __restrict__ dh = static_cast<const float*>(a.dh) + b * H;
+        float* __restrict__ dxg = static_cast<float*>(a.dx_gates) + b * 3 * H;
+        float* __restrict__ dhg = static_cast<float*>(a.dh_gates) + b * 3 * H;
+        float* __restrict__ dhp = kDhPrev ? static_cast<float*>(a.dh_prev) + b * H : nullptr;
+        if (!row_updates(static_cast<const float*>(a.mask), b)) {
+            std::memset(dxg, 0, static_cast<size_t>(3 * H) * sizeof(float));
+            std::memset(dhg, 0, static_cast<size_t>(3 * H) * sizeof(float));
+            if (kDhPrev) std::memcpy(dhp, dh, static_cast<size_t>(H) * sizeof(float));
+            continue;
+        }
+        const float* __restrict__ s = static_cast<const float*>(a.saved) + b * 3 * H;
+        const float* __restrict__ hn = static_cast<const float*>(a.h_gates) + b * 3 * H + 2 * H;
+        const float* __restrict__ hp = static_cast<const float*>(a.h_prev) + b * H;
+        for (int64_t j = 0; j < H; ++j) {
+            const float r = s[j], z = s[H + j], n = s[2 * H + j], d = dh[j];
+            const float dn = d * (1.0f - z) * (1.0f - n * n);
+            const float dz = d * (hp[j] - n) * z * (1.0f - z);
+            const float dr = dn * hn[j] * r * (1.0f - r);
+            dxg[j] = dr;
+            dxg[H + j] = dz;
+            dxg[2 * H + j] = dn;
+            dhg[j] = dr;
+            dhg[H + j] = dz;
+            dhg[2 * H + j] = dn * r;
+            if (kDhPrev) dhp[j] = d * z;
+        }
+    }
+}
+
+void gru_cell_backward_rows(const GruCellBackwardArgs& a, int64_t begin, int64_t end) {
+    if (a.dh_prev) gru_backward_rows<true>(a, begin, end);
+    else gru_backward_rows<false>(a, begin, end);
+}
+
 }  // namespace
 
 const SpanKernels& table() {
     static const SpanKernels kernels = {unary, unary_backward, binary, binary_backward, sum, sum_columns,
                                         extreme, extreme_columns, arg_extreme_columns, softmax_row,
-                                        softmax_backward_row};
+                                        softmax_backward_row, lstm_cell_rows, lstm_cell_backward_rows,
+                                        gru_cell_rows, gru_cell_backward_rows};
     return kernels;
 }
 

@@ -137,4 +137,10 @@ int64_t batch_norm_backward_scratch_bytes(const BatchNormBackwardArgs& args, con
 cudaError_t batch_norm_backward_f32(const BatchNormBackwardArgs& args, const LaunchContext& ctx,
                                     const BatchNormOptions& options = {});
 
+// recurrent.cu: the LSTM and GRU cell steps (one kernel each way, one thread per cell).
+cudaError_t lstm_cell_f32(const LstmCellArgs& args, const LaunchContext& ctx);
+cudaError_t lstm_cell_backward_f32(const LstmCellBackwardArgs& args, const LaunchContext& ctx);
+cudaError_t gru_cell_f32(const GruCellArgs& args, const LaunchContext& ctx);
+cudaError_t gru_cell_backward_f32(const GruCellBackwardArgs& args, const LaunchContext& ctx);
+
 }  // namespace kn::cuda

@@ -158,5 +158,10 @@ void pool2d_backward_f32(const Pool2dBackwardArgs& args, Queue& q);
 // batch_norm_launch.cpp (batch_norm.cl)
 void batch_norm_f32(const BatchNormArgs& args, Queue& q);
 void batch_norm_backward_f32(const BatchNormBackwardArgs& args, Queue& q);
+// recurrent_launch.cpp (recurrent.cl): the LSTM and GRU cell steps
+void lstm_cell_f32(const LstmCellArgs& args, Queue& q);
+void lstm_cell_backward_f32(const LstmCellBackwardArgs& args, Queue& q);
+void gru_cell_f32(const GruCellArgs& args, Queue& q);
+void gru_cell_backward_f32(const GruCellBackwardArgs& args, Queue& q);
 
 }  // namespace kn::opencl

@@ -256,4 +256,38 @@ internal static class Gradients
         t.Dispose();
         return null;
     }
+
+    // ---- Recurrent cells (RecurrentCells.Lstm / Gru): one fused backward kernel per step ----
+
+    /// <summary>
+    /// LSTM cell backward from the forward's saved activations and the gradients of h and c (either may
+    /// be null): dgates, dcPrev, and hPrev's direct gradient (dh on masked rows; without a mask it is
+    /// zero, so none is returned: hPrev's gradient then comes only through the layer's GEMM).
+    /// </summary>
+    public static Tensor?[] LstmCell(Tensor saved, Tensor gates, Tensor cPrev, Tensor hPrev, Tensor? mask, Tensor? dh, Tensor? dc,
+                                     long batch, long hidden)
+    {
+        var device = saved.Device;
+        var dgates = Tensor.Empty(gates.ShapeArray, device);
+        var dcPrev = cPrev.RequiresGrad ? Tensor.Empty(cPrev.ShapeArray, device) : null;
+        var dhPrev = mask is not null && hPrev.RequiresGrad ? Tensor.Empty(hPrev.ShapeArray, device) : null;
+        if (batch * hidden > 0)
+            Ops.LstmCellBackward(saved.Buffer, cPrev.Buffer, mask?.Buffer, dh?.Buffer, dc?.Buffer, dgates.Buffer,
+                                 dcPrev?.Buffer, dhPrev?.Buffer, batch, hidden);
+        return new[] { dgates, dcPrev, dhPrev };
+    }
+
+    /// <summary>GRU cell backward from the forward's saved activations: dxGates, dhGates and hPrev's direct gradient.</summary>
+    public static Tensor?[] GruCell(Tensor saved, Tensor xGates, Tensor hGates, Tensor hPrev, Tensor? mask, Tensor g,
+                                    long batch, long hidden)
+    {
+        var device = saved.Device;
+        var dxGates = Tensor.Empty(xGates.ShapeArray, device);
+        var dhGates = Tensor.Empty(hGates.ShapeArray, device);
+        var dhPrev = hPrev.RequiresGrad ? Tensor.Empty(hPrev.ShapeArray, device) : null;
+        if (batch * hidden > 0)
+            Ops.GruCellBackward(saved.Buffer, hGates.Buffer, hPrev.Buffer, mask?.Buffer, g.Buffer, dxGates.Buffer,
+                                dhGates.Buffer, dhPrev?.Buffer, batch, hidden);
+        return new[] { dxGates, dhGates, dhPrev };
+    }
 }

@@ -15,6 +15,15 @@ internal sealed class GradNode
     public string Name { get; }
     public Tensor[] Inputs { get; }
     public Func<Tensor, Tensor?[]> Backward { get; }
+
+    // ---- Ops with two outputs (the LSTM cell's h and c; Tensor.RecordPair) ----
+    // The first output holds the op's node, whose PairBackward takes the gradients of both outputs
+    // (either may be null: that output got none). The second output's node has the first output as
+    // its only input and no rule: Backward parks its gradient for the first output's rule, which
+    // runs after it in reverse topological order (the second output depends on the first), so the op's
+    // backward runs once, with both gradients.
+    public Func<Tensor?, Tensor?, Tensor?[]>? PairBackward { get; init; }
+    public bool IsSecondOutput { get; init; }
 }
 
 /// <summary>Turns gradient recording off on this thread while alive: <c>using (Tensor.NoGrad()) { ... }</c>.</summary>
@@ -64,6 +73,24 @@ public sealed partial class Tensor
     }
 
     /// <summary>
+    /// Attaches one backward rule to the two freshly computed results of one op (when any input needs
+    /// gradients): <paramref name="backward"/> gets the gradients of <paramref name="first"/> and
+    /// <paramref name="second"/> (null for one that got none) and returns one per input, and runs once
+    /// per backward pass however the two outputs are used.
+    /// </summary>
+    internal static void RecordPair(Tensor first, Tensor second, string name, Tensor[] inputs,
+                                    Func<Tensor?, Tensor?, Tensor?[]> backward)
+    {
+        if (!WillRecord(inputs)) return;
+        first.requiresGrad = true;
+        first.Node = new GradNode(name, inputs, g => backward(g, null)) { PairBackward = backward };
+        second.requiresGrad = true;
+        second.Node = new GradNode(name + " (second output)", new[] { first },
+                                   _ => throw new InvalidOperationException($"{name}: the second output's gradient is handled by the first's rule"))
+        { IsSecondOutput = true };
+    }
+
+    /// <summary>
     /// Computes the gradient of this tensor with respect to every leaf that requires gradients, and
     /// adds it to the leaf's <see cref="Grad"/> (gradients accumulate across calls until cleared).
     /// Without an argument the tensor must hold one element (a loss); otherwise pass the gradient of
@@ -83,16 +110,27 @@ public sealed partial class Tensor
         var grads = new Dictionary<Tensor, Tensor>(ReferenceEqualityComparer.Instance);
         grads[this] = gradient is null ? Ones(shape, Device) : gradient.Detach();
 
+        // The gradients of second outputs (RecordPair), waiting for their first output's rule.
+        var parked = new Dictionary<Tensor, Tensor>(ReferenceEqualityComparer.Instance);
+
         for (int i = order.Count - 1; i >= 0; i--)
         {
             var t = order[i];
-            if (!grads.Remove(t, out var g)) continue;
+            bool hasGradient = grads.Remove(t, out var g);
+            parked.Remove(t, out var secondGrad);
+            if (!hasGradient && secondGrad is null) continue;
             if (t.Node is null)
             {
-                AccumulateLeafGradient(t, g);
+                if (g is not null) AccumulateLeafGradient(t, g);
+                secondGrad?.Dispose();  // the first output was disposed (its node with it): nothing to run
                 continue;
             }
-            var inputGrads = t.Node.Backward(g);
+            if (t.Node.IsSecondOutput)
+            {
+                parked[t.Node.Inputs[0]] = g!;
+                continue;
+            }
+            var inputGrads = t.Node.PairBackward is { } pair ? pair(g, secondGrad) : t.Node.Backward(g!);
             var seen = new HashSet<Tensor>(ReferenceEqualityComparer.Instance);
             for (int j = 0; j < t.Node.Inputs.Length; j++)
             {
@@ -101,7 +139,7 @@ public sealed partial class Tensor
                 if (ig is null || !input.RequiresGrad) continue;
                 // A rule may hand back the incoming gradient itself, or one tensor for two inputs:
                 // give each slot its own handle on the storage so each can be freed independently.
-                if (ReferenceEquals(ig, g) || !seen.Add(ig)) ig = ig.Detach();
+                if (ReferenceEquals(ig, g) || ReferenceEquals(ig, secondGrad) || !seen.Add(ig)) ig = ig.Detach();
                 if (grads.Remove(input, out var existing))
                 {
                     var sum = Binary(BinaryOp.Add, existing, ig);
@@ -112,8 +150,10 @@ public sealed partial class Tensor
                 grads[input] = ig;
             }
             foreach (var ig in inputGrads)
-                if (ig is not null && !ReferenceEquals(ig, g) && !grads.ContainsValue(ig)) ig.Dispose();
-            g.Dispose();
+                if (ig is not null && !ReferenceEquals(ig, g) && !ReferenceEquals(ig, secondGrad) && !grads.ContainsValue(ig))
+                    ig.Dispose();
+            g?.Dispose();
+            secondGrad?.Dispose();
         }
     }
 

@@ -15,8 +15,9 @@ public sealed record RecurrentResult(Tensor Output, IReadOnlyList<Tensor> States
 /// U(-1/sqrt(H), 1/sqrt(H)) as PyTorch does, so a state dict moves between the two unchanged.
 /// <para>
 /// The input is batch-first [B, T, I] (as Keras). A forward pass does the input projection of all T steps
-/// as one GEMM ([T*B, I] x W_ih^T), then per step one recurrent GEMM (h W_hh^T) and one cell call
-/// (<see cref="RecurrentCells"/>); autograd records the steps, so backward is backpropagation through time.
+/// as one GEMM ([T*B, I] x W_ih^T), then per step one recurrent GEMM (h W_hh^T, added onto that step's
+/// input projection by the GEMM itself) and one cell call (<see cref="RecurrentCells"/>); autograd records
+/// the steps, so backward is backpropagation through time.
 /// </para>
 /// <para>
 /// Variable-length batches: pass <c>lengths</c> (row b holds lengths[b] valid steps, then padding) or a
@@ -100,10 +101,11 @@ public abstract class RecurrentLayer : Module
 
     /// <summary>
     /// The output and (with returnState) the final states. <paramref name="initialState"/>: null (zeros,
-    /// or the carried states when stateful) or <see cref="StateCount"/> tensors [B, H] (h, then c).
+    /// or the carried states when stateful) or <see cref="StateCount"/> tensors [B, H] (h, then c); it has
+    /// no default so that <c>Forward(x)</c> stays the plain Module call: write <c>Forward(x, null, lengths: n)</c>.
     /// <paramref name="mask"/> [B, T] of 0/1, or <paramref name="lengths"/> (B values in 0..T): not both.
     /// </summary>
-    public RecurrentResult Forward(Tensor input, IReadOnlyList<Tensor>? initialState = null, Tensor? mask = null, long[]? lengths = null)
+    public RecurrentResult Forward(Tensor input, IReadOnlyList<Tensor>? initialState, Tensor? mask = null, long[]? lengths = null)
     {
         var (output, states) = Run(input, initialState, mask, lengths);
         return new RecurrentResult(output, ReturnState ? states : Array.Empty<Tensor>());
@@ -129,11 +131,12 @@ public abstract class RecurrentLayer : Module
     internal abstract RecurrentLayer CreateReversed(int seed, Device device);
 
     /// <summary>
-    /// One time step: the new states (h first) from the step's input projection <paramref name="xGates"/>
-    /// [B, G*H] (x W_ih^T + b_ih, plus b_hh where the cell allows folding it in: see <see cref="FoldsHiddenBias"/>),
-    /// the previous states, W_hh^T [H, G*H], and the step's mask [B] (null: every row is valid).
+    /// One time step: the new states (h first) from the input projection of time <paramref name="t"/>
+    /// (x W_ih^T + b_ih, plus b_hh where the cell allows folding it in: see <see cref="FoldsHiddenBias"/>) and the
+    /// recurrent product of <paramref name="projection"/>, the previous states, and the step's mask [B] (null:
+    /// every row is valid).
     /// </summary>
-    private protected abstract Tensor[] Step(Tensor xGates, Tensor[] states, Tensor weightHhT, Tensor? mask);
+    private protected abstract Tensor[] Step(StepProjection projection, long t, Tensor[] states, Tensor? mask);
 
     /// <summary>Whether b_hh can be added to the input projection once (all but the GRU, whose b_hn sits inside r * (...)).</summary>
     private protected virtual bool FoldsHiddenBias => true;
@@ -164,11 +167,10 @@ public abstract class RecurrentLayer : Module
         var xProjection = x.Transpose(0, 1).Reshape(steps * batch, InputSize).MatMul(weightIhT);
         var inputBias = BiasIh is null ? null : FoldsHiddenBias ? BiasIh.Add(BiasHh!) : BiasIh;
         if (inputBias is not null) xProjection = xProjection.Add(inputBias);
-        var stepGates = TimeSteps(xProjection.Reshape(steps, batch, g));
-        var weightHhT = WeightHh.Transpose(0, 1);
+        var projection = new StepProjection(xProjection.Reshape(steps, batch, g), WeightHh.Transpose(0, 1));
 
         // The mask of step s (in processing order), [B]; one upload for all steps.
-        Tensor[]? stepMasks = null;
+        Tensor?[]? stepMasks = null;
         float[]? processedValid = null;  // [B, T] in processing order, to zero the outputs of padded steps
         if (valid is not null)
         {
@@ -181,16 +183,18 @@ public abstract class RecurrentLayer : Module
                     processedValid[b * steps + s] = v;
                     timeMajor[s * batch + b] = v;
                 }
+            // A step where every row is valid needs no mask (the cell's plain update is cheaper).
             var all = Tensor.FromArray(timeMajor, new[] { steps, batch }, device);
-            stepMasks = new Tensor[steps];
-            for (long s = 0; s < steps; s++) stepMasks[s] = all.Select(0, s);
+            stepMasks = new Tensor?[steps];
+            for (long s = 0; s < steps; s++)
+                if (Array.IndexOf(timeMajor, 0f, (int)(s * batch), (int)batch) >= 0) stepMasks[s] = all.Select(0, s);
             all.Dispose();
         }
 
         var outputs = ReturnSequences ? new Tensor[steps] : null;
         for (long s = 0; s < steps; s++)
         {
-            states = Step(stepGates[reversed ? steps - 1 - s : s], states, weightHhT, stepMasks?[s]);
+            states = Step(projection, reversed ? steps - 1 - s : s, states, stepMasks?[s]);
             if (outputs is not null) outputs[s] = states[0];
         }
 
@@ -299,44 +303,91 @@ public abstract class RecurrentLayer : Module
     }
 
     /// <summary>
-    /// The T steps of <paramref name="xs"/> [T, B, G] as T tensors [B, G] (copies of contiguous blocks).
-    /// Their backward writes each step's gradient into one shared [T, B, G] gradient instead of a zeros-padded
-    /// [T, B, G] per step (what T Select()s would cost: O(T^2 B G) for a pass of backpropagation through time;
-    /// this is O(T B G)). The first step to run its backward in a pass creates the shared gradient and hands it
-    /// to autograd as xs's gradient; the others write into it and hand back nothing. Autograd runs xs's own
-    /// rule after every step's (they all read xs), so the sum is complete by then, and it frees it after,
-    /// which tells the next pass to start a fresh one. (Should autograd ever add it to another gradient of xs
-    /// and free it, the next step starts a fresh one again: slower, still correct.)
+    /// The per-step products of a recurrent layer, as autograd ops of their own: <see cref="Gates"/> is
+    /// xs[t] + h W ([B, G]; one copy and one GEMM with beta = 1), <see cref="Recurrent"/> is h W, from the
+    /// input projection xs [T, B, G] of all steps and W = W_hh^T [H, G].
+    /// <para>
+    /// Their backward passes accumulate into one gradient of xs and one of W shared by all steps, where
+    /// recording the steps with Select, Add and MatMul would give each step a zeros-padded [T, B, G] gradient
+    /// of xs (O(T^2 B G) for one pass of backpropagation through time instead of O(T B G)) and a fresh
+    /// [H, G] gradient of W to be added up. The first step whose backward runs in a pass creates the shared
+    /// gradient and hands it to autograd as the gradient of xs (or W); the other steps add into it and hand back
+    /// nothing. Autograd runs the rules of xs and W only after those of every step (the steps read them), so
+    /// the sums are complete by then, and it frees them after, which tells the next pass to start afresh.
+    /// (Were autograd ever to add a shared gradient to another gradient of the same tensor and free it, the
+    /// next step would start a fresh one: slower, still correct.)
+    /// </para>
     /// </summary>
-    private static Tensor[] TimeSteps(Tensor xs)
+    private protected sealed class StepProjection
     {
-        long steps = xs.Shape[0], block = xs.Count / steps;
-        var stepShape = new[] { xs.Shape[1], xs.Shape[2] };
-        var shared = new SharedGradient(xs);
-        var result = new Tensor[steps];
-        for (long t = 0; t < steps; t++)
+        private readonly Tensor xs, weight;
+        private readonly long batch, gates, hidden, block;
+        private Tensor? xsGradient, weightGradient;
+
+        public StepProjection(Tensor xs, Tensor weight)
         {
-            var y = Tensor.Empty(stepShape, xs.Device);
-            if (block > 0) y.Buffer.CopyFrom(xs.Buffer, 4 * t * block, 0, 4 * block);
-            long step = t;
-            result[t] = Tensor.Record(y, "TimeStep", new[] { xs }, g => new[] { shared.Add(g, step, block) });
+            this.xs = xs;
+            this.weight = weight;
+            batch = xs.Shape[1];
+            gates = xs.Shape[2];
+            hidden = weight.Shape[0];
+            block = batch * gates;
         }
-        return result;
-    }
 
-    private sealed class SharedGradient
-    {
-        private readonly Tensor xs;
-        private Tensor? sum;
-
-        public SharedGradient(Tensor xs) => this.xs = xs;
-
-        public Tensor? Add(Tensor g, long step, long block)
+        /// <summary>xs[t] + h W, or xs[t] when <paramref name="h"/> is null (a zero state).</summary>
+        public Tensor Gates(long t, Tensor? h)
         {
-            bool fresh = sum is null || sum.IsDisposed;
-            if (fresh) sum = Tensor.Zeros(xs.ShapeArray, xs.Device);
-            if (block > 0) sum!.Buffer.CopyFrom(g.Buffer, 0, 4 * step * block, 4 * block);
-            return fresh ? sum : null;
+            var y = Tensor.Empty(new[] { batch, gates }, xs.Device);
+            if (block == 0) return y;
+            y.Buffer.CopyFrom(xs.Buffer, 4 * t * block, 0, 4 * block);
+            if (h is null)
+                return Tensor.Record(y, "StepGates", new[] { xs }, g => new[] { AddToXs(g, t) });
+            if (hidden > 0)
+                Ops.Gemm(Transpose.NoTranspose, Transpose.NoTranspose, batch, gates, hidden, 1f, h.Buffer, hidden, weight.Buffer, gates, 1f, y.Buffer, gates);
+            return Tensor.Record(y, "StepGates", new[] { xs, h, weight }, g => new[] { AddToXs(g, t), DState(g, h), AddToWeight(g, h) });
+        }
+
+        /// <summary>h W ([B, G]), for the GRU, whose recurrent gates stay apart from the input's.</summary>
+        public Tensor Recurrent(Tensor h)
+        {
+            var y = Tensor.Empty(new[] { batch, gates }, xs.Device);
+            if (block > 0)
+                Ops.Gemm(Transpose.NoTranspose, Transpose.NoTranspose, batch, gates, hidden, 1f, h.Buffer, hidden, weight.Buffer, gates, 0f, y.Buffer, gates);
+            return Tensor.Record(y, "StepRecurrent", new[] { h, weight }, g => new[] { DState(g, h), AddToWeight(g, h) });
+        }
+
+        /// <summary>The input projection of time t alone (xs[t]).</summary>
+        public Tensor Input(long t) => Gates(t, null);
+
+        private Tensor? AddToXs(Tensor g, long t)
+        {
+            if (!xs.RequiresGrad) return null;
+            bool fresh = xsGradient is null || xsGradient.IsDisposed;
+            if (fresh) xsGradient = Tensor.Zeros(xs.ShapeArray, xs.Device);
+            xsGradient!.Buffer.CopyFrom(g.Buffer, 0, 4 * t * block, 4 * block);
+            return fresh ? xsGradient : null;
+        }
+
+        // dh = g W^T
+        private Tensor? DState(Tensor g, Tensor h)
+        {
+            if (!h.RequiresGrad) return null;
+            var dh = Tensor.Empty(h.ShapeArray, h.Device);
+            if (dh.Count > 0)
+                Ops.Gemm(Transpose.NoTranspose, Transpose.Transpose, batch, hidden, gates, 1f, g.Buffer, gates, weight.Buffer, gates, 0f, dh.Buffer, hidden);
+            return dh;
+        }
+
+        // dW += h^T g (the first step of a pass writes, the others add: beta = 1)
+        private Tensor? AddToWeight(Tensor g, Tensor h)
+        {
+            if (!weight.RequiresGrad) return null;
+            bool fresh = weightGradient is null || weightGradient.IsDisposed;
+            if (fresh) weightGradient = batch == 0 ? Tensor.Zeros(weight.ShapeArray, weight.Device) : Tensor.Empty(weight.ShapeArray, weight.Device);
+            if (batch > 0 && weightGradient!.Count > 0)
+                Ops.Gemm(Transpose.Transpose, Transpose.NoTranspose, hidden, gates, batch, 1f, h.Buffer, hidden, g.Buffer, gates,
+                         fresh ? 0f : 1f, weightGradient.Buffer, gates);
+            return fresh ? weightGradient : null;
         }
     }
 
@@ -362,9 +413,9 @@ public sealed class SimpleRNN : RecurrentLayer
     internal override RecurrentLayer CreateReversed(int seed, Device device) =>
         new SimpleRNN(InputSize, Units, ReturnSequences, ReturnState, !GoBackwards, Stateful, BiasIh is not null, seed, device);
 
-    private protected override Tensor[] Step(Tensor xGates, Tensor[] states, Tensor weightHhT, Tensor? mask)
+    private protected override Tensor[] Step(StepProjection projection, long t, Tensor[] states, Tensor? mask)
     {
-        var h = xGates.Add(states[0].MatMul(weightHhT)).Tanh();
+        var h = projection.Gates(t, states[0]).Tanh();
         return new[] { mask is null ? h : Keep(h, states[0], mask) };
     }
 }
@@ -384,10 +435,9 @@ public sealed class LSTM : RecurrentLayer
     internal override RecurrentLayer CreateReversed(int seed, Device device) =>
         new LSTM(InputSize, Units, ReturnSequences, ReturnState, !GoBackwards, Stateful, BiasIh is not null, seed, device);
 
-    private protected override Tensor[] Step(Tensor xGates, Tensor[] states, Tensor weightHhT, Tensor? mask)
+    private protected override Tensor[] Step(StepProjection projection, long t, Tensor[] states, Tensor? mask)
     {
-        var gates = xGates.Add(states[0].MatMul(weightHhT));
-        var (h, c) = RecurrentCells.Lstm(gates, states[1], states[0], mask);
+        var (h, c) = RecurrentCells.Lstm(projection.Gates(t, states[0]), states[1], states[0], mask);
         return new[] { h, c };
     }
 }
@@ -410,11 +460,11 @@ public sealed class GRU : RecurrentLayer
 
     private protected override bool FoldsHiddenBias => false;
 
-    private protected override Tensor[] Step(Tensor xGates, Tensor[] states, Tensor weightHhT, Tensor? mask)
+    private protected override Tensor[] Step(StepProjection projection, long t, Tensor[] states, Tensor? mask)
     {
-        var hGates = states[0].MatMul(weightHhT);
+        var hGates = projection.Recurrent(states[0]);
         if (BiasHh is not null) hGates = hGates.Add(BiasHh);
-        return new[] { RecurrentCells.Gru(xGates, hGates, states[0], mask) };
+        return new[] { RecurrentCells.Gru(projection.Input(t), hGates, states[0], mask) };
     }
 }
 
@@ -461,7 +511,7 @@ public sealed class Bidirectional : Module
     /// The merged output and (when the layer has returnState) the states: the forward layer's, then the
     /// backward layer's. <paramref name="initialState"/>: null or the same list (2 or 4 tensors [B, H]).
     /// </summary>
-    public RecurrentResult Forward(Tensor input, IReadOnlyList<Tensor>? initialState = null, Tensor? mask = null, long[]? lengths = null)
+    public RecurrentResult Forward(Tensor input, IReadOnlyList<Tensor>? initialState, Tensor? mask = null, long[]? lengths = null)
     {
         int n = Forwards.StateCount;
         if (initialState is not null && initialState.Count != 2 * n)

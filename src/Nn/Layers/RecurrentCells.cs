@@ -11,41 +11,50 @@ public static class RecurrentCells
     /// One LSTM cell update. <paramref name="gates"/> [B, 4H] holds the pre-activations
     /// x W_ih^T + b_ih + h_prev W_hh^T + b_hh in PyTorch's order i, f, g, o:
     /// c = s(f) * cPrev + s(i) * tanh(g), h = s(o) * tanh(c).
-    /// <paramref name="cPrev"/>, <paramref name="hPrev"/>: [B, H]. <paramref name="mask"/>: null or [B] of
-    /// 0/1; where 0 the row is a padding step and keeps hPrev / cPrev (its gradient flows to them unchanged).
+    /// <paramref name="cPrev"/>, <paramref name="hPrev"/>: [B, H]. <paramref name="mask"/>: null or [B]; where 0
+    /// the row is a padding step and keeps hPrev / cPrev (its gradient flows to them unchanged), any other
+    /// value (1) updates it. The mask gets no gradient.
+    /// One fused kernel forward and one backward (kn_lstm_cell_f32), whichever of H and C are used.
     /// </summary>
     public static (Tensor H, Tensor C) Lstm(Tensor gates, Tensor cPrev, Tensor hPrev, Tensor? mask = null)
     {
         var (batch, hidden) = CheckLstm(gates, cPrev, hPrev, mask);
-        var i = gates.Narrow(1, 0, hidden).Sigmoid();
-        var f = gates.Narrow(1, hidden, hidden).Sigmoid();
-        var g = gates.Narrow(1, 2 * hidden, hidden).Tanh();
-        var o = gates.Narrow(1, 3 * hidden, hidden).Sigmoid();
-        var c = f * cPrev + i * g;
-        var h = o * c.Tanh();
-        if (mask is null) return (h, c);
-        var m = mask.Reshape(batch, 1);
-        return (Keep(h, hPrev, m), Keep(c, cPrev, m));
+        var device = gates.Device;
+        var h = Tensor.Empty(new[] { batch, hidden }, device);
+        var c = Tensor.Empty(new[] { batch, hidden }, device);
+        var inputs = new[] { gates, cPrev, hPrev };
+        // What the backward reads (the activated gates and tanh c) is saved only when one will follow.
+        var saved = Tensor.WillRecord(inputs) ? Tensor.Empty(new[] { batch, 5 * hidden }, device) : null;
+        if (batch * hidden > 0)
+            Ops.LstmCell(gates.Buffer, cPrev.Buffer, hPrev.Buffer, mask?.Buffer, h.Buffer, c.Buffer, saved?.Buffer, batch, hidden);
+        if (saved is null) return (h, c);
+        h.Attach(saved);  // freed with h, after any backward pass
+        Tensor.RecordPair(h, c, "LstmCell", inputs,
+                          (dh, dc) => Gradients.LstmCell(saved, gates, cPrev, hPrev, mask, dh, dc, batch, hidden));
+        return (h, c);
     }
 
     /// <summary>
     /// One GRU cell update. <paramref name="xGates"/> = x W_ih^T + b_ih and <paramref name="hGates"/> =
     /// h_prev W_hh^T + b_hh, both [B, 3H] in PyTorch's order r, z, n:
     /// r = s(x_r + h_r), z = s(x_z + h_z), n = tanh(x_n + r * h_n), h = (1 - z) * n + z * hPrev.
-    /// <paramref name="hPrev"/>: [B, H]. <paramref name="mask"/>: null or [B] of 0/1; where 0 the row keeps hPrev.
+    /// <paramref name="hPrev"/>: [B, H]. <paramref name="mask"/>: null or [B]; where 0 the row keeps hPrev, any other value (1) updates it.
+    /// One fused kernel forward and one backward.
     /// </summary>
     public static Tensor Gru(Tensor xGates, Tensor hGates, Tensor hPrev, Tensor? mask = null)
     {
         var (batch, hidden) = CheckGru(xGates, hGates, hPrev, mask);
-        var r = (xGates.Narrow(1, 0, hidden) + hGates.Narrow(1, 0, hidden)).Sigmoid();
-        var z = (xGates.Narrow(1, hidden, hidden) + hGates.Narrow(1, hidden, hidden)).Sigmoid();
-        var n = (xGates.Narrow(1, 2 * hidden, hidden) + r * hGates.Narrow(1, 2 * hidden, hidden)).Tanh();
-        var h = n + z * (hPrev - n);
-        return mask is null ? h : Keep(h, hPrev, mask.Reshape(batch, 1));
+        var device = xGates.Device;
+        var h = Tensor.Empty(new[] { batch, hidden }, device);
+        var inputs = new[] { xGates, hGates, hPrev };
+        var saved = Tensor.WillRecord(inputs) ? Tensor.Empty(new[] { batch, 3 * hidden }, device) : null;
+        if (batch * hidden > 0)
+            Ops.GruCell(xGates.Buffer, hGates.Buffer, hPrev.Buffer, mask?.Buffer, h.Buffer, saved?.Buffer, batch, hidden);
+        if (saved is null) return h;
+        h.Attach(saved);
+        return Tensor.Record(h, "GruCell", inputs,
+                             g => Gradients.GruCell(saved, xGates, hGates, hPrev, mask, g, batch, hidden));
     }
-
-    // m * next + (1 - m) * prev, written so that a 0/1 mask selects exactly: prev + m * (next - prev).
-    static Tensor Keep(Tensor next, Tensor prev, Tensor m) => prev + m * (next - prev);
 
     static (long Batch, long Hidden) CheckLstm(Tensor gates, Tensor cPrev, Tensor hPrev, Tensor? mask)
     {
