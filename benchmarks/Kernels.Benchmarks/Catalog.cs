@@ -151,6 +151,15 @@ public static class Catalog
         foreach (long batch in new long[] { 128 })
             yield return new CaseSpec($"mlp-step/{d}/batch{batch}", "mlp-step", d, $"784-512-256-10, batch {batch}",
                                       null, (s, dev) => new MlpStepCase(s, dev, batch));
+
+        // One recurrent cell step, forward + backward, fused against the composed cell (issue 14's
+        // benchmark shape: batch 64, 128 hidden).
+        foreach (bool lstm in new[] { true, false })
+        {
+            string family = lstm ? "lstm-cell" : "gru-cell";
+            yield return new CaseSpec($"{family}/{d}/64x128", family, d, "batch 64, hidden 128, forward + backward",
+                                      null, (s, dev) => new RecurrentCellCase(s, dev, lstm, 64, 128));
+        }
     }
 
     /// <summary>

@@ -6,7 +6,8 @@
 // leading dimensions, batches with shared operands, beta = 0 over NaN, k = 0 and alpha = 0, on both
 // tile configurations. Buffers are allocated at their exact size, so a build with AddressSanitizer
 // reports any out-of-bounds access; the strided copy into contiguous and strided destinations; gather rows
-// and the scatter-add (bit for bit). Usage: test_cuda_kernels [fill|unary|binary|softmax|reduce|gemm|layout|gather]
+// and the scatter-add (bit for bit); the LSTM / GRU cell steps forward and backward, masked and not.
+// Usage: test_cuda_kernels [fill|unary|binary|softmax|reduce|gemm|layout|gather|recurrent]
 #include "cuda_kernels.h"
 #include "selftest_harness.h"
 #include "host_scratch.h"
@@ -548,6 +549,101 @@ static void test_gather() {
     }
 }
 
+// ---- recurrent -----------------------------------------------------------------------------------
+// The LSTM and GRU cell steps against float64 references of kernels.h's formulas, masked and not, with
+// the optional operands present and absent, over grids smaller than the work (grid-stride loops).
+static double sigmoid_ref(double x) { return 1 / (1 + std::exp(-x)); }
+
+static void test_recurrent() {
+    const double tol = 64 * FLT_EPSILON;
+    for (const auto& [B, H] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {3, 7}, {5, 33}, {64, 128}})
+        for (bool masked : {false, true})
+            for (bool optional_present : {true, false})
+                for (int sm : {1, 3}) {
+                    const int64_t n = B * H;
+                    HostBuffer gates(4 * n), cp(n), hp(n), mask(B), h(n), c(n), saved(5 * n), dh(n), dc(n), dg(4 * n),
+                        dcp(n), dhp(n);
+                    for (int64_t i = 0; i < 4 * n; ++i) gates[i] = uniform(-4, 4);
+                    for (int64_t i = 0; i < n; ++i) {
+                        cp[i] = uniform(-2, 2);
+                        hp[i] = uniform(-1, 1);
+                        dh[i] = uniform(-1, 1);
+                        dc[i] = uniform(-1, 1);
+                        dcp[i] = dhp[i] = -7.0f;
+                    }
+                    for (int64_t b = 0; b < B; ++b) mask[b] = b % 3 == 1 ? 0.0f : 1.0f;
+                    const float* m = masked ? mask.p : nullptr;
+                    SELFTEST_EXPECT(cuda::lstm_cell_f32(LstmCellArgs{gates.p, cp.p, hp.p, m, h.p, c.p, saved.p, B, H}, ctx_with(sm)) ==
+                                        cudaSuccess, "lstm launch");
+                    SELFTEST_EXPECT(cuda::lstm_cell_backward_f32(LstmCellBackwardArgs{saved.p, cp.p, m, optional_present ? dh.p : nullptr,
+                                                                                      dc.p, dg.p, optional_present ? dcp.p : nullptr,
+                                                                                      optional_present ? dhp.p : nullptr, B, H},
+                                                                 ctx_with(sm)) == cudaSuccess,
+                                    "lstm backward launch");
+                    for (int64_t b = 0; b < B; ++b)
+                        for (int64_t j = 0; j < H; ++j) {
+                            const int64_t e = b * H + j, g0 = b * 4 * H + j;
+                            const bool update = !masked || mask[b] != 0.0f;
+                            const double i = sigmoid_ref(gates[g0]), f = sigmoid_ref(gates[g0 + H]), g = std::tanh(double(gates[g0 + 2 * H])),
+                                         o = sigmoid_ref(gates[g0 + 3 * H]);
+                            const double cn = f * cp[e] + i * g, tc = std::tanh(cn);
+                            const double dhj = optional_present ? dh[e] : 0.0, dct = dc[e] + dhj * o * (1 - tc * tc);
+                            const double want_dg[4] = {dct * g * i * (1 - i), dct * cp[e] * f * (1 - f), dct * i * (1 - g * g),
+                                                       dhj * tc * o * (1 - o)};
+                            SELFTEST_EXPECT(close(h[e], update ? o * tc : hp[e], tol, tol), "lstm %lldx%lld h[%lld] %g", (long long)B, (long long)H, (long long)e, h[e]);
+                            SELFTEST_EXPECT(close(c[e], update ? cn : cp[e], tol, tol), "lstm %lldx%lld c[%lld] %g", (long long)B, (long long)H, (long long)e, c[e]);
+                            SELFTEST_EXPECT(close(saved[b * 5 * H + 4 * H + j], tc, tol, tol), "lstm saved tanh c [%lld]", (long long)e);
+                            for (int k = 0; k < 4; ++k)
+                                SELFTEST_EXPECT(close(dg[g0 + k * H], update ? want_dg[k] : 0.0, tol, tol), "lstm %lldx%lld dgates block %d [%lld] %g",
+                                                (long long)B, (long long)H, k, (long long)e, dg[g0 + k * H]);
+                            if (optional_present) {
+                                SELFTEST_EXPECT(close(dcp[e], update ? dct * f : dc[e], tol, tol), "lstm dc_prev[%lld] %g", (long long)e, dcp[e]);
+                                SELFTEST_EXPECT(close(dhp[e], update ? 0.0 : dhj, tol, tol), "lstm dh_prev[%lld] %g", (long long)e, dhp[e]);
+                            } else {
+                                SELFTEST_EXPECT(dcp[e] == -7.0f && dhp[e] == -7.0f, "lstm wrote an absent output at %lld", (long long)e);
+                            }
+                        }
+
+                    HostBuffer xg(3 * n), hg(3 * n), gh(n), gs(3 * n), dxg(3 * n), dhg(3 * n);
+                    for (int64_t i = 0; i < 3 * n; ++i) {
+                        xg[i] = uniform(-3, 3);
+                        hg[i] = uniform(-3, 3);
+                    }
+                    for (int64_t i = 0; i < n; ++i) dhp[i] = -7.0f;
+                    SELFTEST_EXPECT(cuda::gru_cell_f32(GruCellArgs{xg.p, hg.p, hp.p, m, gh.p, gs.p, B, H}, ctx_with(sm)) == cudaSuccess,
+                                    "gru launch");
+                    SELFTEST_EXPECT(cuda::gru_cell_backward_f32(GruCellBackwardArgs{gs.p, hg.p, hp.p, m, dh.p, dxg.p, dhg.p,
+                                                                                    optional_present ? dhp.p : nullptr, B, H},
+                                                                ctx_with(sm)) == cudaSuccess,
+                                    "gru backward launch");
+                    for (int64_t b = 0; b < B; ++b)
+                        for (int64_t j = 0; j < H; ++j) {
+                            const int64_t e = b * H + j, at = b * 3 * H + j;
+                            const bool update = !masked || mask[b] != 0.0f;
+                            const double r = sigmoid_ref(double(xg[at]) + hg[at]), z = sigmoid_ref(double(xg[at + H]) + hg[at + H]);
+                            const double nn = std::tanh(xg[at + 2 * H] + r * hg[at + 2 * H]);
+                            const double d = dh[e], dn = d * (1 - z) * (1 - nn * nn), dz = d * (hp[e] - nn) * z * (1 - z);
+                            const double dr = dn * hg[at + 2 * H] * r * (1 - r);
+                            const double want_dx[3] = {dr, dz, dn}, want_dh[3] = {dr, dz, dn * r};
+                            SELFTEST_EXPECT(close(gh[e], update ? (1 - z) * nn + z * hp[e] : hp[e], tol, tol), "gru %lldx%lld h[%lld] %g",
+                                            (long long)B, (long long)H, (long long)e, gh[e]);
+                            for (int k = 0; k < 3; ++k) {
+                                SELFTEST_EXPECT(close(dxg[at + k * H], update ? want_dx[k] : 0.0, tol, tol), "gru dx_gates block %d [%lld]", k, (long long)e);
+                                SELFTEST_EXPECT(close(dhg[at + k * H], update ? want_dh[k] : 0.0, tol, tol), "gru dh_gates block %d [%lld]", k, (long long)e);
+                            }
+                            if (optional_present)
+                                SELFTEST_EXPECT(close(dhp[e], update ? d * z : d, tol, tol), "gru dh_prev[%lld] %g", (long long)e, dhp[e]);
+                            else
+                                SELFTEST_EXPECT(dhp[e] == -7.0f, "gru wrote an absent dh_prev at %lld", (long long)e);
+                        }
+                }
+    // Saturated gates: no overflow in the sigmoid for any finite input.
+    HostBuffer gates(4), cp(1), hp(1), h(1), c(1);
+    gates[0] = -3e38f, gates[1] = 3e38f, gates[2] = -100.0f, gates[3] = 3e38f, cp[0] = 0.5f, hp[0] = 0.0f;
+    cuda::lstm_cell_f32(LstmCellArgs{gates.p, cp.p, hp.p, nullptr, h.p, c.p, nullptr, 1, 1}, ctx_with(1));
+    SELFTEST_EXPECT(c[0] == 0.5f && close(h[0], std::tanh(0.5), 1e-6, 1e-7), "saturated lstm: c %g h %g", c[0], h[0]);
+}
+
 // ---- gemm ----------------------------------------------------------------------------------------
 struct GemmCase {
     bool ta, tb;
@@ -694,5 +790,6 @@ int main(int argc, char** argv) {
     if (only.empty() || only == "gemm") test_gemm();
     if (only.empty() || only == "layout") test_layout();
     if (only.empty() || only == "gather") test_gather();
+    if (only.empty() || only == "recurrent") test_recurrent();
     return selftest::check_tally().finish("all CUDA kernels match the references");
 }
