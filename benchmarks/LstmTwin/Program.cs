@@ -38,7 +38,7 @@ switch (mode)
         {
             using var scope = new DisposeScope();
             optimizer.ZeroGrad();
-            var loss = lstm.Forward(x).Output.Square().Mean();
+            var loss = lstm.Forward(x).Square().Mean();
             loss.Backward();
             _ = loss.Item();   // the Trainer reads the loss once per step; so does the twin
             GradientClipping.ByGlobalNorm(lstm.Parameters(), 1f);

@@ -179,7 +179,7 @@ internal sealed class Tagger : Module
     {
         long[] shape = { batch.Size, batch.Steps };
         var x = Tensor.Concatenate(new[] { words.Forward(batch.Words, shape), suffixes.Forward(batch.Suffixes, shape), shapes.Forward(batch.Shapes, shape) }, -1);
-        var h = lstm.Forward(inputDropout.Forward(x), lengths: batch.Lengths).Output;   // [B, T, 256], zero at padding
+        var h = lstm.Forward(inputDropout.Forward(x), null, lengths: batch.Lengths).Output;   // [B, T, 256], zero at padding
         var logits = output.Forward(outputDropout.Forward(h));                           // [B, T, tags]
         return logits.Reshape(-1, output.Outputs).IndexSelect(0, batch.TokenPositions);
     }

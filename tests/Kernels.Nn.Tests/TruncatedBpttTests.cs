@@ -131,7 +131,7 @@ public class TruncatedBpttTests
                                Losses.MeanSquaredError, new DataLoader(data, Batch, shuffle: false), optimizer, epochs: 1, chunkSteps: 4);
         Assert.That(outputs, Has.Count.EqualTo(2), "7 steps in chunks of 4: 4, 3");
         using var scope = new DisposeScope();
-        float[] full = lstm.Forward(Tensor.FromArray(AllFeatures(data), new long[] { Batch, Steps, Features })).Output.ToArray();
+        float[] full = lstm.Forward(Tensor.FromArray(AllFeatures(data), new long[] { Batch, Steps, Features })).ToArray();
         for (int b = 0; b < Batch; b++)
             for (int t = 0; t < Steps; t++)
                 for (int h = 0; h < Hidden; h++)
