@@ -19,7 +19,7 @@ using Kernels;
 using Kernels.Nn;
 
 const int RowLength = 400, ChunkSteps = 100;
-if (SampleArguments.Parse(args, epochs: 1, batchSize: 64) is not { } arguments) return 2;
+if (SampleArguments.Parse(args, epochs: 3, batchSize: 64) is not { } arguments) return 2;
 var device = Device.Get(arguments.DeviceName);
 Console.WriteLine($"Device: {device}");
 var (trainFiles, heldOutFiles) = Brown.Split(Brown.Load(log: Console.Out));
