@@ -7,7 +7,8 @@
 //          -> Dense(10), cross-entropy, clipping at 1, Adam; scaled to a 938-batch epoch.
 // Threads: KN_NUM_THREADS, read by libkernels at start (the script sets it).
 //   dotnet run -c Release --project benchmarks/LstmTwin -- --mode step|mnist [--warmup N] [--repeats N]
-// Prints one line: `kernels <mode> threads=N seconds_per_step=S [seconds_per_epoch=E]`.
+// Prints one line: `kernels <mode> threads=N seconds_per_step=S cpu_seconds_per_step=C` (wall clock and
+// process CPU time, medians; with one thread the CPU time leaves out waiting for a core).
 using System.Diagnostics;
 using System.Globalization;
 using Kernels;
@@ -34,7 +35,7 @@ switch (mode)
         using var lstm = new LSTM(128, 128, returnSequences: true, seed: 1, device: device);
         using var x = Tensor.Uniform(new long[] { 64, 100, 128 }, -1f, 1f, 2, device);
         using var optimizer = new Adam(lstm.Parameters(), learningRate: 1e-3f);
-        double seconds = MedianSeconds(() =>
+        var (wall, cpu) = MedianSeconds(() =>
         {
             using var scope = new DisposeScope();
             optimizer.ZeroGrad();
@@ -44,7 +45,7 @@ switch (mode)
             GradientClipping.ByGlobalNorm(lstm.Parameters(), 1f);
             optimizer.Step();
         }, warmup, repeats);
-        Console.WriteLine(FormattableString.Invariant($"kernels step threads={threads} seconds_per_step={seconds:F6}"));
+        Console.WriteLine(FormattableString.Invariant($"kernels step threads={threads} seconds_per_step={wall:F6} cpu_seconds_per_step={cpu:F6}"));
         break;
     }
     case "mnist":
@@ -59,16 +60,21 @@ switch (mode)
         var loader = new DataLoader(new ArrayDataset(pixels, new long[] { 28, 28 }, labels), 64, shuffle: false, device: device);
         using var optimizer = new Adam(network.Parameters(), learningRate: 1e-3f);
         var trainer = new Trainer { BeforeUpdate = m => GradientClipping.ByGlobalNorm(m.Parameters(), 1f) };
-        var times = new List<double>();
+        var walls = new List<double>();
+        var cpus = new List<double>();
         var watch = new Stopwatch();
+        TimeSpan cpuStart = default;
         // One Trainer step per batch, exactly as Model.Fit runs the sample (the batch assembly runs
-        // ahead on a background thread there too); timed from batch to batch.
-        trainer.OnSample += _ => watch.Restart();
-        trainer.OnUpdate += s => { if (s.BatchIndex >= warmup) times.Add(watch.Elapsed.TotalSeconds); };
+        // ahead on a background thread there too, and is counted in the CPU time).
+        trainer.OnSample += _ => { watch.Restart(); cpuStart = Process.GetCurrentProcess().TotalProcessorTime; };
+        trainer.OnUpdate += s =>
+        {
+            if (s.BatchIndex < warmup) return;
+            walls.Add(watch.Elapsed.TotalSeconds);
+            cpus.Add((Process.GetCurrentProcess().TotalProcessorTime - cpuStart).TotalSeconds);
+        };
         trainer.Train(network, Losses.SparseCategoricalCrossEntropy, loader, optimizer, epochs: 1);
-        times.Sort();
-        double seconds = times[times.Count / 2];
-        Console.WriteLine(FormattableString.Invariant($"kernels mnist threads={threads} seconds_per_step={seconds:F6} seconds_per_epoch={seconds * 938:F2}"));
+        Console.WriteLine(FormattableString.Invariant($"kernels mnist threads={threads} seconds_per_step={Median(walls):F6} cpu_seconds_per_step={Median(cpus):F6}"));
         break;
     }
     default:
@@ -77,16 +83,24 @@ switch (mode)
 }
 return 0;
 
-static double MedianSeconds(Action step, int warmup, int repeats)
+static (double Wall, double Cpu) MedianSeconds(Action step, int warmup, int repeats)
 {
     for (int i = 0; i < warmup; i++) step();
-    var times = new List<double>();
+    var walls = new List<double>();
+    var cpus = new List<double>();
     for (int i = 0; i < repeats; i++)
     {
+        var cpuStart = Process.GetCurrentProcess().TotalProcessorTime;
         var watch = Stopwatch.StartNew();
         step();
-        times.Add(watch.Elapsed.TotalSeconds);
+        walls.Add(watch.Elapsed.TotalSeconds);
+        cpus.Add((Process.GetCurrentProcess().TotalProcessorTime - cpuStart).TotalSeconds);
     }
-    times.Sort();
-    return times[times.Count / 2];
+    return (Median(walls), Median(cpus));
+}
+
+static double Median(List<double> values)
+{
+    var sorted = values.Order().ToList();
+    return sorted.Count % 2 == 1 ? sorted[sorted.Count / 2] : (sorted[sorted.Count / 2 - 1] + sorted[sorted.Count / 2]) / 2;
 }
