@@ -33,7 +33,7 @@ var timing = new LambdaCallback { EpochEnd = (_, _) => epochTimes.Add(watch.Elap
 // Each epoch timed from its start to the end of the validation pass that Fit runs after it.
 var start = new EpochStartTimer(watch);
 model.Fit(train, epochs: epochs, batchSize: batchSize, validationData: test, seed: 7,
-          callbacks: new Callback[] { start, new LearningRateScheduler(LearningRateSchedule.Cosine(epochs)), timing });
+          callbacks: new Callback[] { start, new LearningRateScheduler(LearningRateSchedule.Cosine(Math.Max(1, epochs))), timing });
 var result = model.Evaluate(test);
 double perEpoch = epochTimes.Count == 0 ? 0 : epochTimes.Average();
 Console.WriteLine($"Time per epoch (training + validation pass): {string.Join(", ", epochTimes.Select(t => $"{t:F0} s"))}");
