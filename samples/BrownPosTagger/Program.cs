@@ -1,7 +1,9 @@
 // Part-of-speech tagging of the Brown corpus with a bidirectional LSTM, trained on 450 files and
 // scored as token accuracy on the 50 held-out ones (every 10th file in id order: Brown.Split).
-// Two tag sets, one model each: the raw Brown tags (472, e.g. "nn-tl", "np$") and the tags with the
-// title / headline / cited-word markers (-tl, -hl, -nc) stripped (232).
+// Two tag sets, one model each: the raw Brown tags (472 in the corpus, 461 in the training files, e.g.
+// "nn-tl", "np$") and the tags with the title / headline / cited-word markers (-tl, -hl, -nc) stripped
+// (232 in the corpus, 227 in training). A held-out tag never seen in training maps to <unk> and counts
+// as an error.
 //   word id    -> Embedding 100 --+
 //   suffix id  -> Embedding 32  --+-> concat [B, T, 140] -> Dropout 0.25 -> Bidirectional LSTM(140 -> 2 x 128)
 //   shape id   -> Embedding 8   --+     -> Dropout 0.25 -> Dense(256 -> tags) per step
