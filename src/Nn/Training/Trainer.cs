@@ -3,6 +3,14 @@ namespace Kernels.Nn;
 /// <summary>A loss: prediction and target in, a rank-0 tensor out.</summary>
 public delegate Tensor LossFunction(Tensor prediction, Tensor target);
 
+/// <summary>
+/// A recurrent model's forward pass with its state explicit: the input [B, T, ...] and the state it
+/// starts from (null: zeros) in; the output and the state after the last step out (h, and c for an
+/// LSTM; one entry per layer and direction as the model chooses). What
+/// <see cref="Trainer.TrainTruncated"/> calls once per chunk.
+/// </summary>
+public delegate (Tensor Output, IReadOnlyList<Tensor> State) StatefulForward(Tensor input, IReadOnlyList<Tensor>? state);
+
 /// <summary>What the <see cref="Trainer"/> hands to its hooks: where training stands right now.</summary>
 public sealed class TrainerState
 {
@@ -10,6 +18,9 @@ public sealed class TrainerState
     public int Epoch { get; internal set; }
     /// <summary>Batch index within the epoch.</summary>
     public int BatchIndex { get; internal set; }
+    /// <summary>Chunk index within the batch under truncated BPTT (<see cref="Trainer.TrainTruncated"/>); 0 otherwise.</summary>
+    public int ChunkIndex { get; internal set; }
+    internal bool Chunked { get; set; }
     /// <summary>Updates taken since training began.</summary>
     public long Step { get; internal set; }
     /// <summary>True while training, false while testing.</summary>
@@ -60,6 +71,66 @@ public sealed class Trainer
     public TrainerState Train(Module model, LossFunction loss, DataLoader loader, Optimizer optimizer, int epochs, int firstEpoch = 0)
     {
         ArgumentNullException.ThrowIfNull(model);
+        return Run(model, loss, loader, optimizer, epochs, firstEpoch, (batch, state) =>
+        {
+            using var scope = new DisposeScope();
+            Update(state, model, loss, optimizer, model.Forward(batch.Inputs), batch.Targets);
+        });
+    }
+
+    /// <summary>
+    /// Truncated backpropagation through time: each batch's sequences (inputs [B, T, ...], targets
+    /// [B, T, ...]) are cut along the time axis into chunks of <paramref name="chunkSteps"/> steps (the
+    /// last one shorter when T is not a multiple), and each chunk is one training step: forward from the
+    /// state the previous chunk ended in, loss, backward, <see cref="BeforeUpdate"/> (clipping), one
+    /// optimizer step. The state is carried forward but detached, so gradients never cross a chunk
+    /// boundary and the graph (and memory) of a step spans only k steps, however long the sequence.
+    /// Each batch starts from the zero state (forward(chunk, null)): batches are independent sequences.
+    /// A long stream (a language model's text) is therefore cut into long rows, each row a batch sample.
+    /// </summary>
+    public TrainerState TrainTruncated(Module model, StatefulForward forward, LossFunction loss, DataLoader loader, Optimizer optimizer,
+                                       int epochs, int chunkSteps, int firstEpoch = 0)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(forward);
+        if (chunkSteps <= 0) throw new ArgumentOutOfRangeException(nameof(chunkSteps), $"chunkSteps = {chunkSteps} must be positive");
+        return Run(model, loss, loader, optimizer, epochs, firstEpoch, (batch, state) =>
+        {
+            var (inputs, targets) = (batch.Inputs, batch.Targets);
+            if (inputs.Rank < 2 || targets.Rank < 2 || inputs.Shape[1] != targets.Shape[1])
+                throw new ShapeMismatchException($"truncated BPTT needs inputs [B, T, ...] and targets [B, T, ...] with the same T; got inputs {Tensor.FormatShape(inputs.ShapeArray)} and targets {Tensor.FormatShape(targets.ShapeArray)}");
+            long steps = inputs.Shape[1];
+            Tensor[]? carried = null;
+            state.Chunked = true;
+            try
+            {
+                state.ChunkIndex = 0;
+                for (long start = 0; start < steps && !state.StopRequested; start += chunkSteps, state.ChunkIndex++)
+                {
+                    long length = Math.Min(chunkSteps, steps - start);
+                    using var scope = new DisposeScope();
+                    var (output, next) = forward(inputs.Narrow(1, start, length), carried);
+                    Update(state, model, loss, optimizer, output, targets.Narrow(1, start, length));
+                    // The next chunk starts from this state's values, with no history: the detached
+                    // copies share the storage and leave the scope, the graph is freed with it.
+                    var detached = next.Select(h => scope.Detach(h.Detach())).ToArray();
+                    if (carried is not null) foreach (var h in carried) h.Dispose();
+                    carried = detached;
+                }
+            }
+            finally
+            {
+                if (carried is not null) foreach (var h in carried) h.Dispose();
+                state.ChunkIndex = 0;
+                state.Chunked = false;
+            }
+        });
+    }
+
+    private TrainerState Run(Module model, LossFunction loss, DataLoader loader, Optimizer optimizer, int epochs, int firstEpoch,
+                             Action<Batch, TrainerState> trainOnBatch)
+    {
+        ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(loss);
         ArgumentNullException.ThrowIfNull(loader);
         ArgumentNullException.ThrowIfNull(optimizer);
@@ -74,33 +145,17 @@ public sealed class Trainer
             OnEpochStart?.Invoke(state);
             foreach (var batch in loader.Batches())
             {
-                using (var scope = new DisposeScope())
+                try
                 {
                     state.Sample = batch;
                     OnSample?.Invoke(state);
-                    optimizer.ZeroGrad();
-                    state.Output = model.Forward(batch.Inputs);
-                    state.Loss = loss(state.Output, batch.Targets);
-                    state.Loss.Backward();
-                    // The one host read of the step: the loss, made NaN when any gradient is NaN or
-                    // infinite, so a bad batch stops training before the optimizer applies it.
-                    float probe = LossWithGradientCheck(state.Loss, model).Item();
-                    state.LossValue = float.IsFinite(probe) ? probe : state.Loss.Item();
-                    if (!double.IsFinite(state.LossValue))
-                        throw new ArithmeticException($"the loss became {state.LossValue} at epoch {epoch + 1}, batch {state.BatchIndex + 1}: the parameters were not updated; check the learning rate and this batch's inputs for NaN/infinity");
-                    if (!float.IsFinite(probe))
-                        throw new ArithmeticException($"a gradient became NaN or infinite at epoch {epoch + 1}, batch {state.BatchIndex + 1} (the loss was {state.LossValue}): the parameters were not updated; check this batch's inputs for NaN/infinity and the learning rate");
-                    OnForward?.Invoke(state);
-                    OnBackward?.Invoke(state);
-                    BeforeUpdate?.Invoke(model);
-                    optimizer.Step();
-                    state.Step++;
-                    OnUpdate?.Invoke(state);
-                    state.Sample = null;
-                    state.Output = null;
-                    state.Loss = null;
+                    trainOnBatch(batch, state);
                 }
-                batch.Dispose();
+                finally
+                {
+                    state.Sample = null;
+                    batch.Dispose();
+                }
                 state.BatchIndex++;
                 if (state.StopRequested) break;
             }
@@ -108,6 +163,33 @@ public sealed class Trainer
         }
         OnEnd?.Invoke(state);
         return state;
+    }
+
+    /// <summary>One training step on an output already computed inside the caller's scope: loss,
+    /// backward, the finiteness check, the hooks, clipping and the optimizer step.</summary>
+    private void Update(TrainerState state, Module model, LossFunction loss, Optimizer optimizer, Tensor output, Tensor targets)
+    {
+        optimizer.ZeroGrad();
+        state.Output = output;
+        state.Loss = loss(state.Output, targets);
+        state.Loss.Backward();
+        // The one host read of the step: the loss, made NaN when any gradient is NaN or
+        // infinite, so a bad batch stops training before the optimizer applies it.
+        float probe = LossWithGradientCheck(state.Loss, model).Item();
+        state.LossValue = float.IsFinite(probe) ? probe : state.Loss.Item();
+        string where = $"epoch {state.Epoch + 1}, batch {state.BatchIndex + 1}" + (state.Chunked ? $", chunk {state.ChunkIndex + 1}" : "");
+        if (!double.IsFinite(state.LossValue))
+            throw new ArithmeticException($"the loss became {state.LossValue} at {where}: the parameters were not updated; check the learning rate and this batch's inputs for NaN/infinity");
+        if (!float.IsFinite(probe))
+            throw new ArithmeticException($"a gradient became NaN or infinite at {where} (the loss was {state.LossValue}): the parameters were not updated; check this batch's inputs for NaN/infinity and the learning rate");
+        OnForward?.Invoke(state);
+        OnBackward?.Invoke(state);
+        BeforeUpdate?.Invoke(model);
+        optimizer.Step();
+        state.Step++;
+        OnUpdate?.Invoke(state);
+        state.Output = null;
+        state.Loss = null;
     }
 
     /// <summary>loss + 0 * (sum of every gradient), on the device: equal to the loss while every
