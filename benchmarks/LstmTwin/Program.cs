@@ -56,7 +56,7 @@ switch (mode)
         int batches = warmup + repeats;
         var pixels = new float[batches * 64 * 28 * 28];
         for (int i = 0; i < pixels.Length; i++) pixels[i] = (float)random.NextDouble();
-        var labels = Enumerable.Range(0, batches * 64).Select(_ => (float)random.Next(10)).ToArray();
+        var labels = Enumerable.Range(0, batches * 64).Select(_ => (long)random.Next(10)).ToArray();
         var loader = new DataLoader(new ArrayDataset(pixels, new long[] { 28, 28 }, labels), 64, shuffle: false, device: device);
         using var optimizer = new Adam(network.Parameters(), learningRate: 1e-3f);
         var trainer = new Trainer { BeforeUpdate = m => GradientClipping.ByGlobalNorm(m.Parameters(), 1f) };

@@ -30,10 +30,10 @@ Console.WriteLine($"Brown text: {trainText.Length:N0} training and {heldOutText.
 // Rows of RowLength + 1 characters overlapping by one: inputs are the first RowLength, targets the last.
 int rows = (trainText.Length - 1) / RowLength;
 var inputs = new float[rows * RowLength];
-var targets = new float[rows * RowLength];
+var targets = new long[rows * RowLength];   // int64 class labels: the loader yields them as int64 tensors
 for (int i = 0; i < rows * RowLength; i++)
 {
-    // Character ids as float32, as datasets yield them; with integer tensors these become int32 ids.
+    // Input ids as float32 features (datasets yield float features; Embedding reads them to check them anyway).
     inputs[i] = characters.Id(trainText[i].ToString());
     targets[i] = characters.Id(trainText[i + 1].ToString());
 }
@@ -119,7 +119,7 @@ internal sealed class CharModel : Module
             {
                 int steps = Math.Min(chunk, perStream - start);
                 var x = new float[streams * steps];
-                var y = new float[streams * steps];
+                var y = new long[streams * steps];
                 for (int s = 0; s < streams; s++)
                     for (int t = 0; t < steps; t++)
                     {

@@ -190,8 +190,9 @@ internal sealed class Tagger : Module
     public (Tensor Loss, Tensor Logits) Loss(SentenceBatch batch)
     {
         var logits = TokenLogits(batch);
-        // The labels travel as a host array; with integer tensors this becomes one int64 tensor made once per batch.
-        return (Losses.SparseCategoricalCrossEntropy(logits, batch.Labels), logits);
+        // One int64 tensor per batch, uploaded with its value range: the loss checks the labels on the host for free.
+        var labels = Tensor.FromArray(batch.Labels, logits.Device);
+        return (Losses.SparseCategoricalCrossEntropy(logits, labels), logits);
     }
 
     /// <summary>Fraction of the real tokens of <paramref name="sentences"/> tagged right (eval mode, no gradients).</summary>

@@ -23,8 +23,7 @@ var network = new Sequential(
     new LSTM(28, 128, seed: 1, device: device),
     new Dense(128, 10, seed: 2, device: device));
 using var model = new Model(network, device) { GradientClipNorm = 1f };
-model.Compile(new Adam(network.Parameters(), learningRate: 1e-3f),
-              Losses.SparseCategoricalCrossEntropy, new Accuracy());
+model.Compile(new Adam(network.Parameters(), learningRate: 1e-3f), "sparse_categorical_crossentropy", "accuracy");
 
 Console.WriteLine($"Parameters: {network.ParameterCount:N0}");
 var epochTimes = new List<double>();
