@@ -40,7 +40,7 @@ model.Compile(new Adam(network.Parameters(), learningRate: 1e-3f), "sparse_categ
 Console.WriteLine($"Parameters: {network.ParameterCount:N0}");
 var watch = Stopwatch.StartNew();
 model.Fit(train, epochs: epochs, batchSize: batchSize, validationData: test, seed: 7,
-          callbacks: new[] { new LearningRateScheduler(LearningRateSchedule.Cosine(epochs)) });
+          callbacks: new[] { new LearningRateScheduler(LearningRateSchedule.Cosine(Math.Max(1, epochs))) });
 double perEpoch = watch.Elapsed.TotalSeconds / Math.Max(1, epochs);
 var result = model.Evaluate(test);
 Console.WriteLine($"Test accuracy {result["accuracy"] * 100:F2}%  loss {result["loss"]:F4}  ({perEpoch:F1} s/epoch on {device.Name})");
