@@ -20,6 +20,7 @@
 // ReLU and its gradient at NaN, sign(0) = 0, NaN-propagating maximum / minimum, pow's gradients).
 // No pointer here is __restrict__ and no load uses the read-only path, because y may be x and dx may
 // be dy (in-place ops); every element is read and then written by the same thread, so aliasing is safe.
+#include "activations.cuh"
 #include "cuda_kernels.h"
 
 #include <cuda_runtime.h>
@@ -79,12 +80,7 @@ __device__ __forceinline__ float unary_forward(float x, float alpha) {
     else if constexpr (OP == KN_UNARY_SQUARE) return x * x;
     else if constexpr (OP == KN_UNARY_RECIPROCAL) return 1.0f / x;
     else if constexpr (OP == KN_UNARY_TANH) return tanhf(x);
-    else if constexpr (OP == KN_UNARY_SIGMOID) {
-        // e^-|x| never overflows, and for x < 0 the result e^x / (1 + e^x) keeps its relative
-        // accuracy down into the subnormals (1 / (1 + e^-x) would flush to 0 below x = -88).
-        const float e = expf(-fabsf(x)), s = 1.0f / (1.0f + e);
-        return x >= 0.0f ? s : e * s;
-    }
+    else if constexpr (OP == KN_UNARY_SIGMOID) return stable_sigmoid(x);
     else if constexpr (OP == KN_UNARY_RELU) return x > 0.0f ? x : (x != x ? x : 0.0f);  // NaN stays NaN (PyTorch)
     else if constexpr (OP == KN_UNARY_LEAKY_RELU) return x > 0.0f ? x : alpha * x;
     // x * Phi(x) with Phi(x) = erfc(-x / sqrt 2) / 2: in the left tail 1 + erf(x / sqrt 2) would

@@ -9,6 +9,7 @@
 // per cell forward (gates, c_prev, h, c, saved) and ~60 backward: well under a microsecond of HBM
 // bandwidth, so a step costs about one launch (~3 us) each way; the fusion is what saves the dozen
 // launches the composed version pays.
+#include "activations.cuh"
 #include "cuda_kernels.h"
 
 #include <cuda_runtime.h>
@@ -22,12 +23,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kBlocksPerSm = 16;
 
-// The logistic sigmoid without overflow: e^-|x| <= 1, so neither branch can overflow for any x.
-__device__ __forceinline__ float sigmoid(float x) {
-    const float e = expf(-fabsf(x));
-    return x >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
-}
-
 __device__ __forceinline__ bool updates(const float* mask, int64_t b) { return mask == nullptr || mask[b] != 0.0f; }
 
 __global__ void lstm_cell_kernel(LstmCellArgs a) {
@@ -39,7 +34,7 @@ __global__ void lstm_cell_kernel(LstmCellArgs a) {
     for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < total; e += int64_t{gridDim.x} * blockDim.x) {
         const int64_t b = e / H, j = e - b * H;
         const float* g4 = gates + b * 4 * H + j;
-        const float i = sigmoid(g4[0]), f = sigmoid(g4[H]), g = tanhf(g4[2 * H]), o = sigmoid(g4[3 * H]);
+        const float i = stable_sigmoid(g4[0]), f = stable_sigmoid(g4[H]), g = tanhf(g4[2 * H]), o = stable_sigmoid(g4[3 * H]);
         const float cn = f * c_prev[e] + i * g;
         const float tc = tanhf(cn);
         if (saved) {
@@ -93,8 +88,8 @@ __global__ void gru_cell_kernel(GruCellArgs a) {
     for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < total; e += int64_t{gridDim.x} * blockDim.x) {
         const int64_t b = e / H, j = e - b * H;
         const int64_t at = b * 3 * H + j;
-        const float r = sigmoid(xg[at] + hg[at]);
-        const float z = sigmoid(xg[at + H] + hg[at + H]);
+        const float r = stable_sigmoid(xg[at] + hg[at]);
+        const float z = stable_sigmoid(xg[at + H] + hg[at + H]);
         const float n = tanhf(xg[at + 2 * H] + r * hg[at + 2 * H]);
         if (saved) {
             saved[at] = r;
