@@ -68,6 +68,15 @@ public sealed class Functional : Module
                 RegisterModule($"{registered.Count - 1}", node.Layer);
     }
 
+    /// <summary>The graph's input placeholder.</summary>
+    internal Symbolic InputNode => input;
+
+    /// <summary>The graph's output.</summary>
+    internal Symbolic OutputNode => output;
+
+    /// <summary>Every node, inputs before the nodes that use them (the order <see cref="Forward"/> runs them in).</summary>
+    internal IReadOnlyList<Symbolic> Nodes => order;
+
     private void Visit(Symbolic node, HashSet<Symbolic> visited)
     {
         if (!visited.Add(node)) return;

@@ -49,14 +49,31 @@ public sealed class Activation : Module
 {
     private readonly Func<Tensor, Tensor> function;
 
-    private Activation(string name, Func<Tensor, Tensor> function)
+    private Activation(string name, Func<Tensor, Tensor> function, float slope = 0)
     {
         Name = name;
+        Slope = slope;
         this.function = function;
     }
 
-    /// <summary>The activation's name.</summary>
+    /// <summary>The activation's name: relu, leaky_relu, sigmoid, tanh, gelu or softmax.</summary>
     public string Name { get; }
+
+    /// <summary>The negative-side slope of leaky_relu (0 for the others).</summary>
+    public float Slope { get; }
+
+    /// <summary>The activation called <paramref name="name"/> (one of <see cref="Name"/>'s values), for model
+    /// files and importers; <paramref name="slope"/> is used by leaky_relu only.</summary>
+    public static Activation FromName(string name, float slope = 0.01f) => name switch
+    {
+        "relu" => Relu(),
+        "leaky_relu" => LeakyRelu(slope),
+        "sigmoid" => Sigmoid(),
+        "tanh" => Tanh(),
+        "gelu" => Gelu(),
+        "softmax" => Softmax(),
+        _ => throw new ArgumentException($"unknown activation '{name}'; known: relu, leaky_relu, sigmoid, tanh, gelu, softmax", nameof(name)),
+    };
 
     /// <inheritdoc/>
     public override Tensor Forward(Tensor input) => function(input);
@@ -64,7 +81,7 @@ public sealed class Activation : Module
     /// <summary>max(x, 0)</summary>
     public static Activation Relu() => new("relu", x => x.Relu());
     /// <summary>x, or slope * x below 0</summary>
-    public static Activation LeakyRelu(float slope = 0.01f) => new("leaky_relu", x => x.LeakyRelu(slope));
+    public static Activation LeakyRelu(float slope = 0.01f) => new("leaky_relu", x => x.LeakyRelu(slope), slope);
     /// <summary>1 / (1 + e^-x)</summary>
     public static Activation Sigmoid() => new("sigmoid", x => x.Sigmoid());
     /// <summary>tanh x</summary>
@@ -89,6 +106,9 @@ public sealed class Reshape : Module
 
     /// <summary>The per-sample target shape (without the batch dimension).</summary>
     public Reshape(params long[] shape) => this.shape = (long[])shape.Clone();
+
+    /// <summary>The per-sample target shape.</summary>
+    public IReadOnlyList<long> Shape => shape;
 
     /// <inheritdoc/>
     public override Tensor Forward(Tensor input) => input.Reshape(new[] { input.Shape[0] }.Concat(shape).ToArray());
