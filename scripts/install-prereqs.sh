@@ -12,6 +12,10 @@ done
 sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
 # libclang-rt-14-dev: the sanitizer and libFuzzer runtimes for clang-14 (scripts/ci-sanitizers.sh)
 pkgs="cmake clang-14 libclang-rt-14-dev pocl-opencl-icd ocl-icd-opencl-dev opencl-headers clinfo libopenblas-dev libclblast-dev"
+# Independent references for the model-exchange tests (issue 15), never used by the library itself:
+# the ONNX checker (python3-onnx) and PyTorch + torchvision (python3-torchvision pulls python3-torch),
+# which write the safetensors and ONNX files our readers are checked against.
+pkgs="$pkgs python3-onnx python3-torchvision"
 if [ "$with_cuda" = 1 ]; then
   # CUDA lives in non-free: derive a second sources file from the configured one (never hard-code a host).
   if [ -f /etc/apt/sources.list.d/debian.sources ] && [ ! -f /etc/apt/sources.list.d/nonfree.sources ]; then
