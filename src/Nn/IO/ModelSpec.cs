@@ -343,7 +343,7 @@ public static class ModelSpec
                         long inputs = f.Long("inputs", 1), outputs = f.Long("outputs", 1);
                         bool bias = f.Bool("bias", true);
                         int seed = Seed(f);
-                        Reserve(f, Count(() => checked((inputs + 1) * outputs)), $"Dense({inputs} -> {outputs})");
+                        Reserve(f, Count(() => checked((inputs + (bias ? 1 : 0)) * outputs)), $"Dense({inputs} -> {outputs})");
                         return new Dense(inputs, outputs, bias, seed: seed, device: device);
                     }
                     case "Conv2D":
@@ -358,7 +358,7 @@ public static class ModelSpec
                         int seed = Seed(f);
                         if (inputs % groups != 0 || outputs % groups != 0)
                             throw SpecError(f.PathOf("groups"), $"in_channels = {inputs} and out_channels = {outputs} must both be divisible by groups = {groups}");
-                        Reserve(f, Count(() => checked(outputs * (inputs / groups * kernel.Height * kernel.Width + 1))), $"Conv2D({inputs} -> {outputs}, kernel {kernel})");
+                        Reserve(f, Count(() => checked(outputs * (inputs / groups * kernel.Height * kernel.Width + (bias ? 1 : 0)))), $"Conv2D({inputs} -> {outputs}, kernel {kernel})");
                         return new Conv2D(inputs, outputs, kernel, stride, padding, dilation, groups, bias, seed: seed, device: device);
                     }
                     case "MaxPool2D":
@@ -420,7 +420,7 @@ public static class ModelSpec
                         bool backwards = f.Bool("go_backwards", false), stateful = f.Bool("stateful", false), bias = f.Bool("bias", true);
                         int seed = Seed(f);
                         int gates = type == "LSTM" ? 4 : type == "GRU" ? 3 : 1;
-                        Reserve(f, Count(() => checked(gates * units * (inputs + units + 2))), $"{type}({inputs} -> {units})");
+                        Reserve(f, Count(() => checked(gates * units * (inputs + units + (bias ? 2 : 0)))), $"{type}({inputs} -> {units})");
                         return type switch
                         {
                             "LSTM" => new LSTM(inputs, units, sequences, state, backwards, stateful, bias, seed, device),
