@@ -238,7 +238,8 @@ public static class ModelSpec
         }
         catch (JsonException e)
         {
-            throw SpecError("", $"not valid JSON (line {e.LineNumber + 1}, byte {e.BytePositionInLine + 1} of that line): {e.Message}");
+            // Not e.Message: System.Text.Json quotes the rest of the input there, however long.
+            throw SpecError("", $"not valid JSON (line {e.LineNumber + 1}, byte {e.BytePositionInLine + 1} of that line)");
         }
         using (document)
         {

@@ -322,7 +322,9 @@ public sealed class SafeTensorsFile : IDisposable
 
         JsonDocument document;
         try { document = JsonDocument.Parse(text); }
-        catch (JsonException e) { throw Bad($"the header is not valid JSON: {e.Message}", 8 + (e.BytePositionInLine ?? 0)); }
+        // Not e.Message: System.Text.Json quotes the rest of the input there, however long. Our headers are one
+        // line; for others the offset is that of the line's start plus the position in the line.
+        catch (JsonException e) { throw Bad($"the header is not valid JSON (line {e.LineNumber + 1}, byte {e.BytePositionInLine + 1} of that line)", 8 + (e.BytePositionInLine ?? 0)); }
         var tensors = new List<SafeTensorInfo>();
         var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
         using (document)
