@@ -6,8 +6,9 @@ namespace Kernels.Nn;
 /// A small binary format for a module's parameters (a later issue adds safetensors and ONNX):
 ///   "KNWEIGHT" (8 bytes), version int32 = 1, count int32, then per parameter:
 ///   name length int32, UTF-8 name, rank int32, dims int64[rank], float32[prod(dims)] little-endian.
-/// Saving is all or nothing (<see cref="AtomicFile"/>: a temporary renamed over the target). Loading stages every value and changes the model only when the whole file is valid:
-/// every parameter and buffer exactly once, with its shape.
+/// Saving is all or nothing (<see cref="AtomicFile"/>: a temporary renamed over the target). Loading
+/// stages every value and changes the model only when the whole file is valid: every parameter and
+/// buffer exactly once, with its shape.
 /// </summary>
 public static class WeightsFile
 {
