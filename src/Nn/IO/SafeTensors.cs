@@ -284,19 +284,8 @@ public sealed class SafeTensorsFile : IDisposable
     /// <summary>Closes the file.</summary>
     public void Dispose() => stream.Dispose();
 
-    /// <summary>A name from a file, fit for a message: control characters escaped, cut at about 60 characters.</summary>
-    internal static string Printable(string name)
-    {
-        var s = new StringBuilder();
-        int shown = 0;
-        for (; shown < name.Length && s.Length < 60; shown++)
-        {
-            char c = name[shown];
-            if (char.IsControl(c) || c == '\uFFFD') s.Append($"\\x{(int)c:x2}"); else s.Append(c);
-        }
-        if (shown < name.Length) s.Append($"... ({name.Length} characters)");
-        return s.ToString();
-    }
+    /// <summary>A name from a file, fit for a message (the weights reader's rule).</summary>
+    internal static string Printable(string name) => WeightsFile.Printable(name);
 
     internal static SafeTensorsFile Open(string path, FileStream stream)
     {

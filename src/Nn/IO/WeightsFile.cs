@@ -18,7 +18,7 @@ public static class WeightsFile
     private const int MaxNameBytes = 1024;
 
     /// <summary>A name from a file, fit for a message: control characters escaped, cut at about 60 characters.</summary>
-    private static string Printable(string name)
+    internal static string Printable(string name)
     {
         var s = new StringBuilder();
         int shown = 0;
