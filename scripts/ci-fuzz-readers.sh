@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # scripts/ci-fuzz-readers.sh: property-based fuzzing of the C# file readers (IDX raw and gzip, the
-# weights file), for CI: tests/Kernels.Nn.Tests/ReaderFuzzTests.cs (CsCheck) run for a fixed number
-# of generated inputs per target. Each input is a random valid file with random mutations; reading it
+# weights file, safetensors, state dicts, model specs), for CI: tests/Kernels.Nn.Tests/ReaderFuzzTests.cs
+# (CsCheck) run for a fixed number of generated inputs per target. Each input is a random valid file with random mutations; reading it
 # must load exactly what the tests' reference parser reads or throw InvalidDataException naming the
-# file, with bounded allocation and the model unchanged on failure.
+# file, with bounded allocation and the model unchanged on failure (a model spec: build, or throw
+# InvalidDataException, leaking no tensor).
 #
 #   scripts/ci-fuzz-readers.sh                              15000 inputs per target (about 1 minute on 2 cores)
 #   KERNELS_FUZZ_ITERATIONS=100000 scripts/ci-fuzz-readers.sh   more inputs

@@ -1,13 +1,15 @@
 using System.Buffers.Binary;
 using System.IO.Compression;
 using System.Text;
+using System.Text.Json;
 using CsCheck;
 using NUnit.Framework;
 
 namespace Kernels.Nn.Tests;
 
 /// <summary>
-/// Property-based fuzzing (CsCheck) of the file readers: random valid files (generated here, so no
+/// Property-based fuzzing (CsCheck) of the file readers (IDX, weights files, safetensors, state dicts, model
+/// specs): random valid files (generated here, so no
 /// seed corpus is checked in), then random mutations of them (byte overwrites, truncations, random
 /// int32 fields, insertions, deletions). Whatever comes out, reading it either loads exactly what an
 /// independent reference parser in this file reads, or throws <see cref="InvalidDataException"/>
@@ -29,16 +31,18 @@ public class ReaderFuzzTests
     [OneTimeTearDown]
     public void RemoveDirectory() => Directory.Delete(dir, recursive: true);
 
-    private static void Run<T>(Gen<T> gen, Action<T> property, Func<T, string> print)
+    /// <param name="threads">CsCheck's worker threads (-1: all cores); 1 where the property reads a global
+    /// counter such as <see cref="Tensor.LiveCount"/>.</param>
+    private static void Run<T>(Gen<T> gen, Action<T> property, Func<T, string> print, int threads = -1)
     {
         var seconds = Environment.GetEnvironmentVariable("KERNELS_FUZZ_SECONDS");
         var iterations = Environment.GetEnvironmentVariable("KERNELS_FUZZ_ITERATIONS");
         int count = 0;
         void Counted(T value) { Interlocked.Increment(ref count); property(value); }
         if (int.TryParse(seconds, out int s) && s > 0)
-            gen.Sample(Counted, time: s, print: print);
+            gen.Sample(Counted, time: s, threads: threads, print: print);
         else
-            gen.Sample(Counted, iter: int.TryParse(iterations, out int n) && n > 0 ? n : 3000, print: print);
+            gen.Sample(Counted, iter: int.TryParse(iterations, out int n) && n > 0 ? n : 3000, threads: threads, print: print);
         TestContext.Out.WriteLine($"{TestContext.CurrentContext.Test.Name}: {count} inputs");
     }
 
@@ -287,4 +291,324 @@ public class ReaderFuzzTests
             allocated = GC.GetAllocatedBytesForCurrentThread() - allocated;
             Assert.That(allocated, Is.LessThan((1 << 20) + 64L * file.Length), "allocation stays within what the file can hold");
         }, t => Print(Mutate(t.Item1, t.Item2, false)));
+
+    // ---- safetensors --------------------------------------------------------------------------------
+
+    private static readonly string[] FuzzDtypes = { "F32", "I32", "I64", "F16", "BF16", "U8", "I16", "F64", "BOOL" };
+    private static readonly string[] FuzzNames = { "a", "0.weight", "1.running_mean", "weight_ih_l0", "é", "x y", "", "__meta" };
+
+    /// <summary>A valid safetensors file written here by hand (not by SafeTensors): 0-4 tensors of random dtypes
+    /// and shapes, the header's entries in a random order, metadata or not, random padding.</summary>
+    private static readonly Gen<byte[]> GenSafeTensors =
+        Gen.Select(Gen.Int, Gen.Int[0, 4], (seed, count) =>
+        {
+            var random = new Random(seed);
+            var names = FuzzNames.OrderBy(_ => random.Next()).Take(count).ToArray();
+            var entries = new List<string>();
+            var data = new List<byte>();
+            foreach (var name in names)
+            {
+                var dtype = FuzzDtypes[random.Next(FuzzDtypes.Length)];
+                var shape = Enumerable.Range(0, random.Next(4)).Select(_ => random.Next(4)).ToArray();
+                int bytes = shape.Aggregate(1, (a, b) => a * b) * SafeTensors.ItemSize(dtype);
+                entries.Add($"{JsonSerializer.Serialize(name)}:{{\"dtype\":\"{dtype}\",\"shape\":[{string.Join(",", shape)}],\"data_offsets\":[{data.Count},{data.Count + bytes}]}}");
+                for (int i = 0; i < bytes; i++) data.Add((byte)random.Next(256));
+            }
+            if (random.Next(2) == 0) entries.Add("\"__metadata__\":{\"format\":\"pt\",\"k\":\"v\"}");
+            var header = "{" + string.Join(",", entries.OrderBy(_ => random.Next())) + "}" + new string(' ', random.Next(8));
+            var json = Encoding.UTF8.GetBytes(header);
+            var file = new byte[8 + json.Length + data.Count];
+            BinaryPrimitives.WriteUInt64LittleEndian(file, (ulong)json.Length);
+            json.CopyTo(file, 8);
+            data.CopyTo(file, 8 + json.Length);
+            return file;
+        });
+
+    private sealed record SafeTensor(string Dtype, long[] Shape, byte[] Data);
+
+    private static readonly Dictionary<string, int> FormatItemSizes = new()
+    {
+        ["BOOL"] = 1, ["U8"] = 1, ["I8"] = 1, ["F8_E5M2"] = 1, ["F8_E4M3"] = 1, ["I16"] = 2, ["U16"] = 2, ["F16"] = 2,
+        ["BF16"] = 2, ["I32"] = 4, ["U32"] = 4, ["F32"] = 4, ["F64"] = 8, ["I64"] = 8, ["U64"] = 8,
+    };
+
+    /// <summary>The reference: the format's description (and the reference implementation's checks) read plainly,
+    /// with BigInteger sizes, plus our two documented limits (int64 numbers, rank at most 8); null when invalid.</summary>
+    private static (Dictionary<string, SafeTensor> Tensors, Dictionary<string, string> Metadata)? ReferenceSafeTensors(byte[] file)
+    {
+        if (file.Length < 8) return null;
+        ulong n = BinaryPrimitives.ReadUInt64LittleEndian(file);
+        if (n > 100_000_000 || 8 + n > (ulong)file.Length || n == 0 || file[8] != (byte)'{') return null;
+        string text;
+        try { text = new UTF8Encoding(false, true).GetString(file, 8, (int)n); }
+        catch (DecoderFallbackException) { return null; }
+        JsonDocument doc;
+        try { doc = JsonDocument.Parse(text); }
+        catch (JsonException) { return null; }
+        using (doc)
+        {
+            if (doc.RootElement.ValueKind != JsonValueKind.Object) return null;
+            var metadata = new Dictionary<string, string>();
+            var infos = new List<(string Name, string Dtype, long[] Shape, long Begin, long End)>();
+            var names = new HashSet<string>();
+            static long[]? Numbers(JsonElement e)
+            {
+                if (e.ValueKind != JsonValueKind.Array) return null;
+                var list = new List<long>();
+                foreach (var x in e.EnumerateArray())
+                {
+                    if (x.ValueKind != JsonValueKind.Number || !x.TryGetInt64(out long v) || v < 0) return null;
+                    list.Add(v);
+                }
+                return list.ToArray();
+            }
+            foreach (var p in doc.RootElement.EnumerateObject())
+            {
+                if (!names.Add(p.Name)) return null;
+                if (p.Name == "__metadata__")
+                {
+                    if (p.Value.ValueKind == JsonValueKind.Null) continue;
+                    if (p.Value.ValueKind != JsonValueKind.Object) return null;
+                    foreach (var m in p.Value.EnumerateObject())
+                        if (m.Value.ValueKind != JsonValueKind.String || !metadata.TryAdd(m.Name, m.Value.GetString()!)) return null;
+                    continue;
+                }
+                if (p.Value.ValueKind != JsonValueKind.Object) return null;
+                var fields = p.Value.EnumerateObject().ToList();
+                if (fields.GroupBy(f => f.Name).Any(g => g.Count() > 1)) return null;
+                var dtype = fields.FirstOrDefault(f => f.Name == "dtype").Value;
+                var shapeField = fields.FirstOrDefault(f => f.Name == "shape").Value;
+                var offsetsField = fields.FirstOrDefault(f => f.Name == "data_offsets").Value;
+                if (dtype.ValueKind != JsonValueKind.String || !FormatItemSizes.ContainsKey(dtype.GetString()!)) return null;
+                var shape = Numbers(shapeField);
+                var offsets = Numbers(offsetsField);
+                if (shape is null || shape.Length > 8 || offsets is null || offsets.Length != 2) return null;
+                infos.Add((p.Name, dtype.GetString()!, shape, offsets[0], offsets[1]));
+            }
+            long end = 0;
+            var tensors = new Dictionary<string, SafeTensor>();
+            foreach (var t in infos.OrderBy(t => t.Begin).ThenBy(t => t.End))
+            {
+                if (t.Begin != end || t.End < t.Begin) return null;
+                System.Numerics.BigInteger size = FormatItemSizes[t.Dtype];
+                foreach (var d in t.Shape) size *= d;
+                if (size != t.End - t.Begin) return null;
+                // The reader multiplies sequentially in int64, so [2^40, 2^40, 0] overflows there: refused.
+                System.Numerics.BigInteger partial = 1;
+                foreach (var d in t.Shape) { partial *= d; if (partial > long.MaxValue) return null; }
+                end = t.End;
+            }
+            if (8 + (long)n + end != file.Length) return null;
+            foreach (var t in infos)
+                tensors[t.Name] = new SafeTensor(t.Dtype, t.Shape, file[(int)(8 + (long)n + t.Begin)..(int)(8 + (long)n + t.End)]);
+            return (tensors, metadata);
+        }
+    }
+
+    [Test]
+    public void SafeTensors_mutations_load_correctly_or_throw_InvalidDataException_naming_the_file()
+    {
+        int accepted = 0;
+        Run(Gen.Select(GenSafeTensors, GenMutation.Array[0, 3]), t =>
+        {
+            var file = Mutate(t.Item1, t.Item2, bigEndian: false);
+            var path = WriteTemp(file, ".safetensors");
+            var expected = ReferenceSafeTensors(file);
+            long allocated = GC.GetAllocatedBytesForCurrentThread();
+            try
+            {
+                using var read = SafeTensors.Read(path);
+                Assert.That(expected, Is.Not.Null, "the reader accepted a file the reference refuses");
+                Interlocked.Increment(ref accepted);
+                Assert.That(read.Metadata, Is.EquivalentTo(expected!.Value.Metadata));
+                Assert.That(read.Tensors.Select(i => i.Name), Is.EquivalentTo(expected.Value.Tensors.Keys));
+                foreach (var info in read.Tensors)
+                {
+                    var e = expected.Value.Tensors[info.Name];
+                    Assert.That(info.Dtype, Is.EqualTo(e.Dtype));
+                    Assert.That(info.Shape, Is.EqualTo(e.Shape));
+                    Assert.That(read.ReadBytes(info), Is.EqualTo(e.Data));
+                    if (SafeTensors.LoadsAs(info.Dtype) is null)
+                        Assert.Throws<InvalidDataException>(() => read.ReadTensor(info.Name).Dispose());
+                    else
+                        using (var tensor = read.ReadTensor(info.Name)) Assert.That(tensor.Shape, Is.EqualTo(e.Shape));
+                }
+            }
+            catch (InvalidDataException e)
+            {
+                Assert.That(e.Message, Does.StartWith(path), "the message names the file");
+                Assert.That(e.Message, Does.Contain("at byte offset"), "the message gives the offset");
+                Assert.That(e.Message.Length, Is.LessThan(path.Length + 400), $"the message is short: {e.Message}");
+                Assert.That(expected, Is.Null, $"the reader refused a file the reference reads: {e.Message}");
+            }
+            finally
+            {
+                File.Delete(path);
+            }
+            allocated = GC.GetAllocatedBytesForCurrentThread() - allocated;
+            Assert.That(allocated, Is.LessThan((1 << 20) + 64L * file.Length), "allocation stays within what the file can hold");
+        }, t => Print(Mutate(t.Item1, t.Item2, false)));
+        TestContext.Out.WriteLine($"accepted (valid after mutation): {accepted}");
+    }
+
+    [Test]
+    public void SafeTensors_header_claiming_a_2_to_the_60_byte_tensor_allocates_nothing_of_it()
+    {
+        var header = "{\"a\":{\"dtype\":\"U8\",\"shape\":[1152921504606846976],\"data_offsets\":[0,1152921504606846976]}}";
+        var file = SafeTensorsTests.FileBytes(header, new byte[16]);
+        var path = WriteTemp(file, ".safetensors");
+        long allocated = GC.GetAllocatedBytesForCurrentThread();
+        var e = Assert.Throws<InvalidDataException>(() => SafeTensors.Read(path).Dispose())!;
+        allocated = GC.GetAllocatedBytesForCurrentThread() - allocated;
+        Assert.That(e.Message, Does.Contain("the file is truncated"));
+        Assert.That(allocated, Is.LessThan(1 << 20));
+        File.Delete(path);
+    }
+
+    // ---- State dicts: a refused file leaves the module unchanged -------------------------------------
+
+    private static readonly (string Name, long[] Shape)[] ExchangeShapes = ExchangeShapesOfThreeLayers();
+
+    private static (string, long[])[] ExchangeShapesOfThreeLayers()
+    {
+        using var m = HostileInputTests.ThreeLayers(0);
+        return m.ExchangeState().Select(e => (e.Name, e.Transposed ? new[] { e.Tensor!.Shape[1], e.Tensor.Shape[0] } : e.Tensor!.ShapeArray.ToArray())).ToArray();
+    }
+
+    /// <summary>A valid state dict of ThreeLayers, by hand: F32 values (NaN included), entries in a random order.</summary>
+    private static readonly Gen<byte[]> GenStateDict =
+        Gen.Int.Select(seed =>
+        {
+            var random = new Random(seed);
+            var entries = new List<string>();
+            var data = new List<byte>();
+            foreach (var (name, shape) in ExchangeShapes.OrderBy(_ => random.Next()))
+            {
+                int count = (int)shape.Aggregate(1L, (a, b) => a * b);
+                entries.Add($"\"{name}\":{{\"dtype\":\"F32\",\"shape\":[{string.Join(",", shape)}],\"data_offsets\":[{data.Count},{data.Count + 4 * count}]}}");
+                for (int i = 0; i < count; i++) data.AddRange(BitConverter.GetBytes(random.Next(50) == 0 ? float.NaN : (float)(random.NextDouble() * 4 - 2)));
+            }
+            var json = Encoding.UTF8.GetBytes("{" + string.Join(",", entries) + "}");
+            var file = new byte[8 + json.Length + data.Count];
+            BinaryPrimitives.WriteUInt64LittleEndian(file, (ulong)json.Length);
+            json.CopyTo(file, 8);
+            data.CopyTo(file, 8 + json.Length);
+            return file;
+        });
+
+    /// <summary>What a strict load puts in each exchange tensor (PyTorch's layout), or null when it must refuse the file.</summary>
+    private static Dictionary<string, float[]>? ReferenceStateDict(byte[] file)
+    {
+        var parsed = ReferenceSafeTensors(file);
+        if (parsed is null) return null;
+        var tensors = parsed.Value.Tensors;
+        if (tensors.Count != ExchangeShapes.Length) return null;
+        var values = new Dictionary<string, float[]>();
+        foreach (var (name, shape) in ExchangeShapes)
+        {
+            if (!tensors.TryGetValue(name, out var t) || !t.Shape.SequenceEqual(shape)) return null;
+            values[name] = t.Dtype switch
+            {
+                "F32" => Enumerable.Range(0, t.Data.Length / 4).Select(i => BitConverter.ToSingle(t.Data, 4 * i)).ToArray(),
+                "F16" => Enumerable.Range(0, t.Data.Length / 2).Select(i => (float)BitConverter.ToHalf(t.Data, 2 * i)).ToArray(),
+                "BF16" => Enumerable.Range(0, t.Data.Length / 2).Select(i => BitConverter.Int32BitsToSingle(BitConverter.ToUInt16(t.Data, 2 * i) << 16)).ToArray(),
+                _ => null!,
+            };
+            if (values[name] is null) return null;
+        }
+        return values;
+    }
+
+    [Test]
+    public void StateDict_mutations_load_correctly_or_throw_InvalidDataException_with_the_module_unchanged() =>
+        Run(Gen.Select(GenStateDict, GenMutation.Array[0, 3]), t =>
+        {
+            var file = Mutate(t.Item1, t.Item2, bigEndian: false);
+            var path = WriteTemp(file, ".safetensors");
+            using var model = HostileInputTests.ThreeLayers(3);
+            var before = model.NamedState().ToDictionary(p => p.Name, p => Bits(p.Tensor.ToArray()));
+            var expected = ReferenceStateDict(file);
+            try
+            {
+                model.LoadStateDict(path);
+                Assert.That(expected, Is.Not.Null, "the loader accepted a file the reference refuses");
+                foreach (var e in model.ExchangeState())
+                {
+                    var values = e.Tensor!.ToArray();
+                    if (e.Transposed)
+                    {
+                        long rows = e.Tensor.Shape[0], columns = e.Tensor.Shape[1];
+                        var transposed = new float[values.Length];
+                        for (long r = 0; r < rows; r++) for (long c = 0; c < columns; c++) transposed[c * rows + r] = values[r * columns + c];
+                        values = transposed;
+                    }
+                    Assert.That(Bits(values), Is.EqualTo(Bits(expected![e.Name])), e.Name);
+                }
+            }
+            catch (InvalidDataException e)
+            {
+                Assert.That(e.Message, Does.StartWith(path), "the message names the file");
+                Assert.That(expected, Is.Null, $"the loader refused a file the reference reads: {e.Message}");
+                foreach (var (name, tensor) in model.NamedState())
+                    Assert.That(Bits(tensor.ToArray()), Is.EqualTo(before[name]), $"{name} unchanged after a refused file");
+            }
+            finally
+            {
+                File.Delete(path);
+            }
+        }, t => Print(Mutate(t.Item1, t.Item2, false)));
+
+    // ---- Model specs --------------------------------------------------------------------------------
+
+    private static readonly Gen<string> GenLayerSpec =
+        Gen.Select(Gen.Int[0, 14], Gen.Int[1, 6], Gen.Int[1, 6], Gen.Bool, (kind, a, b, flag) => kind switch
+        {
+            0 => $"{{\"type\":\"Dense\",\"inputs\":{a},\"outputs\":{b},\"bias\":{(flag ? "true" : "false")}}}",
+            1 => $"{{\"type\":\"Conv2D\",\"in_channels\":{a},\"out_channels\":{b},\"kernel_size\":[{a % 3 + 1},{b % 3 + 1}],\"stride\":{a % 2 + 1},\"padding\":1,\"dilation\":[1,{b % 2 + 1}],\"groups\":1,\"bias\":{(flag ? "true" : "false")}}}",
+            2 => $"{{\"type\":\"MaxPool2D\",\"kernel_size\":{a % 3 + 1},\"stride\":[{b % 2 + 1},1]}}",
+            3 => $"{{\"type\":\"AvgPool2D\",\"kernel_size\":[2,{a % 2 + 1}],\"count_include_pad\":{(flag ? "true" : "false")}}}",
+            4 => "{\"type\":\"GlobalAvgPool2D\"}",
+            5 => $"{{\"type\":\"BatchNorm{(flag ? 1 : 2)}D\",\"features\":{a},\"momentum\":0.25,\"eps\":0.001}}",
+            6 => flag ? "{\"type\":\"Activation\",\"activation\":\"leaky_relu\",\"slope\":0.125}" : "{\"type\":\"Activation\",\"activation\":\"tanh\"}",
+            7 => "{\"type\":\"Flatten\"}",
+            8 => $"{{\"type\":\"Reshape\",\"shape\":[{a},-1]}}",
+            9 => $"{{\"type\":\"Dropout\",\"p\":0.{b},\"seed\":{a}}}",
+            10 => $"{{\"type\":\"Embedding\",\"num_embeddings\":{a},\"embedding_dim\":{b},\"padding_idx\":{(flag ? "0" : "null")}}}",
+            11 => $"{{\"type\":\"{(flag ? "LSTM" : "GRU")}\",\"input_size\":{a},\"units\":{b},\"return_sequences\":true}}",
+            12 => $"{{\"type\":\"Bidirectional\",\"layer\":{{\"type\":\"SimpleRNN\",\"input_size\":{a},\"units\":{b}}},\"merge_mode\":\"{(flag ? "sum" : "concat")}\"}}",
+            13 => $"{{\"type\":\"Sequential\",\"layers\":[{{\"type\":\"Dense\",\"inputs\":{a},\"outputs\":{b}}},{{\"type\":\"Flatten\"}}]}}",
+            _ => $"{{\"type\":\"Functional\",\"input_shape\":[{a}],\"layers\":[{{\"type\":\"Dense\",\"inputs\":{a},\"outputs\":{a}}},{{\"type\":\"Activation\",\"activation\":\"relu\"}}]," +
+                 $"\"nodes\":[{{\"op\":\"input\"}},{{\"layer\":0,\"inputs\":[0]}},{{\"layer\":1,\"inputs\":[1]}},{{\"layer\":0,\"inputs\":[2]}},{{\"op\":\"{(flag ? "add" : "mul")}\",\"inputs\":[0,3]}}],\"output\":4}}",
+        });
+
+    private static readonly Gen<byte[]> GenSpec =
+        GenLayerSpec.Array[0, 5].Select(layers => Encoding.UTF8.GetBytes($"{{\"spec_version\":1,\"type\":\"Sequential\",\"layers\":[{string.Join(",", layers)}]}}"));
+
+    [Test]
+    public void Spec_mutations_build_or_throw_InvalidDataException_and_leak_nothing()
+    {
+        int built = 0;
+        Run(Gen.Select(GenSpec, GenMutation.Array[0, 3]), t =>
+        {
+            var json = Encoding.UTF8.GetString(Mutate(t.Item1, t.Item2, bigEndian: false));
+            long live = Tensor.LiveCount;
+            try
+            {
+                // A small cap: a mutated "outputs": 999999 must be refused, not allocated.
+                using var module = ModelSpec.FromJson(json, maxElements: 1 << 16);
+                built++;
+                var spec = ModelSpec.ToJson(module);
+                using var again = ModelSpec.FromJson(spec, maxElements: 1 << 16);
+                Assert.That(ModelSpec.ToJson(again), Is.EqualTo(spec), "a built spec writes back to itself");
+                Assert.That(again.NamedState().Select(p => (p.Name, Shape: string.Join(",", p.Tensor.Shape))),
+                            Is.EqualTo(module.NamedState().Select(p => (p.Name, Shape: string.Join(",", p.Tensor.Shape)))));
+            }
+            catch (InvalidDataException e)
+            {
+                Assert.That(e.Message.Length, Is.LessThan(600), $"the message is short: {e.Message}");
+            }
+            Assert.That(Tensor.LiveCount, Is.EqualTo(live), "every tensor built is freed, on success and on failure");
+        }, t => Encoding.UTF8.GetString(Mutate(t.Item1, t.Item2, false)), threads: 1);
+        TestContext.Out.WriteLine($"built (valid after mutation): {built}");
+    }
 }

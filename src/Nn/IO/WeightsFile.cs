@@ -6,11 +6,9 @@ namespace Kernels.Nn;
 /// A small binary format for a module's parameters (a later issue adds safetensors and ONNX):
 ///   "KNWEIGHT" (8 bytes), version int32 = 1, count int32, then per parameter:
 ///   name length int32, UTF-8 name, rank int32, dims int64[rank], float32[prod(dims)] little-endian.
-/// Saving writes a temporary file beside the target (".name.PID.RANDOM.tmp", unique per call) and
-/// renames it over the target only when complete, so a crash mid-save never destroys the previous file
-/// and never leaves a half-written one; the temporaries of killed saves are removed by the next save
-/// to that target. Loading stages every value and changes the model only when the whole file is valid:
-/// every parameter and buffer exactly once, with its shape.
+/// Saving is all or nothing (<see cref="AtomicFile"/>: a temporary renamed over the target). Loading
+/// stages every value and changes the model only when the whole file is valid: every parameter and
+/// buffer exactly once, with its shape.
 /// </summary>
 public static class WeightsFile
 {
@@ -20,7 +18,7 @@ public static class WeightsFile
     private const int MaxNameBytes = 1024;
 
     /// <summary>A name from a file, fit for a message: control characters escaped, cut at about 60 characters.</summary>
-    private static string Printable(string name)
+    internal static string Printable(string name)
     {
         var s = new StringBuilder();
         int shown = 0;
@@ -34,87 +32,29 @@ public static class WeightsFile
     }
 
     /// <summary>Writes every parameter of the module. Errors are <see cref="IOException"/>s naming
-    /// <paramref name="path"/>; on failure the previous file, if any, is untouched.</summary>
+    /// <paramref name="path"/>; on failure the previous file, if any, is untouched (<see cref="AtomicFile"/>).</summary>
     public static void Save(Module module, string path)
     {
         ArgumentNullException.ThrowIfNull(module);
         ArgumentNullException.ThrowIfNull(path);
-        var full = Path.GetFullPath(path);
-        var directory = Path.GetDirectoryName(full)!;
-        var name = Path.GetFileName(full);
-        // Unique per call (pid for the stale-file cleanup below, then a random part), so threads and
-        // processes saving to one path never share a temporary; the last rename wins, whole.
-        var temp = Path.Combine(directory, $".{name}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
-        try
+        AtomicFile.Write(path, "weights", stream =>
         {
-            RemoveStaleTemporaries(directory, name);
-            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None))
-            using (var writer = new BinaryWriter(stream, Encoding.UTF8))
+            using var writer = new BinaryWriter(stream, Encoding.UTF8, leaveOpen: true);
+            var parameters = module.NamedState().ToArray();
+            writer.Write(Magic);
+            writer.Write(Version);
+            writer.Write(parameters.Length);
+            foreach (var (parameterName, tensor) in parameters)
             {
-                var parameters = module.NamedState().ToArray();
-                writer.Write(Magic);
-                writer.Write(Version);
-                writer.Write(parameters.Length);
-                foreach (var (parameterName, tensor) in parameters)
-                {
-                    var bytes = Encoding.UTF8.GetBytes(parameterName);
-                    writer.Write(bytes.Length);
-                    writer.Write(bytes);
-                    writer.Write(tensor.Rank);
-                    foreach (var d in tensor.ShapeArray) writer.Write(d);
-                    foreach (var v in tensor.ToArray()) writer.Write(v);
-                }
-                writer.Flush();
-                stream.Flush(flushToDisk: true);
+                var bytes = Encoding.UTF8.GetBytes(parameterName);
+                writer.Write(bytes.Length);
+                writer.Write(bytes);
+                writer.Write(tensor.Rank);
+                foreach (var d in tensor.ShapeArray) writer.Write(d);
+                foreach (var v in tensor.ToArray()) writer.Write(v);
             }
-            File.Move(temp, full, overwrite: true);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            try { File.Delete(temp); } catch (Exception cleanup) when (cleanup is IOException or UnauthorizedAccessException) { }
-            // The platform's message names the temporary; the caller knows only the target.
-            throw new IOException($"{full}: could not save the weights: {e.Message.Replace(temp, full)}", e);
-        }
-        catch
-        {
-            try { File.Delete(temp); } catch (Exception cleanup) when (cleanup is IOException or UnauthorizedAccessException) { }
-            throw;
-        }
-    }
-
-    /// <summary>
-    /// Deletes the temporaries a save to this target left behind when its process was killed
-    /// (kill -9, power loss): ".name.PID.tmp" (older versions) and ".name.PID.RANDOM.tmp" whose PID
-    /// is not a running process. Temporaries of running processes may be saves in flight: kept.
-    /// </summary>
-    private static void RemoveStaleTemporaries(string directory, string name)
-    {
-        if (!Directory.Exists(directory)) return;
-        string prefix = $".{name}.";
-        foreach (var file in Directory.EnumerateFiles(directory, $".{name}.*.tmp"))
-        {
-            var middle = Path.GetFileName(file)[prefix.Length..^".tmp".Length];
-            int dot = middle.IndexOf('.');
-            var pidText = dot < 0 ? middle : middle[..dot];
-            if (dot >= 0 && middle[(dot + 1)..].Contains('.')) continue;   // not one of ours
-            if (!int.TryParse(pidText, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int pid)) continue;
-            if (IsRunning(pid)) continue;
-            try { File.Delete(file); } catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
-        }
-    }
-
-    private static bool IsRunning(int pid)
-    {
-        if (pid == Environment.ProcessId) return true;
-        try
-        {
-            using var process = System.Diagnostics.Process.GetProcessById(pid);
-            return !process.HasExited;
-        }
-        catch (Exception e) when (e is ArgumentException or InvalidOperationException)
-        {
-            return false;
-        }
+            writer.Flush();
+        });
     }
 
     /// <summary>Reads parameters into the module; names and shapes must match exactly. Nothing is

@@ -155,6 +155,15 @@ public abstract class BatchNormBase : Module
     /// <summary>Running (unbiased) variance, [features].</summary>
     public Tensor RunningVar { get; }
 
+    /// <summary>
+    /// Adds PyTorch's num_batches_tracked (an int64 scalar) to the exchange view. Kernels does not count
+    /// batches: PyTorch reads the count only when momentum is None (a cumulative average), which Kernels does
+    /// not offer. It is written as 0 so that PyTorch's strict load_state_dict accepts our files, and accepted
+    /// and ignored on load.
+    /// </summary>
+    internal override IEnumerable<ExchangeTensor> ExchangeState() =>
+        base.ExchangeState().Append(new ExchangeTensor("num_batches_tracked", null, false));
+
     private protected Tensor Normalize(Tensor input, string layer)
     {
         long values = input.Shape[0];

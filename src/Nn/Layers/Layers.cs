@@ -25,6 +25,10 @@ public sealed class Dense : Module
     /// <summary>[out], or null without bias.</summary>
     public Tensor? Bias { get; }
 
+    /// <summary>PyTorch's Linear keeps its weight as [out, in]: transposed in the exchange view.</summary>
+    internal override IEnumerable<ExchangeTensor> ExchangeState() =>
+        base.ExchangeState().Select(e => ReferenceEquals(e.Tensor, Weight) ? e with { Transposed = true } : e);
+
     /// <inheritdoc/>
     public override Tensor Forward(Tensor input)
     {

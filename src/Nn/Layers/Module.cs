@@ -71,6 +71,22 @@ public abstract class Module : IDisposable
     /// <summary>Parameters, then buffers: everything a weights file holds.</summary>
     public IEnumerable<(string Name, Tensor Tensor)> NamedState() => NamedParameters().Concat(NamedBuffers());
 
+    /// <summary>
+    /// Everything a state dict holds under PyTorch's names and in PyTorch's layout (the exchange view that
+    /// safetensors, model files and ONNX use): by default the parameters and buffers of <see cref="NamedState"/>
+    /// as they are, each child's under "child.". A layer whose PyTorch twin names or lays out a tensor
+    /// differently says so here, in this one place (Dense: weight transposed; the recurrent layers: "_l0"
+    /// suffixes; BatchNorm: num_batches_tracked).
+    /// </summary>
+    internal virtual IEnumerable<ExchangeTensor> ExchangeState()
+    {
+        foreach (var (name, tensor) in parameters) yield return new(name, tensor, false);
+        foreach (var (name, tensor) in buffers) yield return new(name, tensor, false);
+        foreach (var (childName, child) in children)
+            foreach (var e in child.ExchangeState())
+                yield return e with { Name = $"{childName}.{e.Name}" };
+    }
+
     /// <summary>Every parameter of this module and its sub-modules.</summary>
     public IEnumerable<Tensor> Parameters() => NamedParameters().Select(p => p.Tensor);
 
@@ -105,6 +121,25 @@ public abstract class Module : IDisposable
         foreach (var (_, m) in children) m.Dispose();
         GC.SuppressFinalize(this);
     }
+
+    /// <summary>Writes the state dict (PyTorch's names and layout, see <see cref="StateDict"/>) to a safetensors file.</summary>
+    public void SaveStateDict(string path) => StateDict.Save(this, path);
+
+    /// <summary>
+    /// Loads a safetensors state dict (PyTorch's names and layout) into this module; with <paramref name="strict"/>,
+    /// every tensor of the module must be in the file and nothing else. The module changes only when the whole
+    /// file is valid and matches (see <see cref="StateDict.Load(Module, string, bool)"/>).
+    /// </summary>
+    public void LoadStateDict(string path, bool strict = true) => StateDict.Load(this, path, strict);
+
+    /// <summary>
+    /// Saves the whole model, architecture and weights, to one safetensors file (see <see cref="ModelFile"/>);
+    /// <see cref="Load"/> rebuilds it without the code that made it.
+    /// </summary>
+    public void Save(string path) => ModelFile.Save(this, path);
+
+    /// <summary>Rebuilds a model saved by <see cref="Save"/> on <paramref name="device"/> (default: the CPU).</summary>
+    public static Module Load(string path, Device? device = null) => ModelFile.Load(path, device);
 
     /// <summary>Frees what a module owns besides parameters, buffers and sub-modules (a stateful recurrent
     /// layer's carried states); called once, by <see cref="Dispose"/>.</summary>
@@ -142,3 +177,10 @@ public sealed class Sequential : Module
         return x;
     }
 }
+
+/// <summary>
+/// One tensor of a module's exchange view (<see cref="Module.ExchangeState"/>): its PyTorch state_dict name,
+/// the tensor, and whether PyTorch holds it transposed (a 2-D [a, b] here is [b, a] there). A null tensor is
+/// BatchNorm's num_batches_tracked, which Kernels does not keep (see <see cref="BatchNormBase"/>).
+/// </summary>
+internal readonly record struct ExchangeTensor(string Name, Tensor? Tensor, bool Transposed);

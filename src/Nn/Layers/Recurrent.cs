@@ -99,6 +99,9 @@ public abstract class RecurrentLayer : Module
     /// <summary>The seed the weights were drawn from.</summary>
     public int Seed => seed;
 
+    /// <summary>PyTorch's one-layer nn.RNN / nn.LSTM / nn.GRU name the tensors weight_ih_l0, ...</summary>
+    internal override IEnumerable<ExchangeTensor> ExchangeState() => base.ExchangeState().Select(e => e with { Name = e.Name + "_l0" });
+
     /// <summary>The output only: [B, T, H] with returnSequences, else [B, H]; zero initial state (or the carried one when stateful).</summary>
     public override Tensor Forward(Tensor input) => Forward(input, null, null, null).Output;
 
@@ -541,6 +544,10 @@ public sealed class Bidirectional : Module
         };
         return new RecurrentResult(output, Forwards.ReturnState ? forwardStates.Concat(backwardStates).ToArray() : Array.Empty<Tensor>());
     }
+
+    /// <summary>As a bidirectional nn.LSTM (...): the forward layer's weight_ih_l0, ..., the backward layer's weight_ih_l0_reverse, ...</summary>
+    internal override IEnumerable<ExchangeTensor> ExchangeState() =>
+        Forwards.ExchangeState().Concat(Backwards.ExchangeState().Select(e => e with { Name = e.Name + "_reverse" }));
 
     /// <summary>Forgets the carried states of both layers (stateful).</summary>
     public void ResetStates()

@@ -216,6 +216,19 @@ public sealed class Model : IDisposable
     /// <summary>Reads parameters saved by <see cref="SaveWeights"/> into the network.</summary>
     public void LoadWeights(string path) => WeightsFile.Load(Network, path);
 
+    /// <summary>Saves the network, architecture and weights, to one safetensors file (<see cref="ModelFile"/>);
+    /// the optimizer and loss are not saved (compile the loaded model again).</summary>
+    public void Save(string path) => ModelFile.Save(Network, path);
+
+    /// <summary>A model around the network saved in <paramref name="path"/> by <see cref="Save"/> (or
+    /// <see cref="Module.Save"/>), on <paramref name="device"/>; call Compile before training it.</summary>
+    public static Model Load(string path, Device? device = null)
+    {
+        var network = ModelFile.Load(path, device);
+        try { return new Model(network, device); }
+        catch { network.Dispose(); throw; }
+    }
+
     /// <summary>Frees the network and the optimizer state.</summary>
     public void Dispose()
     {
