@@ -53,6 +53,8 @@ public static class HistoryPlot
         {
             if (i == panels.Count - 1) panels[i].XLabel("epoch");
             panels[i].Axes.SetLimitsX(0.5, history.Epochs + 0.5);
+            // Same margins on every panel, so an epoch sits at the same x in both whatever the tick labels' widths.
+            panels[i].Layout.Fixed(new PixelPadding(left: 80, right: 20, bottom: i == panels.Count - 1 ? 50 : 30, top: i == 0 ? 40 : 15));
         }
         using var image = multiplot.Render(width, height);
         return image.GetImageBytes(ImageFormat.Png, 100);
