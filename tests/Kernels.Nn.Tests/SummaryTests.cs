@@ -188,6 +188,21 @@ public class SummaryTests
         Assert.That(summary.TrainableParameters, Is.EqualTo(3 + 3 * 2 + 2));
     }
 
+    [TestCaseSource(typeof(TestDevices), nameof(TestDevices.All))]
+    public void The_trial_batch_runs_on_the_networks_device(string name, DeviceKind kind, string requireVariable)
+    {
+        var device = TestDevices.Require(name, kind, requireVariable);
+        using var network = new Sequential(
+            new Conv2D(1, 4, kernelSize: 3, padding: 1, device: device), new BatchNorm2D(4, device: device), Activation.Relu(),
+            new MaxPool2D(2), new Flatten(), new Dense(4 * 4 * 4, 3, device: device));
+        long live = Tensor.LiveCount;
+        var summary = ModelSummary.Of(network, 1, 8, 8);
+        Assert.That(Tensor.LiveCount, Is.EqualTo(live));
+        Assert.That(Row(summary, "3").OutputShape, Is.EqualTo(new long[] { -1, 4, 4, 4 }));
+        Assert.That(Row(summary, "5").OutputShape, Is.EqualTo(new long[] { -1, 3 }));
+        Assert.That(summary.TrainableParameters, Is.EqualTo(4 * 9 + 4 + 2 * 4 + 64 * 3 + 3));
+    }
+
     [Test]
     public void Model_summary_is_the_network_summary()
     {
