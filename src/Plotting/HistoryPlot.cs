@@ -25,7 +25,7 @@ public static class HistoryPlot
     {
         ArgumentNullException.ThrowIfNull(path);
         var png = RenderPng(history, title, width, height);
-        AtomicFile.Write(path, png, "the plot");
+        WriteAtomically(path, png);
     }
 
     /// <summary>The PNG bytes <see cref="SavePlot"/> writes.</summary>
@@ -105,22 +105,20 @@ public static class HistoryPlot
         plot.ShowLegend(yLabel == "loss" ? Alignment.UpperRight : Alignment.LowerRight);
         return plot;
     }
-}
 
-/// <summary>
-/// Writes a file whole or not at all: to a temporary beside the target (".name.PID.RANDOM.tmp"), flushed,
-/// then renamed over it. The same scheme as <see cref="WeightsFile"/>'s save (which keeps it inside its own
-/// method), without its clean-up of killed saves' temporaries, which a picture does not need.
-/// </summary>
-internal static class AtomicFile
-{
-    public static void Write(string path, ReadOnlySpan<byte> bytes, string what)
+    /// <summary>
+    /// Writes the file whole or not at all: to a temporary beside the target (".name.PID.RANDOM.tmp"), flushed,
+    /// then renamed over it; I/O errors become an <see cref="IOException"/> naming the target. The scheme of
+    /// Kernels.Nn's model-file writers (kept here because their helper is internal to that assembly), without
+    /// their clean-up of killed saves' temporaries, which a picture does not need.
+    /// </summary>
+    private static void WriteAtomically(string path, byte[] bytes)
     {
         string full;
         try { full = Path.GetFullPath(path); }
         catch (Exception e) when (e is ArgumentException or NotSupportedException or PathTooLongException)
         {
-            throw new IOException($"{path}: could not write {what}: {e.Message}", e);
+            throw new IOException($"{path}: could not write the plot: {e.Message}", e);
         }
         var directory = Path.GetDirectoryName(full)!;
         var temp = Path.Combine(directory, $".{Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
@@ -137,7 +135,7 @@ internal static class AtomicFile
         {
             try { File.Delete(temp); } catch (Exception cleanup) when (cleanup is IOException or UnauthorizedAccessException) { }
             // The platform's message names the temporary; the caller knows only the target.
-            throw new IOException($"{full}: could not write {what}: {e.Message.Replace(temp, full)}", e);
+            throw new IOException($"{full}: could not write the plot: {e.Message.Replace(temp, full)}", e);
         }
     }
 }
