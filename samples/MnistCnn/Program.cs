@@ -13,7 +13,7 @@ using System.Diagnostics;
 using Kernels;
 using Kernels.Nn;
 
-if (SampleArguments.Parse(args, epochs: 4, batchSize: 64, plot: true) is not { } arguments) return 2;
+if (SampleArguments.Parse(args, epochs: 4, batchSize: 64, plots: true) is not { } arguments) return 2;
 var (epochs, batchSize) = (arguments.Epochs, arguments.BatchSize);
 var device = Device.Get(arguments.DeviceName);
 Console.WriteLine($"Device: {device}");

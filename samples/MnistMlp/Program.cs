@@ -7,7 +7,7 @@ using System.Diagnostics;
 using Kernels;
 using Kernels.Nn;
 
-if (SampleArguments.Parse(args, epochs: 5, batchSize: 128, plot: true) is not { } arguments) return 2;
+if (SampleArguments.Parse(args, epochs: 5, batchSize: 128, plots: true) is not { } arguments) return 2;
 var (epochs, batchSize) = (arguments.Epochs, arguments.BatchSize);
 var device = Device.Get(arguments.DeviceName);
 Console.WriteLine($"Device: {device}");
