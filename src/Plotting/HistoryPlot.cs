@@ -4,10 +4,11 @@ using ScottPlot;
 namespace Kernels.Nn;
 
 /// <summary>
-/// A <see cref="History"/> as a picture: the losses ("loss", "val_loss", ...) on one panel and every other
-/// metric ("accuracy", "val_accuracy", ...) on a second one below it, one point per epoch. A validation
-/// series is drawn dashed in the colour of its training series, so over-fitting shows as the two lines
-/// parting. <code>history.SavePlot("history.png", "MNIST MLP");</code>
+/// A <see cref="History"/> as a picture: the losses ("loss", "val_loss", ...) on the top panel and each other
+/// metric with its validation twin ("accuracy" and "val_accuracy", ...) on a panel of its own below, one point
+/// per epoch. Training series are solid with dots, validation series dashed with squares in a second colour,
+/// so over-fitting shows as the two lines parting.
+/// <code>history.SavePlot("history.png", "MNIST MLP");</code>
 /// </summary>
 public static class HistoryPlot
 {
@@ -38,17 +39,18 @@ public static class HistoryPlot
         if (history.Epochs == 0)
             throw new ArgumentException("the history is empty (no epoch recorded): nothing to plot", nameof(history));
 
+        // Panels in the order Fit recorded the names: the losses, then one per metric (with its val_ twin).
         var losses = history.Values.Keys.Where(IsLoss).ToList();
-        var metrics = history.Values.Keys.Where(k => !IsLoss(k)).ToList();
         var groups = new List<(List<string> Names, string Label)>();
         if (losses.Count > 0) groups.Add((losses, "loss"));
-        if (metrics.Count > 0) groups.Add((metrics, metrics.All(m => BaseName(m) == BaseName(metrics[0])) ? BaseName(metrics[0]) : "metric"));
+        foreach (var metric in history.Values.Keys.Where(k => !IsLoss(k)).GroupBy(BaseName))
+            groups.Add((metric.ToList(), metric.Key));
         // A new Multiplot holds one empty plot; AddPlots tops it up to the count asked for (rows, top to bottom).
         var multiplot = new Multiplot();
         multiplot.AddPlots(groups.Count);
         var panels = groups.Select((g, i) => Panel(multiplot.GetPlot(i), history, g.Names, g.Label)).ToList();
         panels[0].Title(title ?? "Training history");
-        // Epochs along one shared x axis, labelled on the bottom panel only.
+        // The same epoch range on every panel, labelled on the bottom one only.
         for (int i = 0; i < panels.Count; i++)
         {
             if (i == panels.Count - 1) panels[i].XLabel("epoch");
@@ -69,6 +71,7 @@ public static class HistoryPlot
     {
         var palette = new ScottPlot.Palettes.Category10();
         var bases = new List<string>();
+        bool? rising = null;   // the first series' trend, from its first and last values
         foreach (var name in names)
         {
             // Epochs whose value is not a number (a loss over no batches) are left out, not drawn at 0.
@@ -78,8 +81,10 @@ public static class HistoryPlot
             for (int e = 0; e < values.Count; e++)
                 if (double.IsFinite(values[e])) { xs.Add(e + 1); ys.Add(values[e]); }
             if (xs.Count == 0) continue;
-            // Colour pairs per metric (Category10: blue / orange, green / red, ...): training solid with dots,
-            // validation dashed with squares, told apart even in a one-epoch plot where no line shows.
+            rising ??= ys.Count > 1 ? ys[^1] > ys[0] : null;
+            // Colour pairs per quantity (Category10: blue / orange, then green / red for a second loss, ...):
+            // training solid with dots, validation dashed with squares, told apart even in a one-epoch plot
+            // where no line shows.
             var key = BaseName(name);
             if (!bases.Contains(key)) bases.Add(key);
             bool validation = name.StartsWith("val_", StringComparison.Ordinal);
@@ -100,9 +105,9 @@ public static class HistoryPlot
         var ticks = Enumerable.Range(1, epochs).Where(e => (e - 1) % step == 0).Select(e => (double)e).ToArray();
         plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual(
             ticks, ticks.Select(t => t.ToString(CultureInfo.InvariantCulture)).ToArray());
-        // Losses fall and most metrics (accuracy) rise as training goes: the legend sits in the corner the
-        // curves leave free.
-        plot.ShowLegend(yLabel == "loss" ? Alignment.UpperRight : Alignment.LowerRight);
+        // The legend goes in the corner the curves leave free as training goes: upper right above a falling
+        // curve (a loss, an error), lower right below a rising one (accuracy).
+        plot.ShowLegend(rising == true ? Alignment.LowerRight : Alignment.UpperRight);
         return plot;
     }
 

@@ -54,6 +54,9 @@ public class PlotTests
         Assert.That(MakeHistory(5, shift: 0.2).RenderPng(), Is.Not.EqualTo(first), "another loss curve");
         Assert.That(MakeHistory(5, validation: false).RenderPng(), Is.Not.EqualTo(first), "no validation curves");
         Assert.That(MakeHistory(5).RenderPng("another title"), Is.Not.EqualTo(first), "another title");
+        var withMae = MakeHistory(5);
+        withMae.Values["mae"] = new List<double> { 0.9, 0.7, 0.6, 0.5, 0.45 };   // a panel of its own
+        Assert.That(withMae.RenderPng(), Is.Not.EqualTo(first), "a third metric");
         Assert.That(Decode(first), Is.EqualTo((900, 700)), "the default size");
     }
 
