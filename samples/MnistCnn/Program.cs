@@ -5,13 +5,15 @@
 // Adam with a cosine learning-rate decay over the epochs.
 // About 0.42 M parameters; 8.5 MFLOP per image forward, 85% of it in the second convolution
 // (14*14*64 outputs x 32*9 taps x 2), so a training epoch (forward + two backward GEMMs) is ~1.5 TFLOP.
-//   dotnet run --project samples/MnistCnn -c Release -- [--device cpu|opencl:0|cuda:0] [--epochs N] [--batch N]
+//   dotnet run --project samples/MnistCnn -c Release -- [--device cpu|opencl:0|cuda:0] [--epochs N] [--batch N] [--plot PATH]
+// Prints the network's summary first; --plot writes the loss and accuracy per epoch as a PNG (default: none).
+// The last line printed is the test accuracy.
 // The data is fetched once into ~/.cache/kernels/mnist (or $KERNELS_DATA/mnist).
 using System.Diagnostics;
 using Kernels;
 using Kernels.Nn;
 
-if (SampleArguments.Parse(args, epochs: 4, batchSize: 64) is not { } arguments) return 2;
+if (SampleArguments.Parse(args, epochs: 4, batchSize: 64, plots: true) is not { } arguments) return 2;
 var (epochs, batchSize) = (arguments.Epochs, arguments.BatchSize);
 var device = Device.Get(arguments.DeviceName);
 Console.WriteLine($"Device: {device}");
@@ -37,11 +39,17 @@ using var model = new Model(network, device);
 // MNIST's loader yields int64 labels: the loss and the accuracy read them on the device (no per-batch host copy).
 model.Compile(new Adam(network.Parameters(), learningRate: 1e-3f), "sparse_categorical_crossentropy", "accuracy");
 
-Console.WriteLine($"Parameters: {network.ParameterCount:N0}");
+Console.WriteLine(model.Summary(784));
 var watch = Stopwatch.StartNew();
-model.Fit(train, epochs: epochs, batchSize: batchSize, validationData: test, seed: 7,
-          callbacks: new[] { new LearningRateScheduler(LearningRateSchedule.Cosine(Math.Max(1, epochs))) });
+var history = model.Fit(train, epochs: epochs, batchSize: batchSize, validationData: test, seed: 7,
+                        callbacks: new[] { new LearningRateScheduler(LearningRateSchedule.Cosine(Math.Max(1, epochs))) });
 double perEpoch = watch.Elapsed.TotalSeconds / Math.Max(1, epochs);
+if (arguments.PlotPath is { } plotPath)
+{
+    // (--epochs 0 evaluates only: no history to draw)
+    if (history.Epochs > 0) history.SavePlot(plotPath, $"MNIST CNN on {device.Name}");
+    Console.WriteLine(history.Epochs > 0 ? $"Plot: {plotPath}" : $"Plot: {plotPath} not written (no epoch trained)");
+}
 var result = model.Evaluate(test);
 Console.WriteLine($"Test accuracy {result["accuracy"] * 100:F2}%  loss {result["loss"]:F4}  ({perEpoch:F1} s/epoch on {device.Name})");
 return 0;

@@ -5,14 +5,15 @@
 // About 81 K parameters. Per image forward: 28 steps x (28 + 128) x 512 x 2 = 4.5 MFLOP of GEMM, so
 // a training epoch (forward + two backward GEMMs) is ~0.8 TFLOP, in 28 small [64 x 128] x [128 x 512]
 // steps per batch: latency-bound, not FLOP-bound.
-//   dotnet run -c Release --project samples/SequentialMnist -- [--device cpu|opencl:0|cuda:0] [--epochs N] [--batch N]
+//   dotnet run -c Release --project samples/SequentialMnist -- [--device cpu|opencl:0|cuda:0] [--epochs N] [--batch N] [--plot PATH]
+// Prints the network's summary first; --plot writes the loss and accuracy per epoch as a PNG (default: none).
 // The data is fetched once into ~/.cache/kernels/mnist (or $KERNELS_DATA/mnist). Prints the test
 // accuracy last.
 using System.Diagnostics;
 using Kernels;
 using Kernels.Nn;
 
-if (SampleArguments.Parse(args, epochs: 10, batchSize: 64) is not { } arguments) return 2;
+if (SampleArguments.Parse(args, epochs: 10, batchSize: 64, plots: true) is not { } arguments) return 2;
 var (epochs, batchSize) = (arguments.Epochs, arguments.BatchSize);
 var device = Device.Get(arguments.DeviceName);
 Console.WriteLine($"Device: {device}");
@@ -25,14 +26,20 @@ var network = new Sequential(
 using var model = new Model(network, device) { GradientClipNorm = 1f };
 model.Compile(new Adam(network.Parameters(), learningRate: 1e-3f), "sparse_categorical_crossentropy", "accuracy");
 
-Console.WriteLine($"Parameters: {network.ParameterCount:N0}");
+Console.WriteLine(model.Summary(28, 28));
 var epochTimes = new List<double>();
 var watch = new Stopwatch();
 var timing = new LambdaCallback { EpochEnd = (_, _) => epochTimes.Add(watch.Elapsed.TotalSeconds) };
 // Each epoch timed from its start to the end of the validation pass that Fit runs after it.
 var start = new EpochStartTimer(watch);
-model.Fit(train, epochs: epochs, batchSize: batchSize, validationData: test, seed: 7,
-          callbacks: new Callback[] { start, new LearningRateScheduler(LearningRateSchedule.Cosine(Math.Max(1, epochs))), timing });
+var history = model.Fit(train, epochs: epochs, batchSize: batchSize, validationData: test, seed: 7,
+                        callbacks: new Callback[] { start, new LearningRateScheduler(LearningRateSchedule.Cosine(Math.Max(1, epochs))), timing });
+if (arguments.PlotPath is { } plotPath)
+{
+    // (--epochs 0 evaluates only: no history to draw)
+    if (history.Epochs > 0) history.SavePlot(plotPath, $"Sequential MNIST (LSTM) on {device.Name}");
+    Console.WriteLine(history.Epochs > 0 ? $"Plot: {plotPath}" : $"Plot: {plotPath} not written (no epoch trained)");
+}
 var result = model.Evaluate(test);
 double perEpoch = epochTimes.Count == 0 ? 0 : epochTimes.Average();
 Console.WriteLine($"Time per epoch (training + validation pass): {string.Join(", ", epochTimes.Select(t => $"{t:F0} s"))}");

@@ -4,7 +4,7 @@ namespace Kernels.Nn;
 /// A layer or a model: maps tensors to tensors and owns its parameters (and frees them on Dispose).
 /// Containers (<see cref="Sequential"/>) nest, and <see cref="Parameters"/> walks the whole tree.
 /// </summary>
-public abstract class Module : IDisposable
+public abstract partial class Module : IDisposable
 {
     private readonly List<(string Name, Tensor Tensor)> parameters = new();
     private readonly List<(string Name, Tensor Tensor)> buffers = new();

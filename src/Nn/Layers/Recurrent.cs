@@ -126,6 +126,18 @@ public abstract class RecurrentLayer : Module
     /// <inheritdoc/>
     protected override void DisposeState() => ReleaseCarried(dispose: true);
 
+    /// <summary>
+    /// Puts <paramref name="states"/> in place of the carried states (null: none, the next batch starts from
+    /// zeros) and hands back the ones it replaces, untouched. <see cref="ModelSummary"/> uses it to run its
+    /// one-sample batch through a stateful layer without losing (or tripping over) the states of training.
+    /// </summary>
+    internal Tensor[]? ExchangeCarried(Tensor[]? states)
+    {
+        var previous = carried;
+        carried = states;
+        return previous;
+    }
+
     private void ReleaseCarried(bool dispose)
     {
         if (carried is null) return;

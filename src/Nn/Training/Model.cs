@@ -50,6 +50,13 @@ public sealed class Model : IDisposable
     public Module Network { get; }
     /// <summary>Where parameters and batches live.</summary>
     public Device Device { get; }
+    /// <summary>The network's <see cref="Module.Summary(long[])"/>: layers, output shapes for samples of
+    /// <paramref name="sampleShape"/> (a functional network knows its own), parameter counts, totals.</summary>
+    public string Summary(params long[] sampleShape) => Network.Summary(sampleShape);
+
+    /// <summary><see cref="Summary(long[])"/> for inputs of another element type (token ids: <see cref="Dtype.Int64"/>).</summary>
+    public string Summary(Dtype inputDtype, params long[] sampleShape) => Network.Summary(inputDtype, sampleShape);
+
     /// <summary>Whether a callback asked Fit to stop.</summary>
     public bool StopTraining { get; set; }
     /// <summary>The optimizer given to Compile.</summary>
