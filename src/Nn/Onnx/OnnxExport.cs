@@ -1,0 +1,2 @@
+namespace Kernels.Nn;
+public static partial class Onnx { }
