@@ -636,7 +636,8 @@ internal sealed class OnnxImporter
         if (next is not { Count: 1 } || next[0].OpType != "AveragePool" || graph.Output.Any(o => o.Name == node.Output[0]))
             throw Unsupported(node, index, "only a Pad whose one consumer is an AveragePool is supported");
         padsFromPadNode[next[0]] = new[] { pads[2], pads[3] };
-        Set(node, index, new Value { Node = Materialize(x), Shape = new[] { x.Shape[0], x.Shape[1] + 2 * pads[2], x.Shape[2] + 2 * pads[3] } });
+        // The value stays the unpadded input (its only consumer, the AveragePool, pads it itself).
+        Set(node, index, new Value { Node = Materialize(x), Shape = x.Shape });
     }
 
     private void ImportGlobalAveragePool(NodeProto node, int index)
