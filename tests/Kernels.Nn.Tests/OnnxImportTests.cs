@@ -339,7 +339,11 @@ public class OnnxImportTests
         double diff = MaxAbsDiff(ours, theirs, "ResNet-18");
         TestContext.Out.WriteLine($"ResNet-18 on {deviceName}: max |ours - ORT| = {diff:E2} over {ours.Item1.Length} logits; " +
                                   $"import {importTime.TotalSeconds:F2} s, forward (2 x 3x224x224) {forwardTime.TotalSeconds:F2} s, ORT {ortTime.TotalSeconds:F2} s");
-        Assert.That(model.ParameterCount, Is.EqualTo(11_689_512), "torchvision's resnet18 has 11,689,512 parameters (batch norm folded: conv biases instead)");
+        // torchvision's resnet18 has 11,689,512 parameters; the export folds each batch norm (gamma and beta,
+        // 2 x 4,800 values) into its convolution (a bias, 4,800 values): 11,684,712, every value of the file's initializers.
+        Assert.That(model.ParameterCount, Is.EqualTo(11_684_712));
+        Assert.That(model.Nodes.Count(n => n.Layer is Conv2D), Is.EqualTo(20));
+        Assert.That(model.Nodes.Count(n => n.Name == "add"), Is.EqualTo(8), "the residual connections are merges");
         Assert.That(diff, Is.LessThanOrEqualTo(1e-4), "max |ours - ONNX Runtime| on ResNet-18's logits");
     }
 
