@@ -173,6 +173,9 @@ internal sealed class OnnxGraphBuilder
     private Value Emit(Module module, string path, Value x)
     {
         string name = path.Length == 0 ? module.GetType().Name : path;
+        // A layer used twice (a shared layer of a Functional graph) gets a second scope, "path_1", so that
+        // its nodes and values stay distinct (ONNX values are assigned once).
+        if (module is not (Sequential or Functional)) name = UniqueScope(name);
         if (x.Int64 && module is not (Embedding or Sequential or Functional))
             throw new NotSupportedException($"ONNX export: layer '{name}' ({module.GetType().Name}) receives the int64 token ids; only an Embedding can take them");
         switch (module)
@@ -205,8 +208,10 @@ internal sealed class OnnxGraphBuilder
             }
             case Reshape reshape: return EmitReshape(reshape, name, x);
             case Embedding embedding: return EmitEmbedding(embedding, name, x);
+            case RecurrentLayer recurrent: return EmitRecurrent(new[] { recurrent }, null, name, path, x);
+            case Bidirectional bidirectional: return EmitRecurrent(new[] { bidirectional.Forwards, bidirectional.Backwards }, bidirectional.MergeMode, name, path, x);
             default:
-                throw new NotSupportedException($"ONNX export: layer '{name}' is a {module.GetType().Name}, which has no ONNX form here; supported: Sequential, Functional, Dense, Conv2D, MaxPool2D, AvgPool2D, GlobalAvgPool2D, BatchNorm1D, BatchNorm2D, Activation, Dropout, Flatten, Reshape, Embedding");
+                throw new NotSupportedException($"ONNX export: layer '{name}' is a {module.GetType().Name}, which has no ONNX form here; supported: Sequential, Functional, Dense, Conv2D, MaxPool2D, AvgPool2D, GlobalAvgPool2D, BatchNorm1D, BatchNorm2D, Activation, Dropout, Flatten, Reshape, Embedding, SimpleRNN, LSTM, GRU, Bidirectional");
         }
     }
 
@@ -360,6 +365,134 @@ internal sealed class OnnxGraphBuilder
         return new Value(output, x.Shape.Append(embedding.EmbeddingDim).ToArray());
     }
 
+    /// <summary>
+    /// SimpleRNN, LSTM, GRU (one layer) or a Bidirectional pair as one ONNX RNN / LSTM / GRU node. Our layers
+    /// are batch-first [B, T, I] and ONNX's are time-major [T, B, I] (its layout = 1 attribute is not
+    /// implemented by every runtime), so Transposes go around the node. Our gate blocks follow PyTorch
+    /// (LSTM i, f, g, o; GRU r, z, n) and ONNX's do not (LSTM i, o, f, c; GRU z, r, h): the weights are
+    /// reordered into new initializers ("path.W", "path.R", "path.B"). PyTorch's GRU applies the reset
+    /// gate after the recurrent product: linear_before_reset = 1. goBackwards is direction "reverse",
+    /// whose output sequence ONNX gives in time order; ours (Keras) is in processed order, so it is
+    /// reversed back. Bidirectional's backward output is in time order already, as ONNX's is.
+    /// </summary>
+    private Value EmitRecurrent(RecurrentLayer[] layers, string? mergeMode, string name, string path, Value x)
+    {
+        // The reordered weights are named after the module path (not the scope): a shared layer stores them once.
+        string weights = path.Length == 0 ? (layers.Length == 2 ? "Bidirectional" : layers[0].Kind) : path;
+        var first = layers[0];
+        string layer = mergeMode is null ? first.Kind : $"Bidirectional({first.Kind})";
+        if (x.Shape.Length != 3 || x.Shape[2] != first.InputSize)
+            throw new ShapeMismatchException($"ONNX export: {layer} '{name}' ({first.InputSize} -> {first.Units}) gets [{Dims(x.Shape)}]; it needs [batch, time, {first.InputSize}]");
+        if (first.Stateful)
+            throw new NotSupportedException($"ONNX export: {layer} '{name}' is stateful (it carries its state from one batch to the next); an ONNX graph starts every run from zero states: build the layer with stateful: false to export it");
+        var (op, order) = first switch
+        {
+            LSTM => ("LSTM", new[] { 0, 3, 1, 2 }),   // ONNX's i, o, f, c from our i, f, g, o
+            GRU => ("GRU", new[] { 1, 0, 2 }),        // ONNX's z, r, h from our r, z, n
+            _ => ("RNN", new[] { 0 }),
+        };
+        long hidden = first.Units, input = first.InputSize, steps = x.Shape[1];
+        int directions = layers.Length;
+        long gates = first.GateCount * hidden;
+        var w = new List<float>();
+        var r = new List<float>();
+        var b = new List<float>();
+        foreach (var l in layers)
+        {
+            w.AddRange(ReorderGates(l.WeightIh.ToArray(), order, hidden, input));
+            r.AddRange(ReorderGates(l.WeightHh.ToArray(), order, hidden, hidden));
+            if (l.BiasIh is not null)
+            {
+                b.AddRange(ReorderGates(l.BiasIh.ToArray(), order, hidden, 1));
+                b.AddRange(ReorderGates(l.BiasHh!.ToArray(), order, hidden, 1));
+            }
+        }
+        var inputs = new List<string>
+        {
+            Transposed(x.Name, $"{name}/time_major", new long[] { 1, 0, 2 }),
+            Initializer($"{weights}.W", w.ToArray(), new[] { directions, gates, input }),
+            Initializer($"{weights}.R", r.ToArray(), new[] { directions, gates, hidden }),
+        };
+        if (first.BiasIh is not null) inputs.Add(Initializer($"{weights}.B", b.ToArray(), new[] { directions, 2 * gates }));
+        var attributes = new List<AttributeProto>
+        {
+            Int("hidden_size", hidden),
+            String("direction", directions == 2 ? "bidirectional" : first.GoBackwards ? "reverse" : "forward"),
+        };
+        if (op == "GRU") attributes.Add(Int("linear_before_reset", 1));
+        bool sequences = first.ReturnSequences;
+        // Outputs: Y [T, D, B, H] (every step, time order) and Y_h [D, B, H] (the last state of each direction).
+        string y = $"{name}/Y", yh = $"{name}/Y_h";
+        NodeOutputs(op, $"{name}/{op}", inputs.ToArray(), sequences ? new[] { y } : new[] { "", yh }, attributes.ToArray());
+
+        if (!sequences)
+        {
+            // [D, B, H] -> [B, H] (one direction) or the merge of the two final states.
+            if (directions == 1)
+                return new Value(Node("Squeeze", $"{name}/Squeeze", new[] { yh, Int64Constant($"{name}/axis0", new long[] { 0 }) }, name), new[] { Batch, hidden });
+            return MergeDirections(mergeMode!, name, yh, 0, new[] { Batch, hidden });
+        }
+        if (directions == 1)
+        {
+            // [T, 1, B, H] -> [T, B, H] -> [B, T, H]; goBackwards wants the steps in processed (reversed) order.
+            var squeezed = Node("Squeeze", $"{name}/Squeeze", new[] { y, Int64Constant($"{name}/axis1", new long[] { 1 }) }, $"{name}/steps");
+            if (first.GoBackwards) squeezed = ReversedTime(squeezed, name);
+            return new Value(Node("Transpose", $"{name}/batch_major", new[] { squeezed }, name, Ints("perm", 1, 0, 2)), new[] { Batch, steps, hidden });
+        }
+        // [T, 2, B, H] -> [B, T, 2, H], then concatenate or combine the two directions.
+        var batchMajor = Node("Transpose", $"{name}/batch_major", new[] { y }, $"{name}/batch_major", Ints("perm", 2, 0, 1, 3));
+        return MergeDirections(mergeMode!, name, batchMajor, 2, new[] { Batch, steps, hidden });
+    }
+
+    /// <summary>Our merge of the two directions along <paramref name="axis"/> (of size 2) of <paramref name="value"/>.</summary>
+    private Value MergeDirections(string mode, string name, string value, int axis, long[] shape)
+    {
+        if (mode == "concat")
+        {
+            // Forward first, then backward: the two H-blocks side by side, as Tensor.Concatenate(.., -1) puts them.
+            var before = axis == 0 ? Node("Transpose", $"{name}/directions_last", new[] { value }, $"{name}/directions_last", Ints("perm", 1, 0, 2)) : value;
+            var concatShape = shape.ToArray();
+            concatShape[^1] *= 2;
+            var target = Int64Constant($"{name}/concat_shape", concatShape.Select((d, i) => i == concatShape.Length - 1 ? d : 0L).ToArray());
+            return new Value(Node("Reshape", $"{name}/Concat", new[] { before, target }, name), concatShape);
+        }
+        string output = mode switch
+        {
+            // ReduceSum takes its axes as an input from opset 13; ReduceProd and ReduceMean as an attribute until 18.
+            "sum" => Node("ReduceSum", $"{name}/Sum", new[] { value, Int64Constant($"{name}/directions_axis", new long[] { axis }) }, name, Int("keepdims", 0)),
+            "mul" => Node("ReduceProd", $"{name}/Mul", new[] { value }, name, Ints("axes", axis), Int("keepdims", 0)),
+            "ave" => Node("ReduceMean", $"{name}/Ave", new[] { value }, name, Ints("axes", axis), Int("keepdims", 0)),
+            _ => throw new NotSupportedException($"ONNX export: Bidirectional '{name}' merge mode '{mode}' has no ONNX form here"),
+        };
+        return new Value(output, shape);
+    }
+
+    /// <summary>[T, ...] with the time axis reversed (a Slice with step -1).</summary>
+    private string ReversedTime(string value, string name)
+    {
+        var inputs = new[]
+        {
+            value,
+            Int64Constant($"{name}/reverse_starts", new long[] { -1 }),
+            Int64Constant($"{name}/reverse_ends", new long[] { long.MinValue }),
+            Int64Constant($"{name}/reverse_axes", new long[] { 0 }),
+            Int64Constant($"{name}/reverse_steps", new long[] { -1 }),
+        };
+        return Node("Slice", $"{name}/Reverse", inputs, $"{name}/processed_order");
+    }
+
+    private string Transposed(string value, string name, long[] perm) => Node("Transpose", name, new[] { value }, name, Ints("perm", perm));
+
+    /// <summary>The gate blocks of a [G*H, columns] matrix (or [G*H] vector: columns = 1) in ONNX's order.</summary>
+    private static float[] ReorderGates(float[] values, int[] order, long hidden, long columns)
+    {
+        var result = new float[values.Length];
+        long block = hidden * columns;
+        for (int g = 0; g < order.Length; g++)
+            Array.Copy(values, order[g] * block, result, g * block, block);
+        return result;
+    }
+
     // ---- Graph pieces ------------------------------------------------------------------------------
 
     private static void RequireRank(string name, Module? module, Value x, int rank, string expected)
@@ -388,7 +521,26 @@ internal sealed class OnnxGraphBuilder
         return output;
     }
 
-    /// <summary>A shared layer (one module used twice in a Functional graph) is emitted twice: "name", "name_1".</summary>
+    /// <summary>Adds a node with several outputs ("" for an optional output not wanted).</summary>
+    private void NodeOutputs(string op, string name, string[] inputs, string[] outputs, params AttributeProto[] attributes)
+    {
+        var node = new NodeProto { OpType = op, Name = UniqueNodeName(name) };
+        node.Input.AddRange(inputs);
+        node.Output.AddRange(outputs);
+        node.Attribute.AddRange(attributes);
+        Graph.Node.Add(node);
+    }
+
+    private readonly HashSet<string> scopes = new();
+
+    private string UniqueScope(string name)
+    {
+        if (scopes.Add(name)) return name;
+        for (int i = 1; ; i++)
+            if (scopes.Add($"{name}_{i}")) return $"{name}_{i}";
+    }
+
+    /// <summary>Node names are unique too (a merge's name could meet a layer's scope).</summary>
     private string UniqueNodeName(string name)
     {
         if (nodeNames.Add(name)) return name;
@@ -411,6 +563,12 @@ internal sealed class OnnxGraphBuilder
         return name;
     }
 
+    private string Initializer(string name, float[] values, long[] dims)
+    {
+        if (initializers.Add(name)) Graph.Initializer.Add(OnnxTensors.FromFloats(name, values, dims));
+        return name;
+    }
+
     private string Int64Constant(string name, long[] values)
     {
         if (initializers.Add(name)) Graph.Initializer.Add(OnnxTensors.FromInt64s(name, values, new long[] { values.Length }));
@@ -422,6 +580,9 @@ internal sealed class OnnxGraphBuilder
 
     private static AttributeProto Float(string name, float value) =>
         new() { Name = name, Type = AttributeProto.Types.AttributeType.Float, F = value };
+
+    private static AttributeProto String(string name, string value) =>
+        new() { Name = name, Type = AttributeProto.Types.AttributeType.String, S = ByteString.CopyFromUtf8(value) };
 
     private static AttributeProto Ints(string name, params long[] values)
     {
