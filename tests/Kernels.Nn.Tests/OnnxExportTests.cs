@@ -69,6 +69,23 @@ public sealed class OnnxExportTests
         new Case("mnist_cnn_shape", d => new Sequential(
             new Conv2D(1, 4, 3, padding: 1, device: d), new BatchNorm2D(4, device: d), Activation.Relu(), new MaxPool2D(2),
             new Conv2D(4, 6, 3, device: d), Activation.Relu(), new MaxPool2D(2), new Flatten(), new Dense(6 * 2 * 2, 10, device: d)), new long[] { 1, 12, 12 }),
+        // Recurrent layers: T = 6 steps of 5 features, 7 units (gate blocks of 7 rows: a wrong gate order shows).
+        new Case("simple_rnn_last", d => new Sequential(new SimpleRNN(5, 7, device: d)), new long[] { 6, 5 }),
+        new Case("simple_rnn_sequences_backwards", d => new Sequential(new SimpleRNN(5, 7, returnSequences: true, goBackwards: true, device: d)), new long[] { 6, 5 }),
+        new Case("lstm_sequences_then_dense", d => new Sequential(new LSTM(5, 7, returnSequences: true, device: d), new Dense(7, 3, device: d)), new long[] { 6, 5 }),
+        new Case("lstm_last_backwards", d => new Sequential(new LSTM(5, 7, goBackwards: true, device: d)), new long[] { 6, 5 }),
+        new Case("lstm_no_bias_return_state", d => new Sequential(new LSTM(5, 7, returnState: true, bias: false, device: d)), new long[] { 6, 5 }),
+        new Case("gru_sequences", d => new Sequential(new GRU(5, 7, returnSequences: true, device: d)), new long[] { 6, 5 }),
+        new Case("gru_last", d => new Sequential(new GRU(5, 7, device: d)), new long[] { 6, 5 }),
+        new Case("gru_sequences_backwards", d => new Sequential(new GRU(5, 7, returnSequences: true, goBackwards: true, device: d)), new long[] { 6, 5 }),
+        new Case("stacked_lstm_gru", d => new Sequential(new LSTM(5, 7, returnSequences: true, device: d), new GRU(7, 3, device: d)), new long[] { 6, 5 }),
+        new Case("bidirectional_lstm_concat_sequences", d => new Sequential(new Bidirectional(new LSTM(5, 7, returnSequences: true, device: d))), new long[] { 6, 5 }),
+        new Case("bidirectional_lstm_concat_last", d => new Sequential(new Bidirectional(new LSTM(5, 7, device: d))), new long[] { 6, 5 }),
+        new Case("bidirectional_gru_sum_sequences", d => new Sequential(new Bidirectional(new GRU(5, 7, returnSequences: true, device: d), "sum")), new long[] { 6, 5 }),
+        new Case("bidirectional_gru_ave_last", d => new Sequential(new Bidirectional(new GRU(5, 7, device: d), "ave")), new long[] { 6, 5 }),
+        new Case("bidirectional_rnn_mul_sequences", d => new Sequential(new Bidirectional(new SimpleRNN(5, 7, returnSequences: true, device: d), "mul")), new long[] { 6, 5 }),
+        new Case("bidirectional_rnn_mul_last", d => new Sequential(new Bidirectional(new SimpleRNN(5, 7, device: d), "mul")), new long[] { 6, 5 }),
+        new Case("lstm_one_step", d => new Sequential(new LSTM(5, 7, returnSequences: true, device: d)), new long[] { 1, 5 }),
     };
 
     private static IEnumerable<TestCaseData> CasesOnDevices()
@@ -104,6 +121,47 @@ public sealed class OnnxExportTests
             double error = OnnxTestSupport.AssertClose(ours.ToArray(), ours.ShapeArray, theirs, theirShape, Tolerance, $"{c.Name} batch {batch} on {deviceName}");
             TestContext.Out.WriteLine($"{c.Name} batch {batch} on {deviceName}: max error {error:E2}");
         }
+    }
+
+    [TestCaseSource(typeof(TestDevices), nameof(TestDevices.All))]
+    public void An_embedding_model_takes_int64_token_ids(string deviceName, DeviceKind kind, string requirement)
+    {
+        var device = TestDevices.Require(deviceName, kind, requirement);
+        using var scope = new DisposeScope();
+        using var model = new Sequential(new Embedding(11, 4, device: device), new LSTM(4, 5, returnSequences: true, device: device), new Dense(5, 3, device: device));
+        OnnxTestSupport.Randomize(model, seed: 3);
+        model.Eval();
+        var path = Path.Combine(dir, "embedding.onnx");
+        Onnx.Export(model, path, new long[] { 7 });
+        OnnxTestSupport.Check(path);
+        var proto = ModelProto.Parser.ParseFrom(File.ReadAllBytes(path));
+        Assert.That(proto.Graph.Input.Single().Type.TensorType.ElemType, Is.EqualTo((int)TensorProto.Types.DataType.Int64));
+        var random = new Random(5);
+        foreach (long batch in new long[] { 1, 3 })
+        {
+            var shape = new[] { batch, 7L };
+            var ids = Enumerable.Range(0, (int)(batch * 7)).Select(_ => (long)random.Next(11)).ToArray();
+            var ours = model.Forward(Tensor.FromArray(ids, shape, device));
+            var (theirs, theirShape) = OnnxTestSupport.RunOrt(path, ids, shape);
+            double error = OnnxTestSupport.AssertClose(ours.ToArray(), ours.ShapeArray, theirs, theirShape, Tolerance, $"embedding batch {batch} on {deviceName}");
+            TestContext.Out.WriteLine($"embedding batch {batch} on {deviceName}: max error {error:E2}");
+        }
+    }
+
+    [Test]
+    public void An_embedding_that_is_not_the_first_layer_is_refused()
+    {
+        using var model = new Sequential(new Dense(3, 3), new Embedding(5, 2));
+        var e = Assert.Throws<NotSupportedException>(() => Onnx.ExportToBytes(model, new long[] { 3 }))!;
+        Assert.That(e.Message, Does.Contain("Embedding '1'"));
+    }
+
+    [Test]
+    public void A_stateful_recurrent_layer_is_refused_naming_the_layer_and_the_option()
+    {
+        using var model = new Sequential(new Dense(3, 3), new Sequential(new GRU(3, 4, stateful: true)));
+        var e = Assert.Throws<NotSupportedException>(() => Onnx.ExportToBytes(model, new long[] { 2, 3 }))!;
+        Assert.That(e.Message, Does.Contain("GRU '1.0'").And.Contain("stateful"));
     }
 
     [Test]
