@@ -244,6 +244,29 @@ public class OnnxImportTests
     }
 
     [Test]
+    public void GeluErfPatternOfOpset17IsOneGelu()
+    {
+        // How PyTorch (before opset 20) and our exporter write the exact GELU: 0.5 x (1 + erf(x / sqrt 2)).
+        var g = new GraphBuilder(new long[] { 6 });
+        var x = g.Op("Gemm", new[] { "x", g.Weights("w", new long[] { 6, 6 }, 1) });
+        var erf = g.Op("Erf", new[] { g.Op("Div", new[] { x, g.Floats("sqrt2", new[] { MathF.Sqrt(2f) }) }) });
+        var times = g.Op("Mul", new[] { x, g.Op("Add", new[] { erf, g.Floats("one", new[] { 1f }) }) });
+        var model = g.Build(g.Op("Mul", new[] { times, g.Floats("half", new[] { 0.5f }) }));
+        using (var imported = Onnx.Import(model))
+            Assert.That(imported.Nodes.Select(n => n.Layer).OfType<Activation>().Single().Name, Is.EqualTo("gelu"));
+        Assert.That(CompareWithOrt(model, new long[] { 3, 6 }, Device.Cpu), Is.LessThanOrEqualTo(1e-5));
+    }
+
+    [Test]
+    public void DivideNotPartOfGeluIsRefused()
+    {
+        var g = new GraphBuilder(new long[] { 6 });
+        var e = ImportError(g.Build(g.Op("Div", new[] { "x", g.Floats("two", new[] { 2f }) })));
+        Assert.That(e, Is.TypeOf<NotSupportedException>());
+        Assert.That(e.Message, Does.Contain("node 'div0' (Div) is not supported: the operator Div has no counterpart"));
+    }
+
+    [Test]
     public void GatherOnAnInitializerIsAnEmbedding()
     {
         var g = new GraphBuilder(new long[] { 5 }, TensorProto.Types.DataType.Int64);
@@ -364,6 +387,32 @@ public class OnnxImportTests
         double diff = MaxAbsDiff(RunOurs(model, input, shape, device), theirs, "small CNN");
         TestContext.Out.WriteLine($"small CNN with batch norm on {deviceName}: max |ours - ORT| = {diff:E2}");
         Assert.That(diff, Is.LessThanOrEqualTo(1e-5));
+    }
+
+    // ---- Round trips of our own exporter (Onnx.ExportToBytes) ----------------------------------------
+
+    /// <summary>The export tests' models (OnnxExportTests.Cases: every layer and merge the exporter writes).</summary>
+    private static IEnumerable<TestCaseData> ExportCases()
+    {
+        var cases = typeof(OnnxExportTests).GetMethod("Cases", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)
+                    ?? throw new InvalidOperationException("OnnxExportTests.Cases() is gone: update OnnxImportTests.ExportCases");
+        foreach (var c in (OnnxExportTests.Case[])cases.Invoke(null, null)!)
+            yield return new TestCaseData(c).SetArgDisplayNames(c.Name);
+    }
+
+    [TestCaseSource(nameof(ExportCases))]
+    public void ExportedModelImportsAndComputesTheSame(OnnxExportTests.Case c)
+    {
+        using var original = c.Create(Device.Cpu);
+        original.Eval();
+        var bytes = Onnx.ExportToBytes(original, c.Sample);
+        var shape = new[] { 3L }.Concat(c.Sample).ToArray();
+        var input = RandomInput(shape.Aggregate(1L, (a, b) => a * b), 17);
+        using var imported = Onnx.Import(bytes);
+        var expected = RunOurs(original, input, shape, Device.Cpu);
+        var actual = RunOurs(imported, input, shape, Device.Cpu);
+        Assert.That(MaxAbsDiff(actual, expected, c.Name), Is.LessThanOrEqualTo(1e-5), "max |imported - original|");
+        Assert.That(imported.ParameterCount, Is.EqualTo(original.ParameterCount), "the same number of trainable values");
     }
 
     // ---- Fine-tuning after import -------------------------------------------------------------------

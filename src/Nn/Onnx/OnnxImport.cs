@@ -347,9 +347,44 @@ internal sealed class OnnxImporter
             case "BatchNormalization": ImportBatchNorm(node, index); break;
             case "Pad": ImportPad(node, index); break;
             case "Gather": ImportGather(node, index); break;
+            case "Div" when TryImportGelu(node, index): break;
             default:
                 throw Unsupported(node, index, $"the operator {node.OpType} has no counterpart among this library's layers");
         }
+    }
+
+    /// <summary>The single node reading <paramref name="value"/> (and not a graph output), or null.</summary>
+    private NodeProto? OnlyConsumer(string value) =>
+        consumers.TryGetValue(value, out var list) && list.Count == 1 && !graph.Output.Any(o => o.Name == value) ? list[0] : null;
+
+    private bool IsScalar(string name, float expected, float tolerance = 1e-6f) =>
+        values.TryGetValue(name, out var v) && v.Constant is { Floats: { Length: 1 } f } && Math.Abs(f[0] - expected) <= tolerance;
+
+    /// <summary>
+    /// The exact GELU as opsets before 20 spell it (PyTorch's exporter and ours):
+    /// Div(x, sqrt 2) -> Erf -> Add(1) -> Mul(x, .) -> Mul(0.5): one Gelu activation.
+    /// </summary>
+    private bool TryImportGelu(NodeProto div, int index)
+    {
+        if (div.Input.Count != 2 || div.Output.Count < 1 || !values.TryGetValue(div.Input[0], out var x) || x.Constant is not null
+            || !IsScalar(div.Input[1], MathF.Sqrt(2f))) return false;
+        var erf = OnlyConsumer(div.Output[0]);
+        if (erf is not { OpType: "Erf" } || erf.Output.Count < 1) return false;
+        var add = OnlyConsumer(erf.Output[0]);
+        if (add is not { OpType: "Add" } || add.Input.Count != 2 || add.Output.Count < 1) return false;
+        if (!IsScalar(add.Input[0] == erf.Output[0] ? add.Input[1] : add.Input[0], 1f)) return false;
+        var times = OnlyConsumer(add.Output[0]);
+        if (times is not { OpType: "Mul" } || times.Input.Count != 2 || times.Output.Count < 1
+            || (times.Input[0] == add.Output[0] ? times.Input[1] : times.Input[0]) != div.Input[0]) return false;
+        var half = OnlyConsumer(times.Output[0]);
+        if (half is not { OpType: "Mul" } || half.Input.Count != 2 || half.Output.Count < 1 || half.Output[0].Length == 0
+            || !IsScalar(half.Input[0] == times.Output[0] ? half.Input[1] : half.Input[0], 0.5f)) return false;
+        // x feeds the Div and the first Mul: both are part of the pattern, so x may have other readers too.
+        fused.UnionWith(new[] { erf, add, times, half });
+        var gelu = Layer(Activation.Gelu(), x, x.Shape);
+        if (values.ContainsKey(half.Output[0])) throw Bad(half, graph.Node.IndexOf(half), $"output '{half.Output[0]}' is defined twice");
+        values[half.Output[0]] = gelu;
+        return true;
     }
 
     private void ImportConstant(NodeProto node, int index)
