@@ -79,6 +79,9 @@ internal sealed class OnnxImporter
     private readonly HashSet<NodeProto> fused = new(ReferenceEqualityComparer.Instance);
     private readonly Dictionary<NodeProto, long[]> padsFromPadNode = new(ReferenceEqualityComparer.Instance);
     private readonly List<Module> created = new();
+    /// <summary>Layers by the weights they read: nodes that share initializers (a layer applied twice,
+    /// tied weights) share one layer, so the weights stay one set of parameters when fine-tuning.</summary>
+    private readonly Dictionary<string, Module> sharedLayers = new();
     private long opset = 1;
     private GraphProto graph = null!;
 
@@ -258,6 +261,20 @@ internal sealed class OnnxImporter
 
     private Value Layer(Module module, Value input, long[] shape) =>
         new() { Node = Add(module).Call(Materialize(input)), Shape = shape };
+
+    /// <summary>What identifies a weighted node's layer: its op, the initializers it reads and its attributes.</summary>
+    private static string LayerKey(NodeProto node, string extra = "") =>
+        $"{node.OpType}|{string.Join(",", node.Input.Skip(1))}|{extra}|{string.Join(";", node.Attribute.Select(a => a.ToString()))}";
+
+    /// <summary>The layer made earlier for the same weights, applied to <paramref name="input"/>; or null.</summary>
+    private Value? Reuse(string key, Value input, long[] shape) =>
+        sharedLayers.TryGetValue(key, out var layer) ? new Value { Node = layer.Call(Materialize(input)), Shape = shape } : null;
+
+    private Value Remember(string key, Module module, Value input, long[] shape)
+    {
+        sharedLayers[key] = module;
+        return Layer(module, input, shape);
+    }
 
     // ---- Attributes ---------------------------------------------------------------------------------
 
@@ -506,16 +523,18 @@ internal sealed class OnnxImporter
     }
 
     /// <summary>A Dense layer with the given [in, out] weight and optional bias, checked against the input.</summary>
-    private Value MakeDense(NodeProto node, int index, Value x, float[] weight, long inputs, long outputs, float[]? bias)
+    private Value MakeDense(NodeProto node, int index, Value x, float[] weight, long inputs, long outputs, float[]? bias, string key)
     {
         if (x.Shape.Length < 1 || x.Shape[^1] != inputs)
             throw Bad(node, index, $"its input has shape [N, {string.Join(", ", x.Shape)}] but the weight expects {inputs} features");
-        var dense = Add(new Dense(inputs, outputs, bias is not null, device: device));
-        dense.Weight.Buffer.Write<float>(weight);
-        if (bias is not null) dense.Bias!.Buffer.Write<float>(bias);
         var shape = x.Shape.ToArray();
         shape[^1] = outputs;
-        return new Value { Node = dense.Call(Materialize(x)), Shape = shape };
+        if (Reuse(key, x, shape) is { } again) return again;
+        var dense = new Dense(inputs, outputs, bias is not null, device: device);
+        var value = Remember(key, dense, x, shape);
+        dense.Weight.Buffer.Write<float>(weight);
+        if (bias is not null) dense.Bias!.Buffer.Write<float>(bias);
+        return value;
     }
 
     /// <summary>A bias for <paramref name="outputs"/> features: [out] or [1, out] (a scalar is broadcast).</summary>
@@ -550,7 +569,7 @@ internal sealed class OnnxImporter
             w = t;
         }
         float[]? bias = HasInput(node, 2) ? Bias(node, index, Constant(node, index, 2, "bias C"), outputs, "bias C") : null;
-        Set(node, index, MakeDense(node, index, x, w, inputs, outputs, bias));
+        Set(node, index, MakeDense(node, index, x, w, inputs, outputs, bias, LayerKey(node)));
     }
 
     private void ImportMatMul(NodeProto node, int index)
@@ -572,14 +591,14 @@ internal sealed class OnnxImporter
             {
                 bias = bc.Floats;
                 fused.Add(add);
-                var dense = MakeDense(node, index, x, w, inputs, outputs, bias);
+                var dense = MakeDense(node, index, x, w, inputs, outputs, bias, LayerKey(node, other));
                 Set(node, index, dense);
                 if (add.Output.Count < 1 || add.Output[0].Length == 0) throw Bad(add, graph.Node.IndexOf(add), "it has no output");
                 values[add.Output[0]] = dense;
                 return;
             }
         }
-        Set(node, index, MakeDense(node, index, x, w, inputs, outputs, null));
+        Set(node, index, MakeDense(node, index, x, w, inputs, outputs, null, LayerKey(node)));
     }
 
     private void ImportMerge(NodeProto node, int index)
@@ -618,8 +637,10 @@ internal sealed class OnnxImporter
         if (HasInput(node, 2)) bias = Floats(node, index, Constant(node, index, 2, "bias"), "bias", outChannels);
         long h = Window(node, index, shape[1], kernel.Height, stride.Height, padding.Height, dilation.Height, "height");
         long wd = Window(node, index, shape[2], kernel.Width, stride.Width, padding.Width, dilation.Width, "width");
+        var outShape = new[] { outChannels, h, wd };
+        if (Reuse(LayerKey(node), x, outShape) is { } again) { Set(node, index, again); return; }
         var conv = new Conv2D(shape[0], outChannels, kernel, stride, padding, dilation, (int)group, bias is not null, device: device);
-        Set(node, index, Layer(conv, x, new[] { outChannels, h, wd }));
+        Set(node, index, Remember(LayerKey(node), conv, x, outShape));
         conv.Weight.Buffer.Write<float>(w);
         if (bias is not null) conv.Bias!.Buffer.Write<float>(bias);
     }
@@ -698,8 +719,9 @@ internal sealed class OnnxImporter
         if (!(eps > 0)) throw Bad(node, index, $"epsilon = {eps} must be > 0");
         float momentum = 1 - Float(node, "momentum", 0.9f);   // ONNX keeps `momentum` of the old statistics; ours moves by it
         if (!(momentum >= 0 && momentum <= 1)) throw Bad(node, index, $"momentum = {1 - momentum} must be in [0, 1]");
+        if (Reuse(LayerKey(node, $"rank{x.Shape.Length}"), x, x.Shape) is { } again) { Set(node, index, again); return; }
         BatchNormBase bn = x.Shape.Length == 3 ? new BatchNorm2D(c, momentum, eps, device) : new BatchNorm1D(c, momentum, eps, device);
-        Set(node, index, Layer(bn, x, x.Shape));
+        Set(node, index, Remember(LayerKey(node, $"rank{x.Shape.Length}"), bn, x, x.Shape));
         bn.Gamma.Buffer.Write<float>(scale);
         bn.Beta.Buffer.Write<float>(bias);
         bn.RunningMean.Buffer.Write<float>(mean);
