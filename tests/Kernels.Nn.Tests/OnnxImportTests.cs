@@ -225,6 +225,8 @@ public class OnnxImportTests
             var b = g.Op("Sigmoid", new[] { g.Op("Gemm", new[] { "x", g.Weights("w2", new long[] { 4, 4 }, 2) }) });
             return g.Op("Mul", new[] { g.Op("Add", new[] { a, "x" }), b });
         });
+        yield return Case("Reshape to Shape(x) (shape arithmetic)", new long[] { 2, 3, 4 }, g =>
+            g.Op("Relu", new[] { g.Op("Reshape", new[] { "x", g.Op("Shape", new[] { "x" }) }) }));
         yield return Case("Gelu (opset 20)", new long[] { 2, 6 }, g => g.Op("Gelu", new[] { "x" }), opset: 20);
     }
 
@@ -415,6 +417,23 @@ public class OnnxImportTests
         Assert.That(imported.ParameterCount, Is.EqualTo(original.ParameterCount), "the same number of trainable values");
     }
 
+    [TestCaseSource(typeof(TestDevices), nameof(TestDevices.All))]
+    public void TorchLstmThenGruMatchesOnnxRuntime(string deviceName, DeviceKind kind, string requireVariable)
+    {
+        var device = TestDevices.Require(deviceName, kind, requireVariable);
+        var path = Fixture("lstm_gru");
+        var shape = new long[] { 3, 6, 5 };
+        var input = RandomInput(shape.Aggregate(1L, (a, b) => a * b), 21);
+        (float[], long[]) theirs;
+        using (var session = Reference(path)) theirs = RunOrt(session, input, shape);
+        using var model = Onnx.Import(path, device);
+        var layers = model.Nodes.Select(n => n.Layer).Where(l => l is not null).ToList();
+        Assert.That(layers.Select(l => l!.GetType().Name), Is.EqualTo(new[] { "LSTM", "GRU" }), "PyTorch's Transposes, zero states and Squeezes fold into the two layers");
+        double diff = MaxAbsDiff(RunOurs(model, input, shape, device), theirs, "LSTM + GRU");
+        TestContext.Out.WriteLine($"PyTorch LSTM + GRU on {deviceName}: max |ours - ORT| = {diff:E2}");
+        Assert.That(diff, Is.LessThanOrEqualTo(1e-5));
+    }
+
     // ---- Fine-tuning after import -------------------------------------------------------------------
 
     [Test]
@@ -493,8 +512,19 @@ public class OnnxImportTests
             g => g.Op("Reshape", new[] { "x", g.Int64s("s", new long[] { 2, -1 }, 2) }));
         yield return Case("Reshape with a computed shape", typeof(NotSupportedException), "the shape 'x' is computed; it must be an initializer or a Constant",
             g => g.Op("Reshape", new[] { "x", "x" }));
-        yield return Case("Shape (dynamic shapes)", typeof(NotSupportedException), "node 'shape0' (Shape) is not supported: the operator Shape has no counterpart",
-            g => g.Op("Reshape", new[] { "x", g.Op("Shape", new[] { "x" }) }));
+        yield return Case("Shape used as a runtime value", typeof(NotSupportedException), "node 'relu1' (Relu) is not supported: input 'v0' is a constant",
+            g => g.Op("Relu", new[] { g.Op("Shape", new[] { "x" }) }));
+        yield return Case("Transpose other than around a recurrent node", typeof(NotSupportedException), "perm = [0, 2, 1] on [N, 3, 8, 8]",
+            g => g.Op("Transpose", new[] { "x" }, Attr("perm", 0L, 2L, 1L)));
+        yield return Case("LSTM with a non-zero initial state", typeof(NotSupportedException), "a non-zero initial state 'h0'",
+            g => g.Op("LSTM", new[] { g.Op("Transpose", new[] { "x" }, Attr("perm", 1L, 0L, 2L)), g.Weights("W", new long[] { 1, 8, 4 }, 1), g.Weights("R", new long[] { 1, 8, 2 }, 2), "", "", g.Weights("h0", new long[] { 1, 1, 2 }, 3) }, Attr("hidden_size", 2L)),
+            new long[] { 5, 4 });
+        yield return Case("GRU with linear_before_reset 0", typeof(NotSupportedException), "linear_before_reset = 0",
+            g => g.Op("GRU", new[] { g.Op("Transpose", new[] { "x" }, Attr("perm", 1L, 0L, 2L)), g.Weights("W", new long[] { 1, 6, 4 }, 1), g.Weights("R", new long[] { 1, 6, 2 }, 2) }, Attr("hidden_size", 2L)),
+            new long[] { 5, 4 });
+        yield return Case("RNN output used raw", typeof(NotSupportedException), "its output Y is followed by something other than the patterns exporters write",
+            g => g.Op("RNN", new[] { g.Op("Transpose", new[] { "x" }, Attr("perm", 1L, 0L, 2L)), g.Weights("W", new long[] { 1, 2, 4 }, 1), g.Weights("R", new long[] { 1, 2, 2 }, 2) }, Attr("hidden_size", 2L)),
+            new long[] { 5, 4 });
         yield return Case("BatchNormalization training_mode", typeof(NotSupportedException), "training_mode = 1",
             g => g.Op("BatchNormalization", new[] { "x", g.Weights("s", new long[] { 3 }, 1), g.Weights("b", new long[] { 3 }, 2), g.Weights("m", new long[] { 3 }, 3), g.Weights("v", new long[] { 3 }, 4) }, Attr("training_mode", 1L)));
         yield return Case("MaxPool indices used", typeof(NotSupportedException), "its output 1 ('idx') is used",

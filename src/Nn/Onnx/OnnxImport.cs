@@ -69,7 +69,15 @@ internal sealed class OnnxImporter
         /// <summary>The same value flattened to [N, C] when it came from GlobalAveragePool (ours gives [N, C]
         /// directly, ONNX [N, C, 1, 1]): a following Flatten then costs nothing.</summary>
         public Symbolic? Flat;
+        /// <summary>A value that exists only as part of a pattern (a time-major Transpose before a recurrent
+        /// node, zeros for its initial state): what it is, for the refusal when something else reads it.</summary>
+        public string? Pending;
+        /// <summary>For a time-major Transpose: the batch-major value it transposes.</summary>
+        public Value? TimeMajorOf;
     }
+
+    /// <summary>The batch size in shapes computed at import time (Shape of a runtime value): not known until run time.</summary>
+    private const long Batch = long.MinValue;
 
     private readonly ModelProto model;
     private readonly string source;
@@ -137,6 +145,14 @@ internal sealed class OnnxImporter
                     list.Add(node);
                 }
 
+        // Constant nodes read nothing: evaluated first, so a pattern that looks ahead (a Squeeze's axes
+        // after a recurrent node) finds them whatever their place in the file.
+        for (int i = 0; i < graph.Node.Count; i++)
+            if (graph.Node[i].OpType == "Constant" && (!graph.Node[i].HasDomain || graph.Node[i].Domain is "" or "ai.onnx"))
+            {
+                Import(graph.Node[i], i);
+                fused.Add(graph.Node[i]);
+            }
         for (int i = 0; i < graph.Node.Count; i++)
         {
             var node = graph.Node[i];
@@ -225,6 +241,8 @@ internal sealed class OnnxImporter
         var v = Get(node, index, slot);
         if (v.Constant is not null)
             throw Unsupported(node, index, $"input '{node.Input[slot]}' is a constant; only a computed value is supported there");
+        if (v.Pending is not null)
+            throw Unsupported(node, index, $"input '{node.Input[slot]}' is {v.Pending}, supported only as a recurrent node's input");
         return v;
     }
 
@@ -365,6 +383,14 @@ internal sealed class OnnxImporter
             case "Pad": ImportPad(node, index); break;
             case "Gather": ImportGather(node, index); break;
             case "Div" when TryImportGelu(node, index): break;
+            case "Transpose": ImportTranspose(node, index); break;
+            case "RNN":
+            case "LSTM":
+            case "GRU": ImportRecurrent(node, index); break;
+            case "Shape": ImportShape(node, index); break;
+            case "Unsqueeze": ImportUnsqueeze(node, index); break;
+            case "Concat": ImportConcat(node, index); break;
+            case "ConstantOfShape": ImportConstantOfShape(node, index); break;
             default:
                 throw Unsupported(node, index, $"the operator {node.OpType} has no counterpart among this library's layers");
         }
@@ -481,6 +507,8 @@ internal sealed class OnnxImporter
         if (shape.Length < 1 || shape.Length > 8) throw Bad(node, index, $"the shape [{string.Join(", ", shape)}] has rank {shape.Length}");
         long count = x.Shape.Aggregate(1L, (a, b) => a * b);
         // Axis 0 must stay the batch: 0 (copy), -1 with the rest fixed, and the per-sample part must keep the count.
+        if (shape[0] == Batch) shape = new[] { 0L }.Concat(shape.Skip(1)).ToArray();   // from Shape: the batch itself
+        if (shape.Skip(1).Contains(Batch)) throw Unsupported(node, index, "a shape with the batch size on an axis other than 0");
         if (shape[0] != 0 && shape[0] != -1)
             throw Unsupported(node, index, $"the shape [{string.Join(", ", shape)}] fixes the batch size at {shape[0]}; axis 0 must be 0 or -1 (the batch)");
         var sample = new long[shape.Length - 1];
@@ -728,9 +756,256 @@ internal sealed class OnnxImporter
         bn.RunningVar.Buffer.Write<float>(variance);
     }
 
+
+    // ---- Shape arithmetic (folded at import time) ---------------------------------------------------
+
+    private void ImportShape(NodeProto node, int index)
+    {
+        var x = Runtime(node, index, 0);
+        if (Attr(node, "start") is not null || Attr(node, "end") is not null) throw Unsupported(node, index, "start / end");
+        var shape = new[] { Batch }.Concat(x.Shape).ToArray();
+        Set(node, index, new Value { Constant = new OnnxConstant(node.Output[0], new long[] { shape.Length }, null, shape) });
+    }
+
+    private void ImportUnsqueeze(NodeProto node, int index)
+    {
+        var c = Constant(node, index, 0, "data");
+        long[]? axes = HasInput(node, 1) ? Constant(node, index, 1, "axes").Ints : Ints(node, "axes");
+        if (c.Ints is null || c.Dims.Length != 0 || axes is not { Length: 1 } || axes[0] is not (0 or -1))
+            throw Unsupported(node, index, "only Unsqueeze of an integer scalar into a vector (shape arithmetic) is supported");
+        Set(node, index, new Value { Constant = new OnnxConstant(node.Output[0], new long[] { 1 }, null, c.Ints) });
+    }
+
+    private void ImportConcat(NodeProto node, int index)
+    {
+        var parts = Enumerable.Range(0, node.Input.Count).Select(i => Constant(node, index, i, "part")).ToList();
+        if (parts.Any(p => p.Ints is null || p.Dims.Length != 1))
+            throw Unsupported(node, index, "only Concat of integer vectors (shape arithmetic) is supported");
+        var all = parts.SelectMany(p => p.Ints!).ToArray();
+        Set(node, index, new Value { Constant = new OnnxConstant(node.Output[0], new long[] { all.Length }, null, all) });
+    }
+
+    /// <summary>ConstantOfShape with value 0: zeros, supported as a recurrent node's initial state (ours start at zero).</summary>
+    private void ImportConstantOfShape(NodeProto node, int index)
+    {
+        var shape = Constant(node, index, 0, "shape");
+        if (shape.Ints is null) throw Bad(node, index, $"the shape '{shape.Name}' is not an integer tensor");
+        if (Attr(node, "value") is { T: { } t })
+        {
+            var v = OnnxConstant.Read(t, source, $"node '{node.Name}' value");
+            if ((v.Floats?.Any(f => f != 0) ?? false) || (v.Ints?.Any(i => i != 0) ?? false))
+                throw Unsupported(node, index, "a non-zero fill value");
+        }
+        Set(node, index, new Value { Pending = $"zeros of shape [{string.Join(", ", shape.Ints.Select(d => d == Batch ? "N" : d.ToString()))}]", Shape = shape.Ints });
+    }
+
+    // ---- Recurrent layers ---------------------------------------------------------------------------
+
+    /// <summary>Transpose [N, T, F] -> [T, N, F] is what exporters put before a recurrent node (ONNX's are
+    /// time-major): kept as a marker the recurrent node reads; the same transpose of a recurrent node's
+    /// time-major steps gives our layer's batch-major output. Other transposes are refused.</summary>
+    private void ImportTranspose(NodeProto node, int index)
+    {
+        var perm = Ints(node, "perm");
+        if (Get(node, index, 0) is { TimeMajorOf: { } batchMajor } && perm is not null && perm.SequenceEqual(new long[] { 1, 0, 2 }))
+        {
+            Set(node, index, batchMajor);   // a recurrent node's time-major steps, back to batch-major: our layer's output
+            return;
+        }
+        var x = Runtime(node, index, 0);
+        if (x.Shape.Length != 2 || perm is null || !perm.SequenceEqual(new long[] { 1, 0, 2 }))
+            throw Unsupported(node, index, $"perm = [{string.Join(", ", perm ?? Array.Empty<long>())}] on [N, {string.Join(", ", x.Shape)}]; only the time-major transpose before a recurrent node (and the patterns after one) is supported");
+        Set(node, index, new Value { Pending = "a time-major transpose", TimeMajorOf = x, Shape = x.Shape });
+    }
+
+    /// <summary>The node and output index that reads <paramref name="value"/> alone, if it has that op type.</summary>
+    private NodeProto? Next(string value, string opType) => OnlyConsumer(value) is { } n && n.OpType == opType && n.Output.Count >= 1 ? n : null;
+
+    private long[]? AxesOf(NodeProto node) =>
+        node.Input.Count > 1 && node.Input[1].Length > 0
+            ? values.TryGetValue(node.Input[1], out var v) && v.Constant is { Ints: { } a } ? a : null
+            : Ints(node, "axes");
+
+    /// <summary>
+    /// RNN / LSTM / GRU as our SimpleRNN / LSTM / GRU (direction forward or reverse) or Bidirectional, with
+    /// the patterns exporters write around them recognised and folded in: the time-major Transpose before;
+    /// after Y (every step, [T, D, N, H]): Squeeze(axis 1) [+ a reversing Slice for reverse] + Transpose(1, 0, 2),
+    /// or for two directions Transpose(2, 0, 1, 3) + Reshape (concat) or ReduceSum / ReduceProd / ReduceMean
+    /// over the direction axis; after Y_h (the last state, [D, N, H]): Squeeze(axis 0), or Transpose(1, 0, 2)
+    /// + Reshape, or a Reduce* over axis 0. Gate blocks are put back in PyTorch's order (LSTM i, f, g, o
+    /// from ONNX's i, o, f, c; GRU r, z, n from z, r, h).
+    /// </summary>
+    private void ImportRecurrent(NodeProto node, int index)
+    {
+        var xt = Get(node, index, 0);
+        if (xt.TimeMajorOf is null)
+            throw Unsupported(node, index, "its input is not the time-major Transpose of a [N, T, F] value (layout 0 with the batch-major model input transposed)");
+        var x = xt.TimeMajorOf;
+        string op = node.OpType;
+        int gates = op switch { "LSTM" => 4, "GRU" => 3, _ => 1 };
+        int[] order = op switch { "LSTM" => new[] { 0, 3, 1, 2 }, "GRU" => new[] { 1, 0, 2 }, _ => new[] { 0 } };
+        string[] defaults = op switch { "LSTM" => new[] { "Sigmoid", "Tanh", "Tanh" }, "GRU" => new[] { "Sigmoid", "Tanh" }, _ => new[] { "Tanh" } };
+        foreach (var a in node.Attribute)
+            switch (a.Name)
+            {
+                case "hidden_size" or "direction": break;
+                case "layout" when a.I == 0: break;
+                case "input_forget" when a.I == 0: break;
+                case "linear_before_reset" when op == "GRU" && a.I == 1: break;
+                case "activations" when a.Strings.Select(b => b.ToStringUtf8()).SequenceEqual(Enumerable.Repeat(defaults, a.Strings.Count / defaults.Length).SelectMany(d => d)): break;
+                default: throw Unsupported(node, index, $"attribute {a.Name} = {(a.Ints.Count > 0 ? $"[{string.Join(", ", a.Ints)}]" : a.Strings.Count > 0 ? string.Join(", ", a.Strings.Select(b => b.ToStringUtf8())) : a.HasS ? a.S.ToStringUtf8() : a.HasF ? a.F.ToString() : a.I.ToString())}");
+            }
+        if (op == "GRU" && Int(node, "linear_before_reset", 0) != 1)
+            throw Unsupported(node, index, "linear_before_reset = 0; ours (PyTorch's GRU) applies the reset gate after the recurrent product (linear_before_reset = 1)");
+        string direction = Text(node, "direction", "forward");
+        int directions = direction switch { "forward" or "reverse" => 1, "bidirectional" => 2, _ => throw Bad(node, index, $"direction = {direction}") };
+        long hidden = Int(node, "hidden_size", 0);
+        if (hidden < 1 || hidden > int.MaxValue) throw Bad(node, index, $"hidden_size = {hidden}");
+        long inputs = x.Shape[1], g = gates * hidden;
+        var w = Floats(node, index, Constant(node, index, 1, "W"), "W", directions, g, inputs);
+        var r = Floats(node, index, Constant(node, index, 2, "R"), "R", directions, g, hidden);
+        float[]? b = HasInput(node, 3) ? Floats(node, index, Constant(node, index, 3, "B"), "B", directions, 2 * g) : null;
+        if (HasInput(node, 4)) throw Unsupported(node, index, "sequence_lens (every sequence runs its full length)");
+        for (int slot = 5; slot < node.Input.Count; slot++)
+        {
+            if (!HasInput(node, slot)) continue;
+            if (slot == 7) throw Unsupported(node, index, "peephole weights P");
+            var init = Get(node, index, slot);
+            bool zeros = init.Pending is not null && init.Pending.StartsWith("zeros", StringComparison.Ordinal)
+                         || init.Constant is { Floats: { } f } && f.All(v => v == 0);
+            if (!zeros) throw Unsupported(node, index, $"a non-zero initial state '{node.Input[slot]}' (ours start from zeros)");
+        }
+
+        // Which output is read, and how, decides returnSequences, the merge mode and where the result goes.
+        string Out(int o) => o < node.Output.Count ? node.Output[o] : "";
+        bool Used(string name) => name.Length > 0 && (consumers.ContainsKey(name) || graph.Output.Any(o => o.Name == name));
+        if (Used(Out(2))) throw Unsupported(node, index, "its output Y_c (the last cell state) is used");
+        bool sequences = Used(Out(0));
+        if (sequences == Used(Out(1))) throw Unsupported(node, index, sequences ? "both Y and Y_h are used" : "neither Y nor Y_h is used");
+        var chain = new List<NodeProto>();
+        string? end = null, merge = null;
+        bool timeMajor = false;
+        string NotRecognised(string what) => $"its output {(sequences ? "Y" : "Y_h")} is followed by something other than the patterns exporters write ({what})";
+        if (directions == 1)
+        {
+            var squeeze = Next(Out(sequences ? 0 : 1), "Squeeze");
+            if (squeeze is null || AxesOf(squeeze) is not { Length: 1 } sa || sa[0] != (sequences ? 1 : 0)) throw Unsupported(node, index, NotRecognised("Squeeze of the direction axis expected"));
+            chain.Add(squeeze);
+            end = squeeze.Output[0];
+            if (sequences)
+            {
+                if (direction == "reverse")
+                {
+                    // Our goBackwards layer (Keras) gives the steps in processed order; ONNX gives them in time order: a reversing Slice must follow.
+                    var slice = Next(end, "Slice");
+                    if (slice is null || !IsReversal(slice)) throw Unsupported(node, index, NotRecognised("direction reverse needs the reversing Slice that puts the steps in processed order"));
+                    chain.Add(slice);
+                    end = slice.Output[0];
+                }
+                // [T, N, H]: time-major, as the next recurrent node reads it; a Transpose (1, 0, 2) gives ours back.
+                timeMajor = true;
+            }
+        }
+        else
+        {
+            end = Out(sequences ? 0 : 1);
+            var transpose = Next(end, "Transpose");
+            long[] batchMajor = sequences ? new long[] { 2, 0, 1, 3 } : new long[] { 1, 0, 2 };
+            bool transposed = transpose is not null && Ints(transpose, "perm") is { } perm && perm.SequenceEqual(batchMajor);
+            if (sequences && !transposed) throw Unsupported(node, index, NotRecognised("Transpose to batch-major expected"));
+            if (transposed)
+            {
+                chain.Add(transpose!);
+                end = transpose!.Output[0];
+            }
+            var after = OnlyConsumer(end);
+            if (transposed && after is { OpType: "Reshape" } reshape)
+            {
+                // [N, (T,) 2, H] -> [N, (T,) 2H]: forward then backward, side by side.
+                if (!values.TryGetValue(reshape.Input.Count > 1 ? reshape.Input[1] : "", out var target) || target.Constant?.Ints is not { } t
+                    || !t.SequenceEqual(sequences ? new[] { 0, 0, 2 * hidden } : new[] { 0, 2 * hidden }) || reshape.Output.Count < 1)
+                    throw Unsupported(node, index, NotRecognised("Reshape joining the two directions expected"));
+                chain.Add(reshape);
+                end = reshape.Output[0];
+                merge = "concat";
+            }
+            else
+            {
+                merge = after?.OpType switch { "ReduceSum" => "sum", "ReduceProd" => "mul", "ReduceMean" => "ave", _ => null };
+                if (merge is null || after!.Output.Count < 1 || AxesOf(after) is not { Length: 1 } ra || ra[0] != (sequences ? 2 : 0) || Int(after, "keepdims", 1) != 0)
+                    throw Unsupported(node, index, NotRecognised("Reshape or ReduceSum / ReduceProd / ReduceMean over the directions expected"));
+                chain.Add(after);
+                end = after.Output[0];
+            }
+        }
+
+        RecurrentLayer Make(bool goBackwards) => op switch
+        {
+            "LSTM" => new LSTM(inputs, hidden, returnSequences: sequences, goBackwards: goBackwards, bias: b is not null, device: device),
+            "GRU" => new GRU(inputs, hidden, returnSequences: sequences, goBackwards: goBackwards, bias: b is not null, device: device),
+            _ => new SimpleRNN(inputs, hidden, returnSequences: sequences, goBackwards: goBackwards, bias: b is not null, device: device),
+        };
+        void Load(RecurrentLayer layer, int d)
+        {
+            layer.WeightIh.Buffer.Write<float>(Reorder(w, d, order, hidden, inputs));
+            layer.WeightHh.Buffer.Write<float>(Reorder(r, d, order, hidden, hidden));
+            if (b is null) return;
+            var both = Reorder(b, d, Enumerable.Range(0, 2).SelectMany(h => order.Select(o => o + h * gates)).ToArray(), hidden, 1);
+            layer.BiasIh!.Buffer.Write<float>(both.AsSpan(0, (int)g));
+            layer.BiasHh!.Buffer.Write<float>(both.AsSpan((int)g));
+        }
+        Module module;
+        if (directions == 1)
+        {
+            var layer = Make(direction == "reverse");
+            module = layer;
+            Load(layer, 0);
+        }
+        else
+        {
+            var pair = new Bidirectional(Make(false), merge!);
+            module = pair;
+            Load(pair.Forwards, 0);
+            Load(pair.Backwards, 1);
+        }
+        var outShape = sequences ? new[] { x.Shape[0], merge == "concat" ? 2 * hidden : hidden } : new[] { merge == "concat" ? 2 * hidden : hidden };
+        fused.UnionWith(chain);
+        var value = Layer(module, x, outShape);
+        if (timeMajor) value = new Value { Pending = "a time-major sequence", TimeMajorOf = value, Shape = value.Shape };
+        if (values.ContainsKey(end!)) throw Bad(node, index, $"output '{end}' is defined twice");
+        values[end!] = value;
+    }
+
+    /// <summary>Slice(starts -1, ends very negative, axes 0, steps -1): the time axis reversed.</summary>
+    private bool IsReversal(NodeProto slice)
+    {
+        long[]? Input(int i) => i < slice.Input.Count && values.TryGetValue(slice.Input[i], out var v) ? v.Constant?.Ints : null;
+        return Input(1) is [-1] && Input(2) is [var end] && end <= -(1L << 31) && Input(3) is [0] && Input(4) is [-1];
+    }
+
+    /// <summary>Direction <paramref name="d"/>'s gate blocks of an ONNX [D, G*H(, columns)] tensor in our (PyTorch's)
+    /// order: our block order[k] is ONNX's block k.</summary>
+    private static float[] Reorder(float[] all, int d, int[] order, long hidden, long columns)
+    {
+        long block = hidden * columns, per = order.Length * block;
+        var result = new float[per];
+        for (int k = 0; k < order.Length; k++)
+            Array.Copy(all, d * per + k * block, result, order[k] * block, block);
+        return result;
+    }
+
     /// <summary>Gather of rows of a constant table by computed ids is an embedding lookup.</summary>
     private void ImportGather(NodeProto node, int index)
     {
+        if (Get(node, index, 0).Constant is { Ints: not null } shapeData && Get(node, index, 1).Constant is { Ints: not null } picks)
+        {
+            // Shape arithmetic (PyTorch's exporter sizes a recurrent node's zero state from Shape -> Gather -> ...).
+            if (shapeData.Dims.Length != 1) throw Unsupported(node, index, "Gather of a constant that is not a vector");
+            var picked = picks.Ints.Select(i => i >= -shapeData.Ints.Length && i < shapeData.Ints.Length ? shapeData.Ints[i < 0 ? i + shapeData.Ints.Length : i]
+                                                    : throw Bad(node, index, $"index {i} is outside the {shapeData.Ints.Length} values of '{shapeData.Name}'")).ToArray();
+            Set(node, index, new Value { Constant = new OnnxConstant(node.Output[0], picks.Dims, null, picked) });
+            return;
+        }
         var table = Constant(node, index, 0, "table");
         var ids = Runtime(node, index, 1);
         if (Int(node, "axis", 0) != 0) throw Unsupported(node, index, $"axis = {Int(node, "axis", 0)}; only row lookups (axis 0) are supported");
