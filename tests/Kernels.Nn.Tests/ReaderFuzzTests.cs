@@ -325,6 +325,47 @@ public class ReaderFuzzTests
         }
     }
 
+    /// <summary>A small model written by our exporter (Onnx.ExportToBytes): recurrent layers, Bidirectional
+    /// merges, Gelu's erf pattern, pools and merges, the patterns the importer folds.</summary>
+    private static Kernels.Nn.OnnxProto.ModelProto ExportedModel(int seed)
+    {
+        var r = new Random(seed);
+        long f = r.Next(1, 5), h = r.Next(1, 5);
+        Module model;
+        long[] sample;
+        switch (r.Next(4))
+        {
+            case 0:
+                RecurrentLayer Cell(bool sequences) => r.Next(3) switch
+                {
+                    0 => new LSTM(f, h, returnSequences: sequences, goBackwards: r.Next(4) == 0, seed: seed),
+                    1 => new GRU(f, h, returnSequences: sequences, goBackwards: r.Next(4) == 0, seed: seed),
+                    _ => new SimpleRNN(f, h, returnSequences: sequences, goBackwards: r.Next(4) == 0, seed: seed),
+                };
+                model = new Sequential(Cell(r.Next(2) == 0));
+                sample = new[] { (long)r.Next(1, 4), f };
+                break;
+            case 1:
+                var inner = r.Next(2) == 0 ? (RecurrentLayer)new LSTM(f, h, returnSequences: r.Next(2) == 0, seed: seed) : new GRU(f, h, returnSequences: r.Next(2) == 0, seed: seed);
+                model = new Sequential(new Bidirectional(inner, new[] { "concat", "sum", "mul", "ave" }[r.Next(4)]));
+                sample = new[] { (long)r.Next(1, 4), f };
+                break;
+            case 2:
+                var x = Symbolic.Input(f);
+                var a = Activation.Gelu().Call(new Dense(f, f, seed: seed).Call(x));
+                model = new Functional(x, new Dense(f, h, seed: seed + 1).Call(r.Next(2) == 0 ? a + x : a * x));
+                sample = new[] { f };
+                break;
+            default:
+                model = new Sequential(new Conv2D(f, h, 3, padding: 1, seed: seed), new BatchNorm2D(h), Activation.Relu(),
+                                       new AvgPool2D(2, stride: 1, padding: 1, countIncludePad: r.Next(2) == 0), new GlobalAvgPool2D(), new Dense(h, 2, seed: seed));
+                sample = new[] { f, 4L, 4L };
+                break;
+        }
+        using (model)
+            return Kernels.Nn.OnnxProto.ModelProto.Parser.ParseFrom(Onnx.ExportToBytes(model, sample));
+    }
+
     /// <summary>One random edit of a parsed model's fields (the kind of damage byte mutations rarely reach):
     /// a dimension, an attribute, an input name, an op type, a data type, a removed initializer or node.</summary>
     private static void EditOnnx(Kernels.Nn.OnnxProto.ModelProto model, Random r)
@@ -374,7 +415,7 @@ public class ReaderFuzzTests
     /// else must be InvalidDataException or NotSupportedException naming the source, with bounded allocation.</summary>
     private static int onnxImported, onnxRan, onnxRefused;
 
-    private static void CheckOnnx(byte[] file)
+    private static void CheckOnnx(byte[] file, bool valid = false)
     {
         const string source = "fuzz.onnx";
         long allocated = GC.GetAllocatedBytesForCurrentThread();
@@ -394,6 +435,7 @@ public class ReaderFuzzTests
         }
         catch (Exception e) when (e is InvalidDataException or NotSupportedException)
         {
+            Assert.That(valid, Is.False, $"an unedited export was refused: {e.Message}");
             Assert.That(e.Message, Does.StartWith(source + ": "), "the message names the file");
             Interlocked.Increment(ref onnxRefused);
         }
@@ -412,6 +454,19 @@ public class ReaderFuzzTests
     {
         Run(Gen.Select(Gen.Int, GenMutation.Array[1, 4]), t => CheckOnnx(Mutate(OnnxModel(t.Item1).ToByteArray(), t.Item2, bigEndian: false)),
             t => Print(Mutate(OnnxModel(t.Item1).ToByteArray(), t.Item2, false)));
+        ReportOnnx();
+    }
+
+    [Test]
+    public void Onnx_exported_models_with_edits_import_or_throw_typed_exceptions_naming_the_file()
+    {
+        Run(Gen.Select(Gen.Int, Gen.Int, GenMutation.Array[0, 2], Gen.Int[0, 2]), t =>
+        {
+            var model = ExportedModel(t.Item1);
+            var r = new Random(t.Item2);
+            for (int i = 0; i < t.Item4; i++) EditOnnx(model, r);
+            CheckOnnx(Mutate(model.ToByteArray(), t.Item3, bigEndian: false), valid: t.Item3.Length == 0 && t.Item4 == 0);
+        }, t => $"exported model seed {t.Item1}, edit seed {t.Item2}, {t.Item4} edits, {t.Item3.Length} byte mutations");
         ReportOnnx();
     }
 
