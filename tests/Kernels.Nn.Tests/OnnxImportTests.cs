@@ -469,6 +469,32 @@ public class OnnxImportTests
         Assert.That(head.Weight.ToArray(), Is.Not.EqualTo(before), "the imported weights changed");
     }
 
+    [Test]
+    public void ImportedRecurrentModelFineTunes()
+    {
+        using var model = Onnx.Import(Fixture("lstm_gru"));
+        var lstm = model.Nodes.Select(n => n.Layer).OfType<LSTM>().Single();
+        var before = lstm.WeightIh.ToArray();
+        model.Train();
+        var input = RandomInput(8 * 6 * 5, 4);
+        var target = RandomInput(8 * 6 * 4, 5).Select(v => v * 0.5f).ToArray();
+        using var optimizer = new Adam(model.Parameters(), 2e-2f);
+        var losses = new List<float>();
+        for (int step = 0; step < 10; step++)
+        {
+            using var scope = new DisposeScope();
+            optimizer.ZeroGrad();
+            var loss = Losses.MeanSquaredError(model.Forward(Tensor.FromArray(input, new long[] { 8, 6, 5 })), Tensor.FromArray(target, new long[] { 8, 6, 4 }));
+            loss.Backward();
+            Assert.That(lstm.WeightIh.Grad, Is.Not.Null, "gradients reach the first imported layer through the GRU");
+            optimizer.Step();
+            losses.Add(loss.Item());
+        }
+        TestContext.Out.WriteLine($"fine-tuning the imported LSTM + GRU: {string.Join(", ", losses.Select(l => l.ToString("F4")))}");
+        Assert.That(losses[^1], Is.LessThan(losses[0] * 0.8f));
+        Assert.That(lstm.WeightIh.ToArray(), Is.Not.EqualTo(before));
+    }
+
     // ---- Refusals -----------------------------------------------------------------------------------
 
     private static Exception ImportError(byte[] model) =>
@@ -519,6 +545,10 @@ public class OnnxImportTests
         yield return Case("LSTM with a non-zero initial state", typeof(NotSupportedException), "a non-zero initial state 'h0'",
             g => g.Op("LSTM", new[] { g.Op("Transpose", new[] { "x" }, Attr("perm", 1L, 0L, 2L)), g.Weights("W", new long[] { 1, 8, 4 }, 1), g.Weights("R", new long[] { 1, 8, 2 }, 2), "", "", g.Weights("h0", new long[] { 1, 1, 2 }, 3) }, Attr("hidden_size", 2L)),
             new long[] { 5, 4 });
+        yield return Case("Add reading a time-major transpose", typeof(NotSupportedException), "input 'v0' is a time-major transpose, supported only as a recurrent node's input",
+            g => g.Op("Add", new[] { g.Op("Transpose", new[] { "x" }, Attr("perm", 1L, 0L, 2L)), "x" }), new long[] { 5, 4 });
+        yield return Case("graph output is a time-major transpose", typeof(NotSupportedException), "the graph output 'v0' is a time-major transpose",
+            g => g.Op("Transpose", new[] { "x" }, Attr("perm", 1L, 0L, 2L)), new long[] { 5, 4 });
         yield return Case("GRU with linear_before_reset 0", typeof(NotSupportedException), "linear_before_reset = 0",
             g => g.Op("GRU", new[] { g.Op("Transpose", new[] { "x" }, Attr("perm", 1L, 0L, 2L)), g.Weights("W", new long[] { 1, 6, 4 }, 1), g.Weights("R", new long[] { 1, 6, 2 }, 2) }, Attr("hidden_size", 2L)),
             new long[] { 5, 4 });

@@ -372,7 +372,8 @@ public class ReaderFuzzTests
     {
         var g = model.Graph;
         long[] odd = { 0, -1, 1, 2, 3, 7, 1L << 31, 1L << 40, long.MaxValue, long.MinValue };
-        string[] ops = { "Relu", "Gemm", "Conv", "Add", "Mul", "Flatten", "Reshape", "MaxPool", "GlobalAveragePool", "BatchNormalization", "Softmax", "Gather", "Pad", "Erf", "" };
+        string[] ops = { "Relu", "Gemm", "Conv", "Add", "Mul", "Flatten", "Reshape", "MaxPool", "GlobalAveragePool", "BatchNormalization", "Softmax", "Gather", "Pad", "Erf", "",
+                          "Transpose", "Squeeze", "LSTM", "GRU", "RNN", "Shape", "Concat", "ConstantOfShape", "Unsqueeze", "Div", "Identity", "Dropout" };
         switch (r.Next(8))
         {
             case 0 when g.Initializer.Count > 0:

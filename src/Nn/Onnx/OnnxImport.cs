@@ -165,6 +165,8 @@ internal sealed class OnnxImporter
             throw new InvalidDataException($"{source}: the graph output '{outputName}' is not produced by any node");
         if (output.Constant is not null)
             throw new NotSupportedException($"{source}: the graph output '{outputName}' is a constant, not computed from the input");
+        if (output.Pending is not null)
+            throw new NotSupportedException($"{source}: the graph output '{outputName}' is {output.Pending}; only a recurrent node reads that");
         var network = new Functional(inputNode, Materialize(output));
         // Layers of branches that do not reach the output are not part of the model: free them.
         var used = new HashSet<Module>(network.Nodes.Where(n => n.Layer is not null).Select(n => n.Layer!), ReferenceEqualityComparer.Instance);
@@ -206,7 +208,8 @@ internal sealed class OnnxImporter
     {
         if (v.Node is null && v.Flat is not null)
             v.Node = Add(new Reshape(v.Shape)).Call(v.Flat);
-        return v.Node!;
+        // Callers pass values that Runtime() checked: computed, not constants or pattern markers.
+        return v.Node ?? throw new InvalidOperationException("ONNX import: a value without a graph node reached a layer");
     }
 
     private T Add<T>(T module) where T : Module
@@ -622,6 +625,7 @@ internal sealed class OnnxImporter
                 var dense = MakeDense(node, index, x, w, inputs, outputs, bias, LayerKey(node, other));
                 Set(node, index, dense);
                 if (add.Output.Count < 1 || add.Output[0].Length == 0) throw Bad(add, graph.Node.IndexOf(add), "it has no output");
+                if (values.ContainsKey(add.Output[0])) throw Bad(add, graph.Node.IndexOf(add), $"output '{add.Output[0]}' is defined twice");
                 values[add.Output[0]] = dense;
                 return;
             }
@@ -636,6 +640,8 @@ internal sealed class OnnxImporter
         var b = Get(node, index, 1);
         if (a.Constant is not null || b.Constant is not null)
             throw Unsupported(node, index, $"{node.OpType} of the constant '{(a.Constant ?? b.Constant)!.Name}'; only {node.OpType} of two computed branches (or a MatMul's bias) is supported");
+        a = Runtime(node, index, 0);   // refuses a value that exists only inside a pattern
+        b = Runtime(node, index, 1);
         if (!a.Shape.AsSpan().SequenceEqual(b.Shape))
             throw Unsupported(node, index, $"its inputs have shapes [N, {string.Join(", ", a.Shape)}] and [N, {string.Join(", ", b.Shape)}]; only equal shapes (no broadcasting) are supported");
         var sa = Materialize(a);
