@@ -227,6 +227,12 @@ public class OnnxImportTests
         });
         yield return Case("Reshape to Shape(x) (shape arithmetic)", new long[] { 2, 3, 4 }, g =>
             g.Op("Relu", new[] { g.Op("Reshape", new[] { "x", g.Op("Shape", new[] { "x" }) }) }));
+        yield return Case("x.view(x.size(0), -1) as PyTorch exports it", new long[] { 2, 3, 2, 2 }, g =>
+        {
+            var batch = g.Op("Gather", new[] { g.Op("Shape", new[] { "x" }), g.Int64s("zero", new long[] { 0 }) }, Attr("axis", 0L));
+            var shape = g.Op("Concat", new[] { g.Op("Unsqueeze", new[] { batch, g.Int64s("axes", new long[] { 0 }, 1) }), g.Int64s("minus1", new long[] { -1 }, 1) }, Attr("axis", 0L));
+            return g.Op("Gemm", new[] { g.Op("Reshape", new[] { "x", shape }), g.Weights("w", new long[] { 12, 3 }, 1) });
+        });
         yield return Case("Gelu (opset 20)", new long[] { 2, 6 }, g => g.Op("Gelu", new[] { "x" }), opset: 20);
     }
 
