@@ -178,6 +178,17 @@ public sealed class OnnxExportTests
         Assert.That(proto.Graph.Output.Single().Type.TensorType.Shape.Dim.Select(d => d.DimValue).Skip(1), Is.EqualTo(new long[] { 4 }));
     }
 
+    [Test]
+    public void The_export_is_the_inference_form_whatever_the_training_mode()
+    {
+        using var model = new Sequential(new Conv2D(2, 3, 3), new BatchNorm2D(3), new Dropout(0.5f), new Flatten(), new Dense(3 * 3 * 3, 2));
+        OnnxTestSupport.Randomize(model, seed: 1);
+        var training = Onnx.ExportToBytes(model.Train(), new long[] { 2, 5, 5 });
+        var evaluation = Onnx.ExportToBytes(model.Eval(), new long[] { 2, 5, 5 });
+        Assert.That(training, Is.EqualTo(evaluation));
+        Assert.That(ModelProto.Parser.ParseFrom(training).Graph.Node.Select(n => n.OpType), Does.Contain("Identity").And.Contain("BatchNormalization"));
+    }
+
     private sealed class Doubler : Module
     {
         public override Tensor Forward(Tensor input) => input.Add(input);

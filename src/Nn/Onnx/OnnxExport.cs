@@ -367,8 +367,9 @@ internal sealed class OnnxGraphBuilder
 
     /// <summary>
     /// SimpleRNN, LSTM, GRU (one layer) or a Bidirectional pair as one ONNX RNN / LSTM / GRU node. Our layers
-    /// are batch-first [B, T, I] and ONNX's are time-major [T, B, I] (its layout = 1 attribute is not
-    /// implemented by every runtime), so Transposes go around the node. Our gate blocks follow PyTorch
+    /// are batch-first [B, T, I] and ONNX's are time-major [T, B, I], so Transposes go around the node (ONNX's
+    /// layout = 1 would avoid them, but ONNX Runtime 1.20's CPU kernels refuse it: "Batchwise recurrent
+    /// operations (layout == 1) are not supported", checked). Our gate blocks follow PyTorch
     /// (LSTM i, f, g, o; GRU r, z, n) and ONNX's do not (LSTM i, o, f, c; GRU z, r, h): the weights are
     /// reordered into new initializers ("path.W", "path.R", "path.B"). PyTorch's GRU applies the reset
     /// gate after the recurrent product: linear_before_reset = 1. goBackwards is direction "reverse",
