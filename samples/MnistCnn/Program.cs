@@ -28,11 +28,11 @@ var watch = Stopwatch.StartNew();
 model.Fit(train, epochs: epochs, batchSize: batchSize, validationData: test, seed: 7,
           callbacks: new[] { new LearningRateScheduler(LearningRateSchedule.Cosine(Math.Max(1, epochs))) });
 double perEpoch = watch.Elapsed.TotalSeconds / Math.Max(1, epochs);
-var result = model.Evaluate(test);
-Console.WriteLine($"Test accuracy {result["accuracy"] * 100:F2}%  loss {result["loss"]:F4}  ({perEpoch:F1} s/epoch on {device.Name})");
 if (arguments.ExportOnnx is { } onnxPath)
 {
     Onnx.Export(network, onnxPath, sampleShape: new long[] { 784 });
     Console.WriteLine($"Exported to {onnxPath} (ONNX opset {Onnx.ExportOpset}; input \"input\" [N, 784], output \"output\" [N, 10] logits)");
 }
+var result = model.Evaluate(test);
+Console.WriteLine($"Test accuracy {result["accuracy"] * 100:F2}%  loss {result["loss"]:F4}  ({perEpoch:F1} s/epoch on {device.Name})");
 return 0;
