@@ -44,7 +44,7 @@ public sealed class OnnxMnistTests
         var path = Path.Combine(Path.GetTempPath(), $"kn-mnist-{network}-{Guid.NewGuid():N}.onnx");
         try
         {
-            Onnx.Export(model.Network, path, new long[] { 784 });
+            model.ExportOnnx(path, new long[] { 784 });
             OnnxTestSupport.Check(path);
             watch.Restart();
             var theirs = RunInChunks(path, test, chunk: 1000);

@@ -1,5 +1,22 @@
+// ONNX export: our layers -> ONNX nodes (opset 17, IR version 8).
+//   Dense                 Gemm on [N, in] (our weight [in, out] is Gemm's B as it is); MatMul (+ Add) on higher ranks
+//   Conv2D                Conv (kernel_shape, strides, pads, dilations, group; bias optional)
+//   MaxPool2D, AvgPool2D  MaxPool, AveragePool (count_include_pad); floor mode, as ours
+//   GlobalAvgPool2D       GlobalAveragePool + Flatten (ours gives [N, C])
+//   BatchNorm1D/2D        BatchNormalization with the running statistics and epsilon (inference form)
+//   Activation            Relu, LeakyRelu (alpha), Sigmoid, Tanh, Softmax (axis -1), gelu as 0.5 x (1 + Erf(x / sqrt 2))
+//   Dropout               Identity
+//   Flatten, Reshape      Flatten (axis 1); Reshape to [0, sizes...] (the batch copied, -1 resolved at export)
+//   Embedding             Gather (axis 0) on the int64 model input
+//   SimpleRNN, LSTM, GRU  Transpose -> RNN / LSTM / GRU (gates reordered; GRU linear_before_reset = 1) -> Squeeze
+//                         [-> Slice reversing the steps for goBackwards] -> Transpose
+//   Bidirectional         one bidirectional RNN / LSTM / GRU; concat as Transpose + Reshape, sum / ave / mul as
+//                         ReduceSum / ReduceMean / ReduceProd over the direction axis
+//   Functional + and *    Add, Mul
+// Refused (NotSupportedException naming the module path): any other Module subclass, a stateful recurrent
+// layer, an Embedding that is not on the model input. Shapes that do not fit the layers (ShapeMismatchException,
+// naming the layer) are found at export, before anything is written.
 using System.Globalization;
-using System.Reflection;
 using Google.Protobuf;
 using Kernels.Nn.OnnxProto;
 
@@ -71,6 +88,10 @@ public static partial class Onnx
 
     /// <summary>Same as <see cref="Onnx.Export"/>.</summary>
     public static void ExportOnnx(this Module model, string path, long[]? sampleShape = null) => Export(model, path, sampleShape);
+
+    /// <summary>Exports the model's network (see <see cref="Onnx.Export"/>).</summary>
+    public static void ExportOnnx(this Model model, string path, long[]? sampleShape = null) =>
+        Export((model ?? throw new ArgumentNullException(nameof(model))).Network, path, sampleShape);
 
     private static byte[] ToBytes(Module model, long[]? sampleShape)
     {
