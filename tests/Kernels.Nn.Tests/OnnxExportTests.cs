@@ -1,3 +1,4 @@
+using Google.Protobuf;
 using Kernels.Nn.OnnxProto;
 using NUnit.Framework;
 
@@ -213,6 +214,31 @@ public sealed class OnnxExportTests
         var e = Assert.Throws<ArgumentException>(() => Onnx.Export(model, Path.Combine(dir, "m.onnx")))!;
         Assert.That(e.Message, Does.Contain("sampleShape"));
         Assert.That(Directory.GetFiles(dir), Is.Empty);
+    }
+
+    [Test]
+    public void The_checker_run_by_these_tests_rejects_a_wrong_output_shape()
+    {
+        // So that a passing Check means something: the same model with its declared output size off by one.
+        using var model = new Sequential(new Dense(3, 4));
+        var proto = ModelProto.Parser.ParseFrom(Onnx.ExportToBytes(model, new long[] { 3 }));
+        var path = Path.Combine(dir, "good.onnx");
+        File.WriteAllBytes(path, proto.ToByteArray());
+        Assert.That(OnnxTestSupport.CheckerRejection(path), Is.Null);
+        proto.Graph.Output[0].Type.TensorType.Shape.Dim[1].DimValue = 5;
+        File.WriteAllBytes(path, proto.ToByteArray());
+        Assert.That(OnnxTestSupport.CheckerRejection(path), Does.Contain("ShapeInferenceError"));
+    }
+
+    [Test]
+    public void A_functional_model_takes_its_sample_shape_from_its_input_and_refuses_another()
+    {
+        var x = Symbolic.Input(4);
+        using var model = new Functional(x, new Dense(4, 2).Call(x));
+        var proto = ModelProto.Parser.ParseFrom(Onnx.ExportToBytes(model));
+        Assert.That(proto.Graph.Input.Single().Type.TensorType.Shape.Dim.Select(d => d.DimValue).Skip(1), Is.EqualTo(new long[] { 4 }));
+        var e = Assert.Throws<ArgumentException>(() => Onnx.ExportToBytes(model, new long[] { 5 }))!;
+        Assert.That(e.Message, Does.Contain("[5]").And.Contain("[4]"));
     }
 
     [Test]
