@@ -1,11 +1,14 @@
 // Shared by the MNIST samples, linked into each project (<Compile Include="../Common/..." />) rather
 // than packaged: the command line they all take.
-/// <summary>The samples' command line: <c>[--device cpu|opencl:0|cuda:0] [--epochs N] [--batch N]</c>.</summary>
+/// <summary>The samples' command line: <c>[--device cpu|opencl:0|cuda:0] [--epochs N] [--batch N] [--export-onnx PATH]</c>.</summary>
 internal sealed record SampleArguments(string DeviceName, int Epochs, int BatchSize)
 {
+    /// <summary>Where to write the trained network as an ONNX model (--export-onnx), or null.</summary>
+    public string? ExportOnnx { get; init; }
+
     /// <summary>The options over the sample's defaults, or null (after naming the unknown option on
-    /// stderr) when one is not recognised.</summary>
-    public static SampleArguments? Parse(string[] args, int epochs, int batchSize)
+    /// stderr) when one is not recognised; --export-onnx only where <paramref name="exportsOnnx"/>.</summary>
+    public static SampleArguments? Parse(string[] args, int epochs, int batchSize, bool exportsOnnx = false)
     {
         var parsed = new SampleArguments("cpu", epochs, batchSize);
         for (int i = 0; i + 1 < args.Length; i += 2)
@@ -15,6 +18,7 @@ internal sealed record SampleArguments(string DeviceName, int Epochs, int BatchS
                 case "--device": parsed = parsed with { DeviceName = args[i + 1] }; break;
                 case "--epochs": parsed = parsed with { Epochs = int.Parse(args[i + 1]) }; break;
                 case "--batch": parsed = parsed with { BatchSize = int.Parse(args[i + 1]) }; break;
+                case "--export-onnx" when exportsOnnx: parsed = parsed with { ExportOnnx = args[i + 1] }; break;
                 default: Console.Error.WriteLine($"unknown option {args[i]}"); return null;
             }
         }

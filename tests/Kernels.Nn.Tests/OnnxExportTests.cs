@@ -1,3 +1,4 @@
+using Google.Protobuf;
 using Kernels.Nn.OnnxProto;
 using NUnit.Framework;
 
@@ -178,6 +179,17 @@ public sealed class OnnxExportTests
         Assert.That(proto.Graph.Output.Single().Type.TensorType.Shape.Dim.Select(d => d.DimValue).Skip(1), Is.EqualTo(new long[] { 4 }));
     }
 
+    [Test]
+    public void The_export_is_the_inference_form_whatever_the_training_mode()
+    {
+        using var model = new Sequential(new Conv2D(2, 3, 3), new BatchNorm2D(3), new Dropout(0.5f), new Flatten(), new Dense(3 * 3 * 3, 2));
+        OnnxTestSupport.Randomize(model, seed: 1);
+        var training = Onnx.ExportToBytes(model.Train(), new long[] { 2, 5, 5 });
+        var evaluation = Onnx.ExportToBytes(model.Eval(), new long[] { 2, 5, 5 });
+        Assert.That(training, Is.EqualTo(evaluation));
+        Assert.That(ModelProto.Parser.ParseFrom(training).Graph.Node.Select(n => n.OpType), Does.Contain("Identity").And.Contain("BatchNormalization"));
+    }
+
     private sealed class Doubler : Module
     {
         public override Tensor Forward(Tensor input) => input.Add(input);
@@ -202,6 +214,31 @@ public sealed class OnnxExportTests
         var e = Assert.Throws<ArgumentException>(() => Onnx.Export(model, Path.Combine(dir, "m.onnx")))!;
         Assert.That(e.Message, Does.Contain("sampleShape"));
         Assert.That(Directory.GetFiles(dir), Is.Empty);
+    }
+
+    [Test]
+    public void The_checker_run_by_these_tests_rejects_a_wrong_output_shape()
+    {
+        // So that a passing Check means something: the same model with its declared output size off by one.
+        using var model = new Sequential(new Dense(3, 4));
+        var proto = ModelProto.Parser.ParseFrom(Onnx.ExportToBytes(model, new long[] { 3 }));
+        var path = Path.Combine(dir, "good.onnx");
+        File.WriteAllBytes(path, proto.ToByteArray());
+        Assert.That(OnnxTestSupport.CheckerRejection(path), Is.Null);
+        proto.Graph.Output[0].Type.TensorType.Shape.Dim[1].DimValue = 5;
+        File.WriteAllBytes(path, proto.ToByteArray());
+        Assert.That(OnnxTestSupport.CheckerRejection(path), Does.Contain("ShapeInferenceError"));
+    }
+
+    [Test]
+    public void A_functional_model_takes_its_sample_shape_from_its_input_and_refuses_another()
+    {
+        var x = Symbolic.Input(4);
+        using var model = new Functional(x, new Dense(4, 2).Call(x));
+        var proto = ModelProto.Parser.ParseFrom(Onnx.ExportToBytes(model));
+        Assert.That(proto.Graph.Input.Single().Type.TensorType.Shape.Dim.Select(d => d.DimValue).Skip(1), Is.EqualTo(new long[] { 4 }));
+        var e = Assert.Throws<ArgumentException>(() => Onnx.ExportToBytes(model, new long[] { 5 }))!;
+        Assert.That(e.Message, Does.Contain("[5]").And.Contain("[4]"));
     }
 
     [Test]

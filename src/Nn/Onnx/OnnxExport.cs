@@ -1,5 +1,22 @@
+// ONNX export: our layers -> ONNX nodes (opset 17, IR version 8).
+//   Dense                 Gemm on [N, in] (our weight [in, out] is Gemm's B as it is); MatMul (+ Add) on higher ranks
+//   Conv2D                Conv (kernel_shape, strides, pads, dilations, group; bias optional)
+//   MaxPool2D, AvgPool2D  MaxPool, AveragePool (count_include_pad); floor mode, as ours
+//   GlobalAvgPool2D       GlobalAveragePool + Flatten (ours gives [N, C])
+//   BatchNorm1D/2D        BatchNormalization with the running statistics and epsilon (inference form)
+//   Activation            Relu, LeakyRelu (alpha), Sigmoid, Tanh, Softmax (axis -1), gelu as 0.5 x (1 + Erf(x / sqrt 2))
+//   Dropout               Identity
+//   Flatten, Reshape      Flatten (axis 1); Reshape to [0, sizes...] (the batch copied, -1 resolved at export)
+//   Embedding             Gather (axis 0) on the int64 model input
+//   SimpleRNN, LSTM, GRU  Transpose -> RNN / LSTM / GRU (gates reordered; GRU linear_before_reset = 1) -> Squeeze
+//                         [-> Slice reversing the steps for goBackwards] -> Transpose
+//   Bidirectional         one bidirectional RNN / LSTM / GRU; concat as Transpose + Reshape, sum / ave / mul as
+//                         ReduceSum / ReduceMean / ReduceProd over the direction axis
+//   Functional + and *    Add, Mul
+// Refused (NotSupportedException naming the module path): any other Module subclass, a stateful recurrent
+// layer, an Embedding that is not on the model input. Shapes that do not fit the layers (ShapeMismatchException,
+// naming the layer) are found at export, before anything is written.
 using System.Globalization;
-using System.Reflection;
 using Google.Protobuf;
 using Kernels.Nn.OnnxProto;
 
@@ -71,6 +88,10 @@ public static partial class Onnx
 
     /// <summary>Same as <see cref="Onnx.Export"/>.</summary>
     public static void ExportOnnx(this Module model, string path, long[]? sampleShape = null) => Export(model, path, sampleShape);
+
+    /// <summary>Exports the model's network (see <see cref="Onnx.Export"/>).</summary>
+    public static void ExportOnnx(this Model model, string path, long[]? sampleShape = null) =>
+        Export((model ?? throw new ArgumentNullException(nameof(model))).Network, path, sampleShape);
 
     private static byte[] ToBytes(Module model, long[]? sampleShape)
     {
@@ -367,8 +388,9 @@ internal sealed class OnnxGraphBuilder
 
     /// <summary>
     /// SimpleRNN, LSTM, GRU (one layer) or a Bidirectional pair as one ONNX RNN / LSTM / GRU node. Our layers
-    /// are batch-first [B, T, I] and ONNX's are time-major [T, B, I] (its layout = 1 attribute is not
-    /// implemented by every runtime), so Transposes go around the node. Our gate blocks follow PyTorch
+    /// are batch-first [B, T, I] and ONNX's are time-major [T, B, I], so Transposes go around the node (ONNX's
+    /// layout = 1 would avoid them, but ONNX Runtime 1.20's CPU kernels refuse it: "Batchwise recurrent
+    /// operations (layout == 1) are not supported", checked). Our gate blocks follow PyTorch
     /// (LSTM i, f, g, o; GRU r, z, n) and ONNX's do not (LSTM i, o, f, c; GRU z, r, h): the weights are
     /// reordered into new initializers ("path.W", "path.R", "path.B"). PyTorch's GRU applies the reset
     /// gate after the recurrent product: linear_before_reset = 1. goBackwards is direction "reverse",
