@@ -52,6 +52,28 @@ public static partial class Onnx
     }
 }
 
+// What the importer reads (default ONNX domain, opsets 7 to 20; float32 weights, int32/int64 shapes):
+//   Gemm (transA 0, transB 0/1, alpha = beta = 1, bias [out] or [1, out])   -> Dense (weight transposed to [in, out] for transB 1)
+//   MatMul by a constant [in, out], and MatMul + Add of a constant [out]    -> Dense (without / with bias)
+//   Conv 2-D (symmetric pads, auto_pad NOTSET/VALID, strides, dilations, group, bias) -> Conv2D
+//   MaxPool (no dilation), AveragePool (count_include_pad 0/1), ceil_mode 0   -> MaxPool2D, AvgPool2D
+//   Pad (constant 0, H/W only) whose one consumer is an AveragePool           -> that AvgPool2D's padding, counted
+//   GlobalAveragePool                                                         -> GlobalAvgPool2D (+ Reshape [C, 1, 1] unless a Flatten follows)
+//   BatchNormalization (inference; training_mode 0) on [N, C(, L)] / [N, C, H, W] -> BatchNorm1D / BatchNorm2D with running statistics
+//   Relu, LeakyRelu, Sigmoid, Tanh, Softmax (last axis), Gelu (exact; opset 20)  -> Activation
+//   Div(sqrt 2) -> Erf -> Add(1) -> Mul(x) -> Mul(0.5) (GELU before opset 20)  -> Activation gelu
+//   Dropout (ratio kept for fine-tuning), Identity                            -> Dropout, nothing
+//   Flatten (axis 1), Reshape to a constant shape keeping axis 0 (0 or -1)    -> Flatten, Reshape
+//   Add, Mul of two computed values of one shape                              -> Functional merges
+//   Gather (axis 0) of a constant [V, D] table by the computed ids            -> Embedding
+//   RNN / LSTM / GRU (layout 0, forward / reverse / bidirectional, default activations, no clip, no peepholes,
+//     no sequence_lens, zero initial states, GRU linear_before_reset 1) with the Transpose / Squeeze / Slice /
+//     Reshape / Reduce* patterns that our exporter and PyTorch write around them -> SimpleRNN / LSTM / GRU / Bidirectional
+//   Constant, Shape, Gather / Unsqueeze / Concat of integer constants, ConstantOfShape(0): folded at import time
+// Everything else (op types, attributes, a second graph input or output, computed weights, broadcasting
+// merges, external data, float16 / double tensors) is refused with NotSupportedException naming the node,
+// its op type and the reason; a malformed file is an InvalidDataException naming the file and the node or tensor.
+
 /// <summary>
 /// Turns one ONNX graph into layers. Walks the nodes in file order (ONNX requires topological order),
 /// keeping for each value name either a constant (initializers, Constant nodes: read on the host) or a
