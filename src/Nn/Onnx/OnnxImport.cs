@@ -52,7 +52,8 @@ public static partial class Onnx
     }
 }
 
-// What the importer reads (default ONNX domain, opsets 7 to 20; float32 weights, int32/int64 shapes):
+// What the importer reads (default ONNX domain; checked with opset 17 files and Gelu at 20, Softmax and
+// Dropout also in their pre-13 / pre-12 forms; float32 weights, int32/int64 shape tensors):
 //   Gemm (transA 0, transB 0/1, alpha = beta = 1, bias [out] or [1, out])   -> Dense (weight transposed to [in, out] for transB 1)
 //   MatMul by a constant [in, out], and MatMul + Add of a constant [out]    -> Dense (without / with bias)
 //   Conv 2-D (symmetric pads, auto_pad NOTSET/VALID, strides, dilations, group, bias) -> Conv2D
