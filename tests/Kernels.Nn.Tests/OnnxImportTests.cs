@@ -600,6 +600,17 @@ public class OnnxImportTests
     }
 
     [Test]
+    public void ALongChainImportsAndRuns()
+    {
+        // A file is small per node (about 20 bytes for a Relu): a deep graph must not exhaust the stack.
+        var g = new GraphBuilder(new long[] { 3 });
+        var x = "x";
+        for (int i = 0; i < 100_000; i++) x = g.Op("Relu", new[] { x });
+        using var model = Onnx.Import(g.Build(x));
+        Assert.That(RunOurs(model, new float[] { -1, 2, 3 }, new long[] { 1, 3 }, Device.Cpu).Values, Is.EqualTo(new float[] { 0, 2, 3 }));
+    }
+
+    [Test]
     public void RefusesSeveralInputsAndOutputsByName()
     {
         var g = new GraphBuilder(new long[] { 4 });
