@@ -682,6 +682,10 @@ public class OnnxImportTests
         Assert.That(e, Is.TypeOf<InvalidDataException>());
         Assert.That(e.Message, Does.Contain("initializer 'w' appears more than once"));
 
+        // 100,000 nested unknown groups (tag 0x7B: field 15, start-group): the parser's recursion limit, not the stack.
+        e = ImportError(Enumerable.Repeat((byte)0x7B, 100_000).ToArray());
+        Assert.That(e, Is.TypeOf<InvalidDataException>());
+
         // The process stays usable: a good model imports after all the refusals.
         using var model = Onnx.Import(SmallModel());
         Assert.That(model.ParameterCount, Is.EqualTo(15));
