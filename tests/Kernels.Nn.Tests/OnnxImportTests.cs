@@ -108,8 +108,8 @@ public class OnnxImportTests
     /// <summary>
     /// An ONNX Runtime session with its graph optimizations off, so it runs each node as the operator set
     /// defines it: ORT 1.20.1's Pad + AveragePool fusion drops the padded zeros from the average (measured
-    /// here: a corner output equal to the corner input alone instead of a quarter of it), and a reference
-    /// must not rewrite the graph it checks.
+    /// here: a corner output equal to the corner input alone instead of a quarter of it; microsoft/onnxruntime
+    /// issue 22177, fixed by pull request 23190 after 1.20.1), and a reference must not rewrite the graph it checks.
     /// </summary>
     private static InferenceSession Reference(byte[] model) => new(model, new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL });
 
