@@ -480,6 +480,33 @@ public class OnnxImportTests
     }
 
     [Test]
+    public void ImportedResNet18FineTunes()
+    {
+        using var model = Onnx.Import(Fixture("resnet18"));
+        model.Train();
+        var fc = model.Nodes.Select(n => n.Layer).OfType<Dense>().Single();
+        var firstConv = model.Nodes.Select(n => n.Layer).OfType<Conv2D>().First();
+        var input = RandomInput(2 * 3 * 224 * 224, 8);
+        var labels = new long[] { 3, 917 };
+        using var optimizer = new Sgd(model.Parameters(), 3e-4f);
+        var losses = new List<float>();
+        var watch = Stopwatch.StartNew();
+        for (int step = 0; step < 4; step++)
+        {
+            using var scope = new DisposeScope();
+            optimizer.ZeroGrad();
+            var loss = Losses.SparseCategoricalCrossEntropy(model.Forward(Tensor.FromArray(input, new long[] { 2, 3, 224, 224 })), labels);
+            loss.Backward();
+            Assert.That(firstConv.Weight.Grad, Is.Not.Null, "gradients reach the first convolution through 8 residual blocks");
+            optimizer.Step();
+            losses.Add(loss.Item());
+        }
+        TestContext.Out.WriteLine($"fine-tuning the imported ResNet-18 (batch 2, 224x224, SGD): {string.Join(", ", losses.Select(l => l.ToString("F4")))} in {watch.Elapsed.TotalSeconds:F1} s");
+        Assert.That(losses[^1], Is.LessThan(losses[0] * 0.5f), "the loss falls on a fixed batch");
+        Assert.That(fc.Weight.Grad, Is.Not.Null);
+    }
+
+    [Test]
     public void ImportedRecurrentModelFineTunes()
     {
         using var model = Onnx.Import(Fixture("lstm_gru"));
