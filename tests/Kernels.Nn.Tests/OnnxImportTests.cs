@@ -315,19 +315,22 @@ public class OnnxImportTests
 
     /// <summary>
     /// The path of a PyTorch-exported fixture, made by make_resnet18.py in a cache directory
-    /// (KERNELS_ONNX_CACHE, else a folder under the temp directory) when missing. Skips naming the
+    /// (KERNELS_ONNX_CACHE, else a folder under the temp directory; a subfolder per script version) when missing. Skips naming the
     /// Debian packages when torch or torchvision is absent.
     /// </summary>
     internal static string Fixture(string name)
     {
-        var cache = Environment.GetEnvironmentVariable("KERNELS_ONNX_CACHE") is { Length: > 0 } c ? c : Path.Combine(Path.GetTempPath(), "kernels-onnx-fixtures");
+        var script = Path.Combine(TestContext.CurrentContext.TestDirectory, "fixtures", "onnx", "make_resnet18.py");
+        Assert.That(File.Exists(script), Is.True, $"{script} is missing from the test output");
+        // One folder per version of the script, so a changed script never meets an old file.
+        var version = Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(File.ReadAllBytes(script)))[..12];
+        var root = Environment.GetEnvironmentVariable("KERNELS_ONNX_CACHE") is { Length: > 0 } c ? c : Path.Combine(Path.GetTempPath(), "kernels-onnx-fixtures");
+        var cache = Path.Combine(root, version);
         var path = Path.Combine(cache, name + ".onnx");
         lock (fixtureLock)
         {
             if (File.Exists(path)) return path;
             const string python = "/usr/bin/python3";
-            var script = Path.Combine(TestContext.CurrentContext.TestDirectory, "fixtures", "onnx", "make_resnet18.py");
-            Assert.That(File.Exists(script), Is.True, $"{script} is missing from the test output");
             if (!File.Exists(python) || Run(python, "-c \"import torch, torchvision\"").Code != 0)
                 Assert.Ignore($"{name}.onnx is made by PyTorch: needs /usr/bin/python3 with python3-torch and python3-torchvision (apt-get install python3-torch python3-torchvision)");
             Directory.CreateDirectory(cache);
