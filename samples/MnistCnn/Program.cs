@@ -5,36 +5,23 @@
 // Adam with a cosine learning-rate decay over the epochs.
 // About 0.42 M parameters; 8.5 MFLOP per image forward, 85% of it in the second convolution
 // (14*14*64 outputs x 32*9 taps x 2), so a training epoch (forward + two backward GEMMs) is ~1.5 TFLOP.
-//   dotnet run --project samples/MnistCnn -c Release -- [--device cpu|opencl:0|cuda:0] [--epochs N] [--batch N] [--plot PATH]
-// Prints the network's summary first; --plot writes the loss and accuracy per epoch as a PNG (default: none).
+//   dotnet run --project samples/MnistCnn -c Release -- [--device cpu|opencl:0|cuda:0] [--epochs N] [--batch N] [--plot PATH] [--export-onnx PATH]
+// Prints the network's summary first; --plot writes the loss and accuracy per epoch as a PNG (default: none);
+// --export-onnx writes the trained network as an ONNX model.
 // The last line printed is the test accuracy.
 // The data is fetched once into ~/.cache/kernels/mnist (or $KERNELS_DATA/mnist).
 using System.Diagnostics;
 using Kernels;
 using Kernels.Nn;
 
-if (SampleArguments.Parse(args, epochs: 4, batchSize: 64, plots: true) is not { } arguments) return 2;
+if (SampleArguments.Parse(args, epochs: 4, batchSize: 64, plots: true, exportsOnnx: true) is not { } arguments) return 2;
 var (epochs, batchSize) = (arguments.Epochs, arguments.BatchSize);
 var device = Device.Get(arguments.DeviceName);
 Console.WriteLine($"Device: {device}");
 var (train, test) = Mnist.Load(log: Console.Out);
 Console.WriteLine($"MNIST: {train.Count} training and {test.Count} test images");
 
-var network = new Sequential(
-    new Reshape(1, 28, 28),
-    new Conv2D(1, 32, kernelSize: 3, padding: 1, bias: false, seed: 1, device: device),
-    new BatchNorm2D(32, device: device),
-    Activation.Relu(),
-    new MaxPool2D(2),
-    new Conv2D(32, 64, kernelSize: 3, padding: 1, bias: false, seed: 2, device: device),
-    new BatchNorm2D(64, device: device),
-    Activation.Relu(),
-    new MaxPool2D(2),
-    new Flatten(),
-    new Dense(64 * 7 * 7, 128, weightInit: Initializer.HeUniform, seed: 4, device: device),
-    Activation.Relu(),
-    new Dropout(0.25f, seed: 5),
-    new Dense(128, 10, seed: 6, device: device));
+var network = MnistNetworks.Cnn(device);
 using var model = new Model(network, device);
 // MNIST's loader yields int64 labels: the loss and the accuracy read them on the device (no per-batch host copy).
 model.Compile(new Adam(network.Parameters(), learningRate: 1e-3f), "sparse_categorical_crossentropy", "accuracy");
@@ -49,6 +36,11 @@ if (arguments.PlotPath is { } plotPath)
     // (--epochs 0 evaluates only: no history to draw)
     if (history.Epochs > 0) history.SavePlot(plotPath, $"MNIST CNN on {device.Name}");
     Console.WriteLine(history.Epochs > 0 ? $"Plot: {plotPath}" : $"Plot: {plotPath} not written (no epoch trained)");
+}
+if (arguments.ExportOnnx is { } onnxPath)
+{
+    Onnx.Export(network, onnxPath, sampleShape: new long[] { 784 });
+    Console.WriteLine($"Exported to {onnxPath} (ONNX opset {Onnx.ExportOpset}; input \"input\" [N, 784], output \"output\" [N, 10] logits)");
 }
 var result = model.Evaluate(test);
 Console.WriteLine($"Test accuracy {result["accuracy"] * 100:F2}%  loss {result["loss"]:F4}  ({perEpoch:F1} s/epoch on {device.Name})");

@@ -3,6 +3,7 @@ using System.IO.Compression;
 using System.Text;
 using System.Text.Json;
 using CsCheck;
+using Google.Protobuf;
 using NUnit.Framework;
 
 namespace Kernels.Nn.Tests;
@@ -610,5 +611,200 @@ public class ReaderFuzzTests
             Assert.That(Tensor.LiveCount, Is.EqualTo(live), "every tensor built is freed, on success and on failure");
         }, t => Encoding.UTF8.GetString(Mutate(t.Item1, t.Item2, false)), threads: 1);
         TestContext.Out.WriteLine($"built (valid after mutation): {built}");
+    }
+
+    // ---- ONNX ---------------------------------------------------------------------------------------
+
+    /// <summary>A small valid ONNX model: an MLP (Gemm, MatMul + Add, activations, Softmax) or a CNN (Conv,
+    /// BatchNormalization, pooling, GlobalAveragePool, Flatten, Gemm) with random sizes and weights.</summary>
+    private static Kernels.Nn.OnnxProto.ModelProto OnnxModel(int seed)
+    {
+        var r = new Random(seed);
+        long P(int low, int high) => r.Next(low, high + 1);
+        if (r.Next(2) == 0)
+        {
+            long f = P(1, 6), h = P(1, 6), o = P(1, 5);
+            var g = new OnnxImportTests.GraphBuilder(new[] { f });
+            bool transB = r.Next(2) == 0;
+            var x = g.Op("Gemm", new[] { "x", g.Weights("w1", transB ? new[] { h, f } : new[] { f, h }, r.Next()), g.Weights("b1", new[] { h }, r.Next()) },
+                         OnnxImportTests.Attr("transB", transB ? 1L : 0L));
+            x = g.Op(r.Next(2) == 0 ? "Relu" : "Tanh", new[] { x });
+            x = g.Op("Add", new[] { g.Op("MatMul", new[] { x, g.Weights("w2", new[] { h, o }, r.Next()) }), g.Weights("b2", new[] { o }, r.Next()) });
+            g.Build(g.Op("Softmax", new[] { x }));
+            return g.Model;
+        }
+        else
+        {
+            long c = P(1, 3), k = P(1, 4), size = P(4, 8), kernel = P(1, 3), pad = kernel / 2;
+            var g = new OnnxImportTests.GraphBuilder(new[] { c, size, size });
+            var x = g.Op("Conv", new[] { "x", g.Weights("w", new[] { k, c, kernel, kernel }, r.Next()), g.Weights("b", new[] { k }, r.Next()) },
+                         OnnxImportTests.Attr("pads", pad, pad, pad, pad), OnnxImportTests.Attr("strides", P(1, 2), P(1, 2)));
+            x = g.Op("BatchNormalization", new[] { x, g.Weights("s", new[] { k }, r.Next()), g.Weights("sb", new[] { k }, r.Next()),
+                                                   g.Weights("m", new[] { k }, r.Next()), g.Floats("v", Enumerable.Repeat(1f, (int)k).ToArray(), k) });
+            x = g.Op("Relu", new[] { x });
+            x = g.Op(r.Next(2) == 0 ? "MaxPool" : "AveragePool", new[] { x }, OnnxImportTests.Attr("kernel_shape", 2L, 2L), OnnxImportTests.Attr("strides", 1L, 1L));
+            x = g.Op("Flatten", new[] { g.Op("GlobalAveragePool", new[] { x }) });
+            g.Build(g.Op("Gemm", new[] { x, g.Weights("wo", new[] { 3, k }, r.Next()) }, OnnxImportTests.Attr("transB", 1L)));
+            return g.Model;
+        }
+    }
+
+    /// <summary>A small model written by our exporter (Onnx.ExportToBytes): recurrent layers, Bidirectional
+    /// merges, Gelu's erf pattern, pools and merges, the patterns the importer folds.</summary>
+    private static Kernels.Nn.OnnxProto.ModelProto ExportedModel(int seed)
+    {
+        var r = new Random(seed);
+        long f = r.Next(1, 5), h = r.Next(1, 5);
+        Module model;
+        long[] sample;
+        switch (r.Next(4))
+        {
+            case 0:
+                RecurrentLayer Cell(bool sequences) => r.Next(3) switch
+                {
+                    0 => new LSTM(f, h, returnSequences: sequences, goBackwards: r.Next(4) == 0, seed: seed),
+                    1 => new GRU(f, h, returnSequences: sequences, goBackwards: r.Next(4) == 0, seed: seed),
+                    _ => new SimpleRNN(f, h, returnSequences: sequences, goBackwards: r.Next(4) == 0, seed: seed),
+                };
+                model = new Sequential(Cell(r.Next(2) == 0));
+                sample = new[] { (long)r.Next(1, 4), f };
+                break;
+            case 1:
+                var inner = r.Next(2) == 0 ? (RecurrentLayer)new LSTM(f, h, returnSequences: r.Next(2) == 0, seed: seed) : new GRU(f, h, returnSequences: r.Next(2) == 0, seed: seed);
+                model = new Sequential(new Bidirectional(inner, new[] { "concat", "sum", "mul", "ave" }[r.Next(4)]));
+                sample = new[] { (long)r.Next(1, 4), f };
+                break;
+            case 2:
+                var x = Symbolic.Input(f);
+                var a = Activation.Gelu().Call(new Dense(f, f, seed: seed).Call(x));
+                model = new Functional(x, new Dense(f, h, seed: seed + 1).Call(r.Next(2) == 0 ? a + x : a * x));
+                sample = new[] { f };
+                break;
+            default:
+                model = new Sequential(new Conv2D(f, h, 3, padding: 1, seed: seed), new BatchNorm2D(h), Activation.Relu(),
+                                       new AvgPool2D(2, stride: 1, padding: 1, countIncludePad: r.Next(2) == 0), new GlobalAvgPool2D(), new Dense(h, 2, seed: seed));
+                sample = new[] { f, 4L, 4L };
+                break;
+        }
+        using (model)
+            return Kernels.Nn.OnnxProto.ModelProto.Parser.ParseFrom(Onnx.ExportToBytes(model, sample));
+    }
+
+    /// <summary>One random edit of a parsed model's fields (the kind of damage byte mutations rarely reach):
+    /// a dimension, an attribute, an input name, an op type, a data type, a removed initializer or node.</summary>
+    private static void EditOnnx(Kernels.Nn.OnnxProto.ModelProto model, Random r)
+    {
+        var g = model.Graph;
+        long[] odd = { 0, -1, 1, 2, 3, 7, 1L << 31, 1L << 40, long.MaxValue, long.MinValue };
+        string[] ops = { "Relu", "Gemm", "Conv", "Add", "Mul", "Flatten", "Reshape", "MaxPool", "GlobalAveragePool", "BatchNormalization", "Softmax", "Gather", "Pad", "Erf", "",
+                          "Transpose", "Squeeze", "LSTM", "GRU", "RNN", "Shape", "Concat", "ConstantOfShape", "Unsqueeze", "Div", "Identity", "Dropout" };
+        switch (r.Next(8))
+        {
+            case 0 when g.Initializer.Count > 0:
+                var t = g.Initializer[r.Next(g.Initializer.Count)];
+                if (t.Dims.Count > 0) t.Dims[r.Next(t.Dims.Count)] = odd[r.Next(odd.Length)]; else t.Dims.Add(odd[r.Next(odd.Length)]);
+                break;
+            case 1 when g.Node.Count > 0:
+                var n = g.Node[r.Next(g.Node.Count)];
+                if (n.Attribute.Count > 0)
+                {
+                    var a = n.Attribute[r.Next(n.Attribute.Count)];
+                    if (a.Ints.Count > 0) a.Ints[r.Next(a.Ints.Count)] = odd[r.Next(odd.Length)];
+                    else { a.I = odd[r.Next(odd.Length)]; a.F = (float)(r.NextDouble() * 4 - 2); }
+                }
+                break;
+            case 2 when g.Node.Count > 0:
+                var m = g.Node[r.Next(g.Node.Count)];
+                if (m.Input.Count > 0) m.Input[r.Next(m.Input.Count)] = r.Next(3) switch { 0 => "", 1 => "x", _ => g.Node[r.Next(g.Node.Count)].Output[0] };
+                break;
+            case 3 when g.Node.Count > 0:
+                g.Node[r.Next(g.Node.Count)].OpType = ops[r.Next(ops.Length)];
+                break;
+            case 4 when g.Initializer.Count > 0:
+                g.Initializer[r.Next(g.Initializer.Count)].DataType = r.Next(18);
+                break;
+            case 5 when g.Initializer.Count > 0:
+                g.Initializer.RemoveAt(r.Next(g.Initializer.Count));
+                break;
+            case 6 when g.Node.Count > 0:
+                g.Node.RemoveAt(r.Next(g.Node.Count));
+                break;
+            default:
+                var dims = g.Input[0].Type.TensorType.Shape.Dim;
+                dims[r.Next(dims.Count)] = new Kernels.Nn.OnnxProto.TensorShapeProto.Types.Dimension { DimValue = odd[r.Next(odd.Length)] };
+                break;
+        }
+    }
+
+    /// <summary>Imports the bytes: a model that imports must run on an input of its declared shape; anything
+    /// else must be InvalidDataException or NotSupportedException naming the source, with bounded allocation.</summary>
+    private static int onnxImported, onnxRan, onnxRefused;
+
+    private static void CheckOnnx(byte[] file, bool valid = false)
+    {
+        const string source = "fuzz.onnx";
+        long allocated = GC.GetAllocatedBytesForCurrentThread();
+        try
+        {
+            using var model = Onnx.Import(file, null, source);
+            Interlocked.Increment(ref onnxImported);
+            var sample = model.InputNode.SampleShape!;
+            long count = sample.Aggregate(1L, (a, b) => a * b);
+            if (count <= 4096)
+            {
+                using var scope = new DisposeScope();
+                var x = Tensor.FromArray(new float[2 * count], new[] { 2L }.Concat(sample).ToArray());
+                Assert.That(model.Forward(x).Count, Is.GreaterThan(0));
+                Interlocked.Increment(ref onnxRan);
+            }
+        }
+        catch (Exception e) when (e is InvalidDataException or NotSupportedException)
+        {
+            Assert.That(valid, Is.False, $"an unedited export was refused: {e.Message}");
+            Assert.That(e.Message, Does.StartWith(source + ": "), "the message names the file");
+            Interlocked.Increment(ref onnxRefused);
+        }
+        allocated = GC.GetAllocatedBytesForCurrentThread() - allocated;
+        Assert.That(allocated, Is.LessThan((4 << 20) + 64L * file.Length), "allocation stays within what the file can hold");
+    }
+
+    private static void ReportOnnx()
+    {
+        TestContext.Out.WriteLine($"ONNX: {onnxImported} imported ({onnxRan} of them run), {onnxRefused} refused");
+        onnxImported = onnxRan = onnxRefused = 0;
+    }
+
+    [Test]
+    public void Onnx_byte_mutations_import_or_throw_typed_exceptions_naming_the_file()
+    {
+        Run(Gen.Select(Gen.Int, GenMutation.Array[1, 4]), t => CheckOnnx(Mutate(OnnxModel(t.Item1).ToByteArray(), t.Item2, bigEndian: false)),
+            t => Print(Mutate(OnnxModel(t.Item1).ToByteArray(), t.Item2, false)));
+        ReportOnnx();
+    }
+
+    [Test]
+    public void Onnx_exported_models_with_edits_import_or_throw_typed_exceptions_naming_the_file()
+    {
+        Run(Gen.Select(Gen.Int, Gen.Int, GenMutation.Array[0, 2], Gen.Int[0, 2]), t =>
+        {
+            var model = ExportedModel(t.Item1);
+            var r = new Random(t.Item2);
+            for (int i = 0; i < t.Item4; i++) EditOnnx(model, r);
+            CheckOnnx(Mutate(model.ToByteArray(), t.Item3, bigEndian: false), valid: t.Item3.Length == 0 && t.Item4 == 0);
+        }, t => $"exported model seed {t.Item1}, edit seed {t.Item2}, {t.Item4} edits, {t.Item3.Length} byte mutations");
+        ReportOnnx();
+    }
+
+    [Test]
+    public void Onnx_field_edits_import_or_throw_typed_exceptions_naming_the_file()
+    {
+        Run(Gen.Select(Gen.Int, Gen.Int, Gen.Int[0, 3]), t =>
+        {
+            var model = OnnxModel(t.Item1);
+            var r = new Random(t.Item2);
+            for (int i = 0; i < t.Item3; i++) EditOnnx(model, r);
+            CheckOnnx(model.ToByteArray());
+        }, t => $"model seed {t.Item1}, edit seed {t.Item2}, {t.Item3} edits");
+        ReportOnnx();
     }
 }

@@ -77,13 +77,28 @@ public sealed class Functional : Module
     /// <summary>Every node, inputs before the nodes that use them (the order <see cref="Forward"/> runs them in).</summary>
     internal IReadOnlyList<Symbolic> Nodes => order;
 
-    private void Visit(Symbolic node, HashSet<Symbolic> visited)
+    /// <summary>Depth-first post-order from <paramref name="root"/> (each node after its inputs, inputs in
+    /// order) with an explicit stack: a deep graph (an imported ONNX file of 100,000 nodes) must not
+    /// overflow the call stack, which would end the process.</summary>
+    private void Visit(Symbolic root, HashSet<Symbolic> visited)
     {
-        if (!visited.Add(node)) return;
-        foreach (var i in node.Inputs) Visit(i, visited);
-        if (node.Inputs.Length == 0 && !ReferenceEquals(node, input))
-            throw new ArgumentException("the graph has an input other than the one given to Functional", nameof(node));
-        order.Add(node);
+        var stack = new Stack<(Symbolic Node, bool InputsDone)>();
+        stack.Push((root, false));
+        while (stack.Count > 0)
+        {
+            var (node, inputsDone) = stack.Pop();
+            if (inputsDone)
+            {
+                order.Add(node);
+                continue;
+            }
+            if (!visited.Add(node)) continue;
+            if (node.Inputs.Length == 0 && !ReferenceEquals(node, input))
+                throw new ArgumentException("the graph has an input other than the one given to Functional", nameof(root));
+            stack.Push((node, true));
+            for (int i = node.Inputs.Length - 1; i >= 0; i--)
+                if (!visited.Contains(node.Inputs[i])) stack.Push((node.Inputs[i], false));
+        }
     }
 
     /// <inheritdoc/>
