@@ -26,7 +26,8 @@ public static class HistoryPlot
     {
         ArgumentNullException.ThrowIfNull(path);
         var png = RenderPng(history, title, width, height);
-        WriteAtomically(path, png);
+        // All or nothing, like the model files: a temporary beside the target, renamed over it when complete.
+        AtomicFile.Write(path, "plot", stream => stream.Write(png));
     }
 
     /// <summary>The PNG bytes <see cref="SavePlot"/> writes.</summary>
@@ -109,38 +110,5 @@ public static class HistoryPlot
         // curve (a loss, an error), lower right below a rising one (accuracy).
         plot.ShowLegend(rising == true ? Alignment.LowerRight : Alignment.UpperRight);
         return plot;
-    }
-
-    /// <summary>
-    /// Writes the file whole or not at all: to a temporary beside the target (".name.PID.RANDOM.tmp"), flushed,
-    /// then renamed over it; I/O errors become an <see cref="IOException"/> naming the target. The scheme of
-    /// Kernels.Nn's model-file writers (kept here because their helper is internal to that assembly), without
-    /// their clean-up of killed saves' temporaries, which a picture does not need.
-    /// </summary>
-    private static void WriteAtomically(string path, byte[] bytes)
-    {
-        string full;
-        try { full = Path.GetFullPath(path); }
-        catch (Exception e) when (e is ArgumentException or NotSupportedException or PathTooLongException)
-        {
-            throw new IOException($"{path}: could not write the plot: {e.Message}", e);
-        }
-        var directory = Path.GetDirectoryName(full)!;
-        var temp = Path.Combine(directory, $".{Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None))
-            {
-                stream.Write(bytes);
-                stream.Flush(flushToDisk: true);
-            }
-            File.Move(temp, full, overwrite: true);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            try { File.Delete(temp); } catch (Exception cleanup) when (cleanup is IOException or UnauthorizedAccessException) { }
-            // The platform's message names the temporary; the caller knows only the target.
-            throw new IOException($"{full}: could not write the plot: {e.Message.Replace(temp, full)}", e);
-        }
     }
 }
