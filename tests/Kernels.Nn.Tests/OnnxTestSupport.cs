@@ -67,6 +67,9 @@ internal static class OnnxTestSupport
         const string python = "/usr/bin/python3";
         if (!File.Exists(python)) return (-1, "", $"{python} does not exist");
         var info = new ProcessStartInfo(python, arguments) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        // The sanitizer stage preloads the ASan runtime into this process; the checker is not ours to sanitize.
+        info.Environment.Remove("LD_PRELOAD");
+        info.Environment.Remove("ASAN_OPTIONS");
         using var process = Process.Start(info)!;
         var output = process.StandardOutput.ReadToEndAsync();
         var error = process.StandardError.ReadToEndAsync();
