@@ -54,33 +54,7 @@ public static partial class Onnx
     {
         ArgumentNullException.ThrowIfNull(path);
         var bytes = ToBytes(model, sampleShape);
-        WriteAtomically(path, bytes);
-    }
-
-    /// <summary>
-    /// Writes <paramref name="bytes"/> to a temporary beside <paramref name="path"/> and renames it over the
-    /// target when complete (WeightsFile.Save's scheme, without its stale-temporary sweep), so a failed
-    /// export leaves the previous file, if any, and no half-written one. Errors are IOExceptions naming the target.
-    /// </summary>
-    private static void WriteAtomically(string path, byte[] bytes)
-    {
-        var full = Path.GetFullPath(path);
-        var directory = Path.GetDirectoryName(full)!;
-        var temp = Path.Combine(directory, $".{Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None))
-            {
-                stream.Write(bytes);
-                stream.Flush(flushToDisk: true);
-            }
-            File.Move(temp, full, overwrite: true);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            try { File.Delete(temp); } catch (Exception cleanup) when (cleanup is IOException or UnauthorizedAccessException) { }
-            throw new IOException($"{full}: could not write the ONNX model: {e.Message.Replace(temp, full)}", e);
-        }
+        AtomicFile.Write(path, "ONNX model", stream => stream.Write(bytes));
     }
 
     /// <summary>The ONNX model of <paramref name="model"/> as the bytes <see cref="Export"/> writes.</summary>
