@@ -10,7 +10,8 @@
 //     libkernels.so under lib/ or the native projects' empty assembly), each listed with its size;
 //   - the size budget below;
 //   - the .nuspec: id, version, MIT license expression, README, repository URL, description, tags,
-//     and the dependency chain Kernels.Nn -> Kernels.Bindings -> Kernels.Native.linux-x64 (same version);
+//     and the dependency chain Kernels.Nn.Plotting -> Kernels.Nn -> Kernels.Bindings -> Kernels.Native.linux-x64 (same version;
+//     third-party dependencies at the versions the csprojs pin);
 //   - managed assemblies: net10.0, informational version, a portable PDB embedded in the DLL with
 //     every source file embedded in it and CI-normalised (/_/) paths, XML documentation;
 //   - the native library: its only dependencies are the C library's (no libcudart, libcuda,
@@ -42,6 +43,13 @@ string ptxArchitecture = "90";                                          // "90" 
 string[] allowedNeeded = { "libc.so.6", "libm.so.6", "ld-linux-x86-64.so.2", "libpthread.so.0", "libdl.so.2", "librt.so.1" };
 const string Rid = "linux-x64";
 const string Tfm = "net10.0";
+// The one third-party package Kernels.Nn depends on, at the version src/Nn/Kernels.Nn.csproj pins (read from
+// there, so the two cannot disagree; run from the repository root, as scripts/ci-pack.sh does).
+string ProtobufVersion = System.Text.RegularExpressions.Regex.Match(File.ReadAllText("src/Nn/Kernels.Nn.csproj"),
+    "PackageReference Include=\"Google.Protobuf\" Version=\"([^\"]+)\"").Groups[1].Value;
+// Kernels.Nn.Plotting's third-party packages (ScottPlot and the SkiaSharp/HarfBuzz pins), read from its csproj.
+string[] PlottingDependencies = System.Text.RegularExpressions.Regex.Matches(File.ReadAllText("src/Plotting/Kernels.Nn.Plotting.csproj"),
+    "PackageReference Include=\"([^\"]+)\" Version=\"([^\"]+)\"").Select(m => $"{m.Groups[1].Value}@{m.Groups[2].Value}").ToArray();
 
 string? packageDir = null, version = null;
 bool requireCuda = false;
@@ -84,7 +92,12 @@ var expected = new (string Id, string[] Files, string[] Dependencies, double Bud
      new[] { nativeId }, ManagedPackageBudgetMB),
     ("Kernels.Nn",
      new[] { $"lib/{Tfm}/Kernels.Nn.dll", $"lib/{Tfm}/Kernels.Nn.xml", "README.md", "LICENSE" },
-     new[] { "Kernels.Bindings" }, ManagedPackageBudgetMB),
+     // Google.Protobuf: the runtime of the ONNX format (src/Nn/Onnx), at the version the project pins.
+     new[] { "Kernels.Bindings", $"Google.Protobuf@{ProtobufVersion}" }, ManagedPackageBudgetMB),
+    // The plots, apart so that only those who plot get SkiaSharp's native assets (pins: its csproj).
+    ("Kernels.Nn.Plotting",
+     new[] { $"lib/{Tfm}/Kernels.Nn.Plotting.dll", $"lib/{Tfm}/Kernels.Nn.Plotting.xml", "README.md", "LICENSE" },
+     new[] { "Kernels.Nn" }.Concat(PlottingDependencies).ToArray(), ManagedPackageBudgetMB),
 };
 // NuGet's own parts of every package (OPC relationships, content types, core properties, signature).
 bool IsNuGetPart(string name) =>
@@ -141,9 +154,11 @@ try
         Check((Field("tags") ?? "").Split(' ').Contains("cuda"), $"{id}: tags", Field("tags"));
         var declared = metadata.Descendants().Where(e => e.Name.LocalName == "dependency")
             .Select(e => (Id: e.Attribute("id")?.Value ?? "", Version: e.Attribute("version")?.Value ?? "")).ToList();
-        bool dependenciesOk = declared.Select(d => d.Id).Order().SequenceEqual(dependencies.Order())
-                              && declared.All(d => d.Version == version || d.Version == $"[{version}]");
-        Check(dependenciesOk, $"{id}: depends on {(dependencies.Length == 0 ? "nothing" : string.Join(", ", dependencies) + " " + version)}",
+        // "Id" is one of ours, at this version; "Id@v" a third-party package at version v (or later).
+        var wanted = dependencies.Select(d => d.Split('@') is [var name, var pinned] ? (Id: name, Version: pinned) : (Id: d, Version: version)).ToList();
+        bool dependenciesOk = declared.Select(d => d.Id).Order().SequenceEqual(wanted.Select(w => w.Id).Order())
+                              && declared.All(d => wanted.Any(w => w.Id == d.Id && (d.Version == w.Version || d.Version == $"[{w.Version}]")));
+        Check(dependenciesOk, $"{id}: depends on {(dependencies.Length == 0 ? "nothing" : string.Join(", ", wanted.Select(w => $"{w.Id} {w.Version}")))}",
               dependenciesOk ? null : "declares " + (declared.Count == 0 ? "nothing" : string.Join(", ", declared.Select(d => $"{d.Id} {d.Version}"))));
 
         foreach (var file in files)

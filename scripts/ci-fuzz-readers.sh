@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # scripts/ci-fuzz-readers.sh: property-based fuzzing of the C# file readers (IDX raw and gzip, the
-# weights file, safetensors, state dicts, model specs), for CI: tests/Kernels.Nn.Tests/ReaderFuzzTests.cs
+# weights file, safetensors, state dicts, model specs, ONNX models), for CI: tests/Kernels.Nn.Tests/ReaderFuzzTests.cs
 # (CsCheck) run for a fixed number of generated inputs per target. Each input is a random valid file with random mutations; reading it
 # must load exactly what the tests' reference parser reads or throw InvalidDataException naming the
 # file, with bounded allocation and the model unchanged on failure (a model spec: build, or throw

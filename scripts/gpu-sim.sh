@@ -191,7 +191,7 @@ if [ "$mode" != selftest ]; then
     # leak check): thousands of simulated launches each, minutes under GPGPU-Sim for nothing new.
     case $project in
       Kernels.Tests) filter=$nunit_filter_kernels ;;
-      Kernels.Nn.Tests) filter=${NUNIT_FILTER:-(FullyQualifiedName~CrossBackendTests&Name~CUDA)|(FullyQualifiedName~PermuteTests&Name~cuda)|(FullyQualifiedName~SliceTests&Name~cuda)|(FullyQualifiedName~EmbeddingTests&Name~cuda)|(FullyQualifiedName~CompareTests&Name~cuda)|(FullyQualifiedName~DtypeTests&Name~cuda)|(FullyQualifiedName~RecurrentCellTests&Name~cuda)|(FullyQualifiedName~RecurrentTorchTests&Name~cuda)|(FullyQualifiedName~RecurrentLayerTests&Name~cuda&Name!~Stacked_layers&Name!~inside_a_scope)|(FullyQualifiedName~OnnxImportTests&Name~cuda&Name!~ResNet18)} ;;
+      Kernels.Nn.Tests) filter=${NUNIT_FILTER:-(FullyQualifiedName~CrossBackendTests&Name~CUDA)|(FullyQualifiedName~PermuteTests&Name~cuda)|(FullyQualifiedName~SliceTests&Name~cuda)|(FullyQualifiedName~EmbeddingTests&Name~cuda)|(FullyQualifiedName~CompareTests&Name~cuda)|(FullyQualifiedName~DtypeTests&Name~cuda)|(FullyQualifiedName~RecurrentCellTests&Name~cuda)|(FullyQualifiedName~RecurrentTorchTests&Name~cuda)|(FullyQualifiedName~RecurrentLayerTests&Name~cuda&Name!~Stacked_layers&Name!~inside_a_scope)|(FullyQualifiedName~OnnxImportTests&Name~cuda&Name!~ResNet18)|(FullyQualifiedName~OnnxExportTests&Name~cuda)|(FullyQualifiedName~ModelExchangeTests&Name~cuda)|(FullyQualifiedName~SummaryTests&Name~cuda)|(FullyQualifiedName~SafeTensorsTests&Name~cuda)|(FullyQualifiedName~ModelFileTests&Name~cuda)} ;;
     esac
     log=$run_dir/$project.log
     start=$(date +%s)
