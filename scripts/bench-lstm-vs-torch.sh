@@ -33,28 +33,17 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-python=/usr/bin/python3
-if ! "$python" -c 'import torch' 2>/dev/null; then
-  echo "bench-lstm-vs-torch.sh: $python cannot import torch (Debian: apt-get install -y python3-torch)" >&2
-  exit 1
-fi
-if [ ! -f build/native/libkernels.so ]; then
-  echo "bench-lstm-vs-torch.sh: build/native/libkernels.so is missing: run ./build.sh build first" >&2
-  exit 1
-fi
+. scripts/bench-torch-common.sh
+bench_torch_require bench-lstm-vs-torch.sh
 dotnet build benchmarks/LstmTwin -c Release -v quiet -nologo >/dev/null
 kernels=benchmarks/LstmTwin/bin/Release/net10.0/LstmTwin
 
-# The value of key=... in a result line.
-field() { sed -n "s/.*[[:space:]]$1=\([0-9.]*\).*/\1/p" <<<"$2"; }
-
-echo "CPU: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $(nproc) cores; torch $("$python" -c 'import torch; print(torch.__version__)')"
+bench_torch_machine
 for t in $threads; do
   for mode in step mnist; do
-    # OMP_NUM_THREADS as well as set_num_threads: PyTorch's OpenMP pool spins otherwise.
-    torch1=$(OMP_NUM_THREADS=$t OMP_WAIT_POLICY=PASSIVE "$python" benchmarks/torch/lstm_twin.py --mode "$mode" --threads "$t" --repeats "$repeats")
+    torch1=$(bench_torch_run "$t" benchmarks/torch/lstm_twin.py --mode "$mode" --repeats "$repeats")
     ours=$(KN_NUM_THREADS=$t "$kernels" --mode "$mode" --repeats "$repeats")
-    torch2=$(OMP_NUM_THREADS=$t OMP_WAIT_POLICY=PASSIVE "$python" benchmarks/torch/lstm_twin.py --mode "$mode" --threads "$t" --repeats "$repeats")
+    torch2=$(bench_torch_run "$t" benchmarks/torch/lstm_twin.py --mode "$mode" --repeats "$repeats")
     load=$(cut -d' ' -f1-3 /proc/loadavg)
     for clock in seconds_per_step cpu_seconds_per_step; do
       a=$(field $clock "$torch1"); b=$(field $clock "$torch2"); k=$(field $clock "$ours")

@@ -455,6 +455,9 @@ public class HostileInputTests
     public void Infinite_input_stops_training_at_its_own_batch_with_the_model_still_finite()
     {
         using var model = SmallModel(out var network);
+        // Fit's per-step check (one read per batch); by default Fit finds a bad batch at its next
+        // read, after the steps up to it (FitReadsTests).
+        model.CheckFiniteEachStep = true;
         // Batches of 2: batch 2 (samples 2, 3) holds +Inf. tanh keeps the loss finite; the gradient is not.
         var x = new float[] { 0.1f, 0.2f, 0.3f, -0.1f, float.PositiveInfinity, 0.5f, 0.2f, 0.1f, -0.3f, 0.4f, 0.5f, 0.5f };
         var data = new ArrayDataset(x, new long[] { 2 }, new float[] { 0, 1, 2, 0, 1, 2 });

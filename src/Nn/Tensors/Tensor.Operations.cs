@@ -276,6 +276,7 @@ public sealed partial class Tensor
         var xData = Float32Buffer("ArgMax");
         using var indices = DeviceBuffer.Allocate(Device, sizeof(long) * outer * inner);
         Ops.ArgReduce(ArgReduceOp.Argmax, xData, indices, outer, reduce, inner);
+        CountHostRead();
         return indices.ToInt64Array();
     }
 

@@ -206,7 +206,11 @@ public sealed partial class Tensor
                 $"ToArray<{ClrName(want)}>(): the tensor {FormatShape(shape)} is {DtypeName(Dtype)}, not {DtypeName(want)}; " +
                 $"read it with ToArray<{ClrName(Dtype)}>() or convert it with To(Dtype.{want})");
         var values = new T[Count];
-        if (Count > 0) RawBuffer.Read<T>(values);
+        if (Count > 0)
+        {
+            CountHostRead();
+            RawBuffer.Read<T>(values);
+        }
         return values;
     }
 

@@ -189,7 +189,11 @@ public sealed partial class Tensor : IDisposable
         if (Dtype != Dtype.Float32)
             throw new DtypeMismatchException($"ToArray(): the tensor {FormatShape(shape)} is {DtypeName(Dtype)}; read it with ToArray<{ClrName(Dtype)}>() or convert it with To(Dtype.Float32)");
         var values = new float[Count];
-        if (Count > 0) Buffer.Read<float>(values);
+        if (Count > 0)
+        {
+            CountHostRead();
+            Buffer.Read<float>(values);
+        }
         return values;
     }
 
@@ -247,6 +251,15 @@ public sealed partial class Tensor : IDisposable
 
     /// <summary>Tensors created and not yet disposed, in this process (for leak checks).</summary>
     public static long LiveCount => Interlocked.Read(ref liveTensors);
+
+    private static long hostReads;
+
+    /// <summary>Copies from a device buffer to the host so far, in this process (ToArray, Item, ArgMax's
+    /// indices): each one waits for the device's queued work, so tests count them to hold a training
+    /// loop to its few synchronisations.</summary>
+    internal static long HostReads => Interlocked.Read(ref hostReads);
+
+    internal static void CountHostRead() => Interlocked.Increment(ref hostReads);
 
     // ---- Shapes ----------------------------------------------------------------------------------
 

@@ -16,7 +16,9 @@ public abstract class Callback
     public virtual void OnEpochEnd(int epoch, IReadOnlyDictionary<string, double> logs) { }
     /// <summary>Before a batch.</summary>
     public virtual void OnBatchBegin(int batch) { }
-    /// <summary>After a batch's update, with the running logs of the epoch.</summary>
+    /// <summary>After a batch's update, with the running logs of the epoch. Fit reads them from the device
+    /// only if the callback looks at them (one synchronisation), and only during this call: copy them to keep
+    /// them (a first access after the call throws).</summary>
     public virtual void OnBatchEnd(int batch, IReadOnlyDictionary<string, double> logs) { }
 }
 

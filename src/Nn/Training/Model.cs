@@ -69,6 +69,16 @@ public sealed class Model : IDisposable
     /// </summary>
     public float? GradientClipNorm { get; set; }
 
+    /// <summary>
+    /// Whether Fit reads every step's loss to the host (one device synchronisation per batch) to stop
+    /// before the optimizer applies a batch whose loss or gradients are NaN or infinite, leaving the
+    /// parameters as they were before it. False (the default): a step reads nothing; the losses stay on
+    /// the device and are read together at the end of the epoch, when the progress line refreshes, or
+    /// when a callback reads its batch logs, and a NaN or infinite one is reported there with its epoch
+    /// and batch, the optimizer steps from that batch to the read having been applied.
+    /// </summary>
+    public bool CheckFiniteEachStep { get; set; }
+
     /// <summary>Chooses the optimizer, the loss and the metrics reported by Fit and Evaluate.</summary>
     public Model Compile(Optimizer optimizer, LossFunction loss, params Metric[] metrics)
     {
@@ -93,8 +103,13 @@ public sealed class Model : IDisposable
     /// <summary>
     /// Trains for <paramref name="epochs"/> epochs and returns the per-epoch history. Validation data
     /// comes from <paramref name="validationData"/>, or the last <paramref name="validationSplit"/>
-    /// fraction of the training data. verbose: 0 silent, 1 a live progress line per epoch (one
-    /// plain line per epoch when output is redirected).
+    /// fraction of the training data. verbose: 0 silent, 1 a live progress line per epoch refreshed
+    /// every 0.25 s (one plain line per epoch when output is redirected).
+    /// <para>A step reads nothing from the device: the loss sum and the device metrics (accuracy with
+    /// integer labels) accumulate there, and are read once per epoch, per progress-line refresh, and
+    /// when a callback reads its batch logs (see <see cref="Callback.OnBatchEnd"/>). A NaN or infinite
+    /// loss or gradient is therefore found at the next read, not before its optimizer step; see
+    /// <see cref="CheckFiniteEachStep"/> for the per-step check.</para>
     /// </summary>
     public History Fit(Dataset train, int epochs = 1, int batchSize = 32, double validationSplit = 0, Dataset? validationData = null,
                        bool shuffle = true, IEnumerable<Callback>? callbacks = null, int verbose = 1, int seed = 0)
@@ -117,15 +132,21 @@ public sealed class Model : IDisposable
         foreach (var c in callbackList) c.Model = this;
 
         var history = new History();
-        var trainer = new Trainer();
+        var trainer = new Trainer { ReadLossEachStep = CheckFiniteEachStep };
         if (GradientClipNorm is float maxNorm) trainer.BeforeUpdate = m => GradientClipping.ByGlobalNorm(m.Parameters(), maxNorm);
         var progress = new ProgressLine(verbose, loader.BatchCount, epochs);
-        double lossSum = 0;
-        long lossCount = 0;
+        int epochNow = 0;
+        using var losses = new PendingLosses((batch, value, gradientOnly, last) => new ArithmeticException(
+            (gradientOnly
+                ? $"a gradient became NaN or infinite at epoch {epochNow + 1}, batch {batch + 1} (the loss was {value})"
+                : $"the loss became {value} at epoch {epochNow + 1}, batch {batch + 1}") +
+            $": Fit found it when it read the losses after batch {last + 1}, so the optimizer steps of batches {batch + 1} to {last + 1} were applied and the parameters may hold NaN now " +
+            $"(set Model.{nameof(CheckFiniteEachStep)} to stop before such a step, at one device read per batch); check " +
+            (gradientOnly ? "this batch's inputs for NaN/infinity and the learning rate" : "the learning rate and this batch's inputs for NaN/infinity")));
         trainer.OnEpochStart += s =>
         {
-            lossSum = 0;
-            lossCount = 0;
+            epochNow = s.Epoch;
+            losses.Reset();
             foreach (var m in metrics) m.Reset();
             foreach (var c in callbackList) c.OnEpochBegin(s.Epoch);
             progress.StartEpoch(s.Epoch);
@@ -133,20 +154,30 @@ public sealed class Model : IDisposable
         trainer.OnSample += s => { foreach (var c in callbackList) c.OnBatchBegin(s.BatchIndex); };
         trainer.OnForward += s =>
         {
-            lossSum += s.LossValue * s.Sample!.Size;
-            lossCount += s.Sample.Size;
+            // No read: the loss and the metric counts stay on the device (a host-path metric reads its batch).
+            losses.Add(s.Loss!, s.CheckedLoss, s.Sample!.Size, s.BatchIndex);
             foreach (var m in metrics) m.Update(s.Output!, s.Sample.Targets);
         };
         trainer.OnUpdate += s =>
         {
-            var logs = CurrentLogs(lossSum, lossCount);
-            foreach (var c in callbackList) c.OnBatchEnd(s.BatchIndex, logs);
-            progress.Batch(s.BatchIndex + 1, logs);
+            if (callbackList.Count > 0)
+            {
+                var logs = new BatchLogs(CurrentLogs, s.BatchIndex);
+                try
+                {
+                    foreach (var c in callbackList) c.OnBatchEnd(s.BatchIndex, logs);
+                }
+                finally
+                {
+                    logs.Expire();
+                }
+            }
+            progress.Batch(s.BatchIndex + 1, CurrentLogs);
             if (StopTraining) s.StopRequested = true;
         };
         trainer.OnEpochEnd += s =>
         {
-            var logs = CurrentLogs(lossSum, lossCount);
+            var logs = CurrentLogs();
             if (validationLoader is not null)
                 foreach (var (k, v) in EvaluateLogs(validationLoader, $"validation data after epoch {s.Epoch + 1}")) logs["val_" + k] = v;
             history.Add(logs);
@@ -154,6 +185,13 @@ public sealed class Model : IDisposable
             foreach (var c in callbackList) c.OnEpochEnd(s.Epoch, logs);
             if (StopTraining) s.StopRequested = true;
         };
+
+        Dictionary<string, double> CurrentLogs()
+        {
+            var logs = new Dictionary<string, double> { ["loss"] = losses.Mean };
+            foreach (var m in metrics) logs[m.Name] = m.Result();
+            return logs;
+        }
 
         StopTraining = false;
         foreach (var c in callbackList) c.OnTrainBegin();
@@ -210,13 +248,6 @@ public sealed class Model : IDisposable
         return logs;
     }
 
-    private Dictionary<string, double> CurrentLogs(double lossSum, long lossCount)
-    {
-        var logs = new Dictionary<string, double> { ["loss"] = lossCount == 0 ? double.NaN : lossSum / lossCount };
-        foreach (var m in metrics) logs[m.Name] = m.Result();
-        return logs;
-    }
-
     /// <summary>Writes the network's parameters to a file, atomically (see <see cref="WeightsFile"/>).</summary>
     public void SaveWeights(string path) => WeightsFile.Save(Network, path);
 
@@ -251,19 +282,30 @@ public sealed class Model : IDisposable
         private readonly bool live = !Console.IsOutputRedirected;
         private readonly Stopwatch watch = new();
         private int epoch;
+        private double shownAt;   // seconds into the epoch of the last refresh
+
+        // A refresh reads the running loss and metrics from the device (one synchronisation), so it
+        // is paced by the clock, not by the batch count: often enough to look live, rarely enough
+        // that a fast step never waits for it.
+        private const double RefreshSeconds = 0.25;
 
         public ProgressLine(int verbose, int batches, int epochs) => (this.verbose, this.batches, this.epochs) = (verbose, batches, epochs);
 
         public void StartEpoch(int e)
         {
             epoch = e;
+            shownAt = 0;
             watch.Restart();
         }
 
-        public void Batch(int done, IReadOnlyDictionary<string, double> logs)
+        /// <summary>After batch <paramref name="done"/> (1-based); <paramref name="logs"/> is called only for a refresh.</summary>
+        public void Batch(int done, Func<IReadOnlyDictionary<string, double>> logs)
         {
-            if (verbose == 0 || !live || (done % 10 != 0 && done != batches)) return;
-            Console.Write($"\rEpoch {epoch + 1}/{epochs} {done}/{batches} {Format(logs)} {watch.Elapsed.TotalSeconds:F1}s   ");
+            if (verbose == 0 || !live || done == batches) return;   // EndEpoch prints the last one
+            double now = watch.Elapsed.TotalSeconds;
+            if (now - shownAt < RefreshSeconds) return;
+            shownAt = now;
+            Console.Write($"\rEpoch {epoch + 1}/{epochs} {done}/{batches} {Format(logs())} {now:F1}s   ");
         }
 
         public void EndEpoch(IReadOnlyDictionary<string, double> logs)
@@ -275,5 +317,36 @@ public sealed class Model : IDisposable
 
         private static string Format(IReadOnlyDictionary<string, double> logs) =>
             string.Join(" ", logs.Select(kv => $"{kv.Key} {kv.Value.ToString("F4", CultureInfo.InvariantCulture)}"));
+    }
+
+    /// <summary>
+    /// A batch's running logs for <see cref="Callback.OnBatchEnd"/>, read from the device only when a
+    /// callback looks at them (the first access reads, later ones reuse it), and only during that call:
+    /// afterwards the batch's values are gone from the device's running sums, so a late first access
+    /// throws instead of answering with another batch's numbers.
+    /// </summary>
+    private sealed class BatchLogs : IReadOnlyDictionary<string, double>
+    {
+        private readonly Func<Dictionary<string, double>> read;
+        private readonly int batch;
+        private Dictionary<string, double>? values;
+        private bool expired;
+
+        public BatchLogs(Func<Dictionary<string, double>> read, int batch) => (this.read, this.batch) = (read, batch);
+
+        public void Expire() => expired = true;
+
+        private Dictionary<string, double> Logs => values ??= expired
+            ? throw new InvalidOperationException($"the logs of batch {batch + 1} were first read after its OnBatchEnd returned: they are read from the device during that call only; copy them there (new Dictionary<string, double>(logs)) to keep them")
+            : read();
+
+        public double this[string key] => Logs[key];
+        public IEnumerable<string> Keys => Logs.Keys;
+        IEnumerable<double> IReadOnlyDictionary<string, double>.Values => Logs.Values;
+        public int Count => Logs.Count;
+        public bool ContainsKey(string key) => Logs.ContainsKey(key);
+        public bool TryGetValue(string key, out double value) => Logs.TryGetValue(key, out value);
+        public IEnumerator<KeyValuePair<string, double>> GetEnumerator() => Logs.GetEnumerator();
+        System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
     }
 }

@@ -31,8 +31,19 @@ public sealed class TrainerState
     public Tensor? Output { get; internal set; }
     /// <summary>The batch's loss tensor (after OnForward).</summary>
     public Tensor? Loss { get; internal set; }
-    /// <summary>The batch's loss as a number (after OnForward).</summary>
-    public double LossValue { get; internal set; }
+    /// <summary>The batch's loss as a number (after OnForward). A <see cref="Trainer"/> reads it in every
+    /// step; under <c>Model.Fit</c> the step reads nothing and this property reads the loss from the
+    /// device when first asked for (one synchronisation), while the batch is current.</summary>
+    public double LossValue
+    {
+        get => lossValue ??= Loss?.Item() ?? double.NaN;
+        internal set => lossValue = value;
+    }
+    private double? lossValue;
+    internal void ForgetLossValue() => lossValue = null;
+    /// <summary>The loss plus 0 times the sum of every gradient, on the device: the loss while every
+    /// gradient is finite, NaN as soon as one is not (after OnForward; what Model.Fit reads later).</summary>
+    internal Tensor? CheckedLoss { get; set; }
     /// <summary>Set by a hook to stop training after the current batch.</summary>
     public bool StopRequested { get; set; }
 }
@@ -66,6 +77,14 @@ public sealed class Trainer
 
     /// <summary>Called between Backward and Step, e.g. for gradient clipping.</summary>
     public Action<Module>? BeforeUpdate { get; set; }
+
+    /// <summary>
+    /// Whether each step reads its gradient-checked loss to the host and stops before the optimizer
+    /// step on a NaN or infinite one (true, the default: one device synchronisation per step).
+    /// <c>Model.Fit</c> turns it off (unless <c>Model.CheckFiniteEachStep</c>): the step then reads
+    /// nothing, and leaves the check in <see cref="TrainerState.CheckedLoss"/> for Fit's reads.
+    /// </summary>
+    internal bool ReadLossEachStep { get; set; } = true;
 
     /// <summary>Trains for the given number of epochs (or until a hook requests a stop).</summary>
     public TrainerState Train(Module model, LossFunction loss, DataLoader loader, Optimizer optimizer, int epochs, int firstEpoch = 0)
@@ -170,18 +189,23 @@ public sealed class Trainer
     private void Update(TrainerState state, Module model, LossFunction loss, Optimizer optimizer, Tensor output, Tensor targets)
     {
         optimizer.ZeroGrad();
+        state.ForgetLossValue();
         state.Output = output;
         state.Loss = loss(state.Output, targets);
         state.Loss.Backward();
-        // The one host read of the step: the loss, made NaN when any gradient is NaN or
-        // infinite, so a bad batch stops training before the optimizer applies it.
-        float probe = LossWithGradientCheck(state.Loss, model).Item();
-        state.LossValue = float.IsFinite(probe) ? probe : state.Loss.Item();
-        string where = $"epoch {state.Epoch + 1}, batch {state.BatchIndex + 1}" + (state.Chunked ? $", chunk {state.ChunkIndex + 1}" : "");
-        if (!double.IsFinite(state.LossValue))
-            throw new ArithmeticException($"the loss became {state.LossValue} at {where}: the parameters were not updated; check the learning rate and this batch's inputs for NaN/infinity");
-        if (!float.IsFinite(probe))
-            throw new ArithmeticException($"a gradient became NaN or infinite at {where} (the loss was {state.LossValue}): the parameters were not updated; check this batch's inputs for NaN/infinity and the learning rate");
+        state.CheckedLoss = LossWithGradientCheck(state.Loss, model);
+        if (ReadLossEachStep)
+        {
+            // The one host read of the step: the loss, made NaN when any gradient is NaN or
+            // infinite, so a bad batch stops training before the optimizer applies it.
+            float probe = state.CheckedLoss.Item();
+            state.LossValue = float.IsFinite(probe) ? probe : state.Loss.Item();
+            string where = $"epoch {state.Epoch + 1}, batch {state.BatchIndex + 1}" + (state.Chunked ? $", chunk {state.ChunkIndex + 1}" : "");
+            if (!double.IsFinite(state.LossValue))
+                throw new ArithmeticException($"the loss became {state.LossValue} at {where}: the parameters were not updated; check the learning rate and this batch's inputs for NaN/infinity");
+            if (!float.IsFinite(probe))
+                throw new ArithmeticException($"a gradient became NaN or infinite at {where} (the loss was {state.LossValue}): the parameters were not updated; check this batch's inputs for NaN/infinity and the learning rate");
+        }
         OnForward?.Invoke(state);
         OnBackward?.Invoke(state);
         BeforeUpdate?.Invoke(model);
@@ -190,6 +214,7 @@ public sealed class Trainer
         OnUpdate?.Invoke(state);
         state.Output = null;
         state.Loss = null;
+        state.CheckedLoss = null;
     }
 
     /// <summary>loss + 0 * (sum of every gradient), on the device: equal to the loss while every
@@ -206,8 +231,9 @@ public sealed class Trainer
     }
 
     /// <summary>Runs the model over a loader without gradients; returns the mean loss and feeds the
-    /// metrics. A NaN or infinite loss is an <see cref="ArithmeticException"/> naming the batch of
-    /// <paramref name="dataName"/> it came from.</summary>
+    /// metrics. The batch losses stay on the device and are read together at the end (see
+    /// <see cref="PendingLosses"/>: no synchronisation per batch). A NaN or infinite loss is an
+    /// <see cref="ArithmeticException"/> naming the batch of <paramref name="dataName"/> it came from.</summary>
     public double Test(Module model, LossFunction loss, DataLoader loader, IEnumerable<Metric>? metrics = null, string dataName = "evaluated data")
     {
         ArgumentNullException.ThrowIfNull(model);
@@ -217,31 +243,32 @@ public sealed class Trainer
         foreach (var m in meters) m.Reset();
         bool wasTraining = model.Training;
         model.Eval();
-        double total = 0;
-        long samples = 0;
-        using (Tensor.NoGrad())
+        var sizes = new List<long>();
+        using var losses = new PendingLosses((batch, value, _, _) =>
+            new ArithmeticException($"the loss is {value} on batch {batch + 1} of the {dataName} ({sizes[batch]} samples): check that data for NaN/infinity"));
+        try
         {
-            int batchIndex = 0;
-            foreach (var batch in loader.Batches())
+            using (Tensor.NoGrad())
             {
-                batchIndex++;
-                using (var scope = new DisposeScope())
+                int batchIndex = 0;
+                foreach (var batch in loader.Batches())
                 {
-                    var output = model.Forward(batch.Inputs);
-                    double value = loss(output, batch.Targets).Item();
-                    if (!double.IsFinite(value))
+                    using (var scope = new DisposeScope())
                     {
-                        model.Train(wasTraining);
-                        throw new ArithmeticException($"the loss is {value} on batch {batchIndex} of the {dataName} ({batch.Size} samples): check that data for NaN/infinity");
+                        var output = model.Forward(batch.Inputs);
+                        losses.Add(loss(output, batch.Targets), null, batch.Size, batchIndex);
+                        sizes.Add(batch.Size);
+                        foreach (var m in meters) m.Update(output, batch.Targets);
                     }
-                    total += value * batch.Size;
-                    samples += batch.Size;
-                    foreach (var m in meters) m.Update(output, batch.Targets);
+                    batch.Dispose();
+                    batchIndex++;
                 }
-                batch.Dispose();
             }
+            return losses.Mean;
         }
-        model.Train(wasTraining);
-        return samples == 0 ? double.NaN : total / samples;
+        finally
+        {
+            model.Train(wasTraining);
+        }
     }
 }
