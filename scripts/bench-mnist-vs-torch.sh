@@ -16,6 +16,8 @@
 #
 #   scripts/bench-mnist-vs-torch.sh                      threads 1 and 2, both networks (~3 min idle)
 #   scripts/bench-mnist-vs-torch.sh --threads 1 --nets mlp --mlp-batches 200 --cnn-batches 938
+#   scripts/bench-mnist-vs-torch.sh --kernels DIR/MnistTwin   Kernels' side from another build of
+#                                       benchmarks/MnistTwin (dotnet build ... -o DIR: before a change)
 # Needs /usr/bin/python3 with torch (Debian: apt-get install -y python3-torch) and libkernels in
 # build/native (./build.sh build, or cmake -S native -B build/native -DKN_WITH_CUDA=OFF).
 set -euo pipefail
@@ -25,12 +27,14 @@ threads="1 2"
 nets="mlp cnn"
 mlp_batches=0
 cnn_batches=300
+kernels=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --threads) threads=$2; shift ;;
     --nets) nets=$2; shift ;;
     --mlp-batches) mlp_batches=$2; shift ;;
     --cnn-batches) cnn_batches=$2; shift ;;
+    --kernels) kernels=$2; shift ;;
     -h|--help) sed -n '2,/^set -/p' "$self" | sed '$d'; exit 0 ;;
     *) echo "bench-mnist-vs-torch.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -38,8 +42,10 @@ while [ $# -gt 0 ]; do
 done
 . scripts/bench-torch-common.sh
 bench_torch_require bench-mnist-vs-torch.sh
-dotnet build benchmarks/MnistTwin -c Release -v quiet -nologo >/dev/null
-kernels=benchmarks/MnistTwin/bin/Release/net10.0/MnistTwin
+if [ -z "$kernels" ]; then
+  dotnet build benchmarks/MnistTwin -c Release -v quiet -nologo >/dev/null
+  kernels=benchmarks/MnistTwin/bin/Release/net10.0/MnistTwin
+fi
 
 bench_torch_machine
 table="| network | threads | clock | PyTorch s/epoch (before / after) | Kernels s/epoch | ratio | load average |

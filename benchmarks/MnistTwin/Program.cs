@@ -12,6 +12,11 @@
 // of the samples is not included (training only, on both sides).
 // Threads: KN_NUM_THREADS, read by libkernels at start (the script sets it).
 //   dotnet run -c Release --project benchmarks/MnistTwin -- --net mlp|cnn [--batches N] [--warmup N]
+//   dotnet run -c Release --project benchmarks/MnistTwin -- --gemms [--repeats N]
+// --gemms times, alone, each of the eight GEMMs of the MLP's training step at its shape and with the
+// transposes src/Nn uses (forward x W; dX = g W^T; dW = X^T g; the first layer's dX is not computed):
+// median of --repeats calls (default 200) after 20 warm-up calls, in ms per call and s per 469-batch
+// epoch, so a profile's GEMM share can be split by shape.
 // Prints one line: `kernels <net> threads=N batches=B seconds_per_epoch=S cpu_seconds_per_epoch=C` (wall
 // clock and process CPU time of the measured Fit, scaled to 60000 images; with one thread the CPU time
 // leaves out waiting for a core).
@@ -22,7 +27,12 @@ using Kernels.Nn;
 
 const int EpochImages = 60000;
 string net = "";
-int batches = 0, warmup = 5;
+int batches = 0, warmup = 5, repeats = 200;
+if (args.Length > 0 && args[0] == "--gemms")
+{
+    if (args.Length == 3 && args[1] == "--repeats") repeats = int.Parse(args[2], CultureInfo.InvariantCulture);
+    return TimeGemms(repeats);
+}
 for (int i = 0; i + 1 < args.Length; i += 2)
 {
     switch (args[i])
@@ -68,3 +78,58 @@ double scale = (double)EpochImages / measuredImages;
 Console.WriteLine(FormattableString.Invariant(
     $"kernels {net} threads={threads} batches={batches} seconds_per_epoch={wall * scale:F3} cpu_seconds_per_epoch={cpu * scale:F3}"));
 return 0;
+
+static int TimeGemms(int repeats)
+{
+    const int Batch = 128, EpochBatches = 469;
+    var layers = new (long In, long Out)[] { (784, 512), (512, 256), (256, 10) };
+    var device = Device.Cpu;
+    string threads = Environment.GetEnvironmentVariable("KN_NUM_THREADS") ?? "all";
+    double total = 0;
+    Console.WriteLine($"GEMMs of one MLP step, batch {Batch}, KN_NUM_THREADS={threads}: ms per call (median of {repeats}), s per {EpochBatches}-batch epoch");
+    for (int l = 0; l < layers.Length; l++)
+    {
+        var (k, n) = layers[l];
+        using var x = DeviceBuffer.FromArray(device, Filled(Batch * k));
+        using var w = DeviceBuffer.FromArray(device, Filled(k * n));
+        using var g = DeviceBuffer.FromArray(device, Filled(Batch * n));
+        using var y = DeviceBuffer.Allocate(device, 4L * Batch * n);
+        using var dx = DeviceBuffer.Allocate(device, 4L * Batch * k);
+        using var dw = DeviceBuffer.Allocate(device, 4L * k * n);
+        var cases = new List<(string Name, Action Call)>
+        {
+            ($"forward  y = x W     [{Batch}x{k}] x [{k}x{n}]  (NN, m={Batch} n={n} k={k})",
+             () => Ops.Gemm(Transpose.NoTranspose, Transpose.NoTranspose, Batch, n, k, 1f, x, k, w, n, 0f, y, n)),
+            ($"backward dW = x^T g  [{k}x{Batch}] x [{Batch}x{n}]  (TN, m={k} n={n} k={Batch})",
+             () => Ops.Gemm(Transpose.Transpose, Transpose.NoTranspose, k, n, Batch, 1f, x, k, g, n, 0f, dw, n)),
+        };
+        if (l > 0)
+            cases.Add(($"backward dX = g W^T  [{Batch}x{n}] x [{n}x{k}]  (NT, m={Batch} n={k} k={n})",
+                       () => Ops.Gemm(Transpose.NoTranspose, Transpose.Transpose, Batch, k, n, 1f, g, n, w, n, 0f, dx, k)));
+        foreach (var (name, call) in cases)
+        {
+            for (int i = 0; i < 20; i++) call();
+            var times = new List<double>();
+            for (int i = 0; i < repeats; i++)
+            {
+                var watch = Stopwatch.StartNew();
+                call();
+                times.Add(watch.Elapsed.TotalMilliseconds);
+            }
+            times.Sort();
+            double ms = times[times.Count / 2];
+            total += ms;
+            Console.WriteLine(FormattableString.Invariant($"  {name,-62} {ms,8:F4} ms  {ms * EpochBatches / 1000,7:F3} s/epoch"));
+        }
+    }
+    Console.WriteLine(FormattableString.Invariant($"  {"all eight",-62} {total,8:F4} ms  {total * EpochBatches / 1000,7:F3} s/epoch"));
+    return 0;
+
+    static float[] Filled(long count)
+    {
+        var random = new Random(3);
+        var values = new float[count];
+        for (int i = 0; i < values.Length; i++) values[i] = (float)random.NextDouble() - 0.5f;
+        return values;
+    }
+}
