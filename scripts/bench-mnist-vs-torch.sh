@@ -48,7 +48,7 @@ if [ -z "$kernels" ]; then
 fi
 
 bench_torch_machine
-table="| network | threads | clock | PyTorch s/epoch (before / after) | Kernels s/epoch | ratio | load average |
+table="| network | threads | clock | PyTorch s/epoch (1st / 2nd run) | Kernels s/epoch | ratio | load average |
 |---|---|---|---|---|---|---|"
 for t in $threads; do
   for net in $nets; do

@@ -71,8 +71,14 @@ var data = Images(measuredImages);
 model.Fit(warmupData, epochs: 1, batchSize: batchSize, shuffle: true, verbose: 0, seed: 7);
 var cpuStart = Process.GetCurrentProcess().TotalProcessorTime;
 var watch = Stopwatch.StartNew();
+long startTicks = Stopwatch.GetTimestamp();
 model.Fit(data, epochs: 1, batchSize: batchSize, shuffle: true, verbose: 0, seed: 7);
 double wall = watch.Elapsed.TotalSeconds;
+// For a profiler: the measured Fit's start and end on CLOCK_MONOTONIC (Stopwatch's clock on Linux),
+// e.g. `perf record -k CLOCK_MONOTONIC ...` then `perf report --time START,END`.
+if (Environment.GetEnvironmentVariable("MNIST_TWIN_MARKS") == "1")
+    Console.Error.WriteLine(FormattableString.Invariant(
+        $"measured Fit: {(double)startTicks / Stopwatch.Frequency:F6},{(double)Stopwatch.GetTimestamp() / Stopwatch.Frequency:F6}"));
 double cpu = (Process.GetCurrentProcess().TotalProcessorTime - cpuStart).TotalSeconds;
 double scale = (double)EpochImages / measuredImages;
 Console.WriteLine(FormattableString.Invariant(

@@ -10,7 +10,9 @@
 #if defined(__CUDACC__)
 #define KN_PHILOX_FN __host__ __device__ __forceinline__
 #else
-#define KN_PHILOX_FN inline
+// static: each translation unit keeps its own copy, so the copy compiled with AVX-512 in
+// span_kernels_avx512.cpp can never be the one the linker picks for the portable path.
+#define KN_PHILOX_FN static inline
 #endif
 
 namespace kn {
@@ -21,10 +23,16 @@ KN_PHILOX_FN uint32_t philox_mulhi(uint32_t a, uint32_t b, uint32_t* lo) {
     return static_cast<uint32_t>(p >> 32);
 }
 
-// First 32-bit word of Philox-4x32-10 at counter (lo, hi, 0, 0) under key (seed lo, seed hi).
-KN_PHILOX_FN uint32_t philox4x32_10(uint64_t counter, uint64_t seed) {
-    uint32_t c0 = static_cast<uint32_t>(counter), c1 = static_cast<uint32_t>(counter >> 32), c2 = 0, c3 = 0;
-    uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+// First 32-bit word of Philox-4x32-10 at counter (c0, c1, 0, 0) under key (k0, k1), in 32-bit words
+// only, so a loop over counters vectorises on instruction sets without 64-bit lane arithmetic (AVX2).
+KN_PHILOX_FN uint32_t philox4x32_10_words(uint32_t c0, uint32_t c1, uint32_t k0, uint32_t k1) {
+    uint32_t c2 = 0, c3 = 0;
+    // Unrolled, so a loop over counters around this call is straight-line code to vectorise.
+#if defined(__CUDACC__)
+#pragma unroll
+#elif defined(__GNUC__)
+#pragma GCC unroll 10
+#endif
     for (int round = 0; round < 10; ++round) {
         uint32_t lo0, lo1;
         uint32_t hi0 = philox_mulhi(0xD2511F53u, c0, &lo0);
@@ -37,9 +45,21 @@ KN_PHILOX_FN uint32_t philox4x32_10(uint64_t counter, uint64_t seed) {
     return c0;
 }
 
+// First 32-bit word of Philox-4x32-10 at counter (lo, hi, 0, 0) under key (seed lo, seed hi).
+KN_PHILOX_FN uint32_t philox4x32_10(uint64_t counter, uint64_t seed) {
+    return philox4x32_10_words(static_cast<uint32_t>(counter), static_cast<uint32_t>(counter >> 32),
+                               static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+}
+
+// The uniform of philox_uniform from the generator's 32-bit word (24 bits fit an int32 exactly; the
+// signed conversion is the one AVX2 has).
+KN_PHILOX_FN float philox_to_uniform(uint32_t word) {
+    return static_cast<float>(static_cast<int32_t>(word >> 8)) * (1.0f / 16777216.0f);
+}
+
 // Uniform in [0, 1) with 24 random bits: exactly representable in float32 on every backend.
 KN_PHILOX_FN float philox_uniform(uint64_t seed, uint64_t index) {
-    return static_cast<float>(philox4x32_10(index, seed) >> 8) * (1.0f / 16777216.0f);
+    return philox_to_uniform(philox4x32_10(index, seed));
 }
 
 }  // namespace kn

@@ -42,6 +42,9 @@ struct SpanKernels {
     void (*lstm_cell_backward)(const LstmCellBackwardArgs& args, int64_t begin, int64_t end);
     void (*gru_cell)(const GruCellArgs& args, int64_t begin, int64_t end);
     void (*gru_cell_backward)(const GruCellBackwardArgs& args, int64_t begin, int64_t end);
+    // y[i] = x[i] * scale where the Philox uniform of element offset + i is >= p, else 0 (philox.h);
+    // y may equal x.
+    void (*dropout)(const float* x, float* y, int64_t n, float p, float scale, uint64_t seed, uint64_t offset);
 };
 
 // Widest column block sum_columns / extreme_columns accept (their pairwise temporaries live on

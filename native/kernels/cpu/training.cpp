@@ -7,7 +7,7 @@
 // branches on data, restrict pointers), and they run on the thread pool in chunks of 16K elements
 // (64 KB per array: large enough to amortise the ~5 us hand-off, small enough for L2).
 #include "cpu_kernels.h"
-#include "philox.h"
+#include "span_kernels.h"
 #include "thread_pool.h"
 
 #include <algorithm>
@@ -75,9 +75,9 @@ void dropout_f32(const DropoutArgs& a) {
     const float* in = static_cast<const float*>(a.x);
     float* out = static_cast<float*>(a.y);
     const float scale = 1.0f / (1.0f - a.p);
+    const SpanKernels& k = span_kernels();
     for_chunks(a.n, [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i)
-            out[i] = philox_uniform(a.seed, a.offset + static_cast<uint64_t>(i)) >= a.p ? in[i] * scale : 0.0f;
+        k.dropout(in + b, out + b, e - b, a.p, scale, a.seed, a.offset + static_cast<uint64_t>(b));
     });
 }
 
