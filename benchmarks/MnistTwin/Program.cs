@@ -11,7 +11,7 @@
 // (0: a whole 60000-image epoch); the measured figures are scaled to a whole epoch. The validation pass
 // of the samples is not included (training only, on both sides).
 // Threads: KN_NUM_THREADS, read by libkernels at start (the script sets it).
-//   dotnet run -c Release --project benchmarks/MnistTwin -- --net mlp|cnn [--batches N] [--warmup N]
+//   dotnet run -c Release --project benchmarks/MnistTwin -- --net mlp|cnn [--batches N] [--warmup N] [--device cpu|opencl:0|cuda:0]
 //   dotnet run -c Release --project benchmarks/MnistTwin -- --gemms [--repeats N]
 // --gemms times, alone, each of the eight GEMMs of the MLP's training step at its shape and with the
 // transposes src/Nn uses (forward x W; dX = g W^T; dW = X^T g; the first layer's dX is not computed):
@@ -26,7 +26,7 @@ using Kernels;
 using Kernels.Nn;
 
 const int EpochImages = 60000;
-string net = "";
+string net = "", deviceName = "cpu";
 int batches = 0, warmup = 5, repeats = 200;
 if (args.Length > 0 && args[0] == "--gemms")
 {
@@ -40,6 +40,7 @@ for (int i = 0; i + 1 < args.Length; i += 2)
         case "--net": net = args[i + 1]; break;
         case "--batches": batches = int.Parse(args[i + 1], CultureInfo.InvariantCulture); break;
         case "--warmup": warmup = int.Parse(args[i + 1], CultureInfo.InvariantCulture); break;
+        case "--device": deviceName = args[i + 1]; break;
         default: Console.Error.WriteLine($"unknown option {args[i]}"); return 2;
     }
 }
@@ -49,7 +50,7 @@ int epochBatches = (EpochImages + batchSize - 1) / batchSize;
 if (batches <= 0 || batches > epochBatches) batches = epochBatches;
 string threads = Environment.GetEnvironmentVariable("KN_NUM_THREADS") is { Length: > 0 } n ? n : Environment.ProcessorCount.ToString(CultureInfo.InvariantCulture);
 
-var device = Device.Cpu;
+var device = Device.Get(deviceName);
 var network = net == "mlp" ? MnistNetworks.Mlp(device) : MnistNetworks.Cnn(device);
 using var model = new Model(network, device);
 model.Compile(new Adam(network.Parameters(), learningRate: 1e-3f), "sparse_categorical_crossentropy", "accuracy");
@@ -82,7 +83,7 @@ if (Environment.GetEnvironmentVariable("MNIST_TWIN_MARKS") == "1")
 double cpu = (Process.GetCurrentProcess().TotalProcessorTime - cpuStart).TotalSeconds;
 double scale = (double)EpochImages / measuredImages;
 Console.WriteLine(FormattableString.Invariant(
-    $"kernels {net} threads={threads} batches={batches} seconds_per_epoch={wall * scale:F3} cpu_seconds_per_epoch={cpu * scale:F3}"));
+    $"kernels {net} device={device.Name} threads={threads} batches={batches} seconds_per_epoch={wall * scale:F3} cpu_seconds_per_epoch={cpu * scale:F3}"));
 return 0;
 
 static int TimeGemms(int repeats)
