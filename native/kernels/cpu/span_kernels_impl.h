@@ -104,8 +104,8 @@ inline float exp_f(float x) {
     // Clamp where the answer is already 0 (e^-104 < half the smallest subnormal) or +inf
     // (e^89 > FLT_MAX). Written so a NaN input picks the constant (the x86 maxps/minps rule, one
     // instruction each); the NaN itself is restored at the end.
-    float xc = x > -104.0f ? x : -104.0f;
-    xc = xc < 89.0f ? xc : 89.0f;
+    float xc = blend(x > -104.0f, x, -104.0f);
+    xc = blend(xc < 89.0f, xc, 89.0f);
     const float k = round_to_integer(xc * kLog2e);
     const float r = (xc - k * kLn2Hi) - k * kLn2Lo;
     float p = 1.0f / 5040.0f;
@@ -125,8 +125,8 @@ inline float exp_f(float x) {
 
 // e^x - 1 for x <= 0 (larger x is treated as 0: callers select another branch there).
 inline float expm1_nonpositive(float x) {
-    float xc = x > -30.0f ? x : -30.0f;  // e^-30 - 1 rounds to -1; NaN picks -30 (restored below)
-    xc = xc < 0.0f ? xc : 0.0f;
+    float xc = blend(x > -30.0f, x, -30.0f);  // e^-30 - 1 rounds to -1; NaN picks -30 (restored below)
+    xc = blend(xc < 0.0f, xc, 0.0f);
     const float k = round_to_integer(xc * kLog2e);  // in [-44, 0]
     const float r = (xc - k * kLn2Hi) - k * kLn2Lo;
     float p = 1.0f / 40320.0f;
@@ -176,7 +176,7 @@ inline float log_f(float x) {
 inline float log1p_unit(float t) {
     const float u = 1.0f + t;
     const float d = u - 1.0f;
-    const float ratio = t / (d == 0.0f ? 1.0f : d);
+    const float ratio = t / blend(d == 0.0f, 1.0f, d);
     const float corrected = log_f(u) * ratio;
     return blend(d == 0.0f, t, corrected);
 }
@@ -201,7 +201,7 @@ inline float sigmoid_f(float x) {
 inline float softplus_f(float x) {
     // ln(1 + e^x) = max(x, 0) + ln(1 + e^-|x|): nothing overflows for any x.
     const float ax = fabs_f(x);
-    return (x > 0.0f ? x : 0.0f) + log1p_unit(exp_f(-ax));
+    return blend(x > 0.0f, x, 0.0f) + log1p_unit(exp_f(-ax));
 }
 
 // GELU in double: in the left tail erfc(z) has relative condition number ~2z^2, so rounding
@@ -257,7 +257,7 @@ void unary(kn_unary_op op, float alpha, const float* x, float* y, int64_t n) {
         case KN_UNARY_LEAKY_RELU:
             map(x, y, n, [alpha](float v) {
                 const float scaled = alpha * v;
-                return v > 0.0f ? v : scaled;
+                return blend(v > 0.0f, v, scaled);
             });
             break;
         case KN_UNARY_GELU: map(x, y, n, [](float v) { return gelu_f(v); }); break;
@@ -304,7 +304,7 @@ void unary_backward(kn_unary_op op, float alpha, const float* x, const float* y,
         case KN_UNARY_LEAKY_RELU:
             for (int64_t i = 0; i < n; ++i) {
                 const float scaled = alpha * dy[i];
-                dx[i] = x[i] > 0.0f ? dy[i] : scaled;
+                dx[i] = blend(x[i] > 0.0f, dy[i], scaled);
             }
             break;
         case KN_UNARY_GELU: scale_by(x, dy, dx, n, [](float v) { return gelu_grad(v); }); break;
