@@ -22,6 +22,21 @@
 #endif
 
 namespace kn::cpu {
+namespace {
+
+// Prefetches up to kPrefetchBytes of the next row of x, one request per 64-byte line; longer rows
+// are left to the hardware prefetchers after that. Only x: prefetching y for writing as well made
+// it slower (128 requests per 4 KB row crowd the miss buffers; measured 0.42 ns/element against
+// 0.34 for x alone and 0.45 without any, one Zen 5 core, rows of 1024, 64M elements).
+constexpr int64_t kPrefetchBytes = 16384;
+void prefetch_row(const float* x, int64_t cols) {
+    const int64_t bytes = std::min<int64_t>(cols * static_cast<int64_t>(sizeof(float)), kPrefetchBytes);
+    const char* xb = reinterpret_cast<const char*>(x);
+    for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(xb + b, 0);
+}
+
+}  // namespace
+
 
 void softmax_f32(const SoftmaxArgs& args) {
     const SpanKernels& K = span_kernels();
@@ -30,7 +45,13 @@ void softmax_f32(const SoftmaxArgs& args) {
     const int64_t cols = args.cols;
     const int64_t grain_rows = std::max<int64_t>(1, SOFTMAX_GRAIN / cols);
     parallel_for(args.rows, grain_rows, [&](int64_t begin, int64_t end) {
-        for (int64_t r = begin; r < end; ++r) K.softmax_row(x + r * cols, y + r * cols, cols, args.log);
+        for (int64_t r = begin; r < end; ++r) {
+            // The row after this one is requested now, so its DRAM transfer overlaps this row's
+            // arithmetic (without it the two add up: 0.45 ns/element on one core against 0.28
+            // for the arithmetic alone and 0.23 for a copy).
+            if (r + 1 < end) prefetch_row(x + (r + 1) * cols, cols);
+            K.softmax_row(x + r * cols, y + r * cols, cols, args.log);
+        }
     });
 }
 
