@@ -6,10 +6,14 @@
 // sum, then a scale (softmax) or a subtraction of log(sum) (log-softmax, which never stores the
 // exponentials, so y may be x). Backward: one pairwise dot product per row, then one fused pass.
 // Napkin math: 3 passes over a row (max, exp+sum, scale) that stays in L1/L2 for rows up to
-// ~64K floats, so the cost is ~25 flops/element of exp polynomial at 16 lanes; DRAM is touched once.
-// Measured (16M floats, both threads, GB/s read + written; memcpy 68 in the same run): rows of 1000
-// forward 27 (compute-bound at ~1.5 cycles/element: max, exp, sum, divide), backward 74;
-// log-softmax over rows of 10 only 4.6 (~36 ns of fixed cost per row; a [64, 10] batch is ~2 us).
+// ~8K floats, so DRAM is touched once: 8 bytes per element, ~0.22 ns/element for a copy on one
+// Zen 5 core; the arithmetic from L1 is ~0.27 ns/element with AVX-512 (exp ~0.19 of it) and ~0.42
+// with AVX2, so one core is compute-bound and the next row is prefetched to overlap the two.
+// Measured (one thread, CPU time, interleaved with a one-thread memcpy of the same bytes; 2-core
+// Zen 5 VM, load ~1): 64M elements in rows of 1024: 0.65x of memcpy with AVX-512 (0.37x before
+// issue 16's changes), 0.51x on the AVX2 path (0.08x before: its exp loop was scalar); see
+// benchmarks/results/2026-12-05-cpu-bandwidth. Older, both threads, 16M floats: rows of 1000
+// backward 74 GB/s (memcpy 68); log-softmax over rows of 10 ~36 ns of fixed cost per row.
 #include "cpu_kernels.h"
 #include "span_kernels.h"
 
