@@ -754,7 +754,11 @@ inline float exp_nonpositive(float t) {
     p = p * r + 1.0f;
     p = p * r + 1.0f;
     const int32_t k1 = ki >> 1, k2 = ki - k1;  // 2^k as two normal factors: subnormal results stay right
-    return p * as_float((k1 + 127) << 23) * as_float((k2 + 127) << 23);
+    // The exponent field is shifted as unsigned: for a NaN t, ki is whatever the NaN's bits give and
+    // k + 127 can be negative, whose signed left shift is undefined (UBSan caught it). The factors
+    // are then garbage, but p is NaN and so is the product, as it must be.
+    const auto two_to = [](int32_t e) { return as_float(static_cast<int32_t>(static_cast<uint32_t>(e + 127) << 23)); };
+    return p * two_to(k1) * two_to(k2);
 }
 
 // The row maximum for softmax, ignoring NaN (one vmaxps per vector; the NaN-propagating
