@@ -116,14 +116,14 @@ constexpr float kInfinity = HUGE_VALF;
 constexpr double kSqrtHalfD = 0.70710678118654752;
 constexpr double kInvSqrt2PiD = 0.39894228040143268;
 
-inline float exp_f(float x) {
-    // Clamp where the answer is already 0 (e^-104 < half the smallest subnormal) or +inf
-    // (e^89 > FLT_MAX). Written so a NaN input picks the constant (the x86 maxps/minps rule, one
-    // instruction each); the NaN itself is restored at the end.
-    float xc = select(x > -104.0f, x, -104.0f);
-    xc = select(xc < 89.0f, xc, 89.0f);
-    const float k = round_to_integer(xc * kLog2e);
-    const float r = (xc - k * kLn2Hi) - k * kLn2Lo;
+// e^x = 2^k e^r after the range reduction r = x - k ln2 (|r| <= ln2 / 2), shared by exp_f and
+// exp_nonpositive: e^r by its degree-7 Taylor polynomial, 2^k
+// for k in [-150, 128] as 2^k1 * 2^k2 with both factors normal floats (k1, k2 >= -75), so results
+// in the subnormal range stay right. The exponent field is shifted as unsigned: for a NaN input k is
+// whatever the caller derived from the NaN's bits and k + 127 can be negative, whose signed left
+// shift is undefined (UBSan caught it); the factors are then garbage but the polynomial is NaN, and
+// so is the product, as it must be.
+inline float exp_reduced(float r, int32_t k) {
     float p = 1.0f / 5040.0f;
     p = p * r + 1.0f / 720.0f;
     p = p * r + 1.0f / 120.0f;
@@ -132,10 +132,20 @@ inline float exp_f(float x) {
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    // k is in [-150, 128]: split 2^k = 2^k1 * 2^k2 with both factors normal floats (k1, k2 >= -75).
-    const int32_t ki = static_cast<int32_t>(k);
-    const int32_t k1 = ki >> 1, k2 = ki - k1;  // arithmetic shift: floor(k / 2)
-    const float result = p * as_float((k1 + 127) << 23) * as_float((k2 + 127) << 23);
+    const int32_t k1 = k >> 1, k2 = k - k1;  // arithmetic shift: floor(k / 2)
+    const auto two_to = [](int32_t e) { return as_float(static_cast<int32_t>(static_cast<uint32_t>(e + 127) << 23)); };
+    return p * two_to(k1) * two_to(k2);
+}
+
+inline float exp_f(float x) {
+    // Clamp where the answer is already 0 (e^-104 < half the smallest subnormal) or +inf
+    // (e^89 > FLT_MAX). Written so a NaN input picks the constant (the x86 maxps/minps rule, one
+    // instruction each); the NaN itself is restored at the end.
+    float xc = select(x > -104.0f, x, -104.0f);
+    xc = select(xc < 89.0f, xc, 89.0f);
+    const float k = round_to_integer(xc * kLog2e);
+    const float r = (xc - k * kLn2Hi) - k * kLn2Lo;
+    const float result = exp_reduced(r, static_cast<int32_t>(k));
     return blend(is_nan(x), x, result);
 }
 
@@ -745,20 +755,7 @@ inline float exp_nonpositive(float t) {
     const float k = shifted - 12582912.0f;
     const int32_t ki = as_bits(shifted) - 0x4b400000;  // k in [-150, 0]
     const float r = (tc - k * kLn2Hi) - k * kLn2Lo;
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    const int32_t k1 = ki >> 1, k2 = ki - k1;  // 2^k as two normal factors: subnormal results stay right
-    // The exponent field is shifted as unsigned: for a NaN t, ki is whatever the NaN's bits give and
-    // k + 127 can be negative, whose signed left shift is undefined (UBSan caught it). The factors
-    // are then garbage, but p is NaN and so is the product, as it must be.
-    const auto two_to = [](int32_t e) { return as_float(static_cast<int32_t>(static_cast<uint32_t>(e + 127) << 23)); };
-    return p * two_to(k1) * two_to(k2);
+    return exp_reduced(r, ki);
 }
 
 // The row maximum for softmax, ignoring NaN (one vmaxps per vector; the NaN-propagating
