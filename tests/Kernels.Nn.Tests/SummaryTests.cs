@@ -11,21 +11,7 @@ namespace Kernels.Nn.Tests;
 public class SummaryTests
 {
     // samples/MnistCnn's network.
-    private static Sequential MnistCnn() => new(
-        new Reshape(1, 28, 28),
-        new Conv2D(1, 32, kernelSize: 3, padding: 1, bias: false, seed: 1),
-        new BatchNorm2D(32),
-        Activation.Relu(),
-        new MaxPool2D(2),
-        new Conv2D(32, 64, kernelSize: 3, padding: 1, bias: false, seed: 2),
-        new BatchNorm2D(64),
-        Activation.Relu(),
-        new MaxPool2D(2),
-        new Flatten(),
-        new Dense(64 * 7 * 7, 128, seed: 4),
-        Activation.Relu(),
-        new Dropout(0.25f, seed: 5),
-        new Dense(128, 10, seed: 6));
+    private static Sequential MnistCnn() => MnistNetworks.Cnn(Device.Cpu);
 
     private static SummaryRow Row(ModelSummary summary, string path) =>
         summary.Rows.SingleOrDefault(r => r.Path == path) ?? throw new AssertionException($"no row '{path}' in:\n{summary}");

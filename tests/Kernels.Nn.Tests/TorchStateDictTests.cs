@@ -46,30 +46,8 @@ public class TorchStateDictTests
         if (code != 0) Assert.Ignore($"python3-torch is not installed (apt-get install python3-torch): {output.Trim().Split('\n')[^1]}");
     }
 
-    /// <summary>samples/MnistCnn's and samples/MnistMlp's networks, as their Program.cs builds them.</summary>
-    private static Sequential Network(string kind) => kind == "cnn"
-        ? new Sequential(
-            new Conv2D(1, 32, kernelSize: 3, padding: 1, bias: false, seed: 1),
-            new BatchNorm2D(32),
-            Activation.Relu(),
-            new MaxPool2D(2),
-            new Conv2D(32, 64, kernelSize: 3, padding: 1, bias: false, seed: 2),
-            new BatchNorm2D(64),
-            Activation.Relu(),
-            new MaxPool2D(2),
-            new Flatten(),
-            new Dense(64 * 7 * 7, 128, weightInit: Initializer.HeUniform, seed: 4),
-            Activation.Relu(),
-            new Dropout(0.25f, seed: 5),
-            new Dense(128, 10, seed: 6))
-        : new Sequential(
-            new Dense(784, 512, weightInit: Initializer.HeUniform, seed: 1),
-            Activation.Relu(),
-            new Dropout(0.2f, seed: 2),
-            new Dense(512, 256, weightInit: Initializer.HeUniform, seed: 3),
-            Activation.Relu(),
-            new Dropout(0.2f, seed: 4),
-            new Dense(256, 10, seed: 5));
+    /// <summary>The samples' own networks (samples/Common/MnistNetworks.cs).</summary>
+    private static Sequential Network(string kind) => kind == "cnn" ? MnistNetworks.Cnn(Device.Cpu) : MnistNetworks.Mlp(Device.Cpu);
 
     private static int[] ArgMax(float[] logits, int classes) =>
         Enumerable.Range(0, logits.Length / classes).Select(r => Array.IndexOf(logits, logits.Skip(r * classes).Take(classes).Max(), r * classes) - r * classes).ToArray();
@@ -104,7 +82,7 @@ public class TorchStateDictTests
     {
         RequireTorch();
         using var network = Network(kind);
-        var shape = kind == "cnn" ? new long[] { 16, 1, 28, 28 } : new long[] { 16, 784 };
+        var shape = new long[] { 16, 784 };   // both samples take flat images
         using var x = Tensor.Uniform(shape, 0, 1, 17);
         using (var y = network.Forward(x)) { }   // training mode: moves the batch-norm statistics
         network.Eval();

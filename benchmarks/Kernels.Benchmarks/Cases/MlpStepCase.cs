@@ -28,14 +28,7 @@ public sealed class MlpStepCase : BenchmarkCase
     public MlpStepCase(CaseSpec spec, Device device, long batch) : base(spec, device)
     {
         this.batch = batch;
-        network = new Sequential(
-            new Dense(784, 512, weightInit: Initializer.HeUniform, seed: 1, device: device),
-            Activation.Relu(),
-            new Dropout(0.2f, seed: 2),
-            new Dense(512, 256, weightInit: Initializer.HeUniform, seed: 3, device: device),
-            Activation.Relu(),
-            new Dropout(0.2f, seed: 4),
-            new Dense(256, 10, seed: 5, device: device));
+        network = MnistNetworks.Mlp(device);
         network.Train();
         optimizer = new Adam(network.Parameters(), learningRate: 1e-3f);
         input = Tensor.FromArray(RandomFloats(batch * 784, 7, 0f, 1f), [batch, 784], device);
