@@ -629,6 +629,30 @@ public class OnnxImportTests
         Assert.That(error.Message, Does.Contain(message).And.StartWith("test.onnx: "));
     }
 
+    /// <summary>Google.Protobuf's parser can throw IndexOutOfRangeException (not InvalidProtocolBufferException) on a
+    /// length prefix near 2^31 (protocolbuffers/protobuf#26856, open); the CI fuzzer found it in a mutated export.
+    /// Import must still answer with InvalidDataException naming the file.</summary>
+    [TestCase("3a 0a 2a ff ff ff ff 07 31 2f 73 71", TestName = "Truncated initializer with a 2^31 length prefix")]
+    [TestCase("3a 08 2a ff ff ff ff 67 2a cc", TestName = "Truncated initializer with an overlong length prefix")]
+    [TestCase("CI_FUZZ", TestName = "The CI fuzzer's 491-byte mutated export")]
+    public void MalformedProtobufIsInvalidDataNamingTheFile(string hex)
+    {
+        var bytes = hex == "CI_FUZZ" ? Convert.FromBase64String(CiFuzzFinding) : Convert.FromHexString(hex.Replace(" ", ""));
+        var error = ImportError(bytes);
+        Assert.That(error, Is.TypeOf<InvalidDataException>(), error.ToString());
+        Assert.That(error.Message, Does.StartWith("test.onnx: not a valid ONNX file"));
+    }
+
+    /// <summary>ReaderFuzzTests, seed 1-yt8UjWoOo2 (exported model seed 4166296, 2 edits, 1 byte mutation).</summary>
+    private const string CiFuzzFinding =
+        "CAgSCktlcm5lbHMuTm4aBzAuMy4wLjA6ywMKJQoFaW5wdXQKCDAud2VpZ2h0CgYwLmJpYXMSATAaATAiBEdlbW0KIgoBMAoHMS9z" +
+        "cXJ0MhIIMS9zY2FsZWQaBTEvRGl2IgNEaXYKHQoIMS9zY2FsZWQSBTEvZXJmGgUxL0VyZiIDRXJmCiYKBTEvZXJmCgUxL29uZRIK" +
+        "MS9wbHVzX29uZRoFMS9BZGQiA0FkZAomCgEwCgoxL3BsdXNfb25lEgkxL3RpbWVzX3gaBTEvTXVsIgNNdWwKIwoJMS90aW1lc194" +
+        "CgYxL2hhbGYSATEaBjEvSGFsZiIDTXVsCikKBG11bDAKCDIud2VpZ2h0CgYyLmJpYXMSBm91dHB1dBoBMiIER2VtbRIEbWFpbioS" +
+        "CAEQAUIGMC5iaWFzSgQAAAAAKoX+//8HMS9zcXJ0MkoE8wS1PyoPEAFCBTEvb25lSgQAAIA/KhAQAUIGMS9oYWxmSgQAAAA/Kh4I" +
+        "AQgDEAFCCDIud2VpZ2h0SgzO7Rk//MqEP6Tyzb4qGggDEAFCBjIuYmlhc0oMAAAAAAAAAAAAAAAAWhgKBWlucHV0Eg8KDQgBEgkK" +
+        "AxIBTgoCCAFiGQoGb3V0cHV0Eg8KDQgBEgkKAxIBTgoCCANCBAoAEBE=";
+
     [Test]
     public void ALongChainImportsAndRuns()
     {

@@ -44,7 +44,11 @@ public static partial class Onnx
         {
             proto = ModelProto.Parser.ParseFrom(model);
         }
-        catch (InvalidProtocolBufferException e)
+        // Google.Protobuf's own error is InvalidProtocolBufferException, but on some malformed inputs its parser
+        // throws others: IndexOutOfRangeException for a length prefix near 2^31 (protocolbuffers/protobuf#26856,
+        // open; our fuzzer found it), and ArgumentException / InvalidOperationException in older releases (#5513).
+        // All of them mean the bytes are not a protobuf ModelProto.
+        catch (Exception e) when (e is InvalidProtocolBufferException or IndexOutOfRangeException or ArgumentException or InvalidOperationException)
         {
             throw new InvalidDataException($"{source}: not a valid ONNX file (protobuf: {e.Message})", e);
         }
