@@ -1108,6 +1108,69 @@ KN_API kn_status kn_adam_step_f32(kn_buffer* param, const kn_buffer* grad, kn_bu
     });
 }
 
+KN_API kn_status kn_adam_step_many_f32(int64_t count, kn_buffer* const* param, const kn_buffer* const* grad,
+                                       kn_buffer* const* m, kn_buffer* const* v, const int64_t* n, float lr,
+                                       float beta1, float beta2, float eps, float weight_decay,
+                                       int32_t decoupled_weight_decay, int64_t step) {
+    return guarded([&] {
+        const char* fn = "adam_step_many";
+        check_non_negative(count, fn, "count");
+        check_rates(fn, {{"lr", lr}, {"eps", eps}, {"weight_decay", weight_decay}});
+        if (!(beta1 >= 0.0f && beta1 < 1.0f)) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": beta1 = ", beta1, " is outside [0, 1)");
+        if (!(beta2 >= 0.0f && beta2 < 1.0f)) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": beta2 = ", beta2, " is outside [0, 1)");
+        if (step < 1) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": step = ", step, " must be >= 1 (the first update is step 1)");
+        if (count == 0) return;
+        const kn_buffer* const* arrays[4] = {param, grad, m, v};
+        static constexpr const char* kNames[4] = {"param", "grad", "m", "v"};
+        for (int k = 0; k < 4; ++k)
+            if (!arrays[k]) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": the array '", kNames[k], "' is NULL (count = ", count, ")");
+        if (!n) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": the array 'n' is NULL (count = ", count, ")");
+        // Reused between calls so a training step allocates nothing here after its first one.
+        thread_local std::vector<kn::AdamArgs> tensors;
+        thread_local std::vector<std::pair<const kn_buffer*, int64_t>> seen;  // (handle, 4 * tensor + array)
+        tensors.clear();
+        seen.clear();
+        Device* device = nullptr;
+        int64_t device_from = 0;  // the operand (4 * tensor + array) that named the device
+        for (int64_t t = 0; t < count; ++t) {
+            if (n[t] < 0) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": n[", t, "] = ", n[t], " is negative");
+            Buffer* b[4];
+            for (int k = 0; k < 4; ++k) {
+                const kn_buffer* h = arrays[k][t];
+                if (!h) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": buffer ", kNames[k], "[", t, "] is NULL");
+                b[k] = buffers().find(h);
+                if (!b[k])
+                    fail(KN_ERROR_INVALID_ARGUMENT, fn, ": buffer ", kNames[k], "[", t,
+                         "] is not a live buffer (already freed, or not created by kn_buffer_create)");
+                if (!device) device = b[k]->device;
+                else if (b[k]->device != device)
+                    fail(KN_ERROR_DEVICE_MISMATCH, fn, ": ", kNames[device_from % 4], "[", device_from / 4, "] is on ",
+                         device->name, " but ", kNames[k], "[", t, "] is on ", b[k]->device->name,
+                         "; move them to one device first");
+                if (b[k]->bytes / 4 < n[t])
+                    fail(KN_ERROR_SHAPE_MISMATCH, fn, ": buffer ", kNames[k], "[", t, "] holds ", b[k]->bytes / 4,
+                         " float32 elements (", b[k]->bytes, " bytes) but n[", t, "] = ", n[t], " needs ", n[t]);
+                seen.emplace_back(h, 4 * t + k);
+            }
+            if (n[t] > 0)
+                tensors.push_back({b[0]->memory, b[1]->memory, b[2]->memory, b[3]->memory, n[t], lr, beta1, beta2, eps,
+                                   weight_decay, decoupled_weight_decay != 0, step});
+        }
+        // No buffer twice in the whole call: the tensors are updated in parallel, so even two
+        // tensors sharing a moment buffer would race.
+        std::sort(seen.begin(), seen.end());
+        for (size_t i = 1; i < seen.size(); ++i)
+            if (seen[i].first == seen[i - 1].first) {
+                int64_t a = seen[i - 1].second, c = seen[i].second;
+                fail(KN_ERROR_INVALID_ARGUMENT, fn, ": ", kNames[a % 4], "[", a / 4, "] and ", kNames[c % 4], "[", c / 4,
+                     "] are the same buffer");
+            }
+        if (tensors.empty()) return;
+        std::lock_guard<std::mutex> lock(device->mutex);
+        device->adam_step_many_f32({tensors.data(), static_cast<int64_t>(tensors.size())});
+    });
+}
+
 KN_API kn_status kn_rmsprop_step_f32(kn_buffer* param, const kn_buffer* grad, kn_buffer* square_avg,
                                      kn_buffer* velocity, int64_t n, float lr, float alpha, float eps,
                                      float weight_decay, float momentum) {

@@ -209,6 +209,13 @@ struct AdamArgs {
     int64_t step;        // >= 1
 };
 
+// kn_adam_step_many_f32: count tensors, each an AdamArgs with its own param/grad/m/v and n >= 1
+// (the API drops empty ones) and the same hyper-parameters and step in every entry.
+struct AdamManyArgs {
+    const AdamArgs* tensors;
+    int64_t count;       // >= 1
+};
+
 struct RmspropArgs {
     void* param; const void* grad; void* square_avg; void* velocity;  // velocity null when momentum == 0
     int64_t n;
@@ -389,6 +396,7 @@ struct GruCellBackwardArgs {
     X(clamp_f32, ClampArgs)                                    /* training | elementwise.cl  */ \
     X(sgd_step_f32, SgdArgs)                                   /* training | elementwise.cl  */ \
     X(adam_step_f32, AdamArgs)                                 /* training | elementwise.cl  */ \
+    X(adam_step_many_f32, AdamManyArgs)                        /* training | elementwise.cl  */ \
     X(rmsprop_step_f32, RmspropArgs)                           /* training | elementwise.cl  */ \
     X(adagrad_step_f32, AdagradArgs)                           /* training | elementwise.cl  */ \
     X(conv2d_f32, Conv2dArgs)                                  /* conv                       */ \

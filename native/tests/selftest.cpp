@@ -1401,6 +1401,60 @@ void optimizer_case(Context& cx, const OptimizerCase& o, int64_t n) {
     });
 }
 
+// kn_adam_step_many_f32 against one kn_adam_step_f32 per tensor on copies of the same data: the
+// per-tensor call is checked against float64 above, so equality here carries that check over. On
+// the CPU and OpenCL both calls run the same loop for every element, so the results must agree bit
+// for bit; CUDA runs a different kernel (the multi-tensor one), where the compiler may contract the
+// float operations differently, so it is held to the per-tensor bound of 16 eps times the magnitude.
+void adam_many_case(Context& cx, const char* label, std::vector<int64_t> sizes, bool decoupled, int64_t step) {
+    std::string name = std::string("optimizer adam_step_many ") + label + " (" + std::to_string(sizes.size()) + " tensors)";
+    cx.report.run(name, [&] {
+        Problems problems;
+        Rng rng(seed_of(name));
+        const bool exact = cx.kind != KN_DEVICE_CUDA;
+        const float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, wd = 0.01f;
+        using Arrays = std::vector<std::unique_ptr<DeviceArray<float>>>;
+        Arrays many[4], single[4];  // param, grad, m, v
+        for (int64_t n : sizes) {
+            std::vector<float> init[4] = {uniform(rng, n, -1, 1), uniform(rng, n, -1, 1), uniform(rng, n, -0.1, 0.1),
+                                          uniform(rng, n, 0, 0.01)};
+            for (int k = 0; k < 4; ++k) {
+                many[k].push_back(std::make_unique<DeviceArray<float>>(cx.device, init[k]));
+                single[k].push_back(std::make_unique<DeviceArray<float>>(cx.device, init[k]));
+            }
+        }
+        std::vector<kn_buffer*> handles[4];
+        for (int k = 0; k < 4; ++k)
+            for (auto& a : many[k]) handles[k].push_back(a->get());
+        const int64_t count = static_cast<int64_t>(sizes.size());
+        expect_ok(kn_adam_step_many_f32(count, handles[0].data(), const_cast<const kn_buffer* const*>(handles[1].data()),
+                                        handles[2].data(), handles[3].data(), sizes.data(), lr, beta1, beta2, eps, wd,
+                                        decoupled, step),
+                  "kn_adam_step_many_f32");
+        for (size_t t = 0; t < sizes.size(); ++t)
+            expect_ok(kn_adam_step_f32(single[0][t]->get(), single[1][t]->get(), single[2][t]->get(), single[3][t]->get(),
+                                       sizes[t], lr, beta1, beta2, eps, wd, decoupled, step),
+                      "kn_adam_step_f32");
+        static const char* names[4] = {"param", "grad", "m", "v"};
+        for (size_t t = 0; t < sizes.size(); ++t)
+            for (int k = 0; k < 4; ++k) {
+                std::vector<float> got = many[k][t]->read(), want = single[k][t]->read();
+                std::string what = std::string(names[k]) + "[" + std::to_string(t) + "] (n=" + std::to_string(sizes[t]) + ")";
+                if (exact) {
+                    // Bit for bit, guard zone included (nothing written past n).
+                    if (std::memcmp(got.data(), want.data(), got.size() * sizeof(float)) != 0)
+                        problems.add(first_changed(got, want, 0, static_cast<int64_t>(got.size()), (what + " vs per-tensor:").c_str()));
+                } else {
+                    problems.add(compare(sizes[t], [&](int64_t i) { return got[i]; }, [&](int64_t i) { return double(want[i]); },
+                                         [&](int64_t i) { return 16 * kEps * (std::fabs(double(want[i])) + 1.0); })
+                                     .describe(what.c_str()));
+                    problems.add(guard_violation(got, *many[k][t], what.c_str()));
+                }
+            }
+        return problems;
+    });
+}
+
 void test_optimizers(Context& cx) {
     for (int64_t n : {int64_t{1}, int64_t{33}, int64_t{1000}, cx.quick ? int64_t{4099} : int64_t{65539}}) {
         clamp_case(cx, n, -0.5f, 1.25f, false);
@@ -1463,6 +1517,18 @@ void test_optimizers(Context& cx) {
     for (const auto& o : cases)
         for (int64_t n : {int64_t{1}, int64_t{33}, cx.quick ? int64_t{1000} : int64_t{65539}}) optimizer_case(cx, o, n);
     optimizer_case(cx, cases[0], 0);
+
+    // Sizes that break the 16K-element chunks of the CPU pool: empty tensors, one element, a prime,
+    // a tensor crossing a chunk edge, tensors smaller than one SIMD vector between large ones.
+    adam_many_case(cx, "0,1,7,4097", {0, 1, 7, 4097}, false, 1);
+    adam_many_case(cx, "mlp-like adamw", {784 * 51, 512, 512 * 25, 256, 2560, 10}, true, 10);
+    adam_many_case(cx, "chunk-spanning", {16383, 3, 16385, 0, 1, cx.quick ? int64_t{4099} : int64_t{40009}, 5}, false, 1000);
+    {
+        std::vector<int64_t> many_small;  // more tensors than one CUDA launch takes (64)
+        for (int i = 0; i < 70; ++i) many_small.push_back(1 + (i * 37) % 129);
+        adam_many_case(cx, "70 small", many_small, true, 3);
+    }
+    adam_many_case(cx, "none", {}, false, 1);
 }
 
 // =================================================================================================

@@ -1,18 +1,20 @@
 // training.cpp: the kernels a training step needs around the big ones, on the CPU:
 // fused cross-entropy (log-softmax + NLL) forward/backward, Philox dropout, clamp, and one fused
-// pass per optimizer update (SGD, Adam/AdamW, RMSprop, Adagrad).
+// pass per optimizer update (SGD, Adam/AdamW, RMSprop, Adagrad; their loops in optimizer_impl.h).
 //
 // All of them are memory-bound: an Adam step reads param, grad, m, v and writes param, m, v, so 28
 // bytes per element for ~15 flops. The loops are written so the compiler vectorises them (no
-// branches on data, restrict pointers), and they run on the thread pool in chunks of 16K elements
+// branches on data, restrict pointers; the optimizers once per instruction set), and they run on the thread pool in chunks of 16K elements
 // (64 KB per array: large enough to amortise the ~5 us hand-off, small enough for L2).
 #include "cpu_kernels.h"
+#include "optimizer.h"
 #include "span_kernels.h"
 #include "thread_pool.h"
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 namespace kn::cpu {
 namespace {
@@ -92,42 +94,73 @@ void clamp_f32(const ClampArgs& a) {
     });
 }
 
+// The optimizer updates: the loops live in optimizer_impl.h (compiled per instruction set); here
+// they are threaded in chunks of kGrain elements.
+
 void sgd_step_f32(const SgdArgs& a) {
     float* p = static_cast<float*>(a.param);
     const float* grad = static_cast<const float*>(a.grad);
     float* vel = static_cast<float*>(a.velocity);
-    for_chunks(a.n, [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) {
-            float g = grad[i] + a.weight_decay * p[i];
-            if (vel) {
-                float v = a.first_step ? g : a.momentum * vel[i] + (1.0f - a.dampening) * g;
-                vel[i] = v;
-                g = a.nesterov ? g + a.momentum * v : v;
-            }
-            p[i] -= a.lr * g;
-        }
-    });
+    const OptimizerKernels& k = optimizer_kernels();
+    for_chunks(a.n, [&](int64_t b, int64_t e) { k.sgd(a, p + b, grad + b, vel ? vel + b : nullptr, e - b); });
 }
+
+namespace {
+
+AdamConstants adam_constants(const AdamArgs& a) {
+    AdamConstants k;
+    k.lr = a.lr;
+    k.beta1 = a.beta1;
+    k.beta2 = a.beta2;
+    k.eps = a.eps;
+    k.decay = a.decoupled_weight_decay ? 1.0f - a.lr * a.weight_decay : 1.0f;
+    k.l2 = a.decoupled_weight_decay ? 0.0f : a.weight_decay;
+    // Bias corrections in double: beta2^t for t in the millions underflows gracefully to 0.
+    k.c1 = static_cast<float>(1.0 / (1.0 - std::pow(static_cast<double>(a.beta1), static_cast<double>(a.step))));
+    k.c2 = static_cast<float>(1.0 / (1.0 - std::pow(static_cast<double>(a.beta2), static_cast<double>(a.step))));
+    return k;
+}
+
+}  // namespace
 
 void adam_step_f32(const AdamArgs& a) {
     float* p = static_cast<float*>(a.param);
     const float* grad = static_cast<const float*>(a.grad);
     float* m = static_cast<float*>(a.m);
     float* v = static_cast<float*>(a.v);
-    // Bias corrections in double: beta2^t for t in the millions underflows gracefully to 0.
-    const float c1 = static_cast<float>(1.0 / (1.0 - std::pow(static_cast<double>(a.beta1), static_cast<double>(a.step))));
-    const float c2 = static_cast<float>(1.0 / (1.0 - std::pow(static_cast<double>(a.beta2), static_cast<double>(a.step))));
-    const float decay = a.decoupled_weight_decay ? 1.0f - a.lr * a.weight_decay : 1.0f;
-    const float l2 = a.decoupled_weight_decay ? 0.0f : a.weight_decay;
-    for_chunks(a.n, [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) {
-            float w = p[i] * decay;
-            float g = grad[i] + l2 * p[i];
-            float mi = a.beta1 * m[i] + (1.0f - a.beta1) * g;
-            float vi = a.beta2 * v[i] + (1.0f - a.beta2) * g * g;
-            m[i] = mi;
-            v[i] = vi;
-            p[i] = w - a.lr * (mi * c1) / (std::sqrt(vi * c2) + a.eps);
+    const AdamConstants k = adam_constants(a);
+    const OptimizerKernels& kernels = optimizer_kernels();
+    for_chunks(a.n, [&](int64_t b, int64_t e) { kernels.adam(k, p + b, grad + b, m + b, v + b, e - b); });
+}
+
+// All tensors in one pool dispatch: the chunks run over the concatenation of the tensors' elements
+// (a chunk may span several tensors), so a model's six small tensors cost one hand-off, not six.
+// Each element gets the same arithmetic as adam_step_f32 gives it, so the results are identical.
+void adam_step_many_f32(const AdamManyArgs& a) {
+    if (a.count == 0) return;
+    const AdamConstants k = adam_constants(a.tensors[0]);  // the hyper-parameters are the same in every entry
+    const OptimizerKernels& kernels = optimizer_kernels();
+    // first[t]: where tensor t starts in the concatenation (first[count] = total). On the stack for
+    // up to 16 tensors; a reused thread-local vector beyond, so a step allocates nothing here.
+    int64_t small[17];
+    thread_local std::vector<int64_t> large;
+    int64_t* first = small;
+    if (a.count + 1 > 17) {
+        large.resize(static_cast<size_t>(a.count + 1));
+        first = large.data();
+    }
+    first[0] = 0;
+    for (int64_t t = 0; t < a.count; ++t) first[t + 1] = first[t] + a.tensors[t].n;
+    for_chunks(first[a.count], [&](int64_t b, int64_t e) {
+        // The tensor holding element b: the last t with first[t] <= b (every n >= 1, so first rises).
+        int64_t t = std::upper_bound(first, first + a.count + 1, b) - first - 1;
+        while (b < e) {
+            const AdamArgs& x = a.tensors[t];
+            const int64_t begin = b - first[t], end = std::min(e, first[t + 1]) - first[t];
+            kernels.adam(k, static_cast<float*>(x.param) + begin, static_cast<const float*>(x.grad) + begin,
+                         static_cast<float*>(x.m) + begin, static_cast<float*>(x.v) + begin, end - begin);
+            b = first[t] + end;
+            ++t;
         }
     });
 }
@@ -137,19 +170,9 @@ void rmsprop_step_f32(const RmspropArgs& a) {
     const float* grad = static_cast<const float*>(a.grad);
     float* sq = static_cast<float*>(a.square_avg);
     float* vel = static_cast<float*>(a.velocity);
+    const OptimizerKernels& k = optimizer_kernels();
     for_chunks(a.n, [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) {
-            float g = grad[i] + a.weight_decay * p[i];
-            float s = a.alpha * sq[i] + (1.0f - a.alpha) * g * g;
-            sq[i] = s;
-            float step = g / (std::sqrt(s) + a.eps);
-            if (vel) {
-                float v = a.momentum * vel[i] + step;
-                vel[i] = v;
-                step = v;
-            }
-            p[i] -= a.lr * step;
-        }
+        k.rmsprop(a, p + b, grad + b, sq + b, vel ? vel + b : nullptr, e - b);
     });
 }
 
@@ -157,14 +180,8 @@ void adagrad_step_f32(const AdagradArgs& a) {
     float* p = static_cast<float*>(a.param);
     const float* grad = static_cast<const float*>(a.grad);
     float* sum = static_cast<float*>(a.sum);
-    for_chunks(a.n, [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) {
-            float g = grad[i] + a.weight_decay * p[i];
-            float s = sum[i] + g * g;
-            sum[i] = s;
-            p[i] -= a.lr * g / (std::sqrt(s) + a.eps);
-        }
-    });
+    const OptimizerKernels& k = optimizer_kernels();
+    for_chunks(a.n, [&](int64_t b, int64_t e) { k.adagrad(a, p + b, grad + b, sum + b, e - b); });
 }
 
 }  // namespace kn::cpu

@@ -206,6 +206,78 @@ cudaError_t adam_step_f32(const AdamArgs& a, const LaunchContext& ctx) {
     return cudaGetLastError();
 }
 
+namespace {
+
+// kn_adam_step_many_f32 as PyTorch's multi_tensor_apply does it: the pointers and sizes of up to
+// kAdamManyTensors tensors travel in the kernel's parameters (by value; 4 KB of parameter space,
+// this record is ~2.6 KB), one launch per such group. The grid strides over the concatenation of
+// the group's elements; each thread finds its tensor once by binary search over first[] and then
+// walks forward, as its index only grows.
+constexpr int kAdamManyTensors = 64;
+struct AdamManyTable {
+    float* param[kAdamManyTensors];
+    const float* grad[kAdamManyTensors];
+    float* m[kAdamManyTensors];
+    float* v[kAdamManyTensors];
+    int64_t first[kAdamManyTensors + 1];  // tensor t holds elements [first[t], first[t + 1])
+    int count;
+};
+static_assert(sizeof(AdamManyTable) + 64 <= 4096, "kernel parameters are limited to 4 KB");
+
+__global__ void adam_many_kernel(AdamManyTable table, float lr, float beta1, float beta2, float eps, float decay,
+                                 float l2, float c1, float c2) {
+    const int64_t total = table.first[table.count];
+    int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+    if (i >= total) return;
+    int lo = 0, hi = table.count - 1;  // the last t with first[t] <= i
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (table.first[mid] <= i) lo = mid; else hi = mid - 1;
+    }
+    int t = lo;
+    for (; i < total; i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+        while (i >= table.first[t + 1]) ++t;
+        const int64_t j = i - table.first[t];
+        float* p = table.param[t];
+        float w = p[j];
+        float g = table.grad[t][j] + l2 * w;
+        float mi = beta1 * table.m[t][j] + (1.0f - beta1) * g;
+        float vi = beta2 * table.v[t][j] + (1.0f - beta2) * g * g;
+        table.m[t][j] = mi;
+        table.v[t][j] = vi;
+        p[j] = w * decay - lr * (mi * c1) / (sqrtf(vi * c2) + eps);
+    }
+}
+
+}  // namespace
+
+cudaError_t adam_step_many_f32(const AdamManyArgs& a, const LaunchContext& ctx) {
+    if (a.count == 0) return cudaSuccess;
+    const AdamArgs& h = a.tensors[0];  // the hyper-parameters are the same in every entry
+    const float c1 = static_cast<float>(1.0 / (1.0 - std::pow(static_cast<double>(h.beta1), static_cast<double>(h.step))));
+    const float c2 = static_cast<float>(1.0 / (1.0 - std::pow(static_cast<double>(h.beta2), static_cast<double>(h.step))));
+    const float decay = h.decoupled_weight_decay ? 1.0f - h.lr * h.weight_decay : 1.0f;
+    const float l2 = h.decoupled_weight_decay ? 0.0f : h.weight_decay;
+    for (int64_t start = 0; start < a.count; start += kAdamManyTensors) {
+        AdamManyTable table;
+        table.count = static_cast<int>(a.count - start < kAdamManyTensors ? a.count - start : kAdamManyTensors);
+        table.first[0] = 0;
+        for (int t = 0; t < table.count; ++t) {
+            const AdamArgs& x = a.tensors[start + t];
+            table.param[t] = static_cast<float*>(x.param);
+            table.grad[t] = static_cast<const float*>(x.grad);
+            table.m[t] = static_cast<float*>(x.m);
+            table.v[t] = static_cast<float*>(x.v);
+            table.first[t + 1] = table.first[t] + x.n;
+        }
+        adam_many_kernel<<<grid_for(table.first[table.count], ctx), TRAINING_BLOCK, 0, ctx.stream>>>(
+            table, h.lr, h.beta1, h.beta2, h.eps, decay, l2, c1, c2);
+        cudaError_t e = cudaGetLastError();
+        if (e != cudaSuccess) return e;
+    }
+    return cudaSuccess;
+}
+
 cudaError_t rmsprop_step_f32(const RmspropArgs& a, const LaunchContext& ctx) {
     rmsprop_kernel<<<grid_for(a.n, ctx), TRAINING_BLOCK, 0, ctx.stream>>>(a);
     return cudaGetLastError();

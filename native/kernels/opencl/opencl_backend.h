@@ -135,6 +135,8 @@ inline void dropout_backward_f32(const DropoutArgs& args, Queue& q) { dropout_f3
 void clamp_f32(const ClampArgs& args, Queue& q);
 void sgd_step_f32(const SgdArgs& args, Queue& q);
 void adam_step_f32(const AdamArgs& args, Queue& q);
+// OpenCL cannot put buffers (cl_mem) in an array a kernel reads: one adam_step launch per tensor.
+void adam_step_many_f32(const AdamManyArgs& args, Queue& q);
 void rmsprop_step_f32(const RmspropArgs& args, Queue& q);
 void adagrad_step_f32(const AdagradArgs& args, Queue& q);
 // gather_launch.cpp (gather.cl): gather rows and the deterministic scatter-add

@@ -1,0 +1,8 @@
+// optimizer_avx512.cpp: the optimizer span kernels (optimizer_impl.h) compiled for AVX-512, 16 floats per
+// instruction. Entered only after simd_level() has seen the instruction set in CPUID.
+#include "cpu_kernels.h"
+
+#if KN_CPU_X86
+#define KN_ISA avx512
+#include "optimizer_impl.h"
+#endif
