@@ -1649,6 +1649,47 @@ void test_errors(Context& cx) {
     DeviceArray<float> big2(cx.device, std::vector<float>(4096, 1.0f));
     DeviceArray<float> big3(cx.device, std::vector<float>(4096, 1.0f));
 
+    // kn_adam_step_many_f32: the message names the tensor index of the bad operand. Two valid
+    // tensors (p, g, m, v); each case breaks one thing.
+    {
+        DeviceArray<float> m0(cx.device, std::vector<float>(4096, 0.0f)), v0(cx.device, std::vector<float>(4096, 0.0f));
+        DeviceArray<float> m1(cx.device, std::vector<float>(4096, 0.0f)), v1(cx.device, std::vector<float>(4096, 0.0f));
+        kn_buffer* p[2] = {big.get(), big3.get()};
+        const kn_buffer* g[2] = {big2.get(), small.get()};
+        kn_buffer* m[2] = {m0.get(), m1.get()};
+        kn_buffer* v[2] = {v0.get(), v1.get()};
+        int64_t n[2] = {100, 5};
+        auto call = [&](kn_buffer* const* pp, kn_buffer* const* mm, kn_buffer* const* vv, const int64_t* nn, int64_t step) {
+            return kn_adam_step_many_f32(2, pp, g, mm, vv, nn, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f, 0, step);
+        };
+        error_case("adam_step_many same m buffer in two tensors", [&] {
+            kn_buffer* shared[2] = {m0.get(), m0.get()};
+            return expect_error(cx, call(p, shared, v, n, 1), KN_ERROR_INVALID_ARGUMENT, {"m[0] and m[1]", "same buffer"});
+        });
+        error_case("adam_step_many grad[1] too small", [&] {
+            int64_t n_big[2] = {100, 1000};
+            return expect_error(cx, call(p, m, v, n_big, 1), KN_ERROR_SHAPE_MISMATCH, {"grad[1]", "1000"});
+        });
+        error_case("adam_step_many NULL v[1]", [&] {
+            kn_buffer* v_null[2] = {v0.get(), nullptr};
+            return expect_error(cx, call(p, m, v_null, n, 1), KN_ERROR_INVALID_ARGUMENT, {"v[1]", "NULL"});
+        });
+        error_case("adam_step_many negative n[1]", [&] {
+            int64_t n_neg[2] = {4, -3};
+            return expect_error(cx, call(p, m, v, n_neg, 1), KN_ERROR_INVALID_ARGUMENT, {"n[1]", "-3"});
+        });
+        error_case("adam_step_many step 0", [&] {
+            return expect_error(cx, call(p, m, v, n, 0), KN_ERROR_INVALID_ARGUMENT, {"step"});
+        });
+        if (cx.other) {
+            DeviceArray<float> remote(cx.other, std::vector<float>(16, 0.0f));
+            error_case("adam_step_many param[1] on another device", [&] {
+                kn_buffer* p_remote[2] = {big.get(), remote.get()};
+                return expect_error(cx, call(p_remote, m, v, n, 1), KN_ERROR_DEVICE_MISMATCH, {"param[1]"});
+            });
+        }
+    }
+
     // GEMM: A is 13x17 but its buffer holds 24 floats; B and C fit.
     error_case("gemm A buffer too small", [&] {
         kn_status s = kn_gemm_f32(KN_NO_TRANSPOSE, KN_NO_TRANSPOSE, 13, 11, 17, 1.0f, small.get(), 17, 0, big.get(), 11,
