@@ -539,6 +539,19 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(Library)]
     internal static partial Status kn_adam_step_f32(nint param, nint grad, nint m, nint v, long n, float lr, float beta1, float beta2, float eps, float weight_decay, int decoupled_weight_decay, long step);
 
+    // kn_status kn_adam_step_many_f32(int64_t count, kn_buffer*const* param, const kn_buffer*const* grad, kn_buffer*const* m, kn_buffer*const* v, const int64_t* n, float lr, float beta1, float beta2, float eps, float weight_decay, int32_t decoupled_weight_decay, int64_t step);
+    /// <summary>
+    /// kn_adam_step_f32 over count tensors in one call: tensor i is (param[i], grad[i], m[i], v[i]) of n[i]
+    /// elements, all with the same hyper-parameters and step; each element gets exactly the update
+    /// kn_adam_step_f32 would give it. Every buffer on one device; no buffer appears twice anywhere in
+    /// the call; n[i] &gt;= 0 (empty tensors are skipped); count &gt;= 0. The CPU runs all tensors in one
+    /// thread-pool dispatch, CUDA in one launch per group of up to 64 tensors (their pointers travel as
+    /// kernel parameters); OpenCL cannot pass buffers in an array, so it launches once per tensor.
+    /// Errors name the tensor index ("grad[3] holds ...", "m[0] and v[2] are the same buffer").
+    /// </summary>
+    [LibraryImport(Library)]
+    internal static partial Status kn_adam_step_many_f32(long count, nint* param, nint* grad, nint* m, nint* v, long* n, float lr, float beta1, float beta2, float eps, float weight_decay, int decoupled_weight_decay, long step);
+
     // kn_status kn_rmsprop_step_f32(kn_buffer* param, const kn_buffer* grad, kn_buffer* square_avg, KN_OPTIONAL kn_buffer* velocity, int64_t n, float lr, float alpha, float eps, float weight_decay, float momentum);
     /// <summary>
     /// RMSprop: g = grad + weight_decay * param; square_avg = alpha * square_avg + (1 - alpha) g^2;

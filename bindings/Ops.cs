@@ -193,6 +193,78 @@ public static unsafe partial class Ops
         SafeNativeMethods.kn_adam_step_f32(param, grad, m, v, n, lr, beta1, beta2, eps, weightDecay, decoupledWeightDecay ? 1 : 0, step);
 
     /// <summary>
+    /// <see cref="AdamStep"/> over many tensors in one native call: tensor i is (<paramref name="param"/>[i],
+    /// <paramref name="grad"/>[i], <paramref name="m"/>[i], <paramref name="v"/>[i]) of <paramref name="n"/>[i]
+    /// elements, with the same hyper-parameters and step for all. Each element gets exactly the update
+    /// <see cref="AdamStep"/> gives it; the CPU runs all tensors in one thread-pool dispatch, CUDA in one launch
+    /// per 64 tensors. All buffers on one device, none twice. Allocates nothing for up to 256 tensors.
+    /// </summary>
+    /// <exception cref="ArgumentException">The spans differ in length.</exception>
+    /// <exception cref="ArgumentNullException">A buffer is null (named as "grad[3]").</exception>
+    /// <exception cref="ObjectDisposedException">A buffer was disposed.</exception>
+    public static void AdamStepMany(ReadOnlySpan<DeviceBuffer> param, ReadOnlySpan<DeviceBuffer> grad, ReadOnlySpan<DeviceBuffer> m,
+                                    ReadOnlySpan<DeviceBuffer> v, ReadOnlySpan<long> n, float lr, float beta1, float beta2, float eps,
+                                    float weightDecay, bool decoupledWeightDecay, long step)
+    {
+        int count = param.Length;
+        if (grad.Length != count || m.Length != count || v.Length != count || n.Length != count)
+            throw new ArgumentException($"AdamStepMany: param, grad, m, v and n must have one entry per tensor; got {param.Length}, " +
+                                        $"{grad.Length}, {m.Length}, {v.Length} and {n.Length}");
+        // Four handle arrays of count each, on the stack (256 tensors = 8 KB) or, beyond, on the heap.
+        Span<nint> handles = count <= 256 ? stackalloc nint[4 * count] : new nint[4 * count];
+        // The buffers' SafeHandles hold a reference for the length of the call (as BufferLease does).
+        int leased = 0;
+        try
+        {
+            for (int k = 0; k < 4; k++)
+            {
+                ReadOnlySpan<DeviceBuffer> array = k switch { 0 => param, 1 => grad, 2 => m, _ => v };
+                for (int i = 0; i < count; i++)
+                {
+                    handles[k * count + i] = AddRef(array[i], k, i);
+                    leased++;
+                }
+            }
+            fixed (nint* h = handles)
+            fixed (long* sizes = n)
+            {
+                Ensure.Success(NativeMethods.kn_adam_step_many_f32(count, h, h + count, h + 2 * count, h + 3 * count, sizes, lr, beta1,
+                                                                   beta2, eps, weightDecay, decoupledWeightDecay ? 1 : 0, step));
+            }
+        }
+        finally
+        {
+            for (int j = 0; j < leased; j++)
+            {
+                int k = j / count, i = j % count;
+                ReadOnlySpan<DeviceBuffer> array = k switch { 0 => param, 1 => grad, 2 => m, _ => v };
+                array[i].Handle.DangerousRelease();
+            }
+        }
+    }
+
+    /// <summary>Adds a reference to the buffer's handle and returns the kn_buffer*; the name ("grad[3]") is built only for the exception.</summary>
+    static nint AddRef(DeviceBuffer? buffer, int array, int index)
+    {
+        string Name() => $"{(array switch { 0 => "param", 1 => "grad", 2 => "m", _ => "v" })}[{index}]";
+        if (buffer is null)
+            throw new ArgumentNullException(Name());
+        BufferHandle handle = buffer.Handle;
+        bool added = false;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+        }
+        catch (ObjectDisposedException)
+        {
+            added = false;
+        }
+        if (!added)
+            throw new ObjectDisposedException(nameof(DeviceBuffer), $"The buffer '{Name()}' ({buffer.Bytes} bytes on {buffer.Device.Name}) was disposed.");
+        return handle.DangerousGetHandle();
+    }
+
+    /// <summary>
     /// One fused RMSprop update: square_avg = alpha * square_avg + (1 - alpha) g^2, then param moves by
     /// lr * g / (sqrt(square_avg) + eps), through a momentum buffer when momentum &gt; 0.
     /// <paramref name="velocity"/> may be null when momentum is 0.

@@ -87,6 +87,83 @@ public class OptimizerTests
         AssertClose(actual, p, decoupled ? "AdamW" : "Adam");
     }
 
+    /// <summary>
+    /// Adam / AdamW make one kn_adam_step_many_f32 call for all parameters of a model; it must give
+    /// every element exactly what one kn_adam_step_f32 per parameter gives (the CPU runs the same
+    /// loop for both), over three steps of a two-layer network whose 20000-element weight spans the
+    /// CPU pool's 16K chunks.
+    /// </summary>
+    [TestCase(false)]
+    [TestCase(true)]
+    public void Adam_over_a_model_in_one_call_equals_one_call_per_parameter(bool decoupled)
+    {
+        using var model = new Sequential(new Dense(100, 200, seed: 1), Activation.Tanh(), new Dense(200, 7, seed: 2));
+        var parameters = model.Parameters().ToArray();
+        Assert.That(parameters.Select(p => p.Count), Is.EqualTo(new long[] { 20000, 200, 1400, 7 }), "the shapes the test means to cover");
+        var copies = parameters.Select(p => DeviceBuffer.FromArray(p.Device, p.ToArray())).ToArray();
+        var m = parameters.Select(p => DeviceBuffer.FromArray(p.Device, new float[p.Count])).ToArray();
+        var v = parameters.Select(p => DeviceBuffer.FromArray(p.Device, new float[p.Count])).ToArray();
+        try
+        {
+            using Optimizer optimizer = decoupled ? new AdamW(model.Parameters(), 0.01f, weightDecay: 0.05f)
+                                                  : new Adam(model.Parameters(), 0.01f, weightDecay: 0.05f);
+            var input = new float[5 * 100];
+            for (int i = 0; i < input.Length; i++) input[i] = MathF.Sin(i * 0.37f);
+            for (int step = 1; step <= 3; step++)
+            {
+                optimizer.ZeroGrad();
+                using (var scope = new DisposeScope())
+                {
+                    var x = Tensor.FromArray(input, new long[] { 5, 100 });
+                    model.Forward(x).Mul(model.Forward(x)).Sum().Mul(step).Backward();
+                }
+                // The per-parameter reference, on copies, with this step's gradients.
+                for (int i = 0; i < parameters.Length; i++)
+                    Ops.AdamStep(copies[i], parameters[i].Grad!.Buffer, m[i], v[i], parameters[i].Count, 0.01f, 0.9f, 0.999f, 1e-8f,
+                                 0.05f, decoupled, step);
+                optimizer.Step();
+                for (int i = 0; i < parameters.Length; i++)
+                    Assert.That(parameters[i].ToArray(), Is.EqualTo(copies[i].ToArray()), $"parameter {i} after step {step}, bit for bit");
+            }
+        }
+        finally
+        {
+            foreach (var b in copies.Concat(m).Concat(v)) b.Dispose();
+        }
+    }
+
+    [Test]
+    public void Adam_step_many_errors_are_typed_and_name_the_tensor()
+    {
+        var device = Device.Get("cpu");
+        using var a = DeviceBuffer.FromArray(device, new float[8]);
+        using var b = DeviceBuffer.FromArray(device, new float[8]);
+        using var c = DeviceBuffer.FromArray(device, new float[8]);
+        using var d = DeviceBuffer.FromArray(device, new float[8]);
+        using var e = DeviceBuffer.FromArray(device, new float[8]);
+        using var f = DeviceBuffer.FromArray(device, new float[8]);
+        using var g = DeviceBuffer.FromArray(device, new float[8]);
+        using var h = DeviceBuffer.FromArray(device, new float[8]);
+        using var small = DeviceBuffer.FromArray(device, new float[2]);
+        void Call(DeviceBuffer[] p, DeviceBuffer[] gr, DeviceBuffer[] mm, DeviceBuffer[] vv, long[] n) =>
+            Ops.AdamStepMany(p, gr, mm, vv, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0f, false, 1);
+
+        var shared = Assert.Throws<KernelsArgumentException>(() => Call(new[] { a, b }, new[] { c, d }, new[] { e, e }, new[] { g, h }, new long[] { 8, 8 }))!;
+        Assert.That(shared.Message, Does.Contain("m[0] and m[1]").And.Contain("same buffer"));
+        var shortGrad = Assert.Throws<ShapeMismatchException>(() => Call(new[] { a, b }, new[] { c, small }, new[] { e, f }, new[] { g, h }, new long[] { 8, 8 }))!;
+        Assert.That(shortGrad.Message, Does.Contain("grad[1]"));
+        var missing = Assert.Throws<ArgumentNullException>(() => Call(new[] { a, b }, new[] { c, d }, new[] { e, f }, new[] { g, null! }, new long[] { 8, 8 }))!;
+        Assert.That(missing.ParamName, Is.EqualTo("v[1]"));
+        var lengths = Assert.Throws<ArgumentException>(() => Call(new[] { a, b }, new[] { c }, new[] { e, f }, new[] { g, h }, new long[] { 8, 8 }))!;
+        Assert.That(lengths.Message, Does.Contain("one entry per tensor"));
+        var disposed = DeviceBuffer.FromArray(device, new float[8]);
+        disposed.Dispose();
+        var gone = Assert.Throws<ObjectDisposedException>(() => Call(new[] { a, disposed }, new[] { c, d }, new[] { e, f }, new[] { g, h }, new long[] { 8, 8 }))!;
+        Assert.That(gone.Message, Does.Contain("param[1]"));
+        // Nothing stayed leased: the buffers can still be used and disposed.
+        Call(new[] { a, b }, new[] { c, d }, new[] { e, f }, new[] { g, h }, new long[] { 8, 8 });
+    }
+
     [TestCase(0f)]
     [TestCase(0.9f)]
     public void RmsProp_matches_the_update_rule(float momentum)

@@ -3,7 +3,7 @@ namespace Kernels.Nn;
 /// <summary>
 /// Updates parameters from their gradients. Each update is one fused libkernels kernel per
 /// parameter (read param, grad and state once, write param and state once), on the parameter's
-/// device. State buffers are created zeroed on the first step and freed with the optimizer.
+/// device; Adam and AdamW make one call for all parameters of a device (kn_adam_step_many_f32). State buffers are created zeroed on the first step and freed with the optimizer.
 /// </summary>
 public abstract class Optimizer : IDisposable
 {
@@ -33,18 +33,33 @@ public abstract class Optimizer : IDisposable
     /// <summary>The parameters being optimized.</summary>
     public IReadOnlyList<Tensor> Parameters => parameters;
 
+    // The indices of the parameters with a gradient this step, reused so a step allocates nothing.
+    private int[] withGradient = Array.Empty<int>();
+
     /// <summary>Applies one update to every parameter that has a gradient.</summary>
     public void Step()
     {
         Steps++;
+        if (withGradient.Length < parameters.Length) withGradient = new int[parameters.Length];
+        int count = 0;
         for (int i = 0; i < parameters.Length; i++)
         {
             var p = parameters[i];
             if (p.Grad is null) continue;
             if (!ReferenceEquals(p.Grad.Device, p.Device))
                 throw new DeviceMismatchException($"parameter {i} is on {p.Device.Name} but its gradient is on {p.Grad.Device.Name}");
-            Update(p, p.Grad, i);
+            withGradient[count++] = i;
         }
+        UpdateAll(withGradient.AsSpan(0, count));
+    }
+
+    /// <summary>
+    /// Updates the parameters at <paramref name="indices"/> (each has a gradient on its own device): one
+    /// <see cref="Update"/> per parameter unless the optimizer has a kernel that takes them all at once.
+    /// </summary>
+    protected virtual void UpdateAll(ReadOnlySpan<int> indices)
+    {
+        foreach (int i in indices) Update(parameters[i], parameters[i].Grad!, i);
     }
 
     /// <summary>Clears every parameter's gradient.</summary>
@@ -153,6 +168,54 @@ public class Adam : Optimizer
         var s = State(index, parameter, 2);
         Ops.AdamStep(parameter.Buffer, gradient.Buffer, s[0], s[1], parameter.Count, LearningRate, Beta1, Beta2, Epsilon,
                      WeightDecay, decoupled, Steps);
+    }
+
+    // The operands of one kn_adam_step_many_f32 call, reused between steps.
+    private DeviceBuffer[] manyParams = Array.Empty<DeviceBuffer>(), manyGrads = Array.Empty<DeviceBuffer>(),
+                           manyM = Array.Empty<DeviceBuffer>(), manyV = Array.Empty<DeviceBuffer>();
+    private long[] manyCounts = Array.Empty<long>();
+    private bool[] manyDone = Array.Empty<bool>();
+
+    /// <summary>
+    /// All parameters of one device in one kn_adam_step_many_f32 call (the CPU updates them in one
+    /// thread-pool dispatch, CUDA in one launch per 64 tensors): each element gets the same update as
+    /// from <see cref="Update"/>. Parameters on several devices make one call per device.
+    /// </summary>
+    protected override void UpdateAll(ReadOnlySpan<int> indices)
+    {
+        int total = indices.Length;
+        if (manyParams.Length < total)
+        {
+            manyParams = new DeviceBuffer[total];
+            manyGrads = new DeviceBuffer[total];
+            manyM = new DeviceBuffer[total];
+            manyV = new DeviceBuffer[total];
+            manyCounts = new long[total];
+            manyDone = new bool[total];
+        }
+        Array.Clear(manyDone, 0, total);
+        for (int first = 0; first < total; first++)
+        {
+            if (manyDone[first]) continue;
+            Device device = Parameters[indices[first]].Device;
+            int count = 0;
+            for (int j = first; j < total; j++)
+            {
+                var p = Parameters[indices[j]];
+                if (manyDone[j] || !ReferenceEquals(p.Device, device)) continue;
+                var s = State(indices[j], p, 2);
+                manyParams[count] = p.Buffer;
+                manyGrads[count] = p.Grad!.Buffer;
+                manyM[count] = s[0];
+                manyV[count] = s[1];
+                manyCounts[count] = p.Count;
+                manyDone[j] = true;
+                count++;
+            }
+            Ops.AdamStepMany(manyParams.AsSpan(0, count), manyGrads.AsSpan(0, count), manyM.AsSpan(0, count),
+                             manyV.AsSpan(0, count), manyCounts.AsSpan(0, count), LearningRate, Beta1, Beta2, Epsilon,
+                             WeightDecay, decoupled, Steps);
+        }
     }
 }
 
