@@ -129,6 +129,15 @@ public static class Catalog
                                       (s, dev) => new ReduceCase(s, dev, n / 1024, 1024, 1));
         }
 
+        // The Adam update (28 bytes per element) against a copy of the same bytes: the MNIST MLP's
+        // 535,818 parameters (2 MB per operand: in L2/L3 on the benchmark VM) and 16M (from DRAM).
+        foreach (long n in new long[] { 535818, 16 * M })
+        {
+            string shape = n == 535818 ? "535818" : Elements(n);
+            yield return new CaseSpec($"adam/{d}/{shape}", "adam", d, $"{shape} parameters", null,
+                                      (s, dev) => new AdamCase(s, dev, n));
+        }
+
         // Softmax over rows: a classifier's logits, attention-sized rows, and 64M elements.
         foreach (var (rows, cols) in new (long, long)[] { (128, 10), (1024, 1024), (16 * K, 1024), (64 * K, 1024) })
         {
