@@ -105,6 +105,18 @@ public sealed unsafe class Device
         return new MemoryStats(live, buffers, cached, peak);
     }
 
+    /// <summary>
+    /// How this device's buffer allocations were served since the process started: from the caching
+    /// allocator's kept memory (<c>CacheHits</c>) or by the driver / system allocator
+    /// (<c>DeviceAllocations</c>). A training loop in its steady state adds only cache hits.
+    /// </summary>
+    public (long CacheHits, long DeviceAllocations) GetAllocationCounts()
+    {
+        long hits, allocations;
+        Ensure.Success(NativeMethods.kn_device_allocation_counts(Handle, &hits, &allocations));
+        return (hits, allocations);
+    }
+
     /// <summary>Returns the memory the caching allocator keeps for reuse to the driver (or the system).</summary>
     public void Trim() => Ensure.Success(NativeMethods.kn_device_trim(Handle));
 

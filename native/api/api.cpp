@@ -372,6 +372,19 @@ KN_API kn_status kn_device_memory_stats(const kn_device* device, int64_t* live_b
     });
 }
 
+KN_API kn_status kn_device_allocation_counts(const kn_device* device, int64_t* cache_hits, int64_t* device_allocations) {
+    return guarded([&] {
+        Device& d = checked_device(device, "kn_device_allocation_counts");
+        kn::MemoryStats s;
+        {
+            std::lock_guard<std::mutex> lock(d.mutex);
+            s = allocator_of(&d).stats();
+        }
+        if (cache_hits) *cache_hits = s.cache_hits;
+        if (device_allocations) *device_allocations = s.device_allocations;
+    });
+}
+
 KN_API kn_status kn_device_trim(kn_device* device) {
     return guarded([&] {
         Device& d = checked_device(device, "kn_device_trim");

@@ -37,9 +37,11 @@ void* CachingAllocator::allocate(int64_t bytes, int64_t* capacity) {
             memory = it->second;
             parked_.erase(it);
             stats_.cached_bytes -= size;
+            ++stats_.cache_hits;
         }
     }
     if (!memory) {
+        ++stats_.device_allocations;
         try {
             memory = device_.alloc(size);
         } catch (const Error& e) {

@@ -27,6 +27,9 @@ namespace kn {
 
 struct MemoryStats {
     int64_t live_bytes = 0, live_buffers = 0, cached_bytes = 0, peak_live_bytes = 0;
+    // Allocations served from the cache, and those that went to the device (the driver, or the
+    // system allocator on the CPU): a steady training step should only add to cache_hits.
+    int64_t cache_hits = 0, device_allocations = 0;
 };
 
 class CachingAllocator {

@@ -178,6 +178,13 @@ KN_API kn_status kn_device_synchronize(kn_device* device);
  * (cudaMalloc synchronises the whole device). peak_live_bytes: the high-water mark of live_bytes.
  * Any output pointer may be NULL. Setting the environment variable KN_CACHING_ALLOCATOR=0 before the
  * first call turns the cache off (every free returns memory at once; useful under compute-sanitizer). */
+/* How the device's allocations were served since the process started: cache_hits from memory the
+ * caching allocator kept, device_allocations from the driver (cudaMalloc, clCreateBuffer) or, on the
+ * CPU, the system allocator. A training loop in its steady state adds only to cache_hits. Any output
+ * pointer may be NULL. */
+KN_API kn_status kn_device_allocation_counts(const kn_device* device, KN_OPTIONAL int64_t* cache_hits,
+                                             KN_OPTIONAL int64_t* device_allocations);
+
 KN_API kn_status kn_device_memory_stats(const kn_device* device, KN_OPTIONAL int64_t* live_bytes,
                                         KN_OPTIONAL int64_t* live_buffers, KN_OPTIONAL int64_t* cached_bytes,
                                         KN_OPTIONAL int64_t* peak_live_bytes);
