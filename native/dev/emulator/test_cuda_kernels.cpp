@@ -829,6 +829,49 @@ static void test_layout() {
     layout_case("every 3rd element from 2", {9}, {1}, 0, {3}, 2, false, 29);
 }
 
+// kn_adam_step_many_f32's multi-tensor kernel (pointers in the kernel parameters, one launch per 64
+// tensors, a grid-stride walk over the concatenation) against one adam_step_f32 launch per tensor on
+// copies: the same float operations per element, so the same bits.
+static void test_adam_many() {
+    for (int sm : {1, 3}) {
+        std::vector<int64_t> sizes = {1, 7, 4097, 300, 2, 1025};
+        for (int i = 0; i < 70; ++i) sizes.push_back(1 + (i * 37) % 129);  // more than one launch's 64
+        std::vector<std::unique_ptr<HostBuffer<float>>> many, single;
+        std::vector<AdamArgs> tensors;
+        const float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, wd = 0.01f;
+        for (size_t t = 0; t < sizes.size(); ++t) {
+            const int64_t n = sizes[t];
+            for (int k = 0; k < 4; ++k) {
+                many.emplace_back(new HostBuffer<float>(n));
+                single.emplace_back(new HostBuffer<float>(n));
+                for (int64_t i = 0; i < n; ++i) {
+                    float x = k == 3 ? uniform(0.0f, 0.01f) : uniform(-1.0f, 1.0f);
+                    (*many.back())[i] = x;
+                    (*single.back())[i] = x;
+                }
+            }
+            tensors.push_back({many[4 * t]->p, many[4 * t + 1]->p, many[4 * t + 2]->p, many[4 * t + 3]->p, n, lr, beta1,
+                               beta2, eps, wd, sm == 3, 7});
+        }
+        SELFTEST_EXPECT(cuda::adam_step_many_f32(AdamManyArgs{tensors.data(), static_cast<int64_t>(tensors.size())},
+                                                 ctx_with(sm)) == cudaSuccess,
+                        "adam_step_many launch");
+        for (size_t t = 0; t < sizes.size(); ++t) {
+            AdamArgs one = tensors[t];
+            one.param = single[4 * t]->p;
+            one.grad = single[4 * t + 1]->p;
+            one.m = single[4 * t + 2]->p;
+            one.v = single[4 * t + 3]->p;
+            SELFTEST_EXPECT(cuda::adam_step_f32(one, ctx_with(sm)) == cudaSuccess, "adam_step launch");
+            for (int k = 0; k < 4; ++k)
+                for (int64_t i = 0; i < sizes[t]; ++i)
+                    SELFTEST_EXPECT(selftest::same_bits((*many[4 * t + k])[i], (*single[4 * t + k])[i]),
+                                    "adam_step_many sm %d tensor %zu operand %d element %lld: %.9g, per-tensor %.9g", sm, t, k,
+                                    (long long)i, (*many[4 * t + k])[i], (*single[4 * t + k])[i]);
+        }
+    }
+}
+
 int main(int argc, char** argv) {
     const std::string only = argc > 1 ? argv[1] : "";
     if (only.empty() || only == "fill") test_fill();
@@ -841,5 +884,6 @@ int main(int argc, char** argv) {
     if (only.empty() || only == "gather") test_gather();
     if (only.empty() || only == "cast") test_cast();
     if (only.empty() || only == "recurrent") test_recurrent();
+    if (only.empty() || only == "adam_many") test_adam_many();
     return selftest::check_tally().finish("all CUDA kernels match the references");
 }
