@@ -283,6 +283,16 @@ void step(Input& in, Slots& s) {
             int32_t decoupled = in.flag();
             int64_t t = I();
             check(kn_adam_step_f32(p, g, m, v, n, lr, b1, b2, eps, wd, decoupled, t));
+            if (in.flag()) {  // the many-tensor form: up to 3 tensors of picked (possibly aliased) buffers
+                const int count = in.byte() % 4;
+                kn_buffer* ps[3] = {p, B(), B()};
+                const kn_buffer* gs[3] = {g, B(), B()};
+                kn_buffer* ms[3] = {m, B(), B()};
+                kn_buffer* vs[3] = {v, B(), B()};
+                int64_t ns[3] = {n, I(), I()};
+                const bool no_array = in.flag();
+                check(kn_adam_step_many_f32(count, ps, gs, ms, no_array ? nullptr : vs, ns, lr, b1, b2, eps, wd, decoupled, t));
+            }
             break;
         }
         case 20: {
