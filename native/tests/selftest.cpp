@@ -1568,6 +1568,33 @@ void test_trim(Context& cx) {
     });
 }
 
+// The caching allocator's counters: a block freed and requested again at the same size comes from the
+// cache (cache_hits + 1, device_allocations unchanged). With KN_CACHING_ALLOCATOR=0 every request
+// goes to the device instead.
+void test_allocation_counts(Context& cx) {
+    cx.report.run("allocation counts: a freed block is reused from the cache", [&] {
+        Problems problems;
+        const char* env = std::getenv("KN_CACHING_ALLOCATOR");
+        const bool caching = !(env && std::string(env) == "0");
+        const int64_t bytes = 12345 * 4;
+        kn_buffer* b = nullptr;
+        expect_ok(kn_buffer_create(cx.device, bytes, &b), "kn_buffer_create");
+        expect_ok(kn_buffer_free(b), "kn_buffer_free");
+        int64_t hits0 = -1, allocations0 = -1, hits1 = -1, allocations1 = -1;
+        expect_ok(kn_device_allocation_counts(cx.device, &hits0, &allocations0), "kn_device_allocation_counts");
+        expect_ok(kn_buffer_create(cx.device, bytes, &b), "kn_buffer_create");
+        expect_ok(kn_device_allocation_counts(cx.device, &hits1, &allocations1), "kn_device_allocation_counts");
+        expect_ok(kn_buffer_free(b), "kn_buffer_free");
+        const int64_t want_hits = caching ? 1 : 0, want_allocations = caching ? 0 : 1;
+        if (hits1 - hits0 != want_hits || allocations1 - allocations0 != want_allocations)
+            problems.add("the second request of " + std::to_string(bytes) + " bytes added " + std::to_string(hits1 - hits0) +
+                         " cache hits and " + std::to_string(allocations1 - allocations0) + " device allocations, want " +
+                         std::to_string(want_hits) + " and " + std::to_string(want_allocations));
+        expect_ok(kn_device_allocation_counts(cx.device, nullptr, nullptr), "kn_device_allocation_counts (NULL outputs)");
+        return problems;
+    });
+}
+
 void test_memory(Context& cx) {
     cx.report.run("memory write/read/fill/copy", [&] {
         Problems problems;
@@ -2166,6 +2193,7 @@ int main(int argc, char** argv) {
         std::printf("testing %s ...\n", name);
         std::fflush(stdout);
         test_memory(cx);
+        test_allocation_counts(cx);
         test_errors(cx);
         test_gemm(cx);
         test_unary(cx);
