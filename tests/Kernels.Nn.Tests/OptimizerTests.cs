@@ -132,6 +132,39 @@ public class OptimizerTests
         }
     }
 
+    /// <summary>
+    /// A layer used twice lists its parameters twice; each listing has its own Adam state and is
+    /// updated in turn, as with one kn_adam_step_f32 per parameter (the many-tensor call refuses a
+    /// buffer twice, so Adam must not hand it one).
+    /// </summary>
+    [Test]
+    public void Adam_over_a_model_that_uses_a_layer_twice_updates_each_listing_in_turn()
+    {
+        var shared = new Dense(4, 4, seed: 5);
+        using var model = new Sequential(shared, Activation.Tanh(), shared);
+        var parameters = model.Parameters().ToArray();
+        Assert.That(parameters, Has.Length.EqualTo(4));
+        Assert.That(parameters[2], Is.SameAs(parameters[0]), "the shared layer's weight is listed twice");
+        var copies = new[] { parameters[0], parameters[1] }.Select(p => DeviceBuffer.FromArray(p.Device, p.ToArray())).ToArray();
+        var state = Enumerable.Range(0, 8).Select(i => DeviceBuffer.FromArray(Device.Cpu, new float[parameters[i / 2 % 2].Count])).ToArray();
+        try
+        {
+            using var optimizer = new Adam(model.Parameters(), 0.01f);
+            using (var scope = new DisposeScope())
+                model.Forward(Tensor.FromArray(new[] { 0.5f, -1f, 2f, 0.25f }, new long[] { 1, 4 })).Sum().Backward();
+            for (int i = 0; i < 4; i++)  // the reference: one call per listing, in order
+                Ops.AdamStep(copies[i % 2], parameters[i].Grad!.Buffer, state[2 * i], state[2 * i + 1], parameters[i].Count, 0.01f,
+                             0.9f, 0.999f, 1e-8f, 0f, false, 1);
+            optimizer.Step();
+            Assert.That(parameters[0].ToArray(), Is.EqualTo(copies[0].ToArray()), "weight, updated twice");
+            Assert.That(parameters[1].ToArray(), Is.EqualTo(copies[1].ToArray()), "bias, updated twice");
+        }
+        finally
+        {
+            foreach (var b in copies.Concat(state)) b.Dispose();
+        }
+    }
+
     [Test]
     public void Adam_step_many_errors_are_typed_and_name_the_tensor()
     {

@@ -175,11 +175,14 @@ public class Adam : Optimizer
                            manyM = Array.Empty<DeviceBuffer>(), manyV = Array.Empty<DeviceBuffer>();
     private long[] manyCounts = Array.Empty<long>();
     private bool[] manyDone = Array.Empty<bool>();
+    private readonly HashSet<DeviceBuffer> manySeen = new(ReferenceEqualityComparer.Instance);
 
     /// <summary>
     /// All parameters of one device in one kn_adam_step_many_f32 call (the CPU updates them in one
     /// thread-pool dispatch, CUDA in one launch per 64 tensors): each element gets the same update as
-    /// from <see cref="Update"/>. Parameters on several devices make one call per device.
+    /// from <see cref="Update"/>. Parameters on several devices make one call per device. A parameter
+    /// listed twice (a layer used twice in a model) is updated twice, as one call per parameter does;
+    /// the many-tensor call refuses a buffer that appears twice, so such a group takes that path.
     /// </summary>
     protected override void UpdateAll(ReadOnlySpan<int> indices)
     {
@@ -199,6 +202,8 @@ public class Adam : Optimizer
             if (manyDone[first]) continue;
             Device device = Parameters[indices[first]].Device;
             int count = 0;
+            bool repeated = false;
+            manySeen.Clear();
             for (int j = first; j < total; j++)
             {
                 var p = Parameters[indices[j]];
@@ -210,7 +215,15 @@ public class Adam : Optimizer
                 manyV[count] = s[1];
                 manyCounts[count] = p.Count;
                 manyDone[j] = true;
+                repeated |= !manySeen.Add(p.Buffer) | !manySeen.Add(p.Grad.Buffer);
                 count++;
+            }
+            if (repeated)
+            {
+                for (int j = 0; j < count; j++)
+                    Ops.AdamStep(manyParams[j], manyGrads[j], manyM[j], manyV[j], manyCounts[j], LearningRate, Beta1, Beta2, Epsilon,
+                                 WeightDecay, decoupled, Steps);
+                continue;
             }
             Ops.AdamStepMany(manyParams.AsSpan(0, count), manyGrads.AsSpan(0, count), manyM.AsSpan(0, count),
                              manyV.AsSpan(0, count), manyCounts.AsSpan(0, count), LearningRate, Beta1, Beta2, Epsilon,
