@@ -53,6 +53,9 @@ KN_OPS_NOT_IN_CUDA(KN_OP_NOT_IMPLEMENTED)
 
 // gemm.cu: C = alpha * op(A) * op(B) + beta * C over strided batches.
 cudaError_t gemm_f32(const GemmArgs& args, const LaunchContext& ctx);
+// ... and the dense layer: the GEMM then the elementwise launchers (bias, activation, column sums).
+cudaError_t linear_f32(const LinearArgs& args, const LaunchContext& ctx);
+cudaError_t linear_backward_f32(const LinearBackwardArgs& args, const LaunchContext& ctx);
 
 // elementwise.cu. fill_f32 is the device's memory fill (not an op of the table).
 cudaError_t fill_f32(float* dst, int64_t count, float value, const LaunchContext& ctx);

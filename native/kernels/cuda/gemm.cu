@@ -343,4 +343,40 @@ cudaError_t gemm_f32(const GemmArgs& args, const LaunchContext& ctx) {
     return GemmSmall::launch(p, args.trans_a, args.trans_b, ctx);
 }
 
+// kn_linear_f32: the GEMM, then the bias (a row broadcast) and the activation over y in place, with
+// the elementwise launchers. Two extra passes over y that the CPU's fused epilogue avoids; a fused
+// bias + activation kernel here would save one of them (not done yet).
+cudaError_t linear_f32(const LinearArgs& args, const LaunchContext& ctx) {
+    if (cudaError_t e = gemm_f32(args.gemm, ctx); e != cudaSuccess) return e;
+    const GemmArgs& g = args.gemm;
+    if (args.bias) {
+        BinaryArgs add{KN_BINARY_ADD, {}, g.c, args.bias, g.c};
+        add.g.rank = 2;
+        add.g.dims[0] = g.m;
+        add.g.dims[1] = g.n;
+        add.g.a_strides[0] = g.n;
+        add.g.a_strides[1] = 1;
+        add.g.b_strides[0] = 0;
+        add.g.b_strides[1] = 1;
+        add.g.n = g.m * g.n;
+        if (cudaError_t e = binary_f32(add, ctx); e != cudaSuccess) return e;
+    }
+    if (args.activate) {
+        if (cudaError_t e = unary_f32({args.activation, args.alpha, g.c, g.c, g.m * g.n}, ctx); e != cudaSuccess)
+            return e;
+    }
+    return cudaSuccess;
+}
+
+// kn_linear_backward_f32: the activation's backward, then the column sums of dz with the reduction.
+cudaError_t linear_backward_f32(const LinearBackwardArgs& args, const LaunchContext& ctx) {
+    if (cudaError_t e = unary_backward_f32({args.activation, args.alpha, args.x, args.y, args.dy, args.dz, args.m * args.n}, ctx);
+        e != cudaSuccess)
+        return e;
+    if (args.dbias) {
+        return reduce_f32({KN_REDUCE_SUM, args.dz, args.dbias, 1, args.m, args.n}, ctx);
+    }
+    return cudaSuccess;
+}
+
 }  // namespace kn::cuda

@@ -122,6 +122,9 @@ KN_OPS_NOT_IN_OPENCL(KN_OP_NOT_IMPLEMENTED)
 
 // gemm_launch.cpp (gemm.cl)
 void gemm_f32(const GemmArgs& args, Queue& q);
+// ... and the dense layer: the GEMM then the elementwise launchers (bias, activation, column sums).
+void linear_f32(const LinearArgs& args, Queue& q);
+void linear_backward_f32(const LinearBackwardArgs& args, Queue& q);
 // elementwise_launch.cpp (elementwise.cl): unary and binary ops, dropout, clamp, optimizer steps
 void unary_f32(const UnaryArgs& args, Queue& q);
 void unary_backward_f32(const UnaryBackwardArgs& args, Queue& q);
