@@ -393,7 +393,7 @@ struct GruCellBackwardArgs {
 #define KN_OPS(X) \
     X(gemm_f32, GemmArgs)                                      /* gemm                       */ \
     X(linear_f32, LinearArgs)                                  /* gemm                       */ \
-    X(linear_backward_f32, LinearBackwardArgs)                 /* gemm                       */ \
+    X(linear_backward_f32, LinearBackwardArgs)                 /* gemm (CPU: linear.cpp)      */ \
     X(unary_f32, UnaryArgs)                                    /* elementwise                */ \
     X(unary_backward_f32, UnaryBackwardArgs)                   /* elementwise                */ \
     X(binary_f32, BinaryArgs)                                  /* elementwise                */ \
