@@ -343,28 +343,16 @@ cudaError_t gemm_f32(const GemmArgs& args, const LaunchContext& ctx) {
     return GemmSmall::launch(p, args.trans_a, args.trans_b, ctx);
 }
 
-// kn_linear_f32: the GEMM, then the bias (a row broadcast) and the activation over y in place, with
-// the elementwise launchers. Two extra passes over y that the CPU's fused epilogue avoids; a fused
-// bias + activation kernel here would save one of them (not done yet).
+// kn_linear_f32: the GEMM, then bias and activation in one pass over y (an activation alone: the
+// unary launcher). One more pass over y than the CPU's epilogue inside the GEMM.
 cudaError_t linear_f32(const LinearArgs& args, const LaunchContext& ctx) {
     if (cudaError_t e = gemm_f32(args.gemm, ctx); e != cudaSuccess) return e;
     const GemmArgs& g = args.gemm;
-    if (args.bias) {
-        BinaryArgs add{KN_BINARY_ADD, {}, g.c, args.bias, g.c};
-        add.g.rank = 2;
-        add.g.dims[0] = g.m;
-        add.g.dims[1] = g.n;
-        add.g.a_strides[0] = g.n;
-        add.g.a_strides[1] = 1;
-        add.g.b_strides[0] = 0;
-        add.g.b_strides[1] = 1;
-        add.g.n = g.m * g.n;
-        if (cudaError_t e = binary_f32(add, ctx); e != cudaSuccess) return e;
-    }
-    if (args.activate) {
-        if (cudaError_t e = unary_f32({args.activation, args.alpha, g.c, g.c, g.m * g.n}, ctx); e != cudaSuccess)
-            return e;
-    }
+    float* y = static_cast<float*>(g.c);
+    if (args.bias)  // the identity as SCALE by 1, exact
+        return bias_unary_f32(y, static_cast<const float*>(args.bias), g.m, g.n, args.activate ? args.activation : KN_UNARY_SCALE,
+                              args.activate ? args.alpha : 1.0f, ctx);
+    if (args.activate) return unary_f32({args.activation, args.alpha, y, y, g.m * g.n}, ctx);
     return cudaSuccess;
 }
 

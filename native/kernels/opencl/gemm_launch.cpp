@@ -37,27 +37,16 @@ void gemm_f32(const GemmArgs& g, Queue& q) {
     }
 }
 
-// kn_linear_f32: the GEMM, then the bias (a row broadcast) and the activation over y in place, with
-// the elementwise launchers. Two extra passes over y that the CPU's fused epilogue avoids; a fused
-// bias + activation kernel here would save one of them (not done yet).
+// kn_linear_f32: the GEMM, then bias and activation in one pass over y (an activation alone: the
+// unary launcher). One more pass over y than the CPU's epilogue inside the GEMM.
 void linear_f32(const LinearArgs& args, Queue& q) {
     gemm_f32(args.gemm, q);
     const GemmArgs& g = args.gemm;
-    if (args.bias) {
-        BinaryArgs add{KN_BINARY_ADD, {}, g.c, args.bias, g.c};
-        add.g.rank = 2;
-        add.g.dims[0] = g.m;
-        add.g.dims[1] = g.n;
-        add.g.a_strides[0] = g.n;
-        add.g.a_strides[1] = 1;
-        add.g.b_strides[0] = 0;
-        add.g.b_strides[1] = 1;
-        add.g.n = g.m * g.n;
-        binary_f32(add, q);
-    }
-    if (args.activate) {
+    if (args.bias)  // the identity as SCALE by 1, exact
+        bias_unary_f32(g.c, args.bias, g.m, g.n, args.activate ? args.activation : KN_UNARY_SCALE,
+                       args.activate ? args.alpha : 1.0f, q);
+    else if (args.activate)
         unary_f32({args.activation, args.alpha, g.c, g.c, g.m * g.n}, q);
-    }
 }
 
 // kn_linear_backward_f32: the activation's backward, then the column sums of dz with the reduction.
