@@ -374,6 +374,33 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(Library)]
     internal static partial Status kn_gemm_f32(Transpose trans_a, Transpose trans_b, long m, long n, long k, float alpha, nint a, long lda, long stride_a, nint b, long ldb, long stride_b, float beta, nint c, long ldc, long stride_c, long batch_count);
 
+    // kn_status kn_linear_f32(kn_transpose trans_w, int64_t m, int64_t n, int64_t k, const kn_buffer* x, const kn_buffer* w, KN_OPTIONAL const kn_buffer* bias, kn_unary_op activation, float alpha, kn_buffer* y);
+    /// <summary>
+    /// y = act(x op(w) + bias), a dense layer's forward with bias and activation applied as the GEMM
+    /// writes y (on the CPU inside the GEMM, while each block of y is in cache; CUDA and OpenCL run the
+    /// GEMM and then the bias and activation passes).
+    /// x is m x k, row-major and contiguous; w is k x n (n x k when trans_w is KN_TRANSPOSE); bias has n
+    /// elements or is NULL; y is m x n, contiguous, and must not be x, w or bias.
+    /// activation, alpha: any kn_unary_op with its parameter, as kn_unary_f32 computes it; the identity
+    /// (no activation) is KN_UNARY_SCALE with alpha 1, which the kernels skip. k == 0 gives y = act(bias)
+    /// (or act(0) without bias).
+    /// </summary>
+    [LibraryImport(Library)]
+    internal static partial Status kn_linear_f32(Transpose trans_w, long m, long n, long k, nint x, nint w, nint bias, UnaryOp activation, float alpha, nint y);
+
+    // kn_status kn_linear_backward_f32(kn_unary_op activation, float alpha, int64_t m, int64_t n, KN_OPTIONAL const kn_buffer* x, KN_OPTIONAL const kn_buffer* y, const kn_buffer* dy, kn_buffer* dz, KN_OPTIONAL kn_buffer* dbias);
+    /// <summary>
+    /// The backward of kn_linear_f32's epilogue in one pass over dy (m x n, contiguous):
+    ///     dz[i][j] = dy[i][j] * act'(.)        dbias[j] = sum over i of dz[i][j]
+    /// act' is computed from the pre-activation x or the forward output y, as kn_unary_backward_f32 does
+    /// (kn_unary_backward_uses_output says which; the other may be NULL). The sign-keeping RELU, and
+    /// LEAKY_RELU with alpha &gt;= 0, may be given y in place of x: their derivative depends only on the
+    /// sign, which the activation keeps. dz may alias dy; dbias (n elements) may be NULL. The weight and
+    /// input gradients are then two kn_gemm_f32 calls on dz.
+    /// </summary>
+    [LibraryImport(Library)]
+    internal static partial Status kn_linear_backward_f32(UnaryOp activation, float alpha, long m, long n, nint x, nint y, nint dy, nint dz, nint dbias);
+
     // kn_status kn_unary_f32(kn_unary_op op, float alpha, const kn_buffer* x, kn_buffer* y, int64_t n);
     /// <summary>y[i] = op(x[i]) for i &lt; n. y may be x (in place).</summary>
     [LibraryImport(Library)]

@@ -28,6 +28,25 @@ public static unsafe partial class Ops
     public static void MatMul(DeviceBuffer a, DeviceBuffer b, DeviceBuffer c, long m, long n, long k) =>
         Gemm(Transpose.NoTranspose, Transpose.NoTranspose, m, n, k, 1f, a, k, b, n, 0f, c, n);
 
+    /// <summary>
+    /// A dense layer's forward in one call: y = act(x op(w) + bias) with x [m, k], w [k, n] ([n, k] when
+    /// <paramref name="transW"/>), bias [n] or null, y [m, n]; the activation is any unary op with its
+    /// parameter, the identity being <see cref="UnaryOp.Scale"/> with alpha 1. On the CPU bias and
+    /// activation are applied inside the GEMM, while each block of y is in cache.
+    /// </summary>
+    public static void Linear(Transpose transW, long m, long n, long k, DeviceBuffer x, DeviceBuffer w, DeviceBuffer? bias,
+                              UnaryOp activation, float alpha, DeviceBuffer y) =>
+        SafeNativeMethods.kn_linear_f32(transW, m, n, k, x, w, bias, activation, alpha, y);
+
+    /// <summary>
+    /// The backward of <see cref="Linear"/>'s epilogue in one pass over dy [m, n]: dz = dy * act'(x or y)
+    /// (the one <see cref="UnaryBackwardUsesOutput"/> names; relu and leaky relu with alpha &gt;= 0 accept y
+    /// as x) and dbias = the column sums of dz (when not null). dz may be dy.
+    /// </summary>
+    public static void LinearBackward(UnaryOp activation, float alpha, long m, long n, DeviceBuffer? x, DeviceBuffer? y,
+                                      DeviceBuffer dy, DeviceBuffer dz, DeviceBuffer? dbias) =>
+        SafeNativeMethods.kn_linear_backward_f32(activation, alpha, m, n, x, y, dy, dz, dbias);
+
     /// <summary>y[i] = op(x[i]) for i &lt; <paramref name="n"/>; <paramref name="alpha"/> is the op's parameter where it has one. y may be x.</summary>
     public static void Unary(UnaryOp op, DeviceBuffer x, DeviceBuffer y, long n, float alpha = 0) =>
         SafeNativeMethods.kn_unary_f32(op, alpha, x, y, n);

@@ -51,6 +51,38 @@ internal static unsafe class SafeNativeMethods
             b_lease.Handle, ldb, stride_b, beta, c_lease.Handle, ldc, stride_c, batch_count));
     }
 
+    // kn_status kn_linear_f32(kn_transpose trans_w, int64_t m, int64_t n, int64_t k, const kn_buffer* x, const kn_buffer* w, KN_OPTIONAL const kn_buffer* bias, kn_unary_op activation, float alpha, kn_buffer* y);
+    /// <summary>Leases the buffers and calls <see cref="NativeMethods.kn_linear_f32"/>; a failed status throws. <paramref name="bias"/> may be null.</summary>
+    internal static void kn_linear_f32(Transpose trans_w, long m, long n, long k, DeviceBuffer x, DeviceBuffer w,
+        DeviceBuffer? bias, UnaryOp activation, float alpha, DeviceBuffer y,
+        [CallerArgumentExpression(nameof(x))] string x_name = "",
+        [CallerArgumentExpression(nameof(w))] string w_name = "",
+        [CallerArgumentExpression(nameof(bias))] string bias_name = "",
+        [CallerArgumentExpression(nameof(y))] string y_name = "")
+    {
+        using BufferLease x_lease = BufferLease.Required(x, x_name), w_lease = BufferLease.Required(w, w_name),
+            bias_lease = BufferLease.Optional(bias, bias_name), y_lease = BufferLease.Required(y, y_name);
+        Ensure.Success(NativeMethods.kn_linear_f32(trans_w, m, n, k, x_lease.Handle, w_lease.Handle, bias_lease.Handle,
+            activation, alpha, y_lease.Handle));
+    }
+
+    // kn_status kn_linear_backward_f32(kn_unary_op activation, float alpha, int64_t m, int64_t n, KN_OPTIONAL const kn_buffer* x, KN_OPTIONAL const kn_buffer* y, const kn_buffer* dy, kn_buffer* dz, KN_OPTIONAL kn_buffer* dbias);
+    /// <summary>Leases the buffers and calls <see cref="NativeMethods.kn_linear_backward_f32"/>; a failed status throws. <paramref name="x"/>, <paramref name="y"/>, <paramref name="dbias"/> may be null.</summary>
+    internal static void kn_linear_backward_f32(UnaryOp activation, float alpha, long m, long n, DeviceBuffer? x,
+        DeviceBuffer? y, DeviceBuffer dy, DeviceBuffer dz, DeviceBuffer? dbias,
+        [CallerArgumentExpression(nameof(x))] string x_name = "",
+        [CallerArgumentExpression(nameof(y))] string y_name = "",
+        [CallerArgumentExpression(nameof(dy))] string dy_name = "",
+        [CallerArgumentExpression(nameof(dz))] string dz_name = "",
+        [CallerArgumentExpression(nameof(dbias))] string dbias_name = "")
+    {
+        using BufferLease x_lease = BufferLease.Optional(x, x_name), y_lease = BufferLease.Optional(y, y_name),
+            dy_lease = BufferLease.Required(dy, dy_name), dz_lease = BufferLease.Required(dz, dz_name),
+            dbias_lease = BufferLease.Optional(dbias, dbias_name);
+        Ensure.Success(NativeMethods.kn_linear_backward_f32(activation, alpha, m, n, x_lease.Handle, y_lease.Handle,
+            dy_lease.Handle, dz_lease.Handle, dbias_lease.Handle));
+    }
+
     // kn_status kn_unary_f32(kn_unary_op op, float alpha, const kn_buffer* x, kn_buffer* y, int64_t n);
     /// <summary>Leases the buffers and calls <see cref="NativeMethods.kn_unary_f32"/>; a failed status throws.</summary>
     internal static void kn_unary_f32(UnaryOp op, float alpha, DeviceBuffer x, DeviceBuffer y, long n,

@@ -159,6 +159,12 @@ public static class Catalog
                                       (s, dev) => new Conv2DCase(s, dev, g));
         }
 
+        // One Dense + ReLU layer of the MNIST MLP, forward + backward: fused against separate ops.
+        foreach (var (batch, inputs, outputs) in new (long, long, long)[] { (128, 784, 512), (128, 512, 256) })
+            yield return new CaseSpec($"dense-relu/{d}/{batch}x{inputs}x{outputs}", "dense-relu", d,
+                                      $"batch {batch}, {inputs} -> {outputs}, forward + backward", null,
+                                      (s, dev) => new DenseLayerCase(s, dev, batch, inputs, outputs));
+
         // One full training step of the MNIST MLP.
         foreach (long batch in new long[] { 128 })
             yield return new CaseSpec($"mlp-step/{d}/batch{batch}", "mlp-step", d, $"784-512-256-10, batch {batch}",

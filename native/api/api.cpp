@@ -588,6 +588,70 @@ KN_API kn_status kn_gemm_f32(kn_transpose trans_a, kn_transpose trans_b, int64_t
     });
 }
 
+// ---- Dense layer --------------------------------------------------------------------------------
+
+KN_API kn_status kn_linear_f32(kn_transpose trans_w, int64_t m, int64_t n, int64_t k, const kn_buffer* x,
+                               const kn_buffer* w, const kn_buffer* bias, kn_unary_op activation, float alpha,
+                               kn_buffer* y) {
+    return guarded([&] {
+        Call call("linear");
+        call.enumeration(trans_w, KN_TRANSPOSE, "trans_w");
+        call.enumeration(activation, KN_UNARY_POW_SCALAR, "activation");
+        call.non_negative({{"m", m}, {"n", n}, {"k", k}});
+        const bool tw = trans_w == KN_TRANSPOSE;
+        auto shapes = [&] {
+            return cat("x [m, k] = [", m, ", ", k, "], w ", tw ? "[n, k] = [" : "[k, n] = [", tw ? n : k, ", ",
+                       tw ? k : n, "], bias [n] = [", n, "], y [m, n] = [", m, ", ", n, "]");
+        };
+        const Operand& X = call.in("x", x, call.mul(m, k), shapes);
+        const Operand& W = call.in("w", w, call.mul(k, n), shapes);
+        const Operand& B = call.in("bias", optional(bias), n, shapes);
+        const Operand& Y = call.out("y", y, call.mul(m, n), shapes);
+        if (y == x || y == w || (bias && y == bias))
+            call.fail(KN_ERROR_INVALID_ARGUMENT, "y must not be the same buffer as x, w or bias");
+        call.check();
+        if (m == 0 || n == 0) return;
+        const bool identity = activation == KN_UNARY_SCALE && alpha == 1.0f;
+        kn::GemmArgs gemm{false, tw, m, n, k, 1.0f, 0.0f, X.memory(), k, 0, W.memory(), tw ? k : n, 0,
+                          Y.memory(), n, 0, 1};
+        call.run([&](Device& d) { d.linear_f32({gemm, B.memory(), !identity, activation, alpha}); });
+    });
+}
+
+KN_API kn_status kn_linear_backward_f32(kn_unary_op activation, float alpha, int64_t m, int64_t n,
+                                        const kn_buffer* x, const kn_buffer* y, const kn_buffer* dy, kn_buffer* dz,
+                                        kn_buffer* dbias) {
+    return guarded([&] {
+        Call call("linear_backward");
+        call.enumeration(activation, KN_UNARY_POW_SCALAR, "activation");
+        call.non_negative({{"m", m}, {"n", n}});
+        const bool uses_y = kn::unary_backward_uses_output(activation);
+        const kn_buffer* needed = uses_y ? y : x;
+        if (!needed)
+            call.fail(KN_ERROR_INVALID_ARGUMENT, "the derivative of this activation is computed from ",
+                      uses_y ? "the forward output y" : "the pre-activation x", ", which is NULL");
+        const int64_t count = call.mul(m, n);
+        auto shapes = [&] { return cat("[m, n] = [", m, ", ", n, "], dbias [n] = [", n, "]"); };
+        const Operand& N = call.in(uses_y ? "y" : "x", needed, count, shapes);
+        const Operand& DY = call.in("dy", dy, count, shapes);
+        const Operand& DZ = call.out("dz", dz, count, shapes);
+        const Operand& DB = call.out("dbias", optional(dbias), n, shapes);
+        if (dbias && (dbias == dz || dbias == dy || dbias == needed))
+            call.fail(KN_ERROR_INVALID_ARGUMENT, "dbias must not be the same buffer as dy, dz or the activation's input");
+        call.check();
+        if (n == 0) return;
+        if (m == 0) {
+            // No rows: the column sums are zero.
+            if (dbias) call.run([&](Device& d) { d.fill_f32(DB.memory(), 0, n, 0.0f); });
+            return;
+        }
+        call.run([&](Device& d) {
+            d.linear_backward_f32({activation, alpha, uses_y ? nullptr : N.memory(), uses_y ? N.memory() : nullptr,
+                                   DY.memory(), DZ.memory(), DB.memory(), m, n});
+        });
+    });
+}
+
 // ---- Elementwise --------------------------------------------------------------------------------
 
 KN_API kn_status kn_unary_f32(kn_unary_op op, float alpha, const kn_buffer* x, kn_buffer* y, int64_t n) {

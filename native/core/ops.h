@@ -43,6 +43,27 @@ struct GemmArgs {
     int64_t batch_count;
 };
 
+// y = act(x op(w) + bias): the GEMM (a = x, b = w, c = y, alpha 1, beta 0, one batch) and its epilogue.
+struct LinearArgs {
+    GemmArgs gemm;
+    const void* bias;        // n elements, or null
+    bool activate;           // false for the identity (KN_UNARY_SCALE with alpha 1)
+    kn_unary_op activation;
+    float alpha;
+};
+
+// dz = dy * act'(x or y), dbias = column sums of dz; all m x n contiguous.
+struct LinearBackwardArgs {
+    kn_unary_op activation;
+    float alpha;
+    const void* x;   // null when the derivative uses y
+    const void* y;   // null when the derivative uses x
+    const void* dy;
+    void* dz;        // may equal dy
+    void* dbias;     // n elements, or null
+    int64_t m, n;    // >= 1
+};
+
 struct UnaryArgs {
     kn_unary_op op;
     float alpha;
@@ -378,6 +399,8 @@ struct GruCellBackwardArgs {
 
 #define KN_OPS(X) \
     X(gemm_f32, GemmArgs)                                      /* gemm                       */ \
+    X(linear_f32, LinearArgs)                                  /* gemm                       */ \
+    X(linear_backward_f32, LinearBackwardArgs)                 /* gemm (CPU: linear.cpp)      */ \
     X(unary_f32, UnaryArgs)                                    /* elementwise                */ \
     X(unary_backward_f32, UnaryBackwardArgs)                   /* elementwise                */ \
     X(binary_f32, BinaryArgs)                                  /* elementwise                */ \

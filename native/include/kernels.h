@@ -226,6 +226,31 @@ KN_API kn_status kn_gemm_f32(kn_transpose trans_a, kn_transpose trans_b,
                              const kn_buffer* b, int64_t ldb, int64_t stride_b, float beta,
                              kn_buffer* c, int64_t ldc, int64_t stride_c, int64_t batch_count);
 
+/* ---- Dense layer (GEMM with a fused epilogue) ------------------------------------------- */
+
+/* y = act(x op(w) + bias), a dense layer's forward with bias and activation applied as the GEMM
+ * writes y (on the CPU inside the GEMM, while each block of y is in cache; CUDA and OpenCL run the
+ * GEMM and then the bias and activation passes).
+ * x is m x k, row-major and contiguous; w is k x n (n x k when trans_w is KN_TRANSPOSE); bias has n
+ * elements or is NULL; y is m x n, contiguous, and must not be x, w or bias.
+ * activation, alpha: any kn_unary_op with its parameter, as kn_unary_f32 computes it; the identity
+ * (no activation) is KN_UNARY_SCALE with alpha 1, which the kernels skip. k == 0 gives y = act(bias)
+ * (or act(0) without bias). */
+KN_API kn_status kn_linear_f32(kn_transpose trans_w, int64_t m, int64_t n, int64_t k, const kn_buffer* x,
+                               const kn_buffer* w, KN_OPTIONAL const kn_buffer* bias, kn_unary_op activation,
+                               float alpha, kn_buffer* y);
+
+/* The backward of kn_linear_f32's epilogue in one pass over dy (m x n, contiguous):
+ *     dz[i][j] = dy[i][j] * act'(.)        dbias[j] = sum over i of dz[i][j]
+ * act' is computed from the pre-activation x or the forward output y, as kn_unary_backward_f32 does
+ * (kn_unary_backward_uses_output says which; the other may be NULL). The sign-keeping RELU, and
+ * LEAKY_RELU with alpha >= 0, may be given y in place of x: their derivative depends only on the
+ * sign, which the activation keeps. dz may alias dy; dbias (n elements) may be NULL. The weight and
+ * input gradients are then two kn_gemm_f32 calls on dz. */
+KN_API kn_status kn_linear_backward_f32(kn_unary_op activation, float alpha, int64_t m, int64_t n,
+                                        KN_OPTIONAL const kn_buffer* x, KN_OPTIONAL const kn_buffer* y,
+                                        const kn_buffer* dy, kn_buffer* dz, KN_OPTIONAL kn_buffer* dbias);
+
 /* ---- Elementwise ------------------------------------------------------------------------ */
 
 /* y[i] = op(x[i]) for i < n. y may be x (in place). */

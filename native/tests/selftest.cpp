@@ -495,6 +495,187 @@ void test_unary(Context& cx) {
 }
 
 // =================================================================================================
+// Linear (GEMM + bias + activation epilogue) and its backward
+// =================================================================================================
+
+// The activations a dense layer fuses, with the parameter each is tested at; SCALE 1 is the identity.
+struct LinearActivation {
+    kn_unary_op op;
+    float alpha;
+    const char* name;
+    bool transcendental;
+};
+
+const std::vector<LinearActivation>& linear_activations() {
+    static const std::vector<LinearActivation> acts = {
+        {KN_UNARY_SCALE, 1.0f, "identity", false}, {KN_UNARY_RELU, 0.0f, "relu", false},
+        {KN_UNARY_LEAKY_RELU, 0.1f, "leaky_relu", false}, {KN_UNARY_SIGMOID, 0.0f, "sigmoid", true},
+        {KN_UNARY_TANH, 0.0f, "tanh", true}, {KN_UNARY_GELU, 0.0f, "gelu", true}};
+    return acts;
+}
+
+void linear_case(Context& cx, const LinearActivation& act, int64_t m, int64_t n, int64_t k, bool trans_w, bool bias) {
+    std::string name = std::string("linear ") + act.name + " m=" + std::to_string(m) + " n=" + std::to_string(n) +
+                       " k=" + std::to_string(k) + (trans_w ? " w^T" : "") + (bias ? " bias" : " no-bias");
+    cx.report.run(name, [&] {
+        Problems problems;
+        Rng rng(seed_of(name));
+        std::vector<float> x = uniform(rng, m * k, -1, 1), w = uniform(rng, k * n, -1, 1), b = uniform(rng, n, -1, 1);
+        DeviceArray<float> X(cx.device, x), W(cx.device, w), B(cx.device, bias ? b : std::vector<float>{});
+        DeviceArray<float> Y(cx.device, nan_filled(m * n));
+        expect_ok(kn_linear_f32(trans_w ? KN_TRANSPOSE : KN_NO_TRANSPOSE, m, n, k, X.get(), W.get(),
+                                bias ? B.get() : nullptr, act.op, act.alpha, Y.get()),
+                  "kn_linear_f32");
+        std::vector<float> got = Y.read();
+        std::vector<double> want(static_cast<size_t>(m * n)), tol(want.size());
+        for (int64_t i = 0; i < m; ++i)
+            for (int64_t j = 0; j < n; ++j) {
+                double z = bias ? b[j] : 0.0, z_abs = std::fabs(z);
+                for (int64_t p = 0; p < k; ++p) {
+                    double t = static_cast<double>(x[i * k + p]) * (trans_w ? w[j * k + p] : w[p * n + j]);
+                    z += t;
+                    z_abs += std::fabs(t);
+                }
+                const double y = unary_reference(act.op, act.alpha, z);
+                // The GEMM's rounding (as test_gemm states it) carried through the activation's slope
+                // (at most ~1.13, GELU's), plus the activation's own rounding.
+                const double slope = std::max(1.0, std::fabs(unary_derivative(act.op, act.alpha, z, y)));
+                want[i * n + j] = y;
+                tol[i * n + j] = slope * (k + 4) * kEps * z_abs + elementwise_tol(act.transcendental, y) + kFlushFloor;
+            }
+        problems.add(compare(m * n, [&](int64_t i) { return got[i]; }, [&](int64_t i) { return want[i]; },
+                             [&](int64_t i) { return tol[i]; })
+                         .describe("y"));
+        problems.add(guard_violation(got, Y, "y"));
+        problems.add(input_violation(X, "x"));
+        problems.add(input_violation(W, "w"));
+        if (bias) problems.add(input_violation(B, "bias"));
+        return problems;
+    });
+}
+
+void linear_backward_case(Context& cx, const LinearActivation& act, int64_t m, int64_t n, bool dbias, bool in_place) {
+    std::string name = std::string("linear_backward ") + act.name + " m=" + std::to_string(m) + " n=" +
+                       std::to_string(n) + (dbias ? " dbias" : " no-dbias") + (in_place ? " dz=dy" : "");
+    cx.report.run(name, [&] {
+        Problems problems;
+        Rng rng(seed_of(name));
+        const bool uses_y = backward_uses_output(act.op);
+        std::vector<float> x = uniform(rng, m * n, -3, 3), dy = uniform(rng, m * n, -1, 1);
+        std::vector<float> y(x.size());
+        for (size_t i = 0; i < x.size(); ++i) y[i] = static_cast<float>(unary_reference(act.op, act.alpha, x[i]));
+        DeviceArray<float> X(cx.device, uses_y ? std::vector<float>{} : x), Y(cx.device, uses_y ? y : std::vector<float>{});
+        DeviceArray<float> DY(cx.device, dy), DZ(cx.device, nan_filled(in_place ? 0 : m * n));
+        DeviceArray<float> DB(cx.device, nan_filled(dbias ? n : 0));
+        kn_buffer* dz = in_place ? DY.get() : DZ.get();
+        expect_ok(kn_linear_backward_f32(act.op, act.alpha, m, n, uses_y ? nullptr : X.get(), uses_y ? Y.get() : nullptr,
+                                         DY.get(), dz, dbias ? DB.get() : nullptr),
+                  "kn_linear_backward_f32");
+        std::vector<float> got = in_place ? DY.read() : DZ.read();
+        auto want = [&](int64_t i) { return dy[i] * unary_derivative(act.op, act.alpha, x[i], y[i]); };
+        problems.add(compare(m * n, [&](int64_t i) { return got[i]; }, want,
+                             [&](int64_t i) { return elementwise_tol(act.transcendental, want(i)) + kFlushFloor; })
+                         .describe("dz"));
+        problems.add(guard_violation(got, in_place ? DY : DZ, "dz"));
+        if (dbias) {
+            std::vector<float> gb = DB.read();
+            std::vector<double> sum(static_cast<size_t>(n), 0.0), sum_abs(static_cast<size_t>(n), 0.0);
+            for (int64_t i = 0; i < m; ++i)
+                for (int64_t j = 0; j < n; ++j) {
+                    sum[j] += want(i * n + j);
+                    sum_abs[j] += std::fabs(want(i * n + j));
+                }
+            // Each term carries dz's own tolerance; the summation adds ~log2(m) roundings (pairwise)
+            // or m of them (the GPUs' sequential blocks): m * eps bounds both.
+            problems.add(compare(n, [&](int64_t j) { return gb[j]; }, [&](int64_t j) { return sum[j]; },
+                                 [&](int64_t j) {
+                                     return (m + 2) * kEps * sum_abs[j] +
+                                            (act.transcendental ? 1e-5 : 1e-6) * sum_abs[j] + kFlushFloor;
+                                 })
+                             .describe("dbias"));
+            problems.add(guard_violation(gb, DB, "dbias"));
+        }
+        problems.add(input_violation(uses_y ? Y : X, uses_y ? "y" : "x"));
+        if (!in_place) problems.add(input_violation(DY, "dy"));
+        return problems;
+    });
+}
+
+void test_linear(Context& cx) {
+    struct Shape { int64_t m, n, k; };
+    // 1, primes, non-multiples of every micro-tile (14 x 32, 6 x 16, 4 x 8), k = 0, n = 1 (the GEMV
+    // path), and sizes past the threading threshold (1M MACs) with rectangles split between threads.
+    std::vector<Shape> shapes = {{1, 1, 1}, {1, 7, 5}, {13, 1, 17}, {7, 3, 0}, {15, 33, 29}, {29, 37, 131}};
+    if (!cx.quick) {
+        shapes.push_back({131, 300, 97});
+        shapes.push_back({128, 10, 256});
+        shapes.push_back({61, 517, 1031});  // k past one 1024-deep slice: the epilogue after the last
+    }
+    for (const LinearActivation& act : linear_activations())
+        for (const Shape& s : shapes) {
+            linear_case(cx, act, s.m, s.n, s.k, false, true);
+            if (s.k > 0 && s.m > 1) linear_case(cx, act, s.m, s.n, s.k, true, false);
+        }
+    // No bias and identity: the plain GEMM through this entry point.
+    linear_case(cx, linear_activations()[0], 29, 37, 131, false, false);
+    struct Rows { int64_t m, n; };
+    std::vector<Rows> sizes = {{1, 1}, {7, 3}, {13, 257}, {33, 10}};
+    if (!cx.quick) {
+        sizes.push_back({300, 131});   // 39k elements: two row groups on two threads
+        sizes.push_back({129, 1031});  // columns past one 256-wide block
+    }
+    for (const LinearActivation& act : linear_activations())
+        for (const Rows& r : sizes) {
+            linear_backward_case(cx, act, r.m, r.n, true, false);
+            linear_backward_case(cx, act, r.m, r.n, true, true);
+            if (r.m > 1) linear_backward_case(cx, act, r.m, r.n, false, false);
+        }
+    linear_backward_case(cx, linear_activations()[1], 0, 5, true, false);  // no rows: dbias = 0
+
+    auto error_case = [&](const std::string& what, const std::function<std::string()>& body) {
+        cx.report.run("linear error: " + what, [&] {
+            Problems p;
+            p.add(body());
+            return p;
+        });
+    };
+    // Buffers of 64 and 3 floats (each plus kGuard): the 3-float one is too small for 20 or more.
+    Rng rng(seed_of("linear errors"));
+    DeviceArray<float> a(cx.device, uniform(rng, 64, -1, 1)), b(cx.device, uniform(rng, 64, -1, 1));
+    DeviceArray<float> c(cx.device, nan_filled(64)), small(cx.device, uniform(rng, 3, -1, 1));
+    error_case("w too small names the shapes", [&] {
+        return expect_error(cx, kn_linear_f32(KN_NO_TRANSPOSE, 4, 5, 6, a.get(), small.get(), nullptr, KN_UNARY_RELU,
+                                              0.0f, c.get()),
+                            KN_ERROR_SHAPE_MISMATCH, {"w", "[6, 5]"});
+    });
+    error_case("bias too short", [&] {
+        return expect_error(cx, kn_linear_f32(KN_NO_TRANSPOSE, 2, 30, 2, a.get(), b.get(), small.get(), KN_UNARY_RELU,
+                                              0.0f, c.get()),
+                            KN_ERROR_SHAPE_MISMATCH, {"bias"});
+    });
+    error_case("y aliasing x", [&] {
+        return expect_error(cx, kn_linear_f32(KN_NO_TRANSPOSE, 2, 2, 2, a.get(), b.get(), nullptr, KN_UNARY_RELU, 0.0f,
+                                              a.get()),
+                            KN_ERROR_INVALID_ARGUMENT, {"y"});
+    });
+    error_case("unknown activation", [&] {
+        return expect_error(cx, kn_linear_f32(KN_NO_TRANSPOSE, 2, 2, 2, a.get(), b.get(), nullptr,
+                                              static_cast<kn_unary_op>(999), 0.0f, c.get()),
+                            KN_ERROR_INVALID_ARGUMENT, {"activation"});
+    });
+    error_case("backward missing x for GELU", [&] {
+        return expect_error(cx, kn_linear_backward_f32(KN_UNARY_GELU, 0.0f, 2, 2, nullptr, a.get(), b.get(), c.get(),
+                                                       nullptr),
+                            KN_ERROR_INVALID_ARGUMENT, {"pre-activation"});
+    });
+    error_case("backward dbias too short", [&] {
+        return expect_error(cx, kn_linear_backward_f32(KN_UNARY_RELU, 0.0f, 2, 30, a.get(), nullptr, b.get(), c.get(),
+                                                       small.get()),
+                            KN_ERROR_SHAPE_MISMATCH, {"dbias"});
+    });
+}
+
+// =================================================================================================
 // Binary (broadcasting)
 // =================================================================================================
 //
@@ -2197,6 +2378,7 @@ int main(int argc, char** argv) {
         test_errors(cx);
         test_gemm(cx);
         test_unary(cx);
+        test_linear(cx);
         test_binary(cx);
         test_layout(cx);
         test_gather(cx);

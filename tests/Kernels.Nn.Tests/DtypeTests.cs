@@ -257,7 +257,8 @@ public class DtypeTests
             AssertRefused("MeanSquaredError", () => Losses.MeanSquaredError(f, l), "float32", "int64");   // losses
             AssertRefused("SparseCategoricalCrossEntropy", () => Losses.SparseCategoricalCrossEntropy(l, l.Select(1, 0)), "int64 tensor [3, 4]");
             using var dense = new Dense(4, 2, device: device);
-            AssertRefused("MatMul", () => dense.Forward(l), "int64");                                   // a layer: its first op refuses
+            AssertRefused("Linear", () => dense.Forward(l), "int64");                                   // a layer: its first op refuses
+            AssertRefused("Linear", () => l.Linear(w), "int64 tensor [3, 4]");                          // the fused dense op
             AssertRefused("Dropout.Forward", () => new Dropout(0.5f).Forward(l), "int64");              // an op without a name: from the stack
         }
         // The process stays usable, and nothing the refused calls made is left alive.

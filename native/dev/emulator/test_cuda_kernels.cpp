@@ -780,6 +780,76 @@ static void test_gemm() {
         }
 }
 
+// ---- linear (GEMM, then bias and activation; backward: activation derivative, then column sums) -----
+static double linear_act(kn_unary_op op, float alpha, double z) {
+    switch (op) {
+        case KN_UNARY_RELU: return z > 0 ? z : 0;
+        case KN_UNARY_TANH: return std::tanh(z);
+        case KN_UNARY_LEAKY_RELU: return z > 0 ? z : alpha * z;
+        default: return z;  // KN_UNARY_SCALE with alpha 1: the identity
+    }
+}
+
+static void test_linear() {
+    struct Case { int m, n, k; bool tw, bias; kn_unary_op op; float alpha; };
+    const std::vector<Case> cases = {
+        {1, 1, 1, false, true, KN_UNARY_RELU, 0},        {7, 13, 5, false, true, KN_UNARY_TANH, 0},
+        {33, 65, 17, true, true, KN_UNARY_LEAKY_RELU, 0.1f}, {131, 257, 109, false, false, KN_UNARY_RELU, 0},
+        {64, 48, 0, false, true, KN_UNARY_TANH, 0},      {29, 31, 37, false, true, KN_UNARY_SCALE, 1},
+    };
+    for (const Case& e : cases) {
+        HostBuffer x(size_t(e.m) * e.k + 1), w(size_t(e.k) * e.n + 1), b(size_t(e.n)), y(size_t(e.m) * e.n);
+        for (size_t i = 0; i < x.n; ++i) x[i] = uniform(-1, 1);
+        for (size_t i = 0; i < w.n; ++i) w[i] = uniform(-1, 1);
+        for (size_t i = 0; i < b.n; ++i) b[i] = uniform(-1, 1);
+        const bool identity = e.op == KN_UNARY_SCALE && e.alpha == 1.0f;
+        GemmArgs g{false, e.tw, e.m, e.n, e.k, 1.0f, 0.0f, x.p, e.k, 0, w.p, e.tw ? e.k : e.n, 0, y.p, e.n, 0, 1};
+        SELFTEST_EXPECT(cuda::linear_f32(LinearArgs{g, e.bias ? b.p : nullptr, !identity, e.op, e.alpha}, ctx_with(2)) == cudaSuccess,
+                        "linear launch");
+        int bad = 0;
+        for (int i = 0; i < e.m; ++i)
+            for (int j = 0; j < e.n; ++j) {
+                double z = e.bias ? b[j] : 0, z_abs = std::fabs(z);
+                for (int p = 0; p < e.k; ++p) {
+                    const double t = double(x[size_t(i) * e.k + p]) * (e.tw ? w[size_t(j) * e.k + p] : w[size_t(p) * e.n + j]);
+                    z += t;
+                    z_abs += std::fabs(t);
+                }
+                const double want = linear_act(e.op, e.alpha, z);
+                if (!(std::fabs(y[size_t(i) * e.n + j] - want) <= (e.k + 4) * FLT_EPSILON * z_abs + 1e-6 * std::fabs(want) + 1e-30)) ++bad;
+            }
+        SELFTEST_EXPECT(bad == 0, "linear %dx%dx%d%s%s op %d: %d wrong", e.m, e.n, e.k, e.tw ? " w^T" : "", e.bias ? " bias" : "",
+                        int(e.op), bad);
+
+        // Backward over y's shape: dz = dy * act'(.), dbias = column sums of dz.
+        HostBuffer dy(size_t(e.m) * e.n), dz(size_t(e.m) * e.n), db(size_t(e.n));
+        for (size_t i = 0; i < dy.n; ++i) dy[i] = uniform(-1, 1);
+        const bool from_y = e.op == KN_UNARY_TANH;
+        SELFTEST_EXPECT(cuda::linear_backward_f32(LinearBackwardArgs{e.op, e.alpha, from_y ? nullptr : y.p, from_y ? y.p : nullptr, dy.p,
+                                                                     dz.p, db.p, e.m, e.n},
+                                                  ctx_with(2)) == cudaSuccess,
+                        "linear_backward launch");
+        bad = 0;
+        std::vector<double> sums(size_t(e.n), 0.0), sums_abs(size_t(e.n), 0.0);
+        for (int i = 0; i < e.m; ++i)
+            for (int j = 0; j < e.n; ++j) {
+                const size_t at = size_t(i) * e.n + j;
+                const double v = y[at];
+                const double slope = e.op == KN_UNARY_TANH ? 1 - v * v : e.op == KN_UNARY_RELU ? (v > 0 ? 1 : 0)
+                                     : e.op == KN_UNARY_LEAKY_RELU ? (v > 0 ? 1 : e.alpha) : e.alpha;
+                const double want = dy[at] * slope;
+                // 1 - y^2 in float cancels near |y| = 1: y^2's rounding (eps) becomes an absolute error.
+                const double tol = 1e-6 * std::fabs(want) + 2 * FLT_EPSILON * std::fabs(dy[at]) + 1e-30;
+                sums[j] += want;
+                sums_abs[j] += std::fabs(want) + tol;
+                if (!(std::fabs(dz[at] - want) <= tol)) ++bad;
+            }
+        for (int j = 0; j < e.n; ++j)
+            if (!(std::fabs(db[j] - sums[j]) <= (e.m + 4) * FLT_EPSILON * sums_abs[j] + 1e-6 * sums_abs[j] + 1e-30)) ++bad;
+        SELFTEST_EXPECT(bad == 0, "linear_backward %dx%d op %d: %d wrong", e.m, e.n, int(e.op), bad);
+    }
+}
+
 // ---- layout (strided copy) -------------------------------------------------------------------------
 // The normalised geometry as the API layer hands it over: contiguous destinations through the transpose
 // tiles and the general kernel (from a y_offset), strided destinations (a slice of y) through the
@@ -880,6 +950,7 @@ int main(int argc, char** argv) {
     if (only.empty() || only == "softmax") test_softmax();
     if (only.empty() || only == "reduce") test_reduce();
     if (only.empty() || only == "gemm") test_gemm();
+    if (only.empty() || only == "linear") test_linear();
     if (only.empty() || only == "layout") test_layout();
     if (only.empty() || only == "gather") test_gather();
     if (only.empty() || only == "cast") test_cast();

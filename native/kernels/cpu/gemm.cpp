@@ -24,6 +24,7 @@
 // One thread: AVX-512 ~200 GFLOP/s, AVX2 path ~105 (OpenBLAS ~106), portable path ~35.
 #include "cpu_kernels.h"
 #include "scratch_buffer.h"
+#include "span_kernels.h"
 
 #include "error.h"
 #include "thread_pool.h"
@@ -118,6 +119,25 @@ const KernelConfig& kernel_config() {
 // One A and one B buffer per thread, grown on demand and kept (scratch_buffer.h).
 thread_local ScratchBuffer a_pack_buffer{"GEMM packing buffer (A)"}, b_pack_buffer{"GEMM packing buffer (B)"};
 
+// What kn_linear_f32 applies to each finished block of C: c[i][j] = act(c[i][j] + bias[j]).
+struct Epilogue {
+    const float* bias;  // n elements, or null
+    bool activate;
+    kn_unary_op op;
+    float alpha;
+};
+
+// The epilogue over rows x [col0, col0 + cols) of C starting at c (already offset to column col0),
+// with the vectorised span kernels the elementwise ops use; each row is in L1 or L2 when it runs.
+void apply_epilogue(const Epilogue& e, float* c, int64_t ldc, int64_t rows, int64_t col0, int64_t cols) {
+    const SpanKernels& S = span_kernels();
+    for (int64_t i = 0; i < rows; ++i) {
+        float* row = c + i * ldc;
+        if (e.bias) S.binary(KN_BINARY_ADD, row, 1, e.bias + col0, 1, row, cols);
+        if (e.activate) S.unary(e.op, e.alpha, row, row, cols);
+    }
+}
+
 // One GEMM with its operands resolved to this batch's pointers.
 struct Problem {
     bool trans_a, trans_b;
@@ -126,6 +146,7 @@ struct Problem {
     const float* a; int64_t lda;
     const float* b; int64_t ldb;
     float* c; int64_t ldc;
+    const Epilogue* epilogue;  // null for a plain GEMM
 };
 
 // Rows [i0, i0 + mc) x depth [p0, p0 + kc) of op(A) into MR-tall panels: panel q holds
@@ -229,6 +250,10 @@ void gemm_rectangle(const Problem& P, const KernelConfig& K, int64_t m0, int64_t
                                  beta, std::min(MR, mc - ir), nr);
                     }
                 }
+                // After the last k slice this mc x nc block of C is final and still in L2 (at most
+                // MC x NC floats, half of it): bias and activation now save a pass over C from memory.
+                if (P.epilogue && pc + kc == P.k)
+                    apply_epilogue(*P.epilogue, P.c + ic * P.ldc + jc, P.ldc, mc, jc, nc);
             }
         }
     }
@@ -281,11 +306,15 @@ void gemv(const Problem& P, int threads) {
     float* x = b_pack_buffer.get(P.k);
     for (int64_t p = 0; p < P.k; ++p) x[p] = P.trans_b ? P.b[p] : P.b[p * P.ldb];
     const int64_t grain = std::max<int64_t>(1, GEMM_THREADING_MIN_MACS / std::max<int64_t>(P.k, 1));
+    auto rows = [&](int64_t begin, int64_t end) {
+        gemv_rows(P, x, begin, end);
+        if (P.epilogue) apply_epilogue(*P.epilogue, P.c + begin * P.ldc, P.ldc, end - begin, 0, 1);
+    };
     if (threads == 1) {
-        gemv_rows(P, x, 0, P.m);
+        rows(0, P.m);
         return;
     }
-    parallel_for(P.m, grain, [&](int64_t begin, int64_t end) { gemv_rows(P, x, begin, end); });
+    parallel_for(P.m, grain, rows);
 }
 
 // C = beta * C where there is no product to add (k == 0 or alpha == 0); beta == 0 writes zeros
@@ -321,9 +350,15 @@ void choose_grid(int64_t tiles_m, int64_t tiles_n, int threads, int64_t& grid_m,
 
 }  // namespace
 
-void gemm_f32(const GemmArgs& g) {
+namespace {
+
+// gemm_f32, and linear_f32 with its epilogue (null for a plain GEMM).
+void gemm_driver(const GemmArgs& g, const Epilogue* epilogue) {
     if (g.k == 0 || g.alpha == 0.0f) {
         scale_c(g);
+        if (epilogue)
+            for (int64_t batch = 0; batch < g.batch_count; ++batch)
+                apply_epilogue(*epilogue, static_cast<float*>(g.c) + batch * g.stride_c, g.ldc, g.m, 0, g.n);
         return;
     }
     const KernelConfig& K = kernel_config();
@@ -333,7 +368,7 @@ void gemm_f32(const GemmArgs& g) {
     auto problem = [&](int64_t batch) {
         return Problem{g.trans_a, g.trans_b, g.m, g.n, g.k, g.alpha, g.beta,
                        a + batch * g.stride_a, g.lda, b + batch * g.stride_b, g.ldb,
-                       c + batch * g.stride_c, g.ldc};
+                       c + batch * g.stride_c, g.ldc, epilogue};
     };
 
     const int threads = thread_count();
@@ -369,6 +404,15 @@ void gemm_f32(const GemmArgs& g) {
             if (m0 < m1 && n0 < n1) gemm_rectangle(problem(batch), K, m0, m1, n0, n1);
         }
     });
+}
+
+}  // namespace
+
+void gemm_f32(const GemmArgs& g) { gemm_driver(g, nullptr); }
+
+void linear_f32(const LinearArgs& args) {
+    const Epilogue epilogue{static_cast<const float*>(args.bias), args.activate, args.activation, args.alpha};
+    gemm_driver(args.gemm, args.bias || args.activate ? &epilogue : nullptr);
 }
 
 }  // namespace kn::cpu

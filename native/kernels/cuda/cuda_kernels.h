@@ -53,11 +53,18 @@ KN_OPS_NOT_IN_CUDA(KN_OP_NOT_IMPLEMENTED)
 
 // gemm.cu: C = alpha * op(A) * op(B) + beta * C over strided batches.
 cudaError_t gemm_f32(const GemmArgs& args, const LaunchContext& ctx);
+// ... and the dense layer: the GEMM then one bias + activation pass (backward: the activation's
+// backward, then the column sums).
+cudaError_t linear_f32(const LinearArgs& args, const LaunchContext& ctx);
+cudaError_t linear_backward_f32(const LinearBackwardArgs& args, const LaunchContext& ctx);
 
 // elementwise.cu. fill_f32 is the device's memory fill (not an op of the table).
 cudaError_t fill_f32(float* dst, int64_t count, float value, const LaunchContext& ctx);
 cudaError_t unary_f32(const UnaryArgs& args, const LaunchContext& ctx);
 cudaError_t unary_backward_f32(const UnaryBackwardArgs& args, const LaunchContext& ctx);
+// y = op(y + bias) with bias broadcast over the rows of a rows x cols y (kn_linear_f32's epilogue).
+cudaError_t bias_unary_f32(float* y, const float* bias, int64_t rows, int64_t cols, kn_unary_op op, float alpha,
+                           const LaunchContext& ctx);
 cudaError_t binary_f32(const BinaryArgs& args, const LaunchContext& ctx);
 cudaError_t binary_backward_f32(const BinaryBackwardArgs& args, const LaunchContext& ctx);
 

@@ -152,6 +152,14 @@ __global__ void unary_kernel(const float* x, float* y, int64_t n, float alpha, b
     for (int64_t i = scalar_start + first; i < n; i += stride) y[i] = unary_forward<OP>(x[i], alpha);
 }
 
+// y[i] = op(y[i] + bias[i % cols]) over a row-major rows x cols y: the dense layer's epilogue after
+// its GEMM (kn_linear_f32), one pass over y instead of a broadcast add and a unary pass.
+template <kn_unary_op OP>
+__global__ void bias_unary_kernel(float* y, const float* bias, int64_t cols, int64_t n, float alpha) {
+    const int64_t first = first_index(), stride = grid_stride();
+    for (int64_t i = first; i < n; i += stride) y[i] = unary_forward<OP>(y[i] + bias[i % cols], alpha);
+}
+
 template <kn_unary_op OP>
 __global__ void unary_backward_kernel(const float* in, const float* dy, float* dx, int64_t n, float alpha, bool vec) {
     const int64_t first = first_index(), stride = grid_stride();
@@ -461,6 +469,16 @@ cudaError_t unary_f32(const UnaryArgs& args, const LaunchContext& ctx) {
     const unsigned grid = grid_for(vec ? (args.n + 3) / 4 : args.n, ctx);
     return with_unary_op(args.op, [&](auto op) {
         unary_kernel<decltype(op)::value><<<grid, ELEMENTWISE_THREADS, 0, ctx.stream>>>(x, y, args.n, args.alpha, vec);
+        return cudaGetLastError();
+    });
+}
+
+cudaError_t bias_unary_f32(float* y, const float* bias, int64_t rows, int64_t cols, kn_unary_op op, float alpha,
+                          const LaunchContext& ctx) {
+    const int64_t n = rows * cols;
+    const unsigned grid = grid_for(n, ctx);
+    return with_unary_op(op, [&](auto o) {
+        bias_unary_kernel<decltype(o)::value><<<grid, ELEMENTWISE_THREADS, 0, ctx.stream>>>(y, bias, cols, n, alpha);
         return cudaGetLastError();
     });
 }

@@ -343,4 +343,28 @@ cudaError_t gemm_f32(const GemmArgs& args, const LaunchContext& ctx) {
     return GemmSmall::launch(p, args.trans_a, args.trans_b, ctx);
 }
 
+// kn_linear_f32: the GEMM, then bias and activation in one pass over y (an activation alone: the
+// unary launcher). One more pass over y than the CPU's epilogue inside the GEMM.
+cudaError_t linear_f32(const LinearArgs& args, const LaunchContext& ctx) {
+    if (cudaError_t e = gemm_f32(args.gemm, ctx); e != cudaSuccess) return e;
+    const GemmArgs& g = args.gemm;
+    float* y = static_cast<float*>(g.c);
+    if (args.bias)  // the identity as SCALE by 1, exact
+        return bias_unary_f32(y, static_cast<const float*>(args.bias), g.m, g.n, args.activate ? args.activation : KN_UNARY_SCALE,
+                              args.activate ? args.alpha : 1.0f, ctx);
+    if (args.activate) return unary_f32({args.activation, args.alpha, y, y, g.m * g.n}, ctx);
+    return cudaSuccess;
+}
+
+// kn_linear_backward_f32: the activation's backward, then the column sums of dz with the reduction.
+cudaError_t linear_backward_f32(const LinearBackwardArgs& args, const LaunchContext& ctx) {
+    if (cudaError_t e = unary_backward_f32({args.activation, args.alpha, args.x, args.y, args.dy, args.dz, args.m * args.n}, ctx);
+        e != cudaSuccess)
+        return e;
+    if (args.dbias) {
+        return reduce_f32({KN_REDUCE_SUM, args.dz, args.dbias, 1, args.m, args.n}, ctx);
+    }
+    return cudaSuccess;
+}
+
 }  // namespace kn::cuda

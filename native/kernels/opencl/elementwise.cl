@@ -113,6 +113,16 @@ typedef EW_CAT(float, EW_VEC) ew_vec;
             }                                                                                      \
         }                                                                                          \
     }                                                                                              \
+    /* y = op(y + bias[column]) over a rows x cols y: kn_linear_f32's epilogue after its GEMM. */    \
+    __kernel void bias_unary_##name(__global float* y, __global const float* bias, const long cols,  \
+                                    const long n, const float alpha) {                             \
+        const long first = get_global_id(0) * EW_VEC;                                              \
+        const long last = min(first + (long)EW_VEC, n);                                            \
+        for (long i = first; i < last; ++i) {                                                      \
+            const float v = y[i] + bias[i % cols];                                                 \
+            y[i] = UNARY_OP_##name(float, v, alpha);                                               \
+        }                                                                                          \
+    }                                                                                              \
     __kernel void unary_backward_##name(__global const float* v, __global const float* dy,        \
                                         __global float* dx, const long n, const float alpha) {     \
         const long first = get_global_id(0) * EW_VEC;                                              \

@@ -49,6 +49,13 @@ void unary_f32(const UnaryArgs& u, Queue& q) {
     q.launch_elementwise(kern, kname.c_str(), u.n);
 }
 
+void bias_unary_f32(void* y, const void* bias, int64_t rows, int64_t cols, kn_unary_op op, float alpha, Queue& q) {
+    const std::string kname = cat("bias_unary_", kUnaryNames[op]);
+    cl_kernel kern = q.kernel(kname);
+    q.set_args(kern, kname.c_str(), mem(y), mem(bias), cl_long{cols}, cl_long{rows * cols}, cl_float{alpha});
+    q.launch_elementwise(kern, kname.c_str(), rows * cols);
+}
+
 void unary_backward_f32(const UnaryBackwardArgs& u, Queue& q) {
     const std::string kname = cat("unary_backward_", kUnaryNames[u.op]);
     cl_kernel kern = q.kernel(kname);

@@ -37,4 +37,24 @@ void gemm_f32(const GemmArgs& g, Queue& q) {
     }
 }
 
+// kn_linear_f32: the GEMM, then bias and activation in one pass over y (an activation alone: the
+// unary launcher). One more pass over y than the CPU's epilogue inside the GEMM.
+void linear_f32(const LinearArgs& args, Queue& q) {
+    gemm_f32(args.gemm, q);
+    const GemmArgs& g = args.gemm;
+    if (args.bias)  // the identity as SCALE by 1, exact
+        bias_unary_f32(g.c, args.bias, g.m, g.n, args.activate ? args.activation : KN_UNARY_SCALE,
+                       args.activate ? args.alpha : 1.0f, q);
+    else if (args.activate)
+        unary_f32({args.activation, args.alpha, g.c, g.c, g.m * g.n}, q);
+}
+
+// kn_linear_backward_f32: the activation's backward, then the column sums of dz with the reduction.
+void linear_backward_f32(const LinearBackwardArgs& args, Queue& q) {
+    unary_backward_f32({args.activation, args.alpha, args.x, args.y, args.dy, args.dz, args.m * args.n}, q);
+    if (args.dbias) {
+        reduce_f32({KN_REDUCE_SUM, args.dz, args.dbias, 1, args.m, args.n}, q);
+    }
+}
+
 }  // namespace kn::opencl

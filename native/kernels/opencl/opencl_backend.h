@@ -122,9 +122,15 @@ KN_OPS_NOT_IN_OPENCL(KN_OP_NOT_IMPLEMENTED)
 
 // gemm_launch.cpp (gemm.cl)
 void gemm_f32(const GemmArgs& args, Queue& q);
+// ... and the dense layer: the GEMM then one bias + activation pass (backward: the activation's
+// backward, then the column sums).
+void linear_f32(const LinearArgs& args, Queue& q);
+void linear_backward_f32(const LinearBackwardArgs& args, Queue& q);
 // elementwise_launch.cpp (elementwise.cl): unary and binary ops, dropout, clamp, optimizer steps
 void unary_f32(const UnaryArgs& args, Queue& q);
 void unary_backward_f32(const UnaryBackwardArgs& args, Queue& q);
+// y = op(y + bias) with bias broadcast over the rows of a rows x cols y (kn_linear_f32's epilogue).
+void bias_unary_f32(void* y, const void* bias, int64_t rows, int64_t cols, kn_unary_op op, float alpha, Queue& q);
 void binary_f32(const BinaryArgs& args, Queue& q);
 void binary_backward_f32(const BinaryBackwardArgs& args, Queue& q);
 // layout_launch.cpp (layout.cl): the strided copy

@@ -60,6 +60,32 @@ internal static class Gradients
         return new[] { da, db };
     }
 
+    /// <summary>
+    /// The dense layer's backward: dz = g * act'(y) and the bias gradient (dz's column sums) in one
+    /// pass over g, then dx = dz W^T and dW = x^T dz as GEMMs (<see cref="MatMul"/>). With the identity
+    /// and no bias gradient, dz is g itself.
+    /// </summary>
+    public static Tensor?[] Linear(Tensor x, Tensor w, Tensor? bias, Tensor y, UnaryOp activation, float alpha, Tensor g)
+    {
+        bool identity = activation == UnaryOp.Scale && alpha == 1f;
+        Tensor? dbias = bias is not null && bias.RequiresGrad ? Tensor.Empty(bias.ShapeArray, bias.Device) : null;
+        var dz = g;
+        if (!identity || dbias is not null)
+        {
+            long m = y.ShapeArray[0], n = y.ShapeArray[1];
+            dz = identity ? g : Tensor.Empty(g.ShapeArray, g.Device);
+            if (n > 0)
+            {
+                // Relu and leaky relu take y as their x: the derivative depends on the sign only.
+                bool fromY = Ops.UnaryBackwardUsesOutput(activation);
+                Ops.LinearBackward(activation, alpha, m, n, fromY ? null : y.Buffer, fromY ? y.Buffer : null, g.Buffer,
+                                   dz.Buffer, dbias?.Buffer);
+            }
+        }
+        var dxw = MatMul(x, w, dz);
+        return bias is null ? dxw : new[] { dxw[0], dxw[1], dbias };
+    }
+
     /// <summary>Sum/mean spread g back over the reduced elements; max/min route it to the elements
     /// equal to the extreme (via the maximum/minimum backward kernel: x &gt;= max(x) only there).</summary>
     public static Tensor Reduce(ReduceOp op, Tensor x, Tensor y, Tensor g)

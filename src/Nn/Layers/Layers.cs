@@ -30,14 +30,17 @@ public sealed class Dense : Module
         base.ExchangeState().Select(e => ReferenceEquals(e.Tensor, Weight) ? e with { Transposed = true } : e);
 
     /// <inheritdoc/>
-    public override Tensor Forward(Tensor input)
+    public override Tensor Forward(Tensor input) => Forward(input, UnaryOp.Scale, 1f);
+
+    /// <summary>act(x W + b) as one fused op (<see cref="Tensor.Linear(Tensor, Tensor?, UnaryOp, float)"/>):
+    /// <see cref="Sequential"/> passes the activation of an <see cref="Activation"/> layer that follows.</summary>
+    internal Tensor Forward(Tensor input, UnaryOp activation, float alpha)
     {
         ArgumentNullException.ThrowIfNull(input);
         if (input.Rank < 1 || input.Shape[^1] != Inputs)
             throw new ShapeMismatchException($"Dense({Inputs} -> {Outputs}) got an input of shape {Tensor.FormatShape(input.ShapeArray)}; its last dimension must be {Inputs}");
         var x = input.Rank == 2 ? input : input.Reshape(-1, Inputs);
-        var y = x.MatMul(Weight);
-        if (Bias is not null) y = y.Add(Bias);
+        var y = x.Linear(Weight, Bias, activation, alpha);
         if (input.Rank != 2)
         {
             var outShape = input.ShapeArray.ToArray();
@@ -53,12 +56,17 @@ public sealed class Activation : Module
 {
     private readonly Func<Tensor, Tensor> function;
 
-    private Activation(string name, Func<Tensor, Tensor> function, float slope = 0)
+    private Activation(string name, Func<Tensor, Tensor> function, float slope = 0, UnaryOp? elementwise = null)
     {
         Name = name;
         Slope = slope;
         this.function = function;
+        Elementwise = elementwise;
     }
+
+    /// <summary>The unary op this activation is (with <see cref="Slope"/> as its parameter), which a
+    /// preceding <see cref="Dense"/> can apply in its GEMM's write-out; null for softmax.</summary>
+    internal UnaryOp? Elementwise { get; }
 
     /// <summary>The activation's name: relu, leaky_relu, sigmoid, tanh, gelu or softmax.</summary>
     public string Name { get; }
@@ -83,15 +91,15 @@ public sealed class Activation : Module
     public override Tensor Forward(Tensor input) => function(input);
 
     /// <summary>max(x, 0)</summary>
-    public static Activation Relu() => new("relu", x => x.Relu());
+    public static Activation Relu() => new("relu", x => x.Relu(), 0, UnaryOp.Relu);
     /// <summary>x, or slope * x below 0</summary>
-    public static Activation LeakyRelu(float slope = 0.01f) => new("leaky_relu", x => x.LeakyRelu(slope), slope);
+    public static Activation LeakyRelu(float slope = 0.01f) => new("leaky_relu", x => x.LeakyRelu(slope), slope, UnaryOp.LeakyRelu);
     /// <summary>1 / (1 + e^-x)</summary>
-    public static Activation Sigmoid() => new("sigmoid", x => x.Sigmoid());
+    public static Activation Sigmoid() => new("sigmoid", x => x.Sigmoid(), 0, UnaryOp.Sigmoid);
     /// <summary>tanh x</summary>
-    public static Activation Tanh() => new("tanh", x => x.Tanh());
+    public static Activation Tanh() => new("tanh", x => x.Tanh(), 0, UnaryOp.Tanh);
     /// <summary>exact GELU</summary>
-    public static Activation Gelu() => new("gelu", x => x.Gelu());
+    public static Activation Gelu() => new("gelu", x => x.Gelu(), 0, UnaryOp.Gelu);
     /// <summary>softmax over the last axis</summary>
     public static Activation Softmax() => new("softmax", x => x.Softmax());
 }

@@ -173,7 +173,18 @@ public sealed class Sequential : Module
     public override Tensor Forward(Tensor input)
     {
         var x = input;
-        foreach (var layer in layers) x = layer.Forward(x);
+        for (int i = 0; i < layers.Count; ++i)
+        {
+            // A Dense followed by an elementwise Activation runs as one fused op (bias and activation
+            // in the GEMM's write-out, one autograd node); the values are those of the two layers.
+            if (layers[i] is Dense dense && i + 1 < layers.Count && layers[i + 1] is Activation { Elementwise: UnaryOp op } act)
+            {
+                x = dense.Forward(x, op, act.Slope);
+                ++i;
+                continue;
+            }
+            x = layers[i].Forward(x);
+        }
         return x;
     }
 }
