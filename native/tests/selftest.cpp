@@ -488,6 +488,17 @@ void test_unary(Context& cx) {
         unary_forward_case(cx, u, u.alphas[0], 257, true);   // y = x
         unary_backward_case(cx, u, u.alphas[0], 257, true);  // dx = dy
     }
+    // Outputs past 32 MB, the CPU backend's threshold for streaming (non-temporal) stores
+    // (kStreamingBytes in native/kernels/cpu/span_kernels.h): an odd length, so the chunks end in a
+    // partial line, out of place and in place.
+    if (!cx.quick) {
+        const int64_t big = (int64_t{32} << 20) / 4 + 4099;
+        for (const UnaryInfo& u : unary_ops())
+            if (u.op == KN_UNARY_TANH || u.op == KN_UNARY_EXP) {
+                unary_forward_case(cx, u, u.alphas[0], big, false);
+                unary_forward_case(cx, u, u.alphas[0], big, true);
+            }
+    }
     // n = 0: a no-op that must succeed and touch nothing.
     unary_forward_case(cx, unary_ops()[2], 0.0f, 0, false);
     unary_backward_case(cx, unary_ops()[2], 0.0f, 0, false);
@@ -1051,6 +1062,11 @@ void test_softmax(Context& cx) {
         shapes.push_back({7, 4097});
         shapes.push_back({2, 65537});
         shapes.push_back({257, 257});
+        // Past 32 MB of output, where the CPU backend streams its stores (kStreamingBytes): rows of
+        // 1023 (every row starts at a different alignment) and rows longer than the 4096 floats it
+        // stages (kStreamingRow), which take the ordinary stores.
+        shapes.push_back({8209, 1023});
+        shapes.push_back({2, 4194319});
     }
     for (bool log : {false, true})
         for (const Shape& s : shapes) {
@@ -1128,6 +1144,11 @@ void test_cross_entropy(Context& cx) {
     if (!cx.quick) {
         shapes.push_back({7, 4097});
         shapes.push_back({257, 257});
+        // Past 32 MB of output, where the CPU backend streams its stores (kStreamingBytes): rows of
+        // 1023 (every row starts at a different alignment) and rows longer than the 4096 floats it
+        // stages (kStreamingRow), which take the ordinary stores.
+        shapes.push_back({8209, 1023});
+        shapes.push_back({2, 4194319});
     }
     for (bool backward : {false, true}) {
         for (const Shape& s : shapes) cross_entropy_case(cx, s.rows, s.cols, backward, false);

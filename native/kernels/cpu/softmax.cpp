@@ -48,14 +48,18 @@ void softmax_f32(const SoftmaxArgs& args) {
     float* y = static_cast<float*>(args.y);
     const int64_t cols = args.cols;
     const int64_t grain_rows = std::max<int64_t>(1, SOFTMAX_GRAIN / cols);
+    // An output larger than the last-level cache is streamed (span_kernels.h, kStreamingBytes).
+    const bool streaming = args.rows * cols * static_cast<int64_t>(sizeof(float)) >= kStreamingBytes;
     parallel_for(args.rows, grain_rows, [&](int64_t begin, int64_t end) {
         for (int64_t r = begin; r < end; ++r) {
             // The row after this one is requested now, so its DRAM transfer overlaps this row's
             // arithmetic (without it the two add up: 0.45 ns/element on one core against 0.28
             // for the arithmetic alone and 0.23 for a copy).
-            if (r + 1 < end) prefetch_row(x + (r + 1) * cols, cols);
-            K.softmax_row(x + r * cols, y + r * cols, cols, args.log);
+            const float* next = r + 1 < end ? x + (r + 1) * cols : nullptr;
+            if (next && !(streaming && cols <= kStreamingRow)) prefetch_row(next, cols);
+            K.softmax_row(x + r * cols, y + r * cols, cols, args.log, streaming, next);
         }
+        if (streaming) store_fence();
     });
 }
 
