@@ -499,6 +499,28 @@ void test_unary(Context& cx) {
                 unary_forward_case(cx, u, u.alphas[0], big, true);
             }
     }
+    // tanh's special values: +-0 keep their sign (odd function; the CPU's former expm1-based tanh
+    // turned +0 into -0), +-inf give +-1, NaN stays NaN; 40 of them so the SIMD loops see them.
+    cx.report.run("unary TANH signed zeros, infinities, NaN", [&] {
+        Problems problems;
+        const float inf = std::numeric_limits<float>::infinity();
+        const float specials[] = {0.0f, -0.0f, inf, -inf, std::numeric_limits<float>::quiet_NaN()};
+        std::vector<float> x;
+        for (int i = 0; i < 40; ++i) x.push_back(specials[i % 5]);
+        DeviceArray<float> X(cx.device, x), Y(cx.device, nan_filled(40));
+        expect_ok(kn_unary_f32(KN_UNARY_TANH, 0.0f, X.get(), Y.get(), 40), "kn_unary_f32");
+        const std::vector<float> got = Y.read();
+        for (int i = 0; i < 40; ++i) {
+            const float v = x[i], want = std::isnan(v) ? v : std::isinf(v) ? (v > 0 ? 1.0f : -1.0f) : v;
+            // +-1 for +-inf within the transcendental tolerance (OpenCL's tanh(inf) is 1 - 1 ulp on
+            // PoCL; the CPU's is 1 exactly), the rest exactly.
+            const bool same = std::isnan(want)   ? std::isnan(got[i])
+                              : std::isinf(v) ? std::fabs(got[i] - want) <= elementwise_tol(true, want)
+                                              : got[i] == want && std::signbit(got[i]) == std::signbit(want);
+            if (!same) problems.add("tanh(" + fmt(v) + ") = " + fmt(got[i]) + ", want " + fmt(want));
+        }
+        return problems;
+    });
     // n = 0: a no-op that must succeed and touch nothing.
     unary_forward_case(cx, unary_ops()[2], 0.0f, 0, false);
     unary_backward_case(cx, unary_ops()[2], 0.0f, 0, false);
