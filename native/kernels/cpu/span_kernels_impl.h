@@ -223,14 +223,22 @@ inline float log1p_unit(float t) {
 // of 2^-12, [-0.01, 0.01] in steps of 1e-7, every power of two, subnormals, +-0, +-inf, NaN, 282772
 // points against double tanh): at most 4.6 ulp / 2.9e-7 relative with FMA (AVX-512, AVX2), 6.1 ulp
 // / 3.6e-7 without (the portable SSE2 build), against 2.5 ulp / 1.8e-7 for the expm1 form; the
-// worst error is 3.3% of the self-test's tolerance (1e-5 |ref| + 1e-6). Between the clamp
-// (|x| >= 7.9053) and 9 the fit's value at the clamp stands (at most 4 ulp below 1), from 9 on +-1
-// exactly. NaN fails |x| >= 0.0004 and passes through as x; +-0 keep their sign (the expm1 form
+// worst error is 3.3% of the self-test's tolerance (1e-5 |ref| + 1e-6). Beyond the clamp the fit
+// gives +-1 exactly. NaN fails |x| >= 0.0004 and passes through as x; +-0 keep their sign (the expm1 form
 // turned +0 into -0).
 // Speed, one Zen 5 core, tanh/1M from cache: 0.21x -> 0.38x of a one-core memcpy with AVX-512,
-// 0.12x -> 0.32x on the AVX2 path.
+// 0.12x -> 0.29x on the AVX2 path; tanh/64M 0.63x -> 0.96x and 0.41x -> 0.70x (streaming stores too).
 inline float tanh_f(float x) {
+    // Where the fit reaches +-1 exactly: Eigen's two clamps, the FMA one for GCC's contraction of
+    // these polynomials with AVX2 + FMA, the other for AVX-512 and for SSE2 without FMA (chosen by
+    // measurement: the other clamp leaves tanh(+-inf) 3-4 ulp short of +-1 there; the self-test's
+    // "tanh special values" case checks it). A select on |x| >= 9 would do it for any contraction
+    // but cost 20% of the AVX2 loop.
+#if defined(__FMA__) && !defined(__AVX512F__)
+    constexpr float kClamp = 7.99881172180175781f;
+#else
     constexpr float kClamp = 7.90531110763549805f;
+#endif
     float xc = select(x < kClamp, x, kClamp);
     xc = select(xc > -kClamp, xc, -kClamp);
     const float x2 = xc * xc;
@@ -247,13 +255,7 @@ inline float tanh_f(float x) {
     q = q * x2 + 2.26843463243900e-03f;
     q = q * x2 + 4.89352518554385e-03f;
     const float t = p / q;
-    // From |x| >= 9.01 on, tanh x rounds to +-1; the fit at the clamp is 4 ulp short of 1 with FMA
-    // (0.99999976), so there the sign of x is attached to 1 exactly (saturated units of a
-    // recurrent cell then give exactly +-1, as PyTorch does).
-    const float ax = fabs_f(x);
-    const float one = as_float((as_bits(x) & static_cast<int32_t>(0x80000000u)) | 0x3f800000);
-    const float saturated = blend(ax >= 9.0f, one, t);
-    return blend(!(ax >= 0.0004f), x, saturated);
+    return blend(!(fabs_f(x) >= 0.0004f), x, t);
 }
 
 inline float sigmoid_f(float x) {
