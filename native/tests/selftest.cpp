@@ -488,6 +488,44 @@ void test_unary(Context& cx) {
         unary_forward_case(cx, u, u.alphas[0], 257, true);   // y = x
         unary_backward_case(cx, u, u.alphas[0], 257, true);  // dx = dy
     }
+    // Outputs past 32 MB, the CPU backend's threshold for streaming (non-temporal) stores
+    // (kStreamingBytes in native/kernels/cpu/span_kernels.h): an odd length, so the chunks end in a
+    // partial line, out of place and in place.
+    if (!cx.quick) {
+        const int64_t big = (int64_t{32} << 20) / 4 + 4099;
+        for (const UnaryInfo& u : unary_ops())
+            if (u.op == KN_UNARY_TANH || u.op == KN_UNARY_EXP) {
+                unary_forward_case(cx, u, u.alphas[0], big, false);
+                unary_forward_case(cx, u, u.alphas[0], big, true);
+            }
+    }
+    // tanh's special values: +-0 keep their sign (odd function; the CPU's former expm1-based tanh
+    // turned +0 into -0), +-inf give +-1, NaN stays NaN; 40 of them so the SIMD loops see them.
+    cx.report.run("unary TANH signed zeros, infinities, NaN", [&] {
+        Problems problems;
+        const float inf = std::numeric_limits<float>::infinity();
+        const float specials[] = {0.0f, -0.0f, inf, -inf, std::numeric_limits<float>::quiet_NaN()};
+        std::vector<float> x;
+        for (int i = 0; i < 40; ++i) x.push_back(specials[i % 5]);
+        DeviceArray<float> X(cx.device, x), Y(cx.device, nan_filled(40));
+        expect_ok(kn_unary_f32(KN_UNARY_TANH, 0.0f, X.get(), Y.get(), 40), "kn_unary_f32");
+        const std::vector<float> got = Y.read();
+        kn_device_kind kind = KN_DEVICE_CPU;
+        expect_ok(kn_device_kind_of(cx.device, &kind), "kn_device_kind_of");
+        const bool cpu = kind == KN_DEVICE_CPU;
+        for (int i = 0; i < 40; ++i) {
+            const float v = x[i], want = std::isnan(v) ? v : std::isinf(v) ? (v > 0 ? 1.0f : -1.0f) : v;
+            // +-1 for +-inf: exactly on the CPU (its rational fit is clamped where it reaches 1),
+            // within the transcendental tolerance elsewhere (OpenCL's tanh(inf) is 1 - 1 ulp on
+            // PoCL); the rest exactly.
+            const bool exact = !std::isinf(v) || cpu;
+            const bool same = std::isnan(want) ? std::isnan(got[i])
+                              : exact ? got[i] == want && std::signbit(got[i]) == std::signbit(want)
+                                      : std::fabs(got[i] - want) <= elementwise_tol(true, want);
+            if (!same) problems.add("tanh(" + fmt(v) + ") = " + fmt(got[i]) + ", want " + fmt(want));
+        }
+        return problems;
+    });
     // n = 0: a no-op that must succeed and touch nothing.
     unary_forward_case(cx, unary_ops()[2], 0.0f, 0, false);
     unary_backward_case(cx, unary_ops()[2], 0.0f, 0, false);
@@ -1232,6 +1270,11 @@ void test_softmax(Context& cx) {
         shapes.push_back({7, 4097});
         shapes.push_back({2, 65537});
         shapes.push_back({257, 257});
+        // Past 32 MB of output, where the CPU backend streams its stores (kStreamingBytes): rows of
+        // 1023 (every row starts at a different alignment) and rows longer than the 4096 floats it
+        // stages (kStreamingRow), which take the ordinary stores.
+        shapes.push_back({8209, 1023});
+        shapes.push_back({2, 4194319});
     }
     for (bool log : {false, true})
         for (const Shape& s : shapes) {
@@ -1309,6 +1352,11 @@ void test_cross_entropy(Context& cx) {
     if (!cx.quick) {
         shapes.push_back({7, 4097});
         shapes.push_back({257, 257});
+        // Past 32 MB of output, where the CPU backend streams its stores (kStreamingBytes): rows of
+        // 1023 (every row starts at a different alignment) and rows longer than the 4096 floats it
+        // stages (kStreamingRow), which take the ordinary stores.
+        shapes.push_back({8209, 1023});
+        shapes.push_back({2, 4194319});
     }
     for (bool backward : {false, true}) {
         for (const Shape& s : shapes) cross_entropy_case(cx, s.rows, s.cols, backward, false);

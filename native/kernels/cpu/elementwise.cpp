@@ -84,6 +84,14 @@ void unary_f32(const UnaryArgs& args) {
     const float* x = static_cast<const float*>(args.x);
     float* y = static_cast<float*>(args.y);
     const int64_t grain = unary_calls_libm(args.op, args.alpha) ? ELEMENTWISE_GRAIN_LIBM : ELEMENTWISE_GRAIN;
+    // An output larger than the last-level cache is streamed (span_kernels.h, kStreamingBytes).
+    if (args.n * static_cast<int64_t>(sizeof(float)) >= kStreamingBytes) {
+        parallel_for(args.n, grain, [&](int64_t begin, int64_t end) {
+            K.unary_streaming(args.op, args.alpha, x + begin, y + begin, end - begin);
+            store_fence();
+        });
+        return;
+    }
     parallel_for(args.n, grain, [&](int64_t begin, int64_t end) {
         K.unary(args.op, args.alpha, x + begin, y + begin, end - begin);
     });

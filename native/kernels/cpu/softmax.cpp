@@ -12,7 +12,10 @@
 // Measured (one thread, CPU time, interleaved with a one-thread memcpy of the same bytes; 2-core
 // Zen 5 VM, load ~1): 64M elements in rows of 1024: 0.65x of memcpy with AVX-512 (0.37x before
 // issue 16's changes), 0.51x on the AVX2 path (0.08x before: its exp loop was scalar); see
-// benchmarks/results/2026-12-05-cpu-bandwidth. Older, both threads, 16M floats: rows of 1000
+// benchmarks/results/2026-12-05-cpu-bandwidth. Outputs past 32 MB now stream their stores
+// (kStreamingBytes) and prefetch the next row a line at a time: 0.62x -> 0.65x (AVX-512), 0.48x ->
+// 0.50x (AVX2) in benchmarks/results/2026-12-05-cpu-bandwidth-2 (load 7-18); still compute-bound
+// on one core (the arithmetic alone is ~0.27 ns/element against ~0.21 for the copy). Older, both threads, 16M floats: rows of 1000
 // backward 74 GB/s (memcpy 68); log-softmax over rows of 10 ~36 ns of fixed cost per row.
 #include "cpu_kernels.h"
 #include "span_kernels.h"
@@ -48,14 +51,18 @@ void softmax_f32(const SoftmaxArgs& args) {
     float* y = static_cast<float*>(args.y);
     const int64_t cols = args.cols;
     const int64_t grain_rows = std::max<int64_t>(1, SOFTMAX_GRAIN / cols);
+    // An output larger than the last-level cache is streamed (span_kernels.h, kStreamingBytes).
+    const bool streaming = args.rows * cols * static_cast<int64_t>(sizeof(float)) >= kStreamingBytes;
     parallel_for(args.rows, grain_rows, [&](int64_t begin, int64_t end) {
         for (int64_t r = begin; r < end; ++r) {
             // The row after this one is requested now, so its DRAM transfer overlaps this row's
             // arithmetic (without it the two add up: 0.45 ns/element on one core against 0.28
             // for the arithmetic alone and 0.23 for a copy).
-            if (r + 1 < end) prefetch_row(x + (r + 1) * cols, cols);
-            K.softmax_row(x + r * cols, y + r * cols, cols, args.log);
+            const float* next = r + 1 < end ? x + (r + 1) * cols : nullptr;
+            if (next && !(streaming && cols <= kStreamingRow)) prefetch_row(next, cols);
+            K.softmax_row(x + r * cols, y + r * cols, cols, args.log, streaming, next);
         }
+        if (streaming) store_fence();
     });
 }
 

@@ -8,11 +8,18 @@
 
 #include "cpu_kernels.h"
 
+#if KN_CPU_X86
+#include <immintrin.h>
+#endif
+
 namespace kn::cpu {
 
 struct SpanKernels {
     // y[i] = op(x[i]); y may equal x.
     void (*unary)(kn_unary_op op, float alpha, const float* x, float* y, int64_t n);
+    // The same, y written with non-temporal (streaming) stores, for outputs larger than the last-level
+    // cache (see kStreamingBytes); the caller ends its writes with store_fence().
+    void (*unary_streaming)(kn_unary_op op, float alpha, const float* x, float* y, int64_t n);
     // dx[i] = dy[i] * op'(x[i] or y[i]); dx may equal dy.
     void (*unary_backward)(kn_unary_op op, float alpha, const float* x, const float* y, const float* dy,
                            float* dx, int64_t n);
@@ -35,7 +42,10 @@ struct SpanKernels {
     void (*arg_extreme_columns)(const float* x, int64_t rows, int64_t stride, int64_t width, bool is_max,
                                 float* value, int64_t* index);
     // One row of softmax / log-softmax (y may equal x), and of their backward (dx may equal dy).
-    void (*softmax_row)(const float* x, float* y, int64_t n, bool log);
+    // streaming: y written with non-temporal stores (rows up to kStreamingRow; longer rows ignore
+    // it), the caller ends its writes with store_fence(); then next (the following row, or null)
+    // is prefetched, one line per line of x consumed.
+    void (*softmax_row)(const float* x, float* y, int64_t n, bool log, bool streaming, const float* next);
     void (*softmax_backward_row)(const float* y, const float* dy, float* dx, int64_t n, bool log);
     // Rows [begin, end) of one recurrent cell step, forward and backward (recurrent.cpp threads them).
     void (*lstm_cell)(const LstmCellArgs& args, int64_t begin, int64_t end);
@@ -52,6 +62,24 @@ struct SpanKernels {
 constexpr int64_t kColumnWidth = 256;
 
 const SpanKernels& span_kernels();
+
+// Outputs of at least this many bytes are written with non-temporal stores. A store that misses the
+// cache first reads the line (read-for-ownership), so y = f(x) with ordinary stores moves 12 bytes of
+// DRAM traffic per float (read x, read y's line, write it back), with streaming stores 8, as glibc's
+// memcpy does above its own threshold (the reference our bandwidth ratios are taken against). It pays only when the output cannot stay in the
+// last-level cache for the next op anyway: 32 MB is the L3 of one Zen 3 / Zen 5 CCD. A fixed
+// constant, because sysconf(_SC_LEVEL3_CACHE_SIZE) on the KVM guest we measure on reports 384 MB
+// (the host's total) while lscpu shows the guest's 32 MB.
+constexpr int64_t kStreamingBytes = int64_t{32} << 20;
+// Longest softmax row staged in a stack buffer for streaming stores (16 KB, within L1).
+constexpr int64_t kStreamingRow = 4096;
+
+// Orders the non-temporal stores before anything after it (another thread reading the output).
+inline void store_fence() {
+#if KN_CPU_X86
+    _mm_sfence();
+#endif
+}
 
 // One table per instruction set (defined where KN_CPU_X86 for the SIMD ones).
 namespace portable { const SpanKernels& table(); }

@@ -17,12 +17,15 @@
 //             atanh series to s^11 (truncation 0.172^12/13 = 5e-11).
 // Measured against double precision on ~45K inputs (a dense sweep of [-20, 20] and [-111, 111],
 // powers of two from 2^-125 to 2^125, subnormals, +-0, +-inf, NaN), max relative error: exp 7e-8,
-// log 1.7e-7, tanh 1.5e-7, sigmoid 1.9e-7, ELU 1.2e-7, softplus 3.1e-7 (1-3 ulp). Speed with
+// log 1.7e-7, sigmoid 1.9e-7, ELU 1.2e-7, softplus 3.1e-7 (1-3 ulp); tanh is a rational fit
+// (tanh_f below, 2.9e-7). Speed with
 // AVX-512 on Zen 5, data in L1: exp 0.66 cycles/element, log 1.0, tanh 1.1, sigmoid 1.0, so from
 // DRAM every one of them runs at memory speed on both cores. On ONE core they do not: measured
 // from L1 (ns/element, AVX-512 / AVX2 on Zen 5): exp 0.19 / 0.36, tanh 0.30 / 0.53, sigmoid
-// 0.25 / 0.51, against ~0.22 for a one-core copy from DRAM, so tanh/64M reaches ~0.67x (AVX-512)
-// and ~0.39x (AVX2) of one core's memcpy (issue 16 asks 0.8x: a cheaper tanh is still to do).
+// 0.25 / 0.51, against ~0.22 for a one-core copy from DRAM, so the expm1-based tanh reached only
+// ~0.67x (AVX-512) and ~0.39x (AVX2) of one core's memcpy at 64M; the rational tanh_f and streaming
+// stores for outputs past the last-level cache (unary_streaming) lift that (see tanh_f and
+// benchmarks/results/2026-12-05-cpu-bandwidth-2).
 // Selects after expensive arms go through blend() (below), so the loops vectorise even under GCC's
 // default -ftrapping-math. sqrt vectorises only with -fno-math-errno; without it the code is still
 // correct, only scalar there.
@@ -37,6 +40,10 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+
+#if KN_CPU_X86
+#include <immintrin.h>
+#endif
 
 namespace kn::cpu::KN_ISA {
 namespace {
@@ -207,11 +214,48 @@ inline float log1p_unit(float t) {
     return blend(d == 0.0f, t, corrected);
 }
 
+// tanh as Eigen's ptanh_float (generic_fast_tanh_float): an odd degree-13 / even degree-6 rational
+// minimax fit on the clamped input, x itself for |x| < 0.0004 (tanh x = x - x^3/3: relative error
+// below 5.4e-8, under half an ulp). Cost per vector: 2 clamps, 1 square, 10 FMAs + 1 product, 1
+// division, 1 compare + blend (~17 operations) against ~30 for the former expm1-based
+// -e / (2 + e), which left one core compute-bound (0.30 ns/element with AVX-512 and 0.53 with AVX2
+// from L1, against ~0.22 for a one-core copy from DRAM). Measured over a sweep of [-10, 10] in steps
+// of 2^-12, [-0.01, 0.01] in steps of 1e-7, every power of two, subnormals, +-0, +-inf, NaN, 282772
+// points against double tanh): at most 4.6 ulp / 2.9e-7 relative with FMA (AVX-512, AVX2), 6.1 ulp
+// / 3.6e-7 without (the portable SSE2 build), against 2.5 ulp / 1.8e-7 for the expm1 form; the
+// worst error is 3.3% of the self-test's tolerance (1e-5 |ref| + 1e-6). Beyond the clamp the fit
+// gives +-1 exactly. NaN fails |x| >= 0.0004 and passes through as x; +-0 keep their sign (the expm1 form
+// turned +0 into -0).
+// Speed, one Zen 5 core, tanh/1M from cache: 0.21x -> 0.38x of a one-core memcpy with AVX-512,
+// 0.12x -> 0.29x on the AVX2 path; tanh/64M 0.63x -> 0.96x and 0.41x -> 0.70x (streaming stores too).
 inline float tanh_f(float x) {
-    const float ax = fabs_f(x);
-    const float e = expm1_nonpositive(-2.0f * ax);  // in (-1, 0]
-    const float t = -e / (2.0f + e);                // tanh|x|, relative accuracy near 0 kept
-    return blend(x < 0.0f, -t, t);
+    // Where the fit reaches +-1 exactly: Eigen's two clamps, the FMA one for GCC's contraction of
+    // these polynomials with AVX2 + FMA, the other for AVX-512 and for SSE2 without FMA (chosen by
+    // measurement: the other clamp leaves tanh(+-inf) 3-4 ulp short of +-1 there; the self-test's
+    // "tanh special values" case checks it). A select on |x| >= 9 would do it for any contraction
+    // but cost 20% of the AVX2 loop.
+#if defined(__FMA__) && !defined(__AVX512F__)
+    constexpr float kClamp = 7.99881172180175781f;
+#else
+    constexpr float kClamp = 7.90531110763549805f;
+#endif
+    float xc = select(x < kClamp, x, kClamp);
+    xc = select(xc > -kClamp, xc, -kClamp);
+    const float x2 = xc * xc;
+    float p = -2.76076847742355e-16f;
+    p = p * x2 + 2.00018790482477e-13f;
+    p = p * x2 + -8.60467152213735e-11f;
+    p = p * x2 + 5.12229709037114e-08f;
+    p = p * x2 + 1.48572235717979e-05f;
+    p = p * x2 + 6.37261928875436e-04f;
+    p = p * x2 + 4.89352455891786e-03f;
+    p = p * xc;
+    float q = 1.19825839466702e-06f;
+    q = q * x2 + 1.18534705686654e-04f;
+    q = q * x2 + 2.26843463243900e-03f;
+    q = q * x2 + 4.89352518554385e-03f;
+    const float t = p / q;
+    return blend(!(fabs_f(x) >= 0.0004f), x, t);
 }
 
 inline float sigmoid_f(float x) {
@@ -301,6 +345,45 @@ void unary(kn_unary_op op, float alpha, const float* x, float* y, int64_t n) {
         case KN_UNARY_POW_SCALAR:
             for_each_pow(alpha, n, [&](auto pow_alpha) { map(x, y, n, pow_alpha); });
             break;
+    }
+}
+
+// dst[i] = src[i] * scale with non-temporal stores (see kStreamingBytes): the lines of dst that lie
+// wholly inside it go straight to memory without being read first; a partial line at either end
+// takes ordinary stores. src is hot in L1 (a stack buffer the caller just filled); no fence here.
+inline void store_streaming(const float* src, float scale, float* dst, int64_t n) {
+    int64_t i = 0;
+#if KN_CPU_X86
+    const int64_t misaligned = static_cast<int64_t>(reinterpret_cast<uintptr_t>(dst) & 63) / 4;
+    const int64_t head = std::min<int64_t>(n, misaligned == 0 ? 0 : 16 - misaligned);
+    for (; i < head; ++i) dst[i] = src[i] * scale;
+#if defined(__AVX512F__)
+    const __m512 s16 = _mm512_set1_ps(scale);
+    for (; i + 16 <= n; i += 16) _mm512_stream_ps(dst + i, _mm512_mul_ps(_mm512_loadu_ps(src + i), s16));
+#elif defined(__AVX__)
+    const __m256 s8 = _mm256_set1_ps(scale);
+    for (; i + 16 <= n; i += 16) {
+        _mm256_stream_ps(dst + i, _mm256_mul_ps(_mm256_loadu_ps(src + i), s8));
+        _mm256_stream_ps(dst + i + 8, _mm256_mul_ps(_mm256_loadu_ps(src + i + 8), s8));
+    }
+#else
+    const __m128 s4 = _mm_set1_ps(scale);
+    for (; i + 16 <= n; i += 16)
+        for (int64_t j = 0; j < 16; j += 4) _mm_stream_ps(dst + i + j, _mm_mul_ps(_mm_loadu_ps(src + i + j), s4));
+#endif
+#endif
+    for (; i < n; ++i) dst[i] = src[i] * scale;
+}
+
+// unary() into a 4 KB stack buffer (L1), then streamed out: the buffer round trip costs two L1
+// accesses per element, the streaming stores save a third of the DRAM traffic.
+void unary_streaming(kn_unary_op op, float alpha, const float* x, float* y, int64_t n) {
+    constexpr int64_t kChunk = 1024;
+    alignas(64) float buffer[kChunk];
+    for (int64_t i = 0; i < n; i += kChunk) {
+        const int64_t m = std::min(kChunk, n - i);
+        unary(op, alpha, x + i, buffer, m);
+        store_streaming(buffer, 1.0f, y + i, m);
     }
 }
 
@@ -508,9 +591,33 @@ float pairwise_sum(int64_t begin, int64_t end, Term term) {
     return pairwise_sum(begin, mid, term) + pairwise_sum(mid, end, term);
 }
 
+// pairwise_sum over a span (the same tree, so the same result), each leaf first requesting the
+// block kSumPrefetchBlocks ahead: 64 prefetches per 4 KB block, requested 8 KB before the loads
+// reach it (~250 ns at one core's ~35 GB/s, above DRAM's latency), on top of what the hardware
+// prefetcher asks for. Measured on one Zen 5 core, sum/64M on the AVX2 path: 0.74x -> 0.94x of a
+// one-core memcpy.
+// Only for spans that come from beyond L2 (a 1K or 64K sum from cache would only pay for the
+// extra instructions).
+constexpr int64_t kSumPrefetchBlocks = 2;
+constexpr int64_t kSumPrefetchMin = int64_t{1} << 18;  // floats: 1 MB
+template <bool Squares>
+float span_sum(const float* x, int64_t n, bool prefetch) {
+    if (n <= kSumBlock) {
+#if defined(__GNUC__)
+        const char* ahead = reinterpret_cast<const char*>(x + kSumPrefetchBlocks * kSumBlock);
+        if (prefetch)
+            for (int64_t b = 0; b < kSumBlock * static_cast<int64_t>(sizeof(float)); b += 64) __builtin_prefetch(ahead + b, 0);
+#endif
+        return block_sum(n, [x](int64_t i) { return Squares ? x[i] * x[i] : x[i]; });
+    }
+    const int64_t blocks = (n + kSumBlock - 1) / kSumBlock;
+    const int64_t mid = blocks / 2 * kSumBlock;
+    return span_sum<Squares>(x, mid, prefetch) + span_sum<Squares>(x + mid, n - mid, prefetch);
+}
+
 float sum(const float* x, int64_t n, bool squares) {
-    if (squares) return pairwise_sum(0, n, [x](int64_t i) { return x[i] * x[i]; });
-    return pairwise_sum(0, n, [x](int64_t i) { return x[i]; });
+    const bool prefetch = n >= kSumPrefetchMin;
+    return squares ? span_sum<true>(x, n, prefetch) : span_sum<false>(x, n, prefetch);
 }
 
 // Keeps the running extreme unless v beats it or v is NaN; a NaN accumulator stays NaN.
@@ -577,7 +684,9 @@ void sum_columns_leaf(const float* x, int64_t rows, int64_t stride, int64_t widt
     // 16 of the 32 zmm registers (the width a compile-time constant, so nothing goes through
     // memory): the leaf's rows are read front to back instead of 128 bytes per row per tile.
     // Each column still adds its rows in the same order: bit-identical to the tiles below.
-    // AVX2 has 16 ymm registers, too few for 256 floats, and keeps the tiles.
+    // AVX2 has 16 ymm registers, too few for 256 floats, and keeps the tiles (the same row-major
+    // loop with the accumulators in an L1 array measured slower there: [131072, 512] 0.42x -> 0.33x
+    // of a one-core memcpy on the AVX2 path on Zen 5).
     if (width == kColumnWidth) {
         float acc[kColumnWidth] = {};
         for (int64_t r = 0; r < rows; ++r) {
@@ -588,11 +697,19 @@ void sum_columns_leaf(const float* x, int64_t rows, int64_t stride, int64_t widt
         return;
     }
 #endif
+    // Each tile walks the leaf's rows 128 bytes at a time, 16 interleaved streams the hardware
+    // prefetcher follows poorly; so each row also requests its two lines in the next leaf (rows
+    // further down: one prefetch per line consumed, ~16 KB ahead for a 256-wide block).
+    // Measured on the AVX2 path on Zen 5, [131072, 512]: 0.42x -> 0.59x of a one-core memcpy.
     int64_t i = 0;
     for (; i + kColumnTile <= width; i += kColumnTile) {
         float acc[kColumnTile] = {};
         for (int64_t r = 0; r < rows; ++r) {
             const float* row = x + r * stride + i;
+#if defined(__GNUC__)
+            __builtin_prefetch(row + rows * stride, 0);
+            __builtin_prefetch(row + rows * stride + 16, 0);
+#endif
             for (int64_t j = 0; j < kColumnTile; ++j) acc[j] += sum_term<Squares>(row[j]);
         }
         for (int64_t j = 0; j < kColumnTile; ++j) out[i + j] = acc[j];
@@ -779,7 +896,7 @@ inline float row_max(const float* x, int64_t n) {
     return m;
 }
 
-void softmax_row(const float* x, float* y, int64_t n, bool log) {
+void softmax_row(const float* x, float* y, int64_t n, bool log, bool streaming, const float* next) {
     // Subtracting the row maximum keeps every exponent <= 0: no overflow for any finite input.
     // Three passes, the first from memory and the others from L1 for rows up to ~8K floats: the
     // maximum, exp(x - m) into y with a pairwise sum, and the scale (softmax) or the subtraction
@@ -788,6 +905,35 @@ void softmax_row(const float* x, float* y, int64_t n, bool log) {
     // sum and scale ~0.05; a copy of the row from and to DRAM takes ~0.22 ns/element. The row
     // loop in softmax.cpp prefetches the next row, so that copy time overlaps this arithmetic.
     const float m = row_max(x, n);
+    if (streaming && n <= kStreamingRow) {
+        // The same values as below, staged in L1 and streamed out (see kStreamingBytes): y is then
+        // written once, without being read, instead of read, written, read and written again.
+        alignas(64) float e[kStreamingRow];
+        // The exponentials a line (16 floats) at a time, each line requesting the matching line of
+        // the next row: the requests trickle out at the rate x is consumed, where 64 back-to-back
+        // prefetches per 4 KB row (softmax.cpp's prefetch_row) fill the miss buffers and stall the
+        // arithmetic behind them.
+        // (Without a next row the row itself is requested, a no-op from L1: no branch in the loop,
+        // which would leave it scalar with AVX2.)
+        const float* ahead = next ? next : x;
+        int64_t i = 0;
+        for (; i + 16 <= n; i += 16) {
+#if defined(__GNUC__)
+            __builtin_prefetch(ahead + i, 0);
+#endif
+            for (int64_t j = 0; j < 16; ++j) e[i + j] = exp_nonpositive(x[i + j] - m);
+        }
+        for (; i < n; ++i) e[i] = exp_nonpositive(x[i] - m);
+        if (!log) {
+            const float s = pairwise_sum(0, n, [&e](int64_t i) { return e[i]; });
+            store_streaming(e, 1.0f / s, y, n);
+        } else {
+            const float log_s = log_f(pairwise_sum(0, n, [&e](int64_t i) { return e[i]; }));
+            for (int64_t j = 0; j < n; ++j) e[j] = (x[j] - m) - log_s;
+            store_streaming(e, 1.0f, y, n);
+        }
+        return;
+    }
     if (!log) {
         for (int64_t i = 0; i < n; ++i) y[i] = exp_nonpositive(x[i] - m);
         const float s = pairwise_sum(0, n, [y](int64_t i) { return y[i]; });
@@ -1047,7 +1193,7 @@ void dropout(const float* x, float* y, int64_t n, float p, float scale, uint64_t
 }  // namespace
 
 const SpanKernels& table() {
-    static const SpanKernels kernels = {unary, unary_backward, binary, binary_backward, sum, sum_columns,
+    static const SpanKernels kernels = {unary, unary_streaming, unary_backward, binary, binary_backward, sum, sum_columns,
                                         extreme, extreme_columns, arg_extreme_columns, softmax_row,
                                         softmax_backward_row, lstm_cell_rows, lstm_cell_backward_rows,
                                         gru_cell_rows, gru_cell_backward_rows, dropout};
