@@ -22,6 +22,14 @@
 // 512: 421 vs 197, 1024: 387 vs 205, 2048: 398 vs 209 (peak 431); batch x 784 -> 512
 // (m = batch, k = 784, n = 512): batch 64: 328 vs 172, 128: 375 vs 183, 256: 405 vs 189.
 // One thread: AVX-512 ~200 GFLOP/s, AVX2 path ~105 (OpenBLAS ~106), portable path ~35.
+// Against OpenBLAS at its best here (1 thread, thread CPU time, interleaved, 2026-12-05;
+// benchmarks/results/2026-12-05-gemm): at load average 3-6 the AVX-512 path vs OpenBLAS's SkylakeX
+// kernels (twice its Haswell kernels' speed on this Zen 5) 1.01x at 1024^3, 0.97x at 2048^3,
+// 1.03-1.10x on the MLP layer shapes; the AVX2 path on Zen 5 vs OpenBLAS's Haswell kernels
+// 0.99-1.02x on all of them. At load 6-17 our side loses more than OpenBLAS (0.85-0.95x on several
+// shapes). That day's packing changes (AVX2 transposing packer, contiguous-row packs, panel stride)
+// cut packing from 18-22% to 5-7% of the AVX2 path's layer-GEMM samples (perf) and made those
+// shapes 5-30% faster by themselves (native/dev/gemm_cpu_bench, before/after alternating).
 #include "cpu_kernels.h"
 #include "scratch_buffer.h"
 

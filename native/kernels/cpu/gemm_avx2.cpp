@@ -9,6 +9,8 @@
 // Napkin math (2 x 256-bit FMA pipes, 4-5 cycle latency): 12 independent chains cover the latency
 // of two pipes; 8 loads per 12 FMAs fit 2 loads/cycle; peak 32 flop/cycle/core (measured
 // 110 GFLOP/s/core with a register-only FMA loop on this 2-core EPYC).
+// Packing: op(A) rows and stored-transposed op(B) columns are transposed 8 x 8 at a time in
+// registers (gemm_pack_rows_avx2), as gemm_avx512.cpp does 16 x 16.
 #include "cpu_kernels.h"
 
 #if KN_CPU_X86
