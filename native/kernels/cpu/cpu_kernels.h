@@ -88,5 +88,8 @@ void gemm_pack_rows_avx512(const float* src, int64_t ld, int64_t rows, int64_t k
 constexpr int kGemmAvx2MR = 6, kGemmAvx2NR = 16;
 void gemm_micro_kernel_avx2(int64_t kc, const float* a, const float* b, int64_t b_stride, float* c,
                             int64_t ldc, float alpha, float beta, int64_t mr, int64_t nr);
+// As gemm_pack_rows_avx512, with 8 x 8 transposes (panel_width = 6 for A, 16 for B).
+void gemm_pack_rows_avx2(const float* src, int64_t ld, int64_t rows, int64_t kc, int64_t panel_width,
+                         float* panel);
 
 }  // namespace kn::cpu

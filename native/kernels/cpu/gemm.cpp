@@ -22,6 +22,14 @@
 // 512: 421 vs 197, 1024: 387 vs 205, 2048: 398 vs 209 (peak 431); batch x 784 -> 512
 // (m = batch, k = 784, n = 512): batch 64: 328 vs 172, 128: 375 vs 183, 256: 405 vs 189.
 // One thread: AVX-512 ~200 GFLOP/s, AVX2 path ~105 (OpenBLAS ~106), portable path ~35.
+// Against OpenBLAS at its best here (1 thread, thread CPU time, interleaved, 2026-12-05;
+// benchmarks/results/2026-12-05-gemm): at load average 3-6 the AVX-512 path vs OpenBLAS's SkylakeX
+// kernels (twice its Haswell kernels' speed on this Zen 5) 1.01x at 1024^3, 0.97x at 2048^3,
+// 1.03-1.10x on the MLP layer shapes; the AVX2 path on Zen 5 vs OpenBLAS's Haswell kernels
+// 0.99-1.02x on all of them. At load 6-17 our side loses more than OpenBLAS (0.85-0.95x on several
+// shapes). That day's packing changes (AVX2 transposing packer, contiguous-row packs, panel stride)
+// cut packing from 18-22% to 5-7% of the AVX2 path's layer-GEMM samples (perf) and made those
+// shapes 5-30% faster by themselves (native/dev/gemm_cpu_bench, before/after alternating).
 #include "cpu_kernels.h"
 #include "scratch_buffer.h"
 #include "span_kernels.h"
@@ -105,7 +113,7 @@ const KernelConfig& kernel_config() {
     static const KernelConfig config = []() -> KernelConfig {
         const KernelConfig portable{gemm_micro_kernel_portable, GEMM_PORTABLE_MR, GEMM_PORTABLE_NR, false, nullptr};
 #if KN_CPU_X86
-        return choose_isa(portable, KernelConfig{gemm_micro_kernel_avx2, kGemmAvx2MR, kGemmAvx2NR, true, nullptr},
+        return choose_isa(portable, KernelConfig{gemm_micro_kernel_avx2, kGemmAvx2MR, kGemmAvx2NR, true, gemm_pack_rows_avx2},
                           KernelConfig{gemm_micro_kernel_avx512, kGemmAvx512MR, kGemmAvx512NR, true,
                                        gemm_pack_rows_avx512});
 #else
@@ -149,17 +157,73 @@ struct Problem {
     const Epilogue* epilogue;  // null for a plain GEMM
 };
 
+// Floats from one packed panel to the next: W * kc plus one cache line. Without the line, panels
+// of kc = 1024 lie a multiple of 4 KB apart (24 KB for MR = 6, 64 KB for NR = 16), so the same
+// p of every panel falls in one L1 set: packing, which writes all panels of a block at once,
+// missed on its stores (perf: 15-20% of a 512 x 256 x 1024 TN GEMM on the AVX2 path).
+int64_t panel_stride(int64_t width, int64_t kc) { return width * kc + 16; }
+
+// Packing where each k step p of the block is `count` contiguous floats (src + p * ld): op(A)
+// stored transposed, op(B) stored as is. Panel q (width W) gets floats [q*W, q*W + W) of every
+// row at dst + q * panel_stride + p*W, columns past `count` zero. Row p outer: each source row is
+// read once, front to back (what the hardware prefetcher follows best; panel at a time re-read
+// each source line once per panel). A full panel's W floats are a compile-time count, so their
+// memcpy compiles to a few vector moves (the element loop did not: the compiler cannot rule out
+// that the panel overlaps the source, and copied scalars).
+template <int W>
+void pack_contiguous_w(const float* src, int64_t ld, int64_t count, int64_t kc, float* dst) {
+    const int64_t stride = panel_stride(W, kc);
+    const int64_t full = count / W;
+    for (int64_t p = 0; p < kc; ++p) {
+        const float* row = src + p * ld;
+        float* out = dst + p * W;
+        // Row p + 8 is a jump of 8 * ld floats that the prefetcher does not guess: ask for its lines
+        // now (op(A) of a 512 x 256 x 1024 TN GEMM comes from L3, and its loads were half the
+        // packing's samples without this).
+        if (p + 8 < kc)
+            for (int64_t c = 0; c < count; c += 16) __builtin_prefetch(row + 8 * ld + c);
+        int64_t q = 0;
+        for (; q < full; ++q) std::memcpy(out + q * stride, row + q * W, sizeof(float) * W);
+        if (q * W < count) {
+            for (int64_t w = 0; w < W; ++w) out[q * stride + w] = q * W + w < count ? row[q * W + w] : 0.0f;
+        }
+    }
+}
+
+void pack_contiguous(const float* src, int64_t ld, int64_t count, int64_t kc, int64_t width, float* dst) {
+    switch (width) {
+        case GEMM_PORTABLE_MR: return pack_contiguous_w<GEMM_PORTABLE_MR>(src, ld, count, kc, dst);
+        case GEMM_PORTABLE_NR: return pack_contiguous_w<GEMM_PORTABLE_NR>(src, ld, count, kc, dst);
+#if KN_CPU_X86
+        case kGemmAvx2MR: return pack_contiguous_w<kGemmAvx2MR>(src, ld, count, kc, dst);
+        case kGemmAvx2NR: return pack_contiguous_w<kGemmAvx2NR>(src, ld, count, kc, dst);
+        case kGemmAvx512MR: return pack_contiguous_w<kGemmAvx512MR>(src, ld, count, kc, dst);
+        case kGemmAvx512NR: return pack_contiguous_w<kGemmAvx512NR>(src, ld, count, kc, dst);
+#endif
+        default: break;
+    }
+    for (int64_t p = 0; p < kc; ++p)
+        for (int64_t q = 0; q * width < count; ++q)
+            for (int64_t w = 0; w < width; ++w)
+                dst[q * panel_stride(width, kc) + p * width + w] = q * width + w < count ? src[p * ld + q * width + w] : 0.0f;
+}
+
 // Rows [i0, i0 + mc) x depth [p0, p0 + kc) of op(A) into MR-tall panels: panel q holds
-// op(A)[i0 + q*MR + r][p0 + p] at q*MR*kc + p*MR + r, rows past the edge zero.
+// op(A)[i0 + q*MR + r][p0 + p] at q*panel_stride(MR, kc) + p*MR + r, rows past the edge zero.
 void pack_a(const Problem& P, const KernelConfig& K, int64_t i0, int64_t mc, int64_t p0, int64_t kc,
             float* dst) {
     const int64_t MR = K.mr;
+    if (P.trans_a) {
+        // Stored transposed: op(A)[i][p] = a[p * lda + i], mc contiguous floats per p.
+        pack_contiguous(P.a + p0 * P.lda + i0, P.lda, mc, kc, MR, dst);
+        return;
+    }
     for (int64_t i = 0; i < mc; i += MR) {
         const int64_t rows = std::min(MR, mc - i);
-        float* panel = dst + i * kc;
-        if (!P.trans_a && K.pack_rows) {
+        float* panel = dst + i / MR * panel_stride(MR, kc);
+        if (K.pack_rows) {
             K.pack_rows(P.a + (i0 + i) * P.lda + p0, P.lda, rows, kc, MR, panel);
-        } else if (!P.trans_a) {
+        } else {
             // op(A) row r is contiguous in p: read each row once, scatter with stride MR (the
             // panel is MR * kc * 4 = 14 KB, so the scattered writes stay in L1).
             for (int64_t r = 0; r < rows; ++r) {
@@ -168,35 +232,25 @@ void pack_a(const Problem& P, const KernelConfig& K, int64_t i0, int64_t mc, int
             }
             for (int64_t r = rows; r < MR; ++r)
                 for (int64_t p = 0; p < kc; ++p) panel[p * MR + r] = 0.0f;
-        } else {
-            // Stored transposed: op(A)[i][p] = a[p * lda + i], so each p gives MR contiguous floats.
-            for (int64_t p = 0; p < kc; ++p) {
-                const float* src = P.a + (p0 + p) * P.lda + i0 + i;
-                float* out = panel + p * MR;
-                for (int64_t r = 0; r < rows; ++r) out[r] = src[r];
-                for (int64_t r = rows; r < MR; ++r) out[r] = 0.0f;
-            }
         }
     }
 }
 
 // Depth [p0, p0 + kc) x columns [j0, j0 + nc) of op(B) into NR-wide panels: panel q holds
-// op(B)[p0 + p][j0 + q*NR + j] at q*NR*kc + p*NR + j, columns past the edge zero.
+// op(B)[p0 + p][j0 + q*NR + j] at q*panel_stride(NR, kc) + p*NR + j, columns past the edge zero.
 void pack_b(const Problem& P, const KernelConfig& K, int64_t p0, int64_t kc, int64_t j0, int64_t nc,
             float* dst) {
     const int64_t NR = K.nr;
+    if (!P.trans_b) {
+        // Stored as is: nc contiguous floats per p.
+        pack_contiguous(P.b + p0 * P.ldb + j0, P.ldb, nc, kc, NR, dst);
+        return;
+    }
     for (int64_t j = 0; j < nc; j += NR) {
         const int64_t cols = std::min(NR, nc - j);
-        float* panel = dst + j * kc;
-        if (P.trans_b && K.pack_rows) {
+        float* panel = dst + j / NR * panel_stride(NR, kc);
+        if (K.pack_rows) {
             K.pack_rows(P.b + (j0 + j) * P.ldb + p0, P.ldb, cols, kc, NR, panel);
-        } else if (!P.trans_b) {
-            for (int64_t p = 0; p < kc; ++p) {
-                const float* src = P.b + (p0 + p) * P.ldb + j0 + j;
-                float* out = panel + p * NR;
-                for (int64_t c = 0; c < cols; ++c) out[c] = src[c];
-                for (int64_t c = cols; c < NR; ++c) out[c] = 0.0f;
-            }
         } else {
             // Stored transposed: op(B)[p][j] = b[j * ldb + p]; read each stored row once.
             for (int64_t c = 0; c < cols; ++c) {
@@ -227,8 +281,8 @@ void gemm_rectangle(const Problem& P, const KernelConfig& K, int64_t m0, int64_t
     // read and write of B) than reading op(B) in place, rows ldb apart, with masked edges.
     const bool pack_b_panels =
         !(K.reads_unpacked_b && !P.trans_b && m1 - m0 <= GEMM_UNPACKED_B_MAX_TILES * MR);
-    float* a_pack = a_pack_buffer.get(mc_max * kc_max);
-    float* b_pack = pack_b_panels ? b_pack_buffer.get(nc_max * kc_max) : nullptr;
+    float* a_pack = a_pack_buffer.get(mc_max / MR * panel_stride(MR, kc_max));
+    float* b_pack = pack_b_panels ? b_pack_buffer.get(nc_max / NR * panel_stride(NR, kc_max)) : nullptr;
 
     for (int64_t jc = n0; jc < n1; jc += nc_max) {
         const int64_t nc = std::min(nc_max, n1 - jc);
@@ -242,11 +296,11 @@ void gemm_rectangle(const Problem& P, const KernelConfig& K, int64_t m0, int64_t
                 pack_a(P, K, ic, mc, pc, kc, a_pack);
                 for (int64_t jr = 0; jr < nc; jr += NR) {
                     const int64_t nr = std::min(NR, nc - jr);
-                    const float* b_panel = pack_b_panels ? b_pack + jr * kc : P.b + pc * P.ldb + jc + jr;
+                    const float* b_panel = pack_b_panels ? b_pack + jr / NR * panel_stride(NR, kc) : P.b + pc * P.ldb + jc + jr;
                     const int64_t b_stride = pack_b_panels ? NR : P.ldb;
                     float* c_col = P.c + ic * P.ldc + jc + jr;
                     for (int64_t ir = 0; ir < mc; ir += MR) {
-                        K.kernel(kc, a_pack + ir * kc, b_panel, b_stride, c_col + ir * P.ldc, P.ldc, P.alpha,
+                        K.kernel(kc, a_pack + ir / MR * panel_stride(MR, kc), b_panel, b_stride, c_col + ir * P.ldc, P.ldc, P.alpha,
                                  beta, std::min(MR, mc - ir), nr);
                     }
                 }
