@@ -36,8 +36,9 @@ public class LinearTests
         Activations.Single(a => a.Name == name);
 
     // Sequential(Dense, Activation): fused forward and backward against the unfused ops on the same
-    // parameters. The forward is the same GEMM followed by the same span kernels in the same order, so
-    // it is compared bit for bit; dz too; the bias gradient is summed in blocks (fused) instead of one
+    // parameters. On the CPU the forward is the same GEMM followed by the same span kernels in the same
+    // order, so it is compared bit for bit (on OpenCL/CUDA the fused bias+activation is its own kernel:
+    // PoCL gave sigmoid 2 ulp apart from the unary kernel's, so 4 ulp there); dz too; the bias gradient is summed in blocks (fused) instead of one
     // pairwise column reduction, so it gets 1e-5 relative (a few roundings of a 37-row sum).
     [TestCaseSource(nameof(DevicesAndActivations))]
     public void FusedDenseActivationMatchesTheSeparateOps(string deviceName, DeviceKind kind, string require, string activation, bool bias)
@@ -65,8 +66,13 @@ public class LinearTests
         var separate = a.Op(z);
         separate.Mul(weights).Sum().Backward();
 
-        Assert.That(fused.ToArray(), Is.EqualTo(separate.ToArray()), "forward, bit for bit");
-        Assert.That(fusedW, Is.EqualTo(dense.Weight.Grad!.ToArray()).Within(1e-5).Percent, "weight gradient");
+        if (kind == DeviceKind.Cpu)
+            Assert.That(fused.ToArray(), Is.EqualTo(separate.ToArray()), "forward, bit for bit");
+        else  // two different device kernels: the OpenCL/CUDA compiler may vectorise exp differently in each
+            Assert.That(fused.ToArray(), Is.EqualTo(separate.ToArray()).Within(4).Ulps, "forward, within 4 ulp");
+        // The CPU's dz is bit for bit, so dW agrees to 1e-7 relative; on OpenCL/CUDA dz carries the forward's
+        // few-ulp differences (above), so dW gets 1e-5 relative like the bias gradient.
+        Assert.That(fusedW, Is.EqualTo(dense.Weight.Grad!.ToArray()).Within(kind == DeviceKind.Cpu ? 1e-5 : 1e-3).Percent, "weight gradient");
         if (fusedB is not null)
         {
             var want = dense.Bias!.Grad!.ToArray();
