@@ -53,22 +53,32 @@ internal readonly struct BufferLease : IDisposable
 
     static BufferLease Acquire(DeviceBuffer buffer, string name)
     {
-        BufferHandle handle = buffer.Handle;
+        if (!TryAddRef(buffer))
+            throw Disposed(buffer, name);
+        return new BufferLease(buffer.Handle, buffer.Handle.DangerousGetHandle());
+    }
+
+    /// <summary>Adds a reference to the buffer's handle; false when it was disposed. Whoever gets true calls
+    /// <c>buffer.Handle.DangerousRelease()</c> once (a lease does it in Dispose; Ops.AdamStepMany holds many).</summary>
+    internal static bool TryAddRef(DeviceBuffer buffer)
+    {
         bool added = false;
         try
         {
-            handle.DangerousAddRef(ref added);
+            buffer.Handle.DangerousAddRef(ref added);
         }
         catch (ObjectDisposedException)
         {
             added = false;
         }
-        if (!added)
-        {
-            string which = name == "this" ? "The buffer" : $"The buffer '{name}'";
-            throw new ObjectDisposedException(nameof(DeviceBuffer), $"{which} ({buffer.Bytes} bytes on {buffer.Device.Name}) was disposed.");
-        }
-        return new BufferLease(handle, handle.DangerousGetHandle());
+        return added;
+    }
+
+    /// <summary>The error for a disposed buffer, naming it ("this" names none) with its size and device.</summary>
+    internal static ObjectDisposedException Disposed(DeviceBuffer buffer, string name)
+    {
+        string which = name == "this" ? "The buffer" : $"The buffer '{name}'";
+        return new ObjectDisposedException(nameof(DeviceBuffer), $"{which} ({buffer.Bytes} bytes on {buffer.Device.Name}) was disposed.");
     }
 
     public void Dispose() => _owner?.DangerousRelease();

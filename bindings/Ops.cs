@@ -268,19 +268,9 @@ public static unsafe partial class Ops
         string Name() => $"{(array switch { 0 => "param", 1 => "grad", 2 => "m", _ => "v" })}[{index}]";
         if (buffer is null)
             throw new ArgumentNullException(Name());
-        BufferHandle handle = buffer.Handle;
-        bool added = false;
-        try
-        {
-            handle.DangerousAddRef(ref added);
-        }
-        catch (ObjectDisposedException)
-        {
-            added = false;
-        }
-        if (!added)
-            throw new ObjectDisposedException(nameof(DeviceBuffer), $"The buffer '{Name()}' ({buffer.Bytes} bytes on {buffer.Device.Name}) was disposed.");
-        return handle.DangerousGetHandle();
+        if (!BufferLease.TryAddRef(buffer))
+            throw BufferLease.Disposed(buffer, Name());
+        return buffer.Handle.DangerousGetHandle();
     }
 
     /// <summary>
