@@ -217,28 +217,24 @@ inline float log1p_unit(float t) {
 // tanh as Eigen's ptanh_float (generic_fast_tanh_float): an odd degree-13 / even degree-6 rational
 // minimax fit on the clamped input, x itself for |x| < 0.0004 (tanh x = x - x^3/3: relative error
 // below 5.4e-8, under half an ulp). Cost per vector: 2 clamps, 1 square, 10 FMAs + 1 product, 1
-// division, 1 compare + blend (~17 operations) against ~30 for the former expm1-based
+// division, 2 output clamps, 1 compare + blend (~19 operations) against ~30 for the former expm1-based
 // -e / (2 + e), which left one core compute-bound (0.30 ns/element with AVX-512 and 0.53 with AVX2
 // from L1, against ~0.22 for a one-core copy from DRAM). Measured over a sweep of [-10, 10] in steps
 // of 2^-12, [-0.01, 0.01] in steps of 1e-7, every power of two, subnormals, +-0, +-inf, NaN, 282772
 // points against double tanh): at most 4.6 ulp / 2.9e-7 relative with FMA (AVX-512, AVX2), 6.1 ulp
 // / 3.6e-7 without (the portable SSE2 build), against 2.5 ulp / 1.8e-7 for the expm1 form; the
 // worst error is 3.3% of the self-test's tolerance (1e-5 |ref| + 1e-6). Beyond the clamp the fit
-// gives +-1 exactly. NaN fails |x| >= 0.0004 and passes through as x; +-0 keep their sign (the expm1 form
+// gives +-1 exactly (the output clamp). NaN fails |x| >= 0.0004 and passes through as x; +-0 keep their sign (the expm1 form
 // turned +0 into -0).
 // Speed, one Zen 5 core, tanh/1M from cache: 0.21x -> 0.38x of a one-core memcpy with AVX-512,
 // 0.12x -> 0.29x on the AVX2 path; tanh/64M 0.63x -> 0.96x and 0.41x -> 0.70x (streaming stores too).
 inline float tanh_f(float x) {
-    // Where the fit reaches +-1 exactly: Eigen's two clamps, the FMA one for GCC's contraction of
-    // these polynomials with AVX2 + FMA, the other for AVX-512 and for SSE2 without FMA (chosen by
-    // measurement: the other clamp leaves tanh(+-inf) 3-4 ulp short of +-1 there; the self-test's
-    // "tanh special values" case checks it). A select on |x| >= 9 would do it for any contraction
-    // but cost 20% of the AVX2 loop.
-#if defined(__FMA__) && !defined(__AVX512F__)
-    constexpr float kClamp = 7.99881172180175781f;
-#else
-    constexpr float kClamp = 7.90531110763549805f;
-#endif
+    // +-1 exactly for large |x|, whatever the compiler: the clamp (9) lies past where the fit crosses 1
+    // (r(9) = 1.035: its x^7-like growth beyond Eigen's fitted range, 7.905), and the result is clamped
+    // to [-1, 1] below. Clamping the input at Eigen's own 7.905 / 7.999 gave exactly 1 only for one
+    // FP contraction of the polynomials: clang-14's build gave tanh(inf) = 0.99999976 (4 ulp short).
+    // Between 7.9 and 9, tanh x is within 2.5e-7 of 1, and the clamped result is 1.
+    constexpr float kClamp = 9.0f;
     float xc = select(x < kClamp, x, kClamp);
     xc = select(xc > -kClamp, xc, -kClamp);
     const float x2 = xc * xc;
@@ -254,7 +250,9 @@ inline float tanh_f(float x) {
     q = q * x2 + 1.18534705686654e-04f;
     q = q * x2 + 2.26843463243900e-03f;
     q = q * x2 + 4.89352518554385e-03f;
-    const float t = p / q;
+    float t = p / q;
+    t = select(t < 1.0f, t, 1.0f);
+    t = select(t > -1.0f, t, -1.0f);
     return blend(!(fabs_f(x) >= 0.0004f), x, t);
 }
 
