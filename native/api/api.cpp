@@ -356,15 +356,17 @@ KN_API kn_status kn_device_synchronize(kn_device* device) {
     });
 }
 
+// The caching allocator's counters, read under the device's lock (both stats calls below).
+static kn::MemoryStats locked_stats(Device& d) {
+    std::lock_guard<std::mutex> lock(d.mutex);
+    return allocator_of(&d).stats();
+}
+
 KN_API kn_status kn_device_memory_stats(const kn_device* device, int64_t* live_bytes, int64_t* live_buffers,
                                         int64_t* cached_bytes, int64_t* peak_live_bytes) {
     return guarded([&] {
         Device& d = checked_device(device, "kn_device_memory_stats");
-        kn::MemoryStats s;
-        {
-            std::lock_guard<std::mutex> lock(d.mutex);
-            s = allocator_of(&d).stats();
-        }
+        const kn::MemoryStats s = locked_stats(d);
         if (live_bytes) *live_bytes = s.live_bytes;
         if (live_buffers) *live_buffers = s.live_buffers;
         if (cached_bytes) *cached_bytes = s.cached_bytes;
@@ -375,11 +377,7 @@ KN_API kn_status kn_device_memory_stats(const kn_device* device, int64_t* live_b
 KN_API kn_status kn_device_allocation_counts(const kn_device* device, int64_t* cache_hits, int64_t* device_allocations) {
     return guarded([&] {
         Device& d = checked_device(device, "kn_device_allocation_counts");
-        kn::MemoryStats s;
-        {
-            std::lock_guard<std::mutex> lock(d.mutex);
-            s = allocator_of(&d).stats();
-        }
+        const kn::MemoryStats s = locked_stats(d);
         if (cache_hits) *cache_hits = s.cache_hits;
         if (device_allocations) *device_allocations = s.device_allocations;
     });
