@@ -3,8 +3,11 @@
 // 784-H-10 network with the ensemble's total parameter count (H = 64 N), trained for --epochs and for
 // N x --epochs epochs (the ensemble's number of passes over the data).
 //   dotnet run --project samples/Ensembles -c Release -- [--members N] [--epochs E] [--limit M] [--devices cpu,opencl:0]
+//                                                       [--boost-rate R]
 // --limit M trains on the first M training images and tests on the first min(M, 10000) test images (quick runs);
-// --devices spreads the bag's members over several devices at once (boosting trains its members in turn).
+// --devices spreads the bag's members over several devices at once (boosting trains its members in turn);
+// --boost-rate is boosting's learning rate (shrinkage, default 1). Each boosting algorithm runs twice: members
+// trained with the sample weights in the loss, and members trained on N samples drawn by weight.
 // Prints a table of test accuracy and training time; the data is fetched once into ~/.cache/kernels/mnist.
 using System.Diagnostics;
 using System.Globalization;
@@ -12,6 +15,7 @@ using Kernels;
 using Kernels.Nn;
 
 int members = 5, epochs = 1, limit = 0;
+double boostRate = 1;
 var devices = new List<Device> { Device.Cpu };
 for (int i = 0; i < args.Length; i += 2)
 {
@@ -22,8 +26,9 @@ for (int i = 0; i < args.Length; i += 2)
         case "--epochs": epochs = int.Parse(value, CultureInfo.InvariantCulture); break;
         case "--limit": limit = int.Parse(value, CultureInfo.InvariantCulture); break;
         case "--devices": devices = value.Split(',').Select(Device.Get).ToList(); break;
+        case "--boost-rate": boostRate = double.Parse(value, CultureInfo.InvariantCulture); break;
         default:
-            Console.Error.WriteLine($"unknown option {args[i]}; usage: [--members N] [--epochs E] [--limit M] [--devices cpu,opencl:0]");
+            Console.Error.WriteLine($"unknown option {args[i]}; usage: [--members N] [--epochs E] [--limit M] [--devices cpu,opencl:0] [--boost-rate R]");
             return 2;
     }
 }
@@ -85,13 +90,14 @@ Single("one member 784-64-10", 64, epochs);
     bag.Fit(train, devices, parallel: true);
     Report("bagging (bootstrap, mean probabilities)", bag, watch.Elapsed.TotalSeconds, $"; out-of-bag accuracy {bag.OutOfBagAccuracy * 100:F2}%");
 }
+foreach (var sampling in new[] { BoostingSampling.WeightedLoss, BoostingSampling.Resampling })
 foreach (var algorithm in new[] { BoostingAlgorithm.Samme, BoostingAlgorithm.SammeR })
 {
-    using var booster = new Boosting(Members(), members, algorithm, seed: 1);
+    using var booster = new Boosting(Members(), members, algorithm, learningRate: boostRate, sampling: sampling, seed: 1);
     var watch = Stopwatch.StartNew();
     booster.Fit(train, devices);
     string weights = string.Join(" ", booster.MemberWeights.Select(w => w.ToString("F2", CultureInfo.InvariantCulture)));
-    Report($"boosting {(algorithm == BoostingAlgorithm.Samme ? "SAMME" : "SAMME.R")} (weighted loss)", booster, watch.Elapsed.TotalSeconds,
+    Report($"boosting {(algorithm == BoostingAlgorithm.Samme ? "SAMME" : "SAMME.R")} ({(sampling == BoostingSampling.WeightedLoss ? "weighted loss" : "resampling")}, rate {boostRate})", booster, watch.Elapsed.TotalSeconds,
            $"; member weights {weights}; stopped: {booster.StoppedBecause}");
 }
 Single($"one network 784-{64 * members}-10", 64 * members, epochs);
