@@ -26,6 +26,13 @@ namespace Kernels.Nn;
 ///  "nodes": [{"op": "input"}, {"layer": 0, "inputs": [0]}, {"layer": 1, "inputs": [1]}, {"op": "add", "inputs": [0, 2]}],
 ///  "output": 3}
 /// </code>
+/// A trained ensemble (<see cref="Bagging"/>, <see cref="Boosting"/>) lists its members' specs under "members"
+/// (their weights are "members.0.", "members.1.", ... in the state dict) and what its vote needs:
+/// <code>
+/// {"type": "Boosting", "classes": 10, "algorithm": "SAMME", "member_weights": [4.81, 3.48], "member_errors": [0.07, 0.2],
+///  "members": [{"type": "Sequential", "layers": [...]}, {"type": "Sequential", "layers": [...]}]}
+/// {"type": "Bagging", "classes": 10, "vote": "average", "out_of_bag_accuracy": 0.934, "members": [...]}
+/// </code>
 /// Sizes of two (kernel_size, stride, padding, dilation) are one integer or [height, width]. Arguments left
 /// out take the constructor's default; a layer with weights may say "seed" (its initial weights; by default
 /// the layer's position). Unknown types, unknown fields, wrong values and graphs that do not connect throw a
