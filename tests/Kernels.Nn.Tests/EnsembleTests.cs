@@ -305,6 +305,10 @@ print(json.dumps({
             Assert.That(pb.ToArray(), Is.EqualTo(pa.ToArray()), $"{a.GetType().Name}: predictions");
             if (a is Boosting ba) Assert.That(((Boosting)b).MemberWeights, Is.EqualTo(ba.MemberWeights));
         }
+        // A device listed twice trains its members one at a time, to the same ensemble.
+        using var once = new Bagging(Mlps(), 3, seed: 11).Fit(data);
+        using var twice = new Bagging(Mlps(), 3, seed: 11).Fit(data, new[] { Device.Cpu, Device.Cpu });
+        Assert.That(State(twice), Is.EqualTo(State(once)));
         // And another seed gives another ensemble (the comparison can fail).
         using var c = new Bagging(Mlps(), 3, seed: 11).Fit(data);
         using var d = new Bagging(Mlps(), 3, seed: 12).Fit(data);

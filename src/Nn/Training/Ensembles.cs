@@ -234,10 +234,8 @@ public abstract class Ensemble : Module
     /// <inheritdoc/>
     public override Tensor Forward(Tensor input)
     {
-        ArgumentNullException.ThrowIfNull(input);
-        if (members.Count == 0) throw new InvalidOperationException($"this {GetType().Name} has no members: call Fit first (or load a trained one)");
-        int rows = checked((int)input.ShapeArray[0]);
         var combined = CombinedOutputs(input);
+        int rows = checked((int)input.ShapeArray[0]);
         var output = new float[combined.Length];
         for (int i = 0; i < output.Length; i++) output[i] = OutputLogit(combined[i]);
         return Tensor.FromArray(output, new long[] { rows, Classes }, input.Device);
@@ -534,7 +532,8 @@ public sealed class Bagging : Ensemble
 
     /// <summary>
     /// Trains the members. Member m trains on devices[m % D] (default: the CPU); with <paramref name="parallel"/>
-    /// and several devices, each device trains its members in its own task, at the same time as the others. The
+    /// and several distinct devices, each device trains its members in its own task, at the same time as the others
+    /// (a device listed twice still runs one member at a time). The
     /// result is the same as training one after another with the same devices: each member's sample and seed are
     /// fixed before. Afterwards every member lives on devices[0]. <paramref name="validation"/>: each member's loss
     /// and accuracy on it go to its report.
@@ -554,22 +553,26 @@ public sealed class Bagging : Ensemble
         for (int m = 0; m < MemberCount; m++) drawn[m] = Draw(rng, n, draws, Replacement);
 
         var trained = new (Module Member, EnsembleMemberReport Report)?[MemberCount];
-        void TrainOn(int d)
+        // One task per distinct device (a device listed twice gets its members one after another: a device
+        // runs one member at a time), each training its members in order.
+        var distinct = deviceList.Distinct().ToArray();
+        void TrainOn(Device device)
         {
-            for (int m = d; m < MemberCount; m += deviceList.Length)
-                trained[m] = TrainMember(m, data.Subset(drawn[m]), null, deviceList[d], Seed + m, validation);
+            for (int m = 0; m < MemberCount; m++)
+                if (ReferenceEquals(deviceList[m % deviceList.Length], device))
+                    trained[m] = TrainMember(m, data.Subset(drawn[m]), null, device, Seed + m, validation);
         }
         try
         {
-            if (parallel && deviceList.Length > 1)
+            if (parallel && distinct.Length > 1)
             {
-                var tasks = Enumerable.Range(0, Math.Min(deviceList.Length, MemberCount)).Select(d => Task.Run(() => TrainOn(d))).ToArray();
+                var tasks = distinct.Select(d => Task.Run(() => TrainOn(d))).ToArray();
                 try { Task.WaitAll(tasks); }
                 catch (AggregateException e) { ExceptionDispatchInfo.Capture(e.InnerExceptions[0]).Throw(); }
             }
             else
             {
-                for (int d = 0; d < deviceList.Length; d++) TrainOn(d);
+                foreach (var d in distinct) TrainOn(d);
             }
             for (int m = 0; m < MemberCount; m++)
             {
