@@ -16,6 +16,8 @@ pkgs="cmake clang-14 libclang-rt-14-dev pocl-opencl-icd ocl-icd-opencl-dev openc
 # the ONNX checker (python3-onnx) and PyTorch + torchvision (python3-torchvision pulls python3-torch),
 # which write the safetensors and ONNX files our readers are checked against.
 pkgs="$pkgs python3-onnx python3-torchvision"
+# scikit-learn's AdaBoostClassifier: the reference of the SAMME comparison in EnsembleTests (issue 19).
+pkgs="$pkgs python3-sklearn"
 # A font for the text of the training plots (Kernels.Nn.Plotting, PlotTests) and the benchmark plots:
 # ScottPlot draws with a system font, which SkiaSharp's NoDependencies build finds in /usr/share/fonts.
 pkgs="$pkgs fonts-dejavu-core"

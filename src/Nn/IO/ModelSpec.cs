@@ -26,6 +26,13 @@ namespace Kernels.Nn;
 ///  "nodes": [{"op": "input"}, {"layer": 0, "inputs": [0]}, {"layer": 1, "inputs": [1]}, {"op": "add", "inputs": [0, 2]}],
 ///  "output": 3}
 /// </code>
+/// A trained ensemble (<see cref="Bagging"/>, <see cref="Boosting"/>) lists its members' specs under "members"
+/// (their weights are "members.0.", "members.1.", ... in the state dict) and what its vote needs:
+/// <code>
+/// {"type": "Boosting", "classes": 10, "algorithm": "SAMME", "member_weights": [4.81, 3.48], "member_errors": [0.07, 0.2],
+///  "members": [{"type": "Sequential", "layers": [...]}, {"type": "Sequential", "layers": [...]}]}
+/// {"type": "Bagging", "classes": 10, "vote": "average", "out_of_bag_accuracy": 0.934, "members": [...]}
+/// </code>
 /// Sizes of two (kernel_size, stride, padding, dilation) are one integer or [height, width]. Arguments left
 /// out take the constructor's default; a layer with weights may say "seed" (its initial weights; by default
 /// the layer's position). Unknown types, unknown fields, wrong values and graphs that do not connect throw a
@@ -170,11 +177,39 @@ public static class ModelSpec
                 WriteModule(w, b.Forwards, $"{path}layer.");
                 w.WriteString("merge_mode", b.MergeMode);
                 break;
+            case Bagging b:
+                w.WriteString("type", "Bagging");
+                w.WriteNumber("classes", b.Classes);
+                w.WriteString("vote", b.Vote == EnsembleVote.Majority ? "majority" : "average");
+                if (b.OutOfBagAccuracy is double oob) w.WriteNumber("out_of_bag_accuracy", oob);
+                WriteMembers(w, b, path);
+                break;
+            case Boosting b:
+                w.WriteString("type", "Boosting");
+                w.WriteNumber("classes", b.Classes);
+                w.WriteString("algorithm", b.Algorithm == BoostingAlgorithm.SammeR ? "SAMME.R" : "SAMME");
+                // float64 written in its shortest round-trip form: the loaded vote is the saved one to the bit.
+                w.WriteStartArray("member_weights");
+                foreach (var x in b.MemberWeights) w.WriteNumberValue(x);
+                w.WriteEndArray();
+                w.WriteStartArray("member_errors");
+                foreach (var x in b.MemberErrors) w.WriteNumberValue(x);
+                w.WriteEndArray();
+                WriteMembers(w, b, path);
+                break;
             default:
                 throw new NotSupportedException(
                     $"ModelSpec: {(path.Length == 0 ? "the model" : path.TrimEnd('.'))} is a {module.GetType().FullName}, a module type the model spec does not know; " +
                     "save its weights with SaveStateDict and rebuild the network in code");
         }
+    }
+
+    private static void WriteMembers(Utf8JsonWriter w, Ensemble e, string path)
+    {
+        if (e.Members.Count == 0) throw new InvalidOperationException($"ModelSpec: {(path.Length == 0 ? "the model" : path.TrimEnd('.'))} is an untrained {e.GetType().Name} (no members): train it before saving");
+        w.WriteStartArray("members");
+        for (int i = 0; i < e.Members.Count; i++) WriteModule(w, e.Members[i], $"{path}members[{i}].");
+        w.WriteEndArray();
     }
 
     private static void WriteFunctional(Utf8JsonWriter w, Functional f, string path)
@@ -277,6 +312,7 @@ public static class ModelSpec
     {
         "Sequential", "Functional", "Dense", "Conv2D", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "BatchNorm1D", "BatchNorm2D",
         "Activation", "Flatten", "Reshape", "Dropout", "Embedding", "SimpleRNN", "LSTM", "GRU", "Bidirectional",
+        "Bagging", "Boosting",
     };
 
     /// <summary>Reads one spec; tracks the seeds handed out and the elements allocated.</summary>
@@ -302,6 +338,7 @@ public static class ModelSpec
                 "Sequential" => BuildSequential(f),
                 "Functional" => BuildFunctional(f),
                 "Bidirectional" => BuildBidirectional(f),
+                "Bagging" or "Boosting" => BuildEnsemble(type, f),
                 _ => BuildLayer(type, f),
             };
             try
@@ -445,6 +482,57 @@ public static class ModelSpec
             {
                 for (int i = 0; i < items.Length; i++) built.Add(Build(items[i], $"{f.PathOf("layers")}[{i}]"));
                 return new Sequential(built.ToArray());
+            }
+            catch
+            {
+                foreach (var m in built) m.Dispose();
+                throw;
+            }
+        }
+
+        /// <summary>A trained Bagging or Boosting: its members (any spec), and the vote's parameters.</summary>
+        private Module BuildEnsemble(string type, Fields f)
+        {
+            int classes = f.Int("classes", 2);
+            var items = f.Array("members");
+            if (items.Length == 0) throw SpecError(f.PathOf("members"), "an ensemble needs at least one member");
+            EnsembleVote vote = default;
+            BoostingAlgorithm algorithm = default;
+            double? outOfBag = null;
+            double[] weights = System.Array.Empty<double>(), errors = System.Array.Empty<double>();
+            if (type == "Bagging")
+            {
+                var v = f.Has("vote") ? f.String("vote") : "average";
+                vote = v switch
+                {
+                    "average" => EnsembleVote.AverageProbabilities,
+                    "majority" => EnsembleVote.Majority,
+                    _ => throw SpecError(f.PathOf("vote"), $"expected \"average\" or \"majority\", got \"{v}\""),
+                };
+                if (f.Has("out_of_bag_accuracy")) outOfBag = f.Double("out_of_bag_accuracy");
+            }
+            else
+            {
+                var a = f.String("algorithm");
+                algorithm = a switch
+                {
+                    "SAMME" => BoostingAlgorithm.Samme,
+                    "SAMME.R" => BoostingAlgorithm.SammeR,
+                    _ => throw SpecError(f.PathOf("algorithm"), $"expected \"SAMME\" or \"SAMME.R\", got \"{a}\""),
+                };
+                weights = f.DoubleArray("member_weights");
+                errors = f.DoubleArray("member_errors");
+                if (weights.Length != items.Length || errors.Length != items.Length)
+                    throw SpecError(f.PathOf("member_weights"), $"{weights.Length} member weights and {errors.Length} member errors for {items.Length} members");
+                if (weights.Sum() <= 0) throw SpecError(f.PathOf("member_weights"), "the member weights must have a positive sum");
+            }
+            var built = new List<Module>();
+            try
+            {
+                for (int i = 0; i < items.Length; i++) built.Add(Build(items[i], $"{f.PathOf("members")}[{i}]"));
+                return type == "Bagging"
+                    ? new Bagging(built, classes, vote, outOfBag)
+                    : new Boosting(built, classes, algorithm, weights, errors);
             }
             catch
             {
@@ -670,6 +758,27 @@ public static class ModelSpec
             foreach (var item in v.EnumerateArray())
             {
                 if (item.ValueKind != JsonValueKind.Number || !item.TryGetInt32(out int x)) throw SpecError($"{PathOf(name)}[{i}]", $"expected a node index, got {Describe(item)}");
+                result[i++] = x;
+            }
+            return result;
+        }
+
+        public double Double(string name)
+        {
+            var v = Get(name);
+            return v.ValueKind == JsonValueKind.Number && v.TryGetDouble(out double x) && double.IsFinite(x) ? x : throw Expected(name, "a finite number", v);
+        }
+
+        public double[] DoubleArray(string name)
+        {
+            var v = Get(name);
+            if (v.ValueKind != JsonValueKind.Array) throw Expected(name, "an array of numbers", v);
+            var result = new double[v.GetArrayLength()];
+            int i = 0;
+            foreach (var item in v.EnumerateArray())
+            {
+                if (item.ValueKind != JsonValueKind.Number || !item.TryGetDouble(out double x) || !double.IsFinite(x) || x < 0)
+                    throw SpecError($"{PathOf(name)}[{i}]", $"expected a finite number >= 0, got {Describe(item)}");
                 result[i++] = x;
             }
             return result;

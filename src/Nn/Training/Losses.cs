@@ -119,7 +119,11 @@ public static class Losses
         return (rows, cols);
     }
 
-    private static Tensor SparseCategoricalCrossEntropyOnDevice(Tensor logits, Tensor labels, string labelsName)
+    private static Tensor SparseCategoricalCrossEntropyOnDevice(Tensor logits, Tensor labels, string labelsName) =>
+        SparseCrossEntropyRows(logits, labels, labelsName).Mean();
+
+    /// <summary>The per-row losses [N] of the fused log-softmax + negative-log-likelihood kernel.</summary>
+    private static Tensor SparseCrossEntropyRows(Tensor logits, Tensor labels, string labelsName)
     {
         ArgumentNullException.ThrowIfNull(logits);
         var logitData = logits.Float32Buffer("SparseCategoricalCrossEntropy");
@@ -155,7 +159,67 @@ public static class Losses
         var recorded = Tensor.Record(losses, "CrossEntropy", new[] { x },
                                      g => new Tensor?[] { Gradients.CrossEntropy(x, labelBuffer, g, rows, cols) });
         recorded.Attach(kept);   // freed with the per-row losses, after any backward pass
-        return recorded.Mean();
+        return recorded;
+    }
+
+    /// <summary>
+    /// Sparse categorical cross-entropy (negative log-likelihood of the log-softmax) with a weight per
+    /// sample: mean_i(w_i * loss_i), Keras's sample_weight (the mean over the batch, not over the weights,
+    /// so weights with mean 1 over a dataset keep the unweighted loss's scale). <paramref name="target"/>
+    /// holds the class indices as int64/int32 [N] (or [N, 1]) as in
+    /// <see cref="SparseCategoricalCrossEntropy(Tensor, Tensor)"/>; <paramref name="sampleWeights"/> is a
+    /// float32 [N] on the logits' device. What a boosted ensemble trains a network member with.
+    /// </summary>
+    public static Tensor SparseCategoricalCrossEntropy(Tensor logits, Tensor target, Tensor sampleWeights)
+    {
+        ArgumentNullException.ThrowIfNull(target);
+        var rows = target.Dtype == Dtype.Float32 ? SparseCrossEntropyRowsFromFloat(logits, target) : SparseCrossEntropyRows(logits, target, nameof(target));
+        return rows.Mul(CheckSampleWeights(sampleWeights, rows.ShapeArray[0], logits, "SparseCategoricalCrossEntropy")).Mean();
+    }
+
+    private static Tensor SparseCrossEntropyRowsFromFloat(Tensor logits, Tensor target)
+    {
+        ArgumentNullException.ThrowIfNull(logits);
+        float[] values = target.ToArray();
+        var labels = new long[values.Length];
+        for (int i = 0; i < values.Length; i++)
+        {
+            float v = values[i];
+            if (!(v == MathF.Floor(v)) || v < 0 || v > long.MaxValue)
+                throw new ArgumentOutOfRangeException(nameof(target), $"target {v} at index {i} is not a class index (a whole number >= 0)");
+            labels[i] = (long)v;
+        }
+        var (rows, cols) = CrossEntropyShape(logits, labels.Length, nameof(target));
+        for (int i = 0; i < labels.Length; i++)
+            if (labels[i] >= cols)
+                throw new ArgumentOutOfRangeException(nameof(target), $"label {labels[i]} at index {i} is outside [0, {cols}) for logits {Tensor.FormatShape(logits.ShapeArray)}");
+        using var onDevice = Tensor.FromArray(labels, new[] { rows }, logits.Device);
+        return SparseCrossEntropyRows(logits, onDevice, nameof(target));
+    }
+
+    /// <summary>
+    /// Categorical cross-entropy of logits [N, C] against one-hot (or soft) targets [N, C] with a weight per
+    /// sample (float32 [N]): -mean_i(w_i * sum_c t log_softmax(x)).
+    /// </summary>
+    public static Tensor CategoricalCrossEntropy(Tensor logits, Tensor target, Tensor sampleWeights)
+    {
+        CheckSameShape(logits, target, "CategoricalCrossEntropy");
+        if (logits.Rank != 2) throw new ShapeMismatchException($"CategoricalCrossEntropy expects logits [N, C]; got {Tensor.FormatShape(logits.ShapeArray)}");
+        var w = CheckSampleWeights(sampleWeights, logits.ShapeArray[0], logits, "CategoricalCrossEntropy");
+        return logits.LogSoftmax().Mul(target).Sum(1).Mul(w).Mean().Neg();
+    }
+
+    private static Tensor CheckSampleWeights(Tensor sampleWeights, long rows, Tensor logits, string loss)
+    {
+        ArgumentNullException.ThrowIfNull(sampleWeights);
+        if (sampleWeights.Dtype != Dtype.Float32)
+            throw new ArgumentException($"{loss}: sample weights must be float32; got {Tensor.DtypeName(sampleWeights.Dtype)}", nameof(sampleWeights));
+        var ws = sampleWeights.ShapeArray;
+        if (!(sampleWeights.Rank == 1 && ws[0] == rows || sampleWeights.Rank == 2 && ws[0] == rows && ws[1] == 1))
+            throw new ShapeMismatchException($"{loss}: sample weights {Tensor.FormatShape(ws)} for logits {Tensor.FormatShape(logits.ShapeArray)}: expected [{rows}]");
+        if (sampleWeights.Device != logits.Device)
+            throw new DeviceMismatchException($"{loss}: logits on {logits.Device.Name} but sample weights on {sampleWeights.Device.Name}");
+        return sampleWeights.Rank == 1 ? sampleWeights : sampleWeights.Reshape(rows);
     }
 
     /// <summary>Sparse categorical cross-entropy with int labels given on the host.</summary>
