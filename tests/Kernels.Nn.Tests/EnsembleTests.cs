@@ -293,7 +293,7 @@ print(json.dumps({
         {
             () => new Bagging(Mlps(), 3, seed: 11).Fit(data),
             () => new Bagging(Mlps(), 3, fraction: 0.5, replacement: false, vote: EnsembleVote.Majority, seed: 11).Fit(data),
-            () => new Boosting(Mlps(), 3, BoostingAlgorithm.Samme, seed: 11).Fit(data),
+            () => new Boosting(Mlps(), 3, BoostingAlgorithm.Samme, sampling: BoostingSampling.WeightedLoss, seed: 11).Fit(data),
             () => new Boosting(Mlps(), 3, BoostingAlgorithm.SammeR, sampling: BoostingSampling.Resampling, seed: 11).Fit(data),
         })
         {

@@ -32,7 +32,8 @@ public enum BoostingAlgorithm
 /// <summary>How <see cref="Boosting"/> makes a member see the sample weights.</summary>
 public enum BoostingSampling
 {
-    /// <summary>A weighted loss when the member trainer supports it, weighted resampling otherwise.</summary>
+    /// <summary>What the member trainer prefers (<see cref="MemberTrainer.PreferredSampling"/>): for network
+    /// members weighted resampling, for others a weighted loss when they support one.</summary>
     Auto,
     /// <summary>Every sample once, each with its weight in the loss (<see cref="MemberTrainer.SupportsSampleWeights"/>).</summary>
     WeightedLoss,
@@ -110,6 +111,10 @@ public abstract class MemberTrainer
     /// <summary>Whether <see cref="Train"/> honours sample weights (a weighted loss); otherwise
     /// <see cref="Boosting"/> resamples.</summary>
     public virtual bool SupportsSampleWeights => false;
+
+    /// <summary>How <see cref="BoostingSampling.Auto"/> shows this trainer's members the sample weights: a weighted
+    /// loss when <see cref="SupportsSampleWeights"/>, weighted resampling otherwise.</summary>
+    public virtual BoostingSampling PreferredSampling => SupportsSampleWeights ? BoostingSampling.WeightedLoss : BoostingSampling.Resampling;
 }
 
 /// <summary>
@@ -132,6 +137,11 @@ public sealed class NetworkMemberTrainer(Func<Device, int, Module> network, Func
 
     /// <inheritdoc/>
     public override bool SupportsSampleWeights => true;
+
+    /// <summary>Weighted resampling. On MNIST (samples/Ensembles, five 784-64-10 MLPs, one epoch each) it gave
+    /// 95.0% (SAMME) where the weighted loss gave 92.8%: after the first member the weights pile onto a few hard
+    /// samples, and a network trained on them through the loss learns little else.</summary>
+    public override BoostingSampling PreferredSampling => BoostingSampling.Resampling;
 
     /// <inheritdoc/>
     public override Module Create(Device device, int seed) =>
@@ -730,7 +740,7 @@ public sealed class Boosting : Ensemble
         var deviceList = CheckDevices(devices);
         var labels = Labels(data);
         int n = data.Count;
-        bool weightedLoss = Sampling == BoostingSampling.WeightedLoss || Sampling == BoostingSampling.Auto && memberTrainer!.SupportsSampleWeights;
+        bool weightedLoss = Sampling == BoostingSampling.WeightedLoss || Sampling == BoostingSampling.Auto && memberTrainer!.PreferredSampling == BoostingSampling.WeightedLoss;
         var rng = new Random(Seed);
         var weights = new double[n];
         Array.Fill(weights, 1.0 / n);
