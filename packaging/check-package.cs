@@ -188,7 +188,7 @@ try
             entry.ExtractToFile(extracted, overwrite: true);
         }
         string root = Path.Combine(scratch, id);
-        foreach (var dll in files.Where(f => f.EndsWith(".dll", StringComparison.Ordinal)))
+        foreach (var dll in files.Where(f => f.StartsWith("lib/", StringComparison.Ordinal) && f.EndsWith(".dll", StringComparison.Ordinal)))
             CheckAssembly(id, Path.Combine(root, dll));
         if (id == nativeId && File.Exists(Path.Combine(root, files[0])))
             CheckNativeLibrary(id, Path.Combine(root, files[0]));

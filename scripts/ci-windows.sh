@@ -91,6 +91,13 @@ selftest() {
   rc=$?
   grep -E '^(device|backend) |^selftest:|FAIL' "$log" | head -20
   local summary; summary=$(grep '^selftest:' "$log" | tail -1)
+  # KN_CPU_SIMD must reach the Windows process: the CPU device names the level it runs.
+  # ("device 0: cpu  cpu  AMD EPYC (2 threads, AVX2+FMA), ...")
+  local want; want=$(case "$level" in avx2) echo 'AVX2+FMA),';; portable) echo 'portable),';; esac)
+  local cpu; cpu=$(grep -m1 '^device 0:' "$log")
+  if [ -n "$want" ] && [[ "$cpu" != *", $want"* ]]; then
+    fail "selftest $name under wine: the CPU device runs another level: $cpu"; return
+  fi
   if [ "$rc" = 0 ] && [[ "$summary" == *" 0 failed"* ]]; then
     pass "selftest $name under wine: ${summary#selftest: } ($(since "$t"))"
   else
@@ -124,7 +131,10 @@ fi
 t=$(now)
 mkdir -p "$packages"
 rm -f "$packages"/Kernels.Native.win-x64.*.nupkg
-if dotnet pack packaging/native/win-x64/Kernels.Native.win-x64.csproj -c Release -o "$packages" -nologo -v minimal -clp:NoSummary \
+# The package description names this build's backends (packaging/native/Kernels.Native.props); an
+# environment variable, since MSBuild's -p: would split the sentence at its commas and semicolons.
+if KernelsNativeBackends="This build has the CPU and OpenCL backends, not CUDA (CUDA on Windows needs an MSVC build: build.ps1). OpenCL uses the system's OpenCL.dll, loaded at run time; the CPU backend always works." \
+   dotnet pack packaging/native/win-x64/Kernels.Native.win-x64.csproj -c Release -o "$packages" -nologo -v minimal -clp:NoSummary \
      -p:KernelsPackBuild=true -p:Version="$version" -p:KernelsNativeDir="$root/$build/" \
    && [ -f "$packages/Kernels.Native.win-x64.$version.nupkg" ]; then
   # Its contents (runtimes/win-x64/native/kernels.dll, PE32+ x86-64, imports, exports) are checked by
