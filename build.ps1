@@ -3,8 +3,9 @@
 #     check  only the prerequisites and the bindings check (kernels.h against the generated C#)
 #     build  the native library, the bindings check, the managed code (the default)
 #     demo   build, then run samples/Demo (devices + a checked matmul on each)
-#     test   build, then the native self-test and the NUnit suites; the remaining arguments go to
-#            dotnet test (e.g. --filter "FullyQualifiedName~Gemm")
+#     test   build, then the native self-test and both NUnit suites; the remaining arguments go to
+#            dotnet test (e.g. --filter "FullyQualifiedName~Gemm"; a filter that selects nothing in one
+#            suite fails it with exit code 8 unless --ignore-exit-code 8 is added)
 # Installs nothing: missing prerequisites are named. Run from a "Developer PowerShell for VS" so cl.exe
 # is on PATH; CUDA is built when nvcc is found, OpenCL when the OpenCL headers are found (CL/cl.h,
 # e.g. from the Khronos OpenCL-SDK via vcpkg); set KN_WITH_CUDA / KN_WITH_OPENCL to ON/OFF to force.
