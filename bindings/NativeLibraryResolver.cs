@@ -52,19 +52,15 @@ internal static unsafe class NativeLibraryResolver
         Justification = "An empty Location (single-file app) falls back to AppContext.BaseDirectory.")]
     static (nint Library, string Path) Load(string libraryName, Assembly assembly, DllImportSearchPath? searchPath)
     {
-        string fileName = OperatingSystem.IsWindows() ? "kernels.dll"
-            : OperatingSystem.IsMacOS() ? "libkernels.dylib"
-            : "libkernels.so";
+        OSPlatform os = CurrentOS();
+        string fileName = LibraryFileName(os);
         string assemblyDirectory = Path.GetDirectoryName(assembly.Location) is { Length: > 0 } directory
             ? directory
             : AppContext.BaseDirectory; // single-file apps have no assembly location
 
-        var directories = new List<string> { assemblyDirectory };
-        foreach (string rid in RuntimeIdentifiers())
-            directories.Add(Path.Combine(assemblyDirectory, "runtimes", rid, "native"));
-
         var tried = new List<string>();
-        foreach (string candidate in directories.Distinct().Select(d => Path.Combine(d, fileName)))
+        foreach (string candidate in Candidates(assemblyDirectory, os, RuntimeInformation.ProcessArchitecture,
+                                                RuntimeInformation.RuntimeIdentifier))
         {
             if (!File.Exists(candidate))
             {
@@ -96,16 +92,31 @@ internal static unsafe class NativeLibraryResolver
         throw new DllNotFoundException(message.ToString());
     }
 
-    /// <summary>The running RID (linux-x64) and, if the runtime reports a more specific one, that too.</summary>
-    static IEnumerable<string> RuntimeIdentifiers()
+    static OSPlatform CurrentOS() =>
+        OperatingSystem.IsWindows() ? OSPlatform.Windows : OperatingSystem.IsMacOS() ? OSPlatform.OSX : OSPlatform.Linux;
+
+    /// <summary>
+    /// The library's file name as CMake names it on <paramref name="os"/>: kernels.dll on Windows
+    /// (no lib prefix, with MSVC and with mingw-w64 alike), libkernels.dylib on macOS, libkernels.so elsewhere.
+    /// </summary>
+    internal static string LibraryFileName(OSPlatform os) =>
+        os == OSPlatform.Windows ? "kernels.dll" : os == OSPlatform.OSX ? "libkernels.dylib" : "libkernels.so";
+
+    /// <summary>
+    /// The files tried, in order: next to the assembly, then runtimes/&lt;rid&gt;/native/ (the NuGet layout)
+    /// for the RID the runtime reports (when it is more specific) and the portable one (win-x64, linux-arm64, ...).
+    /// </summary>
+    internal static IEnumerable<string> Candidates(string assemblyDirectory, OSPlatform os, Architecture architecture,
+                                                   string reportedRid)
     {
-        string os = OperatingSystem.IsWindows() ? "win" : OperatingSystem.IsMacOS() ? "osx" : "linux";
-        string architecture = RuntimeInformation.ProcessArchitecture.ToString().ToLowerInvariant();
-        string portable = $"{os}-{architecture}";
-        string reported = RuntimeInformation.RuntimeIdentifier;
-        if (reported != portable)
-            yield return reported;
-        yield return portable;
+        string rid = os == OSPlatform.Windows ? "win" : os == OSPlatform.OSX ? "osx" : "linux";
+        string portable = $"{rid}-{architecture.ToString().ToLowerInvariant()}";
+        var directories = new List<string> { assemblyDirectory };
+        if (reportedRid != portable)
+            directories.Add(Path.Combine(assemblyDirectory, "runtimes", reportedRid, "native"));
+        directories.Add(Path.Combine(assemblyDirectory, "runtimes", portable, "native"));
+        string fileName = LibraryFileName(os);
+        return directories.Distinct().Select(d => Path.Combine(d, fileName));
     }
 
     static string SystemSearchDescription() =>

@@ -1,5 +1,6 @@
 // check-package.cs: lists the NuGet packages scripts/pack.sh made and checks what a user will get.
 //   dotnet run --file packaging/check-package.cs -- --packages artifacts/packages --version 0.3.0 [--require-cuda]
+//                                                   [--extra-rids win-x64]
 // A .NET file-based program (no project, nothing to restore): it reads the .nupkg files as zips with
 // the base library, so the check needs only the SDK, plus binutils (objdump) for the native library
 // and cuobjdump for the CUDA fat binary. Prints one PASS/FAIL line per check, a closing
@@ -18,6 +19,10 @@
 //     libOpenCL, libstdc++ at load time), the newest GLIBC symbol version it needs (the supported
 //     Linux floor), and the CUDA fat binary: machine code for every architecture from Volta to
 //     Hopper in every kernel file, plus PTX for the newest so later GPUs can JIT it.
+//   - with --extra-rids win-x64 (scripts/ci-windows.sh packs it, scripts/ci-pack.sh passes it): the
+//     package Kernels.Native.win-x64 too, Kernels.Bindings depending on it, and its kernels.dll: a PE32+
+//     x86-64 DLL that imports only Windows' own DLLs (OpenCL.dll is loaded at run time) and exports
+//     the kn_* C API only.
 using System.Diagnostics;
 using System.IO.Compression;
 using System.Reflection.Metadata;
@@ -53,6 +58,7 @@ string[] PlottingDependencies = System.Text.RegularExpressions.Regex.Matches(Fil
 
 string? packageDir = null, version = null;
 bool requireCuda = false;
+string[] extraRids = [];   // native packages built elsewhere (win-x64: mingw-w64, scripts/ci-windows.sh)
 for (int i = 0; i < args.Length; i++)
 {
     switch (args[i])
@@ -61,14 +67,20 @@ for (int i = 0; i < args.Length; i++)
         case "--version": version = args[++i]; break;
         case "--require-cuda": requireCuda = true; break;
         case "--max-glibc": maxGlibc = args[++i]; break;
+        case "--extra-rids": extraRids = args[++i].Split(' ', StringSplitOptions.RemoveEmptyEntries); break;
         default:
-            Console.Error.WriteLine($"check-package: unknown argument '{args[i]}'. Usage: --packages DIR --version V [--require-cuda] [--max-glibc 2.36]");
+            Console.Error.WriteLine($"check-package: unknown argument '{args[i]}'. Usage: --packages DIR --version V [--require-cuda] [--max-glibc 2.36] [--extra-rids win-x64]");
             return 2;
     }
 }
+if (extraRids.FirstOrDefault(r => r != "win-x64") is string unknownRid)
+{
+    Console.Error.WriteLine($"check-package: --extra-rids: no checks for RID '{unknownRid}' (known: win-x64)");
+    return 2;
+}
 if (packageDir is null || version is null)
 {
-    Console.Error.WriteLine("check-package: usage: --packages DIR --version V [--require-cuda] [--max-glibc 2.36]");
+    Console.Error.WriteLine("check-package: usage: --packages DIR --version V [--require-cuda] [--max-glibc 2.36] [--extra-rids win-x64]");
     return 2;
 }
 
@@ -89,7 +101,7 @@ var expected = new (string Id, string[] Files, string[] Dependencies, double Bud
      Array.Empty<string>(), NativePackageBudgetMB),
     ("Kernels.Bindings",
      new[] { $"lib/{Tfm}/Kernels.Bindings.dll", $"lib/{Tfm}/Kernels.Bindings.xml", "README.md", "LICENSE" },
-     new[] { nativeId }, ManagedPackageBudgetMB),
+     new[] { nativeId }.Concat(extraRids.Select(r => $"Kernels.Native.{r}")).ToArray(), ManagedPackageBudgetMB),
     ("Kernels.Nn",
      new[] { $"lib/{Tfm}/Kernels.Nn.dll", $"lib/{Tfm}/Kernels.Nn.xml", "README.md", "LICENSE" },
      // Google.Protobuf: the runtime of the ONNX format (src/Nn/Onnx), at the version the project pins.
@@ -99,6 +111,12 @@ var expected = new (string Id, string[] Files, string[] Dependencies, double Bud
      new[] { $"lib/{Tfm}/Kernels.Nn.Plotting.dll", $"lib/{Tfm}/Kernels.Nn.Plotting.xml", "README.md", "LICENSE" },
      new[] { "Kernels.Nn" }.Concat(PlottingDependencies).ToArray(), ManagedPackageBudgetMB),
 };
+// The native packages of --extra-rids: the same layout as linux-x64's.
+const string WindowsNativeId = "Kernels.Native.win-x64";
+expected = [.. expected, .. extraRids.Select(r => (
+    $"Kernels.Native.{r}",
+    new[] { $"runtimes/{r}/native/kernels.dll", "README.md", "LICENSE", "THIRD-PARTY-NOTICES.md" },
+    Array.Empty<string>(), NativePackageBudgetMB))];
 // NuGet's own parts of every package (OPC relationships, content types, core properties, signature).
 bool IsNuGetPart(string name) =>
     name is "_rels/.rels" or "[Content_Types].xml" or ".signature.p7s"
@@ -170,10 +188,12 @@ try
             entry.ExtractToFile(extracted, overwrite: true);
         }
         string root = Path.Combine(scratch, id);
-        foreach (var dll in files.Where(f => f.EndsWith(".dll", StringComparison.Ordinal)))
+        foreach (var dll in files.Where(f => f.StartsWith("lib/", StringComparison.Ordinal) && f.EndsWith(".dll", StringComparison.Ordinal)))
             CheckAssembly(id, Path.Combine(root, dll));
         if (id == nativeId && File.Exists(Path.Combine(root, files[0])))
             CheckNativeLibrary(id, Path.Combine(root, files[0]));
+        if (id == WindowsNativeId && File.Exists(Path.Combine(root, files[0])))
+            CheckWindowsLibrary(Path.Combine(root, files[0]));
     }
     Console.WriteLine();
     Check(MB(total) <= TotalBudgetMB, $"all packages together: {MB(total):F2} MB within the {TotalBudgetMB} MB budget");
@@ -308,6 +328,49 @@ void CheckNativeLibrary(string id, string library)
     var ptxGaps = kernelFiles.Where(f => !ptx.Contains((f, ptxArchitecture))).ToList();
     Check(ptxGaps.Count == 0, $"libkernels.so: compute_{ptxArchitecture} PTX in each kernel file (newer GPUs JIT it)",
           ptxGaps.Count == 0 ? null : "missing in " + string.Join(", ", ptxGaps));
+}
+
+// ---- the Windows library (win-x64, cross-compiled with mingw-w64) ---------------------------------
+void CheckWindowsLibrary(string library)
+{
+    long size = new FileInfo(library).Length;
+    Check(MB(size) <= NativeLibraryBudgetMB, $"kernels.dll: {MB(size):F1} MB unpacked within the {NativeLibraryBudgetMB} MB budget");
+    try
+    {
+        using var pe = new PEReader(File.OpenRead(library));
+        var headers = pe.PEHeaders;
+        bool dll = headers.PEHeader?.Magic == PEMagic.PE32Plus && headers.CoffHeader.Machine == Machine.Amd64
+                   && headers.CoffHeader.Characteristics.HasFlag(Characteristics.Dll);
+        Check(dll, "kernels.dll: a PE32+ x86-64 DLL", $"{headers.PEHeader?.Magic} {headers.CoffHeader.Machine} {headers.CoffHeader.Characteristics}");
+    }
+    catch (BadImageFormatException e)
+    {
+        Check(false, "kernels.dll: a PE32+ x86-64 DLL", e.Message);
+        return;
+    }
+
+    // binutils' objdump reads PE files too (Debian's is built for every target).
+    var (ok, dump) = Run("objdump", "-p", library);
+    if (!ok)
+    {
+        Check(false, "kernels.dll: objdump -p (binutils) runs", dump.Trim());
+        return;
+    }
+    // Windows' own DLLs: the kernel and the C runtime (msvcrt, or the UCRT and its api-ms-win-crt-*
+    // forwarders). Anything else would have to ship beside kernels.dll; OpenCL.dll in particular is
+    // loaded at run time (LoadLibraryA) so that a machine without an OpenCL driver still loads it.
+    var imports = Regex.Matches(dump, @"^\s*DLL Name: (\S+)", RegexOptions.Multiline).Select(m => m.Groups[1].Value).Distinct().ToList();
+    var foreign = imports.Where(d => !Regex.IsMatch(d, @"^(kernel32|msvcrt|ucrtbase|api-ms-win-crt-[a-z0-9-]+)\.dll$", RegexOptions.IgnoreCase)).ToList();
+    Check(imports.Count > 0 && foreign.Count == 0, $"kernels.dll: imports Windows' own DLLs only ({string.Join(", ", imports)})",
+          foreign.Count == 0 ? null : "also imports " + string.Join(", ", foreign));
+    // The export names: the lines "[  12] kn_gemm_f32" of the "[Ordinal/Name Pointer] Table".
+    var table = Regex.Match(dump, @"\[Ordinal/Name Pointer\] Table\r?\n((?:[ \t]*\[\s*\d+\] \S+\r?\n)*)");
+    var exported = Regex.Matches(table.Groups[1].Value, @"\] (\S+)").Select(m => m.Groups[1].Value).ToList();
+    int api = exported.Count(s => s.StartsWith("kn_", StringComparison.Ordinal));
+    var others = exported.Where(s => !s.StartsWith("kn_", StringComparison.Ordinal)).ToList();
+    Check(api >= 20 && exported.Contains("kn_get_version") && exported.Contains("kn_backend_info") && others.Count == 0,
+          $"kernels.dll: exports the C API only ({api} kn_* functions, kn_get_version and kn_backend_info among them)",
+          others.Count == 0 ? null : "also exports " + string.Join(", ", others.Take(5)));
 }
 
 static (bool Ok, string Output) Run(string tool, params string[] arguments)

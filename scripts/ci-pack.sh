@@ -21,7 +21,10 @@
 #    never touched), and package source mapping sends Kernels.* to the local feed only while
 #    everything else still comes from the machine's configured sources.
 # Prints PASS/FAIL per stage and "ci-pack: N passed, N failed"; exits 1 when anything failed.
-# Environment: KN_PACKAGE_VERSION (see scripts/pack.sh), KN_CI_KEEP=1 keeps the temporary folder.
+# Environment: KN_PACKAGE_VERSION (see scripts/pack.sh), KN_CI_KEEP=1 keeps the temporary folder,
+#   KN_PACK_EXTRA_RIDS (see scripts/pack.sh; .ci/run sets win-x64, packed by scripts/ci-windows.sh):
+#   those native packages are checked too and join the consumer test's feed (Kernels.Bindings
+#   depends on them).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -66,7 +69,9 @@ t=$(now)
 require_cuda=--require-cuda
 # A machine without nvcc packs a CPU/OpenCL-only library; CI installs nvcc, so there it is required.
 command -v nvcc >/dev/null || { require_cuda=""; echo "ci-pack: note: nvcc not found, the CUDA fat binary is not required"; }
-if dotnet run --file packaging/check-package.cs -- --packages "$packages" --version "$version" $require_cuda; then
+extra_rids=()
+[ -n "${KN_PACK_EXTRA_RIDS:-}" ] && extra_rids=(--extra-rids "$KN_PACK_EXTRA_RIDS")
+if dotnet run --file packaging/check-package.cs -- --packages "$packages" --version "$version" $require_cuda "${extra_rids[@]}"; then
   pass "contents: packaging/check-package.cs ($(since "$t"))"
 else
   fail "contents: packaging/check-package.cs (see the FAIL lines above)"
@@ -83,6 +88,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/kernels-consumer.XXXXXX")
 mkdir -p "$work/feed" "$work/no-opencl-icds"
 cp "$packages"/Kernels.Native.linux-x64."$version".nupkg "$packages"/Kernels.Bindings."$version".nupkg \
    "$packages"/Kernels.Nn."$version".nupkg "$work/feed/"
+for r in ${KN_PACK_EXTRA_RIDS:-}; do cp "$packages/Kernels.Native.$r.$version.nupkg" "$work/feed/"; done
 export NUGET_PACKAGES="$work/nuget-packages"
 
 # The machine's own sources (read from its NuGet configuration, never written into the repository)

@@ -21,6 +21,10 @@ pkgs="$pkgs python3-sklearn"
 # A font for the text of the training plots (Kernels.Nn.Plotting, PlotTests) and the benchmark plots:
 # ScottPlot draws with a system font, which SkiaSharp's NoDependencies build finds in /usr/share/fonts.
 pkgs="$pkgs fonts-dejavu-core"
+# Windows from Linux (scripts/ci-windows.sh, issue 17): the x86-64 mingw-w64 C++ compiler with the
+# posix threading model (std::thread), rather than the mingw-w64 metapackage, which also brings the
+# i686 and win32-threads compilers (~135 MB more to download); wine64 runs the self-test.
+pkgs="$pkgs g++-mingw-w64-x86-64-posix wine64"
 if [ "$with_cuda" = 1 ]; then
   # CUDA lives in non-free: derive a second sources file from the configured one (never hard-code a host).
   if [ -f /etc/apt/sources.list.d/debian.sources ] && [ ! -f /etc/apt/sources.list.d/nonfree.sources ]; then

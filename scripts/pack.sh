@@ -76,7 +76,9 @@ extra_rids=${KN_PACK_EXTRA_RIDS:-}
 native_rids=$rid
 for r in $extra_rids; do
   [ -f "$out/Kernels.Native.$r.$version.nupkg" ] || die "KN_PACK_EXTRA_RIDS names $r but $out/Kernels.Native.$r.$version.nupkg is not there"
-  native_rids+="%3B$r"   # MSBuild's escaped ';' inside one property on the command line
+  # Space-separated: an escaped ';' (%3B) stays a literal ';' inside the one item Kernels.Bindings.csproj
+  # makes of it, which named no project, so Kernels.Bindings depended on nothing at all.
+  native_rids+=" $r"
 done
 
 # ---- pack ---------------------------------------------------------------------------------------

@@ -34,6 +34,9 @@
 #include <string>
 #include <utility>
 #include <vector>
+#if defined(_WIN32)
+#include <malloc.h>  // _aligned_malloc
+#endif
 
 namespace selftest {
 
@@ -429,10 +432,18 @@ struct HostBuffer {
         size_t bytes = (count + shift) * sizeof(T);
         bytes = (bytes + 15) / 16 * 16;
         if (bytes == 0) bytes = 16;
+#if defined(_WIN32)
+        raw = static_cast<T*>(_aligned_malloc(bytes, 16));  // the Windows C runtime has no aligned_alloc
+#else
         raw = static_cast<T*>(std::aligned_alloc(16, bytes));
+#endif
         p = raw + shift;
     }
+#if defined(_WIN32)
+    ~HostBuffer() { _aligned_free(raw); }
+#else
     ~HostBuffer() { std::free(raw); }
+#endif
     HostBuffer(const HostBuffer&) = delete;
     HostBuffer& operator=(const HostBuffer&) = delete;
     T& operator[](size_t i) { return p[i]; }
