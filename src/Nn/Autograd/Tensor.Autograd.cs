@@ -168,13 +168,42 @@ public sealed partial class Tensor
         {
             DisposeScope.Untrack(g);   // the gradient belongs to the leaf, not to a scope
             leaf.Grad = g;
-            return;
         }
-        var sum = Binary(BinaryOp.Add, leaf.Grad, g);
-        DisposeScope.Untrack(sum);
-        leaf.Grad.Dispose();
-        g.Dispose();
-        leaf.Grad = sum;
+        else
+        {
+            var sum = Binary(BinaryOp.Add, leaf.Grad, g);
+            DisposeScope.Untrack(sum);
+            leaf.Grad.Dispose();
+            g.Dispose();
+            leaf.Grad = sum;
+        }
+        // Backward gathers every contribution to a leaf before it reaches the leaf (reverse
+        // topological order), so this runs once per leaf per Backward, with its final gradient.
+        if (leaf.gradientHooks is { } hooks)
+            foreach (var hook in hooks.ToArray()) hook(leaf);
+    }
+
+    private List<Action<Tensor>>? gradientHooks;
+
+    /// <summary>
+    /// Calls <paramref name="hook"/> during <see cref="Backward"/> as soon as this leaf's gradient for
+    /// that pass has been added to <see cref="Grad"/> (PyTorch's register_post_accumulate_grad_hook):
+    /// once per Backward that reaches the leaf, while the pass goes on for the layers before it. What
+    /// data-parallel training uses to start a gradient all-reduce while backward still runs. The hook
+    /// runs under NoGrad and must not dispose <see cref="Grad"/>. Dispose the result to remove it.
+    /// </summary>
+    public IDisposable OnGradientAccumulated(Action<Tensor> hook)
+    {
+        ArgumentNullException.ThrowIfNull(hook);
+        if (Node is not null)
+            throw new InvalidOperationException("OnGradientAccumulated: only a leaf tensor (a parameter) accumulates a gradient; this tensor was computed by an operation");
+        (gradientHooks ??= new List<Action<Tensor>>()).Add(hook);
+        return new HookRegistration(this, hook);
+    }
+
+    private sealed class HookRegistration(Tensor leaf, Action<Tensor> hook) : IDisposable
+    {
+        public void Dispose() => leaf.gradientHooks?.Remove(hook);
     }
 
     /// <summary>Forgets the accumulated gradient.</summary>
