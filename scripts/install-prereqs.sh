@@ -19,6 +19,9 @@ pkgs="$pkgs python3-onnx python3-torchvision"
 # A font for the text of the training plots (Kernels.Nn.Plotting, PlotTests) and the benchmark plots:
 # ScottPlot draws with a system font, which SkiaSharp's NoDependencies build finds in /usr/share/fonts.
 pkgs="$pkgs fonts-dejavu-core"
+# Open MPI for Kernels.Distributed's loopback checks under mpirun -np 2 (scripts/ci-mpi.sh, issue 18);
+# the library itself only opens libmpi.so.40 at run time when a program is started by mpirun.
+pkgs="$pkgs openmpi-bin libopenmpi-dev"
 if [ "$with_cuda" = 1 ]; then
   # CUDA lives in non-free: derive a second sources file from the configured one (never hard-code a host).
   if [ -f /etc/apt/sources.list.d/debian.sources ] && [ ! -f /etc/apt/sources.list.d/nonfree.sources ]; then

@@ -163,7 +163,7 @@ public sealed class DistributedDataParallel : IDataParallel, IDisposable
         if (world.Size == 1) return;
         var keys = logs.Keys.OrderBy(k => k, StringComparer.Ordinal).ToArray();
         // The key names must agree, or the values would be averaged with another metric's.
-        var check = new double[] { keys.Length, StringComparer.Ordinal.GetHashCode(string.Join("\n", keys)) & 0xFFFFFF };
+        var check = new double[] { keys.Length, NamesHash(keys) };
         var max = (double[])check.Clone();
         world.AllReduce(max, ReduceOperation.Max, "check that every rank logs the same names");
         if (max[0] != check[0] || max[1] != check[1])
@@ -171,6 +171,15 @@ public sealed class DistributedDataParallel : IDataParallel, IDisposable
         var values = keys.Select(k => logs[k]).ToArray();
         world.AllReduce(values, ReduceOperation.Sum, "average of the epoch logs");
         for (int i = 0; i < keys.Length; i++) logs[keys[i]] = values[i] / world.Size;
+    }
+
+    /// <summary>FNV-1a of the names, 24 bits (exact in a double). Not string.GetHashCode: that one is
+    /// randomised per process, so two ranks would never agree.</summary>
+    private static double NamesHash(IEnumerable<string> names)
+    {
+        uint h = 2166136261;
+        foreach (char c in string.Join("\n", names)) h = (h ^ c) * 16777619;
+        return h & 0xFFFFFF;
     }
 
     private void BroadcastFromRoot(IEnumerable<Tensor> tensors, string what)

@@ -48,8 +48,10 @@ internal sealed unsafe class MpiLibrary
         if (!NativeLibrary.TryGetExport(handle, "ompi_mpi_comm_world", out CommWorld))
         {
             bool mpich = NativeLibrary.TryGetExport(handle, "MPIR_Err_return_comm", out _) || path.Contains(".so.12", StringComparison.Ordinal);
-            throw new MpiException($"{path} is {(mpich ? "MPICH (or an MPICH-ABI library: Intel MPI, MVAPICH)" : "not Open MPI")}: its MPI_COMM_WORLD is an integer " +
-                                   "constant, not the exported global ompi_mpi_comm_world; Kernels.Distributed supports the Open MPI ABI only " +
+            string what = mpich
+                ? "is MPICH (or an MPICH-ABI library: Intel MPI, MVAPICH), whose MPI_COMM_WORLD is an integer constant, not an exported global"
+                : "is not Open MPI (it exports no ompi_mpi_comm_world)";
+            throw new MpiException($"{path} {what}; Kernels.Distributed supports the Open MPI ABI only " +
                                    "(install openmpi-bin libopenmpi-dev, or set KERNELS_MPI_LIBRARY to libmpi.so.40)");
         }
         Float = Global("ompi_mpi_float");

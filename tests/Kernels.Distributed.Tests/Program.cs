@@ -167,6 +167,7 @@ static class Program
         var model = new Model(network);
         model.Compile(new Sgd(network.Parameters(), Lr, momentum: 0.9f), Losses.SparseCategoricalCrossEntropy);
         // --no-sync: the negative control (gradients not averaged); the comparison must then fail.
+        if (breakSync) ddp.Dispose();   // its gradient hooks gone: no bucket is ever started
         model.DataParallel = breakSync ? new NoSync(ddp) : ddp;
         var history = model.Fit(data, epochs: 1, batchSize: PerRankBatch, shuffle: true, seed: Seed, verbose: 0);
         var trained = Weights(network);
