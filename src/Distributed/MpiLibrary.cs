@@ -76,7 +76,7 @@ internal sealed unsafe class MpiLibrary
         var text = new byte[8192];   // MPI_MAX_LIBRARY_VERSION_STRING is 256 in Open MPI 4; generous
         int length = 0;
         fixed (byte* t = text) getVersion(t, &length);
-        Version = Encoding.ASCII.GetString(text, 0, Math.Clamp(length, 0, text.Length)).Split('\n')[0].Trim().TrimEnd(',');
+        Version = Encoding.ASCII.GetString(text, 0, Math.Clamp(length, 0, text.Length)).TrimEnd('\0').Split('\n')[0].Trim().TrimEnd(',');
         // CUDA-aware builds export MPIX_Query_cuda_support (Open MPI's mpi-ext.h); Debian's build does and answers 0.
         // (only meaningful after MPI_Init: asked in Initialize).
         NativeLibrary.TryGetExport(handle, "MPIX_Query_cuda_support", out cudaQuery);
