@@ -25,6 +25,7 @@ static class Program
                 case "not-open-mpi": NotOpenMpi(); break;
                 case "rank-killed": Failure(kill: true); break;
                 case "rank-stalls": Failure(kill: false); break;
+                case "bench-allreduce": BenchAllReduce(); return 0;
                 default:
                     Console.Error.WriteLine("usage: Kernels.Distributed.Tests collectives|equivalence-mlp|equivalence-cnn|single-process|missing-library|not-open-mpi|rank-killed|rank-stalls [--no-sync]");
                     return 2;
@@ -328,6 +329,31 @@ static class Program
         }
         Environment.SetEnvironmentVariable("OMPI_COMM_WORLD_SIZE", null);
         Environment.SetEnvironmentVariable("KERNELS_MPI_LIBRARY", null);
+    }
+
+    // ---- all-reduce timing (scripts/bench-mpi-allreduce.sh; not a check) ----------------------------
+
+    /// <summary>Mpi.AllReduce (MPI_Iallreduce + MPI_Test polling) for the sizes and repetitions of
+    /// benchmarks/mpi/allreduce_bench.c, median of 5 batches, in the same format.</summary>
+    static void BenchAllReduce()
+    {
+        var w = Mpi.Init();
+        for (long n = 1024; n <= (16L << 20); n *= 4)
+        {
+            var x = GC.AllocateArray<float>((int)n, pinned: true);
+            for (int i = 0; i < n; i++) x[i] = i;
+            int reps = n <= 65536 ? 200 : n <= (1L << 20) ? 40 : 8;
+            var t = new double[5];
+            for (int b = 0; b < 5; b++)
+            {
+                w.Barrier();
+                var watch = Stopwatch.StartNew();
+                for (int r = 0; r < reps; r++) w.AllReduce(x.AsSpan());
+                t[b] = watch.Elapsed.TotalSeconds / reps;
+            }
+            Array.Sort(t);
+            if (w.Rank == 0) Console.WriteLine($"C# Mpi.AllReduce {n,9} floats {t[2] * 1e6,10:F1} us {n * 4.0 / t[2] / 1e9,7:F2} GB/s");
+        }
     }
 
     // ---- (c) a rank dies or stalls mid-run ----------------------------------------------------------
