@@ -6,8 +6,8 @@ namespace Kernels.Distributed;
 /// averaging the gradients before each optimizer step.
 /// <list type="bullet">
 /// <item>At construction, rank 0's parameters and buffers are broadcast to every rank.</item>
-/// <item>Gradients are averaged in buckets of about <see cref="BucketBytes"/> (25 MB by default, as DDP),
-/// filled in reverse parameter order (the order backward produces them). A hook on each parameter
+/// <item>Gradients are averaged in buckets of about <see cref="BucketBytes"/> (25 MB by default, the first
+/// one 1 MB, as DDP), filled in reverse parameter order (the order backward produces them). A hook on each parameter
 /// (<see cref="Tensor.OnGradientAccumulated"/>) notes its gradient ready; when a bucket is complete its
 /// gradients are copied into a flat pinned host staging array and its all-reduce is started
 /// (MPI_Iallreduce) while backward goes on with the layers before it. Buckets start strictly in
@@ -35,11 +35,18 @@ public sealed class DistributedDataParallel : IDataParallel, IDisposable
     private int nextToStart;   // buckets start in index order on every rank
     private long step;
 
-    /// <summary>Replicates <paramref name="network"/> across the ranks of <paramref name="world"/> (default: <see cref="Mpi.Init"/>).</summary>
-    public DistributedDataParallel(Module network, Mpi? world = null, long bucketBytes = 25L << 20)
+    /// <summary>Replicates <paramref name="network"/> across the ranks of <paramref name="world"/>: rank 0's
+    /// parameters and buffers are broadcast to the others now (a collective: every rank constructs it).</summary>
+    /// <param name="network">The replica on this rank (created the same way on every rank).</param>
+    /// <param name="world">The job (default: <see cref="Mpi.Init"/>).</param>
+    /// <param name="bucketBytes">Target size of a gradient bucket (PyTorch's bucket_cap_mb, 25 MB).</param>
+    /// <param name="firstBucketBytes">Target size of the first bucket (the last layers' gradients), smaller so
+    /// that its all-reduce starts early in backward (PyTorch's 1 MB first bucket).</param>
+    public DistributedDataParallel(Module network, Mpi? world = null, long bucketBytes = 25L << 20, long firstBucketBytes = 1L << 20)
     {
         ArgumentNullException.ThrowIfNull(network);
         if (bucketBytes <= 0) throw new ArgumentOutOfRangeException(nameof(bucketBytes), $"bucket size {bucketBytes} bytes must be positive");
+        if (firstBucketBytes <= 0) throw new ArgumentOutOfRangeException(nameof(firstBucketBytes), $"first bucket size {firstBucketBytes} bytes must be positive");
         this.world = world ?? Mpi.Init();
         Network = network;
         BucketBytes = bucketBytes;
@@ -55,7 +62,8 @@ public sealed class DistributedDataParallel : IDataParallel, IDisposable
         {
             var p = parameters[i];
             if (p.Count > int.MaxValue) throw new ArgumentException($"parameter {i} has {p.Count} elements: more than one MPI call can take");
-            if (current.Count > 0 && bytes + 4 * p.Count > bucketBytes)
+            long cap = list.Count == 0 ? Math.Min(firstBucketBytes, bucketBytes) : bucketBytes;
+            if (current.Count > 0 && bytes + 4 * p.Count > cap)
             {
                 list.Add(new Bucket(list.Count, current.ToArray()));
                 current.Clear();
