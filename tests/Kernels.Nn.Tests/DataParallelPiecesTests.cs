@@ -98,4 +98,66 @@ public class DataParallelPiecesTests
         Assert.That(seen, Is.EqualTo(new float[] { 1, 4, 7, 0 }), "rank 1 of 3: positions 1, 4, 7, 10 (padding wraps to 0)");
         Assert.That(() => new DataLoader(data, 2, new DistributedSampler(11, 0, 2)), Throws.ArgumentException.With.Message.Contains("11 samples"));
     }
+
+    /// <summary>Records what Fit asks of the data-parallel runtime; averaging doubles the loss so the test sees it was applied.</summary>
+    private sealed class FakeParallel(int rank, int worldSize) : IDataParallel
+    {
+        public int Rank => rank;
+        public int WorldSize => worldSize;
+        public int Synchronized, Averaged;
+        public void SynchronizeGradients() => Synchronized++;
+        public void AverageLogs(IDictionary<string, double> logs)
+        {
+            Averaged++;
+            logs["loss"] *= 2;
+        }
+    }
+
+    [Test]
+    public void Fit_with_DataParallel_trains_the_ranks_shard_syncs_each_step_averages_logs_and_leaves_checkpoints_to_rank_0()
+    {
+        var x = Enumerable.Range(0, 40).Select(i => (float)Math.Sin(i)).ToArray();
+        var data = new ArrayDataset(x, new long[] { 2 }, Enumerable.Range(0, 20).Select(i => (long)(i % 2)).ToArray());
+        var network = new Sequential(new Dense(2, 2, seed: 1));
+        using var model = new Model(network);
+        model.Compile(new Sgd(network.Parameters(), 0.1f), Losses.SparseCategoricalCrossEntropy);
+        var fake = new FakeParallel(rank: 1, worldSize: 2);
+        model.DataParallel = fake;
+        string dir = Path.Combine(Path.GetTempPath(), $"ddp-fit-{Environment.ProcessId}-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(dir);
+        try
+        {
+            var output = new StringWriter();
+            var console = Console.Out;
+            Console.SetOut(output);
+            History history;
+            try
+            {
+                history = model.Fit(data, epochs: 2, batchSize: 4, verbose: 1,
+                                    callbacks: new Callback[] { new ModelCheckpoint(Path.Combine(dir, "w{epoch}.bin"), monitor: "loss") });
+            }
+            finally
+            {
+                Console.SetOut(console);
+            }
+            // Rank 1 of 2 trains 10 of the 20 samples: 3 batches of 4 per epoch, one gradient sync each.
+            Assert.That(fake.Synchronized, Is.EqualTo(6));
+            Assert.That(fake.Averaged, Is.EqualTo(2), "once per epoch");
+            Assert.That(history["loss"], Has.Count.EqualTo(2));
+            Assert.That(output.ToString(), Is.Empty, "rank 1 prints no progress");
+            Assert.That(Directory.GetFiles(dir), Is.Empty, "rank 1 writes no checkpoint");
+
+            // The same on rank 0 writes the checkpoints and prints.
+            model.DataParallel = new FakeParallel(rank: 0, worldSize: 2);
+            Console.SetOut(output);
+            try { model.Fit(data, epochs: 1, batchSize: 4, verbose: 1, callbacks: new Callback[] { new ModelCheckpoint(Path.Combine(dir, "w{epoch}.bin"), monitor: "loss") }); }
+            finally { Console.SetOut(console); }
+            Assert.That(Directory.GetFiles(dir).Select(Path.GetFileName), Is.EqualTo(new[] { "w1.bin" }));
+            Assert.That(output.ToString(), Does.Contain("Epoch 1/1"));
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
 }
