@@ -23,6 +23,8 @@ public sealed class MpiNotFoundException : MpiException
 /// <summary>
 /// A collective did not complete within <see cref="Mpi.Timeout"/>: a rank died, hangs, or took
 /// another path through the program. Unhandled, it ends the whole job (MPI_Abort) so no rank waits forever.
+/// Catch it only to log and end the job: the collective is still pending in MPI, which may yet write into
+/// its buffer, and the ranks no longer agree on which collective comes next.
 /// </summary>
 public sealed class CollectiveTimeoutException : MpiException
 {
