@@ -25,6 +25,9 @@ pkgs="$pkgs fonts-dejavu-core"
 # posix threading model (std::thread), rather than the mingw-w64 metapackage, which also brings the
 # i686 and win32-threads compilers (~135 MB more to download); wine64 runs the self-test.
 pkgs="$pkgs g++-mingw-w64-x86-64-posix wine64"
+# Open MPI for Kernels.Distributed's loopback checks under mpirun -np 2 (scripts/ci-mpi.sh, issue 18);
+# the library itself only opens libmpi.so.40 at run time when a program is started by mpirun.
+pkgs="$pkgs openmpi-bin libopenmpi-dev"
 if [ "$with_cuda" = 1 ]; then
   # CUDA lives in non-free: derive a second sources file from the configured one (never hard-code a host).
   if [ -f /etc/apt/sources.list.d/debian.sources ] && [ ! -f /etc/apt/sources.list.d/nonfree.sources ]; then

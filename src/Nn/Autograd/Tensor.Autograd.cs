@@ -106,19 +106,38 @@ public sealed partial class Tensor
             throw new ArgumentException($"the gradient has shape {FormatShape(gradient.ShapeArray)} but the tensor has shape {FormatShape(shape)}", nameof(gradient));
 
         using var noGrad = NoGrad();
-        var order = TopologicalOrder();
+        var (order, leafUses) = TopologicalOrder();
         var grads = new Dictionary<Tensor, Tensor>(ReferenceEqualityComparer.Instance);
         grads[this] = gradient is null ? Ones(shape, Device) : gradient.Detach();
 
         // The gradients of second outputs (RecordPair), waiting for their first output's rule.
         var parked = new Dictionary<Tensor, Tensor>(ReferenceEqualityComparer.Instance);
 
+        // A leaf's gradient is complete once every node that uses it has run: add it to Grad then
+        // (and run its hooks), not where the leaf happens to sit in the order, which for a depth-first
+        // order can be the very end. So the last layer's parameters are ready first, while backward
+        // goes on: what lets data-parallel training start their all-reduce early.
+        void Release(GradNode node)
+        {
+            foreach (var input in node.Inputs)
+            {
+                if (input.Node is not null || !leafUses.TryGetValue(input, out int uses)) continue;
+                if (uses > 1) { leafUses[input] = uses - 1; continue; }
+                leafUses.Remove(input);
+                if (grads.Remove(input, out var leafGrad)) AccumulateLeafGradient(input, leafGrad);
+            }
+        }
+
         for (int i = order.Count - 1; i >= 0; i--)
         {
             var t = order[i];
             bool hasGradient = grads.Remove(t, out var g);
             parked.Remove(t, out var secondGrad);
-            if (!hasGradient && secondGrad is null) continue;
+            if (!hasGradient && secondGrad is null)
+            {
+                if (t.Node is not null) Release(t.Node);
+                continue;
+            }
             if (t.Node is null)
             {
                 if (g is not null) AccumulateLeafGradient(t, g);
@@ -128,7 +147,7 @@ public sealed partial class Tensor
             if (t.Node.IsSecondOutput)
             {
                 parked[t.Node.Inputs[0]] = g!;
-                continue;
+                continue;   // its one input is the first output, not a leaf
             }
             var inputGrads = t.Node.PairBackward is { } pair ? pair(g, secondGrad) : t.Node.Backward(g!);
             var seen = new HashSet<Tensor>(ReferenceEqualityComparer.Instance);
@@ -154,6 +173,7 @@ public sealed partial class Tensor
                     ig.Dispose();
             g?.Dispose();
             secondGrad?.Dispose();
+            Release(t.Node);
         }
     }
 
@@ -168,13 +188,42 @@ public sealed partial class Tensor
         {
             DisposeScope.Untrack(g);   // the gradient belongs to the leaf, not to a scope
             leaf.Grad = g;
-            return;
         }
-        var sum = Binary(BinaryOp.Add, leaf.Grad, g);
-        DisposeScope.Untrack(sum);
-        leaf.Grad.Dispose();
-        g.Dispose();
-        leaf.Grad = sum;
+        else
+        {
+            var sum = Binary(BinaryOp.Add, leaf.Grad, g);
+            DisposeScope.Untrack(sum);
+            leaf.Grad.Dispose();
+            g.Dispose();
+            leaf.Grad = sum;
+        }
+        // Backward gathers every contribution to a leaf before it reaches the leaf (reverse
+        // topological order), so this runs once per leaf per Backward, with its final gradient.
+        if (leaf.gradientHooks is { } hooks)
+            foreach (var hook in hooks.ToArray()) hook(leaf);
+    }
+
+    private List<Action<Tensor>>? gradientHooks;
+
+    /// <summary>
+    /// Calls <paramref name="hook"/> during <see cref="Backward"/> as soon as this leaf's gradient for
+    /// that pass has been added to <see cref="Grad"/> (PyTorch's register_post_accumulate_grad_hook):
+    /// once per Backward that reaches the leaf, while the pass goes on for the layers before it. What
+    /// data-parallel training uses to start a gradient all-reduce while backward still runs. The hook
+    /// runs under NoGrad and must not dispose <see cref="Grad"/>. Dispose the result to remove it.
+    /// </summary>
+    public IDisposable OnGradientAccumulated(Action<Tensor> hook)
+    {
+        ArgumentNullException.ThrowIfNull(hook);
+        if (Node is not null)
+            throw new InvalidOperationException("OnGradientAccumulated: only a leaf tensor (a parameter) accumulates a gradient; this tensor was computed by an operation");
+        (gradientHooks ??= new List<Action<Tensor>>()).Add(hook);
+        return new HookRegistration(this, hook);
+    }
+
+    private sealed class HookRegistration(Tensor leaf, Action<Tensor> hook) : IDisposable
+    {
+        public void Dispose() => leaf.gradientHooks?.Remove(hook);
     }
 
     /// <summary>Forgets the accumulated gradient.</summary>
@@ -184,9 +233,12 @@ public sealed partial class Tensor
         Grad = null;
     }
 
-    private List<Tensor> TopologicalOrder()
+    /// <summary>The tensors this one depends on, each after its inputs, and for each leaf the number
+    /// of uses by the recorded nodes (one per input slot).</summary>
+    private (List<Tensor> Order, Dictionary<Tensor, int> LeafUses) TopologicalOrder()
     {
         var order = new List<Tensor>();
+        var leafUses = new Dictionary<Tensor, int>(ReferenceEqualityComparer.Instance);
         var visited = new HashSet<Tensor>(ReferenceEqualityComparer.Instance);
         var stack = new Stack<(Tensor Tensor, bool Expanded)>();
         stack.Push((this, false));
@@ -202,8 +254,11 @@ public sealed partial class Tensor
             stack.Push((t, true));
             if (t.Node is null) continue;
             foreach (var input in t.Node.Inputs)
+            {
+                if (input.Node is null) leafUses[input] = leafUses.GetValueOrDefault(input) + 1;
                 if (input.RequiresGrad && !visited.Contains(input)) stack.Push((input, false));
+            }
         }
-        return order;
+        return (order, leafUses);
     }
 }

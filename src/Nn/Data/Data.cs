@@ -208,6 +208,22 @@ public sealed class DataLoader
         Device = device ?? Device.Cpu;
     }
 
+    /// <summary>
+    /// Batches of <paramref name="batchSize"/> samples of this rank's shard (<paramref name="sampler"/>:
+    /// data-parallel training), in the sampler's order, a new one each epoch.
+    /// </summary>
+    public DataLoader(Dataset dataset, int batchSize, DistributedSampler sampler, bool dropLast = false, Device? device = null)
+        : this(dataset, batchSize, sampler?.Shuffle ?? false, sampler?.Seed ?? 0, dropLast, device)
+    {
+        ArgumentNullException.ThrowIfNull(sampler);
+        if (sampler.DatasetCount != dataset.Count)
+            throw new ArgumentException($"the sampler shards {sampler.DatasetCount} samples but the dataset has {dataset.Count}", nameof(sampler));
+        Sampler = sampler;
+    }
+
+    /// <summary>The shard sampler of data-parallel training, or null (every sample).</summary>
+    public DistributedSampler? Sampler { get; }
+
     /// <summary>Samples per batch.</summary>
     public int BatchSize { get; }
     /// <summary>Whether each epoch visits the samples in a new random order.</summary>
@@ -222,7 +238,10 @@ public sealed class DataLoader
     public Dataset Dataset => dataset;
 
     /// <summary>Batches per epoch.</summary>
-    public int BatchCount => DropLast ? dataset.Count / BatchSize : (dataset.Count + BatchSize - 1) / BatchSize;
+    public int BatchCount => DropLast ? SampleCount / BatchSize : (SampleCount + BatchSize - 1) / BatchSize;
+
+    /// <summary>Samples per epoch: the dataset's, or this rank's shard (<see cref="Sampler"/>).</summary>
+    public int SampleCount => Sampler?.Count ?? dataset.Count;
 
     /// <summary>
     /// The batches of the next epoch, in order. Dispose each batch (or use a DisposeScope). Targets are
@@ -231,8 +250,13 @@ public sealed class DataLoader
     /// </summary>
     public IEnumerable<Batch> Batches()
     {
-        var order = Enumerable.Range(0, dataset.Count).ToArray();
-        if (Shuffle) new Random(Seed + epoch).Shuffle(order);
+        int[] order;
+        if (Sampler is not null) order = Sampler.Indices(epoch);
+        else
+        {
+            order = Enumerable.Range(0, dataset.Count).ToArray();
+            if (Shuffle) new Random(Seed + epoch).Shuffle(order);
+        }
         epoch++;
         int count = BatchCount;
         if (count == 0) yield break;

@@ -137,7 +137,8 @@ public sealed class LearningRateScheduler : Callback
     }
 }
 
-/// <summary>Saves the weights at the end of each epoch (or only when the monitored quantity improves).</summary>
+/// <summary>Saves the weights at the end of each epoch (or only when the monitored quantity improves);
+/// under data-parallel training (<see cref="Model.DataParallel"/>) only rank 0 writes.</summary>
 public sealed class ModelCheckpoint : Callback
 {
     private readonly string path;
@@ -154,6 +155,7 @@ public sealed class ModelCheckpoint : Callback
     public override void OnEpochEnd(int epoch, IReadOnlyDictionary<string, double> logs)
     {
         if (monitor is not null && !monitor.Improved(logs)) return;
+        if (Model!.DataParallel is { Rank: not 0 }) return;   // the replicas are equal: rank 0 writes for the job
         Model!.SaveWeights(path.Replace("{epoch}", (epoch + 1).ToString(System.Globalization.CultureInfo.InvariantCulture), StringComparison.Ordinal));
     }
 }

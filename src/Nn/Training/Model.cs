@@ -79,6 +79,18 @@ public sealed class Model : IDisposable
     /// </summary>
     public bool CheckFiniteEachStep { get; set; }
 
+    /// <summary>
+    /// Data-parallel training (Kernels.Distributed's DistributedDataParallel under mpirun), or null (the
+    /// default: one process). When set, Fit trains this rank's shard of each epoch
+    /// (<see cref="DistributedSampler"/>, same seed on every rank), averages the gradients over the
+    /// ranks before each optimizer step (<see cref="GradientClipNorm"/> then clips the averaged
+    /// gradients), averages the epoch's logs (loss, metrics,
+    /// validation) over the ranks so every rank's callbacks decide alike, prints progress on rank 0
+    /// only, and <see cref="ModelCheckpoint"/> writes on rank 0 only. Batch-level logs seen by
+    /// <see cref="Callback.OnBatchEnd"/> are this rank's own.
+    /// </summary>
+    public IDataParallel? DataParallel { get; set; }
+
     /// <summary>Chooses the optimizer, the loss and the metrics reported by Fit and Evaluate.</summary>
     public Model Compile(Optimizer optimizer, LossFunction loss, params Metric[] metrics)
     {
@@ -126,14 +138,24 @@ public sealed class Model : IDisposable
             if (validationData is not null) throw new ArgumentException("give validationSplit or validationData, not both");
             (train, validationData) = train.Split(validationSplit);
         }
-        var loader = new DataLoader(train, batchSize, shuffle, seed, device: Device);
+        var parallel = DataParallel;
+        var loader = parallel is null
+            ? new DataLoader(train, batchSize, shuffle, seed, device: Device)
+            : new DataLoader(train, batchSize, new DistributedSampler(train.Count, parallel.Rank, parallel.WorldSize, shuffle, seed), device: Device);
+        if (parallel is not null && parallel.Rank != 0) verbose = 0;   // one progress display for the job
         var validationLoader = validationData is null ? null : new DataLoader(validationData, batchSize, shuffle: false, device: Device);
         var callbackList = callbacks?.ToList() ?? new List<Callback>();
         foreach (var c in callbackList) c.Model = this;
 
         var history = new History();
         var trainer = new Trainer { ReadLossEachStep = CheckFiniteEachStep };
-        if (GradientClipNorm is float maxNorm) trainer.BeforeUpdate = m => GradientClipping.ByGlobalNorm(m.Parameters(), maxNorm);
+        float? clipNorm = GradientClipNorm;
+        if (parallel is not null || clipNorm is not null)
+            trainer.BeforeUpdate = m =>
+            {
+                parallel?.SynchronizeGradients();
+                if (clipNorm is float maxNorm) GradientClipping.ByGlobalNorm(m.Parameters(), maxNorm);
+            };
         var progress = new ProgressLine(verbose, loader.BatchCount, epochs);
         int epochNow = 0;
         using var losses = new PendingLosses((batch, value, gradientOnly, last) => new ArithmeticException(
@@ -180,6 +202,7 @@ public sealed class Model : IDisposable
             var logs = CurrentLogs();
             if (validationLoader is not null)
                 foreach (var (k, v) in EvaluateLogs(validationLoader, $"validation data after epoch {s.Epoch + 1}")) logs["val_" + k] = v;
+            parallel?.AverageLogs(logs);
             history.Add(logs);
             progress.EndEpoch(logs);
             foreach (var c in callbackList) c.OnEpochEnd(s.Epoch, logs);

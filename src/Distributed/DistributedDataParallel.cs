@@ -1,0 +1,240 @@
+namespace Kernels.Distributed;
+
+/// <summary>
+/// Data-parallel training over MPI (what PyTorch's DistributedDataParallel does over NCCL/Gloo): one
+/// replica of the network per process, each on its own shard of every batch, kept identical by
+/// averaging the gradients before each optimizer step.
+/// <list type="bullet">
+/// <item>At construction, rank 0's parameters and buffers are broadcast to every rank.</item>
+/// <item>Gradients are averaged in buckets of about <see cref="BucketBytes"/> (25 MB by default, the first
+/// one 1 MB, as DDP), filled in reverse parameter order (the order backward produces them). A hook on each parameter
+/// (<see cref="Tensor.OnGradientAccumulated"/>) notes its gradient ready; when a bucket is complete its
+/// gradients are copied into a flat pinned host staging array and its all-reduce is started
+/// (MPI_Iallreduce) while backward goes on with the layers before it. Buckets start strictly in
+/// order, so every rank issues the same collectives in the same order.</item>
+/// <item><see cref="SynchronizeGradients"/> (Model.Fit calls it before the optimizer step) starts any
+/// bucket not started yet (a parameter without a gradient contributes zeros), waits for each with the
+/// <see cref="Mpi.Timeout"/>, divides by the rank count and writes the averages back into the gradients.</item>
+/// <item>Buffers (BatchNorm's running statistics) are per rank during the step and, with
+/// <see cref="BroadcastBuffers"/> (default, as DDP), replaced by rank 0's at each synchronisation.
+/// BatchNorm normalises each rank's batch with that rank's own batch statistics (not synchronised).</item>
+/// </list>
+/// GPU tensors are staged through host memory (the library's device buffers are not handed to MPI,
+/// even when <see cref="Mpi.CudaAware"/> says the library could take them). Use it with
+/// <c>model.DataParallel = new DistributedDataParallel(model.Network)</c>, or with a <see cref="Trainer"/>:
+/// <c>trainer.BeforeUpdate = _ =&gt; ddp.SynchronizeGradients()</c>. One Backward per optimizer step.
+/// </summary>
+public sealed class DistributedDataParallel : IDataParallel, IDisposable
+{
+    private readonly Mpi world;
+    private readonly Tensor[] parameters;
+    private readonly Tensor[] buffers;
+    private readonly Bucket[] buckets;
+    private readonly Dictionary<Tensor, (int Bucket, int Slot)> where = new(ReferenceEqualityComparer.Instance);
+    private readonly List<IDisposable> hooks = new();
+    private int nextToStart;   // buckets start in index order on every rank
+    private long step;
+
+    /// <summary>Replicates <paramref name="network"/> across the ranks of <paramref name="world"/>: rank 0's
+    /// parameters and buffers are broadcast to the others now (a collective: every rank constructs it).</summary>
+    /// <param name="network">The replica on this rank (created the same way on every rank).</param>
+    /// <param name="world">The job (default: <see cref="Mpi.Init"/>).</param>
+    /// <param name="bucketBytes">Target size of a gradient bucket (PyTorch's bucket_cap_mb, 25 MB).</param>
+    /// <param name="firstBucketBytes">Target size of the first bucket (the last layers' gradients), smaller so
+    /// that its all-reduce starts early in backward (PyTorch's 1 MB first bucket).</param>
+    public DistributedDataParallel(Module network, Mpi? world = null, long bucketBytes = 25L << 20, long firstBucketBytes = 1L << 20)
+    {
+        ArgumentNullException.ThrowIfNull(network);
+        if (bucketBytes <= 0) throw new ArgumentOutOfRangeException(nameof(bucketBytes), $"bucket size {bucketBytes} bytes must be positive");
+        if (firstBucketBytes <= 0) throw new ArgumentOutOfRangeException(nameof(firstBucketBytes), $"first bucket size {firstBucketBytes} bytes must be positive");
+        this.world = world ?? Mpi.Init();
+        Network = network;
+        BucketBytes = bucketBytes;
+        parameters = network.Parameters().Where(p => p.RequiresGrad).ToArray();
+        var parameterSet = new HashSet<Tensor>(parameters, ReferenceEqualityComparer.Instance);
+        buffers = network.NamedState().Select(s => s.Tensor).Where(t => !parameterSet.Contains(t) && t.Dtype == Dtype.Float32).ToArray();
+
+        // Buckets in reverse parameter order: the last layer's gradients are ready first.
+        var list = new List<Bucket>();
+        var current = new List<Tensor>();
+        long bytes = 0;
+        for (int i = parameters.Length - 1; i >= 0; i--)
+        {
+            var p = parameters[i];
+            if (p.Count > int.MaxValue) throw new ArgumentException($"parameter {i} has {p.Count} elements: more than one MPI call can take");
+            long cap = list.Count == 0 ? Math.Min(firstBucketBytes, bucketBytes) : bucketBytes;
+            if (current.Count > 0 && bytes + 4 * p.Count > cap)
+            {
+                list.Add(new Bucket(list.Count, current.ToArray()));
+                current.Clear();
+                bytes = 0;
+            }
+            current.Add(p);
+            bytes += 4 * p.Count;
+        }
+        if (current.Count > 0) list.Add(new Bucket(list.Count, current.ToArray()));
+        buckets = list.ToArray();
+        foreach (var b in buckets)
+            for (int s = 0; s < b.Parameters.Length; s++) where[b.Parameters[s]] = (b.Index, s);
+
+        BroadcastFromRoot(parameters.Concat(buffers), "broadcast of the initial parameters and buffers from rank 0");
+        if (this.world.Size > 1)
+            foreach (var p in parameters) hooks.Add(p.OnGradientAccumulated(GradientReady));
+    }
+
+    /// <summary>The replicated network.</summary>
+    public Module Network { get; }
+    /// <summary>The job.</summary>
+    public Mpi World => world;
+    /// <inheritdoc/>
+    public int Rank => world.Rank;
+    /// <inheritdoc/>
+    public int WorldSize => world.Size;
+    /// <summary>The target size of one gradient bucket in bytes.</summary>
+    public long BucketBytes { get; }
+    /// <summary>How many buckets the gradients travel in.</summary>
+    public int BucketCount => buckets.Length;
+    /// <summary>Whether buffers (BatchNorm running statistics) are replaced by rank 0's at each synchronisation (default true, as DDP).</summary>
+    public bool BroadcastBuffers { get; set; } = true;
+    /// <summary>Buckets whose all-reduce was started during backward (not by <see cref="SynchronizeGradients"/>) since construction:
+    /// how much communication could overlap computation.</summary>
+    public long BucketsStartedDuringBackward { get; private set; }
+
+    private void GradientReady(Tensor p)
+    {
+        var (b, slot) = where[p];
+        var bucket = buckets[b];
+        if (bucket.Request is not null)
+            throw new InvalidOperationException($"DistributedDataParallel: a second Backward reached parameter {Array.IndexOf(parameters, p)} before the optimizer step; " +
+                                                "gradient accumulation over several Backward calls per step is not supported: call SynchronizeGradients once per Backward");
+        if (!bucket.Ready[slot]) { bucket.Ready[slot] = true; bucket.ReadyCount++; }
+        while (nextToStart < buckets.Length && buckets[nextToStart].ReadyCount == buckets[nextToStart].Parameters.Length)
+        {
+            Start(buckets[nextToStart]);
+            nextToStart++;
+            BucketsStartedDuringBackward++;
+        }
+        // MPI moves non-blocking collectives forward only inside MPI calls: give it a turn.
+        for (int i = 0; i < nextToStart; i++) buckets[i].Request?.Test();
+    }
+
+    private void Start(Bucket bucket)
+    {
+        var staging = bucket.Staging;
+        long offset = 0;
+        foreach (var p in bucket.Parameters)
+        {
+            var span = staging.AsSpan((int)offset, (int)p.Count);
+            if (p.Grad is { } g) g.Buffer.Read<float>(span);   // waits for the kernels that wrote it
+            else span.Clear();                                   // unused this step: contributes zeros
+            offset += p.Count;
+        }
+        bucket.Request = world.AllReduceAsync(staging.AsMemory(), ReduceOperation.Sum,
+                                              $"all-reduce of gradient bucket {bucket.Index} ({staging.Length} floats, step {step + 1})");
+    }
+
+    /// <inheritdoc/>
+    public void SynchronizeGradients()
+    {
+        step++;
+        if (world.Size == 1) return;
+        while (nextToStart < buckets.Length) Start(buckets[nextToStart++]);
+        float scale = 1f / world.Size;
+        foreach (var bucket in buckets)
+        {
+            bucket.Request!.Wait();
+            var staging = bucket.Staging;
+            long offset = 0;
+            foreach (var p in bucket.Parameters)
+            {
+                var span = staging.AsSpan((int)offset, (int)p.Count);
+                for (int i = 0; i < span.Length; i++) span[i] *= scale;
+                if (p.Grad is null)
+                {
+                    var zeros = Tensor.Zeros(p.Shape.ToArray(), p.Device);
+                    DisposeScope.Untrack(zeros);   // the gradient belongs to the parameter, not to the step's scope
+                    p.Grad = zeros;
+                }
+                p.Grad.Buffer.Write<float>(span);
+                offset += p.Count;
+            }
+            bucket.Reset();
+        }
+        nextToStart = 0;
+        if (BroadcastBuffers && buffers.Length > 0) BroadcastFromRoot(buffers, $"broadcast of the buffers from rank 0 (step {step})");
+    }
+
+    /// <inheritdoc/>
+    public void AverageLogs(IDictionary<string, double> logs)
+    {
+        ArgumentNullException.ThrowIfNull(logs);
+        if (world.Size == 1) return;
+        var keys = logs.Keys.OrderBy(k => k, StringComparer.Ordinal).ToArray();
+        // The key names must agree, or the values would be averaged with another metric's.
+        var check = new double[] { keys.Length, NamesHash(keys) };
+        var max = (double[])check.Clone();
+        world.AllReduce(max, ReduceOperation.Max, "check that every rank logs the same names");
+        if (max[0] != check[0] || max[1] != check[1])
+            throw new MpiException($"rank {Rank}: the ranks log different names; this rank has {string.Join(", ", keys)}");
+        var values = keys.Select(k => logs[k]).ToArray();
+        world.AllReduce(values, ReduceOperation.Sum, "average of the epoch logs");
+        for (int i = 0; i < keys.Length; i++) logs[keys[i]] = values[i] / world.Size;
+    }
+
+    /// <summary>FNV-1a of the names, 24 bits (exact in a double). Not string.GetHashCode: that one is
+    /// randomised per process, so two ranks would never agree.</summary>
+    private static double NamesHash(IEnumerable<string> names)
+    {
+        uint h = 2166136261;
+        foreach (char c in string.Join("\n", names)) h = (h ^ c) * 16777619;
+        return h & 0xFFFFFF;
+    }
+
+    private void BroadcastFromRoot(IEnumerable<Tensor> tensors, string what)
+    {
+        if (world.Size == 1) return;
+        var list = tensors.ToArray();
+        long total = list.Sum(t => t.Count);
+        if (total == 0) return;
+        var flat = new float[total];
+        long offset = 0;
+        if (world.IsRoot)
+            foreach (var t in list) { t.Buffer.Read<float>(flat.AsSpan((int)offset, (int)t.Count)); offset += t.Count; }
+        world.Broadcast(flat, 0, what);
+        offset = 0;
+        foreach (var t in list) { t.Buffer.Write<float>(flat.AsSpan((int)offset, (int)t.Count)); offset += t.Count; }
+    }
+
+    /// <summary>Removes the gradient hooks (the network trains alone again).</summary>
+    public void Dispose()
+    {
+        foreach (var h in hooks) h.Dispose();
+        hooks.Clear();
+    }
+
+    private sealed class Bucket
+    {
+        public Bucket(int index, Tensor[] parameters)
+        {
+            Index = index;
+            Parameters = parameters;
+            Ready = new bool[parameters.Length];
+            // Pinned: MPI reads and writes it while the collective is in flight.
+            Staging = GC.AllocateArray<float>((int)parameters.Sum(p => p.Count), pinned: true);
+        }
+
+        public int Index { get; }
+        public Tensor[] Parameters { get; }
+        public bool[] Ready { get; }
+        public int ReadyCount { get; set; }
+        public float[] Staging { get; }
+        public MpiRequest? Request { get; set; }
+
+        public void Reset()
+        {
+            Array.Clear(Ready);
+            ReadyCount = 0;
+            Request = null;
+        }
+    }
+}

@@ -1,0 +1,2 @@
+global using Kernels;
+global using Kernels.Nn;

@@ -1,0 +1,315 @@
+using System.Buffers;
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+
+namespace Kernels.Distributed;
+
+/// <summary>A reduction for <see cref="Mpi.AllReduce(Span{float}, ReduceOperation, string?)"/> and its kin.</summary>
+public enum ReduceOperation
+{
+    /// <summary>Element-wise sum over the ranks.</summary>
+    Sum,
+    /// <summary>Element-wise maximum over the ranks.</summary>
+    Max,
+}
+
+/// <summary>
+/// The processes of one job (MPI_COMM_WORLD), through the system's MPI library opened at run time
+/// (NativeLibrary, function pointers: no build-time MPI dependency, as libkernels opens OpenCL).
+/// <para>Supported ABI: Open MPI (libmpi.so.40, Debian's openmpi-bin/libopenmpi-dev), whose handles
+/// are the addresses of exported globals (ompi_mpi_comm_world, ompi_mpi_float, ompi_mpi_op_sum, ...).
+/// MPICH (libmpi.so.12) encodes its handles as integer constants instead; it is recognised and
+/// refused with a message, not used.</para>
+/// <para>Without an MPI launcher (no OMPI_COMM_WORLD_SIZE / PMIX_RANK / PMI_RANK in the environment)
+/// nothing is loaded: <see cref="Init"/> gives a world of one process in which every collective is
+/// the identity, so the same program runs with and without mpirun.</para>
+/// <para>Every collective, blocking or not, is a non-blocking MPI call polled with MPI_Test until it
+/// completes or <see cref="Timeout"/> passes; then a <see cref="CollectiveTimeoutException"/> names
+/// the operation and the ranks that did not arrive, and, if nothing catches it, the job is ended with
+/// MPI_Abort so that no rank hangs. MPI is initialised with MPI_THREAD_FUNNELED: call it from the
+/// thread that called <see cref="Init"/>.</para>
+/// </summary>
+public sealed unsafe class Mpi : IDisposable
+{
+    private static readonly Lock s_gate = new();
+    private static Mpi? s_world;
+
+    private readonly MpiLibrary? lib;
+    private bool finalized;
+
+    private Mpi(MpiLibrary? lib, int rank, int size)
+    {
+        this.lib = lib;
+        Rank = rank;
+        Size = size;
+        LocalRank = ReadInt("OMPI_COMM_WORLD_LOCAL_RANK") ?? ReadInt("MPI_LOCALRANKID") ?? 0;
+        LocalSize = ReadInt("OMPI_COMM_WORLD_LOCAL_SIZE") ?? ReadInt("MPI_LOCALNRANKS") ?? 1;
+        if (Environment.GetEnvironmentVariable("KERNELS_MPI_TIMEOUT_S") is { } s && double.TryParse(s, System.Globalization.CultureInfo.InvariantCulture, out var secs) && secs > 0)
+            Timeout = TimeSpan.FromSeconds(secs);
+    }
+
+    /// <summary>This process's rank, 0 .. <see cref="Size"/> - 1.</summary>
+    public int Rank { get; }
+    /// <summary>The number of processes in the job (1 without mpirun).</summary>
+    public int Size { get; }
+    /// <summary>The rank among the processes on this machine (OMPI_COMM_WORLD_LOCAL_RANK): which GPU to use.</summary>
+    public int LocalRank { get; }
+    /// <summary>The number of processes on this machine.</summary>
+    public int LocalSize { get; }
+    /// <summary>Whether a real MPI library is in use (false: the world of one process).</summary>
+    public bool IsMpi => lib is not null;
+    /// <summary>The library opened and its version string (MPI_Get_library_version), or "none".</summary>
+    public string Library => lib is null ? "none (single process, no MPI launcher)" : $"{lib.Path}: {lib.Version}";
+    /// <summary>Whether the MPI library says it can read and write CUDA device memory (MPIX_Query_cuda_support).
+    /// Reported only: this version always stages device buffers through host memory.</summary>
+    public bool CudaAware => lib?.CudaAwareAfterInit ?? false;
+    /// <summary>How long a collective may take before <see cref="CollectiveTimeoutException"/> (default 60 s;
+    /// the KERNELS_MPI_TIMEOUT_S environment variable sets the initial value).</summary>
+    public TimeSpan Timeout { get; set; } = TimeSpan.FromSeconds(60);
+    /// <summary>Whether rank 0 (the one that writes logs and checkpoints).</summary>
+    public bool IsRoot => Rank == 0;
+
+    /// <summary>
+    /// The job's world, initialised once per process (MPI_Init_thread, FUNNELED) on the first call;
+    /// later calls return the same object. MPI_Finalize runs at process exit or at <see cref="Dispose"/>.
+    /// </summary>
+    /// <exception cref="MpiNotFoundException">Started by mpirun but no MPI library could be opened.</exception>
+    /// <exception cref="MpiException">The library found is not Open MPI, or MPI_Init_thread failed.</exception>
+    public static Mpi Init()
+    {
+        lock (s_gate)
+        {
+            if (s_world is not null)
+            {
+                if (s_world.finalized) throw new MpiException("MPI was finalized in this process (Mpi.Dispose); it cannot be initialised again");
+                return s_world;
+            }
+            if (!LaunchedByMpi())
+                return s_world = new Mpi(null, 0, 1);
+            var lib = MpiLibrary.Open();
+            int rank, size;
+            lib.Initialize();
+            lib.Check(lib.Comm_rank(lib.CommWorld, &rank), "MPI_Comm_rank");
+            lib.Check(lib.Comm_size(lib.CommWorld, &size), "MPI_Comm_size");
+            var world = new Mpi(lib, rank, size);
+            // An unhandled exception (a collective timeout, a failed step) on one rank ends the whole job
+            // instead of leaving the other ranks blocked in their next collective.
+            AppDomain.CurrentDomain.UnhandledException += (_, e) => world.Abort($"unhandled exception on rank {world.Rank}: {e.ExceptionObject}", 1);
+            AppDomain.CurrentDomain.ProcessExit += (_, _) => world.Dispose();
+            return s_world = world;
+        }
+    }
+
+    /// <summary>Whether an MPI launcher started this process (Open MPI, PMIx or Hydra/PMI variables).</summary>
+    public static bool LaunchedByMpi() =>
+        Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_SIZE") is not null ||
+        Environment.GetEnvironmentVariable("PMIX_RANK") is not null ||
+        Environment.GetEnvironmentVariable("PMI_RANK") is not null;
+
+    private static int? ReadInt(string name) => int.TryParse(Environment.GetEnvironmentVariable(name), out var v) ? v : null;
+
+    /// <summary>The device this rank should train on: the CUDA GPU number <see cref="LocalRank"/> (modulo
+    /// the count) when there are CUDA devices, else the CPU (one process per GPU, as with PyTorch's DDP).</summary>
+    public Device DeviceForLocalRank()
+    {
+        var gpus = Device.All.Where(d => d.Kind == DeviceKind.Cuda).ToArray();
+        return gpus.Length == 0 ? Device.Cpu : gpus[LocalRank % gpus.Length];
+    }
+
+    // ---- Collectives --------------------------------------------------------------------------------
+
+    /// <summary>Waits until every rank has called Barrier (MPI_Ibarrier, polled with the timeout).</summary>
+    public void Barrier(string? what = null)
+    {
+        if (lib is null) return;
+        nint request;
+        lib.Check(lib.Ibarrier(lib.CommWorld, &request), "MPI_Ibarrier");
+        new MpiRequest(this, request, default, what ?? "barrier").Wait();
+    }
+
+    /// <summary>Copies <paramref name="data"/> of rank <paramref name="root"/> into every rank's <paramref name="data"/> (same length on every rank).</summary>
+    public void Broadcast(Span<float> data, int root = 0, string? what = null) => BroadcastBytes(MemoryMarshal.AsBytes(data), root, what);
+    /// <inheritdoc cref="Broadcast(Span{float}, int, string?)"/>
+    public void Broadcast(Span<double> data, int root = 0, string? what = null) => BroadcastBytes(MemoryMarshal.AsBytes(data), root, what);
+    /// <inheritdoc cref="Broadcast(Span{float}, int, string?)"/>
+    public void Broadcast(Span<long> data, int root = 0, string? what = null) => BroadcastBytes(MemoryMarshal.AsBytes(data), root, what);
+
+    private void BroadcastBytes(Span<byte> bytes, int root, string? what)
+    {
+        if (root < 0 || root >= Size) throw new ArgumentOutOfRangeException(nameof(root), $"root rank {root} is not in 0 .. {Size - 1}");
+        if (lib is null || bytes.Length == 0) return;
+        CheckCount(bytes.Length, "broadcast");
+        fixed (byte* p = bytes)
+        {
+            nint request;
+            lib.Check(lib.Ibcast(p, bytes.Length, lib.Byte, root, lib.CommWorld, &request), "MPI_Ibcast");
+            // The span stays fixed for the whole wait: Wait returns only when the operation is complete.
+            new MpiRequest(this, request, default, what ?? $"broadcast of {bytes.Length} bytes from rank {root}").Wait();
+        }
+    }
+
+    /// <summary>Replaces <paramref name="data"/> on every rank by the element-wise sum (or max) over the ranks.</summary>
+    public void AllReduce(Span<float> data, ReduceOperation op = ReduceOperation.Sum, string? what = null)
+    {
+        fixed (float* p = data) AllReduceRaw(p, data.Length, lib?.Float ?? 0, op, what).Wait();
+    }
+    /// <inheritdoc cref="AllReduce(Span{float}, ReduceOperation, string?)"/>
+    public void AllReduce(Span<double> data, ReduceOperation op = ReduceOperation.Sum, string? what = null)
+    {
+        fixed (double* p = data) AllReduceRaw(p, data.Length, lib?.Double ?? 0, op, what).Wait();
+    }
+    /// <inheritdoc cref="AllReduce(Span{float}, ReduceOperation, string?)"/>
+    public void AllReduce(Span<long> data, ReduceOperation op = ReduceOperation.Sum, string? what = null)
+    {
+        fixed (long* p = data) AllReduceRaw(p, data.Length, lib?.Int64 ?? 0, op, what).Wait();
+    }
+
+    /// <summary>
+    /// Starts an in-place all-reduce of <paramref name="data"/> (MPI_Iallreduce) and returns at once;
+    /// the memory is pinned until the request completes. Call <see cref="MpiRequest.Test"/> now and then
+    /// (MPI progresses inside MPI calls) and <see cref="MpiRequest.Wait"/> before reading the result.
+    /// </summary>
+    public MpiRequest AllReduceAsync(Memory<float> data, ReduceOperation op = ReduceOperation.Sum, string? what = null)
+    {
+        var pin = data.Pin();
+        try
+        {
+            var request = AllReduceRaw(pin.Pointer, data.Length, lib?.Float ?? 0, op, what);
+            request.Keep(pin);
+            return request;
+        }
+        catch
+        {
+            pin.Dispose();
+            throw;
+        }
+    }
+    /// <inheritdoc cref="AllReduceAsync(Memory{float}, ReduceOperation, string?)"/>
+    public MpiRequest AllReduceAsync(Memory<double> data, ReduceOperation op = ReduceOperation.Sum, string? what = null)
+    {
+        var pin = data.Pin();
+        try
+        {
+            var request = AllReduceRaw(pin.Pointer, data.Length, lib?.Double ?? 0, op, what);
+            request.Keep(pin);
+            return request;
+        }
+        catch
+        {
+            pin.Dispose();
+            throw;
+        }
+    }
+
+    private MpiRequest AllReduceRaw(void* p, int count, nint type, ReduceOperation op, string? what)
+    {
+        what ??= $"all-reduce ({op}) of {count} elements";
+        if (lib is null || count == 0) return new MpiRequest(this, 0, default, what);
+        CheckCount(count, "all-reduce");
+        nint request;
+        nint mpiOp = op == ReduceOperation.Sum ? lib.OpSum : lib.OpMax;
+        lib.Check(lib.Iallreduce(MpiLibrary.InPlace, p, count, type, mpiOp, lib.CommWorld, &request), "MPI_Iallreduce");
+        return new MpiRequest(this, request, default, what);
+    }
+
+    private static void CheckCount(long count, string what)
+    {
+        if (count > int.MaxValue) throw new ArgumentException($"{what} of {count} elements: an MPI count is a 32-bit int; split it");
+    }
+
+    /// <summary>Ends every process of the job (MPI_Abort) after printing <paramref name="message"/> to stderr.</summary>
+    public void Abort(string message, int errorCode = 1)
+    {
+        Console.Error.WriteLine($"kernels-mpi: aborting the job: {message}");
+        Console.Error.Flush();
+        if (lib is null || finalized) Environment.Exit(errorCode);
+        lib!.Abort(lib.CommWorld, errorCode);
+    }
+
+    /// <summary>MPI_Finalize (once; later collectives throw).</summary>
+    public void Dispose()
+    {
+        lock (s_gate)
+        {
+            if (finalized || lib is null) { finalized = true; return; }
+            finalized = true;
+            int done;
+            lib.Finalized(&done);
+            if (done == 0) lib.Finalize();
+        }
+    }
+
+    // ---- Requests ----------------------------------------------------------------------------------
+
+    internal bool Test(ref nint request, string what)
+    {
+        if (finalized) throw new MpiException($"{what}: MPI was finalized");
+        int flag;
+        fixed (nint* r = &request)
+            lib!.Check(lib.Test(r, &flag, null), "MPI_Test");
+        return flag != 0;
+    }
+
+    internal CollectiveTimeoutException TimedOut(string what, TimeSpan waited)
+    {
+        // A pending collective does not say who is missing. With two ranks it can only be the other one;
+        // with more, any of the others (the ranks that did arrive are waiting too, and time out likewise).
+        var others = Enumerable.Range(0, Size).Where(r => r != Rank).ToArray();
+        string text = others.Length == 1 ? $"rank {others[0]}" : $"one or more of ranks {string.Join(", ", others)}";
+        return new CollectiveTimeoutException(what, Rank, others, waited, text);
+    }
+}
+
+/// <summary>A non-blocking collective in flight (<see cref="Mpi.AllReduceAsync(Memory{float}, ReduceOperation, string?)"/>).</summary>
+public sealed class MpiRequest
+{
+    private readonly Mpi world;
+    private nint handle;
+    private MemoryHandle pin;
+    private readonly Stopwatch started = Stopwatch.StartNew();
+
+    internal MpiRequest(Mpi world, nint handle, MemoryHandle pin, string operation)
+    {
+        this.world = world;
+        this.handle = handle;
+        this.pin = pin;
+        Operation = operation;
+        IsComplete = handle == 0;
+    }
+
+    /// <summary>What this request does, for messages.</summary>
+    public string Operation { get; }
+    /// <summary>Whether the operation has completed (its buffer may be read).</summary>
+    public bool IsComplete { get; private set; }
+
+    internal void Keep(MemoryHandle memory) => pin = memory;
+
+    /// <summary>Lets MPI progress the operation (MPI_Test); true once it is complete.</summary>
+    public bool Test()
+    {
+        if (IsComplete) return true;
+        if (world.Test(ref handle, Operation)) Complete();
+        return IsComplete;
+    }
+
+    /// <summary>Polls MPI_Test until the operation completes, or throws <see cref="CollectiveTimeoutException"/>
+    /// once it has been waited for longer than <see cref="Mpi.Timeout"/> (counted from this call).</summary>
+    public void Wait()
+    {
+        if (IsComplete) return;
+        var waited = Stopwatch.StartNew();
+        var spin = new SpinWait();
+        while (!Test())
+        {
+            if (waited.Elapsed > world.Timeout) throw world.TimedOut(Operation, waited.Elapsed);
+            spin.SpinOnce(sleep1Threshold: -1);   // yields, never sleeps 1 ms: the other rank may be one step away
+        }
+    }
+
+    private void Complete()
+    {
+        IsComplete = true;
+        pin.Dispose();
+        pin = default;
+    }
+}
