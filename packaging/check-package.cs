@@ -11,7 +11,7 @@
 //     libkernels.so under lib/ or the native projects' empty assembly), each listed with its size;
 //   - the size budget below;
 //   - the .nuspec: id, version, MIT license expression, README, repository URL, description, tags,
-//     and the dependency chain Kernels.Nn.Plotting -> Kernels.Nn -> Kernels.Bindings -> Kernels.Native.linux-x64 (same version;
+//     and the dependency chains Kernels.Nn.Plotting / Kernels.Distributed -> Kernels.Nn -> Kernels.Bindings -> Kernels.Native.linux-x64 (same version;
 //     third-party dependencies at the versions the csprojs pin);
 //   - managed assemblies: net10.0, informational version, a portable PDB embedded in the DLL with
 //     every source file embedded in it and CI-normalised (/_/) paths, XML documentation;
@@ -110,6 +110,11 @@ var expected = new (string Id, string[] Files, string[] Dependencies, double Bud
     ("Kernels.Nn.Plotting",
      new[] { $"lib/{Tfm}/Kernels.Nn.Plotting.dll", $"lib/{Tfm}/Kernels.Nn.Plotting.xml", "README.md", "LICENSE" },
      new[] { "Kernels.Nn" }.Concat(PlottingDependencies).ToArray(), ManagedPackageBudgetMB),
+    // Data-parallel training over MPI, apart so that nobody else references it; MPI itself is opened at
+    // run time, so the package depends on nothing beyond Kernels.Nn.
+    ("Kernels.Distributed",
+     new[] { $"lib/{Tfm}/Kernels.Distributed.dll", $"lib/{Tfm}/Kernels.Distributed.xml", "README.md", "LICENSE" },
+     new[] { "Kernels.Nn" }, ManagedPackageBudgetMB),
 };
 // The native packages of --extra-rids: the same layout as linux-x64's.
 const string WindowsNativeId = "Kernels.Native.win-x64";

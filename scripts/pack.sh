@@ -7,6 +7,7 @@
 #   Kernels.Bindings.<v>.nupkg          lib/net10.0/Kernels.Bindings.{dll,xml} -> Kernels.Native.linux-x64
 #   Kernels.Nn.<v>.nupkg                lib/net10.0/Kernels.Nn.{dll,xml}       -> Kernels.Bindings, Google.Protobuf
 #   Kernels.Nn.Plotting.<v>.nupkg       lib/net10.0/Kernels.Nn.Plotting.{dll,xml} -> Kernels.Nn, ScottPlot (SkiaSharp)
+#   Kernels.Distributed.<v>.nupkg       lib/net10.0/Kernels.Distributed.{dll,xml} -> Kernels.Nn (MPI opened at run time)
 # (managed code once, native code per platform: the split ONNX Runtime and SkiaSharp use; each DLL
 # embeds its PDB, which embeds the sources). packaging/check-package.cs lists and checks them; scripts/ci-pack.sh runs
 # everything CI needs (pack, check, size budget, a consumer project restoring from a folder feed).
@@ -84,7 +85,7 @@ done
 # ---- pack ---------------------------------------------------------------------------------------
 say "packages $version from $library into $out"
 mkdir -p "$out"
-rm -f "$out"/Kernels.Nn.*.nupkg "$out"/Kernels.Nn.Plotting.*.nupkg "$out"/Kernels.Bindings.*.nupkg "$out"/Kernels.Native.$rid.*.nupkg
+rm -f "$out"/Kernels.Nn.*.nupkg "$out"/Kernels.Nn.Plotting.*.nupkg "$out"/Kernels.Distributed.*.nupkg "$out"/Kernels.Bindings.*.nupkg "$out"/Kernels.Native.$rid.*.nupkg
 # A clean managed build each time (a few seconds): nothing left over from another version or branch.
 rm -rf build/pack
 common=(-c Release -o "$out" -nologo -v minimal -clp:NoSummary
@@ -101,10 +102,11 @@ dotnet pack "packaging/native/$rid/Kernels.Native.$rid.csproj" "${common[@]}"
 dotnet pack bindings/Kernels.Bindings.csproj "${common[@]}"
 dotnet pack src/Nn/Kernels.Nn.csproj "${common[@]}"
 dotnet pack src/Plotting/Kernels.Nn.Plotting.csproj "${common[@]}"
+dotnet pack src/Distributed/Kernels.Distributed.csproj "${common[@]}"
 echo "pack.sh: packed in $(( $(date +%s) - start )) s"
 
 say "packages"
-for p in "$out/Kernels.Native.$rid.$version.nupkg" "$out/Kernels.Bindings.$version.nupkg" "$out/Kernels.Nn.$version.nupkg" "$out/Kernels.Nn.Plotting.$version.nupkg"; do
+for p in "$out/Kernels.Native.$rid.$version.nupkg" "$out/Kernels.Bindings.$version.nupkg" "$out/Kernels.Nn.$version.nupkg" "$out/Kernels.Nn.Plotting.$version.nupkg" "$out/Kernels.Distributed.$version.nupkg"; do
   [ -f "$p" ] || die "expected $p, not produced"
   printf '  %-48s %8.2f MB\n' "$(basename "$p")" "$(awk "BEGIN { print $(stat -c %s "$p") / 1048576 }")"
 done
