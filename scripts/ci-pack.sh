@@ -66,7 +66,7 @@ t=$(now)
 require_cuda=--require-cuda
 # A machine without nvcc packs a CPU/OpenCL-only library; CI installs nvcc, so there it is required.
 command -v nvcc >/dev/null || { require_cuda=""; echo "ci-pack: note: nvcc not found, the CUDA fat binary is not required"; }
-if dotnet run --file packaging/check-package.cs -- --packages "$packages" --version "$version" $require_cuda; then
+if dotnet run --file packaging/check-package.cs -- --packages "$packages" --version "$version" $require_cuda --max-glibc 2.31; then
   pass "contents: packaging/check-package.cs ($(since "$t"))"
 else
   fail "contents: packaging/check-package.cs (see the FAIL lines above)"
