@@ -69,6 +69,8 @@ configure_native() {
     # packaging/check-package.cs enforces. (A change of sysroot changes the arguments: configured afresh.)
     echo "build.sh: building against the sysroot $sysroot ($(sed -n 's/^glibc: //p' "$sysroot/.kernels-bullseye-root"); clang-14)"
     args+=(-DCMAKE_TOOLCHAIN_FILE="$root/native/cmake/sysroot-bullseye.cmake" -DKN_SYSROOT="$sysroot")
+    # nvcc's host compiler too (any nvcc version): GCC would link its own newer C++ runtime.
+    command -v nvcc >/dev/null && args+=(-DCMAKE_CUDA_HOST_COMPILER=clang++-14)
   else
     echo "build.sh: building against this machine's glibc $(ldd --version 2>/dev/null | sed -n '1s/.* //p'): the library" \
          "runs here and on newer systems only; the package's floor (glibc 2.31) needs the bullseye sysroot (scripts/bullseye-root.sh)"

@@ -34,8 +34,10 @@ set(CMAKE_CXX_COMPILER clang++-14)
 set(CMAKE_FIND_ROOT_PATH "${KN_SYSROOT}")
 set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)
 
-# nvcc's host compiler goes through the same sysroot. Debian's nvcc keeps the CUDA headers in the host's
+# nvcc's host compiler goes through the same sysroot, and must be clang++-14 as well (GCC keeps its own
+# C++ runtime): pass -DCMAKE_CUDA_HOST_COMPILER=clang++-14, as build.sh does. (Not set here: with it set
+# in a toolchain file, CMake 3.25 went looking for nvcc outside PATH and found /bin/nvcc when PATH hid
+# it, which tests/scripts/toolchain_change.sh caught.) Debian's nvcc keeps the CUDA headers in the host's
 # /usr/include, which the sysroot hides: -idirafter searches it only after the sysroot's own include
 # folders, so cuda_runtime.h is found there but every C library header still comes from bullseye.
-set(CMAKE_CUDA_HOST_COMPILER clang++-14)
 set(CMAKE_CUDA_FLAGS_INIT "-Xcompiler=--sysroot=${KN_SYSROOT},-idirafter,/usr/include")
