@@ -75,7 +75,7 @@ configure_native() {
     echo "build.sh: building against this machine's glibc $(ldd --version 2>/dev/null | sed -n '1s/.* //p'): the library" \
          "runs here and on newer systems only; the package's floor (glibc 2.31) needs the bullseye sysroot (scripts/bullseye-root.sh)"
   fi
-  if command -v nvcc >/dev/null; then
+  if [ -z "$sysroot" ] && command -v nvcc >/dev/null; then
     # nvcc before 12 refuses g++ 12 as its host compiler; Debian's nvcc 11.8 works with clang++-14.
     local v; v=$(nvcc --version | sed -n 's/.*release \([0-9]*\)\..*/\1/p')
     if [ -n "$v" ] && [ "$v" -lt 12 ] && command -v clang++-14 >/dev/null; then
