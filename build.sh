@@ -65,9 +65,10 @@ configure_native() {
               -DKN_WITH_CUDA="${KN_WITH_CUDA:-AUTO}" -DKN_WITH_OPENCL="${KN_WITH_OPENCL:-AUTO}")
   local sysroot; sysroot=$(sysroot_chosen)
   if [ -n "$sysroot" ]; then
-    # clang-14 (and nvcc through it) against bullseye's glibc 2.31 and GCC 10 C++ runtime: the floor
+    # Against bullseye's glibc 2.31 and GCC 10 C++ runtime (the host's g++ compiles, clang-14 links
+    # and is nvcc's host compiler; see native/cmake/sysroot-bullseye.cmake): the floor
     # packaging/check-package.cs enforces. (A change of sysroot changes the arguments: configured afresh.)
-    echo "build.sh: building against the sysroot $sysroot ($(sed -n 's/^glibc: //p' "$sysroot/.kernels-bullseye-root"); clang-14)"
+    echo "build.sh: building against the sysroot $sysroot ($(sed -n 's/^glibc: //p' "$sysroot/.kernels-bullseye-root"); linked by clang-14)"
     args+=(-DCMAKE_TOOLCHAIN_FILE="$root/native/cmake/sysroot-bullseye.cmake" -DKN_SYSROOT="$sysroot")
     # nvcc's host compiler too (any nvcc version): GCC would link its own newer C++ runtime.
     command -v nvcc >/dev/null && args+=(-DCMAKE_CUDA_HOST_COMPILER=clang++-14)
@@ -136,6 +137,8 @@ toolchain_found() {
   echo "cmake: $(cmake --version | head -1)"
   echo "OpenCL headers: $([ -f /usr/include/CL/cl.h ] && echo present || echo absent)"
   echo "arguments: $*"
+  # CMake reads a toolchain file at the first configure only: an edited one needs a fresh folder.
+  case " $* " in *" -DCMAKE_TOOLCHAIN_FILE="*) echo "sysroot toolchain: $(cksum < "$root/native/cmake/sysroot-bullseye.cmake")" ;; esac
 }
 
 build_managed() {
