@@ -8,7 +8,7 @@
 #   - the old system scripts/ci-bullseye.sh runs the self-test and a consumer program in (chroot).
 # Made with debootstrap (a Debian package, scripts/install-prereqs.sh installs it) from the same package
 # source this machine's apt uses (read from /etc/apt/sources.list.d/debian.sources, never written here):
-# about 90 s and 300 MB. Needs root (debootstrap, chroot). Idempotent: a complete root (its stamp
+# 33-112 s here and 294 MB. Needs root (debootstrap, chroot). Idempotent: a complete root (its stamp
 # names the same packages) is reused as it is; a half-made one (interrupted) is never used: the root is
 # made in DIR.tmp and renamed to DIR only once it is complete and checked.
 #   scripts/bullseye-root.sh            make it if needed; prints the path on the last line

@@ -9,8 +9,9 @@
 #      packages in artifacts/packages and published self-contained for linux-x64 on this machine, run
 #      inside the root: loads the library, reports OpenCL absent with its reason, trains on the CPU.
 # A library that needs a newer glibc fails both: bullseye's loader refuses it ("version `GLIBC_2.34'
-# not found"). Takes ~1.5-2 min (self-test ~45 s of it, publish ~30-60 s: the runtime pack is
-# restored into a private NuGet cache, as the pack stage's consumer test does).
+# not found"). Took 13-35 s on the shared 2-core machine (self-test 7-15 s, publish 6-19 s: the runtime
+# pack is restored into a private NuGet cache, as the pack stage's consumer test does; more on a
+# machine whose NuGet mirror is cold).
 # Ends with "ci-bullseye: N passed, N failed, N skipped"; exits 1 when anything failed.
 # Environment: BUILD_DIR (the self-test's build folder, default build/native), PACKAGE_DIR (default
 # artifacts/packages), KN_PACKAGE_VERSION (as scripts/pack.sh), KN_BULLSEYE_ROOT (scripts/bullseye-root.sh).

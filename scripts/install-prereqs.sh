@@ -4,7 +4,7 @@
 #   --with-cuda     also install nvcc 11.8 from Debian's non-free component (about 2 minutes)
 #   --with-gpu-sim  also the tools that build GPGPU-Sim, the GPU simulator of scripts/gpu-sim.sh
 #   --with-bullseye-root  also make the Debian 11 root (glibc 2.31) that release builds link against and
-#                   scripts/ci-bullseye.sh tests in (scripts/bullseye-root.sh; ~1-2 min, ~300 MB, once)
+#                   scripts/ci-bullseye.sh tests in (scripts/bullseye-root.sh; 33-112 s, 294 MB, once)
 set -euo pipefail
 with_cuda=0 with_gpu_sim=0 with_bullseye_root=0
 for a in "$@"; do
