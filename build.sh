@@ -13,7 +13,11 @@
 # It installs nothing: missing prerequisites are named with the command that installs them
 # (scripts/install-prereqs.sh does it on Debian/Ubuntu).
 # Environment: BUILD_DIR (default build/native), KN_WITH_CUDA / KN_WITH_OPENCL (AUTO|ON|OFF),
-#              CONFIGURATION (Release).
+#              CONFIGURATION (Release),
+#              KN_SYSROOT: the glibc the native library is built against. Unset: the bullseye root of
+#              scripts/bullseye-root.sh (glibc 2.31, the package's floor) when it has been made, else this
+#              machine's glibc (a library for this machine and newer ones only: the package check fails
+#              it); a folder: that root (native/cmake/sysroot-bullseye.cmake); "host": this machine's.
 set -euo pipefail
 cd "$(dirname "$0")"
 root=$(pwd)
@@ -41,11 +45,38 @@ check_prerequisites() {
   fi
 }
 
+# The sysroot the native library is built against (see KN_SYSROOT above); prints nothing for the host.
+# The bullseye root is complete once it has the stamp scripts/bullseye-root.sh writes last.
+sysroot_chosen() {
+  local dir=${KN_SYSROOT-}
+  if [ "$dir" = host ]; then return 0; fi
+  if [ -z "$dir" ]; then
+    dir=$(scripts/bullseye-root.sh --path)
+    [ -f "$dir/.kernels-bullseye-root" ] || return 0
+  fi
+  [ -f "$dir/.kernels-bullseye-root" ] || die "KN_SYSROOT=$dir is not a root made by scripts/bullseye-root.sh (no .kernels-bullseye-root in it)"
+  command -v clang++-14 >/dev/null || die "building against the sysroot $dir needs clang-14 (scripts/install-prereqs.sh); KN_SYSROOT=host builds against this machine's glibc"
+  echo "$dir"
+}
+
 configure_native() {
   say "native library ($build_dir)"
   local args=(-S native -B "$build_dir" -DCMAKE_BUILD_TYPE=Release
               -DKN_WITH_CUDA="${KN_WITH_CUDA:-AUTO}" -DKN_WITH_OPENCL="${KN_WITH_OPENCL:-AUTO}")
-  if command -v nvcc >/dev/null; then
+  local sysroot; sysroot=$(sysroot_chosen)
+  if [ -n "$sysroot" ]; then
+    # Against bullseye's glibc 2.31 and GCC 10 C++ runtime (the host's g++ compiles, clang-14 links
+    # and is nvcc's host compiler; see native/cmake/sysroot-bullseye.cmake): the floor
+    # packaging/check-package.cs enforces. (A change of sysroot changes the arguments: configured afresh.)
+    echo "build.sh: building against the sysroot $sysroot ($(sed -n 's/^glibc: //p' "$sysroot/.kernels-bullseye-root"); linked by clang-14)"
+    args+=(-DCMAKE_TOOLCHAIN_FILE="$root/native/cmake/sysroot-bullseye.cmake" -DKN_SYSROOT="$sysroot")
+    # nvcc's host compiler too (any nvcc version): GCC would link its own newer C++ runtime.
+    command -v nvcc >/dev/null && args+=(-DCMAKE_CUDA_HOST_COMPILER=clang++-14)
+  else
+    echo "build.sh: building against this machine's glibc $(ldd --version 2>/dev/null | sed -n '1s/.* //p'): the library" \
+         "runs here and on newer systems only; the package's floor (glibc 2.31) needs the bullseye sysroot (scripts/bullseye-root.sh)"
+  fi
+  if [ -z "$sysroot" ] && command -v nvcc >/dev/null; then
     # nvcc before 12 refuses g++ 12 as its host compiler; Debian's nvcc 11.8 works with clang++-14.
     local v; v=$(nvcc --version | sed -n 's/.*release \([0-9]*\)\..*/\1/p')
     if [ -n "$v" ] && [ "$v" -lt 12 ] && command -v clang++-14 >/dev/null; then
@@ -106,6 +137,8 @@ toolchain_found() {
   echo "cmake: $(cmake --version | head -1)"
   echo "OpenCL headers: $([ -f /usr/include/CL/cl.h ] && echo present || echo absent)"
   echo "arguments: $*"
+  # CMake reads a toolchain file at the first configure only: an edited one needs a fresh folder.
+  case " $* " in *" -DCMAKE_TOOLCHAIN_FILE="*) echo "sysroot toolchain: $(cksum < "$root/native/cmake/sysroot-bullseye.cmake")" ;; esac
 }
 
 build_managed() {

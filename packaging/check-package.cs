@@ -39,10 +39,12 @@ const double NativePackageBudgetMB = 32;     // compressed, what a restore downl
 const double NativeLibraryBudgetMB = 160;    // unpacked libkernels.so, what lands on disk per app
 const double ManagedPackageBudgetMB = 2;
 const double TotalBudgetMB = 40;
-// Newest GLIBC symbol version the library may need. 2.36 (Debian 12) is what a -static-libstdc++
-// build on Debian 12 needs today (arc4random from libstdc++'s random_device); raising it drops
-// distributions, so it is a check, not a measurement.
-string maxGlibc = "2.36";
+// Newest GLIBC symbol version the library may need: 2.31 (Debian 11, Ubuntu 20.04; RHEL 9 has 2.34).
+// The released library is built against the bullseye sysroot (scripts/bullseye-root.sh,
+// native/cmake/sysroot-bullseye.cmake), which needs 2.29 at most (exp, log, pow); a build against
+// Debian 12's own glibc needs 2.36 (arc4random in GCC 12's libstdc++, _dl_find_object in its unwinder,
+// pthread_*/dlopen@2.34, ...). Raising it drops distributions, so it is a check, not a measurement.
+string maxGlibc = "2.31";
 string[] cudaArchitectures = { "70", "75", "80", "86", "89", "90" };   // native/CMakeLists.txt: KN_CUDA_ARCHITECTURES
 string ptxArchitecture = "90";                                          // "90" without -real: PTX as well
 string[] allowedNeeded = { "libc.so.6", "libm.so.6", "ld-linux-x86-64.so.2", "libpthread.so.0", "libdl.so.2", "librt.so.1" };
@@ -69,7 +71,7 @@ for (int i = 0; i < args.Length; i++)
         case "--max-glibc": maxGlibc = args[++i]; break;
         case "--extra-rids": extraRids = args[++i].Split(' ', StringSplitOptions.RemoveEmptyEntries); break;
         default:
-            Console.Error.WriteLine($"check-package: unknown argument '{args[i]}'. Usage: --packages DIR --version V [--require-cuda] [--max-glibc 2.36] [--extra-rids win-x64]");
+            Console.Error.WriteLine($"check-package: unknown argument '{args[i]}'. Usage: --packages DIR --version V [--require-cuda] [--max-glibc 2.31] [--extra-rids win-x64]");
             return 2;
     }
 }
@@ -80,7 +82,7 @@ if (extraRids.FirstOrDefault(r => r != "win-x64") is string unknownRid)
 }
 if (packageDir is null || version is null)
 {
-    Console.Error.WriteLine("check-package: usage: --packages DIR --version V [--require-cuda] [--max-glibc 2.36] [--extra-rids win-x64]");
+    Console.Error.WriteLine("check-package: usage: --packages DIR --version V [--require-cuda] [--max-glibc 2.31] [--extra-rids win-x64]");
     return 2;
 }
 
@@ -289,8 +291,17 @@ void CheckNativeLibrary(string id, string library)
     var (_, symbols) = Run("objdump", "-T", library);
     var glibc = Regex.Matches(symbols, @"\(GLIBC_([0-9.]+)\)").Select(m => Version.Parse(m.Groups[1].Value)).Distinct().ToList();
     var newest = glibc.Count == 0 ? new Version(2, 2) : glibc.Max()!;
-    Check(newest <= Version.Parse(maxGlibc), $"libkernels.so: needs GLIBC {newest} (supported floor, at most {maxGlibc})",
-          string.Join(" ", Regex.Matches(symbols, $@"\(GLIBC_{Regex.Escape(newest.ToString())}\)\s+(\S+)").Select(m => m.Groups[1].Value).Distinct().Take(5)));
+    var floor = Version.Parse(maxGlibc);
+    // Above the floor: every such symbol, by version, and where they come from.
+    var above = Regex.Matches(symbols, @"\(GLIBC_([0-9.]+)\)\s+(\S+)")
+        .Select(m => (version: Version.Parse(m.Groups[1].Value), name: m.Groups[2].Value))
+        .Where(s => s.version > floor).Distinct()
+        .GroupBy(s => s.version).OrderByDescending(g => g.Key)
+        .Select(g => $"GLIBC_{g.Key}: {string.Join(" ", g.Select(s => s.name).Order())}").ToList();
+    Check(newest <= floor, $"libkernels.so: needs GLIBC {newest} (supported floor, at most {maxGlibc})",
+          above.Count == 0 ? null
+              : "symbols above the floor (a build against this machine's newer glibc and its GCC's static C++ runtime;" +
+                " build against the bullseye sysroot: scripts/bullseye-root.sh, then ./build.sh pack): " + string.Join("; ", above));
     var cxxRuntime = Regex.Matches(symbols, @"\((GLIBCXX|CXXABI|GCC)_[0-9.]+\)").Select(m => m.Value).Distinct().ToList();
     Check(cxxRuntime.Count == 0, "libkernels.so: C++ runtime linked in (no GLIBCXX/CXXABI/GCC symbol versions needed)",
           cxxRuntime.Count == 0 ? null : string.Join(" ", cxxRuntime.Take(5)));

@@ -71,7 +71,7 @@ require_cuda=--require-cuda
 command -v nvcc >/dev/null || { require_cuda=""; echo "ci-pack: note: nvcc not found, the CUDA fat binary is not required"; }
 extra_rids=()
 [ -n "${KN_PACK_EXTRA_RIDS:-}" ] && extra_rids=(--extra-rids "$KN_PACK_EXTRA_RIDS")
-if dotnet run --file packaging/check-package.cs -- --packages "$packages" --version "$version" $require_cuda "${extra_rids[@]}"; then
+if dotnet run --file packaging/check-package.cs -- --packages "$packages" --version "$version" $require_cuda --max-glibc 2.31 "${extra_rids[@]}"; then
   pass "contents: packaging/check-package.cs ($(since "$t"))"
 else
   fail "contents: packaging/check-package.cs (see the FAIL lines above)"

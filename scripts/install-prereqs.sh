@@ -3,11 +3,14 @@
 # newcomers on a fresh machine; build.sh itself never installs anything, it only checks.
 #   --with-cuda     also install nvcc 11.8 from Debian's non-free component (about 2 minutes)
 #   --with-gpu-sim  also the tools that build GPGPU-Sim, the GPU simulator of scripts/gpu-sim.sh
+#   --with-bullseye-root  also make the Debian 11 root (glibc 2.31) that release builds link against and
+#                   scripts/ci-bullseye.sh tests in (scripts/bullseye-root.sh; 33-112 s, 294 MB, once)
 set -euo pipefail
-with_cuda=0 with_gpu_sim=0
+with_cuda=0 with_gpu_sim=0 with_bullseye_root=0
 for a in "$@"; do
   [ "$a" = --with-cuda ] && with_cuda=1
   [ "$a" = --with-gpu-sim ] && with_gpu_sim=1
+  [ "$a" = --with-bullseye-root ] && with_bullseye_root=1
 done
 sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
 # libclang-rt-14-dev: the sanitizer and libFuzzer runtimes for clang-14 (scripts/ci-sanitizers.sh)
@@ -36,6 +39,9 @@ if [ "$with_cuda" = 1 ]; then
   fi
   pkgs="$pkgs nvidia-cuda-toolkit"
 fi
+# debootstrap makes the bullseye root (scripts/bullseye-root.sh): the glibc 2.31 sysroot of the released
+# library and the older system scripts/ci-bullseye.sh runs it in (issue 17).
+pkgs="$pkgs debootstrap"
 if [ "$with_gpu_sim" = 1 ]; then
   # GPGPU-Sim's build: its PTX parser (bison, flex), makedepend (xutils-dev), zlib, and the GL
   # headers its build includes even though nothing is drawn.
@@ -49,4 +55,7 @@ if [ -n "$missing" ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing
 else
   echo "install-prereqs: all present"
+fi
+if [ "$with_bullseye_root" = 1 ]; then
+  $sudo "$(dirname "$0")/bullseye-root.sh"
 fi

@@ -73,6 +73,15 @@ if [[ "$sections" != *.nv_fatbin* ]]; then
        "and packaging/check-package.cs --require-cuda will fail it"
 fi
 
+# The Linux floor (glibc 2.31) holds only for a library built against the bullseye sysroot (build.sh
+# selects it once scripts/bullseye-root.sh has made it); packing a host build is allowed, for trying
+# things out, but packaging/check-package.cs fails it.
+if [ -z "$(sed -n 's/^KN_SYSROOT:[A-Z]*=\(..*\)$/\1/p' "$native_dir/CMakeCache.txt" 2>/dev/null)" ]; then
+  echo "pack.sh: warning: $library was built against this machine's glibc, not the bullseye sysroot: the package" \
+       "needs a newer glibc than the floor (2.31) and packaging/check-package.cs will fail it;" \
+       "make the root with scripts/bullseye-root.sh (as root), then ./build.sh pack"
+fi
+
 extra_rids=${KN_PACK_EXTRA_RIDS:-}
 native_rids=$rid
 for r in $extra_rids; do
