@@ -121,6 +121,38 @@ public class ModelParallelTests
     }
 
     [Test]
+    public void A_functional_network_with_a_skip_connection_across_devices_matches_the_cpu_one()
+    {
+        var opencl = OpenCl();
+        // input -> a (cpu) -> b (opencl:0) -> b + a (the merge takes a to opencl:0) -> c (cpu).
+        (Functional Net, Dense[] Layers) Build(Device middle)
+        {
+            var layers = new[] { new Dense(5, 8, seed: 1), new Dense(8, 8, seed: 2, device: middle), new Dense(8, 3, seed: 3) };
+            var input = Symbolic.Input(5);
+            var a = layers[0].Call(input);
+            var b = layers[1].Call(a);
+            return (new Functional(input, layers[2].Call(b + a)), layers);
+        }
+        var (cpuNet, cpuLayers) = Build(Device.Cpu);
+        var (splitNet, splitLayers) = Build(opencl);
+        using var scope = new DisposeScope();
+        var x = Tensor.FromArray(GradCheck.Random(20, 4).Select(v => (float)v).ToArray(), new long[] { 4, 5 });
+        var expected = cpuNet.Forward(x);
+        var actual = splitNet.Forward(x);
+        Assert.That(actual.Device, Is.SameAs(Device.Cpu));
+        Assert.That(actual.ToArray(), Is.EqualTo(expected.ToArray()).Within(1e-5));
+        expected.Sum().Backward();
+        actual.Sum().Backward();
+        for (int i = 0; i < 3; i++)
+        {
+            Assert.That(splitLayers[i].Weight.Grad!.Device, Is.SameAs(splitLayers[i].Weight.Device), $"layer {i}'s gradient stays on its device");
+            Assert.That(splitLayers[i].Weight.Grad!.ToArray(), Is.EqualTo(cpuLayers[i].Weight.Grad!.ToArray()).Within(1e-5), $"layer {i}'s weight gradient");
+        }
+        cpuNet.Dispose();
+        splitNet.Dispose();
+    }
+
+    [Test]
     public void A_bad_placement_is_a_typed_error_and_moves_nothing()
     {
         var net = Mlp();
