@@ -218,7 +218,8 @@ public sealed class Sequential : Module
     /// (<see cref="Module.To(Device)"/>); layers before the first entry stay where they are.
     /// <see cref="Forward"/> then moves the activation to each layer's device where it changes (a
     /// differentiable copy: gradients flow back across it), so the output is on the last layer's device,
-    /// which is where a <see cref="Model"/> around this network keeps its targets. Example:
+    /// which is where a <see cref="Model"/> around this network keeps its targets. A layer without
+    /// parameters or buffers (an activation, a reshape) runs where its input is. Example:
     /// <c>net.PlaceOn((0, Device.Cpu), (2, Device.Get("opencl:0")))</c>. The placement is checked whole
     /// before anything moves: a layer index outside the network or not increasing is an
     /// <see cref="ArgumentOutOfRangeException"/>/<see cref="ArgumentException"/>. Place before creating the optimizer.
