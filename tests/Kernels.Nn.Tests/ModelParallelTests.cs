@@ -174,6 +174,26 @@ public class ModelParallelTests
         net.Dispose();
     }
 
+    [Test]
+    public void Moving_a_parameter_after_the_optimizer_made_its_state_is_a_typed_error()
+    {
+        var opencl = OpenCl();
+        using var net = Mlp();
+        using var optimizer = new Adam(net.Parameters());
+        using (var scope = new DisposeScope())
+        {
+            net.Forward(Tensor.Ones(new long[] { 2, 6 })).Sum().Backward();
+            optimizer.Step();   // state on the cpu
+        }
+        net.PlaceOn((2, opencl));
+        using (var scope = new DisposeScope())
+        {
+            net.Forward(Tensor.Ones(new long[] { 2, 6 })).To(Device.Cpu).Sum().Backward();
+            var e = Assert.Throws<DeviceMismatchException>(() => optimizer.Step())!;
+            Assert.That(e.Message, Does.Contain("parameter 2 is on opencl:0 but its optimizer state is on cpu"));
+        }
+    }
+
     // ---- Resuming from a backup ---------------------------------------------------------------------
 
     private sealed class Crash : Callback

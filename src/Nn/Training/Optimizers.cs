@@ -48,6 +48,8 @@ public abstract class Optimizer : IDisposable
             if (p.Grad is null) continue;
             if (!ReferenceEquals(p.Grad.Device, p.Device))
                 throw new DeviceMismatchException($"parameter {i} is on {p.Device.Name} but its gradient is on {p.Grad.Device.Name}");
+            if (state.TryGetValue(i, out var buffers) && buffers.Length > 0 && !ReferenceEquals(buffers[0].Device, p.Device))
+                throw new DeviceMismatchException($"parameter {i} is on {p.Device.Name} but its optimizer state is on {buffers[0].Device.Name}: it moved (Module.To, Sequential.PlaceOn) after the optimizer's first step; place the network before training with an optimizer");
             withGradient[count++] = i;
         }
         UpdateAll(withGradient.AsSpan(0, count));
