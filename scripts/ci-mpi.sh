@@ -12,6 +12,8 @@
 #   rank-killed      rank 1 SIGKILLs itself after batch 3: the job ends, naming rank 1, within 60 s
 #   rank-stalls      rank 1 hangs after batch 3: rank 0's all-reduce times out (KERNELS_MPI_TIMEOUT_S=5)
 #                    with an error naming rank 1 and MPI_Abort ends the job within 45 s
+#   resume           4 epochs straight == 2 epochs, a crash, new objects restored from the BackupAndRestore
+#                    file (rank 0 writes, both ranks read), 2 more epochs: same weights bit for bit (~1-2 s)
 # Ends with "N passed, N failed, N skipped". Cost: 40 s on the 2-core machine at load 6-10 (19 s of runs
 # plus the build of Kernels.Distributed and the check program; the native library is built only when missing).
 set -uo pipefail
@@ -65,6 +67,7 @@ check equivalence-cnn zero 120 'OK equivalence-cnn \(rank 0 of 2\)' 'OK equivale
 check rank-killed nonzero 60 'rank 1 .*(signal 9|Killed)' -- "${mpirun[@]}" "${prog[@]}" rank-killed
 check rank-stalls nonzero 45 'rank 0: all-reduce of gradient bucket 0 .* did not complete within 5 s: rank 1 did not arrive' -- \
   env KERNELS_MPI_TIMEOUT_S=5 "${mpirun[@]}" "${prog[@]}" rank-stalls
+check resume zero 120 'OK resume \(rank 0 of 2\)' 'OK resume \(rank 1 of 2\)' -- "${mpirun[@]}" "${prog[@]}" resume
 
 echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" = 0 ]

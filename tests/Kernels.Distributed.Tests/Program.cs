@@ -25,9 +25,10 @@ static class Program
                 case "not-open-mpi": NotOpenMpi(); break;
                 case "rank-killed": Failure(kill: true); break;
                 case "rank-stalls": Failure(kill: false); break;
+                case "resume": Resume(); break;
                 case "bench-allreduce": BenchAllReduce(); return 0;
                 default:
-                    Console.Error.WriteLine("usage: Kernels.Distributed.Tests collectives|equivalence-mlp|equivalence-cnn|single-process|missing-library|not-open-mpi|rank-killed|rank-stalls [--no-sync]");
+                    Console.Error.WriteLine("usage: Kernels.Distributed.Tests collectives|equivalence-mlp|equivalence-cnn|single-process|missing-library|not-open-mpi|rank-killed|rank-stalls|resume [--no-sync]");
                     return 2;
             }
         }
@@ -391,5 +392,49 @@ static class Program
         };
         model.Fit(Data(false, 2 * PerRankBatch * Steps), epochs: 5, batchSize: PerRankBatch, callbacks: new[] { callback }, verbose: 0);
         Fail("training finished although rank 1 died");
+    }
+
+    // ---- a restarted job resumes from the last backup ----------------------------------------------
+
+    // 4 epochs straight, against 2 epochs, a crash, and new objects restored from the backup (written by
+    // rank 0, read by every rank) for 2 more: every rank ends with the uninterrupted run's weights, bit for bit.
+    static void Resume()
+    {
+        var w = Mpi.Init();
+        Check(w.Size == 2, $"expected 2 ranks, got {w.Size}");
+        var data = Data(false, 2 * PerRankBatch * 4);
+        // One file name for the job: rank 0's random number, broadcast.
+        var id = new long[] { Random.Shared.NextInt64(1L << 40) };
+        w.Broadcast(id.AsSpan());
+        string path = Path.Combine(Path.GetTempPath(), $"kn-resume-{id[0]}.safetensors");
+
+        float[][] Run(Callback[] callbacks, out BackupAndRestore? backup)
+        {
+            var network = Network(false);
+            using var ddp = new DistributedDataParallel(network, w);
+            var model = new Model(network) { DataParallel = ddp };
+            model.Compile(new Adam(network.Parameters(), 0.01f), Losses.SparseCategoricalCrossEntropy);
+            backup = callbacks.OfType<BackupAndRestore>().FirstOrDefault();
+            model.Fit(data, epochs: 4, batchSize: PerRankBatch, seed: Seed, verbose: 0, callbacks: callbacks);
+            return Weights(network);
+        }
+        var straight = Run(Array.Empty<Callback>(), out _);
+        var crash = new LambdaCallback { EpochEnd = (epoch, _) => { if (epoch == 1) throw new IOException("simulated crash after epoch 2"); } };
+        try
+        {
+            Run(new Callback[] { new BackupAndRestore(path), crash }, out _);
+            Fail("the crashing run finished");
+        }
+        catch (IOException e) when (e.Message.StartsWith("simulated crash", StringComparison.Ordinal)) { }
+        w.Barrier();   // a restarted job starts after rank 0 wrote: here, after its epoch-2 save
+        Check(File.Exists(path), $"rank {w.Rank}: no backup at {path} after the crash");
+        var resumed = Run(new Callback[] { new BackupAndRestore(path) }, out var restore);
+        Check(restore!.RestoredEpoch == 2, $"rank {w.Rank} resumed from epoch {restore.RestoredEpoch}, expected 2");
+        double difference = MaxDifference(resumed, straight);
+        Check(difference == 0, $"rank {w.Rank}: resumed weights differ from the uninterrupted run's by {difference:g3}");
+        w.Barrier();
+        Check(!File.Exists(path), "the completed run left its backup behind");
+        if (w.Rank == 0) Console.WriteLine($"  resume: 4 epochs straight == 2 epochs + crash + restore + 2 epochs on both ranks (max difference {difference:g3})");
+        File.Delete(path);
     }
 }

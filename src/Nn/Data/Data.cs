@@ -221,6 +221,10 @@ public sealed class DataLoader
         Sampler = sampler;
     }
 
+    /// <summary>The epoch whose order the next <see cref="Batches"/> gives (0 at first, one more per call);
+    /// set by a resumed Fit so epoch e visits the samples in the order it would have.</summary>
+    internal int NextEpoch { get => epoch; set => epoch = value; }
+
     /// <summary>The shard sampler of data-parallel training, or null (every sample).</summary>
     public DistributedSampler? Sampler { get; }
 

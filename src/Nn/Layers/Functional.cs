@@ -101,6 +101,8 @@ public sealed class Functional : Module
         }
     }
 
+    internal override bool MovesActivations => true;
+
     /// <inheritdoc/>
     public override Tensor Forward(Tensor x)
     {
@@ -113,7 +115,17 @@ public sealed class Functional : Module
         {
             if (ReferenceEquals(node, input)) continue;
             var args = node.Inputs.Select(i => values[i]).ToArray();
-            values[node] = node.Layer is not null ? node.Layer.Forward(args[0]) : node.Merge!(args);
+            // Model parallelism: a layer gets its input on its own device; a merge takes its operands on
+            // the first one's (differentiable copies, no-ops when everything is on one device).
+            if (node.Layer is not null)
+            {
+                if (node.Layer.InputDevice is { } device && !ReferenceEquals(args[0].Device, device)) args[0] = args[0].To(device);
+                values[node] = node.Layer.Forward(args[0]);
+                continue;
+            }
+            for (int k = 1; k < args.Length; k++)
+                if (!ReferenceEquals(args[k].Device, args[0].Device)) args[k] = args[k].To(args[0].Device);
+            values[node] = node.Merge!(args);
         }
         return values[output];
     }

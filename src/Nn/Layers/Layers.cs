@@ -150,6 +150,10 @@ public sealed class Dropout : Module
     /// <summary>Seed of the mask stream.</summary>
     public long Seed { get; }
 
+    /// <summary>How far into its mask stream this layer is (elements drawn so far): with <see cref="Seed"/>, the
+    /// random state a checkpoint keeps so resumed training draws the masks it would have drawn.</summary>
+    internal long StreamOffset { get => offset; set => offset = value; }
+
     /// <inheritdoc/>
     public override Tensor Forward(Tensor input)
     {

@@ -104,6 +104,48 @@ public abstract partial class Module : IDisposable
     /// <summary>Evaluation mode (dropout off).</summary>
     public Module Eval() => Train(false);
 
+    /// <summary>
+    /// Moves every parameter and buffer of this module and its sub-modules to <paramref name="device"/>, in
+    /// place (the tensors stay the same objects; their gradients are dropped). Part of model parallelism:
+    /// a <see cref="Sequential"/> or <see cref="Functional"/> whose layers sit on different devices moves
+    /// each activation to the next layer's device (<see cref="Sequential.PlaceOn"/>). Do it before
+    /// creating the optimizer: optimizer state stays where it was created.
+    /// </summary>
+    public Module To(Device device)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        foreach (var (_, t) in NamedState()) t.MoveTo(device);
+        System.Threading.Interlocked.Increment(ref placementVersion);
+        return this;
+    }
+
+    /// <summary>Bumped by every <see cref="To(Device)"/>: containers re-read their layers' devices then.</summary>
+    internal static int placementVersion;
+
+    /// <summary>Where this module wants its input: the device of its first parameter (or buffer), or null for a
+    /// module without state (an activation, a reshape), which runs wherever its input is.</summary>
+    internal Device? InputDevice
+    {
+        get
+        {
+            foreach (var (_, t) in NamedParameters()) return t.Device;
+            foreach (var (_, t) in NamedBuffers()) return t.Device;
+            return null;
+        }
+    }
+
+    /// <summary>Where this module's output lands: the device of its last parameter (or buffer), or null
+    /// without state. For a network placed on several devices, the device of its last placed layer.</summary>
+    internal Device? OutputDevice =>
+        NamedParameters().Select(p => p.Tensor.Device).LastOrDefault() ?? NamedBuffers().Select(b => b.Tensor.Device).LastOrDefault();
+
+    /// <summary>The distinct devices holding this module's parameters and buffers.</summary>
+    internal IReadOnlyList<Device> StateDevices() =>
+        NamedState().Select(p => p.Tensor.Device).Distinct(ReferenceEqualityComparer.Instance).Cast<Device>().ToList();
+
+    /// <summary>Whether <see cref="Forward"/> moves activations between its layers' devices (model parallelism).</summary>
+    internal virtual bool MovesActivations => false;
+
     /// <summary>Clears the gradients of every parameter.</summary>
     public void ZeroGrad()
     {
@@ -163,18 +205,74 @@ public sealed class Sequential : Module
         ArgumentNullException.ThrowIfNull(module);
         RegisterModule(layers.Count.ToString(System.Globalization.CultureInfo.InvariantCulture), module);
         layers.Add(module);
+        layerDevices = null;
         return this;
     }
 
     /// <summary>The layers, in order.</summary>
     public IReadOnlyList<Module> Layers => layers;
 
+    /// <summary>
+    /// Model parallelism in one process: places layers <c>FromLayer</c> up to the next entry's
+    /// <c>FromLayer</c> (or the end) on <c>Device</c>, moving their parameters and buffers there
+    /// (<see cref="Module.To(Device)"/>); layers before the first entry stay where they are.
+    /// <see cref="Forward"/> then moves the activation to each layer's device where it changes (a
+    /// differentiable copy: gradients flow back across it), so the output is on the last layer's device,
+    /// which is where a <see cref="Model"/> around this network keeps its targets. A layer without
+    /// parameters or buffers (an activation, a reshape) runs where its input is. Example:
+    /// <c>net.PlaceOn((0, Device.Cpu), (2, Device.Get("opencl:0")))</c>. The placement is checked whole
+    /// before anything moves: a layer index outside the network or not increasing is an
+    /// <see cref="ArgumentOutOfRangeException"/>/<see cref="ArgumentException"/>. Place before creating the optimizer.
+    /// </summary>
+    public Sequential PlaceOn(params (int FromLayer, Device Device)[] placement)
+    {
+        ArgumentNullException.ThrowIfNull(placement);
+        if (placement.Length == 0) throw new ArgumentException("PlaceOn needs at least one (fromLayer, device) entry", nameof(placement));
+        for (int k = 0; k < placement.Length; k++)
+        {
+            var (from, device) = placement[k];
+            if (from < 0 || from >= layers.Count)
+                throw new ArgumentOutOfRangeException(nameof(placement), from,
+                    $"PlaceOn entry {k}: layer {from} does not exist; this Sequential has layers 0 to {layers.Count - 1}");
+            if (device is null) throw new ArgumentNullException(nameof(placement), $"PlaceOn entry {k} (layer {from}): the device is null");
+            if (k > 0 && from <= placement[k - 1].FromLayer)
+                throw new ArgumentException($"PlaceOn entry {k}: layer {from} does not come after entry {k - 1}'s layer {placement[k - 1].FromLayer}; list the entries by increasing layer", nameof(placement));
+        }
+        for (int k = 0; k < placement.Length; k++)
+        {
+            int end = k + 1 < placement.Length ? placement[k + 1].FromLayer : layers.Count;
+            for (int i = placement[k].FromLayer; i < end; i++) layers[i].To(placement[k].Device);
+        }
+        return this;
+    }
+
+    internal override bool MovesActivations => true;
+
+    // Each layer's input device (null: runs where its input is), read once per placement change
+    // rather than walking every layer's parameters on each forward.
+    private Device?[]? layerDevices;
+    private int layerDevicesVersion = -1;
+
+    private Device?[] LayerDevices()
+    {
+        int version = Volatile.Read(ref placementVersion);
+        if (layerDevices is null || layerDevices.Length != layers.Count || layerDevicesVersion != version)
+        {
+            layerDevices = layers.Select(l => l.InputDevice).ToArray();
+            layerDevicesVersion = version;
+        }
+        return layerDevices;
+    }
+
     /// <inheritdoc/>
     public override Tensor Forward(Tensor input)
     {
         var x = input;
+        var devices = LayerDevices();
         for (int i = 0; i < layers.Count; ++i)
         {
+            // Model parallelism: the activation follows the layers across devices (a no-op on one device).
+            if (devices[i] is { } device && !ReferenceEquals(x.Device, device)) x = x.To(device);
             // A Dense followed by an elementwise Activation runs as one fused op (bias and activation
             // in the GEMM's write-out, one autograd node); the values are those of the two layers.
             if (layers[i] is Dense dense && i + 1 < layers.Count && layers[i + 1] is Activation { Elementwise: UnaryOp op } act)

@@ -204,14 +204,37 @@ public sealed partial class Tensor : IDisposable
         return ToArray()[0];  // ToArray refuses an integer tensor (Item<T>() reads those)
     }
 
-    /// <summary>A copy on another device (the same tensor when already there). Not differentiable.</summary>
+    /// <summary>
+    /// A copy on another device (the same tensor when already there). Differentiable: the gradient of
+    /// the copy flows back to this tensor's device (what lets one network run its layers on several
+    /// devices, <see cref="Sequential.PlaceOn"/>).
+    /// </summary>
     public Tensor To(Device device)
     {
         ArgumentNullException.ThrowIfNull(device);
         if (ReferenceEquals(device, Device)) return this;
         var copy = Empty(shape, device, Dtype, Range);
         if (Count > 0) copy.RawBuffer.CopyFrom(RawBuffer, 0, 0, ElementSize(Dtype) * Count);
-        return copy;
+        var source = Device;
+        return Record(copy, "to " + device.Name, new[] { this }, g => new Tensor?[] { g.To(source) });
+    }
+
+    /// <summary>
+    /// Moves a leaf (a parameter or buffer) to <paramref name="device"/> in place: the same Tensor object
+    /// (so layers, optimizers and callers holding it keep holding it) now owns a copy on the new device,
+    /// and the old memory is freed. Its gradient, if any, is dropped.
+    /// </summary>
+    internal void MoveTo(Device device)
+    {
+        if (ReferenceEquals(device, Device)) return;
+        if (Node is not null)
+            throw new InvalidOperationException("MoveTo: only a leaf tensor (a parameter or buffer) moves in place; this one was computed by an operation");
+        Tensor copy;
+        using (NoGrad()) copy = To(device);
+        DisposeScope.Untrack(copy);
+        ZeroGrad();
+        (storage, copy.storage) = (copy.storage, storage);
+        copy.Dispose();
     }
 
     /// <summary>A copy on the named device ("cpu", "cuda:0", "opencl:0").</summary>

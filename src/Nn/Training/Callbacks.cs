@@ -138,7 +138,8 @@ public sealed class LearningRateScheduler : Callback
 }
 
 /// <summary>Saves the weights at the end of each epoch (or only when the monitored quantity improves);
-/// under data-parallel training (<see cref="Model.DataParallel"/>) only rank 0 writes.</summary>
+/// under data-parallel training (<see cref="Model.DataParallel"/>) only rank 0 writes. To resume a
+/// restarted run (optimizer state and epoch included), use <see cref="BackupAndRestore"/>.</summary>
 public sealed class ModelCheckpoint : Callback
 {
     private readonly string path;

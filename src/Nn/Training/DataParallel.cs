@@ -1,7 +1,7 @@
 namespace Kernels.Nn;
 
 /// <summary>
-/// What <see cref="Model.Fit(Dataset, int, int, double, Dataset?, bool, IEnumerable{Callback}?, int, int)"/>
+/// What <see cref="Model.Fit(Dataset, int, int, double, Dataset?, bool, IEnumerable{Callback}?, int, int, int)"/>
 /// needs from a data-parallel runtime (Kernels.Distributed's DistributedDataParallel over MPI) to train one
 /// replica per process: Fit then reads this rank's shard (<see cref="DistributedSampler"/>), averages the
 /// gradients before each optimizer step, averages the epoch's logs over the ranks, and leaves logging

@@ -36,10 +36,28 @@ public sealed class Model : IDisposable
     private LossFunction? loss;
     private Metric[] metrics = Array.Empty<Metric>();
 
-    /// <summary>A model around a network whose parameters live on <paramref name="device"/>.</summary>
+    /// <summary>
+    /// A model around a network whose parameters live on <paramref name="device"/> (default: the CPU). A
+    /// network placed on several devices (<see cref="Sequential.PlaceOn"/>: a Sequential or Functional
+    /// moves its activations between them) has its output, and so its targets and batches, on its last
+    /// layer's device: that is the model's device (the default for such a network; another one is a
+    /// <see cref="DeviceMismatchException"/>).
+    /// </summary>
     public Model(Module network, Device? device = null)
     {
         Network = network ?? throw new ArgumentNullException(nameof(network));
+        var devices = network.StateDevices();
+        if (devices.Count > 1)
+        {
+            string list = string.Join(", ", devices.Select(d => d.Name));
+            if (!network.MovesActivations)
+                throw new DeviceMismatchException($"the network's parameters are on several devices ({list}) but a {network.GetType().Name} does not move activations between devices: wrap the layers in a Sequential (PlaceOn) or a Functional");
+            var output = network.OutputDevice!;
+            if (device is not null && !ReferenceEquals(device, output))
+                throw new DeviceMismatchException($"the network is placed on {list} and its output is on {output.Name} (its last layer's device), but the model was given {device.Name}: a model keeps its targets where the output is; pass {output.Name} or no device");
+            Device = output;
+            return;
+        }
         Device = device ?? Device.Cpu;
         foreach (var (name, p) in network.NamedState())
             if (!ReferenceEquals(p.Device, Device))
@@ -56,6 +74,10 @@ public sealed class Model : IDisposable
 
     /// <summary><see cref="Summary(long[])"/> for inputs of another element type (token ids: <see cref="Dtype.Int64"/>).</summary>
     public string Summary(Dtype inputDtype, params long[] sampleShape) => Network.Summary(inputDtype, sampleShape);
+
+    /// <summary>Set by a callback's <see cref="Callback.OnTrainBegin"/> that restored a checkpoint
+    /// (<see cref="BackupAndRestore"/>): the epoch Fit continues from.</summary>
+    internal int? ResumeEpoch { get; set; }
 
     /// <summary>Whether a callback asked Fit to stop.</summary>
     public bool StopTraining { get; set; }
@@ -123,12 +145,16 @@ public sealed class Model : IDisposable
     /// loss or gradient is therefore found at the next read, not before its optimizer step; see
     /// <see cref="CheckFiniteEachStep"/> for the per-step check.</para>
     /// </summary>
+    /// <para>Resuming (Keras's initial_epoch): training runs epochs <paramref name="initialEpoch"/> to
+    /// <paramref name="epochs"/> - 1 (0-based), epoch e shuffled as epoch e of an uninterrupted run would be;
+    /// a <see cref="BackupAndRestore"/> callback that finds its backup sets the initial epoch itself.</para>
     public History Fit(Dataset train, int epochs = 1, int batchSize = 32, double validationSplit = 0, Dataset? validationData = null,
-                       bool shuffle = true, IEnumerable<Callback>? callbacks = null, int verbose = 1, int seed = 0)
+                       bool shuffle = true, IEnumerable<Callback>? callbacks = null, int verbose = 1, int seed = 0, int initialEpoch = 0)
     {
         ArgumentNullException.ThrowIfNull(train);
         var opt = Optimizer;
         if (epochs < 0) throw new ArgumentOutOfRangeException(nameof(epochs), $"epochs = {epochs} must be >= 0");
+        if (initialEpoch < 0) throw new ArgumentOutOfRangeException(nameof(initialEpoch), $"initialEpoch = {initialEpoch} must be >= 0");
         if (batchSize <= 0) throw new ArgumentOutOfRangeException(nameof(batchSize), $"batch size {batchSize} must be positive");
         if (!(validationSplit >= 0 && validationSplit < 1))
             throw new ArgumentOutOfRangeException(nameof(validationSplit), validationSplit,
@@ -217,8 +243,12 @@ public sealed class Model : IDisposable
         }
 
         StopTraining = false;
+        ResumeEpoch = null;
         foreach (var c in callbackList) c.OnTrainBegin();
-        trainer.Train(Network, loss!, loader, opt, epochs);
+        int firstEpoch = ResumeEpoch ?? initialEpoch;   // a restored backup knows where the run stopped
+        ResumeEpoch = null;
+        loader.NextEpoch = firstEpoch;
+        trainer.Train(Network, loss!, loader, opt, Math.Max(0, epochs - firstEpoch), firstEpoch);
         foreach (var c in callbackList) c.OnTrainEnd();
         return history;
     }

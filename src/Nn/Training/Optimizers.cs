@@ -28,7 +28,7 @@ public abstract class Optimizer : IDisposable
     public float InitialLearningRate { get; }
 
     /// <summary>Steps taken so far.</summary>
-    public long Steps { get; private set; }
+    public long Steps { get; internal set; }
 
     /// <summary>The parameters being optimized.</summary>
     public IReadOnlyList<Tensor> Parameters => parameters;
@@ -48,6 +48,8 @@ public abstract class Optimizer : IDisposable
             if (p.Grad is null) continue;
             if (!ReferenceEquals(p.Grad.Device, p.Device))
                 throw new DeviceMismatchException($"parameter {i} is on {p.Device.Name} but its gradient is on {p.Grad.Device.Name}");
+            if (state.TryGetValue(i, out var buffers) && buffers.Length > 0 && !ReferenceEquals(buffers[0].Device, p.Device))
+                throw new DeviceMismatchException($"parameter {i} is on {p.Device.Name} but its optimizer state is on {buffers[0].Device.Name}: it moved (Module.To, Sequential.PlaceOn) after the optimizer's first step; place the network before training with an optimizer");
             withGradient[count++] = i;
         }
         UpdateAll(withGradient.AsSpan(0, count));
@@ -83,6 +85,36 @@ public abstract class Optimizer : IDisposable
         }
         state[index] = buffers;
         return buffers;
+    }
+
+    /// <summary>
+    /// The state buffers of every parameter that has any, for a checkpoint (<see cref="BackupAndRestore"/>):
+    /// (parameter index, buffer number, buffer), in index order.
+    /// </summary>
+    internal IEnumerable<(int Index, int Slot, DeviceBuffer Buffer)> StateBuffers()
+    {
+        foreach (var index in state.Keys.Order())
+            for (int k = 0; k < state[index].Length; k++) yield return (index, k, state[index][k]);
+    }
+
+    /// <summary>
+    /// Replaces the state from a checkpoint: <paramref name="buffers"/> maps a parameter index to its state
+    /// buffers' values (each of the parameter's element count, already checked). Parameters not listed
+    /// start afresh, as before their first update.
+    /// </summary>
+    internal void RestoreState(long steps, float learningRate, IReadOnlyDictionary<int, float[][]> buffers)
+    {
+        foreach (var old in state.Values)
+            foreach (var b in old) b.Dispose();
+        state.Clear();
+        foreach (var (index, values) in buffers)
+        {
+            var restored = State(index, parameters[index], values.Length);
+            for (int k = 0; k < values.Length; k++)
+                if (values[k].Length > 0) restored[k].Write<float>(values[k]);
+        }
+        Steps = steps;
+        LearningRate = learningRate;
     }
 
     /// <summary>Whether the parameter has state yet (false before its first update).</summary>

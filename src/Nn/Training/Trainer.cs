@@ -217,7 +217,7 @@ public sealed class Trainer
         state.CheckedLoss = null;
     }
 
-    /// <summary>loss + 0 * (sum of every gradient), on the device: equal to the loss while every
+    /// <summary>loss + 0 * (sum of every gradient), on the loss's device: equal to the loss while every
     /// gradient is finite, NaN as soon as one element is not (0 * inf and 0 * NaN are NaN).</summary>
     private static Tensor LossWithGradientCheck(Tensor loss, Module model)
     {
@@ -225,7 +225,12 @@ public sealed class Trainer
         {
             Tensor? total = null;
             foreach (var p in model.Parameters())
-                if (p.Grad is { } g) total = total is null ? g.Sum() : total.Add(g.Sum());
+                if (p.Grad is { } g)
+                {
+                    // A network placed on several devices: each partial sum joins the loss's device.
+                    var partial = g.Sum().To(loss.Device);
+                    total = total is null ? partial : total.Add(partial);
+                }
             return total is null ? loss : loss.Add(total.Mul(0f));
         }
     }
