@@ -123,8 +123,8 @@ constexpr float kInfinity = HUGE_VALF;
 constexpr double kSqrtHalfD = 0.70710678118654752;
 constexpr double kInvSqrt2PiD = 0.39894228040143268;
 
-// e^x = 2^k e^r after the range reduction r = x - k ln2 (|r| <= ln2 / 2), shared by exp_f and
-// exp_nonpositive: e^r by its degree-7 Taylor polynomial, 2^k
+// e^x = 2^k e^r after the range reduction r = x - k ln2 (|r| <= ln2 / 2), for exp_f (softmax has
+// its own, exp_scaled_nonpositive): e^r by its degree-7 Taylor polynomial, 2^k
 // for k in [-150, 128] as 2^k1 * 2^k2 with both factors normal floats (k1, k2 >= -75), so results
 // in the subnormal range stay right. The exponent field is shifted as unsigned: for a NaN input k is
 // whatever the caller derived from the NaN's bits and k + 127 can be negative, whose signed left
@@ -859,19 +859,79 @@ void arg_extreme_columns(const float* x, int64_t rows, int64_t stride, int64_t w
 
 // ---- Softmax -----------------------------------------------------------------------------------
 
-// e^t for softmax, where t = x - max <= 0 (or NaN): exp_f's reduction and polynomial, so the
-// same values, without what this range cannot need: no upper clamp, no NaN patch (a NaN t stays
-// NaN through the lower clamp, k and the polynomial), and k read from the bits of the rounding
-// sum instead of converted (t log2e + 1.5 2^23 holds k in its low significand bits): ~18 vector
-// operations instead of ~26. With it, the row max below and one division per row, a softmax row
-// of 1024 from L1 went from 0.44 to 0.27 ns/element with AVX-512 on one Zen 5 core.
-inline float exp_nonpositive(float t) {
-    const float tc = select(t < -104.0f, -104.0f, t);  // NaN compares false and stays
-    const float shifted = tc * kLog2e + 12582912.0f;
-    const float k = shifted - 12582912.0f;
-    const int32_t ki = as_bits(shifted) - 0x4b400000;  // k in [-150, 0]
+// 2^64 e^t for softmax, where t = x - max <= 0 (or NaN). Softmax is e^t / sum e^t, so any constant
+// factor cancels; 2^64 keeps every e^t that is not below half the smallest subnormal (t >= -103.3)
+// a normal float, so 2^k is ONE factor built from the bits of the rounding sum, where the unscaled
+// form needs two (2^k1 2^k2, for the subnormal results) and their shifts and adds. The final
+// y = (2^64 e^t) * (1 / (2^64 sum)) still rounds once, to a subnormal where the answer is one.
+// t is clamped at -120 (2^64 e^-120 = 1.4e-33, whose y rounds to 0 as e^t does: e^-103.98 is
+// below half the smallest subnormal); a NaN t stays NaN (the clamp keeps it, p is NaN, and the
+// product by the scale factor stays NaN). e^r on |r| <= ln2/2 by a degree-6 fit (weighted least
+// squares for relative error, equioscillating: truncation 1.9e-9 relative, so every error left is
+// float rounding), one FMA fewer than the degree-7 Taylor polynomial it replaces.
+// ~14 vector operations instead of ~20 (clamp, 4 for the reduction, 6 FMAs, shift, add, product).
+constexpr float kSoftmaxShift = 12582912.0f + 64.0f;  // 1.5 2^23 (rounding) + 64 (the 2^64 factor)
+constexpr float kSoftmaxUnscale = 5.42101086e-20f;    // 2^-64, exact
+inline float exp_scaled_nonpositive(float t) {
+    const float tc = select(t < -120.0f, -120.0f, t);  // NaN compares false and stays
+    const float shifted = tc * kLog2e + kSoftmaxShift;  // k + 64 in the low significand bits
+    const float k = shifted - kSoftmaxShift;            // round(t log2e), in [-174, 0]
     const float r = (tc - k * kLn2Hi) - k * kLn2Lo;
-    return exp_reduced(r, ki);
+    float p = 1.38367759e-3f;
+    p = p * r + 8.37481767e-3f;
+    p = p * r + 4.16682251e-2f;
+    p = p * r + 1.66664198e-1f;
+    p = p * r + 4.99999911e-1f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    // The low 9 bits of shifted's bits are k + 64 (two's complement): shifted into the exponent
+    // field they give 2^(k+64) once the bias 127 is added, in [2^-110, 2^64], always normal.
+    const uint32_t exponent = (static_cast<uint32_t>(as_bits(shifted)) << 23) + (uint32_t{127} << 23);
+    return p * as_float(static_cast<int32_t>(exponent));
+}
+
+// e[i] = exp_scaled_nonpositive(x[i] - m) for i < n, returning their sum, in one pass: the sum is
+// pairwise_sum's (32 lanes within blocks of kSumBlock, a tree across blocks), so the same value as
+// summing e afterwards, without reading e again. Each 32 floats request the matching two lines of
+// ahead (the next row, where its DRAM transfer should overlap this arithmetic; or x itself, a no-op
+// from L1, which keeps a branch out of the loop: a branch would leave it scalar with AVX2).
+inline float exp_block(const float* x, float m, float* e, int64_t n, const float* ahead) {
+    if (n < kLanes) {
+        float s = 0.0f;
+        for (int64_t i = 0; i < n; ++i) {
+            e[i] = exp_scaled_nonpositive(x[i] - m);
+            s += e[i];
+        }
+        return s;
+    }
+    float acc[kLanes] = {};
+    int64_t i = 0;
+    for (; i + kLanes <= n; i += kLanes) {
+#if defined(__GNUC__)
+        __builtin_prefetch(ahead + i, 0);
+        __builtin_prefetch(ahead + i + 16, 0);
+#endif
+        for (int64_t j = 0; j < kLanes; ++j) {
+            const float v = exp_scaled_nonpositive(x[i + j] - m);
+            e[i + j] = v;
+            acc[j] += v;
+        }
+    }
+    for (int64_t j = 0; i + j < n; ++j) {
+        const float v = exp_scaled_nonpositive(x[i + j] - m);
+        e[i + j] = v;
+        acc[j] += v;
+    }
+    for (int64_t width = kLanes / 2; width >= 1; width /= 2)
+        for (int64_t j = 0; j < width; ++j) acc[j] += acc[j + width];
+    return acc[0];
+}
+inline float exp_row(const float* x, float m, float* e, int64_t n, const float* ahead) {
+    if (n <= kSumBlock) return exp_block(x, m, e, n, ahead);
+    const int64_t blocks = (n + kSumBlock - 1) / kSumBlock;
+    const int64_t mid = blocks / 2 * kSumBlock;
+    const float left = exp_row(x, m, e, mid, ahead);
+    return left + exp_row(x + mid, m, e + mid, n - mid, ahead + mid);
 }
 
 // The row maximum for softmax, ignoring NaN (one vmaxps per vector; the NaN-propagating
@@ -908,34 +968,22 @@ void softmax_row(const float* x, float* y, int64_t n, bool log, bool streaming, 
         // The same values as below, staged in L1 and streamed out (see kStreamingBytes): y is then
         // written once, without being read, instead of read, written, read and written again.
         alignas(64) float e[kStreamingRow];
-        // The exponentials a line (16 floats) at a time, each line requesting the matching line of
-        // the next row: the requests trickle out at the rate x is consumed, where 64 back-to-back
-        // prefetches per 4 KB row (softmax.cpp's prefetch_row) fill the miss buffers and stall the
-        // arithmetic behind them.
-        // (Without a next row the row itself is requested, a no-op from L1: no branch in the loop,
-        // which would leave it scalar with AVX2.)
-        const float* ahead = next ? next : x;
-        int64_t i = 0;
-        for (; i + 16 <= n; i += 16) {
-#if defined(__GNUC__)
-            __builtin_prefetch(ahead + i, 0);
-#endif
-            for (int64_t j = 0; j < 16; ++j) e[i + j] = exp_nonpositive(x[i + j] - m);
-        }
-        for (; i < n; ++i) e[i] = exp_nonpositive(x[i] - m);
+        // The exponentials and their sum in one pass (exp_row), each line of x requesting the
+        // matching line of the next row: the requests trickle out at the rate x is consumed, where
+        // 64 back-to-back prefetches per 4 KB row (softmax.cpp's prefetch_row) fill the miss
+        // buffers and stall the arithmetic behind them.
+        const float s = exp_row(x, m, e, n, next ? next : x);
         if (!log) {
-            const float s = pairwise_sum(0, n, [&e](int64_t i) { return e[i]; });
             store_streaming(e, 1.0f / s, y, n);
         } else {
-            const float log_s = log_f(pairwise_sum(0, n, [&e](int64_t i) { return e[i]; }));
+            const float log_s = log_f(s * kSoftmaxUnscale);  // s >= 2^64 (the maximum's own term): exact
             for (int64_t j = 0; j < n; ++j) e[j] = (x[j] - m) - log_s;
             store_streaming(e, 1.0f, y, n);
         }
         return;
     }
     if (!log) {
-        for (int64_t i = 0; i < n; ++i) y[i] = exp_nonpositive(x[i] - m);
-        const float s = pairwise_sum(0, n, [y](int64_t i) { return y[i]; });
+        const float s = exp_row(x, m, y, n, x);
         // One division, then products: within 1 ulp of y / s (a division per element cost about
         // as much as the exp polynomial).
         const float inv = 1.0f / s;
@@ -946,12 +994,12 @@ void softmax_row(const float* x, float* y, int64_t n, bool log, bool streaming, 
         float s;
         if (n < kLanes) {
             float e[kLanes];
-            for (int64_t i = 0; i < n; ++i) e[i] = exp_nonpositive(x[i] - m);
+            for (int64_t i = 0; i < n; ++i) e[i] = exp_scaled_nonpositive(x[i] - m);
             s = block_sum(n, [&e](int64_t i) { return e[i]; });
         } else {
-            s = pairwise_sum(0, n, [x, m](int64_t i) { return exp_nonpositive(x[i] - m); });
+            s = pairwise_sum(0, n, [x, m](int64_t i) { return exp_scaled_nonpositive(x[i] - m); });
         }
-        const float log_s = log_f(s);
+        const float log_s = log_f(s * kSoftmaxUnscale);  // s >= 2^64 (the maximum's own term): exact
         for (int64_t i = 0; i < n; ++i) y[i] = (x[i] - m) - log_s;
     }
 }
