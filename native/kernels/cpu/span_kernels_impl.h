@@ -890,23 +890,29 @@ void arg_extreme_columns(const float* x, int64_t rows, int64_t stride, int64_t w
 // y = (2^64 e^t) * (1 / (2^64 sum)) still rounds once, to a subnormal where the answer is one.
 // t is clamped at -120 (2^64 e^-120 = 1.4e-33, whose y rounds to 0 as e^t does: e^-103.98 is
 // below half the smallest subnormal); a NaN t stays NaN (the clamp keeps it, p is NaN, and the
-// product by the scale factor stays NaN). e^r on |r| <= ln2/2 by a degree-6 fit (weighted least
-// squares for relative error, equioscillating: truncation 1.9e-9 relative, so every error left is
-// float rounding), one FMA fewer than the degree-7 Taylor polynomial it replaces.
-// ~14 vector operations instead of ~20 (clamp, 4 for the reduction, 6 FMAs, shift, add, product).
+// product by the scale factor stays NaN). e^r on |r| <= ln2/2 by a degree-5 fit (weighted least
+// squares for relative error, with p(0) = 1 exactly so the maximum's own term is exactly 2^64:
+// truncation 9.5e-8 relative, about 0.8 ulp; every other error is float rounding), and, where the
+// target has FMA, r = t - k ln2 as one fused operation with ln2 rounded to float (its error, 1.9e-9 k,
+// is 0.5 ulp at k = -30 and reaches 3 ulp only for the terms below e^-83, which no sum notices):
+// two FMAs fewer than the degree-7 Taylor polynomial and the two-constant reduction of exp_f, on the
+// two FMA pipes that bound this loop with AVX2. ~12 vector operations instead of ~20.
 constexpr float kSoftmaxShift = 12582912.0f + 64.0f;  // 1.5 2^23 (rounding) + 64 (the 2^64 factor)
 constexpr float kSoftmaxUnscale = 5.42101086e-20f;    // 2^-64, exact
 inline float exp_scaled_nonpositive(float t) {
     const float tc = select(t < -120.0f, -120.0f, t);  // NaN compares false and stays
     const float shifted = tc * kLog2e + kSoftmaxShift;  // k + 64 in the low significand bits
     const float k = shifted - kSoftmaxShift;            // round(t log2e), in [-174, 0]
-    const float r = (tc - k * kLn2Hi) - k * kLn2Lo;
-    float p = 1.38367759e-3f;
-    p = p * r + 8.37481767e-3f;
-    p = p * r + 4.16682251e-2f;
-    p = p * r + 1.66664198e-1f;
-    p = p * r + 4.99999911e-1f;
-    p = p * r + 1.0f;
+#if defined(__FMA__)
+    const float r = __builtin_fmaf(-k, 0.693147182f, tc);
+#else
+    const float r = (tc - k * kLn2Hi) - k * kLn2Lo;  // without FMA, k ln2 would round: two steps
+#endif
+    float p = 8.29027686e-3f;
+    p = p * r + 4.18979451e-2f;
+    p = p * r + 1.66676372e-1f;
+    p = p * r + 4.99991506e-1f;
+    p = p * r + 9.99999702e-1f;
     p = p * r + 1.0f;
     // The low 9 bits of shifted's bits are k + 64 (two's complement): shifted into the exponent
     // field they give 2^(k+64) once the bias 127 is added, in [2^-110, 2^64], always normal.
