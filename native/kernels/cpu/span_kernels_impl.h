@@ -216,8 +216,8 @@ inline float log1p_unit(float t) {
 
 // tanh as Eigen's ptanh_float (generic_fast_tanh_float): an odd degree-13 / even degree-6 rational
 // minimax fit on the clamped input, x itself for |x| < 0.0004 (tanh x = x - x^3/3: relative error
-// below 5.4e-8, under half an ulp). Cost per vector: 2 clamps, 1 square, 10 FMAs + 1 product, 1
-// division, 2 output clamps, 1 compare + blend (~19 operations) against ~30 for the former expm1-based
+// below 5.4e-8, under half an ulp). Cost per vector: |x|, 1 clamp, 1 square, 10 FMAs + 1 product, 1
+// division, 1 output clamp, the sign put back (2), 1 compare + blend (~19 operations) against ~30 for the former expm1-based
 // -e / (2 + e), which left one core compute-bound (0.30 ns/element with AVX-512 and 0.53 with AVX2
 // from L1, against ~0.22 for a one-core copy from DRAM). Measured over a sweep of [-10, 10] in steps
 // of 2^-12, [-0.01, 0.01] in steps of 1e-7, every power of two, subnormals, +-0, +-inf, NaN, 282772
@@ -229,6 +229,8 @@ inline float log1p_unit(float t) {
 // Speed, one Zen 5 core, tanh/1M from cache: 0.21x -> 0.38x of a one-core memcpy with AVX-512,
 // 0.12x -> 0.29x on the AVX2 path; tanh/64M 0.63x -> 0.96x and 0.41x -> 0.70x (streaming stores too),
 // then 0.76-0.78x and 0.57x with the output clamp that makes +-1 exact for every compiler (load 1.4-2.2).
+// Evaluated on |x| (one clamp at each end): tanh/64M 0.77-0.78x -> 0.97-0.99x with AVX-512; the AVX2 path
+// stays 0.58-0.63x, bound by its FMA pipes (benchmarks/results/2026-12-05-cpu-bandwidth-3).
 inline float tanh_f(float x) {
     // +-1 exactly for large |x|, whatever the compiler: the clamp (9) lies past where the fit crosses 1
     // (r(9) = 1.035: its x^7-like growth beyond Eigen's fitted range, 7.905), and the result is clamped
