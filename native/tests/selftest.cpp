@@ -1116,6 +1116,10 @@ void test_reduce(Context& cx) {
                                 {1, 33, 5},   {4, 127, 3},   {1, 1000, 1},  {1000, 1, 1},   {2, 1000, 3},
                                 {5, 4097, 1}, {1, 4097, 2},  {17, 65, 33},  {3, 257, 129},  {64, 64, 64},
                                 {0, 5, 3},    {3, 5, 0}};  // the last two: empty output, a no-op
+    // More than one 256-column block (sums take a row chunk of every block at a time, chunks combined
+    // pairwise: reduce.cpp's sum_wide_columns): a split reduce axis (outer 1), several outer indices,
+    // a ragged last block, and one past kWideColumns (8192), which keeps one block at a time.
+    for (Axes wide : {Axes{1, 1031, 513}, Axes{3, 300, 700}, Axes{2, 37, 8200}}) shapes.push_back(wide);
     shapes.push_back(cx.quick ? Axes{1, 100003, 1} : Axes{1, 3000001, 1});  // all elements
     if (!cx.quick) shapes.push_back({2, 65537, 1});
     for (const ReduceInfo& op : kReduceOps)

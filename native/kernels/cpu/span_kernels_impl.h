@@ -123,8 +123,8 @@ constexpr float kInfinity = HUGE_VALF;
 constexpr double kSqrtHalfD = 0.70710678118654752;
 constexpr double kInvSqrt2PiD = 0.39894228040143268;
 
-// e^x = 2^k e^r after the range reduction r = x - k ln2 (|r| <= ln2 / 2), shared by exp_f and
-// exp_nonpositive: e^r by its degree-7 Taylor polynomial, 2^k
+// e^x = 2^k e^r after the range reduction r = x - k ln2 (|r| <= ln2 / 2), for exp_f (softmax has
+// its own, exp_scaled_nonpositive): e^r by its degree-7 Taylor polynomial, 2^k
 // for k in [-150, 128] as 2^k1 * 2^k2 with both factors normal floats (k1, k2 >= -75), so results
 // in the subnormal range stay right. The exponent field is shifted as unsigned: for a NaN input k is
 // whatever the caller derived from the NaN's bits and k + 127 can be negative, whose signed left
@@ -216,8 +216,8 @@ inline float log1p_unit(float t) {
 
 // tanh as Eigen's ptanh_float (generic_fast_tanh_float): an odd degree-13 / even degree-6 rational
 // minimax fit on the clamped input, x itself for |x| < 0.0004 (tanh x = x - x^3/3: relative error
-// below 5.4e-8, under half an ulp). Cost per vector: 2 clamps, 1 square, 10 FMAs + 1 product, 1
-// division, 2 output clamps, 1 compare + blend (~19 operations) against ~30 for the former expm1-based
+// below 5.4e-8, under half an ulp). Cost per vector: |x|, 1 clamp, 1 square, 10 FMAs + 1 product, 1
+// division, 1 output clamp, the sign put back (2), 1 compare + blend (~19 operations) against ~30 for the former expm1-based
 // -e / (2 + e), which left one core compute-bound (0.30 ns/element with AVX-512 and 0.53 with AVX2
 // from L1, against ~0.22 for a one-core copy from DRAM). Measured over a sweep of [-10, 10] in steps
 // of 2^-12, [-0.01, 0.01] in steps of 1e-7, every power of two, subnormals, +-0, +-inf, NaN, 282772
@@ -229,15 +229,19 @@ inline float log1p_unit(float t) {
 // Speed, one Zen 5 core, tanh/1M from cache: 0.21x -> 0.38x of a one-core memcpy with AVX-512,
 // 0.12x -> 0.29x on the AVX2 path; tanh/64M 0.63x -> 0.96x and 0.41x -> 0.70x (streaming stores too),
 // then 0.76-0.78x and 0.57x with the output clamp that makes +-1 exact for every compiler (load 1.4-2.2).
+// Evaluated on |x| (one clamp at each end): tanh/64M 0.77-0.78x -> 0.97-0.99x with AVX-512; the AVX2 path
+// stays 0.58-0.63x, bound by its FMA pipes (benchmarks/results/2026-12-05-cpu-bandwidth-3).
 inline float tanh_f(float x) {
     // +-1 exactly for large |x|, whatever the compiler: the clamp (9) lies past where the fit crosses 1
     // (r(9) = 1.035: its x^7-like growth beyond Eigen's fitted range, 7.905), and the result is clamped
-    // to [-1, 1] below. Clamping the input at Eigen's own 7.905 / 7.999 gave exactly 1 only for one
+    // to 1 below. Clamping the input at Eigen's own 7.905 / 7.999 gave exactly 1 only for one
     // FP contraction of the polynomials: clang-14's build gave tanh(inf) = 0.99999976 (4 ulp short).
     // Between 7.9 and 9, tanh x is within 2.5e-7 of 1, and the clamped result is 1.
+    // The fit is odd, so it is evaluated on |x| and x's sign put back on the result: one clamp at
+    // each end instead of two (each a compare and a blend with AVX2).
     constexpr float kClamp = 9.0f;
-    float xc = select(x < kClamp, x, kClamp);
-    xc = select(xc > -kClamp, xc, -kClamp);
+    const float ax = fabs_f(x);
+    const float xc = select(ax < kClamp, ax, kClamp);  // NaN picks the clamp; x itself is returned below
     const float x2 = xc * xc;
     float p = -2.76076847742355e-16f;
     p = p * x2 + 2.00018790482477e-13f;
@@ -253,8 +257,8 @@ inline float tanh_f(float x) {
     q = q * x2 + 4.89352518554385e-03f;
     float t = p / q;
     t = select(t < 1.0f, t, 1.0f);
-    t = select(t > -1.0f, t, -1.0f);
-    return blend(!(fabs_f(x) >= 0.0004f), x, t);
+    const float signed_t = as_float(as_bits(t) | (as_bits(x) & static_cast<int32_t>(0x80000000u)));
+    return blend(!(ax >= 0.0004f), x, signed_t);
 }
 
 inline float sigmoid_f(float x) {
@@ -656,6 +660,9 @@ float extreme(const float* x, int64_t n, bool is_max) {
 // lane j belonging to column j % width, so it vectorises too. Sums are pairwise over leaves of
 // ~1024 elements.
 constexpr int64_t kColumnTile = 32;
+#ifndef KN_COLUMN_STRIP
+#define KN_COLUMN_STRIP 64
+#endif
 constexpr int64_t kRowBlock = 16;
 constexpr int64_t kRowChunk = 64;  // rows per pass over a block's column tiles (max/min/arg)
 
@@ -701,6 +708,25 @@ void sum_columns_leaf(const float* x, int64_t rows, int64_t stride, int64_t widt
     // further down: one prefetch per line consumed, ~16 KB ahead for a 256-wide block).
     // Measured on the AVX2 path on Zen 5, [131072, 512]: 0.42x -> 0.59x of a one-core memcpy.
     int64_t i = 0;
+#if defined(__AVX2__) && !defined(__AVX512F__)
+    // AVX2: strips of KN_COLUMN_STRIP columns (their accumulators in KN_COLUMN_STRIP / 8 ymm registers),
+    // the same walk down the leaf with kStrip / 16 lines per row instead of 2, and as many prefetches;
+    // each column still adds its rows in order (bit-identical). Measured, one Zen 5 core on the AVX2
+    // path, [131072, 512] block by block: 32 columns 0.47-0.52x of a one-thread memcpy, 64 columns
+    // 0.55-0.62x, 128 (all 16 ymm registers) 0.55-0.56x.
+    constexpr int64_t kStrip = KN_COLUMN_STRIP;
+    for (; i + kStrip <= width; i += kStrip) {
+        float acc[kStrip] = {};
+        for (int64_t r = 0; r < rows; ++r) {
+            const float* row = x + r * stride + i;
+#if defined(__GNUC__)
+            for (int64_t line = 0; line < kStrip; line += 16) __builtin_prefetch(row + rows * stride + line, 0);
+#endif
+            for (int64_t j = 0; j < kStrip; ++j) acc[j] += sum_term<Squares>(row[j]);
+        }
+        for (int64_t j = 0; j < kStrip; ++j) out[i + j] = acc[j];
+    }
+#endif
     for (; i + kColumnTile <= width; i += kColumnTile) {
         float acc[kColumnTile] = {};
         for (int64_t r = 0; r < rows; ++r) {
@@ -859,19 +885,85 @@ void arg_extreme_columns(const float* x, int64_t rows, int64_t stride, int64_t w
 
 // ---- Softmax -----------------------------------------------------------------------------------
 
-// e^t for softmax, where t = x - max <= 0 (or NaN): exp_f's reduction and polynomial, so the
-// same values, without what this range cannot need: no upper clamp, no NaN patch (a NaN t stays
-// NaN through the lower clamp, k and the polynomial), and k read from the bits of the rounding
-// sum instead of converted (t log2e + 1.5 2^23 holds k in its low significand bits): ~18 vector
-// operations instead of ~26. With it, the row max below and one division per row, a softmax row
-// of 1024 from L1 went from 0.44 to 0.27 ns/element with AVX-512 on one Zen 5 core.
-inline float exp_nonpositive(float t) {
-    const float tc = select(t < -104.0f, -104.0f, t);  // NaN compares false and stays
-    const float shifted = tc * kLog2e + 12582912.0f;
-    const float k = shifted - 12582912.0f;
-    const int32_t ki = as_bits(shifted) - 0x4b400000;  // k in [-150, 0]
-    const float r = (tc - k * kLn2Hi) - k * kLn2Lo;
-    return exp_reduced(r, ki);
+// 2^64 e^t for softmax, where t = x - max <= 0 (or NaN). Softmax is e^t / sum e^t, so any constant
+// factor cancels; 2^64 keeps every e^t that is not below half the smallest subnormal (t >= -103.3)
+// a normal float, so 2^k is ONE factor built from the bits of the rounding sum, where the unscaled
+// form needs two (2^k1 2^k2, for the subnormal results) and their shifts and adds. The final
+// y = (2^64 e^t) * (1 / (2^64 sum)) still rounds once, to a subnormal where the answer is one.
+// t is clamped at -120 (2^64 e^-120 = 1.4e-33, whose y rounds to 0 as e^t does: e^-103.98 is
+// below half the smallest subnormal); a NaN t stays NaN (the clamp keeps it, p is NaN, and the
+// product by the scale factor stays NaN). e^r on |r| <= ln2/2 by a degree-5 fit (weighted least
+// squares for relative error, with p(0) = 1 exactly so the maximum's own term is exactly 2^64:
+// truncation 9.5e-8 relative, about 0.8 ulp; every other error is float rounding), and, where the
+// target has FMA, r = t - k ln2 as one fused operation with ln2 rounded to float (its error, 1.9e-9 k,
+// is 0.5 ulp at k = -30 and reaches 3 ulp only for the terms below e^-83, which no sum notices):
+// two FMAs fewer than the degree-7 Taylor polynomial and the two-constant reduction of exp_f, on the
+// two FMA pipes that bound this loop with AVX2. ~12 vector operations instead of ~20.
+constexpr float kSoftmaxShift = 12582912.0f + 64.0f;  // 1.5 2^23 (rounding) + 64 (the 2^64 factor)
+constexpr float kSoftmaxUnscale = 5.42101086e-20f;    // 2^-64, exact
+inline float exp_scaled_nonpositive(float t) {
+    const float tc = select(t < -120.0f, -120.0f, t);  // NaN compares false and stays
+    const float shifted = tc * kLog2e + kSoftmaxShift;  // k + 64 in the low significand bits
+    const float k = shifted - kSoftmaxShift;            // round(t log2e), in [-174, 0]
+#if defined(__FMA__)
+    const float r = __builtin_fmaf(-k, 0.693147182f, tc);
+#else
+    const float r = (tc - k * kLn2Hi) - k * kLn2Lo;  // without FMA, k ln2 would round: two steps
+#endif
+    float p = 8.29027686e-3f;
+    p = p * r + 4.18979451e-2f;
+    p = p * r + 1.66676372e-1f;
+    p = p * r + 4.99991506e-1f;
+    p = p * r + 9.99999702e-1f;
+    p = p * r + 1.0f;
+    // The low 9 bits of shifted's bits are k + 64 (two's complement): shifted into the exponent
+    // field they give 2^(k+64) once the bias 127 is added, in [2^-110, 2^64], always normal.
+    const uint32_t exponent = (static_cast<uint32_t>(as_bits(shifted)) << 23) + (uint32_t{127} << 23);
+    return p * as_float(static_cast<int32_t>(exponent));
+}
+
+// e[i] = exp_scaled_nonpositive(x[i] - m) for i < n, returning their sum, in one pass: the sum is
+// pairwise_sum's (32 lanes within blocks of kSumBlock, a tree across blocks), so the same value as
+// summing e afterwards, without reading e again. Each 32 floats request the matching two lines of
+// ahead (the next row, where its DRAM transfer should overlap this arithmetic; or x itself, a no-op
+// from L1, which keeps a branch out of the loop: a branch would leave it scalar with AVX2).
+inline float exp_block(const float* x, float m, float* e, int64_t n, const float* ahead) {
+    if (n < kLanes) {
+        float s = 0.0f;
+        for (int64_t i = 0; i < n; ++i) {
+            e[i] = exp_scaled_nonpositive(x[i] - m);
+            s += e[i];
+        }
+        return s;
+    }
+    float acc[kLanes] = {};
+    int64_t i = 0;
+    for (; i + kLanes <= n; i += kLanes) {
+#if defined(__GNUC__)
+        __builtin_prefetch(ahead + i, 0);
+        __builtin_prefetch(ahead + i + 16, 0);
+#endif
+        for (int64_t j = 0; j < kLanes; ++j) {
+            const float v = exp_scaled_nonpositive(x[i + j] - m);
+            e[i + j] = v;
+            acc[j] += v;
+        }
+    }
+    for (int64_t j = 0; i + j < n; ++j) {
+        const float v = exp_scaled_nonpositive(x[i + j] - m);
+        e[i + j] = v;
+        acc[j] += v;
+    }
+    for (int64_t width = kLanes / 2; width >= 1; width /= 2)
+        for (int64_t j = 0; j < width; ++j) acc[j] += acc[j + width];
+    return acc[0];
+}
+inline float exp_row(const float* x, float m, float* e, int64_t n, const float* ahead) {
+    if (n <= kSumBlock) return exp_block(x, m, e, n, ahead);
+    const int64_t blocks = (n + kSumBlock - 1) / kSumBlock;
+    const int64_t mid = blocks / 2 * kSumBlock;
+    const float left = exp_row(x, m, e, mid, ahead);
+    return left + exp_row(x + mid, m, e + mid, n - mid, ahead + mid);
 }
 
 // The row maximum for softmax, ignoring NaN (one vmaxps per vector; the NaN-propagating
@@ -908,34 +1000,22 @@ void softmax_row(const float* x, float* y, int64_t n, bool log, bool streaming, 
         // The same values as below, staged in L1 and streamed out (see kStreamingBytes): y is then
         // written once, without being read, instead of read, written, read and written again.
         alignas(64) float e[kStreamingRow];
-        // The exponentials a line (16 floats) at a time, each line requesting the matching line of
-        // the next row: the requests trickle out at the rate x is consumed, where 64 back-to-back
-        // prefetches per 4 KB row (softmax.cpp's prefetch_row) fill the miss buffers and stall the
-        // arithmetic behind them.
-        // (Without a next row the row itself is requested, a no-op from L1: no branch in the loop,
-        // which would leave it scalar with AVX2.)
-        const float* ahead = next ? next : x;
-        int64_t i = 0;
-        for (; i + 16 <= n; i += 16) {
-#if defined(__GNUC__)
-            __builtin_prefetch(ahead + i, 0);
-#endif
-            for (int64_t j = 0; j < 16; ++j) e[i + j] = exp_nonpositive(x[i + j] - m);
-        }
-        for (; i < n; ++i) e[i] = exp_nonpositive(x[i] - m);
+        // The exponentials and their sum in one pass (exp_row), each line of x requesting the
+        // matching line of the next row: the requests trickle out at the rate x is consumed, where
+        // 64 back-to-back prefetches per 4 KB row (softmax.cpp's prefetch_row) fill the miss
+        // buffers and stall the arithmetic behind them.
+        const float s = exp_row(x, m, e, n, next ? next : x);
         if (!log) {
-            const float s = pairwise_sum(0, n, [&e](int64_t i) { return e[i]; });
             store_streaming(e, 1.0f / s, y, n);
         } else {
-            const float log_s = log_f(pairwise_sum(0, n, [&e](int64_t i) { return e[i]; }));
+            const float log_s = log_f(s * kSoftmaxUnscale);  // s >= 2^64 (the maximum's own term): exact
             for (int64_t j = 0; j < n; ++j) e[j] = (x[j] - m) - log_s;
             store_streaming(e, 1.0f, y, n);
         }
         return;
     }
     if (!log) {
-        for (int64_t i = 0; i < n; ++i) y[i] = exp_nonpositive(x[i] - m);
-        const float s = pairwise_sum(0, n, [y](int64_t i) { return y[i]; });
+        const float s = exp_row(x, m, y, n, x);
         // One division, then products: within 1 ulp of y / s (a division per element cost about
         // as much as the exp polynomial).
         const float inv = 1.0f / s;
@@ -946,12 +1026,12 @@ void softmax_row(const float* x, float* y, int64_t n, bool log, bool streaming, 
         float s;
         if (n < kLanes) {
             float e[kLanes];
-            for (int64_t i = 0; i < n; ++i) e[i] = exp_nonpositive(x[i] - m);
+            for (int64_t i = 0; i < n; ++i) e[i] = exp_scaled_nonpositive(x[i] - m);
             s = block_sum(n, [&e](int64_t i) { return e[i]; });
         } else {
-            s = pairwise_sum(0, n, [x, m](int64_t i) { return exp_nonpositive(x[i] - m); });
+            s = pairwise_sum(0, n, [x, m](int64_t i) { return exp_scaled_nonpositive(x[i] - m); });
         }
-        const float log_s = log_f(s);
+        const float log_s = log_f(s * kSoftmaxUnscale);  // s >= 2^64 (the maximum's own term): exact
         for (int64_t i = 0; i < n; ++i) y[i] = (x[i] - m) - log_s;
     }
 }
