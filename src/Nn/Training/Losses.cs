@@ -85,17 +85,7 @@ public static class Losses
     {
         ArgumentNullException.ThrowIfNull(target);
         if (target.Dtype != Dtype.Float32) return SparseCategoricalCrossEntropyOnDevice(logits, target, nameof(target));
-        float[] values = target.ToArray();
-        var labels = new long[values.Length];
-        for (int i = 0; i < values.Length; i++)
-        {
-            float v = values[i];
-            // NaN fails the comparison; the upper bound C is checked with the logits, below.
-            if (!(v == MathF.Floor(v)) || v < 0 || v > long.MaxValue)
-                throw new ArgumentOutOfRangeException(nameof(target), $"target {v} at index {i} is not a class index (a whole number >= 0)");
-            labels[i] = (long)v;
-        }
-        return SparseCategoricalCrossEntropy(logits, labels, nameof(target));
+        return SparseCategoricalCrossEntropy(logits, ClassIndicesFromFloat(target), nameof(target));
     }
 
     private static Tensor SparseCategoricalCrossEntropy(Tensor logits, ReadOnlySpan<long> labels, string labelsName)
@@ -177,18 +167,26 @@ public static class Losses
         return rows.Mul(CheckSampleWeights(sampleWeights, rows.ShapeArray[0], logits, "SparseCategoricalCrossEntropy")).Mean();
     }
 
-    private static Tensor SparseCrossEntropyRowsFromFloat(Tensor logits, Tensor target)
+    /// <summary>A float32 target's class indices, read to the host (one synchronisation); a value that is not a
+    /// whole number >= 0 is refused with its index, never truncated (the upper bound C is checked with the logits).</summary>
+    private static long[] ClassIndicesFromFloat(Tensor target)
     {
-        ArgumentNullException.ThrowIfNull(logits);
         float[] values = target.ToArray();
         var labels = new long[values.Length];
         for (int i = 0; i < values.Length; i++)
         {
             float v = values[i];
-            if (!(v == MathF.Floor(v)) || v < 0 || v > long.MaxValue)
+            if (!(v == MathF.Floor(v)) || v < 0 || v > long.MaxValue)  // NaN fails the comparison
                 throw new ArgumentOutOfRangeException(nameof(target), $"target {v} at index {i} is not a class index (a whole number >= 0)");
             labels[i] = (long)v;
         }
+        return labels;
+    }
+
+    private static Tensor SparseCrossEntropyRowsFromFloat(Tensor logits, Tensor target)
+    {
+        ArgumentNullException.ThrowIfNull(logits);
+        long[] labels = ClassIndicesFromFloat(target);
         var (rows, cols) = CrossEntropyShape(logits, labels.Length, nameof(target));
         for (int i = 0; i < labels.Length; i++)
             if (labels[i] >= cols)
