@@ -107,6 +107,11 @@ mkdir -p "$work/feed"
 for id in Kernels.Native.linux-x64 Kernels.Bindings Kernels.Nn; do
   cp "$packages/$id.$version.nupkg" "$work/feed/" || { fail "consumer: $packages/$id.$version.nupkg missing"; finish; }
 done
+# Kernels.Bindings also depends on every other native package the pack stage made (KN_PACK_EXTRA_RIDS,
+# win-x64 in CI): they join the feed so the restore finds them.
+for p in "$packages"/Kernels.Native.*."$version".nupkg; do
+  [ -e "$p" ] && cp -n "$p" "$work/feed/"
+done
 # A private NuGet cache, so Kernels.* comes from these packages and not from a cached copy of the same
 # version; only Kernels.* is mapped to the folder feed, the machine's own sources serve the rest.
 export NUGET_PACKAGES="$work/nuget-packages"
