@@ -290,6 +290,8 @@ public sealed class MpiRequest
         this.handle = handle;
         this.pin = pin;
         Operation = operation;
+        // 0: no MPI operation (a world of one, an empty buffer). No real request is 0 in either ABI: an Open MPI
+        // request is a pointer, an MPICH one an int whose top byte holds its kind (MPI_REQUEST_NULL is 0x2c000000).
         IsComplete = handle == 0;
     }
 
