@@ -29,8 +29,12 @@ pkgs="$pkgs fonts-dejavu-core"
 # i686 and win32-threads compilers (~135 MB more to download); wine64 runs the self-test.
 pkgs="$pkgs g++-mingw-w64-x86-64-posix wine64"
 # Open MPI for Kernels.Distributed's loopback checks under mpirun -np 2 (scripts/ci-mpi.sh, issue 18);
-# the library itself only opens libmpi.so.40 at run time when a program is started by mpirun.
+# the library itself only opens an MPI library (libmpi.so.40 here) at run time when a program is started by mpirun.
 pkgs="$pkgs openmpi-bin libopenmpi-dev"
+# MPICH, the other MPI ABI (integer handles, libmpich.so.12), for ci-mpi.sh's second pass under
+# mpirun.mpich. Its mpirun/mpicc alternatives have priority 40 against Open MPI's 50, so plain `mpirun`
+# stays Open MPI's; the scripts name mpirun.openmpi and mpirun.mpich anyway.
+pkgs="$pkgs mpich libmpich12"
 if [ "$with_cuda" = 1 ]; then
   # CUDA lives in non-free: derive a second sources file from the configured one (never hard-code a host).
   if [ -f /etc/apt/sources.list.d/debian.sources ] && [ ! -f /etc/apt/sources.list.d/nonfree.sources ]; then

@@ -16,10 +16,14 @@ public enum ReduceOperation
 /// <summary>
 /// The processes of one job (MPI_COMM_WORLD), through the system's MPI library opened at run time
 /// (NativeLibrary, function pointers: no build-time MPI dependency, as libkernels opens OpenCL).
-/// <para>Supported ABI: Open MPI (libmpi.so.40, Debian's openmpi-bin/libopenmpi-dev), whose handles
-/// are the addresses of exported globals (ompi_mpi_comm_world, ompi_mpi_float, ompi_mpi_op_sum, ...).
-/// MPICH (libmpi.so.12) encodes its handles as integer constants instead; it is recognised and
-/// refused with a message, not used.</para>
+/// <para>Supported ABIs: Open MPI (libmpi.so.40, Debian's openmpi-bin/libopenmpi-dev), whose handles
+/// are the addresses of exported globals (ompi_mpi_comm_world, ompi_mpi_float, ompi_mpi_op_sum, ...),
+/// and MPICH (libmpich.so.12 / libmpi.so.12, Debian's mpich/libmpich12), whose handles are integer
+/// constants (MPI_COMM_WORLD = 0x44000000, ...). The library tells which: Open MPI exports
+/// ompi_mpi_comm_world, MPICH its MPIR_ internals. Without KERNELS_MPI_LIBRARY the launcher picks the
+/// library tried first (Hydra, MPICH's mpiexec: libmpich.so.12; otherwise libmpi.so.40), and a world
+/// whose size differs from the launcher's (the other MPI's library, each rank alone) is refused.
+/// <see cref="Library"/> names the library opened.</para>
 /// <para>Without an MPI launcher (no OMPI_COMM_WORLD_SIZE / PMIX_RANK / PMI_RANK in the environment)
 /// nothing is loaded: <see cref="Init"/> gives a world of one process in which every collective is
 /// the identity, so the same program runs with and without mpirun.</para>
@@ -52,9 +56,11 @@ public sealed unsafe class Mpi : IDisposable
     public int Rank { get; }
     /// <summary>The number of processes in the job (1 without mpirun).</summary>
     public int Size { get; }
-    /// <summary>The rank among the processes on this machine (OMPI_COMM_WORLD_LOCAL_RANK): which GPU to use.</summary>
+    /// <summary>The rank among the processes on this machine: which GPU to use. Open MPI's mpirun sets
+    /// OMPI_COMM_WORLD_LOCAL_RANK, MPICH's Hydra MPI_LOCALRANKID; 0 when neither is set (PMI_RANK is the
+    /// rank in the whole job, not on this machine, so it is not used here).</summary>
     public int LocalRank { get; }
-    /// <summary>The number of processes on this machine.</summary>
+    /// <summary>The number of processes on this machine (OMPI_COMM_WORLD_LOCAL_SIZE, Hydra's MPI_LOCALNRANKS).</summary>
     public int LocalSize { get; }
     /// <summary>Whether a real MPI library is in use (false: the world of one process).</summary>
     public bool IsMpi => lib is not null;
@@ -74,7 +80,8 @@ public sealed unsafe class Mpi : IDisposable
     /// later calls return the same object. MPI_Finalize runs at process exit or at <see cref="Dispose"/>.
     /// </summary>
     /// <exception cref="MpiNotFoundException">Started by mpirun but no MPI library could be opened.</exception>
-    /// <exception cref="MpiException">The library found is not Open MPI, or MPI_Init_thread failed.</exception>
+    /// <exception cref="MpiException">The library found is neither Open MPI nor MPICH-ABI, its world's size is not the
+    /// launcher's, or MPI_Init_thread failed.</exception>
     public static Mpi Init()
     {
         lock (s_gate)
@@ -89,8 +96,14 @@ public sealed unsafe class Mpi : IDisposable
             var lib = MpiLibrary.Open();
             int rank, size;
             lib.Initialize();
-            lib.Check(lib.Comm_rank(lib.CommWorld, &rank), "MPI_Comm_rank");
-            lib.Check(lib.Comm_size(lib.CommWorld, &size), "MPI_Comm_size");
+            lib.Check(lib.CommRank(&rank), "MPI_Comm_rank");
+            lib.Check(lib.CommSize(&size), "MPI_Comm_size");
+            // Open MPI's library under MPICH's launcher (or the reverse) initialises a world of one per
+            // process: every rank would train alone, silently. The launcher says how many there should be.
+            if (LauncherSize() is int launched && launched != size)
+                throw new MpiException($"{lib.Path} ({lib.Abi}) sees a world of {size} process(es) but the launcher started {launched}: " +
+                                       "the launcher and the library are from different MPIs (use mpirun.openmpi with libmpi.so.40, " +
+                                       "mpirun.mpich with libmpich.so.12; KERNELS_MPI_LIBRARY chooses the library)");
             var world = new Mpi(lib, rank, size);
             // An unhandled exception (a collective timeout, a failed step) on one rank ends the whole job
             // instead of leaving the other ranks blocked in their next collective.
@@ -105,6 +118,9 @@ public sealed unsafe class Mpi : IDisposable
         Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_SIZE") is not null ||
         Environment.GetEnvironmentVariable("PMIX_RANK") is not null ||
         Environment.GetEnvironmentVariable("PMI_RANK") is not null;
+
+    /// <summary>The job size the launcher announced: OMPI_COMM_WORLD_SIZE (Open MPI) or PMI_SIZE (Hydra, PMI).</summary>
+    private static int? LauncherSize() => ReadInt("OMPI_COMM_WORLD_SIZE") ?? ReadInt("PMI_SIZE");
 
     private static int? ReadInt(string name) => int.TryParse(Environment.GetEnvironmentVariable(name), out var v) ? v : null;
 
@@ -123,7 +139,7 @@ public sealed unsafe class Mpi : IDisposable
     {
         if (lib is null) return;
         nint request;
-        lib.Check(lib.Ibarrier(lib.CommWorld, &request), "MPI_Ibarrier");
+        lib.Check(lib.Ibarrier(&request), "MPI_Ibarrier");
         new MpiRequest(this, request, default, what ?? "barrier").Wait();
     }
 
@@ -142,7 +158,7 @@ public sealed unsafe class Mpi : IDisposable
         fixed (byte* p = bytes)
         {
             nint request;
-            lib.Check(lib.Ibcast(p, bytes.Length, lib.Byte, root, lib.CommWorld, &request), "MPI_Ibcast");
+            lib.Check(lib.Ibcast(p, bytes.Length, lib.Byte, root, &request), "MPI_Ibcast");
             // The span stays fixed for the whole wait: Wait returns only when the operation is complete.
             new MpiRequest(this, request, default, what ?? $"broadcast of {bytes.Length} bytes from rank {root}").Wait();
         }
@@ -208,7 +224,7 @@ public sealed unsafe class Mpi : IDisposable
         CheckCount(count, "all-reduce");
         nint request;
         nint mpiOp = op == ReduceOperation.Sum ? lib.OpSum : lib.OpMax;
-        lib.Check(lib.Iallreduce(MpiLibrary.InPlace, p, count, type, mpiOp, lib.CommWorld, &request), "MPI_Iallreduce");
+        lib.Check(lib.IallreduceInPlace(p, count, type, mpiOp, &request), "MPI_Iallreduce");
         return new MpiRequest(this, request, default, what);
     }
 
@@ -223,7 +239,7 @@ public sealed unsafe class Mpi : IDisposable
         Console.Error.WriteLine($"kernels-mpi: aborting the job: {message}");
         Console.Error.Flush();
         if (lib is null || finalized) Environment.Exit(errorCode);
-        lib!.Abort(lib.CommWorld, errorCode);
+        lib!.Abort(errorCode);
     }
 
     /// <summary>MPI_Finalize (once; later collectives throw).</summary>
@@ -246,7 +262,7 @@ public sealed unsafe class Mpi : IDisposable
         if (finalized) throw new MpiException($"{what}: MPI was finalized");
         int flag;
         fixed (nint* r = &request)
-            lib!.Check(lib.Test(r, &flag, null), "MPI_Test");
+            lib!.Check(lib.Test(r, &flag), "MPI_Test");
         return flag != 0;
     }
 
@@ -274,6 +290,8 @@ public sealed class MpiRequest
         this.handle = handle;
         this.pin = pin;
         Operation = operation;
+        // 0: no MPI operation (a world of one, an empty buffer). No real request is 0 in either ABI: an Open MPI
+        // request is a pointer, an MPICH one an int whose top byte holds its kind (MPI_REQUEST_NULL is 0x2c000000).
         IsComplete = handle == 0;
     }
 

@@ -16,7 +16,8 @@ public sealed class MpiNotFoundException : MpiException
     /// <summary>No library among <paramref name="tried"/> could be opened.</summary>
     public MpiNotFoundException(IReadOnlyList<string> tried, string reasons)
         : base($"no MPI library could be opened (tried {string.Join(", ", tried)}: {reasons}); install Open MPI " +
-               "(Debian/Ubuntu: apt-get install openmpi-bin libopenmpi-dev) or set KERNELS_MPI_LIBRARY to the path of libmpi.so.40")
+               "(Debian/Ubuntu: apt-get install openmpi-bin libopenmpi-dev) or MPICH (apt-get install mpich libmpich12), " +
+               "or set KERNELS_MPI_LIBRARY to the path of libmpi.so.40 or libmpich.so.12")
         => Tried = tried;
 }
 

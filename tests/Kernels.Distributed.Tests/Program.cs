@@ -22,13 +22,14 @@ static class Program
                 case "equivalence-cnn": Equivalence(cnn: true, breakSync: args.Contains("--no-sync")); break;
                 case "single-process": SingleProcess(); break;
                 case "missing-library": MissingLibrary(); break;
-                case "not-open-mpi": NotOpenMpi(); break;
+                case "not-mpi": NotMpi(); break;
                 case "rank-killed": Failure(kill: true); break;
                 case "rank-stalls": Failure(kill: false); break;
                 case "resume": Resume(); break;
+                case "wrong-library": return WrongLibrary();
                 case "bench-allreduce": BenchAllReduce(); return 0;
                 default:
-                    Console.Error.WriteLine("usage: Kernels.Distributed.Tests collectives|equivalence-mlp|equivalence-cnn|single-process|missing-library|not-open-mpi|rank-killed|rank-stalls|resume [--no-sync]");
+                    Console.Error.WriteLine("usage: Kernels.Distributed.Tests collectives|equivalence-mlp|equivalence-cnn|single-process|missing-library|not-mpi|rank-killed|rank-stalls|resume|wrong-library [--no-sync]");
                     return 2;
             }
         }
@@ -314,13 +315,14 @@ static class Program
         {
             Console.WriteLine($"  {e.Message}");
             Check(e.Tried.SequenceEqual(new[] { "/nonexistent/libmpi.so.40" }), $"tried: {string.Join(", ", e.Tried)}");
-            Check(e.Message.Contains("/nonexistent/libmpi.so.40") && e.Message.Contains("openmpi-bin libopenmpi-dev"), "the message names the library tried and the package");
+            Check(e.Message.Contains("/nonexistent/libmpi.so.40") && e.Message.Contains("openmpi-bin libopenmpi-dev") && e.Message.Contains("mpich libmpich12"),
+                  "the message names the library tried and the packages");
         }
         Environment.SetEnvironmentVariable("OMPI_COMM_WORLD_SIZE", null);
         Environment.SetEnvironmentVariable("KERNELS_MPI_LIBRARY", null);
     }
 
-    static void NotOpenMpi()
+    static void NotMpi()
     {
         Environment.SetEnvironmentVariable("OMPI_COMM_WORLD_SIZE", "2");
         Environment.SetEnvironmentVariable("KERNELS_MPI_LIBRARY", "libc.so.6");
@@ -329,14 +331,36 @@ static class Program
             Mpi.Init();
             Fail("Init accepted libc.so.6 as an MPI library");
         }
-        catch (MpiNotFoundException e) { Fail($"libc.so.6 should load and be refused as not Open MPI: {e.Message}"); }
+        catch (MpiNotFoundException e) { Fail($"libc.so.6 should load and be refused as not an MPI library: {e.Message}"); }
         catch (MpiException e)
         {
             Console.WriteLine($"  {e.Message}");
-            Check(e.Message.Contains("libc.so.6 is not Open MPI") && e.Message.Contains("Open MPI ABI only"), "the message says the library is not Open MPI");
+            Check(e.Message.Contains("libc.so.6 is neither Open MPI") && e.Message.Contains("nor an MPICH-ABI library"), "the message says the library is neither Open MPI nor MPICH");
         }
         Environment.SetEnvironmentVariable("OMPI_COMM_WORLD_SIZE", null);
         Environment.SetEnvironmentVariable("KERNELS_MPI_LIBRARY", null);
+    }
+
+    /// <summary>
+    /// Started by one MPI's launcher with the other MPI's library (KERNELS_MPI_LIBRARY, set by the script):
+    /// each process would initialise a world of its own and train alone. Init must refuse, naming both sizes.
+    /// Returns the exit code itself: Main's closing Mpi.Init would throw again.
+    /// </summary>
+    static int WrongLibrary()
+    {
+        try
+        {
+            var w = Mpi.Init();
+            Fail($"Init accepted {w.Library} with a world of {w.Size}");
+        }
+        catch (MpiException e) when (e is not MpiNotFoundException)
+        {
+            Console.WriteLine($"  {e.Message}");
+            Check(e.Message.Contains("sees a world of 1 process(es) but the launcher started 2") && e.Message.Contains("different MPIs"),
+                  "the message says the library's world is not the launcher's");
+        }
+        Console.WriteLine(failures == 0 ? "OK wrong-library" : $"FAIL wrong-library: {failures} check(s) failed");
+        return failures == 0 ? 0 : 1;
     }
 
     // ---- all-reduce timing (scripts/bench-mpi-allreduce.sh; not a check) ----------------------------
