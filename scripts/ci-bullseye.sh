@@ -38,13 +38,7 @@ finish() {
 }
 export DOTNET_NOLOGO=1 DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
 
-version=${KN_PACKAGE_VERSION:-}
-if [ -z "$version" ]; then   # the header's, as scripts/pack.sh decides
-  for part in MAJOR MINOR PATCH; do
-    version+=$(sed -n "s/^#define KN_VERSION_${part} \\([0-9][0-9]*\\).*/\\1/p" native/include/kernels.h).
-  done
-  version=${version%.}
-fi
+version=$(scripts/package-version.sh)
 native_package="$packages/Kernels.Native.linux-x64.$version.nupkg"
 
 # ---- the root, and a folder inside it for this run ---------------------------------------------------

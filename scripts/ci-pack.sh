@@ -48,13 +48,7 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f s", b - a }'; }
 export DOTNET_NOLOGO=1 DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
 
 # The version the packages carry: KN_PACKAGE_VERSION, else the header's, as scripts/pack.sh decides.
-version=${KN_PACKAGE_VERSION:-}
-if [ -z "$version" ]; then
-  for part in MAJOR MINOR PATCH; do
-    version+=$(sed -n "s/^#define KN_VERSION_${part} \\([0-9][0-9]*\\).*/\\1/p" native/include/kernels.h).
-  done
-  version=${version%.}
-fi
+version=$(scripts/package-version.sh)
 
 # ---- 1. pack ------------------------------------------------------------------------------------
 if [ "$do_pack" = 1 ]; then

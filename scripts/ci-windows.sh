@@ -118,13 +118,7 @@ grep -h '^device 0:' "$root/$build"/selftest-*.log | sort -u
 
 # ---- 4. the package --------------------------------------------------------------------------------
 say "Kernels.Native.win-x64"
-version=${KN_PACKAGE_VERSION:-}
-if [ -z "$version" ]; then
-  for part in MAJOR MINOR PATCH; do
-    version+=$(sed -n "s/^#define KN_VERSION_${part} \\([0-9][0-9]*\\).*/\\1/p" native/include/kernels.h).
-  done
-  version=${version%.}
-fi
+version=$(scripts/package-version.sh)
 # Deterministic zip entries, as scripts/pack.sh does.
 if [ -z "${SOURCE_DATE_EPOCH:-}" ] && epoch=$(git log -1 --format=%ct 2>/dev/null) && [ -n "$epoch" ]; then
   export SOURCE_DATE_EPOCH=$epoch

@@ -39,13 +39,6 @@ command -v dotnet >/dev/null || die "the .NET 10 SDK (dotnet) is missing"
 [ "$(uname -s)" = Linux ] && [ "$(uname -m)" = x86_64 ] || die "packs $rid only; on Windows pack packaging/native/win-x64 after ./build.ps1"
 
 # ---- version: the header is the source of truth; the generated bindings must agree with it -------
-header_version() {
-  local part v=""
-  for part in MAJOR MINOR PATCH; do
-    v+=$(sed -n "s/^#define KN_VERSION_${part} \\([0-9][0-9]*\\).*/\\1/p" native/include/kernels.h).
-  done
-  echo "${v%.}"
-}
 bindings_version() {
   local part v=""
   for part in MAJOR MINOR PATCH; do
@@ -53,7 +46,7 @@ bindings_version() {
   done
   echo "${v%.}"
 }
-hv=$(header_version)
+hv=$(scripts/package-version.sh --header)
 bv=$(bindings_version)
 [[ "$hv" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "could not read KN_VERSION_MAJOR/MINOR/PATCH from native/include/kernels.h (got '$hv')"
 [ "$hv" = "$bv" ] || die "kernels.h is version $hv but bindings/NativeMethods.g.cs was generated from $bv: regenerate with dotnet run --project tools/BindingsGen"

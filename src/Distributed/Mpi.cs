@@ -185,28 +185,19 @@ public sealed unsafe class Mpi : IDisposable
     /// the memory is pinned until the request completes. Call <see cref="MpiRequest.Test"/> now and then
     /// (MPI progresses inside MPI calls) and <see cref="MpiRequest.Wait"/> before reading the result.
     /// </summary>
-    public MpiRequest AllReduceAsync(Memory<float> data, ReduceOperation op = ReduceOperation.Sum, string? what = null)
-    {
-        var pin = data.Pin();
-        try
-        {
-            var request = AllReduceRaw(pin.Pointer, data.Length, lib?.Float ?? 0, op, what);
-            request.Keep(pin);
-            return request;
-        }
-        catch
-        {
-            pin.Dispose();
-            throw;
-        }
-    }
+    public MpiRequest AllReduceAsync(Memory<float> data, ReduceOperation op = ReduceOperation.Sum, string? what = null) =>
+        AllReducePinned(data.Pin(), data.Length, lib?.Float ?? 0, op, what);
     /// <inheritdoc cref="AllReduceAsync(Memory{float}, ReduceOperation, string?)"/>
-    public MpiRequest AllReduceAsync(Memory<double> data, ReduceOperation op = ReduceOperation.Sum, string? what = null)
+    public MpiRequest AllReduceAsync(Memory<double> data, ReduceOperation op = ReduceOperation.Sum, string? what = null) =>
+        AllReducePinned(data.Pin(), data.Length, lib?.Double ?? 0, op, what);
+
+    /// <summary>Starts the all-reduce on pinned memory; the request keeps the pin until it completes (released
+    /// at once when the start fails).</summary>
+    private MpiRequest AllReducePinned(System.Buffers.MemoryHandle pin, int count, nint type, ReduceOperation op, string? what)
     {
-        var pin = data.Pin();
         try
         {
-            var request = AllReduceRaw(pin.Pointer, data.Length, lib?.Double ?? 0, op, what);
+            var request = AllReduceRaw(pin.Pointer, count, type, op, what);
             request.Keep(pin);
             return request;
         }
