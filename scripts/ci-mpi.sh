@@ -10,8 +10,11 @@
 #   none/not-mpi          a library that is neither Open MPI nor MPICH (libc): refused with a message
 #   */collectives         broadcast / all-reduce (float, double, long; sum, max) / async all-reduce / barrier
 #                         against hand computations; the library opened is the launcher's own
+#   openmpi/allreduce-sizes-3  3 ranks: all-reduce sums and maxima of 1 to 100,003 floats exact (counts below the
+#                         rank count included: the ring this library makes Open MPI's default splits by rank)
 #   */equivalence-mlp     2 ranks x batch 16, 8 SGD-momentum steps == 1 process x batch 32 (within 1e-5)
-#   openmpi/equivalence-cnn  the same with a CNN with BatchNorm (per-rank statistics, as DDP; see the program)
+#   openmpi/equivalence-cnn  the same with a CNN with BatchNorm (per-rank statistics, as DDP; see the program);
+#                         after a synchronisation the running statistics are rank 0's on both ranks, bit for bit
 #   openmpi/rank-killed   rank 1 SIGKILLs itself after batch 3: the job ends, naming rank 1, within 60 s
 #   */rank-stalls         rank 1 hangs after batch 3: rank 0's all-reduce times out (KERNELS_MPI_TIMEOUT_S=5)
 #                         with an error naming rank 1 and MPI_Abort ends the job within 45 s
@@ -71,6 +74,8 @@ check none/missing-library zero 60 'OK missing-library' -- "${prog[@]}" missing-
 check none/not-mpi zero 60 'OK not-mpi' -- "${prog[@]}" not-mpi
 check openmpi/collectives zero 120 'OK collectives \(rank 0 of 2\)' 'OK collectives \(rank 1 of 2\)' 'rank 0: libmpi\.so\.40: Open MPI' -- \
   "${mpirun[@]}" "${prog[@]}" collectives
+check openmpi/allreduce-sizes-3 zero 120 'exact' 'OK allreduce-sizes \(rank 0 of 3\)' 'OK allreduce-sizes \(rank 2 of 3\)' -- \
+  "${mpirun[@]/#2/3}" "${prog[@]}" allreduce-sizes
 check openmpi/equivalence-mlp zero 120 'OK equivalence-mlp \(rank 0 of 2\)' 'OK equivalence-mlp \(rank 1 of 2\)' -- "${mpirun[@]}" "${prog[@]}" equivalence-mlp
 check openmpi/equivalence-cnn zero 120 'OK equivalence-cnn \(rank 0 of 2\)' 'OK equivalence-cnn \(rank 1 of 2\)' -- "${mpirun[@]}" "${prog[@]}" equivalence-cnn
 check openmpi/rank-killed nonzero 60 'rank 1 .*(signal 9|Killed)' -- "${mpirun[@]}" "${prog[@]}" rank-killed

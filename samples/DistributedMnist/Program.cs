@@ -68,6 +68,11 @@ var result = model.Evaluate(test!);
 log.WriteLine($"Seconds per epoch: {string.Join(", ", seconds.Select(s => s.ToString("F1", System.Globalization.CultureInfo.InvariantCulture)))}; " +
               $"buckets started during backward: {ddp.BucketsStartedDuringBackward}");
 string F(IEnumerable<double> v) => string.Join(", ", v.Select(x => x.ToString("F1", System.Globalization.CultureInfo.InvariantCulture)));
+// Where each rank's data-parallel time went (all epochs), one line per rank.
+var tm = ddp.Timings;
+if (world.Size > 1)
+    Console.WriteLine($"rank {world.Rank}: {tm.Steps} steps; seconds copying gradients to staging {tm.CopyToStaging:F2}, " +
+                      $"starting/testing all-reduces {tm.Start:F2}, waiting for them {tm.Wait:F2}, averaging and copying back {tm.CopyBack:F2}");
 log.WriteLine($"CPU seconds per epoch: busiest rank {F(cpuMax)}; all ranks together {F(cpuSum)}");
 log.WriteLine($"Test accuracy {result["accuracy"] * 100:F2}%  loss {result["loss"]:F4}");
 return 0;

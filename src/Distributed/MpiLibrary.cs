@@ -216,6 +216,7 @@ internal sealed unsafe class MpiLibrary
         Check(Initialized(&already), "MPI_Initialized");
         if (already == 0)
         {
+            if (Abi == MpiAbi.OpenMpi) ChooseNonBlockingAllReduce();
             int provided;
             Check(Init_thread(null, null, ThreadFunneled, &provided), "MPI_Init_thread");
             if (provided < ThreadFunneled)
@@ -223,6 +224,25 @@ internal sealed unsafe class MpiLibrary
         }
         if (cudaQuery != 0) CudaAwareAfterInit = ((delegate* unmanaged<int>)cudaQuery)() != 0;
     }
+
+    /// <summary>
+    /// Open MPI's non-blocking all-reduce (coll/libnbc) picks, by default, an algorithm that ran at half the
+    /// speed of its own blocking MPI_Allreduce here (2 ranks, shared memory, 1 M floats: 740 us against 342 us);
+    /// forced to the ring (reduce-scatter then all-gather, what NCCL and Gloo use for large buffers) it runs
+    /// as fast as the blocking one (352 us; 262 K floats 93 against 92 us). Every collective here is
+    /// non-blocking (the timeout needs it), so the ring is the default unless the user chose an algorithm
+    /// (the OMPI_MCA_ variable, read by MPI_Init: mpirun -x or --mca pass it to every rank alike). Set in the
+    /// native environment: .NET's Environment.SetEnvironmentVariable does not reach getenv on Unix.
+    /// </summary>
+    private static void ChooseNonBlockingAllReduce()
+    {
+        const string name = "OMPI_MCA_coll_libnbc_iallreduce_algorithm";
+        if (OperatingSystem.IsWindows() || Environment.GetEnvironmentVariable(name) is not null) return;
+        SetNativeEnvironment(name, "1", overwrite: 0);   // 1: ring
+    }
+
+    [DllImport("libc", EntryPoint = "setenv")]
+    private static extern int SetNativeEnvironment([MarshalAs(UnmanagedType.LPUTF8Str)] string name, [MarshalAs(UnmanagedType.LPUTF8Str)] string value, int overwrite);
 
     public void Check(int code, string function)
     {

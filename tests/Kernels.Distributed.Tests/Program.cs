@@ -18,6 +18,7 @@ static class Program
             switch (name)
             {
                 case "collectives": Collectives(); break;
+                case "allreduce-sizes": AllReduceSizes(); break;
                 case "equivalence-mlp": Equivalence(cnn: false, breakSync: args.Contains("--no-sync")); break;
                 case "equivalence-cnn": Equivalence(cnn: true, breakSync: args.Contains("--no-sync")); break;
                 case "single-process": SingleProcess(); break;
@@ -115,6 +116,33 @@ static class Program
     const int PerRankBatch = 16, Steps = 8, Seed = 7;
     const float Lr = 0.05f;
 
+    /// <summary>
+    /// All-reduce sums on any number of ranks, for counts below, at and above the rank count (Open MPI's ring,
+    /// the default this library sets, splits the buffer into one chunk per rank; a count smaller than the rank
+    /// count must still come out right). Values are small integers and halves: every sum is exact in float.
+    /// </summary>
+    static void AllReduceSizes()
+    {
+        var w = Mpi.Init();
+        Check(w.IsMpi, "expected an MPI job");
+        foreach (int count in new[] { 1, 2, 3, 4, 5, 7, 64, 1000, 100_003 })
+        {
+            var data = new float[count];
+            for (int i = 0; i < count; i++) data[i] = (w.Rank + 1) + 0.5f * (i % 7);
+            w.AllReduce(data, ReduceOperation.Sum, $"all-reduce of {count} floats");
+            float ranks = w.Size * (w.Size + 1) / 2f;
+            int wrong = Enumerable.Range(0, count).Count(i => data[i] != ranks + w.Size * 0.5f * (i % 7));
+            Check(wrong == 0, $"{w.Size} ranks, {count} floats: {wrong} sums wrong (first {data[0]}, expected {ranks})");
+            var async = new float[count];
+            for (int i = 0; i < count; i++) async[i] = w.Rank == 1 ? i % 5 : -(i % 3);
+            var request = w.AllReduceAsync(async, ReduceOperation.Max, $"max of {count} floats");
+            request.Wait();
+            int wrongMax = Enumerable.Range(0, count).Count(i => async[i] != (w.Size > 1 ? i % 5 : -(i % 3)));
+            Check(wrongMax == 0, $"{w.Size} ranks, {count} floats: {wrongMax} maxima wrong");
+        }
+        if (w.Rank == 0) Console.WriteLine($"  all-reduce sum and max on {w.Size} ranks, 1 to 100,003 floats: exact");
+    }
+
     static Sequential Network(bool cnn) => cnn
         ? new Sequential(
             new Reshape(1, 8, 8),
@@ -203,7 +231,46 @@ static class Program
                               (cnn ? $"; vs plain batch {2 * PerRankBatch} (one BatchNorm over both halves): {plain:g3}" : ""));
             Check(error <= Tolerance, $"2-rank weights differ from the 1-process reference by {error:g3} > {Tolerance:g3}");
         }
+        if (cnn && !breakSync) BuffersFromRankZero(w);
         w.Barrier();
+    }
+
+    /// <summary>
+    /// BatchNorm's running statistics after a synchronisation are rank 0's, bit for bit, on every rank (they
+    /// ride in gradient bucket 0: rank 0 adds its values, the others zeros). Each rank first runs a forward
+    /// pass on its own data, so the statistics differ per rank before the synchronisation (checked: the
+    /// control); with BroadcastBuffers off they stay per rank.
+    /// </summary>
+    static void BuffersFromRankZero(Mpi w)
+    {
+        foreach (bool broadcast in new[] { true, false })
+        {
+            var network = Network(true);
+            using var ddp = new DistributedDataParallel(network, w, bucketBytes: 512, firstBucketBytes: 128) { BroadcastBuffers = broadcast };
+            var buffers = network.NamedBuffers().Select(b => b.Tensor).Where(t => t.Dtype == Dtype.Float32).ToArray();
+            Check(buffers.Length > 0, "the CNN has BatchNorm buffers to synchronise");
+            var data = Data(true, 8 * (w.Rank + 1));   // per-rank data: different batch statistics
+            var x = new float[8 * 64];
+            var y = new long[8];
+            for (int i = 0; i < 8; i++) data.Get(8 * w.Rank + i, x.AsSpan(i * 64, 64), y.AsSpan(i, 1));
+            using (var scope = new DisposeScope())
+            {
+                Losses.SparseCategoricalCrossEntropy(network.Forward(Tensor.FromArray(x, new long[] { 8, 64 })),
+                                                     Tensor.FromArray(y, new long[] { 8 })).Backward();
+            }
+            var own = buffers.SelectMany(b => b.ToArray()).ToArray();
+            var rootValues = (float[])own.Clone();
+            w.Broadcast(rootValues, 0, "rank 0's buffers before the synchronisation");
+            Check(w.Rank == 0 || !own.SequenceEqual(rootValues), "control: rank 1's own running statistics already equal rank 0's, the check would prove nothing");
+            ddp.SynchronizeGradients();
+            var after = buffers.SelectMany(b => b.ToArray()).ToArray();
+            if (broadcast)
+                Check(after.SequenceEqual(rootValues), $"rank {w.Rank}: after the synchronisation the running statistics are not rank 0's " +
+                      $"(first values {string.Join(", ", after.Take(4))} against rank 0's {string.Join(", ", rootValues.Take(4))})");
+            else
+                Check(after.SequenceEqual(own), $"rank {w.Rank}: with BroadcastBuffers off the synchronisation changed this rank's running statistics");
+        }
+        if (w.Rank == 0) Console.WriteLine("  BatchNorm running statistics after a synchronisation: rank 0's on both ranks (bit for bit); per rank with BroadcastBuffers off");
     }
 
     // float32: the two runs sum the same products in a different order (per-rank sums then the average,
