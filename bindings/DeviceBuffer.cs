@@ -89,6 +89,24 @@ public sealed unsafe class DeviceBuffer : IDisposable
             Ensure.Success(NativeMethods.kn_buffer_read(lease.Handle, byteOffset, data, bytes.Length));
     }
 
+    /// <summary>
+    /// The address of byte <paramref name="byteOffset"/> of this buffer's memory, for a library that reads and
+    /// writes device memory itself (a CUDA-aware MPI): a host pointer on the CPU, a CUDA device pointer on
+    /// CUDA, zero for an empty buffer. Valid while the buffer lives (hold a reference to it for as long as the
+    /// other library uses the address). Kernels are asynchronous on a GPU: <see cref="Device.Synchronize"/>
+    /// before the other library touches the memory.
+    /// </summary>
+    /// <exception cref="ObjectDisposedException">The buffer was disposed.</exception>
+    /// <exception cref="BackendNotSupportedException">The buffer is on an OpenCL device (a cl_mem is a handle, not an address).</exception>
+    /// <exception cref="ShapeMismatchException">The offset is past the end of the buffer.</exception>
+    public nint Address(long byteOffset = 0)
+    {
+        using BufferLease lease = BufferLease.Required(this, "this");
+        void* address;
+        Ensure.Success(NativeMethods.kn_buffer_address(lease.Handle, byteOffset, &address));
+        return (nint)address;
+    }
+
     /// <summary>The whole buffer as float32 values, copied to the host.</summary>
     /// <exception cref="ObjectDisposedException">The buffer was disposed.</exception>
     public float[] ToArray()

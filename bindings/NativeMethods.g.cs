@@ -362,6 +362,17 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(Library)]
     internal static partial Status kn_buffer_fill_f32(nint dst, long offset, long count, float value);
 
+    // kn_status kn_buffer_address(kn_buffer* buffer, int64_t offset, void** address);
+    /// <summary>
+    /// The address of byte offset in the buffer's memory, for a library that reads and writes device
+    /// memory itself (a CUDA-aware MPI): a host pointer on the CPU, a CUDA device pointer on CUDA, NULL for
+    /// an empty buffer. KN_ERROR_NOT_SUPPORTED on OpenCL (a cl_mem is a handle, not an address). Valid
+    /// until the buffer is freed; kernels are asynchronous on a GPU, so kn_device_synchronize before
+    /// another library touches the memory. offset may equal the buffer's size.
+    /// </summary>
+    [LibraryImport(Library)]
+    internal static partial Status kn_buffer_address(nint buffer, long offset, void** address);
+
     // kn_status kn_gemm_f32(kn_transpose trans_a, kn_transpose trans_b, int64_t m, int64_t n, int64_t k, float alpha, const kn_buffer* a, int64_t lda, int64_t stride_a, const kn_buffer* b, int64_t ldb, int64_t stride_b, float beta, kn_buffer* c, int64_t ldc, int64_t stride_c, int64_t batch_count);
     /// <summary>
     /// For each of batch_count matrices (batch i starts at i * stride elements of each buffer):

@@ -585,4 +585,5 @@ internal static unsafe class SafeNativeMethods
     //   kn_buffer_device: 'device' (kn_device **) is neither a buffer, a (dims or strides, rank) pair nor a value
     //   kn_buffer_write: 'src' (const void *) is neither a buffer, a (dims or strides, rank) pair nor a value
     //   kn_buffer_read: 'dst' (void *) is neither a buffer, a (dims or strides, rank) pair nor a value
+    //   kn_buffer_address: 'address' (void **) is neither a buffer, a (dims or strides, rank) pair nor a value
 }

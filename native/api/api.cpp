@@ -464,6 +464,20 @@ void check_range(const Buffer& b, int64_t offset, int64_t bytes, const char* fn,
 
 extern "C" {
 
+KN_API kn_status kn_buffer_address(kn_buffer* buffer, int64_t offset, void** address) {
+    return guarded([&] {
+        const char* fn = "kn_buffer_address";
+        check_out(address, fn, "address");
+        const Buffer& b = checked_buffer(buffer, fn, "buffer");
+        check_range(b, offset, 0, fn, "buffer");
+        if (b.device->kind == KN_DEVICE_OPENCL)
+            fail(KN_ERROR_NOT_SUPPORTED, fn, ": the buffer is on ", b.device->name,
+                 " (OpenCL), whose memory is a cl_mem handle, not an address another library can use");
+        // CPU: a host pointer; CUDA: a device pointer (the allocator's block, of which the buffer is the start).
+        *address = b.memory ? static_cast<char*>(b.memory) + offset : nullptr;
+    });
+}
+
 KN_API kn_status kn_buffer_write(kn_buffer* dst, int64_t dst_offset, const void* src, int64_t bytes) {
     return guarded([&] {
         const char* fn = "kn_buffer_write";

@@ -211,6 +211,12 @@ KN_API kn_status kn_buffer_copy(kn_buffer* dst, int64_t dst_offset, const kn_buf
                                 int64_t src_offset, int64_t bytes);
 /* Sets count float32 elements, starting at element offset, to value. */
 KN_API kn_status kn_buffer_fill_f32(kn_buffer* dst, int64_t offset, int64_t count, float value);
+/* The address of byte offset in the buffer's memory, for a library that reads and writes device
+ * memory itself (a CUDA-aware MPI): a host pointer on the CPU, a CUDA device pointer on CUDA, NULL for
+ * an empty buffer. KN_ERROR_NOT_SUPPORTED on OpenCL (a cl_mem is a handle, not an address). Valid
+ * until the buffer is freed; kernels are asynchronous on a GPU, so kn_device_synchronize before
+ * another library touches the memory. offset may equal the buffer's size. */
+KN_API kn_status kn_buffer_address(kn_buffer* buffer, int64_t offset, void** address);
 
 /* ---- GEMM ------------------------------------------------------------------------------- */
 

@@ -1859,6 +1859,28 @@ void test_memory(Context& cx) {
         expect_ok(kn_buffer_read(buf, 0, back.data(), n * 4), "kn_buffer_read");
         problems.add(first_changed(back, expect, 0, n, "after fill:"));
 
+        // The address handed to libraries that take device memory (CUDA-aware MPI): the buffer's own
+        // bytes on the CPU (read through it), an address offset by the byte offset on CUDA, refused on OpenCL.
+        void* base = nullptr;
+        void* at = nullptr;
+        kn_status address_status = kn_buffer_address(buf, 0, &base);
+        if (cx.kind == KN_DEVICE_OPENCL) {
+            if (address_status != KN_ERROR_NOT_SUPPORTED) problems.add("kn_buffer_address on OpenCL did not say KN_ERROR_NOT_SUPPORTED");
+        } else {
+            expect_ok(address_status, "kn_buffer_address");
+            expect_ok(kn_buffer_address(buf, 400 * 4, &at), "kn_buffer_address (offset)");
+            if (!base || static_cast<char*>(at) - static_cast<char*>(base) != 400 * 4)
+                problems.add("kn_buffer_address: offset 1600 is not the base address + 1600 bytes");
+            if (cx.kind == KN_DEVICE_CPU) {
+                expect_ok(kn_device_synchronize(cx.device), "kn_device_synchronize");
+                std::vector<float> seen(static_cast<const float*>(base), static_cast<const float*>(base) + n);
+                problems.add(first_changed(seen, expect, 0, n, "read through kn_buffer_address:"));
+            }
+        }
+        void* past = nullptr;
+        if (cx.kind != KN_DEVICE_OPENCL && kn_buffer_address(buf, n * 4 + 4, &past) != KN_ERROR_SHAPE_MISMATCH)
+            problems.add("kn_buffer_address 4 bytes past the end was not refused with KN_ERROR_SHAPE_MISMATCH");
+
         // Copy within the buffer (non-overlapping ranges) and into a second buffer of this device.
         expect_ok(kn_buffer_copy(buf, 800 * 4, buf, 10 * 4, 150 * 4), "kn_buffer_copy (same buffer)");
         std::copy(expect.begin() + 10, expect.begin() + 160, expect.begin() + 800);

@@ -24,8 +24,12 @@ namespace Kernels.Distributed;
 /// had cost a collective per step: 80-160 us each on the 2-rank MNIST CNN).
 /// BatchNorm normalises each rank's batch with that rank's own batch statistics (not synchronised).</item>
 /// </list>
-/// GPU tensors are staged through host memory (the library's device buffers are not handed to MPI,
-/// even when <see cref="Mpi.CudaAware"/> says the library could take them). Use it with
+/// Where the all-reduce runs (<see cref="InPlaceOnDevice"/>): when MPI can address the parameters' device
+/// memory (the CPU always; CUDA when the library is <see cref="Mpi.CudaAware"/>), each bucket is a buffer on
+/// that device, the gradients are copied into it by the device, MPI all-reduces it there and the device
+/// scales it and copies the averages back: no host staging. Otherwise (OpenCL, CUDA with an MPI that is
+/// not CUDA-aware, parameters on several devices) the bucket is a pinned host array the gradients are read
+/// into and written back from. Use it with
 /// <c>model.DataParallel = new DistributedDataParallel(model.Network)</c>, or with a <see cref="Trainer"/>:
 /// <c>trainer.BeforeUpdate = _ =&gt; ddp.SynchronizeGradients()</c>. One Backward per optimizer step.
 /// </summary>
@@ -34,6 +38,7 @@ public sealed class DistributedDataParallel : IDataParallel, IDisposable
     private readonly Mpi world;
     private readonly Tensor[] parameters;
     private readonly Tensor[] buffers;
+    private readonly Device? device;   // the device of every parameter when the all-reduce runs in its memory
     private readonly Bucket[] buckets;
     private readonly Dictionary<Tensor, (int Bucket, int Slot)> where = new(ReferenceEqualityComparer.Instance);
     private readonly List<IDisposable> hooks = new();
@@ -47,7 +52,11 @@ public sealed class DistributedDataParallel : IDataParallel, IDisposable
     /// <param name="bucketBytes">Target size of a gradient bucket (PyTorch's bucket_cap_mb, 25 MB).</param>
     /// <param name="firstBucketBytes">Target size of the first bucket (the last layers' gradients), smaller so
     /// that its all-reduce starts early in backward (PyTorch's 1 MB first bucket).</param>
-    public DistributedDataParallel(Module network, Mpi? world = null, long bucketBytes = 25L << 20, long firstBucketBytes = 1L << 20)
+    /// <param name="inPlaceOnDevice">Whether to all-reduce in device memory (<see cref="InPlaceOnDevice"/>): null chooses
+    /// (yes where MPI can address the memory), false stages through host memory, true demands it (NotSupportedException
+    /// naming the device and the reason where it cannot).</param>
+    public DistributedDataParallel(Module network, Mpi? world = null, long bucketBytes = 25L << 20, long firstBucketBytes = 1L << 20,
+                                   bool? inPlaceOnDevice = null)
     {
         ArgumentNullException.ThrowIfNull(network);
         if (bucketBytes <= 0) throw new ArgumentOutOfRangeException(nameof(bucketBytes), $"bucket size {bucketBytes} bytes must be positive");
@@ -58,6 +67,11 @@ public sealed class DistributedDataParallel : IDataParallel, IDisposable
         parameters = network.Parameters().Where(p => p.RequiresGrad).ToArray();
         var parameterSet = new HashSet<Tensor>(parameters, ReferenceEqualityComparer.Instance);
         buffers = network.NamedState().Select(s => s.Tensor).Where(t => !parameterSet.Contains(t) && t.Dtype == Dtype.Float32).ToArray();
+        var devices = parameters.Concat(buffers).Select(t => t.Device).Distinct().ToArray();
+        string why = devices.Length == 1 ? "" : $"the parameters are on {devices.Length} devices ({string.Join(", ", devices.Select(d => d.Name))})";
+        bool possible = devices.Length == 1 && this.world.CanAllReduceInPlace(devices[0], out why);
+        if (inPlaceOnDevice == true && !possible) throw new NotSupportedException($"DistributedDataParallel: cannot all-reduce in device memory: {why}");
+        if (possible && inPlaceOnDevice != false) device = devices[0];
 
         // Buckets in reverse parameter order: the last layer's gradients are ready first.
         var list = new List<Bucket>();
@@ -82,6 +96,8 @@ public sealed class DistributedDataParallel : IDataParallel, IDisposable
         foreach (var b in buckets)
             for (int s = 0; s < b.Parameters.Length; s++) where[b.Parameters[s]] = (b.Index, s);
 
+        if (device is not null && this.world.Size > 1)
+            foreach (var b in buckets) b.OnDevice = DeviceBuffer.Allocate(device, 4 * b.Floats);
         BroadcastFromRoot(parameters.Concat(buffers), "broadcast of the initial parameters and buffers from rank 0");
         if (this.world.Size > 1)
             foreach (var p in parameters) hooks.Add(p.OnGradientAccumulated(GradientReady));
@@ -99,6 +115,9 @@ public sealed class DistributedDataParallel : IDataParallel, IDisposable
     public long BucketBytes { get; }
     /// <summary>How many buckets the gradients travel in.</summary>
     public int BucketCount => buckets.Length;
+    /// <summary>Whether the gradient buckets are all-reduced in the parameters' device memory (no host staging):
+    /// on the CPU, and on CUDA with a <see cref="Mpi.CudaAware"/> MPI library; see the class summary.</summary>
+    public bool InPlaceOnDevice => device is not null;
     /// <summary>Whether buffers (BatchNorm running statistics) are replaced by rank 0's at each synchronisation (default true, as DDP).</summary>
     public bool BroadcastBuffers { get; set; } = true;
     /// <summary>Buckets whose all-reduce was started during backward (not by <see cref="SynchronizeGradients"/>) since construction:
@@ -131,6 +150,7 @@ public sealed class DistributedDataParallel : IDataParallel, IDisposable
 
     private void Start(Bucket bucket)
     {
+        if (bucket.OnDevice is { } flat) { StartOnDevice(bucket, flat); return; }
         long t0 = Stopwatch.GetTimestamp();
         var staging = bucket.Staging;
         long offset = 0;
@@ -156,6 +176,57 @@ public sealed class DistributedDataParallel : IDataParallel, IDisposable
         timings.Start += Stopwatch.GetElapsedTime(t1).TotalSeconds;
     }
 
+    /// <summary>The bucket on the device: the gradients (and rank 0's buffers, or zeros) copied into it by the device,
+    /// then MPI all-reduces that memory (after the device's queued work is done).</summary>
+    private void StartOnDevice(Bucket bucket, DeviceBuffer flat)
+    {
+        long t0 = Stopwatch.GetTimestamp();
+        long offset = 0;
+        foreach (var p in bucket.Parameters)
+        {
+            if (p.Grad is { } g) flat.CopyFrom(g.Buffer, 0, 4 * offset, 4 * p.Count);
+            else flat.Fill(0f, offset, p.Count);   // unused this step: contributes zeros
+            offset += p.Count;
+        }
+        if (BroadcastBuffers)
+            foreach (var b in bucket.Buffers)
+            {
+                if (world.IsRoot) flat.CopyFrom(b.Buffer, 0, 4 * offset, 4 * b.Count);
+                else flat.Fill(0f, offset, b.Count);
+                offset += b.Count;
+            }
+        long t1 = Stopwatch.GetTimestamp();
+        bucket.Request = world.AllReduceAsync(flat, (int)offset, ReduceOperation.Sum,
+                                              $"all-reduce of gradient bucket {bucket.Index} ({offset} floats on {flat.Device.Name}, step {step + 1})");
+        timings.CopyToStaging += Stopwatch.GetElapsedTime(t0, t1).TotalSeconds;
+        timings.Start += Stopwatch.GetElapsedTime(t1).TotalSeconds;
+    }
+
+    /// <summary>The averages from the device bucket: scaled there by 1/ranks (the gradients, not the buffers), copied back by the device.</summary>
+    private void FinishOnDevice(Bucket bucket, DeviceBuffer flat)
+    {
+        long gradients = bucket.Parameters.Sum(p => p.Count);
+        Ops.Unary(UnaryOp.Scale, flat, flat, gradients, alpha: 1f / world.Size);
+        long offset = 0;
+        foreach (var p in bucket.Parameters)
+        {
+            if (p.Grad is null)
+            {
+                var zeros = Tensor.Zeros(p.Shape.ToArray(), p.Device);
+                DisposeScope.Untrack(zeros);
+                p.Grad = zeros;
+            }
+            p.Grad.Buffer.CopyFrom(flat, 4 * offset, 0, 4 * p.Count);
+            offset += p.Count;
+        }
+        if (BroadcastBuffers)
+            foreach (var b in bucket.Buffers)
+            {
+                b.Buffer.CopyFrom(flat, 4 * offset, 0, 4 * b.Count);
+                offset += b.Count;
+            }
+    }
+
     /// <inheritdoc/>
     public void SynchronizeGradients()
     {
@@ -169,6 +240,13 @@ public sealed class DistributedDataParallel : IDataParallel, IDisposable
             bucket.Request!.Wait();
             long t1 = Stopwatch.GetTimestamp();
             timings.Wait += Stopwatch.GetElapsedTime(t0, t1).TotalSeconds;
+            if (bucket.OnDevice is { } flat)
+            {
+                FinishOnDevice(bucket, flat);
+                bucket.Reset();
+                timings.CopyBack += Stopwatch.GetElapsedTime(t1).TotalSeconds;
+                continue;
+            }
             var staging = bucket.Staging;
             long offset = 0;
             foreach (var p in bucket.Parameters)
@@ -253,6 +331,8 @@ public sealed class DistributedDataParallel : IDataParallel, IDisposable
     {
         foreach (var h in hooks) h.Dispose();
         hooks.Clear();
+        foreach (var b in buckets)
+            if (b.Request is null || b.Request.IsComplete) b.OnDevice?.Dispose();   // one in flight stays with its request
     }
 
     /// <summary>Seconds spent in each phase of gradient averaging (see <see cref="Timings"/>).</summary>
@@ -279,10 +359,16 @@ public sealed class DistributedDataParallel : IDataParallel, IDisposable
             Buffers = buffers;
             Ready = new bool[parameters.Length];
             // Pinned: MPI reads and writes it while the collective is in flight.
-            long floats = parameters.Sum(p => p.Count) + buffers.Sum(b => b.Count);
-            if (floats > int.MaxValue) throw new ArgumentException($"gradient bucket {index} holds {floats} floats: more than one MPI call can take");
-            Staging = GC.AllocateArray<float>((int)floats, pinned: true);
+            Floats = parameters.Sum(p => p.Count) + buffers.Sum(b => b.Count);
+            if (Floats > int.MaxValue) throw new ArgumentException($"gradient bucket {index} holds {Floats} floats: more than one MPI call can take");
         }
+
+        public long Floats { get; }
+        /// <summary>The bucket in device memory (the all-reduce in place), or null: staged through <see cref="Staging"/>.</summary>
+        public DeviceBuffer? OnDevice { get; set; }
+        private float[]? staging;
+        /// <summary>The pinned host bucket (made on first use: not needed when the bucket is on the device).</summary>
+        public float[] Staging => staging ??= GC.AllocateArray<float>((int)Floats, pinned: true);
 
         public int Index { get; }
         public Tensor[] Parameters { get; }
@@ -290,7 +376,6 @@ public sealed class DistributedDataParallel : IDataParallel, IDisposable
         public Tensor[] Buffers { get; }
         public bool[] Ready { get; }
         public int ReadyCount { get; set; }
-        public float[] Staging { get; }
         public MpiRequest? Request { get; set; }
 
         public void Reset()

@@ -66,8 +66,9 @@ public sealed unsafe class Mpi : IDisposable
     public bool IsMpi => lib is not null;
     /// <summary>The library opened and its version string (MPI_Get_library_version), or "none".</summary>
     public string Library => lib is null ? "none (single process, no MPI launcher)" : $"{lib.Path}: {lib.Version}";
-    /// <summary>Whether the MPI library says it can read and write CUDA device memory (MPIX_Query_cuda_support).
-    /// Reported only: this version always stages device buffers through host memory.</summary>
+    /// <summary>Whether the MPI library says it can read and write CUDA device memory (MPIX_Query_cuda_support,
+    /// asked after MPI_Init): <see cref="AllReduceAsync(DeviceBuffer, int, ReduceOperation, string?)"/> then takes
+    /// CUDA buffers, and <see cref="DistributedDataParallel"/> all-reduces CUDA gradients without host staging.</summary>
     public bool CudaAware => lib?.CudaAwareAfterInit ?? false;
     /// <summary>How long a collective may take before <see cref="CollectiveTimeoutException"/> (default 60 s;
     /// the KERNELS_MPI_TIMEOUT_S environment variable sets the initial value).</summary>
@@ -191,6 +192,44 @@ public sealed unsafe class Mpi : IDisposable
     public MpiRequest AllReduceAsync(Memory<double> data, ReduceOperation op = ReduceOperation.Sum, string? what = null) =>
         AllReducePinned(data.Pin(), data.Length, lib?.Double ?? 0, op, what);
 
+    /// <summary>
+    /// Starts an in-place all-reduce of the first <paramref name="count"/> floats of a device buffer, handing
+    /// MPI the buffer's own memory (<see cref="DeviceBuffer.Address"/>): a CPU buffer always (host memory), a
+    /// CUDA buffer when the library is <see cref="CudaAware"/>. Waits for the device's queued work first
+    /// (<see cref="Device.Synchronize"/>: MPI reads the memory itself); the request holds the buffer until it
+    /// completes. Write nothing to the buffer before <see cref="MpiRequest.Wait"/>.
+    /// </summary>
+    /// <exception cref="NotSupportedException">An OpenCL buffer, or a CUDA buffer with an MPI library that is not
+    /// CUDA-aware (stage it through host memory: <see cref="AllReduceAsync(Memory{float}, ReduceOperation, string?)"/>).</exception>
+    /// <exception cref="ArgumentOutOfRangeException">count is negative or more than the buffer holds.</exception>
+    public MpiRequest AllReduceAsync(DeviceBuffer buffer, int count, ReduceOperation op = ReduceOperation.Sum, string? what = null)
+    {
+        ArgumentNullException.ThrowIfNull(buffer);
+        if (count < 0 || count > buffer.Length)
+            throw new ArgumentOutOfRangeException(nameof(count), $"all-reduce of {count} floats from a buffer of {buffer.Length} floats on {buffer.Device.Name}");
+        if (!CanAllReduceInPlace(buffer.Device, out var why)) throw new NotSupportedException($"all-reduce of a buffer on {buffer.Device.Name}: {why}");
+        if (lib is null || count == 0) return new MpiRequest(this, 0, default, what ?? $"all-reduce ({op}) of {count} elements");
+        buffer.Device.Synchronize();
+        var request = AllReduceRaw((void*)buffer.Address(), count, lib.Float, op, what);
+        request.Keep(buffer);
+        return request;
+    }
+
+    /// <summary>Whether <see cref="AllReduceAsync(DeviceBuffer, int, ReduceOperation, string?)"/> can hand MPI the memory of
+    /// a buffer on <paramref name="device"/> (CPU: always; CUDA: with a <see cref="CudaAware"/> library; OpenCL: never); if not, why.</summary>
+    public bool CanAllReduceInPlace(Device device, out string why)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        why = device.Kind switch
+        {
+            DeviceKind.Cpu => "",
+            DeviceKind.Cuda when CudaAware || lib is null => "",
+            DeviceKind.Cuda => $"the MPI library ({Library}) is not CUDA-aware (MPIX_Query_cuda_support)",
+            _ => $"{device.Kind} memory is not addressable by MPI (an OpenCL cl_mem is a handle)",
+        };
+        return why.Length == 0;
+    }
+
     /// <summary>Starts the all-reduce on pinned memory; the request keeps the pin until it completes (released
     /// at once when the start fails).</summary>
     private MpiRequest AllReducePinned(System.Buffers.MemoryHandle pin, int count, nint type, ReduceOperation op, string? what)
@@ -273,6 +312,7 @@ public sealed class MpiRequest
     private readonly Mpi world;
     private nint handle;
     private MemoryHandle pin;
+    private DeviceBuffer? deviceMemory;   // a device buffer MPI reads and writes: kept alive until completion
     private readonly Stopwatch started = Stopwatch.StartNew();
 
     internal MpiRequest(Mpi world, nint handle, MemoryHandle pin, string operation)
@@ -292,6 +332,7 @@ public sealed class MpiRequest
     public bool IsComplete { get; private set; }
 
     internal void Keep(MemoryHandle memory) => pin = memory;
+    internal void Keep(DeviceBuffer memory) => deviceMemory = memory;
 
     /// <summary>Lets MPI progress the operation (MPI_Test); true once it is complete.</summary>
     public bool Test()
@@ -320,5 +361,6 @@ public sealed class MpiRequest
         IsComplete = true;
         pin.Dispose();
         pin = default;
+        deviceMemory = null;
     }
 }

@@ -48,6 +48,35 @@ public sealed class BufferTests : DeviceFixture
         Expect.Identical(buffer.ToArray(), expected, "buffer after writing 17 floats at element 23");
     }
 
+    /// <summary>Address: what a CUDA-aware MPI is handed. On the CPU the buffer's own floats are read through it;
+    /// on CUDA it moves by the byte offset; on OpenCL (a cl_mem, no address) it is refused with a typed exception.</summary>
+    [Test]
+    public void Address_IsTheBuffersMemory_OrRefusedOnOpenCL()
+    {
+        float[] data = TestData.Uniform(257, -1, 1, "address");
+        using var buffer = DeviceBuffer.FromArray(Device, data);
+        if (Device.Kind == DeviceKind.OpenCL)
+        {
+            var e = Assert.Throws<BackendNotSupportedException>(() => buffer.Address());
+            Assert.That(e!.Message, Does.Contain("kn_buffer_address").And.Contain("OpenCL"));
+            return;
+        }
+        nint start = buffer.Address(), later = buffer.Address(100 * sizeof(float));
+        Assert.That(start, Is.Not.EqualTo(nint.Zero), "address of a 257-float buffer");
+        Assert.That(later - start, Is.EqualTo((nint)(100 * sizeof(float))), "byte offset 400 moves the address by 400");
+        Assert.That(buffer.Address(buffer.Bytes) - start, Is.EqualTo((nint)buffer.Bytes), "the end of the buffer is a valid offset");
+        Assert.Throws<ShapeMismatchException>(() => buffer.Address(buffer.Bytes + 4), "4 bytes past the end");
+        if (Device.Kind == DeviceKind.Cpu)
+        {
+            Device.Synchronize();
+            var seen = new float[data.Length];
+            System.Runtime.InteropServices.Marshal.Copy(start, seen, 0, seen.Length);
+            Expect.Identical(seen, data, "the floats read through Address");
+        }
+        buffer.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => buffer.Address(), "a disposed buffer has no address");
+    }
+
     [Test]
     public void Read_AtByteOffset_ReturnsThatRange()
     {

@@ -61,6 +61,7 @@ sealed class TypeMapper
             {
                 0 => "void",
                 1 => "void*",
+                2 => "void**",   // an address returned through an out-pointer (kn_buffer_address)
                 _ => throw Unknown(cType, where),
             };
         }
@@ -91,5 +92,5 @@ sealed class TypeMapper
 
     static GeneratorException Unknown(string cType, string where) =>
         new($"{where}: the C type '{cType}' has no mapping in tools/BindingsGen/TypeMapper.cs " +
-            "(the C API allows fixed-width integers, float, enums, opaque handles and char/void pointers)");
+            "(the C API allows fixed-width integers, float, enums, opaque handles, char/void pointers and void** out-addresses)");
 }
