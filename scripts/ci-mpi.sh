@@ -15,9 +15,9 @@
 #   */equivalence-mlp     2 ranks x batch 16, 8 SGD-momentum steps == 1 process x batch 32 (within 1e-5)
 #   openmpi/equivalence-cnn  the same with a CNN with BatchNorm (per-rank statistics, as DDP; see the program);
 #                         after a synchronisation the running statistics are rank 0's on both ranks, bit for bit;
-#                         the buckets all-reduced in the CPU device's memory (the default on the CPU)
-#   openmpi/equivalence-cnn-staged  the same through the pinned host staging arrays (OpenCL's path, and CUDA's
-#                         without a CUDA-aware MPI)
+#                         the buckets through pinned host arrays (the CPU's default, OpenCL's, CUDA's without CUDA-aware MPI)
+#   openmpi/equivalence-cnn-in-place  the same all-reduced in the device's own memory (what a CUDA-aware MPI gets on
+#                         a GPU; here the CPU device, whose memory MPI can address)
 #   openmpi/rank-killed   rank 1 SIGKILLs itself after batch 3: the job ends, naming rank 1, within 60 s
 #   */rank-stalls         rank 1 hangs after batch 3: rank 0's all-reduce times out (KERNELS_MPI_TIMEOUT_S=5)
 #                         with an error naming rank 1 and MPI_Abort ends the job within 45 s
@@ -81,8 +81,8 @@ check openmpi/allreduce-sizes-3 zero 120 'exact' 'OK allreduce-sizes \(rank 0 of
   "${mpirun[@]/#2/3}" "${prog[@]}" allreduce-sizes
 check openmpi/equivalence-mlp zero 120 'OK equivalence-mlp \(rank 0 of 2\)' 'OK equivalence-mlp \(rank 1 of 2\)' -- "${mpirun[@]}" "${prog[@]}" equivalence-mlp
 check openmpi/equivalence-cnn zero 120 'OK equivalence-cnn \(rank 0 of 2\)' 'OK equivalence-cnn \(rank 1 of 2\)' -- "${mpirun[@]}" "${prog[@]}" equivalence-cnn
-check openmpi/equivalence-cnn-staged zero 120 'staged through host arrays' 'OK equivalence-cnn \(rank 0 of 2\)' 'OK equivalence-cnn \(rank 1 of 2\)' -- \
-  "${mpirun[@]}" "${prog[@]}" equivalence-cnn --staged
+check openmpi/equivalence-cnn-in-place zero 120 'all-reduced in device memory' 'OK equivalence-cnn \(rank 0 of 2\)' 'OK equivalence-cnn \(rank 1 of 2\)' -- \
+  "${mpirun[@]}" "${prog[@]}" equivalence-cnn --in-place
 check openmpi/rank-killed nonzero 60 'rank 1 .*(signal 9|Killed)' -- "${mpirun[@]}" "${prog[@]}" rank-killed
 check openmpi/rank-stalls nonzero 45 'rank 0: all-reduce of gradient bucket 0 .* did not complete within 5 s: rank 1 did not arrive' -- \
   env KERNELS_MPI_TIMEOUT_S=5 "${mpirun[@]}" "${prog[@]}" rank-stalls

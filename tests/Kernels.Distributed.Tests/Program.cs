@@ -19,8 +19,8 @@ static class Program
             {
                 case "collectives": Collectives(); break;
                 case "allreduce-sizes": AllReduceSizes(); break;
-                case "equivalence-mlp": Equivalence(cnn: false, breakSync: args.Contains("--no-sync"), staged: args.Contains("--staged")); break;
-                case "equivalence-cnn": Equivalence(cnn: true, breakSync: args.Contains("--no-sync"), staged: args.Contains("--staged")); break;
+                case "equivalence-mlp": Equivalence(cnn: false, breakSync: args.Contains("--no-sync"), inPlace: args.Contains("--in-place")); break;
+                case "equivalence-cnn": Equivalence(cnn: true, breakSync: args.Contains("--no-sync"), inPlace: args.Contains("--in-place")); break;
                 case "single-process": SingleProcess(); break;
                 case "missing-library": MissingLibrary(); break;
                 case "not-mpi": NotMpi(); break;
@@ -186,7 +186,7 @@ static class Program
     /// as the mean of the gradients of the two per-rank halves of the 2B batch; the plain 2B run is
     /// reported beside it to show the difference the per-rank statistics make.
     /// </summary>
-    static void Equivalence(bool cnn, bool breakSync, bool staged)
+    static void Equivalence(bool cnn, bool breakSync, bool inPlace)
     {
         var w = Mpi.Init();
         Check(w.Size == 2, $"expected 2 ranks, got {w.Size}");
@@ -195,9 +195,10 @@ static class Program
         var network = Network(cnn);
         var initial = Weights(network);
         // Small buckets, so that the gradients travel in several all-reduces started during backward.
-        // On the CPU the buckets are all-reduced in device memory unless --staged asks for the pinned host path.
-        using var ddp = new DistributedDataParallel(network, w, bucketBytes: 512, firstBucketBytes: 128, inPlaceOnDevice: staged ? false : null);
-        Check(ddp.InPlaceOnDevice == !staged, $"InPlaceOnDevice is {ddp.InPlaceOnDevice} on {network.Parameters().First().Device.Name} with staged={staged}");
+        // On the CPU the buckets go through pinned host arrays by default; --in-place all-reduces the device's memory
+        // (the path a CUDA-aware MPI takes on a GPU).
+        using var ddp = new DistributedDataParallel(network, w, bucketBytes: 512, firstBucketBytes: 128, inPlaceOnDevice: inPlace ? true : null);
+        Check(ddp.InPlaceOnDevice == inPlace, $"InPlaceOnDevice is {ddp.InPlaceOnDevice} on {network.Parameters().First().Device.Name} with --in-place {inPlace}");
         var model = new Model(network);
         model.Compile(new Sgd(network.Parameters(), Lr, momentum: 0.9f), Losses.SparseCategoricalCrossEntropy);
         // --no-sync: the negative control (gradients not averaged); the comparison must then fail.
@@ -228,12 +229,12 @@ static class Program
             double reference = cnn ? ReferenceHalves(data) : ReferenceFit(data);
             double error = MaxDifference(trained, referenceWeights!);
             double plain = cnn ? MaxDifference(trained, PlainDoubleBatch(data)) : error;
-            Console.WriteLine($"  {(cnn ? "CNN+BatchNorm" : "MLP")}: {Steps} steps in {ddp.BucketCount} buckets ({(staged ? "staged through host arrays" : "all-reduced in device memory")}), 2 ranks x batch {PerRankBatch} vs 1 process: " +
+            Console.WriteLine($"  {(cnn ? "CNN+BatchNorm" : "MLP")}: {Steps} steps in {ddp.BucketCount} buckets ({(inPlace ? "all-reduced in device memory" : "staged through host arrays")}), 2 ranks x batch {PerRankBatch} vs 1 process: " +
                               $"max |w_2ranks - w_1process| = {error:g3} (weights moved up to {moved:g3}; loss {history["loss"][0]:F4} vs {reference:F4})" +
                               (cnn ? $"; vs plain batch {2 * PerRankBatch} (one BatchNorm over both halves): {plain:g3}" : ""));
             Check(error <= Tolerance, $"2-rank weights differ from the 1-process reference by {error:g3} > {Tolerance:g3}");
         }
-        if (cnn && !breakSync) BuffersFromRankZero(w, staged);
+        if (cnn && !breakSync) BuffersFromRankZero(w, inPlace);
         w.Barrier();
     }
 
@@ -243,12 +244,12 @@ static class Program
     /// pass on its own data, so the statistics differ per rank before the synchronisation (checked: the
     /// control); with BroadcastBuffers off they stay per rank.
     /// </summary>
-    static void BuffersFromRankZero(Mpi w, bool staged)
+    static void BuffersFromRankZero(Mpi w, bool inPlace)
     {
         foreach (bool broadcast in new[] { true, false })
         {
             var network = Network(true);
-            using var ddp = new DistributedDataParallel(network, w, bucketBytes: 512, firstBucketBytes: 128, inPlaceOnDevice: staged ? false : null) { BroadcastBuffers = broadcast };
+            using var ddp = new DistributedDataParallel(network, w, bucketBytes: 512, firstBucketBytes: 128, inPlaceOnDevice: inPlace) { BroadcastBuffers = broadcast };
             var buffers = network.NamedBuffers().Select(b => b.Tensor).Where(t => t.Dtype == Dtype.Float32).ToArray();
             Check(buffers.Length > 0, "the CNN has BatchNorm buffers to synchronise");
             var data = Data(true, 8 * (w.Rank + 1));   // per-rank data: different batch statistics
@@ -371,6 +372,9 @@ static class Program
 
         // Which memory MPI may be handed: the CPU's always; OpenCL's never (a cl_mem is a handle), refused by name.
         Check(w.CanAllReduceInPlace(Device.Cpu, out _), "a CPU buffer can be all-reduced in place");
+        using (var cpuDefault = new DistributedDataParallel(Network(false), w))
+        using (var cpuInPlace = new DistributedDataParallel(Network(false), w, inPlaceOnDevice: true))
+            Check(!cpuDefault.InPlaceOnDevice && cpuInPlace.InPlaceOnDevice, $"on the CPU: staged by default (got in place {cpuDefault.InPlaceOnDevice}), in place when asked (got {cpuInPlace.InPlaceOnDevice})");
         using (var cpuBuffer = DeviceBuffer.FromArray(Device.Cpu, new float[] { 4, 5 }))
             w.AllReduceAsync(cpuBuffer, 2).Wait();
         if (Device.All.FirstOrDefault(d => d.Kind == DeviceKind.OpenCL) is { } opencl)
