@@ -28,9 +28,10 @@ public enum ReduceOperation
 /// nothing is loaded: <see cref="Init"/> gives a world of one process in which every collective is
 /// the identity, so the same program runs with and without mpirun.</para>
 /// <para>Every collective, blocking or not, is a non-blocking MPI call polled with MPI_Test until it
-/// completes or <see cref="Timeout"/> passes; then a <see cref="CollectiveTimeoutException"/> names
-/// the operation and the ranks that did not arrive, and, if nothing catches it, the job is ended with
-/// MPI_Abort so that no rank hangs. MPI is initialised with MPI_THREAD_FUNNELED: call it from the
+/// completes or <see cref="Timeout"/> passes; then the rank asks every other rank, point to point,
+/// whether it is waiting in a collective (ranks answer these liveness queries while they wait; the asker
+/// gives them 2 s), and a <see cref="CollectiveTimeoutException"/> names the operation and the ranks
+/// that did not answer; if nothing catches it, the job is ended with MPI_Abort so that no rank hangs. MPI is initialised with MPI_THREAD_FUNNELED: call it from the
 /// thread that called <see cref="Init"/>.</para>
 /// </summary>
 public sealed unsafe class Mpi : IDisposable
@@ -278,6 +279,7 @@ public sealed unsafe class Mpi : IDisposable
         lock (s_gate)
         {
             if (finalized || lib is null) { finalized = true; return; }
+            try { CancelLivenessReceives(); } catch (MpiException) { }   // best effort: finalizing anyway
             finalized = true;
             int done;
             lib.Finalized(&done);
@@ -298,11 +300,131 @@ public sealed unsafe class Mpi : IDisposable
 
     internal CollectiveTimeoutException TimedOut(string what, TimeSpan waited)
     {
-        // A pending collective does not say who is missing. With two ranks it can only be the other one;
-        // with more, any of the others (the ranks that did arrive are waiting too, and time out likewise).
+        // A pending collective does not say who is missing: ask. Every rank waiting in a collective answers
+        // (MpiRequest.Wait calls AnswerQueries); a rank that died, hangs or is still computing does not.
         var others = Enumerable.Range(0, Size).Where(r => r != Rank).ToArray();
-        string text = others.Length == 1 ? $"rank {others[0]}" : $"one or more of ranks {string.Join(", ", others)}";
-        return new CollectiveTimeoutException(what, Rank, others, waited, text);
+        int[]? missing = FindMissing(LivenessGrace);
+        string Ranks(IReadOnlyList<int> r) => (r.Count == 1 ? "rank " : "ranks ") + string.Join(", ", r);
+        string detail;
+        if (missing is null)   // the query itself failed: say what can be said
+        {
+            missing = others;
+            detail = (others.Length == 1 ? $"rank {others[0]}" : $"one or more of ranks {string.Join(", ", others)}") +
+                     " did not arrive (died, hangs, or took another path through the program)";
+        }
+        else if (missing.Length == 0)
+            detail = $"every other rank answered from inside a collective, but not this one: the ranks took different paths through the program";
+        else
+        {
+            var waiting = others.Except(missing).ToArray();
+            detail = $"{Ranks(missing)} did not arrive (no answer to a liveness query within {LivenessGrace.TotalSeconds:0.#} s: " +
+                     $"died, hangs, or still computing)" + (waiting.Length > 0 ? $"; {Ranks(waiting)} answered from inside a collective" : "");
+        }
+        return new CollectiveTimeoutException(what, Rank, missing, waited, detail);
+    }
+
+    // ---- Who did not arrive: a liveness query that every waiting rank answers -------------------------
+
+    /// <summary>How long a rank whose collective timed out waits for the others' answers.</summary>
+    internal static readonly TimeSpan LivenessGrace = TimeSpan.FromSeconds(2);
+    // Point-to-point tags (MPI guarantees tags up to 32767). Nothing else here sends point-to-point, and
+    // collectives travel in their own context, so these cannot meet another message. Payload: {rank, round}.
+    private const int QueryTag = 32101, AnswerTag = 32102;
+    private readonly int[] queryIn = GC.AllocateArray<int>(2, pinned: true);    // pinned for the posted receives
+    private readonly int[] answerIn = GC.AllocateArray<int>(2, pinned: true);
+    private nint queryReceive, answerReceive;   // posted receives (0: none posted)
+    private readonly List<(nint Request, int[] Payload)> sends = new();   // in flight; tiny, so they complete at once
+    private int round;
+
+    /// <summary>Answers the liveness queries of ranks whose collective timed out; called while this rank waits in one.</summary>
+    internal void AnswerQueries()
+    {
+        if (lib is null || finalized || Size < 2) return;
+        for (int i = 0; i < Size; i++)
+        {
+            if (!Received(ref queryReceive, queryIn, QueryTag)) break;
+            Send(queryIn[0], AnswerTag, queryIn[1]);
+        }
+        for (int i = sends.Count - 1; i >= 0; i--)
+        {
+            var (request, _) = sends[i];
+            if (TestRaw(ref request)) sends.RemoveAt(i);
+        }
+    }
+
+    /// <summary>The ranks that answered no query within <paramref name="grace"/> (null if the query could not be made).</summary>
+    private int[]? FindMissing(TimeSpan grace)
+    {
+        if (lib is null || Size < 2) return Array.Empty<int>();
+        try
+        {
+            round++;
+            var heard = new bool[Size];
+            heard[Rank] = true;
+            for (int r = 0; r < Size; r++)
+                if (r != Rank) Send(r, QueryTag, round);
+            var clock = Stopwatch.StartNew();
+            while (heard.Contains(false) && clock.Elapsed < grace)
+            {
+                AnswerQueries();   // the others may be asking at the same time
+                if (Received(ref answerReceive, answerIn, AnswerTag))
+                {
+                    if (answerIn[1] == round && answerIn[0] >= 0 && answerIn[0] < Size) heard[answerIn[0]] = true;
+                    continue;
+                }
+                Thread.Sleep(1);
+            }
+            return Enumerable.Range(0, Size).Where(r => !heard[r]).ToArray();
+        }
+        catch (MpiException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>Whether a message arrived in <paramref name="payload"/> (posting the receive first if none is).</summary>
+    private bool Received(ref nint receive, int[] payload, int tag)
+    {
+        if (receive == 0)
+        {
+            nint r;
+            fixed (int* p = payload) lib!.Check(lib.Irecv(p, 2, lib.Int, lib.AnySource, tag, &r), "MPI_Irecv");
+            receive = r;
+        }
+        if (!TestRaw(ref receive)) return false;
+        receive = 0;
+        return true;
+    }
+
+    private void Send(int destination, int tag, int value)
+    {
+        var payload = GC.AllocateArray<int>(2, pinned: true);
+        payload[0] = Rank;
+        payload[1] = value;
+        nint r;
+        fixed (int* p = payload) lib!.Check(lib.Isend(p, 2, lib.Int, destination, tag, &r), "MPI_Isend");
+        sends.Add((r, payload));   // the payload stays referenced (pinned, alive) until the send completes
+    }
+
+    private bool TestRaw(ref nint request)
+    {
+        int flag;
+        fixed (nint* r = &request) lib!.Check(lib.Test(r, &flag), "MPI_Test");
+        return flag != 0;
+    }
+
+    /// <summary>Cancels the posted liveness receives before MPI_Finalize (a pending receive at finalize is an error).</summary>
+    private void CancelLivenessReceives()
+    {
+        foreach (ref nint receive in new Span<nint>(new[] { queryReceive, answerReceive }))
+        {
+            if (receive == 0) continue;
+            nint r = receive;
+            if (lib!.Cancel(&r) != 0) continue;
+            var clock = Stopwatch.StartNew();
+            while (!TestRaw(ref r) && clock.ElapsedMilliseconds < 100) { }
+        }
+        queryReceive = answerReceive = 0;
     }
 }
 
@@ -351,6 +473,7 @@ public sealed class MpiRequest
         var spin = new SpinWait();
         while (!Test())
         {
+            world.AnswerQueries();   // a rank whose collective timed out asks who is waiting
             if (waited.Elapsed > world.Timeout) throw world.TimedOut(Operation, waited.Elapsed);
             spin.SpinOnce(sleep1Threshold: -1);   // yields, never sleeps 1 ms: the other rank may be one step away
         }

@@ -23,7 +23,9 @@ public sealed class MpiNotFoundException : MpiException
 
 /// <summary>
 /// A collective did not complete within <see cref="Mpi.Timeout"/>: a rank died, hangs, or took
-/// another path through the program. Unhandled, it ends the whole job (MPI_Abort) so no rank waits forever.
+/// another path through the program. Before throwing, the waiting rank asks every other rank whether it is
+/// inside a collective (a liveness query that ranks answer while they wait); <see cref="MissingRanks"/> are
+/// those that did not answer. Unhandled, it ends the whole job (MPI_Abort) so no rank waits forever.
 /// Catch it only to log and end the job: the collective is still pending in MPI, which may yet write into
 /// its buffer, and the ranks no longer agree on which collective comes next.
 /// </summary>
@@ -33,12 +35,13 @@ public sealed class CollectiveTimeoutException : MpiException
     public string Operation { get; }
     /// <summary>The rank that waited.</summary>
     public int Rank { get; }
-    /// <summary>The ranks that may not have arrived (every other rank when it cannot be told which).</summary>
+    /// <summary>The ranks that did not arrive: those that answered no liveness query (every other rank when the
+    /// query itself failed); empty when every rank answered from inside some collective (different paths).</summary>
     public IReadOnlyList<int> MissingRanks { get; }
 
-    /// <summary>Rank <paramref name="rank"/> waited <paramref name="waited"/> for <paramref name="operation"/>.</summary>
-    public CollectiveTimeoutException(string operation, int rank, IReadOnlyList<int> missingRanks, TimeSpan waited, string missingText)
-        : base($"rank {rank}: {operation} did not complete within {waited.TotalSeconds:0.#} s: {missingText} did not arrive " +
-               "(died, hangs, or took another path through the program); Mpi.Timeout sets the limit")
+    /// <summary>Rank <paramref name="rank"/> waited <paramref name="waited"/> for <paramref name="operation"/>;
+    /// <paramref name="detail"/> says who did not arrive and how that is known.</summary>
+    public CollectiveTimeoutException(string operation, int rank, IReadOnlyList<int> missingRanks, TimeSpan waited, string detail)
+        : base($"rank {rank}: {operation} did not complete within {waited.TotalSeconds:0.#} s: {detail}; Mpi.Timeout sets the limit")
         => (Operation, Rank, MissingRanks) = (operation, rank, missingRanks);
 }

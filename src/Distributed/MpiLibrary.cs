@@ -37,6 +37,8 @@ internal sealed unsafe class MpiLibrary
         public const int Double = 0x4c00080b;      // MPI_DOUBLE
         public const int Int64 = 0x4c00083a;       // MPI_INT64_T (Open MPI side: ompi_mpi_int64_t)
         public const int Byte = 0x4c00010d;        // MPI_BYTE
+        public const int Int = 0x4c000405;         // MPI_INT
+        public const int AnySource = -2;           // MPI_ANY_SOURCE (Open MPI's is -1)
         public const int OpMax = 0x58000001;       // MPI_MAX
         public const int OpSum = 0x58000003;       // MPI_SUM
         public const int InPlace = -1;             // #define MPI_IN_PLACE (void *) -1
@@ -64,7 +66,9 @@ internal sealed unsafe class MpiLibrary
     public MpiAbi Abi { get; }
     private readonly nint handle;
 
-    public readonly nint CommWorld, Float, Double, Int64, Byte, OpSum, OpMax;
+    public readonly nint CommWorld, Float, Double, Int64, Byte, Int, OpSum, OpMax;
+    /// <summary>MPI_ANY_SOURCE: -1 in Open MPI's mpi.h, -2 in MPICH's.</summary>
+    public readonly int AnySource;
     /// <summary>MPI_IN_PLACE: (void *) 1 in Open MPI's mpi.h, (void *) -1 in MPICH's.</summary>
     public readonly void* InPlace;
     /// <summary>MPI_STATUS_IGNORE: NULL in Open MPI's mpi.h, (MPI_Status *) 1 in MPICH's.</summary>
@@ -75,7 +79,7 @@ internal sealed unsafe class MpiLibrary
     public readonly delegate* unmanaged<int> Finalize;
     private readonly delegate* unmanaged<int, byte*, int*, int> Error_string;
     // The functions with a handle parameter, called through the methods below at the ABI's handle width.
-    private readonly nint commRank, commSize, ibarrier, ibcast, iallreduce, test, abort;
+    private readonly nint commRank, commSize, ibarrier, ibcast, iallreduce, test, abort, isend, irecv, cancel;
 
     private MpiLibrary(string path, nint handle)
     {
@@ -90,6 +94,8 @@ internal sealed unsafe class MpiLibrary
             Double = Global("ompi_mpi_double");
             Int64 = Global("ompi_mpi_int64_t");
             Byte = Global("ompi_mpi_byte");
+            Int = Global("ompi_mpi_int");
+            AnySource = -1;
             OpSum = Global("ompi_mpi_op_sum");
             OpMax = Global("ompi_mpi_op_max");
         }
@@ -104,6 +110,8 @@ internal sealed unsafe class MpiLibrary
             Double = MpichHandles.Double;
             Int64 = MpichHandles.Int64;
             Byte = MpichHandles.Byte;
+            Int = MpichHandles.Int;
+            AnySource = MpichHandles.AnySource;
             OpSum = MpichHandles.OpSum;
             OpMax = MpichHandles.OpMax;
         }
@@ -124,6 +132,9 @@ internal sealed unsafe class MpiLibrary
         iallreduce = Function("MPI_Iallreduce");
         test = Function("MPI_Test");
         abort = Function("MPI_Abort");
+        isend = Function("MPI_Isend");
+        irecv = Function("MPI_Irecv");
+        cancel = Function("MPI_Cancel");
         Error_string = (delegate* unmanaged<int, byte*, int*, int>)Function("MPI_Error_string");
         var getVersion = (delegate* unmanaged<byte*, int*, int>)Function("MPI_Get_library_version");
         var text = new byte[8192];   // MPI_MAX_LIBRARY_VERSION_STRING: 256 in Open MPI 4, 8192 in MPICH 4
@@ -192,6 +203,36 @@ internal sealed unsafe class MpiLibrary
         int code = ((delegate* unmanaged<int*, int*, void*, int>)test)(&r, flag, statusIgnore);
         *request = r;
         return code;
+    }
+
+    /// <summary>MPI_Isend on MPI_COMM_WORLD.</summary>
+    public int Isend(void* buffer, int count, nint type, int destination, int tag, nint* request)
+    {
+        if (Abi == MpiAbi.OpenMpi)
+            return ((delegate* unmanaged<void*, int, nint, int, int, nint, nint*, int>)isend)(buffer, count, type, destination, tag, CommWorld, request);
+        int r = 0;
+        int code = ((delegate* unmanaged<void*, int, int, int, int, int, int*, int>)isend)(buffer, count, (int)type, destination, tag, (int)CommWorld, &r);
+        *request = r;
+        return code;
+    }
+
+    /// <summary>MPI_Irecv on MPI_COMM_WORLD (source may be <see cref="AnySource"/>).</summary>
+    public int Irecv(void* buffer, int count, nint type, int source, int tag, nint* request)
+    {
+        if (Abi == MpiAbi.OpenMpi)
+            return ((delegate* unmanaged<void*, int, nint, int, int, nint, nint*, int>)irecv)(buffer, count, type, source, tag, CommWorld, request);
+        int r = 0;
+        int code = ((delegate* unmanaged<void*, int, int, int, int, int, int*, int>)irecv)(buffer, count, (int)type, source, tag, (int)CommWorld, &r);
+        *request = r;
+        return code;
+    }
+
+    /// <summary>MPI_Cancel (the request still has to be completed, by MPI_Test, afterwards).</summary>
+    public int Cancel(nint* request)
+    {
+        if (Abi == MpiAbi.OpenMpi) return ((delegate* unmanaged<nint*, int>)cancel)(request);
+        int r = (int)*request;
+        return ((delegate* unmanaged<int*, int>)cancel)(&r);
     }
 
     public int Abort(int errorCode) => Abi == MpiAbi.OpenMpi

@@ -497,15 +497,16 @@ static class Program
         {
             BatchEnd = (batch, _) =>
             {
-                if (w.Rank != 1 || batch != 2) return;
-                Console.WriteLine($"  rank 1: {(kill ? "killing itself" : "stalling")} after batch 3 (pid {Environment.ProcessId})");
+                // The last rank (rank 1 of 2; rank 2 of 3, where rank 1 keeps waiting and must not be named).
+                if (w.Rank != w.Size - 1 || batch != 2) return;
+                Console.WriteLine($"  rank {w.Rank}: {(kill ? "killing itself" : "stalling")} after batch 3 (pid {Environment.ProcessId})");
                 Console.Out.Flush();
                 if (kill) Process.GetCurrentProcess().Kill();
                 else Thread.Sleep(TimeSpan.FromMinutes(10));
             },
         };
         model.Fit(Data(false, 2 * PerRankBatch * Steps), epochs: 5, batchSize: PerRankBatch, callbacks: new[] { callback }, verbose: 0);
-        Fail("training finished although rank 1 died");
+        Fail($"training finished although rank {w.Size - 1} died");
     }
 
     // ---- a restarted job resumes from the last backup ----------------------------------------------
