@@ -206,23 +206,20 @@ internal sealed unsafe class MpiLibrary
     }
 
     /// <summary>MPI_Isend on MPI_COMM_WORLD.</summary>
-    public int Isend(void* buffer, int count, nint type, int destination, int tag, nint* request)
-    {
-        if (Abi == MpiAbi.OpenMpi)
-            return ((delegate* unmanaged<void*, int, nint, int, int, nint, nint*, int>)isend)(buffer, count, type, destination, tag, CommWorld, request);
-        int r = 0;
-        int code = ((delegate* unmanaged<void*, int, int, int, int, int, int*, int>)isend)(buffer, count, (int)type, destination, tag, (int)CommWorld, &r);
-        *request = r;
-        return code;
-    }
+    public int Isend(void* buffer, int count, nint type, int destination, int tag, nint* request) =>
+        PointToPoint(isend, buffer, count, type, destination, tag, request);
 
     /// <summary>MPI_Irecv on MPI_COMM_WORLD (source may be <see cref="AnySource"/>).</summary>
-    public int Irecv(void* buffer, int count, nint type, int source, int tag, nint* request)
+    public int Irecv(void* buffer, int count, nint type, int source, int tag, nint* request) =>
+        PointToPoint(irecv, buffer, count, type, source, tag, request);
+
+    /// <summary>MPI_Isend and MPI_Irecv share one signature: (buf, count, datatype, peer, tag, comm, request).</summary>
+    private int PointToPoint(nint function, void* buffer, int count, nint type, int peer, int tag, nint* request)
     {
         if (Abi == MpiAbi.OpenMpi)
-            return ((delegate* unmanaged<void*, int, nint, int, int, nint, nint*, int>)irecv)(buffer, count, type, source, tag, CommWorld, request);
+            return ((delegate* unmanaged<void*, int, nint, int, int, nint, nint*, int>)function)(buffer, count, type, peer, tag, CommWorld, request);
         int r = 0;
-        int code = ((delegate* unmanaged<void*, int, int, int, int, int, int*, int>)irecv)(buffer, count, (int)type, source, tag, (int)CommWorld, &r);
+        int code = ((delegate* unmanaged<void*, int, int, int, int, int, int*, int>)function)(buffer, count, (int)type, peer, tag, (int)CommWorld, &r);
         *request = r;
         return code;
     }
