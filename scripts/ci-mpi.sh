@@ -23,6 +23,8 @@
 #                         with an error naming rank 1 and MPI_Abort ends the job within 45 s
 #   openmpi/rank-stalls-3 3 ranks, rank 2 hangs: the liveness query names rank 2 alone (rank 1, waiting in the
 #                         collective too, answers), within 45 s
+#   openmpi/accumulation  each rank's batch of 16 as 2 micro-batches of 8 (the first backward inside ddp.NoSync()),
+#                         one all-reduce per step: the weights of 1 process x batch 32 (within 1e-5)
 #   openmpi/resume        4 epochs straight == 2 epochs, a crash, new objects restored from the BackupAndRestore
 #                         file (rank 0 writes, both ranks read), 2 more epochs: same weights bit for bit (~1-2 s)
 #   mpich/wrong-library   MPICH's launcher with Open MPI's library (KERNELS_MPI_LIBRARY=libmpi.so.40): each
@@ -90,6 +92,8 @@ check openmpi/rank-stalls nonzero 45 'rank 0: all-reduce of gradient bucket 0 .*
   env KERNELS_MPI_TIMEOUT_S=5 "${mpirun[@]}" "${prog[@]}" rank-stalls
 check openmpi/rank-stalls-3 nonzero 45 'rank 0: all-reduce of gradient bucket 0 .* did not complete within 5 s: rank 2 did not arrive .*; rank 1 answered from inside a collective' -- \
   env KERNELS_MPI_TIMEOUT_S=5 "${mpirun[@]/#2/3}" "${prog[@]}" rank-stalls
+check openmpi/accumulation zero 120 'accumulated micro-batches' 'OK accumulation \(rank 0 of 2\)' 'OK accumulation \(rank 1 of 2\)' -- \
+  "${mpirun[@]}" "${prog[@]}" accumulation
 check openmpi/resume zero 120 'OK resume \(rank 0 of 2\)' 'OK resume \(rank 1 of 2\)' -- "${mpirun[@]}" "${prog[@]}" resume
 
 # MPICH: the quick checks again, the library chosen by the launcher (Hydra sets PMI_RANK: libmpich.so.12 is

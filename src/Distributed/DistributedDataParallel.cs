@@ -130,13 +130,39 @@ public sealed class DistributedDataParallel : IDataParallel, IDisposable
     public DataParallelTimings Timings => timings;
     private DataParallelTimings timings;
 
+    /// <summary>
+    /// Gradient accumulation (PyTorch's <c>no_sync()</c>): backward passes run inside <c>using (ddp.NoSync())</c>
+    /// only accumulate into the gradients; the first backward after it starts the buckets with the
+    /// accumulated sums, and <see cref="SynchronizeGradients"/> then averages them once. So k micro-batches of
+    /// B / k on each rank train as one batch of B per rank, at one all-reduce per optimizer step.
+    /// </summary>
+    public IDisposable NoSync()
+    {
+        noSync++;
+        return new NoSyncScope(this);
+    }
+
+    private int noSync;
+
+    private sealed class NoSyncScope(DistributedDataParallel owner) : IDisposable
+    {
+        private bool disposed;
+        public void Dispose()
+        {
+            if (disposed) return;
+            disposed = true;
+            owner.noSync--;
+        }
+    }
+
     private void GradientReady(Tensor p)
     {
+        if (noSync > 0) return;   // accumulating: the last backward of the step starts the buckets
         var (b, slot) = where[p];
         var bucket = buckets[b];
         if (bucket.Request is not null)
             throw new InvalidOperationException($"DistributedDataParallel: a second Backward reached parameter {Array.IndexOf(parameters, p)} before the optimizer step; " +
-                                                "gradient accumulation over several Backward calls per step is not supported: call SynchronizeGradients once per Backward");
+                                                "to accumulate gradients over several Backward calls, run all but the last inside using (ddp.NoSync())");
         if (!bucket.Ready[slot]) { bucket.Ready[slot] = true; bucket.ReadyCount++; }
         while (nextToStart < buckets.Length && buckets[nextToStart].ReadyCount == buckets[nextToStart].Parameters.Length)
         {
@@ -232,6 +258,8 @@ public sealed class DistributedDataParallel : IDataParallel, IDisposable
     /// <inheritdoc/>
     public void SynchronizeGradients()
     {
+        if (noSync > 0)
+            throw new InvalidOperationException("DistributedDataParallel: SynchronizeGradients inside NoSync(): leave the NoSync scope and run the step's last Backward first");
         step++;
         if (world.Size == 1) return;
         while (nextToStart < buckets.Length) Start(buckets[nextToStart++]);

@@ -27,6 +27,7 @@ static class Program
                 case "rank-killed": Failure(kill: true); break;
                 case "rank-stalls": Failure(kill: false); break;
                 case "resume": Resume(); break;
+                case "accumulation": Accumulation(); break;
                 case "wrong-library": return WrongLibrary();
                 case "bench-allreduce": BenchAllReduce(); return 0;
                 default:
@@ -319,6 +320,57 @@ static class Program
         }
         referenceWeights = Weights(network);
         return lossSum / Steps;
+    }
+
+    /// <summary>
+    /// Gradient accumulation: each rank trains its B samples of a step as two micro-batches of B / 2 (the first
+    /// backward inside NoSync, the second outside, each loss halved), one all-reduce per step; the weights must
+    /// equal 1 process x batch 2B through Fit (the MLP reference of equivalence-mlp).
+    /// </summary>
+    static void Accumulation()
+    {
+        var w = Mpi.Init();
+        Check(w.Size == 2, $"expected 2 ranks, got {w.Size}");
+        var data = Data(false, 2 * PerRankBatch * Steps);
+        var network = Network(false);
+        using var ddp = new DistributedDataParallel(network, w, bucketBytes: 512, firstBucketBytes: 128);
+        var optimizer = new Sgd(network.Parameters(), Lr, momentum: 0.9f);
+        var order = Enumerable.Range(0, data.Count).ToArray();
+        new Random(Seed).Shuffle(order);   // epoch 0 of the sampler and of DataLoader
+        int half = PerRankBatch / 2;
+        var x = new float[half * 20];
+        var y = new long[half];
+        for (int s = 0; s < Steps; s++)
+        {
+            optimizer.ZeroGrad();
+            for (int part = 0; part < 2; part++)
+            {
+                using var noSync = part == 0 ? ddp.NoSync() : null;
+                using var scope = new DisposeScope();
+                for (int i = 0; i < half; i++)   // the sampler's shard: rank r gets positions r, r + 2, ... of the step's 2B
+                    data.Get(order[2 * PerRankBatch * s + 2 * (part * half + i) + w.Rank], x.AsSpan(i * 20, 20), y.AsSpan(i, 1));
+                Losses.SparseCategoricalCrossEntropy(network.Forward(Tensor.FromArray(x, new long[] { half, 20 })),
+                                                     Tensor.FromArray(y, new long[] { half })).Mul(0.5f).Backward();
+                if (part == 0)
+                {
+                    try { ddp.SynchronizeGradients(); Fail("SynchronizeGradients inside NoSync was accepted"); }
+                    catch (InvalidOperationException e) { Check(e.Message.Contains("NoSync"), $"the refusal names NoSync: {e.Message}"); }
+                }
+            }
+            ddp.SynchronizeGradients();
+            optimizer.Step();
+        }
+        Check(ddp.BucketsStartedDuringBackward == (long)ddp.BucketCount * Steps,
+              $"{ddp.BucketsStartedDuringBackward} bucket all-reduces started during backward, expected {ddp.BucketCount * Steps} (one per bucket per step, by the last backward)");
+        var trained = Weights(network);
+        if (w.Rank == 0)
+        {
+            ReferenceFit(data);
+            double error = MaxDifference(trained, referenceWeights!);
+            Console.WriteLine($"  MLP, 2 ranks x 2 accumulated micro-batches of {half} vs 1 process x batch {2 * PerRankBatch}: max |w difference| = {error:g3}");
+            Check(error <= Tolerance, $"accumulated 2-rank weights differ from the 1-process reference by {error:g3} > {Tolerance:g3}");
+        }
+        w.Barrier();
     }
 
     static float[][] PlainDoubleBatch(ArrayDataset data)
