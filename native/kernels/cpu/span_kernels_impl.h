@@ -990,28 +990,47 @@ inline float exp_block(const float* x, float m, float* e, int64_t n, const float
         const __m256 mv = _mm256_set1_ps(m), lo = _mm256_set1_ps(-120.0f), log2e = _mm256_set1_ps(kLog2e);
         const __m256 shift = _mm256_set1_ps(kSoftmaxShift), ln2 = _mm256_set1_ps(0.693147182f);
         const __m256i bias = _mm256_set1_epi32(127 << 23);
-        __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        // The polynomial's coefficients as memory operands of the FMAs: held in registers (GCC's
+        // choice for _mm256_set1_ps) they pushed the four accumulators onto the stack.
+        alignas(32) static const float coefficients[48] = {
+            8.29027686e-3f, 8.29027686e-3f, 8.29027686e-3f, 8.29027686e-3f, 8.29027686e-3f, 8.29027686e-3f, 8.29027686e-3f, 8.29027686e-3f,
+            4.18979451e-2f, 4.18979451e-2f, 4.18979451e-2f, 4.18979451e-2f, 4.18979451e-2f, 4.18979451e-2f, 4.18979451e-2f, 4.18979451e-2f,
+            1.66676372e-1f, 1.66676372e-1f, 1.66676372e-1f, 1.66676372e-1f, 1.66676372e-1f, 1.66676372e-1f, 1.66676372e-1f, 1.66676372e-1f,
+            4.99991506e-1f, 4.99991506e-1f, 4.99991506e-1f, 4.99991506e-1f, 4.99991506e-1f, 4.99991506e-1f, 4.99991506e-1f, 4.99991506e-1f,
+            9.99999702e-1f, 9.99999702e-1f, 9.99999702e-1f, 9.99999702e-1f, 9.99999702e-1f, 9.99999702e-1f, 9.99999702e-1f, 9.99999702e-1f,
+            1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f};
+        const float* c = coefficients;
+        const auto exp8 = [&](const float* src, float* dst) {
+            const __m256 t = _mm256_sub_ps(_mm256_loadu_ps(src), mv);
+            const __m256 tc = _mm256_max_ps(lo, t);  // NaN: t (the second operand), as select()
+            const __m256 shifted = _mm256_fmadd_ps(tc, log2e, shift);
+            const __m256 k = _mm256_sub_ps(shifted, shift);
+            const __m256 r = _mm256_fnmadd_ps(k, ln2, tc);
+            __m256 p = _mm256_fmadd_ps(_mm256_load_ps(c), r, _mm256_load_ps(c + 8));
+            p = _mm256_fmadd_ps(p, r, _mm256_load_ps(c + 16));
+            p = _mm256_fmadd_ps(p, r, _mm256_load_ps(c + 24));
+            p = _mm256_fmadd_ps(p, r, _mm256_load_ps(c + 32));
+            p = _mm256_fmadd_ps(p, r, _mm256_load_ps(c + 40));
+            const __m256i exponent = _mm256_add_epi32(_mm256_slli_epi32(_mm256_castps_si256(shifted), 23), bias);
+            const __m256 v = _mm256_mul_ps(p, _mm256_castsi256_ps(exponent));
+            _mm256_storeu_ps(dst, v);
+            return v;
+        };
+        // Four named accumulators (an array of four stayed on the stack).
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         for (; i + kLanes <= n; i += kLanes) {
             __builtin_prefetch(ahead + i, 0);
             __builtin_prefetch(ahead + i + 16, 0);
-            for (int u = 0; u < 4; ++u) {
-                const __m256 t = _mm256_sub_ps(_mm256_loadu_ps(x + i + 8 * u), mv);
-                const __m256 tc = _mm256_max_ps(lo, t);  // NaN: t (the second operand), as select()
-                const __m256 shifted = _mm256_fmadd_ps(tc, log2e, shift);
-                const __m256 k = _mm256_sub_ps(shifted, shift);
-                const __m256 r = _mm256_fnmadd_ps(k, ln2, tc);
-                __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(8.29027686e-3f), r, _mm256_set1_ps(4.18979451e-2f));
-                p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.66676372e-1f));
-                p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.99991506e-1f));
-                p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(9.99999702e-1f));
-                p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-                const __m256i exponent = _mm256_add_epi32(_mm256_slli_epi32(_mm256_castps_si256(shifted), 23), bias);
-                const __m256 v = _mm256_mul_ps(p, _mm256_castsi256_ps(exponent));
-                _mm256_storeu_ps(e + i + 8 * u, v);
-                a[u] = _mm256_add_ps(a[u], v);
-            }
+            __asm__("" : "+r"(c));  // c's loads stay in the loop (not hoisted into registers)
+            a0 = _mm256_add_ps(a0, exp8(x + i, e + i));
+            a1 = _mm256_add_ps(a1, exp8(x + i + 8, e + i + 8));
+            a2 = _mm256_add_ps(a2, exp8(x + i + 16, e + i + 16));
+            a3 = _mm256_add_ps(a3, exp8(x + i + 24, e + i + 24));
         }
-        for (int u = 0; u < 4; ++u) _mm256_storeu_ps(acc + 8 * u, a[u]);
+        _mm256_storeu_ps(acc, a0);
+        _mm256_storeu_ps(acc + 8, a1);
+        _mm256_storeu_ps(acc + 16, a2);
+        _mm256_storeu_ps(acc + 24, a3);
     }
 #endif
     for (; i + kLanes <= n; i += kLanes) {
