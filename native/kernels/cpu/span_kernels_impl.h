@@ -230,7 +230,8 @@ inline float log1p_unit(float t) {
 // 0.12x -> 0.29x on the AVX2 path; tanh/64M 0.63x -> 0.96x and 0.41x -> 0.70x (streaming stores too),
 // then 0.76-0.78x and 0.57x with the output clamp that makes +-1 exact for every compiler (load 1.4-2.2).
 // Evaluated on |x| (one clamp at each end): tanh/64M 0.77-0.78x -> 0.97-0.99x with AVX-512; the AVX2 path
-// stays 0.58-0.63x, bound by its FMA pipes (benchmarks/results/2026-12-05-cpu-bandwidth-3).
+// stayed 0.58-0.63x (benchmarks/results/2026-12-05-cpu-bandwidth-3); its loop written out (tanh_avx2 below):
+// 0.57-0.61x -> 0.72-0.73x (benchmarks/results/2026-12-05-cpu-bandwidth-4).
 inline float tanh_f(float x) {
     // +-1 exactly for large |x|, whatever the compiler: the clamp (9) lies past where the fit crosses 1
     // (r(9) = 1.035: its x^7-like growth beyond Eigen's fitted range, 7.905), and the result is clamped
