@@ -230,7 +230,8 @@ inline float log1p_unit(float t) {
 // 0.12x -> 0.29x on the AVX2 path; tanh/64M 0.63x -> 0.96x and 0.41x -> 0.70x (streaming stores too),
 // then 0.76-0.78x and 0.57x with the output clamp that makes +-1 exact for every compiler (load 1.4-2.2).
 // Evaluated on |x| (one clamp at each end): tanh/64M 0.77-0.78x -> 0.97-0.99x with AVX-512; the AVX2 path
-// stays 0.58-0.63x, bound by its FMA pipes (benchmarks/results/2026-12-05-cpu-bandwidth-3).
+// stayed 0.58-0.63x (benchmarks/results/2026-12-05-cpu-bandwidth-3); its loop written out (tanh_avx2 below):
+// 0.57-0.61x -> 0.72-0.73x (benchmarks/results/2026-12-05-cpu-bandwidth-4).
 inline float tanh_f(float x) {
     // +-1 exactly for large |x|, whatever the compiler: the clamp (9) lies past where the fit crosses 1
     // (r(9) = 1.035: its x^7-like growth beyond Eigen's fitted range, 7.905), and the result is clamped
@@ -260,6 +261,42 @@ inline float tanh_f(float x) {
     const float signed_t = as_float(as_bits(t) | (as_bits(x) & static_cast<int32_t>(0x80000000u)));
     return blend(!(ax >= 0.0004f), x, signed_t);
 }
+
+#if KN_CPU_X86 && defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+// The AVX2 build's tanh loop, written out: tanh_f's operations one for one (the same FMAs, the same
+// division, bit-identical results), with the clamps as vminps (a NaN picks the clamp, as select()
+// does) where GCC 12 made each a compare and a vpblendvb, spilled a constant and reloaded x twice:
+// ~30 instructions per 8 floats -> 21. One Zen 5 core from L1, 4096 floats: 0.37 -> 0.26 ns/element
+// (a division per vector is not the bound: vrcpps and two correction steps measured 0.32-0.33, and two
+// or four vectors per iteration 0.27 / 0.31; benchmarks/results/2026-12-05-cpu-bandwidth-4).
+inline void tanh_avx2(const float* x, float* y, int64_t n) {
+    const __m256 sign = _mm256_set1_ps(-0.0f), clamp = _mm256_set1_ps(9.0f), one = _mm256_set1_ps(1.0f);
+    const __m256 tiny = _mm256_set1_ps(0.0004f);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        const __m256 ax = _mm256_andnot_ps(sign, v);
+        const __m256 xc = _mm256_min_ps(ax, clamp);  // NaN: clamp (the second operand)
+        const __m256 x2 = _mm256_mul_ps(xc, xc);
+        __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(-2.76076847742355e-16f), x2, _mm256_set1_ps(2.00018790482477e-13f));
+        __m256 q = _mm256_fmadd_ps(_mm256_set1_ps(1.19825839466702e-06f), x2, _mm256_set1_ps(1.18534705686654e-04f));
+        p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-8.60467152213735e-11f));
+        q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(2.26843463243900e-03f));
+        p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(5.12229709037114e-08f));
+        q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(4.89352518554385e-03f));
+        p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(1.48572235717979e-05f));
+        p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(6.37261928875436e-04f));
+        p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(4.89352455891786e-03f));
+        p = _mm256_mul_ps(p, xc);
+        const __m256 t = _mm256_min_ps(_mm256_div_ps(p, q), one);  // NaN: 1, as select(t < 1, t, 1)
+        const __m256 signed_t = _mm256_or_ps(t, _mm256_and_ps(v, sign));
+        const __m256 small = _mm256_cmp_ps(ax, tiny, _CMP_NGE_UQ);  // !(ax >= 0.0004): NaN too
+        _mm256_storeu_ps(y + i, _mm256_blendv_ps(signed_t, v, small));
+    }
+    for (; i < n; ++i) y[i] = tanh_f(x[i]);
+}
+#define KN_TANH_AVX2 1
+#endif
 
 inline float sigmoid_f(float x) {
     // e^-|x| never overflows; for x < 0 the result e^x / (1 + e^x) keeps full relative accuracy
@@ -324,7 +361,13 @@ void unary(kn_unary_op op, float alpha, const float* x, float* y, int64_t n) {
         case KN_UNARY_RSQRT: map(x, y, n, [](float v) { return 1.0f / sqrt_f(v); }); break;
         case KN_UNARY_SQUARE: map(x, y, n, [](float v) { return v * v; }); break;
         case KN_UNARY_RECIPROCAL: map(x, y, n, [](float v) { return 1.0f / v; }); break;
-        case KN_UNARY_TANH: map(x, y, n, [](float v) { return tanh_f(v); }); break;
+        case KN_UNARY_TANH:
+#if defined(KN_TANH_AVX2)
+            tanh_avx2(x, y, n);
+#else
+            map(x, y, n, [](float v) { return tanh_f(v); });
+#endif
+            break;
         case KN_UNARY_SIGMOID: map(x, y, n, [](float v) { return sigmoid_f(v); }); break;
         case KN_UNARY_RELU: map(x, y, n, [](float v) { return v > 0.0f ? v : (is_nan(v) ? v : 0.0f); }); break;
         case KN_UNARY_LEAKY_RELU:
@@ -938,6 +981,59 @@ inline float exp_block(const float* x, float m, float* e, int64_t n, const float
     }
     float acc[kLanes] = {};
     int64_t i = 0;
+#if KN_CPU_X86 && defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+    // AVX2: the loop below written out, the 32 lanes as 4 ymm accumulators in registers (lane j in
+    // register j / 8): GCC 12 kept acc[] on the stack and added each vector through a load and a store,
+    // a store-forwarding chain per accumulator, and reloaded spilled constants. exp_scaled_nonpositive's
+    // operations one for one (the same FMAs; bit-identical terms and sum). From L1, rows of 1024,
+    // one Zen 5 core: see benchmarks/results/2026-12-05-cpu-bandwidth-4.
+    {
+        const __m256 mv = _mm256_set1_ps(m), lo = _mm256_set1_ps(-120.0f), log2e = _mm256_set1_ps(kLog2e);
+        const __m256 shift = _mm256_set1_ps(kSoftmaxShift), ln2 = _mm256_set1_ps(0.693147182f);
+        const __m256i bias = _mm256_set1_epi32(127 << 23);
+        // The polynomial's coefficients as memory operands of the FMAs: held in registers (GCC's
+        // choice for _mm256_set1_ps) they pushed the four accumulators onto the stack.
+        alignas(32) static const float coefficients[48] = {
+            8.29027686e-3f, 8.29027686e-3f, 8.29027686e-3f, 8.29027686e-3f, 8.29027686e-3f, 8.29027686e-3f, 8.29027686e-3f, 8.29027686e-3f,
+            4.18979451e-2f, 4.18979451e-2f, 4.18979451e-2f, 4.18979451e-2f, 4.18979451e-2f, 4.18979451e-2f, 4.18979451e-2f, 4.18979451e-2f,
+            1.66676372e-1f, 1.66676372e-1f, 1.66676372e-1f, 1.66676372e-1f, 1.66676372e-1f, 1.66676372e-1f, 1.66676372e-1f, 1.66676372e-1f,
+            4.99991506e-1f, 4.99991506e-1f, 4.99991506e-1f, 4.99991506e-1f, 4.99991506e-1f, 4.99991506e-1f, 4.99991506e-1f, 4.99991506e-1f,
+            9.99999702e-1f, 9.99999702e-1f, 9.99999702e-1f, 9.99999702e-1f, 9.99999702e-1f, 9.99999702e-1f, 9.99999702e-1f, 9.99999702e-1f,
+            1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f};
+        const float* c = coefficients;
+        const auto exp8 = [&](const float* src, float* dst) {
+            const __m256 t = _mm256_sub_ps(_mm256_loadu_ps(src), mv);
+            const __m256 tc = _mm256_max_ps(lo, t);  // NaN: t (the second operand), as select()
+            const __m256 shifted = _mm256_fmadd_ps(tc, log2e, shift);
+            const __m256 k = _mm256_sub_ps(shifted, shift);
+            const __m256 r = _mm256_fnmadd_ps(k, ln2, tc);
+            __m256 p = _mm256_fmadd_ps(_mm256_load_ps(c), r, _mm256_load_ps(c + 8));
+            p = _mm256_fmadd_ps(p, r, _mm256_load_ps(c + 16));
+            p = _mm256_fmadd_ps(p, r, _mm256_load_ps(c + 24));
+            p = _mm256_fmadd_ps(p, r, _mm256_load_ps(c + 32));
+            p = _mm256_fmadd_ps(p, r, _mm256_load_ps(c + 40));
+            const __m256i exponent = _mm256_add_epi32(_mm256_slli_epi32(_mm256_castps_si256(shifted), 23), bias);
+            const __m256 v = _mm256_mul_ps(p, _mm256_castsi256_ps(exponent));
+            _mm256_storeu_ps(dst, v);
+            return v;
+        };
+        // Four named accumulators (an array of four stayed on the stack).
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (; i + kLanes <= n; i += kLanes) {
+            __builtin_prefetch(ahead + i, 0);
+            __builtin_prefetch(ahead + i + 16, 0);
+            __asm__("" : "+r"(c));  // c's loads stay in the loop (not hoisted into registers)
+            a0 = _mm256_add_ps(a0, exp8(x + i, e + i));
+            a1 = _mm256_add_ps(a1, exp8(x + i + 8, e + i + 8));
+            a2 = _mm256_add_ps(a2, exp8(x + i + 16, e + i + 16));
+            a3 = _mm256_add_ps(a3, exp8(x + i + 24, e + i + 24));
+        }
+        _mm256_storeu_ps(acc, a0);
+        _mm256_storeu_ps(acc + 8, a1);
+        _mm256_storeu_ps(acc + 16, a2);
+        _mm256_storeu_ps(acc + 24, a3);
+    }
+#endif
     for (; i + kLanes <= n; i += kLanes) {
 #if defined(__GNUC__)
         __builtin_prefetch(ahead + i, 0);
