@@ -120,7 +120,8 @@ public sealed class DistributedDataParallel : IDataParallel, IDisposable
     /// <summary>Whether the gradient buckets are all-reduced in the parameters' device memory (no host staging):
     /// by default on CUDA with a <see cref="Mpi.CudaAware"/> MPI library, on the CPU when asked; see the class summary.</summary>
     public bool InPlaceOnDevice => device is not null;
-    /// <summary>Whether buffers (BatchNorm running statistics) are replaced by rank 0's at each synchronisation (default true, as DDP).</summary>
+    /// <summary>Whether buffers (BatchNorm running statistics) are replaced by rank 0's at each synchronisation (default true, as DDP).
+    /// Set it alike on every rank (it changes the size of the first bucket's all-reduce); a change applies from the next step.</summary>
     public bool BroadcastBuffers { get; set; } = true;
     /// <summary>Buckets whose all-reduce was started during backward (not by <see cref="SynchronizeGradients"/>) since construction:
     /// how much communication could overlap computation.</summary>
@@ -189,7 +190,8 @@ public sealed class DistributedDataParallel : IDataParallel, IDisposable
             else span.Clear();                                   // unused this step: contributes zeros
             offset += p.Count;
         }
-        if (BroadcastBuffers)
+        bucket.CarriesBuffers = BroadcastBuffers;   // decided at the start: the sizes must match at the end
+        if (bucket.CarriesBuffers)
             foreach (var b in bucket.Buffers)
             {
                 var span = staging.AsSpan((int)offset, (int)b.Count);
@@ -216,7 +218,8 @@ public sealed class DistributedDataParallel : IDataParallel, IDisposable
             else flat.Fill(0f, offset, p.Count);   // unused this step: contributes zeros
             offset += p.Count;
         }
-        if (BroadcastBuffers)
+        bucket.CarriesBuffers = BroadcastBuffers;
+        if (bucket.CarriesBuffers)
             foreach (var b in bucket.Buffers)
             {
                 if (world.IsRoot) flat.CopyFrom(b.Buffer, 0, 4 * offset, 4 * b.Count);
@@ -247,7 +250,7 @@ public sealed class DistributedDataParallel : IDataParallel, IDisposable
             p.Grad.Buffer.CopyFrom(flat, 4 * offset, 0, 4 * p.Count);
             offset += p.Count;
         }
-        if (BroadcastBuffers)
+        if (bucket.CarriesBuffers)
             foreach (var b in bucket.Buffers)
             {
                 b.Buffer.CopyFrom(flat, 4 * offset, 0, 4 * b.Count);
@@ -292,7 +295,7 @@ public sealed class DistributedDataParallel : IDataParallel, IDisposable
                 p.Grad.Buffer.Write<float>(span);
                 offset += p.Count;
             }
-            if (BroadcastBuffers)
+            if (bucket.CarriesBuffers)
                 foreach (var b in bucket.Buffers)
                 {
                     b.Buffer.Write<float>(staging.AsSpan((int)offset, (int)b.Count));   // rank 0's values: the others added zeros
@@ -404,6 +407,8 @@ public sealed class DistributedDataParallel : IDataParallel, IDisposable
         public Tensor[] Parameters { get; }
         /// <summary>The buffers that ride behind the gradients (rank 0's values; bucket 0 only).</summary>
         public Tensor[] Buffers { get; }
+        /// <summary>Whether this step's all-reduce carries the buffers (BroadcastBuffers when it started).</summary>
+        public bool CarriesBuffers { get; set; }
         public bool[] Ready { get; }
         public int ReadyCount { get; set; }
         public MpiRequest? Request { get; set; }
