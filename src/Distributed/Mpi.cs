@@ -313,7 +313,7 @@ public sealed unsafe class Mpi : IDisposable
                      " did not arrive (died, hangs, or took another path through the program)";
         }
         else if (missing.Length == 0)
-            detail = $"every other rank answered from inside a collective, but not this one: the ranks took different paths through the program";
+            detail = $"every other rank answered from inside a collective within {LivenessGrace.TotalSeconds:0.#} s: they arrived after the limit, or the ranks took different paths through the program";
         else
         {
             var waiting = others.Except(missing).ToArray();
