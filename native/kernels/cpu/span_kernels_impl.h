@@ -232,6 +232,12 @@ inline float log1p_unit(float t) {
 // Evaluated on |x| (one clamp at each end): tanh/64M 0.77-0.78x -> 0.97-0.99x with AVX-512; the AVX2 path
 // stayed 0.58-0.63x (benchmarks/results/2026-12-05-cpu-bandwidth-3); its loop written out (tanh_avx2 below):
 // 0.57-0.61x -> 0.72-0.73x (benchmarks/results/2026-12-05-cpu-bandwidth-4).
+// tanh's odd rational fit (Eigen's), highest degree first: tanh x ~ x p(x^2) / q(x^2). One table for
+// tanh_f and the AVX2 loop tanh_avx2, so the two cannot drift apart.
+constexpr float kTanhP[7] = {-2.76076847742355e-16f, 2.00018790482477e-13f, -8.60467152213735e-11f, 5.12229709037114e-08f,
+                             1.48572235717979e-05f, 6.37261928875436e-04f, 4.89352455891786e-03f};
+constexpr float kTanhQ[4] = {1.19825839466702e-06f, 1.18534705686654e-04f, 2.26843463243900e-03f, 4.89352518554385e-03f};
+
 inline float tanh_f(float x) {
     // +-1 exactly for large |x|, whatever the compiler: the clamp (9) lies past where the fit crosses 1
     // (r(9) = 1.035: its x^7-like growth beyond Eigen's fitted range, 7.905), and the result is clamped
@@ -244,18 +250,11 @@ inline float tanh_f(float x) {
     const float ax = fabs_f(x);
     const float xc = select(ax < kClamp, ax, kClamp);  // NaN picks the clamp; x itself is returned below
     const float x2 = xc * xc;
-    float p = -2.76076847742355e-16f;
-    p = p * x2 + 2.00018790482477e-13f;
-    p = p * x2 + -8.60467152213735e-11f;
-    p = p * x2 + 5.12229709037114e-08f;
-    p = p * x2 + 1.48572235717979e-05f;
-    p = p * x2 + 6.37261928875436e-04f;
-    p = p * x2 + 4.89352455891786e-03f;
+    float p = kTanhP[0];
+    for (int j = 1; j < 7; ++j) p = p * x2 + kTanhP[j];
     p = p * xc;
-    float q = 1.19825839466702e-06f;
-    q = q * x2 + 1.18534705686654e-04f;
-    q = q * x2 + 2.26843463243900e-03f;
-    q = q * x2 + 4.89352518554385e-03f;
+    float q = kTanhQ[0];
+    for (int j = 1; j < 4; ++j) q = q * x2 + kTanhQ[j];
     float t = p / q;
     t = select(t < 1.0f, t, 1.0f);
     const float signed_t = as_float(as_bits(t) | (as_bits(x) & static_cast<int32_t>(0x80000000u)));
@@ -278,15 +277,16 @@ inline void tanh_avx2(const float* x, float* y, int64_t n) {
         const __m256 ax = _mm256_andnot_ps(sign, v);
         const __m256 xc = _mm256_min_ps(ax, clamp);  // NaN: clamp (the second operand)
         const __m256 x2 = _mm256_mul_ps(xc, xc);
-        __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(-2.76076847742355e-16f), x2, _mm256_set1_ps(2.00018790482477e-13f));
-        __m256 q = _mm256_fmadd_ps(_mm256_set1_ps(1.19825839466702e-06f), x2, _mm256_set1_ps(1.18534705686654e-04f));
-        p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-8.60467152213735e-11f));
-        q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(2.26843463243900e-03f));
-        p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(5.12229709037114e-08f));
-        q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(4.89352518554385e-03f));
-        p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(1.48572235717979e-05f));
-        p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(6.37261928875436e-04f));
-        p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(4.89352455891786e-03f));
+        // p and q interleaved (independent chains), each in tanh_f's order.
+        __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(kTanhP[0]), x2, _mm256_set1_ps(kTanhP[1]));
+        __m256 q = _mm256_fmadd_ps(_mm256_set1_ps(kTanhQ[0]), x2, _mm256_set1_ps(kTanhQ[1]));
+        p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(kTanhP[2]));
+        q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(kTanhQ[2]));
+        p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(kTanhP[3]));
+        q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(kTanhQ[3]));
+        p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(kTanhP[4]));
+        p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(kTanhP[5]));
+        p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(kTanhP[6]));
         p = _mm256_mul_ps(p, xc);
         const __m256 t = _mm256_min_ps(_mm256_div_ps(p, q), one);  // NaN: 1, as select(t < 1, t, 1)
         const __m256 signed_t = _mm256_or_ps(t, _mm256_and_ps(v, sign));
@@ -944,6 +944,9 @@ void arg_extreme_columns(const float* x, int64_t rows, int64_t stride, int64_t w
 // two FMA pipes that bound this loop with AVX2. ~12 vector operations instead of ~20.
 constexpr float kSoftmaxShift = 12582912.0f + 64.0f;  // 1.5 2^23 (rounding) + 64 (the 2^64 factor)
 constexpr float kSoftmaxUnscale = 5.42101086e-20f;    // 2^-64, exact
+// The degree-5 fit of e^r above, highest degree first; p(0) = 1 exactly. One table for
+// exp_scaled_nonpositive and the AVX2 loop in exp_block.
+constexpr float kExpScaledPoly[6] = {8.29027686e-3f, 4.18979451e-2f, 1.66676372e-1f, 4.99991506e-1f, 9.99999702e-1f, 1.0f};
 inline float exp_scaled_nonpositive(float t) {
     const float tc = select(t < -120.0f, -120.0f, t);  // NaN compares false and stays
     const float shifted = tc * kLog2e + kSoftmaxShift;  // k + 64 in the low significand bits
@@ -953,12 +956,8 @@ inline float exp_scaled_nonpositive(float t) {
 #else
     const float r = (tc - k * kLn2Hi) - k * kLn2Lo;  // without FMA, k ln2 would round: two steps
 #endif
-    float p = 8.29027686e-3f;
-    p = p * r + 4.18979451e-2f;
-    p = p * r + 1.66676372e-1f;
-    p = p * r + 4.99991506e-1f;
-    p = p * r + 9.99999702e-1f;
-    p = p * r + 1.0f;
+    float p = kExpScaledPoly[0];
+    for (int j = 1; j < 6; ++j) p = p * r + kExpScaledPoly[j];
     // The low 9 bits of shifted's bits are k + 64 (two's complement): shifted into the exponent
     // field they give 2^(k+64) once the bias 127 is added, in [2^-110, 2^64], always normal.
     const uint32_t exponent = (static_cast<uint32_t>(as_bits(shifted)) << 23) + (uint32_t{127} << 23);
@@ -993,14 +992,15 @@ inline float exp_block(const float* x, float m, float* e, int64_t n, const float
         const __m256i bias = _mm256_set1_epi32(127 << 23);
         // The polynomial's coefficients as memory operands of the FMAs: held in registers (GCC's
         // choice for _mm256_set1_ps) they pushed the four accumulators onto the stack.
-        alignas(32) static const float coefficients[48] = {
-            8.29027686e-3f, 8.29027686e-3f, 8.29027686e-3f, 8.29027686e-3f, 8.29027686e-3f, 8.29027686e-3f, 8.29027686e-3f, 8.29027686e-3f,
-            4.18979451e-2f, 4.18979451e-2f, 4.18979451e-2f, 4.18979451e-2f, 4.18979451e-2f, 4.18979451e-2f, 4.18979451e-2f, 4.18979451e-2f,
-            1.66676372e-1f, 1.66676372e-1f, 1.66676372e-1f, 1.66676372e-1f, 1.66676372e-1f, 1.66676372e-1f, 1.66676372e-1f, 1.66676372e-1f,
-            4.99991506e-1f, 4.99991506e-1f, 4.99991506e-1f, 4.99991506e-1f, 4.99991506e-1f, 4.99991506e-1f, 4.99991506e-1f, 4.99991506e-1f,
-            9.99999702e-1f, 9.99999702e-1f, 9.99999702e-1f, 9.99999702e-1f, 9.99999702e-1f, 9.99999702e-1f, 9.99999702e-1f, 9.99999702e-1f,
-            1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f};
-        const float* c = coefficients;
+        struct Broadcast {
+            alignas(32) float v[48];  // kExpScaledPoly[j] in lanes 8j .. 8j + 7
+        };
+        static constexpr Broadcast coefficients = [] {
+            Broadcast b{};
+            for (int j = 0; j < 48; ++j) b.v[j] = kExpScaledPoly[j / 8];
+            return b;
+        }();
+        const float* c = coefficients.v;
         const auto exp8 = [&](const float* src, float* dst) {
             const __m256 t = _mm256_sub_ps(_mm256_loadu_ps(src), mv);
             const __m256 tc = _mm256_max_ps(lo, t);  // NaN: t (the second operand), as select()
