@@ -241,13 +241,7 @@ public sealed class DistributedDataParallel : IDataParallel, IDisposable
         long offset = 0;
         foreach (var p in bucket.Parameters)
         {
-            if (p.Grad is null)
-            {
-                var zeros = Tensor.Zeros(p.Shape.ToArray(), p.Device);
-                DisposeScope.Untrack(zeros);
-                p.Grad = zeros;
-            }
-            p.Grad.Buffer.CopyFrom(flat, 4 * offset, 0, 4 * p.Count);
+            GradientOf(p).Buffer.CopyFrom(flat, 4 * offset, 0, 4 * p.Count);
             offset += p.Count;
         }
         if (bucket.CarriesBuffers)
@@ -256,6 +250,18 @@ public sealed class DistributedDataParallel : IDataParallel, IDisposable
                 b.Buffer.CopyFrom(flat, 4 * offset, 0, 4 * b.Count);
                 offset += b.Count;
             }
+    }
+
+    /// <summary>p's gradient, made (zeros) where this rank's backward did not reach p: the average still lands there.</summary>
+    private static Tensor GradientOf(Tensor p)
+    {
+        if (p.Grad is null)
+        {
+            var zeros = Tensor.Zeros(p.Shape.ToArray(), p.Device);
+            DisposeScope.Untrack(zeros);   // the gradient belongs to the parameter, not to the step's scope
+            p.Grad = zeros;
+        }
+        return p.Grad;
     }
 
     /// <inheritdoc/>
@@ -286,13 +292,7 @@ public sealed class DistributedDataParallel : IDataParallel, IDisposable
             {
                 var span = staging.AsSpan((int)offset, (int)p.Count);
                 Scale(span, scale);
-                if (p.Grad is null)
-                {
-                    var zeros = Tensor.Zeros(p.Shape.ToArray(), p.Device);
-                    DisposeScope.Untrack(zeros);   // the gradient belongs to the parameter, not to the step's scope
-                    p.Grad = zeros;
-                }
-                p.Grad.Buffer.Write<float>(span);
+                GradientOf(p).Buffer.Write<float>(span);
                 offset += p.Count;
             }
             if (bucket.CarriesBuffers)

@@ -416,15 +416,18 @@ public sealed unsafe class Mpi : IDisposable
     /// <summary>Cancels the posted liveness receives before MPI_Finalize (a pending receive at finalize is an error).</summary>
     private void CancelLivenessReceives()
     {
-        foreach (ref nint receive in new Span<nint>(new[] { queryReceive, answerReceive }))
+        Cancel(ref queryReceive);
+        Cancel(ref answerReceive);
+
+        void Cancel(ref nint receive)
         {
-            if (receive == 0) continue;
+            if (receive == 0) return;
             nint r = receive;
-            if (lib!.Cancel(&r) != 0) continue;
+            receive = 0;
+            if (lib!.Cancel(&r) != 0) return;
             var clock = Stopwatch.StartNew();
-            while (!TestRaw(ref r) && clock.ElapsedMilliseconds < 100) { }
+            while (!TestRaw(ref r) && clock.ElapsedMilliseconds < 100) { }   // a cancelled receive completes
         }
-        queryReceive = answerReceive = 0;
     }
 }
 
