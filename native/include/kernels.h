@@ -373,9 +373,9 @@ KN_API kn_status kn_scatter_add_rows_f32(const kn_buffer* dy, const kn_buffer* i
 
 /* y[i] = keep(i) ? x[i] / (1 - p) : 0, where keep(i) = uniform(seed, offset + i) >= p and uniform is
  * a counter-based generator, so the mask needs no storage, is reproducible from (seed, offset) and is
- * the same on every backend. Exactly: w = first output word of Philox-4x32-10 with counter words
- * (lo32(offset + i), hi32(offset + i), 0, 0) and key (lo32(seed), hi32(seed)); uniform = (w >> 8) / 2^24;
- * keep where uniform >= p. 0 <= p < 1. */
+ * the same on every backend. Exactly, for stream element j = offset + i: w = output word j mod 4 of
+ * Philox-4x32-10 (Random123's numbering) with counter words (lo32(j / 4), hi32(j / 4), 0, 0) and key
+ * (lo32(seed), hi32(seed)); uniform = (w >> 8) / 2^24; keep where uniform >= p. 0 <= p < 1. */
 KN_API kn_status kn_dropout_f32(const kn_buffer* x, kn_buffer* y, int64_t n, float p, int64_t seed,
                                 int64_t offset);
 

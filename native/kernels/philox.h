@@ -23,9 +23,10 @@ KN_PHILOX_FN uint32_t philox_mulhi(uint32_t a, uint32_t b, uint32_t* lo) {
     return static_cast<uint32_t>(p >> 32);
 }
 
-// First 32-bit word of Philox-4x32-10 at counter (c0, c1, 0, 0) under key (k0, k1), in 32-bit words
-// only, so a loop over counters vectorises on instruction sets without 64-bit lane arithmetic (AVX2).
-KN_PHILOX_FN uint32_t philox4x32_10_words(uint32_t c0, uint32_t c1, uint32_t k0, uint32_t k1) {
+// Philox-4x32-10 at counter (c0, c1, 0, 0) under key (k0, k1): the block's four 32-bit output words,
+// in 32-bit words only, so a loop over counters vectorises on instruction sets without 64-bit lane
+// arithmetic (AVX2). Random123's known-answer vectors check it (self-test).
+KN_PHILOX_FN void philox4x32_10_block(uint32_t c0, uint32_t c1, uint32_t k0, uint32_t k1, uint32_t* words) {
     uint32_t c2 = 0, c3 = 0;
     // Unrolled, so a loop over counters around this call is straight-line code to vectorise.
 #if defined(__CUDACC__)
@@ -42,13 +43,21 @@ KN_PHILOX_FN uint32_t philox4x32_10_words(uint32_t c0, uint32_t c1, uint32_t k0,
         k0 += 0x9E3779B9u;
         k1 += 0xBB67AE85u;
     }
-    return c0;
+    words[0] = c0;
+    words[1] = c1;
+    words[2] = c2;
+    words[3] = c3;
 }
 
-// First 32-bit word of Philox-4x32-10 at counter (lo, hi, 0, 0) under key (seed lo, seed hi).
-KN_PHILOX_FN uint32_t philox4x32_10(uint64_t counter, uint64_t seed) {
-    return philox4x32_10_words(static_cast<uint32_t>(counter), static_cast<uint32_t>(counter >> 32),
-                               static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+// The random word of element `index` of the stream `seed`: word index mod 4 of the block at counter
+// index / 4 (as cuRAND's Philox hands out a block's four words in turn), so one block serves four
+// consecutive elements. The counter is 62 bits: (lo32(index / 4), hi32(index / 4), 0, 0).
+KN_PHILOX_FN uint32_t philox_word(uint64_t seed, uint64_t index) {
+    const uint64_t counter = index >> 2;
+    uint32_t words[4];
+    philox4x32_10_block(static_cast<uint32_t>(counter), static_cast<uint32_t>(counter >> 32),
+                        static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32), words);
+    return words[index & 3];
 }
 
 // The uniform of philox_uniform from the generator's 32-bit word (24 bits fit an int32 exactly; the
@@ -59,7 +68,7 @@ KN_PHILOX_FN float philox_to_uniform(uint32_t word) {
 
 // Uniform in [0, 1) with 24 random bits: exactly representable in float32 on every backend.
 KN_PHILOX_FN float philox_uniform(uint64_t seed, uint64_t index) {
-    return philox_to_uniform(philox4x32_10(index, seed));
+    return philox_to_uniform(philox_word(seed, index));
 }
 
 }  // namespace kn

@@ -24,6 +24,7 @@
 #include "selftest_recurrent.h"
 #include "selftest_hostile.h"
 
+#include <array>
 #include <functional>
 #include <set>
 #include <stdexcept>
@@ -1373,31 +1374,55 @@ void test_cross_entropy(Context& cx) {
 // Dropout
 // =================================================================================================
 //
-// The mask comes from Philox-4x32-10 (Salmon et al. SC'11), implemented here from the paper:
-// counter = (offset + i) as two 32-bit words (low, high, 0, 0), key = seed as (low, high), ten rounds
-// with multipliers 0xD2511F53 / 0xCD9E8D57 and key increments 0x9E3779B9 / 0xBB67AE85; the first
-// output word's top 24 bits / 2^24 is uniform(seed, offset + i), and element i is kept where it is
-// >= p. Kept values are x / (1 - p): at most two roundings (x * (1 / (1 - p))), 1e-6 relative.
-// Offsets near 2^32 check the carry into the counter's high word; seeds with high bits set check the
-// second key word.
+// The mask comes from Philox-4x32-10 (Salmon et al. SC'11), implemented here from the paper and
+// checked against Random123's published known-answer vectors: key = seed as (low, high), ten rounds
+// with multipliers 0xD2511F53 / 0xCD9E8D57 and key increments 0x9E3779B9 / 0xBB67AE85. Stream element
+// j = offset + i takes output word j mod 4 of the block at counter (lo32(j / 4), hi32(j / 4), 0, 0);
+// its top 24 bits / 2^24 is uniform(seed, j), and element i is kept where that is >= p. Kept values
+// are x / (1 - p): at most two roundings (x * (1 / (1 - p))), 1e-6 relative. Offsets that are not
+// multiples of 4 check the partial first block; offsets near 2^34 the carry into the counter's high
+// word; seeds with high bits set the second key word.
 
-uint32_t philox_first_word(uint64_t counter, uint64_t seed) {
-    uint32_t c[4] = {static_cast<uint32_t>(counter), static_cast<uint32_t>(counter >> 32), 0, 0};
-    uint32_t k[2] = {static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32)};
+std::array<uint32_t, 4> philox_block_reference(std::array<uint32_t, 4> c, std::array<uint32_t, 2> k) {
     for (int round = 0; round < 10; ++round) {
         uint64_t p0 = static_cast<uint64_t>(0xD2511F53u) * c[0];
         uint64_t p1 = static_cast<uint64_t>(0xCD9E8D57u) * c[2];
-        uint32_t next[4] = {static_cast<uint32_t>(p1 >> 32) ^ c[1] ^ k[0], static_cast<uint32_t>(p1),
-                            static_cast<uint32_t>(p0 >> 32) ^ c[3] ^ k[1], static_cast<uint32_t>(p0)};
-        std::memcpy(c, next, sizeof c);
+        c = {static_cast<uint32_t>(p1 >> 32) ^ c[1] ^ k[0], static_cast<uint32_t>(p1),
+             static_cast<uint32_t>(p0 >> 32) ^ c[3] ^ k[1], static_cast<uint32_t>(p0)};
         k[0] += 0x9E3779B9u;
         k[1] += 0xBB67AE85u;
     }
-    return c[0];
+    return c;
 }
 
 double philox_uniform_reference(uint64_t seed, uint64_t index) {
-    return static_cast<double>(philox_first_word(index, seed) >> 8) / 16777216.0;
+    const uint64_t counter = index / 4;
+    const std::array<uint32_t, 4> block = philox_block_reference(
+        {static_cast<uint32_t>(counter), static_cast<uint32_t>(counter >> 32), 0, 0},
+        {static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32)});
+    return static_cast<double>(block[index % 4] >> 8) / 16777216.0;
+}
+
+// The test's own Philox against Random123's known-answer vectors (its kat_vectors file: zero counter
+// and key, all ones, and the digits of pi), so the reference the dropout cases trust is the published
+// generator, not a second copy of ours.
+void philox_known_answers(Context& cx) {
+    cx.report.run("philox4x32-10 known answers (Random123)", [&] {
+        Problems problems;
+        struct Vector { std::array<uint32_t, 4> counter; std::array<uint32_t, 2> key; std::array<uint32_t, 4> out; };
+        const Vector vectors[] = {
+            {{0, 0, 0, 0}, {0, 0}, {0x6627e8d5u, 0xe169c58du, 0xbc57ac4cu, 0x9b00dbd8u}},
+            {{0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu}, {0xffffffffu, 0xffffffffu},
+             {0x408f276du, 0x41c83b0eu, 0xa20bc7c6u, 0x6d5451fdu}},
+            {{0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u}, {0xa4093822u, 0x299f31d0u},
+             {0xd16cfe09u, 0x94fdccebu, 0x5001e420u, 0x24126ea1u}},
+        };
+        for (const Vector& v : vectors)
+            if (philox_block_reference(v.counter, v.key) != v.out)
+                problems.add("the test's Philox-4x32-10 misses Random123's vector for counter word 0 = " +
+                             std::to_string(v.counter[0]));
+        return problems;
+    });
 }
 
 void dropout_case(Context& cx, int64_t n, float p, int64_t seed, int64_t offset, bool backward, bool in_place) {
@@ -1438,6 +1463,7 @@ void dropout_case(Context& cx, int64_t n, float p, int64_t seed, int64_t offset,
 }
 
 void test_dropout(Context& cx) {
+    philox_known_answers(cx);
     const int64_t big = cx.quick ? 4099 : 100003;
     for (bool backward : {false, true}) {
         dropout_case(cx, 1, 0.5f, 1, 0, backward, false);
@@ -1445,7 +1471,10 @@ void test_dropout(Context& cx) {
         dropout_case(cx, 1000, 0.5f, 42, 0, backward, false);
         dropout_case(cx, big, 0.3f, 1234567, 1000, backward, false);
         dropout_case(cx, big, 0.9f, -5, 3, backward, false);                        // seed with all high bits set
-        dropout_case(cx, 1000, 0.25f, 0x123456789ABCDEFll, (1ll << 32) - 500, backward, false);  // counter carry
+        dropout_case(cx, 1000, 0.25f, 0x123456789ABCDEFll, (1ll << 34) - 501, backward, false);  // counter carry
+        dropout_case(cx, 2, 0.5f, 77, 5, backward, false);      // inside one block
+        dropout_case(cx, 6, 0.5f, 77, 2, backward, false);      // a partial block at each end, none whole
+        dropout_case(cx, 4099, 0.5f, 77, 4097, backward, false);
         dropout_case(cx, 1000, 0.0f, 9, 0, backward, false);                        // p = 0 keeps everything
         dropout_case(cx, 257, 0.5f, 3, 11, backward, true);
         dropout_case(cx, 0, 0.5f, 3, 0, backward, false);

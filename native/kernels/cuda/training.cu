@@ -80,9 +80,24 @@ __global__ void cross_entropy_backward_kernel(const float* x, const int64_t* lab
     }
 }
 
+// One Philox block per thread: its four words serve the four elements of the stream whose index j =
+// offset + i has j / 4 = the block's counter (philox.h), so each block is drawn once. The first and
+// last blocks may be partial (offset not a multiple of 4, n not either): bounds per element.
 __global__ void dropout_kernel(const float* in, float* out, int64_t n, float p, uint64_t seed, uint64_t offset) {
     const float scale = 1.0f / (1.0f - p);
-    GRID_STRIDE(i, n) out[i] = philox_uniform(seed, offset + static_cast<uint64_t>(i)) >= p ? in[i] * scale : 0.0f;
+    const uint64_t first_block = offset >> 2;
+    const int64_t blocks = static_cast<int64_t>(((offset + static_cast<uint64_t>(n) + 3) >> 2) - first_block);
+    GRID_STRIDE(b, blocks) {
+        const uint64_t counter = first_block + static_cast<uint64_t>(b);
+        uint32_t words[4];
+        philox4x32_10_block(static_cast<uint32_t>(counter), static_cast<uint32_t>(counter >> 32),
+                            static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32), words);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int64_t i = static_cast<int64_t>(4 * counter + e - offset);  // wraps below 0 for a head block
+            if (i >= 0 && i < n) out[i] = philox_to_uniform(words[e]) >= p ? in[i] * scale : 0.0f;
+        }
+    }
 }
 
 __global__ void clamp_kernel(const float* x, float* y, int64_t n, float low, float high) {
@@ -182,7 +197,7 @@ cudaError_t cross_entropy_backward_f32(const CrossEntropyBackwardArgs& a, const 
 
 // Forward and backward are the same map (keep(i) ? in / (1 - p) : 0): dropout_backward_f32 calls this.
 cudaError_t dropout_f32(const DropoutArgs& a, const LaunchContext& ctx) {
-    dropout_kernel<<<grid_for(a.n, ctx), TRAINING_BLOCK, 0, ctx.stream>>>(
+    dropout_kernel<<<grid_for((a.n + 6) / 4, ctx), TRAINING_BLOCK, 0, ctx.stream>>>(
         static_cast<const float*>(a.x), static_cast<float*>(a.y), a.n, a.p, a.seed, a.offset);
     return cudaGetLastError();
 }

@@ -363,37 +363,11 @@ BINARY_KERNELS(greater)
 BINARY_KERNELS(greater_equal)
 
 // ---- Training: clamp, dropout, optimizer updates -----------------------------------------------
-// The same EW_VEC-wide layout as above. All are memory bound (an Adam step reads param, grad, m,
-// v and writes three of them: 28 bytes per element for ~15 flops). The update formulas are those
-// of kernels.h and the CPU backend (kernels/cpu/training.cpp), in the same float operation order.
-// Optional state (velocity) is switched by a flag and then bound to another buffer, never touched.
-
-// Lane offsets 0, 1, ..., EW_VEC-1 as a ulong vector (dropout counters of a work-item's elements).
-#if EW_VEC == 1
-#define EW_LANES ((ulong)0)
-typedef ulong ew_ulong;
-typedef uint ew_uint;
-#define EW_CONVERT_UINT(v) convert_uint(v)
-#define EW_CONVERT_ULONG(v) convert_ulong(v)
-#define EW_CONVERT_FLOAT(v) convert_float(v)
-#elif EW_VEC == 2
-#define EW_LANES ((ulong2)(0, 1))
-#elif EW_VEC == 4
-#define EW_LANES ((ulong4)(0, 1, 2, 3))
-#elif EW_VEC == 8
-#define EW_LANES ((ulong8)(0, 1, 2, 3, 4, 5, 6, 7))
-#elif EW_VEC == 16
-#define EW_LANES ((ulong16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15))
-#else
-#error "elementwise.cl: EW_VEC must be 1, 2, 4, 8 or 16"
-#endif
-#if EW_VEC > 1
-typedef EW_CAT(ulong, EW_VEC) ew_ulong;
-typedef EW_CAT(uint, EW_VEC) ew_uint;
-#define EW_CONVERT_UINT(v) EW_CAT(convert_uint, EW_VEC)(v)
-#define EW_CONVERT_ULONG(v) EW_CAT(convert_ulong, EW_VEC)(v)
-#define EW_CONVERT_FLOAT(v) EW_CAT(convert_float, EW_VEC)(v)
-#endif
+// The same EW_VEC-wide layout as above (dropout: one Philox block of four elements per work-item).
+// All are memory bound (an Adam step reads param, grad, m, v and writes three of them: 28 bytes per
+// element for ~15 flops). The update formulas are those of kernels.h and the CPU backend
+// (kernels/cpu/training.cpp), in the same float operation order. Optional state (velocity) is
+// switched by a flag and then bound to another buffer, never touched.
 
 // y = min(max(x, low), high) with std::min/std::max semantics: NaN passes through.
 #define CLAMP_OP(T, x, low, high) ((high) < ((x) < (low) ? (T)(low) : (x)) ? (T)(high) : ((x) < (low) ? (T)(low) : (x)))
@@ -412,52 +386,57 @@ __kernel void clamp_values(__global const float* x, __global float* y, const lon
     }
 }
 
-// Philox-4x32-10 (Salmon et al., SC'11), first output word at counter (lo, hi, 0, 0) under key
-// (seed lo, seed hi): the arithmetic of kernels/philox.h, so every backend draws the same mask.
-// UT is uint or a uint vector, ULT the matching ulong type; the 32x32 -> 64-bit products are
-// written as widening multiplies (vpmuludq on x86) rather than mul_hi: measured on PoCL, dropout over
-// 16M elements took 23 ms this way and 33 ms with mul_hi. Ten rounds of 32-bit multiplies per
-// element make this kernel compute bound on CPUs (~6 GB/s there), not memory bound.
-#define PHILOX_FIRST_WORD(UT, ULT, TO_ULONG, TO_UINT, counter_lo, counter_hi, seed, out)           \
+// Philox-4x32-10 (Salmon et al., SC'11): the block at counter (lo, hi, 0, 0) under key (seed lo, seed
+// hi), its four words in w0..w3: the arithmetic of kernels/philox.h, so every backend draws the same
+// mask. The 32x32 -> 64-bit products are written as widening multiplies (vpmuludq on x86) rather than
+// mul_hi: measured on PoCL, dropout over 16M elements took 23 ms this way and 33 ms with mul_hi.
+#define PHILOX_BLOCK(counter_lo, counter_hi, seed, w0, w1, w2, w3)                                 \
     {                                                                                              \
-        UT c0 = (counter_lo), c1 = (counter_hi), c2 = (UT)(0u), c3 = (UT)(0u);                     \
+        uint c0 = (counter_lo), c1 = (counter_hi), c2 = 0u, c3 = 0u;                               \
         uint k0 = (uint)(seed), k1 = (uint)((seed) >> 32);                                         \
         for (int round = 0; round < 10; ++round) {                                                 \
-            const ULT p0 = TO_ULONG(c0) * (ULT)(0xD2511F53UL);                                     \
-            const ULT p1 = TO_ULONG(c2) * (ULT)(0xCD9E8D57UL);                                     \
-            const UT n0 = TO_UINT(p1 >> 32) ^ c1 ^ (UT)(k0), n2 = TO_UINT(p0 >> 32) ^ c3 ^ (UT)(k1); \
+            const ulong p0 = (ulong)c0 * 0xD2511F53UL;                                             \
+            const ulong p1 = (ulong)c2 * 0xCD9E8D57UL;                                             \
+            const uint n0 = (uint)(p1 >> 32) ^ c1 ^ k0, n2 = (uint)(p0 >> 32) ^ c3 ^ k1;           \
             c0 = n0;                                                                               \
-            c1 = TO_UINT(p1);                                                                      \
+            c1 = (uint)p1;                                                                         \
             c2 = n2;                                                                               \
-            c3 = TO_UINT(p0);                                                                      \
+            c3 = (uint)p0;                                                                         \
             k0 += 0x9E3779B9u;                                                                     \
             k1 += 0xBB67AE85u;                                                                     \
         }                                                                                          \
-        out = c0;                                                                                  \
+        w0 = c0;                                                                                   \
+        w1 = c1;                                                                                   \
+        w2 = c2;                                                                                   \
+        w3 = c3;                                                                                   \
     }
 
 // Dropout forward and backward are one map: out[i] = keep(i) ? in[i] * scale : 0, keep(i) =
-// uniform(seed, offset + i) >= p with uniform = (philox >> 8) * 2^-24 (24 bits, exact in float32);
-// scale = 1 / (1 - p) computed by the host in float32, as the CPU backend does.
+// uniform(seed, offset + i) >= p with uniform = (word >> 8) * 2^-24 (24 bits, exact in float32), the
+// word of stream element j being word j mod 4 of the Philox block at counter j / 4 (philox.h). One
+// work-item per block, each block drawn once; the first and last may be partial. PoCL vectorises across
+// work-items. scale = 1 / (1 - p) computed by the host in float32, as the CPU backend does.
+inline float dropout_one(__global const float* in, long i, uint word, float p, float scale) {
+    return convert_float(word >> 8) * (1.0f / 16777216.0f) >= p ? in[i] * scale : 0.0f;
+}
+
 __kernel void dropout_mask(__global const float* in, __global float* out, const long n, const float p,
                            const float scale, const ulong seed, const ulong offset) {
-    const long first = get_global_id(0) * EW_VEC;
-    if (first + EW_VEC <= n) {
-        const ew_ulong counter = (ew_ulong)(offset + (ulong)first) + EW_LANES;
-        ew_uint word;
-        PHILOX_FIRST_WORD(ew_uint, ew_ulong, EW_CONVERT_ULONG, EW_CONVERT_UINT, EW_CONVERT_UINT(counter & 0xffffffffUL),
-                          EW_CONVERT_UINT(counter >> 32), seed, word)
-        const ew_vec u = EW_CONVERT_FLOAT(word >> 8) * (1.0f / 16777216.0f);
-        const ew_vec v = EW_VLOAD(in + first);
-        EW_VSTORE(u >= p ? v * scale : (ew_vec)(0.0f), out + first);
+    const ulong counter = (offset >> 2) + get_global_id(0);
+    const long i0 = (long)(counter * 4 - offset);  // negative for the elements of a head block before offset
+    if (i0 >= n) return;
+    uint w0, w1, w2, w3;
+    PHILOX_BLOCK((uint)counter, (uint)(counter >> 32), seed, w0, w1, w2, w3)
+    if (i0 >= 0 && i0 + 4 <= n) {
+        const float4 v = vload4(0, in + i0);
+        const uint4 w = (uint4)(w0, w1, w2, w3);
+        const float4 u = convert_float4(w >> 8) * (1.0f / 16777216.0f);
+        vstore4(u >= p ? v * scale : (float4)(0.0f), 0, out + i0);
     } else {
-        for (long i = first; i < n; ++i) {
-            const ulong counter = offset + (ulong)i;
-            uint word;
-            PHILOX_FIRST_WORD(uint, ulong, convert_ulong, convert_uint, (uint)counter, (uint)(counter >> 32), seed, word)
-            const float u = convert_float(word >> 8) * (1.0f / 16777216.0f);
-            out[i] = u >= p ? in[i] * scale : 0.0f;
-        }
+        if (i0 >= 0) out[i0] = dropout_one(in, i0, w0, p, scale);
+        if (i0 + 1 >= 0 && i0 + 1 < n) out[i0 + 1] = dropout_one(in, i0 + 1, w1, p, scale);
+        if (i0 + 2 >= 0 && i0 + 2 < n) out[i0 + 2] = dropout_one(in, i0 + 2, w2, p, scale);
+        if (i0 + 3 < n) out[i0 + 3] = dropout_one(in, i0 + 3, w3, p, scale);
     }
 }
 

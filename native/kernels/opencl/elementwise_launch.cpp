@@ -108,7 +108,9 @@ void dropout_f32(const DropoutArgs& d, Queue& q) {
     const float scale = 1.0f / (1.0f - d.p);  // in float32, as the CPU backend computes it
     q.set_args(kern, kname, mem(d.x), mem(d.y), cl_long{d.n}, cl_float{d.p}, cl_float{scale}, cl_ulong{d.seed},
                cl_ulong{d.offset});
-    q.launch_elementwise(kern, kname, d.n);
+    // One work-item per Philox block of four stream elements: blocks offset / 4 .. (offset + n - 1) / 4.
+    const uint64_t first_block = d.offset >> 2, last_block = (d.offset + static_cast<uint64_t>(d.n) - 1) >> 2;
+    q.launch_1d(kern, kname, static_cast<int64_t>(last_block - first_block + 1));
 }
 
 void clamp_f32(const ClampArgs& c, Queue& q) {
