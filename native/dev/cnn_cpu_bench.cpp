@@ -9,7 +9,8 @@
 // Build (from the repository root, after building the library into build/cpu-native):
 //   g++ -O2 -std=c++17 -Inative/include native/dev/cnn_cpu_bench.cpp -Lbuild/cpu-native -lkernels \
 //       -Wl,-rpath,$PWD/build/cpu-native -o build/cpu-native/cnn_cpu_bench
-//   build/cpu-native/cnn_cpu_bench [device]          (default cpu)
+//   build/cpu-native/cnn_cpu_bench [device] [filter]  (default cpu; filter: only the convolutions whose
+//                                                     name holds it, e.g. depthwise)
 #include "kernels.h"
 
 #include <algorithm>
@@ -169,8 +170,12 @@ int main(int argc, char** argv) {
         {"ResNet 1x64->64 56x56", 1, 64, 56, 56, 64, 3, 3, 1, 1, 1},
         {"1x1 8x64->128 28x28", 8, 64, 28, 28, 128, 1, 1, 1, 0, 1},
         {"depthwise 8x64 56x56", 8, 64, 56, 56, 64, 3, 3, 1, 1, 64},
+        {"depthwise 3x3/2 8x64 112x112", 8, 64, 112, 112, 64, 3, 3, 2, 1, 64},
     };
-    for (const Conv& g : convs) bench_conv(g);
+    const char* only = argc > 2 ? argv[2] : "";  // a name filter: only the convolutions whose name holds it
+    for (const Conv& g : convs)
+        if (std::string(g.name).find(only) != std::string::npos) bench_conv(g);
+    if (*only) return 0;
     std::printf("pooling (bytes: x + y, + int32 indices for max)\n");
     bench_pool("MNIST 64x32 28x28 2x2/2", 64, 32, 28, 28, 2, 2, 0);
     bench_pool("ResNet stem 8x64 112x112 3x3/2 p1", 8, 64, 112, 112, 3, 2, 1);

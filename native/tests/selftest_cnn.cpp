@@ -244,6 +244,11 @@ void test_convolution(Context& cx) {
         conv(2, 6, 9, 9, 9, 3, 3).stride(2, 2).pad(1, 1).group(3),  // groups 3, strided
         conv(3, 8, 10, 9, 8, 3, 3).pad(1, 1).group(8),           // depthwise
         conv(2, 4, 7, 7, 8, 3, 3).pad(1, 1).group(4),            // depthwise, channel multiplier 2
+        conv(2, 3, 11, 41, 3, 3, 3).stride(2, 2).pad(1, 1).group(3),  // depthwise strided: 21 = 16 + 5 outputs
+        conv(2, 3, 9, 42, 3, 3, 3).pad(1, 1).group(3),           // depthwise, 42 = 16 + 16 + 8 + 2 outputs
+        conv(1, 2, 12, 27, 4, 5, 5).pad(2, 2).group(2),          // depthwise 5x5, multiplier 2
+        conv(2, 2, 13, 30, 2, 3, 3).pad(2, 2).dilation(2, 2).group(2),  // depthwise dilated
+        conv(1, 3, 10, 19, 3, 3, 1).stride(1, 3).pad(1, 0).group(3),     // depthwise column kernel, stride 3
         conv(2, 3, 4, 5, 2, 6, 5).pad(1, 0),                     // kernel exactly the padded input: 1x1 out
         conv(3, 7, 13, 11, 5, 3, 3).stride(2, 2).pad(1, 1),      // primes
         conv(5, 2, 6, 7, 3, 3, 3).pad(1, 1),                     // a batch that does not divide by the threads

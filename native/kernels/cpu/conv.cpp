@@ -20,7 +20,8 @@
 //                     dbias = per-channel float64 sums of dy.
 // A 1x1, stride-1, unpadded convolution needs no lowering: col is x itself (forward, backward-weights)
 // and the backward-data GEMM writes dx directly. Depthwise convolution (one input channel per group)
-// skips the GEMM, whose groups would be 1 x kh kw deep: direct loops over strips of 16 outputs.
+// skips the GEMM, whose groups would be 1 x kh kw deep: direct loops over strips of outputs held in
+// vector registers, compiled per instruction set (conv_depthwise_impl.h).
 // Threads: images are dealt out to the threads in contiguous runs (each thread lowers and multiplies
 // its own images with its own scratch, the GEMM running single-threaded inside it); the images left
 // over when the batch does not divide evenly, and a batch smaller than the thread count, go one by
@@ -38,8 +39,15 @@
 //   MNIST conv2 64 x 32->64 14x14:   122 / 115 / 131  (GEMM 145)
 //   ResNet 8 x 64->64 56x56:         131 / 136 / 141  (GEMM 155)
 //   1x1 8 x 64->128 28x28:           168 / 170 / 147  (GEMM 199)
-//   depthwise 8 x 64 56x56:           15 /  12 /   8  (through the GEMM it had measured 8 / 7 / 2)
+//   depthwise 8 x 64 56x56:           15 /  12 /   8  (through the GEMM it had measured 8 / 7 / 2);
+//     per ISA (issue 16, same machine, `cnn_cpu_bench cpu depthwise`, AVX-512 / AVX2 path):
+//                                     44 / 48 / 27 and 45 / 49 / 28 (before: 18 / 16 / 11, SSE2 only)
+//   depthwise 3x3/2 8 x 64 112x112:   13 / 5 / 11 and 13 / 5 / 11 (before: 6.5 / 5.0 / 4.5); the
+//     forward is now near memory speed: padding x costs a read and a write of its 26 MB)
 // The GEMM itself reaches ~200 GFLOP/s per core on large squares (~390 on both cores of a quiet machine).
+#define KN_ISA portable
+#include "conv_depthwise_impl.h"
+
 #include "cpu_kernels.h"
 #include "scratch_buffer.h"
 
@@ -295,72 +303,22 @@ void bias_gradient(const Shape& S, const float* dy, float* dbias) {
 
 // ---- Depthwise (one input channel per group): direct loops over the padded plane -------------------
 // Each group's GEMM would be kg x (kh kw) x plane_out: a 1 x 9 deep product per output, all call and
-// packing overhead. Instead the loops run over strips of kStrip outputs of one row that stay in
-// registers while all kh * kw taps are added (loading and storing the row once per tap instead was
-// bound by the stores: 2.3 ms for 8 x 64 x 56x56 on one core).
-constexpr int64_t kStrip = 16;
+// packing overhead. Instead each output plane is a direct correlation of its padded input plane with
+// its filter, in strips of outputs that stay in registers while all taps are added (loading and
+// storing the row once per tap instead was bound by the stores: 2.3 ms for 8 x 64 x 56x56 on one
+// core). The plane loops are compiled per instruction set (conv_depthwise_impl.h); this file pads,
+// threads and sums.
 
-// out[j] (j < n <= kStrip) = bias + sum over taps of w[tap] * padded[tap row][(ow0 + j) * sw + tap col].
-// N > 0: n is the constant N; STRIDE > 0: sw is the constant STRIDE (1 makes the loads contiguous).
-template <int64_t N, int64_t STRIDE>
-inline void depthwise_strip(const Shape& S, const float* padded_row0, const float* w, float bias, int64_t stride,
-                            int64_t n, float* out) {
-    const Conv2dGeometry& g = S.g;
-    float acc[kStrip];
-    const int64_t count = N > 0 ? N : n, sw = STRIDE > 0 ? STRIDE : stride;
-    for (int64_t j = 0; j < count; ++j) acc[j] = bias;
-    for (int64_t r = 0; r < g.kernel_height; ++r)
-        for (int64_t s = 0; s < g.kernel_width; ++s) {
-            const float wv = w[r * g.kernel_width + s];
-            const float* src = padded_row0 + r * g.dilation_height * S.padded_w + s * g.dilation_width;
-            for (int64_t j = 0; j < count; ++j) acc[j] += wv * src[j * sw];
-        }
-    for (int64_t j = 0; j < count; ++j) out[j] = acc[j];
+const DepthwisePlanes& depthwise_kernels() {
+    static const DepthwisePlanes& chosen = KN_ISA_ENTRY(depthwise_planes)();
+    return chosen;
 }
 
-// One output channel's plane from the padded input plane of its group.
-void depthwise_forward_plane(const Shape& S, const float* padded, const float* w, float bias, float* y) {
+// The forward correlation over a padded input plane (also what the weight gradient reads).
+Correlation forward_correlation(const Shape& S) {
     const Conv2dGeometry& g = S.g;
-    const int64_t OW = g.out_width, sw = g.stride_width;
-    for (int64_t oh = 0; oh < g.out_height; ++oh) {
-        const float* row0 = padded + oh * g.stride_height * S.padded_w;
-        float* out = y + oh * OW;
-        int64_t ow = 0;
-        if (sw == 1) {
-            for (; ow + kStrip <= OW; ow += kStrip) depthwise_strip<kStrip, 1>(S, row0 + ow, w, bias, 1, kStrip, out + ow);
-            if (ow < OW) depthwise_strip<0, 1>(S, row0 + ow, w, bias, 1, OW - ow, out + ow);
-        } else {
-            for (; ow + kStrip <= OW; ow += kStrip)
-                depthwise_strip<kStrip, 0>(S, row0 + ow * sw, w, bias, sw, kStrip, out + ow);
-            if (ow < OW) depthwise_strip<0, 0>(S, row0 + ow * sw, w, bias, sw, OW - ow, out + ow);
-        }
-    }
-}
-
-// The weight gradient of one output channel over one image, per tap: sum over (oh, ow) of
-// dy[oh, ow] * padded[input of (oh, ow) at that tap], with kStrip float lanes per tap, then float64.
-void depthwise_weight_sums(const Shape& S, const float* dy, const float* padded, double* sums) {
-    const Conv2dGeometry& g = S.g;
-    const int64_t OW = g.out_width, sw = g.stride_width;
-    for (int64_t r = 0; r < g.kernel_height; ++r)
-        for (int64_t s = 0; s < g.kernel_width; ++s) {
-            float lane[kStrip] = {};
-            for (int64_t oh = 0; oh < g.out_height; ++oh) {
-                const float* d = dy + oh * OW;
-                const float* src =
-                    padded + (oh * g.stride_height + r * g.dilation_height) * S.padded_w + s * g.dilation_width;
-                int64_t ow = 0;
-                if (sw == 1)
-                    for (; ow + kStrip <= OW; ow += kStrip)
-                        for (int64_t j = 0; j < kStrip; ++j) lane[j] += d[ow + j] * src[ow + j];
-                for (; ow + kStrip <= OW; ow += kStrip)
-                    for (int64_t j = 0; j < kStrip; ++j) lane[j] += d[ow + j] * src[(ow + j) * sw];
-                for (int64_t j = 0; ow + j < OW; ++j) lane[j] += d[ow + j] * src[(ow + j) * sw];
-            }
-            double sum = 0;
-            for (int64_t j = 0; j < kStrip; ++j) sum += lane[j];
-            sums[r * g.kernel_width + s] += sum;
-        }
+    return {g.out_height, g.out_width, g.kernel_height, g.kernel_width, g.dilation_height, g.dilation_width,
+            g.stride_height, g.stride_width, S.padded_w};
 }
 
 // Backward-data, stride 1: dx is the correlation of the zero-padded dy with the flipped kernel,
@@ -389,6 +347,8 @@ int64_t plane_grain(const Shape& S) {
 
 void depthwise_forward(const Shape& S, const float* x, const float* w, const float* bias, float* y) {
     const Conv2dGeometry& g = S.g;
+    const DepthwisePlanes& kernels = depthwise_kernels();
+    const Correlation c = forward_correlation(S);
     parallel_for(g.batch * g.groups, plane_grain(S), [&](int64_t begin, int64_t end) {
         float* padded = padded_scratch.get(S.padded_floats(1));
         for (int64_t t = begin; t < end; ++t) {  // t = n * groups + group = the input plane's index
@@ -396,8 +356,8 @@ void depthwise_forward(const Shape& S, const float* x, const float* w, const flo
             const int64_t group = t % g.groups;
             for (int64_t j = 0; j < S.kg; ++j) {
                 const int64_t k = group * S.kg + j;
-                depthwise_forward_plane(S, padded, w + k * S.taps, bias ? bias[k] : 0.0f,
-                                        y + ((t / g.groups) * g.out_channels + k) * S.plane_out);
+                kernels.correlate(c, padded, w + k * S.taps, bias ? bias[k] : 0.0f, false,
+                                  y + ((t / g.groups) * g.out_channels + k) * S.plane_out);
             }
         }
     });
@@ -410,15 +370,18 @@ void depthwise_backward_data(const Shape& S, const float* dy, const float* w, fl
         // Gather form (see FlippedGeometry): each dx strip accumulates in registers.
         const FlippedGeometry f = flipped_geometry(S);
         const int64_t plane = f.height * f.width;
+        // dx[ih, iw] = sum over taps of flipped[r', s'] padded[ih + row_offset + r' dh, iw + col_offset + s' dw]
+        const int64_t row_offset = f.pad_top + g.pad_height - g.dilation_height * (g.kernel_height - 1);
+        const int64_t col_offset = f.pad_left + g.pad_width - g.dilation_width * (g.kernel_width - 1);
+        const Correlation c{g.in_height, g.in_width, g.kernel_height, g.kernel_width, g.dilation_height,
+                            g.dilation_width, 1, 1, f.width};
+        const DepthwisePlanes& kernels = depthwise_kernels();
         parallel_for(g.batch * g.groups, plane_grain(S), [&](int64_t begin, int64_t end) {
             float* padded = padded_scratch.get(plane + kSlack);
             std::vector<float> flipped(static_cast<size_t>(S.taps));
-            float row[kStrip];
             std::fill(padded, padded + plane, 0.0f);
             for (int64_t t = begin; t < end; ++t) {
                 const int64_t n = t / g.groups, group = t % g.groups;
-                float* dxp = dx + t * S.plane_in;
-                std::fill(dxp, dxp + S.plane_in, 0.0f);
                 for (int64_t j = 0; j < S.kg; ++j) {
                     const int64_t k = group * S.kg + j;
                     const float* dyk = dy + (n * g.out_channels + k) * S.plane_out;
@@ -426,24 +389,9 @@ void depthwise_backward_data(const Shape& S, const float* dy, const float* w, fl
                         std::memcpy(padded + (f.pad_top + oh) * f.width + f.pad_left, dyk + oh * OW,
                                     static_cast<size_t>(OW) * sizeof(float));
                     for (int64_t tap = 0; tap < S.taps; ++tap) flipped[tap] = w[k * S.taps + (S.taps - 1 - tap)];
-                    // dx[ih, iw] += sum_taps flipped[tap] * padded[ih + top + ph - extent_h + r' dh, ...]
-                    Shape flipped_shape = S;
-                    flipped_shape.padded_w = f.width;
-                    const int64_t row_offset = f.pad_top + g.pad_height - g.dilation_height * (g.kernel_height - 1);
-                    const int64_t col_offset = f.pad_left + g.pad_width - g.dilation_width * (g.kernel_width - 1);
-                    for (int64_t ih = 0; ih < g.in_height; ++ih) {
-                        const float* row0 = padded + (ih + row_offset) * f.width + col_offset;
-                        float* out = dxp + ih * g.in_width;
-                        int64_t iw = 0;
-                        for (; iw + kStrip <= g.in_width; iw += kStrip) {
-                            depthwise_strip<kStrip, 1>(flipped_shape, row0 + iw, flipped.data(), 0.0f, 1, kStrip, row);
-                            for (int64_t q = 0; q < kStrip; ++q) out[iw + q] += row[q];
-                        }
-                        if (iw < g.in_width) {
-                            depthwise_strip<0, 1>(flipped_shape, row0 + iw, flipped.data(), 0.0f, 1, g.in_width - iw, row);
-                            for (int64_t q = 0; iw + q < g.in_width; ++q) out[iw + q] += row[q];
-                        }
-                    }
+                    // The group's first output channel writes dx, the others add to it.
+                    kernels.correlate(c, padded + row_offset * f.width + col_offset, flipped.data(), 0.0f, j > 0,
+                                      dx + t * S.plane_in);
                 }
             }
         });
@@ -475,6 +423,8 @@ void depthwise_backward_data(const Shape& S, const float* dy, const float* w, fl
 
 void depthwise_backward_weights(const Shape& S, const float* x, const float* dy, float* dw) {
     const Conv2dGeometry& g = S.g;
+    const DepthwisePlanes& kernels = depthwise_kernels();
+    const Correlation c = forward_correlation(S);
     // Groups over the threads; each sums its weights over the whole batch (float lanes per image,
     // float64 across images), so the result does not depend on the thread count.
     parallel_for(g.groups, 1, [&](int64_t begin, int64_t end) {
@@ -486,8 +436,8 @@ void depthwise_backward_weights(const Shape& S, const float* x, const float* dy,
                 pad_planes(S, x + (n * g.groups + group) * S.plane_in, 0, 1, padded);
                 for (int64_t j = 0; j < S.kg; ++j) {
                     const int64_t k = group * S.kg + j;
-                    depthwise_weight_sums(S, dy + (n * g.out_channels + k) * S.plane_out, padded,
-                                          sums.data() + j * S.taps);
+                    kernels.weight_sums(c, dy + (n * g.out_channels + k) * S.plane_out, padded,
+                                        sums.data() + j * S.taps);
                 }
             }
             for (int64_t i = 0; i < S.kg * S.taps; ++i) dw[group * S.kg * S.taps + i] = static_cast<float>(sums[i]);
