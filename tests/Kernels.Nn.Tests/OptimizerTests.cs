@@ -199,10 +199,10 @@ public class OptimizerTests
 
     /// <summary>
     /// One optimizer configuration for the many-call tests: how to create it, how many state buffers one
-    /// parameter has, and the per-parameter reference call at a step (1-based) on copies.
+    /// parameter has, and the per-parameter reference call (param, grad, state, n, step counted from 1) on copies.
     /// </summary>
     public sealed record ManyCase(string Name, Func<IEnumerable<Tensor>, Optimizer> Create, int States,
-                                  Action<DeviceBuffer, DeviceBuffer, DeviceBuffer[], long, bool> Reference)
+                                  Action<DeviceBuffer, DeviceBuffer, DeviceBuffer[], long, int> Reference)
     {
         public override string ToString() => Name;
     }
@@ -210,23 +210,25 @@ public class OptimizerTests
     public static IEnumerable<ManyCase> ManyCases()
     {
         yield return new ManyCase("sgd", ps => new Sgd(ps, 0.05f), 0,
-            (p, g, s, n, first) => Ops.SgdStep(p, g, null, n, 0.05f, 0, 0, 0, false, first));
+            (p, g, s, n, step) => Ops.SgdStep(p, g, null, n, 0.05f, 0, 0, 0, false, step == 1));
         yield return new ManyCase("sgd momentum", ps => new Sgd(ps, 0.05f, momentum: 0.9f), 1,
-            (p, g, s, n, first) => Ops.SgdStep(p, g, s[0], n, 0.05f, 0.9f, 0, 0, false, first));
+            (p, g, s, n, step) => Ops.SgdStep(p, g, s[0], n, 0.05f, 0.9f, 0, 0, false, step == 1));
         yield return new ManyCase("sgd momentum dampening wd", ps => new Sgd(ps, 0.05f, 0.9f, 0.1f, 0.01f), 1,
-            (p, g, s, n, first) => Ops.SgdStep(p, g, s[0], n, 0.05f, 0.9f, 0.1f, 0.01f, false, first));
+            (p, g, s, n, step) => Ops.SgdStep(p, g, s[0], n, 0.05f, 0.9f, 0.1f, 0.01f, false, step == 1));
         yield return new ManyCase("sgd nesterov wd", ps => new Sgd(ps, 0.05f, 0.9f, 0f, 0.01f, nesterov: true), 1,
-            (p, g, s, n, first) => Ops.SgdStep(p, g, s[0], n, 0.05f, 0.9f, 0, 0.01f, true, first));
+            (p, g, s, n, step) => Ops.SgdStep(p, g, s[0], n, 0.05f, 0.9f, 0, 0.01f, true, step == 1));
         yield return new ManyCase("rmsprop", ps => new RmsProp(ps, 0.01f), 1,
-            (p, g, s, n, first) => Ops.RmsPropStep(p, g, s[0], null, n, 0.01f, 0.99f, 1e-8f, 0, 0));
+            (p, g, s, n, step) => Ops.RmsPropStep(p, g, s[0], null, n, 0.01f, 0.99f, 1e-8f, 0, 0));
         yield return new ManyCase("rmsprop momentum wd", ps => new RmsProp(ps, 0.01f, weightDecay: 0.01f, momentum: 0.9f), 2,
-            (p, g, s, n, first) => Ops.RmsPropStep(p, g, s[0], s[1], n, 0.01f, 0.99f, 1e-8f, 0.01f, 0.9f));
+            (p, g, s, n, step) => Ops.RmsPropStep(p, g, s[0], s[1], n, 0.01f, 0.99f, 1e-8f, 0.01f, 0.9f));
         yield return new ManyCase("adagrad wd", ps => new Adagrad(ps, 0.01f, weightDecay: 0.01f), 1,
-            (p, g, s, n, first) => Ops.AdagradStep(p, g, s[0], n, 0.01f, 1e-10f, 0.01f));
+            (p, g, s, n, step) => Ops.AdagradStep(p, g, s[0], n, 0.01f, 1e-10f, 0.01f));
+        yield return new ManyCase("adamw", ps => new AdamW(ps, 0.01f, weightDecay: 0.05f), 2,
+            (p, g, s, n, step) => Ops.AdamStep(p, g, s[0], s[1], n, 0.01f, 0.9f, 0.999f, 1e-8f, 0.05f, true, step));
     }
 
     /// <summary>
-    /// Sgd, RmsProp and Adagrad make one kn_*_step_many_f32 call for all parameters of a device; it must give
+    /// Sgd, RmsProp, Adagrad and AdamW make one kn_*_step_many_f32 call for all parameters of a device; it must give
     /// every element exactly what one per-parameter call gives (the CPU runs the same loop for both; OpenCL
     /// launches the same kernel per tensor), over three steps of a two-layer network whose 20000-element weight
     /// spans the CPU pool's 16K chunks. SGD's first step (the velocity starts as the gradient) is step 1.
@@ -257,7 +259,7 @@ public class OptimizerTests
                     model.Forward(x).Mul(model.Forward(x)).Sum().Mul(step).Backward();
                 }
                 for (int i = 0; i < parameters.Length; i++)
-                    optimizerCase.Reference(copies[i], parameters[i].Grad!.Buffer, states[i], parameters[i].Count, step == 1);
+                    optimizerCase.Reference(copies[i], parameters[i].Grad!.Buffer, states[i], parameters[i].Count, step);
                 optimizer.Step();
                 for (int i = 0; i < parameters.Length; i++)
                     Assert.That(parameters[i].ToArray(), Is.EqualTo(copies[i].ToArray()),
@@ -268,6 +270,25 @@ public class OptimizerTests
         {
             foreach (var b in copies.Concat(states.SelectMany(s => s))) b.Dispose();
         }
+    }
+
+    /// <summary>
+    /// A warm Optimizer.Step allocates nothing on the managed heap: the many-call's operand arrays are reused, the
+    /// native handles go on the stack.
+    /// </summary>
+    [Test]
+    public void A_warm_step_allocates_nothing([ValueSource(nameof(ManyCases))] ManyCase optimizerCase)
+    {
+        using var model = new Sequential(new Dense(10, 20, seed: 1), Activation.Tanh(), new Dense(20, 3, seed: 2));
+        using var optimizer = optimizerCase.Create(model.Parameters());
+        using (var scope = new DisposeScope())
+            model.Forward(Tensor.FromArray(new float[2 * 10], new long[] { 2, 10 })).Sum().Backward();
+        optimizer.Step();
+        optimizer.Step();
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 0; i < 10; i++) optimizer.Step();
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.That(allocated, Is.EqualTo(0), $"{optimizerCase.Name}: bytes allocated by 10 warm steps");
     }
 
     /// <summary>
