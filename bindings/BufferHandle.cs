@@ -59,7 +59,7 @@ internal readonly struct BufferLease : IDisposable
     }
 
     /// <summary>Adds a reference to the buffer's handle; false when it was disposed. Whoever gets true calls
-    /// <c>buffer.Handle.DangerousRelease()</c> once (a lease does it in Dispose; Ops.AdamStepMany holds many).</summary>
+    /// <c>buffer.Handle.DangerousRelease()</c> once (a lease does it in Dispose; Ops.ManyLease, for the *StepMany calls, holds many).</summary>
     internal static bool TryAddRef(DeviceBuffer buffer)
     {
         bool added = false;

@@ -575,6 +575,19 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(Library)]
     internal static partial Status kn_sgd_step_f32(nint param, nint grad, nint velocity, long n, float lr, float momentum, float dampening, float weight_decay, int nesterov, int first_step);
 
+    // kn_status kn_sgd_step_many_f32(int64_t count, kn_buffer*const* param, const kn_buffer*const* grad, KN_OPTIONAL kn_buffer*const* velocity, const int64_t* n, float lr, float momentum, float dampening, float weight_decay, int32_t nesterov, int32_t first_step);
+    /// <summary>
+    /// kn_sgd_step_f32 over count tensors in one call: tensor i is (param[i], grad[i], velocity[i]) of n[i]
+    /// elements, all with the same hyper-parameters and first_step; each element gets exactly the update
+    /// kn_sgd_step_f32 would give it. velocity may be NULL when momentum == 0 (it is not read then).
+    /// Every buffer on one device; no buffer appears twice anywhere in the call; n[i] &gt;= 0 (empty
+    /// tensors are skipped); count &gt;= 0. Runs as kn_adam_step_many_f32 does (CPU: one thread-pool
+    /// dispatch; CUDA: one launch per group of up to 64 tensors; OpenCL: one launch per tensor).
+    /// Errors name the tensor index ("velocity[2] is NULL", "param[0] and grad[1] are the same buffer").
+    /// </summary>
+    [LibraryImport(Library)]
+    internal static partial Status kn_sgd_step_many_f32(long count, nint* param, nint* grad, nint* velocity, long* n, float lr, float momentum, float dampening, float weight_decay, int nesterov, int first_step);
+
     // kn_status kn_adam_step_f32(kn_buffer* param, const kn_buffer* grad, kn_buffer* m, kn_buffer* v, int64_t n, float lr, float beta1, float beta2, float eps, float weight_decay, int32_t decoupled_weight_decay, int64_t step);
     /// <summary>
     /// Adam / AdamW at step t &gt;= 1 (m, v start at zero):
@@ -607,10 +620,29 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(Library)]
     internal static partial Status kn_rmsprop_step_f32(nint param, nint grad, nint square_avg, nint velocity, long n, float lr, float alpha, float eps, float weight_decay, float momentum);
 
+    // kn_status kn_rmsprop_step_many_f32(int64_t count, kn_buffer*const* param, const kn_buffer*const* grad, kn_buffer*const* square_avg, KN_OPTIONAL kn_buffer*const* velocity, const int64_t* n, float lr, float alpha, float eps, float weight_decay, float momentum);
+    /// <summary>
+    /// kn_rmsprop_step_f32 over count tensors in one call: tensor i is (param[i], grad[i], square_avg[i],
+    /// velocity[i]) of n[i] elements, all with the same hyper-parameters; each element gets exactly the
+    /// update kn_rmsprop_step_f32 would give it. velocity may be NULL when momentum == 0 (it is not read
+    /// then). Buffers, sizes, backends and errors as kn_sgd_step_many_f32.
+    /// </summary>
+    [LibraryImport(Library)]
+    internal static partial Status kn_rmsprop_step_many_f32(long count, nint* param, nint* grad, nint* square_avg, nint* velocity, long* n, float lr, float alpha, float eps, float weight_decay, float momentum);
+
     // kn_status kn_adagrad_step_f32(kn_buffer* param, const kn_buffer* grad, kn_buffer* sum, int64_t n, float lr, float eps, float weight_decay);
     /// <summary>Adagrad: g = grad + weight_decay * param; sum += g^2; param -= lr * g / (sqrt(sum) + eps).</summary>
     [LibraryImport(Library)]
     internal static partial Status kn_adagrad_step_f32(nint param, nint grad, nint sum, long n, float lr, float eps, float weight_decay);
+
+    // kn_status kn_adagrad_step_many_f32(int64_t count, kn_buffer*const* param, const kn_buffer*const* grad, kn_buffer*const* sum, const int64_t* n, float lr, float eps, float weight_decay);
+    /// <summary>
+    /// kn_adagrad_step_f32 over count tensors in one call: tensor i is (param[i], grad[i], sum[i]) of n[i]
+    /// elements, all with the same hyper-parameters; each element gets exactly the update
+    /// kn_adagrad_step_f32 would give it. Buffers, sizes, backends and errors as kn_sgd_step_many_f32.
+    /// </summary>
+    [LibraryImport(Library)]
+    internal static partial Status kn_adagrad_step_many_f32(long count, nint* param, nint* grad, nint* sum, long* n, float lr, float eps, float weight_decay);
 
     // kn_status kn_conv2d_output_size(int64_t batch, int64_t in_channels, int64_t in_height, int64_t in_width, int64_t out_channels, int64_t kernel_height, int64_t kernel_width, int64_t stride_height, int64_t stride_width, int64_t pad_height, int64_t pad_width, int64_t dilation_height, int64_t dilation_width, int64_t groups, int64_t* out_height, int64_t* out_width);
     /// <summary>

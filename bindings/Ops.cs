@@ -212,6 +212,19 @@ public static unsafe partial class Ops
         SafeNativeMethods.kn_adam_step_f32(param, grad, m, v, n, lr, beta1, beta2, eps, weightDecay, decoupledWeightDecay ? 1 : 0, step);
 
     /// <summary>
+    /// One fused RMSprop update: square_avg = alpha * square_avg + (1 - alpha) g^2, then param moves by
+    /// lr * g / (sqrt(square_avg) + eps), through a momentum buffer when momentum &gt; 0.
+    /// <paramref name="velocity"/> may be null when momentum is 0.
+    /// </summary>
+    public static void RmsPropStep(DeviceBuffer param, DeviceBuffer grad, DeviceBuffer squareAverage, DeviceBuffer? velocity, long n,
+                                   float lr, float alpha, float eps, float weightDecay, float momentum) =>
+        SafeNativeMethods.kn_rmsprop_step_f32(param, grad, squareAverage, velocity, n, lr, alpha, eps, weightDecay, momentum);
+
+    /// <summary>One fused Adagrad update: g = grad + weightDecay * param; sum += g^2; param -= lr * g / (sqrt(sum) + eps).</summary>
+    public static void AdagradStep(DeviceBuffer param, DeviceBuffer grad, DeviceBuffer sum, long n, float lr, float eps, float weightDecay) =>
+        SafeNativeMethods.kn_adagrad_step_f32(param, grad, sum, n, lr, eps, weightDecay);
+
+    /// <summary>
     /// <see cref="AdamStep"/> over many tensors in one native call: tensor i is (<paramref name="param"/>[i],
     /// <paramref name="grad"/>[i], <paramref name="m"/>[i], <paramref name="v"/>[i]) of <paramref name="n"/>[i]
     /// elements, with the same hyper-parameters and step for all. Each element gets exactly the update
@@ -229,21 +242,14 @@ public static unsafe partial class Ops
         if (grad.Length != count || m.Length != count || v.Length != count || n.Length != count)
             throw new ArgumentException($"AdamStepMany: param, grad, m, v and n must have one entry per tensor; got {param.Length}, " +
                                         $"{grad.Length}, {m.Length}, {v.Length} and {n.Length}");
-        // Four handle arrays of count each, on the stack (256 tensors = 8 KB) or, beyond, on the heap.
-        Span<nint> handles = count <= 256 ? stackalloc nint[4 * count] : new nint[4 * count];
-        // The buffers' SafeHandles hold a reference for the length of the call (as BufferLease does).
-        int leased = 0;
+        Span<nint> handles = count <= ManyLease.OnStack ? stackalloc nint[4 * count] : new nint[4 * count];
+        var lease = new ManyLease(handles, count);
         try
         {
-            for (int k = 0; k < 4; k++)
-            {
-                ReadOnlySpan<DeviceBuffer> array = k switch { 0 => param, 1 => grad, 2 => m, _ => v };
-                for (int i = 0; i < count; i++)
-                {
-                    handles[k * count + i] = AddRef(array[i], k, i);
-                    leased++;
-                }
-            }
+            lease.Add(param, "param");
+            lease.Add(grad, "grad");
+            lease.Add(m, "m");
+            lease.Add(v, "v");
             fixed (nint* h = handles)
             fixed (long* sizes = n)
             {
@@ -253,38 +259,190 @@ public static unsafe partial class Ops
         }
         finally
         {
-            for (int j = 0; j < leased; j++)
-            {
-                int k = j / count, i = j % count;
-                ReadOnlySpan<DeviceBuffer> array = k switch { 0 => param, 1 => grad, 2 => m, _ => v };
-                array[i].Handle.DangerousRelease();
-            }
+            lease.Dispose();
         }
     }
 
-    /// <summary>Adds a reference to the buffer's handle and returns the kn_buffer*; the name ("grad[3]") is built only for the exception.</summary>
-    static nint AddRef(DeviceBuffer? buffer, int array, int index)
+    /// <summary>
+    /// <see cref="SgdStep"/> over many tensors in one native call: tensor i is (<paramref name="param"/>[i],
+    /// <paramref name="grad"/>[i], <paramref name="velocity"/>[i]) of <paramref name="n"/>[i] elements, with the same
+    /// hyper-parameters and <paramref name="firstStep"/> for all; each element gets exactly the update
+    /// <see cref="SgdStep"/> gives it (run as <see cref="AdamStepMany"/>). <paramref name="velocity"/> is not read when
+    /// momentum is 0 and may then be empty; otherwise it has one buffer per tensor.
+    /// </summary>
+    /// <exception cref="ArgumentException">The spans differ in length.</exception>
+    /// <exception cref="ArgumentNullException">A buffer is null (named as "velocity[3]").</exception>
+    /// <exception cref="ObjectDisposedException">A buffer was disposed.</exception>
+    public static void SgdStepMany(ReadOnlySpan<DeviceBuffer> param, ReadOnlySpan<DeviceBuffer> grad, ReadOnlySpan<DeviceBuffer> velocity,
+                                   ReadOnlySpan<long> n, float lr, float momentum, float dampening, float weightDecay, bool nesterov,
+                                   bool firstStep)
     {
-        string Name() => $"{(array switch { 0 => "param", 1 => "grad", 2 => "m", _ => "v" })}[{index}]";
-        if (buffer is null)
-            throw new ArgumentNullException(Name());
-        if (!BufferLease.TryAddRef(buffer))
-            throw BufferLease.Disposed(buffer, Name());
-        return buffer.Handle.DangerousGetHandle();
+        int count = param.Length;
+        bool withVelocity = momentum != 0;
+        if (grad.Length != count || n.Length != count || (withVelocity && velocity.Length != count))
+            throw new ArgumentException($"SgdStepMany: param, grad, n{(withVelocity ? " and velocity (momentum != 0)" : "")} must have one " +
+                                        $"entry per tensor; got {param.Length}, {grad.Length}, {n.Length}" +
+                                        (withVelocity ? $" and {velocity.Length}" : ""));
+        Span<nint> handles = count <= ManyLease.OnStack ? stackalloc nint[3 * count] : new nint[3 * count];
+        var lease = new ManyLease(handles, count);
+        try
+        {
+            lease.Add(param, "param");
+            lease.Add(grad, "grad");
+            if (withVelocity) lease.Add(velocity, "velocity");
+            fixed (nint* h = handles)
+            fixed (long* sizes = n)
+            {
+                Ensure.Success(NativeMethods.kn_sgd_step_many_f32(count, h, h + count, withVelocity ? h + 2 * count : null, sizes, lr,
+                                                                  momentum, dampening, weightDecay, nesterov ? 1 : 0, firstStep ? 1 : 0));
+            }
+        }
+        finally
+        {
+            lease.Dispose();
+        }
     }
 
     /// <summary>
-    /// One fused RMSprop update: square_avg = alpha * square_avg + (1 - alpha) g^2, then param moves by
-    /// lr * g / (sqrt(square_avg) + eps), through a momentum buffer when momentum &gt; 0.
-    /// <paramref name="velocity"/> may be null when momentum is 0.
+    /// <see cref="RmsPropStep"/> over many tensors in one native call: tensor i is (<paramref name="param"/>[i],
+    /// <paramref name="grad"/>[i], <paramref name="squareAverage"/>[i], <paramref name="velocity"/>[i]) of
+    /// <paramref name="n"/>[i] elements, with the same hyper-parameters for all; each element gets exactly the update
+    /// <see cref="RmsPropStep"/> gives it (run as <see cref="AdamStepMany"/>). <paramref name="velocity"/> is not read
+    /// when momentum is 0 and may then be empty.
     /// </summary>
-    public static void RmsPropStep(DeviceBuffer param, DeviceBuffer grad, DeviceBuffer squareAverage, DeviceBuffer? velocity, long n,
-                                   float lr, float alpha, float eps, float weightDecay, float momentum) =>
-        SafeNativeMethods.kn_rmsprop_step_f32(param, grad, squareAverage, velocity, n, lr, alpha, eps, weightDecay, momentum);
+    /// <exception cref="ArgumentException">The spans differ in length.</exception>
+    /// <exception cref="ArgumentNullException">A buffer is null (named as "square_avg[3]").</exception>
+    /// <exception cref="ObjectDisposedException">A buffer was disposed.</exception>
+    public static void RmsPropStepMany(ReadOnlySpan<DeviceBuffer> param, ReadOnlySpan<DeviceBuffer> grad, ReadOnlySpan<DeviceBuffer> squareAverage,
+                                       ReadOnlySpan<DeviceBuffer> velocity, ReadOnlySpan<long> n, float lr, float alpha, float eps,
+                                       float weightDecay, float momentum)
+    {
+        int count = param.Length;
+        bool withVelocity = momentum != 0;
+        if (grad.Length != count || squareAverage.Length != count || n.Length != count || (withVelocity && velocity.Length != count))
+            throw new ArgumentException($"RmsPropStepMany: param, grad, squareAverage, n{(withVelocity ? " and velocity (momentum != 0)" : "")} " +
+                                        $"must have one entry per tensor; got {param.Length}, {grad.Length}, {squareAverage.Length}, {n.Length}" +
+                                        (withVelocity ? $" and {velocity.Length}" : ""));
+        Span<nint> handles = count <= ManyLease.OnStack ? stackalloc nint[4 * count] : new nint[4 * count];
+        var lease = new ManyLease(handles, count);
+        try
+        {
+            lease.Add(param, "param");
+            lease.Add(grad, "grad");
+            lease.Add(squareAverage, "square_avg");
+            if (withVelocity) lease.Add(velocity, "velocity");
+            fixed (nint* h = handles)
+            fixed (long* sizes = n)
+            {
+                Ensure.Success(NativeMethods.kn_rmsprop_step_many_f32(count, h, h + count, h + 2 * count, withVelocity ? h + 3 * count : null,
+                                                                      sizes, lr, alpha, eps, weightDecay, momentum));
+            }
+        }
+        finally
+        {
+            lease.Dispose();
+        }
+    }
 
-    /// <summary>One fused Adagrad update: g = grad + weightDecay * param; sum += g^2; param -= lr * g / (sqrt(sum) + eps).</summary>
-    public static void AdagradStep(DeviceBuffer param, DeviceBuffer grad, DeviceBuffer sum, long n, float lr, float eps, float weightDecay) =>
-        SafeNativeMethods.kn_adagrad_step_f32(param, grad, sum, n, lr, eps, weightDecay);
+    /// <summary>
+    /// <see cref="AdagradStep"/> over many tensors in one native call: tensor i is (<paramref name="param"/>[i],
+    /// <paramref name="grad"/>[i], <paramref name="sum"/>[i]) of <paramref name="n"/>[i] elements, with the same
+    /// hyper-parameters for all; each element gets exactly the update <see cref="AdagradStep"/> gives it (run as
+    /// <see cref="AdamStepMany"/>).
+    /// </summary>
+    /// <exception cref="ArgumentException">The spans differ in length.</exception>
+    /// <exception cref="ArgumentNullException">A buffer is null (named as "sum[3]").</exception>
+    /// <exception cref="ObjectDisposedException">A buffer was disposed.</exception>
+    public static void AdagradStepMany(ReadOnlySpan<DeviceBuffer> param, ReadOnlySpan<DeviceBuffer> grad, ReadOnlySpan<DeviceBuffer> sum,
+                                       ReadOnlySpan<long> n, float lr, float eps, float weightDecay)
+    {
+        int count = param.Length;
+        if (grad.Length != count || sum.Length != count || n.Length != count)
+            throw new ArgumentException($"AdagradStepMany: param, grad, sum and n must have one entry per tensor; got {param.Length}, " +
+                                        $"{grad.Length}, {sum.Length} and {n.Length}");
+        Span<nint> handles = count <= ManyLease.OnStack ? stackalloc nint[3 * count] : new nint[3 * count];
+        var lease = new ManyLease(handles, count);
+        try
+        {
+            lease.Add(param, "param");
+            lease.Add(grad, "grad");
+            lease.Add(sum, "sum");
+            fixed (nint* h = handles)
+            fixed (long* sizes = n)
+            {
+                Ensure.Success(NativeMethods.kn_adagrad_step_many_f32(count, h, h + count, h + 2 * count, sizes, lr, eps, weightDecay));
+            }
+        }
+        finally
+        {
+            lease.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// The handles of a many-tensor call's operand arrays (param, grad, then the state), one array after another in
+    /// <c>handles</c>; each buffer's SafeHandle holds a reference for the length of the call (as BufferLease does).
+    /// <see cref="Dispose"/> releases whatever was leased, also after an <see cref="Add"/> that threw on a null or
+    /// disposed buffer (named as "grad[3]"). Not a <c>using</c> variable: those are read-only, and Add changes it.
+    /// </summary>
+    private ref struct ManyLease
+    {
+        /// <summary>Up to this many tensors the callers keep the handles on the stack (256 tensors x 4 arrays = 8 KB).</summary>
+        public const int OnStack = 256;
+        private readonly Span<nint> handles;
+        private readonly int count;
+        private ReadOnlySpan<DeviceBuffer> array0, array1, array2, array3;
+        private int arrays;       // arrays added so far
+        private int leasedInLast; // buffers leased of the last one (count unless its Add threw)
+
+        public ManyLease(Span<nint> handles, int count)
+        {
+            this.handles = handles;
+            this.count = count;
+        }
+
+        /// <summary>Leases every buffer of the next operand array into handles[arrays * count ..].</summary>
+        public void Add(ReadOnlySpan<DeviceBuffer> array, string name)
+        {
+            switch (arrays)
+            {
+                case 0: array0 = array; break;
+                case 1: array1 = array; break;
+                case 2: array2 = array; break;
+                case 3: array3 = array; break;
+                default: throw new InvalidOperationException("ManyLease holds at most 4 operand arrays");
+            }
+            int offset = arrays * count;
+            arrays++;
+            leasedInLast = 0;
+            for (int i = 0; i < count; i++)
+            {
+                handles[offset + i] = AddRef(array[i], name, i);
+                leasedInLast++;
+            }
+        }
+
+        public void Dispose()
+        {
+            for (int k = 0; k < arrays; k++)
+            {
+                ReadOnlySpan<DeviceBuffer> array = k switch { 0 => array0, 1 => array1, 2 => array2, _ => array3 };
+                int leased = k == arrays - 1 ? leasedInLast : count;
+                for (int i = 0; i < leased; i++) array[i].Handle.DangerousRelease();
+            }
+            arrays = 0;
+        }
+
+        /// <summary>Adds a reference to the buffer's handle and returns the kn_buffer*; the name ("grad[3]") is built only for the exception.</summary>
+        private static nint AddRef(DeviceBuffer? buffer, string array, int index)
+        {
+            if (buffer is null)
+                throw new ArgumentNullException($"{array}[{index}]");
+            if (!BufferLease.TryAddRef(buffer))
+                throw BufferLease.Disposed(buffer, $"{array}[{index}]");
+            return buffer.Handle.DangerousGetHandle();
+        }
+    }
 
     /// <summary>
     /// y[i] = (yType) x[i] for i &lt; <paramref name="n"/>, between float32, int32 and int64 (kn_cast): float to int

@@ -22,6 +22,7 @@
 #include <mutex>
 #include <new>
 #include <string>
+#include <tuple>
 #include <vector>
 
 using kn::cat;
@@ -1143,6 +1144,113 @@ void check_rates(const char* fn, std::initializer_list<std::pair<const char*, fl
     for (const auto& [name, v] : rates)
         if (!(v >= 0.0f)) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": ", name, " = ", v, " must be >= 0");
 }
+
+// The hyper-parameter checks of each optimizer, shared by its per-tensor and many-tensor calls.
+// has_velocity: whether the velocity operand (a buffer, or the many-call's array) was given; a
+// many-call of no tensors needs no arrays at all, as kn_adam_step_many_f32.
+void check_sgd(const char* fn, float lr, float momentum, float dampening, float weight_decay, int32_t nesterov,
+               bool has_velocity, const char* velocity_kind) {
+    check_rates(fn, {{"lr", lr}, {"momentum", momentum}, {"weight_decay", weight_decay}});
+    if (momentum != 0.0f && !has_velocity)
+        fail(KN_ERROR_INVALID_ARGUMENT, fn, ": momentum = ", momentum, " needs a velocity ", velocity_kind);
+    if (nesterov && (momentum == 0.0f || dampening != 0.0f))
+        fail(KN_ERROR_INVALID_ARGUMENT, fn, ": Nesterov momentum needs momentum > 0 and dampening = 0");
+}
+
+void check_adam(const char* fn, float lr, float beta1, float beta2, float eps, float weight_decay, int64_t step) {
+    check_rates(fn, {{"lr", lr}, {"eps", eps}, {"weight_decay", weight_decay}});
+    if (!(beta1 >= 0.0f && beta1 < 1.0f)) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": beta1 = ", beta1, " is outside [0, 1)");
+    if (!(beta2 >= 0.0f && beta2 < 1.0f)) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": beta2 = ", beta2, " is outside [0, 1)");
+    if (step < 1) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": step = ", step, " must be >= 1 (the first update is step 1)");
+}
+
+void check_rmsprop(const char* fn, float lr, float alpha, float eps, float weight_decay, float momentum,
+                   bool has_velocity, const char* velocity_kind) {
+    check_rates(fn, {{"lr", lr}, {"eps", eps}, {"weight_decay", weight_decay}, {"momentum", momentum}});
+    if (!(alpha >= 0.0f && alpha <= 1.0f)) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": alpha = ", alpha, " is outside [0, 1]");
+    if (momentum != 0.0f && !has_velocity)
+        fail(KN_ERROR_INVALID_ARGUMENT, fn, ": momentum = ", momentum, " needs a velocity ", velocity_kind);
+}
+
+// One operand array of a kn_*_step_many_f32 call: its name ("grad") and count handles. An operand
+// the call does not use (velocity when momentum == 0) has used = false: it is not read at all, and
+// its memory is null in every tensor.
+struct ManyOperand {
+    const char* name;
+    const kn_buffer* const* handles;
+    bool used = true;
+};
+constexpr int kMaxManyOperands = 4;
+
+// The checks and the dispatch of every kn_*_step_many_f32 call. Each bad operand is named by its
+// array and tensor index ("grad[3] holds ...", "m[0] and v[2] are the same buffer"): every array
+// present, every n[t] >= 0, every buffer live, on one device and holding n[t] float32 elements, and
+// no buffer twice anywhere in the call (the tensors are updated in parallel, so even two tensors
+// sharing a state buffer would race). make(memory, n) builds tensor t's per-tensor record from its
+// operands' memory (memory[k] for operand k; null for an unused one); empty tensors are dropped;
+// run(device, ManyArgs) makes the backend call under the device's lock.
+template <typename Tensor, typename Make, typename Run>
+void many_call(const char* fn, int64_t count, std::initializer_list<ManyOperand> operands, const int64_t* n, Make&& make,
+               Run&& run) {
+    check_non_negative(count, fn, "count");
+    if (count == 0) return;
+    const ManyOperand* arrays = operands.begin();
+    const int K = static_cast<int>(operands.size());
+    for (int k = 0; k < K; ++k)
+        if (arrays[k].used && !arrays[k].handles)
+            fail(KN_ERROR_INVALID_ARGUMENT, fn, ": the array '", arrays[k].name, "' is NULL (count = ", count, ")");
+    if (!n) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": the array 'n' is NULL (count = ", count, ")");
+    // Reused between calls so a training step allocates nothing here after its first one.
+    struct Seen {
+        const kn_buffer* handle;
+        int64_t tensor;
+        int operand;
+        bool operator<(const Seen& o) const { return std::tie(handle, tensor, operand) < std::tie(o.handle, o.tensor, o.operand); }
+    };
+    thread_local std::vector<Tensor> tensors;
+    thread_local std::vector<Seen> seen;
+    tensors.clear();
+    seen.clear();
+    Device* device = nullptr;
+    Seen device_from{};  // the operand that named the device
+    for (int64_t t = 0; t < count; ++t) {
+        if (n[t] < 0) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": n[", t, "] = ", n[t], " is negative");
+        void* memory[kMaxManyOperands] = {};
+        for (int k = 0; k < K; ++k) {
+            if (!arrays[k].used) continue;
+            const char* name = arrays[k].name;
+            const kn_buffer* h = arrays[k].handles[t];
+            if (!h) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": buffer ", name, "[", t, "] is NULL");
+            Buffer* b = buffers().find(h);
+            if (!b)
+                fail(KN_ERROR_INVALID_ARGUMENT, fn, ": buffer ", name, "[", t,
+                     "] is not a live buffer (already freed, or not created by kn_buffer_create)");
+            if (!device) {
+                device = b->device;
+                device_from = {h, t, k};
+            } else if (b->device != device) {
+                fail(KN_ERROR_DEVICE_MISMATCH, fn, ": ", arrays[device_from.operand].name, "[", device_from.tensor, "] is on ",
+                     device->name, " but ", name, "[", t, "] is on ", b->device->name, "; move them to one device first");
+            }
+            if (b->bytes / 4 < n[t])
+                fail(KN_ERROR_SHAPE_MISMATCH, fn, ": buffer ", name, "[", t, "] holds ", b->bytes / 4, " float32 elements (",
+                     b->bytes, " bytes) but n[", t, "] = ", n[t], " needs ", n[t]);
+            seen.push_back({h, t, k});
+            memory[k] = b->memory;
+        }
+        if (n[t] > 0) tensors.push_back(make(memory, n[t]));
+    }
+    std::sort(seen.begin(), seen.end());
+    for (size_t i = 1; i < seen.size(); ++i)
+        if (seen[i].handle == seen[i - 1].handle) {
+            const Seen &a = seen[i - 1], &c = seen[i];
+            fail(KN_ERROR_INVALID_ARGUMENT, fn, ": ", arrays[a.operand].name, "[", a.tensor, "] and ", arrays[c.operand].name,
+                 "[", c.tensor, "] are the same buffer");
+        }
+    if (tensors.empty()) return;
+    std::lock_guard<std::mutex> lock(device->mutex);
+    run(*device, kn::ManyArgs<Tensor>{tensors.data(), static_cast<int64_t>(tensors.size())});
+}
 }  // namespace
 
 extern "C" {
@@ -1155,11 +1263,7 @@ KN_API kn_status kn_sgd_step_f32(kn_buffer* param, const kn_buffer* grad, kn_buf
         auto count = [&] { return cat("n = ", n); };
         const Operand& P = call.out("param", param, n, count);
         const Operand& G = call.in("grad", grad, n, count);
-        check_rates(call.fn, {{"lr", lr}, {"momentum", momentum}, {"weight_decay", weight_decay}});
-        if (momentum != 0.0f && !velocity)
-            call.fail(KN_ERROR_INVALID_ARGUMENT, "momentum = ", momentum, " needs a velocity buffer");
-        if (nesterov && (momentum == 0.0f || dampening != 0.0f))
-            call.fail(KN_ERROR_INVALID_ARGUMENT, "Nesterov momentum needs momentum > 0 and dampening = 0");
+        check_sgd(call.fn, lr, momentum, dampening, weight_decay, nesterov, velocity != nullptr, "buffer");
         call.non_negative({{"n", n}});
         const Operand& V = call.out("velocity", optional(momentum != 0.0f ? velocity : nullptr), n, count);
         call.all_distinct();
@@ -1169,6 +1273,22 @@ KN_API kn_status kn_sgd_step_f32(kn_buffer* param, const kn_buffer* grad, kn_buf
             d.sgd_step_f32({P.memory(), G.memory(), V.memory(), n, lr, momentum, dampening, weight_decay, nesterov != 0,
                             first_step != 0});
         });
+    });
+}
+
+KN_API kn_status kn_sgd_step_many_f32(int64_t count, kn_buffer* const* param, const kn_buffer* const* grad,
+                                      kn_buffer* const* velocity, const int64_t* n, float lr, float momentum,
+                                      float dampening, float weight_decay, int32_t nesterov, int32_t first_step) {
+    return guarded([&] {
+        const char* fn = "sgd_step_many";
+        check_sgd(fn, lr, momentum, dampening, weight_decay, nesterov, velocity || count == 0, "array");
+        many_call<kn::SgdArgs>(
+            fn, count, {{"param", param}, {"grad", grad}, {"velocity", velocity, momentum != 0.0f}}, n,
+            [&](void* const* m, int64_t size) {
+                return kn::SgdArgs{m[0], m[1], m[2], size, lr, momentum, dampening, weight_decay, nesterov != 0,
+                                   first_step != 0};
+            },
+            [](Device& d, const kn::SgdManyArgs& a) { d.sgd_step_many_f32(a); });
     });
 }
 
@@ -1182,10 +1302,7 @@ KN_API kn_status kn_adam_step_f32(kn_buffer* param, const kn_buffer* grad, kn_bu
         const Operand& G = call.in("grad", grad, n, count);
         const Operand& M = call.out("m", m, n, count);
         const Operand& V = call.out("v", v, n, count);
-        check_rates(call.fn, {{"lr", lr}, {"eps", eps}, {"weight_decay", weight_decay}});
-        if (!(beta1 >= 0.0f && beta1 < 1.0f)) call.fail(KN_ERROR_INVALID_ARGUMENT, "beta1 = ", beta1, " is outside [0, 1)");
-        if (!(beta2 >= 0.0f && beta2 < 1.0f)) call.fail(KN_ERROR_INVALID_ARGUMENT, "beta2 = ", beta2, " is outside [0, 1)");
-        if (step < 1) call.fail(KN_ERROR_INVALID_ARGUMENT, "step = ", step, " must be >= 1 (the first update is step 1)");
+        check_adam(call.fn, lr, beta1, beta2, eps, weight_decay, step);
         call.non_negative({{"n", n}});
         call.all_distinct();
         call.check();
@@ -1203,60 +1320,14 @@ KN_API kn_status kn_adam_step_many_f32(int64_t count, kn_buffer* const* param, c
                                        int32_t decoupled_weight_decay, int64_t step) {
     return guarded([&] {
         const char* fn = "adam_step_many";
-        check_non_negative(count, fn, "count");
-        check_rates(fn, {{"lr", lr}, {"eps", eps}, {"weight_decay", weight_decay}});
-        if (!(beta1 >= 0.0f && beta1 < 1.0f)) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": beta1 = ", beta1, " is outside [0, 1)");
-        if (!(beta2 >= 0.0f && beta2 < 1.0f)) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": beta2 = ", beta2, " is outside [0, 1)");
-        if (step < 1) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": step = ", step, " must be >= 1 (the first update is step 1)");
-        if (count == 0) return;
-        const kn_buffer* const* arrays[4] = {param, grad, m, v};
-        static constexpr const char* kNames[4] = {"param", "grad", "m", "v"};
-        for (int k = 0; k < 4; ++k)
-            if (!arrays[k]) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": the array '", kNames[k], "' is NULL (count = ", count, ")");
-        if (!n) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": the array 'n' is NULL (count = ", count, ")");
-        // Reused between calls so a training step allocates nothing here after its first one.
-        thread_local std::vector<kn::AdamArgs> tensors;
-        thread_local std::vector<std::pair<const kn_buffer*, int64_t>> seen;  // (handle, 4 * tensor + array)
-        tensors.clear();
-        seen.clear();
-        Device* device = nullptr;
-        int64_t device_from = 0;  // the operand (4 * tensor + array) that named the device
-        for (int64_t t = 0; t < count; ++t) {
-            if (n[t] < 0) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": n[", t, "] = ", n[t], " is negative");
-            Buffer* b[4];
-            for (int k = 0; k < 4; ++k) {
-                const kn_buffer* h = arrays[k][t];
-                if (!h) fail(KN_ERROR_INVALID_ARGUMENT, fn, ": buffer ", kNames[k], "[", t, "] is NULL");
-                b[k] = buffers().find(h);
-                if (!b[k])
-                    fail(KN_ERROR_INVALID_ARGUMENT, fn, ": buffer ", kNames[k], "[", t,
-                         "] is not a live buffer (already freed, or not created by kn_buffer_create)");
-                if (!device) device = b[k]->device;
-                else if (b[k]->device != device)
-                    fail(KN_ERROR_DEVICE_MISMATCH, fn, ": ", kNames[device_from % 4], "[", device_from / 4, "] is on ",
-                         device->name, " but ", kNames[k], "[", t, "] is on ", b[k]->device->name,
-                         "; move them to one device first");
-                if (b[k]->bytes / 4 < n[t])
-                    fail(KN_ERROR_SHAPE_MISMATCH, fn, ": buffer ", kNames[k], "[", t, "] holds ", b[k]->bytes / 4,
-                         " float32 elements (", b[k]->bytes, " bytes) but n[", t, "] = ", n[t], " needs ", n[t]);
-                seen.emplace_back(h, 4 * t + k);
-            }
-            if (n[t] > 0)
-                tensors.push_back({b[0]->memory, b[1]->memory, b[2]->memory, b[3]->memory, n[t], lr, beta1, beta2, eps,
-                                   weight_decay, decoupled_weight_decay != 0, step});
-        }
-        // No buffer twice in the whole call: the tensors are updated in parallel, so even two
-        // tensors sharing a moment buffer would race.
-        std::sort(seen.begin(), seen.end());
-        for (size_t i = 1; i < seen.size(); ++i)
-            if (seen[i].first == seen[i - 1].first) {
-                int64_t a = seen[i - 1].second, c = seen[i].second;
-                fail(KN_ERROR_INVALID_ARGUMENT, fn, ": ", kNames[a % 4], "[", a / 4, "] and ", kNames[c % 4], "[", c / 4,
-                     "] are the same buffer");
-            }
-        if (tensors.empty()) return;
-        std::lock_guard<std::mutex> lock(device->mutex);
-        device->adam_step_many_f32({tensors.data(), static_cast<int64_t>(tensors.size())});
+        check_adam(fn, lr, beta1, beta2, eps, weight_decay, step);
+        many_call<kn::AdamArgs>(
+            fn, count, {{"param", param}, {"grad", grad}, {"m", m}, {"v", v}}, n,
+            [&](void* const* mem, int64_t size) {
+                return kn::AdamArgs{mem[0], mem[1], mem[2], mem[3], size, lr, beta1, beta2, eps, weight_decay,
+                                    decoupled_weight_decay != 0, step};
+            },
+            [](Device& d, const kn::AdamManyArgs& a) { d.adam_step_many_f32(a); });
     });
 }
 
@@ -1269,10 +1340,7 @@ KN_API kn_status kn_rmsprop_step_f32(kn_buffer* param, const kn_buffer* grad, kn
         const Operand& P = call.out("param", param, n, count);
         const Operand& G = call.in("grad", grad, n, count);
         const Operand& S = call.out("square_avg", square_avg, n, count);
-        check_rates(call.fn, {{"lr", lr}, {"eps", eps}, {"weight_decay", weight_decay}, {"momentum", momentum}});
-        if (!(alpha >= 0.0f && alpha <= 1.0f)) call.fail(KN_ERROR_INVALID_ARGUMENT, "alpha = ", alpha, " is outside [0, 1]");
-        if (momentum != 0.0f && !velocity)
-            call.fail(KN_ERROR_INVALID_ARGUMENT, "momentum = ", momentum, " needs a velocity buffer");
+        check_rmsprop(call.fn, lr, alpha, eps, weight_decay, momentum, velocity != nullptr, "buffer");
         call.non_negative({{"n", n}});
         const Operand& V = call.out("velocity", optional(momentum != 0.0f ? velocity : nullptr), n, count);
         call.all_distinct();
@@ -1281,6 +1349,22 @@ KN_API kn_status kn_rmsprop_step_f32(kn_buffer* param, const kn_buffer* grad, kn
         call.run([&](Device& d) {
             d.rmsprop_step_f32({P.memory(), G.memory(), S.memory(), V.memory(), n, lr, alpha, eps, weight_decay, momentum});
         });
+    });
+}
+
+KN_API kn_status kn_rmsprop_step_many_f32(int64_t count, kn_buffer* const* param, const kn_buffer* const* grad,
+                                          kn_buffer* const* square_avg, kn_buffer* const* velocity, const int64_t* n,
+                                          float lr, float alpha, float eps, float weight_decay, float momentum) {
+    return guarded([&] {
+        const char* fn = "rmsprop_step_many";
+        check_rmsprop(fn, lr, alpha, eps, weight_decay, momentum, velocity || count == 0, "array");
+        many_call<kn::RmspropArgs>(
+            fn, count,
+            {{"param", param}, {"grad", grad}, {"square_avg", square_avg}, {"velocity", velocity, momentum != 0.0f}}, n,
+            [&](void* const* m, int64_t size) {
+                return kn::RmspropArgs{m[0], m[1], m[2], m[3], size, lr, alpha, eps, weight_decay, momentum};
+            },
+            [](Device& d, const kn::RmspropManyArgs& a) { d.rmsprop_step_many_f32(a); });
     });
 }
 
@@ -1298,6 +1382,19 @@ KN_API kn_status kn_adagrad_step_f32(kn_buffer* param, const kn_buffer* grad, kn
         call.check();
         if (n == 0) return;
         call.run([&](Device& d) { d.adagrad_step_f32({P.memory(), G.memory(), S.memory(), n, lr, eps, weight_decay}); });
+    });
+}
+
+KN_API kn_status kn_adagrad_step_many_f32(int64_t count, kn_buffer* const* param, const kn_buffer* const* grad,
+                                          kn_buffer* const* sum, const int64_t* n, float lr, float eps,
+                                          float weight_decay) {
+    return guarded([&] {
+        const char* fn = "adagrad_step_many";
+        check_rates(fn, {{"lr", lr}, {"eps", eps}, {"weight_decay", weight_decay}});
+        many_call<kn::AdagradArgs>(
+            fn, count, {{"param", param}, {"grad", grad}, {"sum", sum}}, n,
+            [&](void* const* m, int64_t size) { return kn::AdagradArgs{m[0], m[1], m[2], size, lr, eps, weight_decay}; },
+            [](Device& d, const kn::AdagradManyArgs& a) { d.adagrad_step_many_f32(a); });
     });
 }
 

@@ -230,12 +230,6 @@ struct AdamArgs {
     int64_t step;        // >= 1
 };
 
-// kn_adam_step_many_f32: count tensors, each an AdamArgs with its own param/grad/m/v and n >= 1
-// (the API drops empty ones) and the same hyper-parameters and step in every entry.
-struct AdamManyArgs {
-    const AdamArgs* tensors;
-    int64_t count;       // >= 1
-};
 
 struct RmspropArgs {
     void* param; const void* grad; void* square_avg; void* velocity;  // velocity null when momentum == 0
@@ -248,6 +242,19 @@ struct AdagradArgs {
     int64_t n;
     float lr, eps, weight_decay;
 };
+
+// kn_{sgd,adam,rmsprop,adagrad}_step_many_f32: count tensors, each a per-tensor record (SgdArgs,
+// AdamArgs, ...) with its own buffers and n >= 1 (the API drops empty ones) and the same
+// hyper-parameters in every entry.
+template <typename Tensor>
+struct ManyArgs {
+    const Tensor* tensors;
+    int64_t count;       // >= 1
+};
+using SgdManyArgs = ManyArgs<SgdArgs>;
+using AdamManyArgs = ManyArgs<AdamArgs>;
+using RmspropManyArgs = ManyArgs<RmspropArgs>;
+using AdagradManyArgs = ManyArgs<AdagradArgs>;
 
 // Convolution geometry, validated by the API layer (see kernels.h for the layout): every size >= 1
 // except pad (>= 0) and batch (>= 1: the API answers batch == 0 itself); out_height/out_width >= 1;
@@ -418,10 +425,13 @@ struct GruCellBackwardArgs {
     X(dropout_backward_f32, DropoutArgs)                       /* training | elementwise.cl  */ \
     X(clamp_f32, ClampArgs)                                    /* training | elementwise.cl  */ \
     X(sgd_step_f32, SgdArgs)                                   /* training | elementwise.cl  */ \
+    X(sgd_step_many_f32, SgdManyArgs)                          /* training | elementwise.cl  */ \
     X(adam_step_f32, AdamArgs)                                 /* training | elementwise.cl  */ \
     X(adam_step_many_f32, AdamManyArgs)                        /* training | elementwise.cl  */ \
     X(rmsprop_step_f32, RmspropArgs)                           /* training | elementwise.cl  */ \
+    X(rmsprop_step_many_f32, RmspropManyArgs)                  /* training | elementwise.cl  */ \
     X(adagrad_step_f32, AdagradArgs)                           /* training | elementwise.cl  */ \
+    X(adagrad_step_many_f32, AdagradManyArgs)                  /* training | elementwise.cl  */ \
     X(conv2d_f32, Conv2dArgs)                                  /* conv                       */ \
     X(conv2d_backward_data_f32, Conv2dBackwardDataArgs)        /* conv                       */ \
     X(conv2d_backward_weights_f32, Conv2dBackwardWeightsArgs)  /* conv                       */ \

@@ -274,6 +274,15 @@ void step(Input& in, Slots& s) {
             float lr = F(), mom = F(), damp = F(), wd = F();
             int32_t nesterov = in.flag(), first = in.flag();
             check(kn_sgd_step_f32(p, g, v, n, lr, mom, damp, wd, nesterov, first));
+            if (in.flag()) {  // the many-tensor form, as in case 19
+                const int count = in.byte() % 4;
+                kn_buffer* ps[3] = {p, B(), B()};
+                const kn_buffer* gs[3] = {g, B(), B()};
+                kn_buffer* vs[3] = {v, B(), B()};
+                int64_t ns[3] = {n, I(), I()};
+                const bool no_array = in.flag();
+                check(kn_sgd_step_many_f32(count, ps, gs, no_array ? nullptr : vs, ns, lr, mom, damp, wd, nesterov, first));
+            }
             break;
         }
         case 19: {
@@ -300,6 +309,16 @@ void step(Input& in, Slots& s) {
             int64_t n = I();
             float lr = F(), alpha = F(), eps = F(), wd = F(), mom = F();
             check(kn_rmsprop_step_f32(p, g, sq, v, n, lr, alpha, eps, wd, mom));
+            if (in.flag()) {  // the many-tensor form, as in case 19
+                const int count = in.byte() % 4;
+                kn_buffer* ps[3] = {p, B(), B()};
+                const kn_buffer* gs[3] = {g, B(), B()};
+                kn_buffer* sqs[3] = {sq, B(), B()};
+                kn_buffer* vs[3] = {v, B(), B()};
+                int64_t ns[3] = {n, I(), I()};
+                const bool no_array = in.flag();
+                check(kn_rmsprop_step_many_f32(count, ps, gs, sqs, no_array ? nullptr : vs, ns, lr, alpha, eps, wd, mom));
+            }
             break;
         }
         case 21: {
@@ -307,6 +326,14 @@ void step(Input& in, Slots& s) {
             int64_t n = I();
             float lr = F(), eps = F(), wd = F();
             check(kn_adagrad_step_f32(p, g, sum, n, lr, eps, wd));
+            if (in.flag()) {  // the many-tensor form, as in case 19
+                const int count = in.byte() % 4;
+                kn_buffer* ps[3] = {p, B(), B()};
+                const kn_buffer* gs[3] = {g, B(), B()};
+                kn_buffer* sums[3] = {sum, B(), B()};
+                int64_t ns[3] = {n, I(), I()};
+                check(kn_adagrad_step_many_f32(count, ps, gs, sums, ns, lr, eps, wd));
+            }
             break;
         }
         case 22: case 23: case 24: {  // convolution: forward, backward data, backward weights

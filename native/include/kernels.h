@@ -397,6 +397,17 @@ KN_API kn_status kn_sgd_step_f32(kn_buffer* param, const kn_buffer* grad, KN_OPT
                                  float lr, float momentum, float dampening, float weight_decay,
                                  int32_t nesterov, int32_t first_step);
 
+/* kn_sgd_step_f32 over count tensors in one call: tensor i is (param[i], grad[i], velocity[i]) of n[i]
+ * elements, all with the same hyper-parameters and first_step; each element gets exactly the update
+ * kn_sgd_step_f32 would give it. velocity may be NULL when momentum == 0 (it is not read then).
+ * Every buffer on one device; no buffer appears twice anywhere in the call; n[i] >= 0 (empty
+ * tensors are skipped); count >= 0. Runs as kn_adam_step_many_f32 does (CPU: one thread-pool
+ * dispatch; CUDA: one launch per group of up to 64 tensors; OpenCL: one launch per tensor).
+ * Errors name the tensor index ("velocity[2] is NULL", "param[0] and grad[1] are the same buffer"). */
+KN_API kn_status kn_sgd_step_many_f32(int64_t count, kn_buffer* const* param, const kn_buffer* const* grad,
+                                      KN_OPTIONAL kn_buffer* const* velocity, const int64_t* n, float lr, float momentum,
+                                      float dampening, float weight_decay, int32_t nesterov, int32_t first_step);
+
 /* Adam / AdamW at step t >= 1 (m, v start at zero):
  *   Adam:  g = grad + weight_decay * param          AdamW: param *= 1 - lr * weight_decay; g = grad
  *   m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2
@@ -424,9 +435,25 @@ KN_API kn_status kn_rmsprop_step_f32(kn_buffer* param, const kn_buffer* grad, kn
                                      KN_OPTIONAL kn_buffer* velocity, int64_t n, float lr, float alpha, float eps,
                                      float weight_decay, float momentum);
 
+/* kn_rmsprop_step_f32 over count tensors in one call: tensor i is (param[i], grad[i], square_avg[i],
+ * velocity[i]) of n[i] elements, all with the same hyper-parameters; each element gets exactly the
+ * update kn_rmsprop_step_f32 would give it. velocity may be NULL when momentum == 0 (it is not read
+ * then). Buffers, sizes, backends and errors as kn_sgd_step_many_f32. */
+KN_API kn_status kn_rmsprop_step_many_f32(int64_t count, kn_buffer* const* param, const kn_buffer* const* grad,
+                                          kn_buffer* const* square_avg, KN_OPTIONAL kn_buffer* const* velocity,
+                                          const int64_t* n, float lr, float alpha, float eps, float weight_decay,
+                                          float momentum);
+
 /* Adagrad: g = grad + weight_decay * param; sum += g^2; param -= lr * g / (sqrt(sum) + eps). */
 KN_API kn_status kn_adagrad_step_f32(kn_buffer* param, const kn_buffer* grad, kn_buffer* sum, int64_t n,
                                      float lr, float eps, float weight_decay);
+
+/* kn_adagrad_step_f32 over count tensors in one call: tensor i is (param[i], grad[i], sum[i]) of n[i]
+ * elements, all with the same hyper-parameters; each element gets exactly the update
+ * kn_adagrad_step_f32 would give it. Buffers, sizes, backends and errors as kn_sgd_step_many_f32. */
+KN_API kn_status kn_adagrad_step_many_f32(int64_t count, kn_buffer* const* param, const kn_buffer* const* grad,
+                                          kn_buffer* const* sum, const int64_t* n, float lr, float eps,
+                                          float weight_decay);
 
 /* ---- Convolution (NCHW) ------------------------------------------------------------------------
  * Layout: activations NCHW ([batch, channels, height, width], row-major), weights

@@ -1663,45 +1663,121 @@ void optimizer_case(Context& cx, const OptimizerCase& o, int64_t n) {
     });
 }
 
-// kn_adam_step_many_f32 against one kn_adam_step_f32 per tensor on copies of the same data: the
-// per-tensor call is checked against float64 above, so equality here carries that check over. On
+// One optimizer's many-tensor call as the self-tests drive it: the operands (param, grad, then the
+// states; a state the call does not use, such as velocity without momentum, is left out), the range
+// each starts in, and the two calls to compare. many(handles, n, count): handles[k] is operand k's
+// array; one(buffers, n): buffers[k] is operand k of one tensor.
+struct ManyCall {
+    std::vector<const char*> names;
+    std::vector<std::pair<double, double>> init;
+    std::function<kn_status(kn_buffer* const* const* handles, const int64_t* n, int64_t count)> many;
+    std::function<kn_status(kn_buffer* const* buffers, int64_t n)> one;
+};
+
+// Argument order of the calls: (count, param, grad, states..., n, hyper-parameters).
+ManyCall sgd_many(float momentum, float dampening, float wd, bool nesterov, bool first_step) {
+    const float lr = 0.05f;
+    ManyCall c;
+    c.names = {"param", "grad"};
+    c.init = {{-1, 1}, {-1, 1}};
+    if (momentum != 0.0f) {
+        c.names.push_back("velocity");
+        c.init.push_back({-0.1, 0.1});
+    }
+    c.many = [=](kn_buffer* const* const* h, const int64_t* n, int64_t count) {
+        return kn_sgd_step_many_f32(count, h[0], const_cast<const kn_buffer* const*>(h[1]), momentum != 0.0f ? h[2] : nullptr,
+                                    n, lr, momentum, dampening, wd, nesterov, first_step);
+    };
+    c.one = [=](kn_buffer* const* b, int64_t n) {
+        return kn_sgd_step_f32(b[0], b[1], momentum != 0.0f ? b[2] : nullptr, n, lr, momentum, dampening, wd, nesterov,
+                               first_step);
+    };
+    return c;
+}
+
+ManyCall adam_many(bool decoupled, int64_t step) {
+    const float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, wd = 0.01f;
+    ManyCall c;
+    c.names = {"param", "grad", "m", "v"};
+    c.init = {{-1, 1}, {-1, 1}, {-0.1, 0.1}, {0, 0.01}};
+    c.many = [=](kn_buffer* const* const* h, const int64_t* n, int64_t count) {
+        return kn_adam_step_many_f32(count, h[0], const_cast<const kn_buffer* const*>(h[1]), h[2], h[3], n, lr, beta1, beta2,
+                                     eps, wd, decoupled, step);
+    };
+    c.one = [=](kn_buffer* const* b, int64_t n) {
+        return kn_adam_step_f32(b[0], b[1], b[2], b[3], n, lr, beta1, beta2, eps, wd, decoupled, step);
+    };
+    return c;
+}
+
+ManyCall rmsprop_many(float momentum, float wd) {
+    const float lr = 1e-2f, alpha = 0.99f, eps = 1e-8f;
+    ManyCall c;
+    c.names = {"param", "grad", "square_avg"};
+    c.init = {{-1, 1}, {-1, 1}, {0, 0.01}};
+    if (momentum != 0.0f) {
+        c.names.push_back("velocity");
+        c.init.push_back({-0.1, 0.1});
+    }
+    c.many = [=](kn_buffer* const* const* h, const int64_t* n, int64_t count) {
+        return kn_rmsprop_step_many_f32(count, h[0], const_cast<const kn_buffer* const*>(h[1]), h[2],
+                                        momentum != 0.0f ? h[3] : nullptr, n, lr, alpha, eps, wd, momentum);
+    };
+    c.one = [=](kn_buffer* const* b, int64_t n) {
+        return kn_rmsprop_step_f32(b[0], b[1], b[2], momentum != 0.0f ? b[3] : nullptr, n, lr, alpha, eps, wd, momentum);
+    };
+    return c;
+}
+
+ManyCall adagrad_many(float wd) {
+    const float lr = 1e-2f, eps = 1e-10f;
+    ManyCall c;
+    c.names = {"param", "grad", "sum"};
+    c.init = {{-1, 1}, {-1, 1}, {0, 0.1}};
+    c.many = [=](kn_buffer* const* const* h, const int64_t* n, int64_t count) {
+        return kn_adagrad_step_many_f32(count, h[0], const_cast<const kn_buffer* const*>(h[1]), h[2], n, lr, eps, wd);
+    };
+    c.one = [=](kn_buffer* const* b, int64_t n) { return kn_adagrad_step_f32(b[0], b[1], b[2], n, lr, eps, wd); };
+    return c;
+}
+
+// A kn_*_step_many_f32 call against one per-tensor call per tensor on copies of the same data: the
+// per-tensor calls are checked against float64 above, so equality here carries that check over. On
 // the CPU and OpenCL both calls run the same loop for every element, so the results must agree bit
 // for bit; CUDA runs a different kernel (the multi-tensor one), where the compiler may contract the
 // float operations differently, so it is held to the per-tensor bound of 16 eps times the magnitude.
-void adam_many_case(Context& cx, const char* label, std::vector<int64_t> sizes, bool decoupled, int64_t step) {
-    std::string name = std::string("optimizer adam_step_many ") + label + " (" + std::to_string(sizes.size()) + " tensors)";
+void many_case(Context& cx, const char* optimizer, const std::string& label, std::vector<int64_t> sizes, const ManyCall& call) {
+    std::string name = std::string("optimizer ") + optimizer + "_step_many " + label + " (" + std::to_string(sizes.size()) +
+                       " tensors)";
     cx.report.run(name, [&] {
         Problems problems;
         Rng rng(seed_of(name));
         const bool exact = cx.kind != KN_DEVICE_CUDA;
-        const float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, wd = 0.01f;
+        const size_t K = call.names.size();
         using Arrays = std::vector<std::unique_ptr<DeviceArray<float>>>;
-        Arrays many[4], single[4];  // param, grad, m, v
-        for (int64_t n : sizes) {
-            std::vector<float> init[4] = {uniform(rng, n, -1, 1), uniform(rng, n, -1, 1), uniform(rng, n, -0.1, 0.1),
-                                          uniform(rng, n, 0, 0.01)};
-            for (int k = 0; k < 4; ++k) {
-                many[k].push_back(std::make_unique<DeviceArray<float>>(cx.device, init[k]));
-                single[k].push_back(std::make_unique<DeviceArray<float>>(cx.device, init[k]));
+        std::vector<Arrays> many(K), single(K);
+        for (int64_t n : sizes)
+            for (size_t k = 0; k < K; ++k) {
+                std::vector<float> init = uniform(rng, n, call.init[k].first, call.init[k].second);
+                many[k].push_back(std::make_unique<DeviceArray<float>>(cx.device, init));
+                single[k].push_back(std::make_unique<DeviceArray<float>>(cx.device, init));
             }
-        }
-        std::vector<kn_buffer*> handles[4];
-        for (int k = 0; k < 4; ++k)
+        std::vector<std::vector<kn_buffer*>> handles(K);
+        std::vector<kn_buffer* const*> arrays(K);
+        for (size_t k = 0; k < K; ++k) {
             for (auto& a : many[k]) handles[k].push_back(a->get());
-        const int64_t count = static_cast<int64_t>(sizes.size());
-        expect_ok(kn_adam_step_many_f32(count, handles[0].data(), const_cast<const kn_buffer* const*>(handles[1].data()),
-                                        handles[2].data(), handles[3].data(), sizes.data(), lr, beta1, beta2, eps, wd,
-                                        decoupled, step),
-                  "kn_adam_step_many_f32");
+            arrays[k] = handles[k].data();
+        }
+        expect_ok(call.many(arrays.data(), sizes.data(), static_cast<int64_t>(sizes.size())), name.c_str());
+        for (size_t t = 0; t < sizes.size(); ++t) {
+            std::vector<kn_buffer*> one(K);
+            for (size_t k = 0; k < K; ++k) one[k] = single[k][t]->get();
+            expect_ok(call.one(one.data(), sizes[t]), "the per-tensor call");
+        }
         for (size_t t = 0; t < sizes.size(); ++t)
-            expect_ok(kn_adam_step_f32(single[0][t]->get(), single[1][t]->get(), single[2][t]->get(), single[3][t]->get(),
-                                       sizes[t], lr, beta1, beta2, eps, wd, decoupled, step),
-                      "kn_adam_step_f32");
-        static const char* names[4] = {"param", "grad", "m", "v"};
-        for (size_t t = 0; t < sizes.size(); ++t)
-            for (int k = 0; k < 4; ++k) {
+            for (size_t k = 0; k < K; ++k) {
                 std::vector<float> got = many[k][t]->read(), want = single[k][t]->read();
-                std::string what = std::string(names[k]) + "[" + std::to_string(t) + "] (n=" + std::to_string(sizes[t]) + ")";
+                std::string what = std::string(call.names[k]) + "[" + std::to_string(t) + "] (n=" + std::to_string(sizes[t]) + ")";
                 if (exact) {
                     // Bit for bit, guard zone included (nothing written past n).
                     if (std::memcmp(got.data(), want.data(), got.size() * sizeof(float)) != 0)
@@ -1782,15 +1858,34 @@ void test_optimizers(Context& cx) {
 
     // Sizes that break the 16K-element chunks of the CPU pool: empty tensors, one element, a prime,
     // a tensor crossing a chunk edge, tensors smaller than one SIMD vector between large ones.
-    adam_many_case(cx, "0,1,7,4097", {0, 1, 7, 4097}, false, 1);
-    adam_many_case(cx, "mlp-like adamw", {784 * 51, 512, 512 * 25, 256, 2560, 10}, true, 10);
-    adam_many_case(cx, "chunk-spanning", {16383, 3, 16385, 0, 1, cx.quick ? int64_t{4099} : int64_t{40009}, 5}, false, 1000);
-    {
-        std::vector<int64_t> many_small;  // more tensors than one CUDA launch takes (64)
-        for (int i = 0; i < 70; ++i) many_small.push_back(1 + (i * 37) % 129);
-        adam_many_case(cx, "70 small", many_small, true, 3);
-    }
-    adam_many_case(cx, "none", {}, false, 1);
+    many_case(cx, "adam", "0,1,7,4097", {0, 1, 7, 4097}, adam_many(false, 1));
+    many_case(cx, "adam", "mlp-like adamw", {784 * 51, 512, 512 * 25, 256, 2560, 10}, adam_many(true, 10));
+    many_case(cx, "adam", "chunk-spanning", {16383, 3, 16385, 0, 1, cx.quick ? int64_t{4099} : int64_t{40009}, 5},
+              adam_many(false, 1000));
+    std::vector<int64_t> many_small;  // more tensors than one CUDA launch takes (64)
+    for (int i = 0; i < 70; ++i) many_small.push_back(1 + (i * 37) % 129);
+    many_case(cx, "adam", "70 small", many_small, adam_many(true, 3));
+    many_case(cx, "adam", "none", {}, adam_many(false, 1));
+
+    // SGD, RMSprop and Adagrad over the sizes the brief of their many-calls names (0, 1, 7, 33, 1000,
+    // 4099), with and without the optional velocity, Nesterov, dampening and weight decay.
+    const std::vector<int64_t> sizes = {0, 1, 7, 33, 1000, 4099};
+    many_case(cx, "sgd", "plain", sizes, sgd_many(0.0f, 0.0f, 0.0f, false, false));
+    many_case(cx, "sgd", "momentum first step", sizes, sgd_many(0.9f, 0.0f, 0.0f, false, true));
+    many_case(cx, "sgd", "momentum dampening wd", sizes, sgd_many(0.9f, 0.1f, 1e-2f, false, false));
+    many_case(cx, "sgd", "nesterov wd", sizes, sgd_many(0.9f, 0.0f, 1e-2f, true, false));
+    many_case(cx, "sgd", "nesterov first step", sizes, sgd_many(0.9f, 0.0f, 0.0f, true, true));
+    many_case(cx, "sgd", "momentum chunk-spanning", {16383, 3, 16385, 0, 1, 4099, 5}, sgd_many(0.9f, 0.0f, 5e-4f, false, false));
+    many_case(cx, "sgd", "momentum 70 small", many_small, sgd_many(0.9f, 0.0f, 0.0f, true, false));
+    many_case(cx, "rmsprop", "plain", sizes, rmsprop_many(0.0f, 0.0f));
+    many_case(cx, "rmsprop", "momentum wd", sizes, rmsprop_many(0.9f, 1e-2f));
+    many_case(cx, "rmsprop", "momentum chunk-spanning", {16383, 3, 16385, 0, 1, 4099, 5}, rmsprop_many(0.5f, 0.0f));
+    many_case(cx, "rmsprop", "70 small", many_small, rmsprop_many(0.0f, 1e-3f));
+    many_case(cx, "adagrad", "plain", sizes, adagrad_many(0.0f));
+    many_case(cx, "adagrad", "wd", sizes, adagrad_many(1e-2f));
+    many_case(cx, "adagrad", "chunk-spanning", {16383, 3, 16385, 0, 1, 4099, 5}, adagrad_many(0.0f));
+    many_case(cx, "adagrad", "70 small", many_small, adagrad_many(1e-3f));
+    many_case(cx, "sgd", "none", {}, sgd_many(0.9f, 0.0f, 0.0f, false, false));
 }
 
 // =================================================================================================
@@ -1997,6 +2092,82 @@ void test_errors(Context& cx) {
             error_case("adam_step_many param[1] on another device", [&] {
                 kn_buffer* p_remote[2] = {big.get(), remote.get()};
                 return expect_error(cx, call(p_remote, m, v, n, 1), KN_ERROR_DEVICE_MISMATCH, {"param[1]"});
+            });
+        }
+    }
+
+    // kn_sgd/rmsprop/adagrad_step_many_f32: the same checks (one routine in api.cpp), named by
+    // array and tensor index. Two valid tensors: param, grad, and a state buffer each.
+    {
+        DeviceArray<float> s0(cx.device, std::vector<float>(4096, 0.0f)), s1(cx.device, std::vector<float>(4096, 0.0f));
+        DeviceArray<float> w0(cx.device, std::vector<float>(4096, 0.0f)), w1(cx.device, std::vector<float>(4096, 0.0f));
+        kn_buffer* p[2] = {big.get(), big3.get()};
+        const kn_buffer* g[2] = {big2.get(), small.get()};
+        kn_buffer* st[2] = {s0.get(), s1.get()};
+        kn_buffer* vel[2] = {w0.get(), w1.get()};
+        int64_t n[2] = {100, 5};
+        auto sgd = [&](kn_buffer* const* pp, kn_buffer* const* vv, const int64_t* nn, float momentum) {
+            return kn_sgd_step_many_f32(2, pp, g, vv, nn, 0.1f, momentum, 0.0f, 0.0f, 0, 0);
+        };
+        error_case("sgd_step_many same velocity buffer in two tensors", [&] {
+            kn_buffer* shared[2] = {w1.get(), w1.get()};
+            return expect_error(cx, sgd(p, shared, n, 0.9f), KN_ERROR_INVALID_ARGUMENT, {"velocity[0] and velocity[1]", "same buffer"});
+        });
+        error_case("sgd_step_many param[1] is grad[0]", [&] {
+            kn_buffer* aliased[2] = {big.get(), big2.get()};
+            return expect_error(cx, sgd(aliased, vel, n, 0.9f), KN_ERROR_INVALID_ARGUMENT, {"grad[0] and param[1]", "same buffer"});
+        });
+        error_case("sgd_step_many grad[1] too small", [&] {
+            int64_t n_big[2] = {100, 1000};
+            return expect_error(cx, sgd(p, vel, n_big, 0.9f), KN_ERROR_SHAPE_MISMATCH, {"grad[1]", "1000"});
+        });
+        error_case("sgd_step_many NULL velocity[1] with momentum", [&] {
+            kn_buffer* v_null[2] = {w0.get(), nullptr};
+            return expect_error(cx, sgd(p, v_null, n, 0.9f), KN_ERROR_INVALID_ARGUMENT, {"velocity[1]", "NULL"});
+        });
+        error_case("sgd_step_many NULL velocity array with momentum", [&] {
+            return expect_error(cx, sgd(p, nullptr, n, 0.9f), KN_ERROR_INVALID_ARGUMENT, {"momentum", "velocity array"});
+        });
+        error_case("sgd_step_many negative n[1]", [&] {
+            int64_t n_neg[2] = {4, -3};
+            return expect_error(cx, sgd(p, nullptr, n_neg, 0.0f), KN_ERROR_INVALID_ARGUMENT, {"n[1]", "-3"});
+        });
+        error_case("sgd_step_many nesterov without momentum", [&] {
+            return expect_error(cx, kn_sgd_step_many_f32(2, p, g, nullptr, n, 0.1f, 0.0f, 0.0f, 0.0f, 1, 0),
+                                KN_ERROR_INVALID_ARGUMENT, {"Nesterov"});
+        });
+        error_case("rmsprop_step_many NULL velocity[0] with momentum", [&] {
+            kn_buffer* v_null[2] = {nullptr, w1.get()};
+            return expect_error(cx, kn_rmsprop_step_many_f32(2, p, g, st, v_null, n, 0.01f, 0.99f, 1e-8f, 0.0f, 0.9f),
+                                KN_ERROR_INVALID_ARGUMENT, {"velocity[0]", "NULL"});
+        });
+        error_case("rmsprop_step_many square_avg[1] is velocity[0]", [&] {
+            kn_buffer* v_shared[2] = {s1.get(), w1.get()};
+            return expect_error(cx, kn_rmsprop_step_many_f32(2, p, g, st, v_shared, n, 0.01f, 0.99f, 1e-8f, 0.0f, 0.9f),
+                                KN_ERROR_INVALID_ARGUMENT, {"velocity[0] and square_avg[1]", "same buffer"});
+        });
+        error_case("adagrad_step_many sum[1] too small", [&] {
+            kn_buffer* short_sum[2] = {s0.get(), small.get()};
+            int64_t n_mid[2] = {100, 50};
+            kn_buffer* g_big[2] = {big2.get(), w1.get()};
+            return expect_error(cx, kn_adagrad_step_many_f32(2, p, g_big, short_sum, n_mid, 0.01f, 1e-10f, 0.0f),
+                                KN_ERROR_SHAPE_MISMATCH, {"sum[1]", "50"});
+        });
+        error_case("adagrad_step_many negative n[0]", [&] {
+            int64_t n_neg[2] = {-1, 5};
+            return expect_error(cx, kn_adagrad_step_many_f32(2, p, g, st, n_neg, 0.01f, 1e-10f, 0.0f), KN_ERROR_INVALID_ARGUMENT,
+                                {"n[0]", "-1"});
+        });
+        if (cx.other) {
+            DeviceArray<float> remote(cx.other, std::vector<float>(16, 0.0f));
+            error_case("sgd_step_many velocity[1] on another device", [&] {
+                kn_buffer* v_remote[2] = {w0.get(), remote.get()};
+                return expect_error(cx, sgd(p, v_remote, n, 0.9f), KN_ERROR_DEVICE_MISMATCH, {"velocity[1]"});
+            });
+            error_case("adagrad_step_many sum[0] on another device", [&] {
+                kn_buffer* s_remote[2] = {remote.get(), s1.get()};
+                return expect_error(cx, kn_adagrad_step_many_f32(2, p, g, s_remote, n, 0.01f, 1e-10f, 0.0f),
+                                    KN_ERROR_DEVICE_MISMATCH, {"sum[0]"});
             });
         }
     }

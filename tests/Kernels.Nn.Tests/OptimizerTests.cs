@@ -197,6 +197,195 @@ public class OptimizerTests
         Call(new[] { a, b }, new[] { c, d }, new[] { e, f }, new[] { g, h }, new long[] { 8, 8 });
     }
 
+    /// <summary>
+    /// One optimizer configuration for the many-call tests: how to create it, how many state buffers one
+    /// parameter has, and the per-parameter reference call (param, grad, state, n, step counted from 1) on copies.
+    /// </summary>
+    public sealed record ManyCase(string Name, Func<IEnumerable<Tensor>, Optimizer> Create, int States,
+                                  Action<DeviceBuffer, DeviceBuffer, DeviceBuffer[], long, int> Reference)
+    {
+        public override string ToString() => Name;
+    }
+
+    public static IEnumerable<ManyCase> ManyCases()
+    {
+        yield return new ManyCase("sgd", ps => new Sgd(ps, 0.05f), 0,
+            (p, g, s, n, step) => Ops.SgdStep(p, g, null, n, 0.05f, 0, 0, 0, false, step == 1));
+        yield return new ManyCase("sgd momentum", ps => new Sgd(ps, 0.05f, momentum: 0.9f), 1,
+            (p, g, s, n, step) => Ops.SgdStep(p, g, s[0], n, 0.05f, 0.9f, 0, 0, false, step == 1));
+        yield return new ManyCase("sgd momentum dampening wd", ps => new Sgd(ps, 0.05f, 0.9f, 0.1f, 0.01f), 1,
+            (p, g, s, n, step) => Ops.SgdStep(p, g, s[0], n, 0.05f, 0.9f, 0.1f, 0.01f, false, step == 1));
+        yield return new ManyCase("sgd nesterov wd", ps => new Sgd(ps, 0.05f, 0.9f, 0f, 0.01f, nesterov: true), 1,
+            (p, g, s, n, step) => Ops.SgdStep(p, g, s[0], n, 0.05f, 0.9f, 0, 0.01f, true, step == 1));
+        yield return new ManyCase("rmsprop", ps => new RmsProp(ps, 0.01f), 1,
+            (p, g, s, n, step) => Ops.RmsPropStep(p, g, s[0], null, n, 0.01f, 0.99f, 1e-8f, 0, 0));
+        yield return new ManyCase("rmsprop momentum wd", ps => new RmsProp(ps, 0.01f, weightDecay: 0.01f, momentum: 0.9f), 2,
+            (p, g, s, n, step) => Ops.RmsPropStep(p, g, s[0], s[1], n, 0.01f, 0.99f, 1e-8f, 0.01f, 0.9f));
+        yield return new ManyCase("adagrad wd", ps => new Adagrad(ps, 0.01f, weightDecay: 0.01f), 1,
+            (p, g, s, n, step) => Ops.AdagradStep(p, g, s[0], n, 0.01f, 1e-10f, 0.01f));
+        yield return new ManyCase("adamw", ps => new AdamW(ps, 0.01f, weightDecay: 0.05f), 2,
+            (p, g, s, n, step) => Ops.AdamStep(p, g, s[0], s[1], n, 0.01f, 0.9f, 0.999f, 1e-8f, 0.05f, true, step));
+    }
+
+    /// <summary>
+    /// Sgd, RmsProp, Adagrad and AdamW make one kn_*_step_many_f32 call for all parameters of a device; it must give
+    /// every element exactly what one per-parameter call gives (the CPU runs the same loop for both; OpenCL
+    /// launches the same kernel per tensor), over three steps of a two-layer network whose 20000-element weight
+    /// spans the CPU pool's 16K chunks. SGD's first step (the velocity starts as the gradient) is step 1.
+    /// </summary>
+    [Test]
+    public void Optimizer_over_a_model_in_one_call_equals_one_call_per_parameter(
+        [ValueSource(nameof(ManyCases))] ManyCase optimizerCase, [Values("cpu", "opencl:0")] string deviceName)
+    {
+        var device = deviceName == "cpu" ? Device.Cpu : TestDevices.Require(deviceName, DeviceKind.OpenCL, "KERNELS_REQUIRE_OPENCL");
+        using var model = new Sequential(new Dense(100, 200, seed: 1), Activation.Tanh(), new Dense(200, 7, seed: 2));
+        model.To(device);
+        var parameters = model.Parameters().ToArray();
+        Assert.That(parameters.Select(p => p.Count), Is.EqualTo(new long[] { 20000, 200, 1400, 7 }), "the shapes the test means to cover");
+        var copies = parameters.Select(p => DeviceBuffer.FromArray(device, p.ToArray())).ToArray();
+        var states = parameters.Select(p => Enumerable.Range(0, optimizerCase.States)
+                                                      .Select(_ => DeviceBuffer.FromArray(device, new float[p.Count])).ToArray()).ToArray();
+        try
+        {
+            using var optimizer = optimizerCase.Create(model.Parameters());
+            var input = new float[5 * 100];
+            for (int i = 0; i < input.Length; i++) input[i] = MathF.Sin(i * 0.37f);
+            for (int step = 1; step <= 3; step++)
+            {
+                optimizer.ZeroGrad();
+                using (var scope = new DisposeScope())
+                {
+                    var x = Tensor.FromArray(input, new long[] { 5, 100 }, device);
+                    model.Forward(x).Mul(model.Forward(x)).Sum().Mul(step).Backward();
+                }
+                for (int i = 0; i < parameters.Length; i++)
+                    optimizerCase.Reference(copies[i], parameters[i].Grad!.Buffer, states[i], parameters[i].Count, step);
+                optimizer.Step();
+                for (int i = 0; i < parameters.Length; i++)
+                    Assert.That(parameters[i].ToArray(), Is.EqualTo(copies[i].ToArray()),
+                                $"{optimizerCase.Name} on {device.Name}: parameter {i} after step {step}, bit for bit");
+            }
+        }
+        finally
+        {
+            foreach (var b in copies.Concat(states.SelectMany(s => s))) b.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// A warm Optimizer.Step allocates nothing on the managed heap: the many-call's operand arrays are reused, the
+    /// native handles go on the stack.
+    /// </summary>
+    [Test]
+    public void A_warm_step_allocates_nothing([ValueSource(nameof(ManyCases))] ManyCase optimizerCase)
+    {
+        using var model = new Sequential(new Dense(10, 20, seed: 1), Activation.Tanh(), new Dense(20, 3, seed: 2));
+        using var optimizer = optimizerCase.Create(model.Parameters());
+        using (var scope = new DisposeScope())
+            model.Forward(Tensor.FromArray(new float[2 * 10], new long[] { 2, 10 })).Sum().Backward();
+        optimizer.Step();
+        optimizer.Step();
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 0; i < 10; i++) optimizer.Step();
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.That(allocated, Is.EqualTo(0), $"{optimizerCase.Name}: bytes allocated by 10 warm steps");
+    }
+
+    /// <summary>
+    /// SGD's first step is tracked per parameter (it has no velocity before its first update), while
+    /// kn_sgd_step_many_f32 takes one flag per call: a parameter that gets its first gradient at step 2, beside one
+    /// in its second step, must still start its velocity from the gradient, as one kn_sgd_step_f32 per parameter does
+    /// (and the other must not). Dampening makes the two differ even from a zero velocity.
+    /// </summary>
+    [Test]
+    public void Sgd_with_momentum_keeps_each_parameters_first_step()
+    {
+        using var a = Tensor.FromArray(new[] { 0.5f, -1f, 2f }, new long[] { 3 });
+        using var b = Tensor.FromArray(new[] { 1.5f, 0.25f }, new long[] { 2 });
+        using var c = Tensor.FromArray(new[] { -0.75f }, new long[] { 1 });
+        a.RequiresGrad = b.RequiresGrad = c.RequiresGrad = true;
+        var all = new[] { b, a, c };
+        var copies = all.Select(t => DeviceBuffer.FromArray(Device.Cpu, t.ToArray())).ToArray();
+        var velocity = all.Select(t => DeviceBuffer.FromArray(Device.Cpu, new float[t.Count])).ToArray();
+        var started = new bool[3];
+        try
+        {
+            using var optimizer = new Sgd(all, 0.1f, momentum: 0.9f, dampening: 0.5f);
+            for (int step = 1; step <= 3; step++)
+            {
+                optimizer.ZeroGrad();
+                // Step 1 reaches a only; step 2 a and b (b, listed first, in its first step); step 3 all, c in its first.
+                var used = step == 1 ? new[] { a } : step == 2 ? new[] { a, b } : all;
+                using (var scope = new DisposeScope())
+                    used.Select(t => t.Mul(t).Sum()).Aggregate((x, y) => x.Add(y)).Mul(step).Backward();
+                for (int i = 0; i < 3; i++)
+                {
+                    if (all[i].Grad is null) continue;
+                    Ops.SgdStep(copies[i], all[i].Grad!.Buffer, velocity[i], all[i].Count, 0.1f, 0.9f, 0.5f, 0, false, !started[i]);
+                    started[i] = true;
+                }
+                optimizer.Step();
+                for (int i = 0; i < 3; i++)
+                    Assert.That(all[i].ToArray(), Is.EqualTo(copies[i].ToArray()), $"parameter {i} after step {step}, bit for bit");
+            }
+        }
+        finally
+        {
+            foreach (var buffer in copies.Concat(velocity)) buffer.Dispose();
+        }
+    }
+
+    [Test]
+    public void Sgd_RmsProp_and_Adagrad_step_many_errors_are_typed_and_name_the_tensor()
+    {
+        var device = Device.Get("cpu");
+        var x = Enumerable.Range(0, 8).Select(_ => DeviceBuffer.FromArray(device, new float[8])).ToArray();
+        using var small = DeviceBuffer.FromArray(device, new float[2]);
+        try
+        {
+            var n = new long[] { 8, 8 };
+            var sharedVelocity = Assert.Throws<KernelsArgumentException>(() =>
+                Ops.SgdStepMany(new[] { x[0], x[1] }, new[] { x[2], x[3] }, new[] { x[4], x[4] }, n, 0.1f, 0.9f, 0, 0, false, false))!;
+            Assert.That(sharedVelocity.Message, Does.Contain("velocity[0] and velocity[1]").And.Contain("same buffer"));
+            var shortGrad = Assert.Throws<ShapeMismatchException>(() =>
+                Ops.SgdStepMany(new[] { x[0], x[1] }, new[] { x[2], small }, default, n, 0.1f, 0, 0, 0, false, true))!;
+            Assert.That(shortGrad.Message, Does.Contain("grad[1]"));
+            var nullVelocity = Assert.Throws<ArgumentNullException>(() =>
+                Ops.SgdStepMany(new[] { x[0], x[1] }, new[] { x[2], x[3] }, new[] { x[4], null! }, n, 0.1f, 0.9f, 0, 0, false, false))!;
+            Assert.That(nullVelocity.ParamName, Is.EqualTo("velocity[1]"));
+            var noVelocity = Assert.Throws<ArgumentException>(() =>
+                Ops.SgdStepMany(new[] { x[0], x[1] }, new[] { x[2], x[3] }, default, n, 0.1f, 0.9f, 0, 0, false, false))!;
+            Assert.That(noVelocity.Message, Does.Contain("velocity").And.Contain("one entry per tensor"));
+            var negative = Assert.Throws<KernelsArgumentException>(() =>
+                Ops.AdagradStepMany(new[] { x[0], x[1] }, new[] { x[2], x[3] }, new[] { x[4], x[5] }, new long[] { 8, -1 }, 0.01f, 1e-10f, 0))!;
+            Assert.That(negative.Message, Does.Contain("n[1]"));
+            var aliased = Assert.Throws<KernelsArgumentException>(() =>
+                Ops.RmsPropStepMany(new[] { x[0], x[1] }, new[] { x[2], x[3] }, new[] { x[4], x[5] }, new[] { x[5], x[6] }, n, 0.01f, 0.99f,
+                                    1e-8f, 0, 0.9f))!;
+            Assert.That(aliased.Message, Does.Contain("velocity[0] and square_avg[1]").And.Contain("same buffer"));
+            var disposed = DeviceBuffer.FromArray(device, new float[8]);
+            disposed.Dispose();
+            var gone = Assert.Throws<ObjectDisposedException>(() =>
+                Ops.AdagradStepMany(new[] { x[0], x[1] }, new[] { x[2], x[3] }, new[] { x[4], disposed }, n, 0.01f, 1e-10f, 0))!;
+            Assert.That(gone.Message, Does.Contain("sum[1]"));
+            if (Device.TryGet("opencl:0", out var other))
+            {
+                using var remote = DeviceBuffer.FromArray(other, new float[8]);
+                var mismatch = Assert.Throws<DeviceMismatchException>(() =>
+                    Ops.RmsPropStepMany(new[] { x[0], x[1] }, new[] { x[2], x[3] }, new[] { x[4], remote }, default, n, 0.01f, 0.99f, 1e-8f, 0, 0))!;
+                Assert.That(mismatch.Message, Does.Contain("square_avg[1]"));
+            }
+            // Nothing stayed leased: the buffers can still be used and disposed.
+            Ops.SgdStepMany(new[] { x[0], x[1] }, new[] { x[2], x[3] }, new[] { x[4], x[5] }, n, 0.1f, 0.9f, 0, 0, false, true);
+            Ops.RmsPropStepMany(new[] { x[0], x[1] }, new[] { x[2], x[3] }, new[] { x[4], x[5] }, default, n, 0.01f, 0.99f, 1e-8f, 0, 0);
+            Ops.AdagradStepMany(new[] { x[0], x[1] }, new[] { x[2], x[3] }, new[] { x[4], x[5] }, n, 0.01f, 1e-10f, 0);
+        }
+        finally
+        {
+            foreach (var b in x) b.Dispose();
+        }
+    }
+
     [TestCase(0f)]
     [TestCase(0.9f)]
     public void RmsProp_matches_the_update_rule(float momentum)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds native/kernels/cuda/*.cu for the CPU emulator and runs their tests (no GPU needed).
 #   native/dev/emulator/run.sh [--sanitize] [FAMILY]
-#     FAMILY of test_cuda_kernels: fill unary binary softmax reduce gemm linear layout gather cast recurrent adam_many
+#     FAMILY of test_cuda_kernels: fill unary binary softmax reduce gemm linear layout gather cast recurrent optimizer_many
 #     FAMILY of test_cuda_conv:    divmod conv conv_backward_data conv_backward_weights pool batch_norm
 #     (none: both programs, every family)
 # --sanitize adds AddressSanitizer and UBSan (out-of-bounds and misaligned accesses; ~3x slower).

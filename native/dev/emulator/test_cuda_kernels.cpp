@@ -899,46 +899,65 @@ static void test_layout() {
     layout_case("every 3rd element from 2", {9}, {1}, 0, {3}, 2, false, 29);
 }
 
-// kn_adam_step_many_f32's multi-tensor kernel (pointers in the kernel parameters, one launch per 64
-// tensors, a grid-stride walk over the concatenation) against one adam_step_f32 launch per tensor on
-// copies: the same float operations per element, so the same bits.
-static void test_adam_many() {
-    for (int sm : {1, 3}) {
-        std::vector<int64_t> sizes = {1, 7, 4097, 300, 2, 1025};
-        for (int i = 0; i < 70; ++i) sizes.push_back(1 + (i * 37) % 129);  // more than one launch's 64
-        std::vector<std::unique_ptr<HostBuffer<float>>> many, single;
-        std::vector<AdamArgs> tensors;
-        const float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, wd = 0.01f;
-        for (size_t t = 0; t < sizes.size(); ++t) {
-            const int64_t n = sizes[t];
-            for (int k = 0; k < 4; ++k) {
-                many.emplace_back(new HostBuffer<float>(n));
-                single.emplace_back(new HostBuffer<float>(n));
-                for (int64_t i = 0; i < n; ++i) {
-                    float x = k == 3 ? uniform(0.0f, 0.01f) : uniform(-1.0f, 1.0f);
-                    (*many.back())[i] = x;
-                    (*single.back())[i] = x;
-                }
+// The kn_*_step_many_f32 multi-tensor kernel (pointers in the kernel parameters, one launch per 64
+// tensors, a grid-stride walk over the concatenation) against one per-tensor launch per tensor on
+// copies: the same element functor, so the same bits. make(operands, n) builds one tensor's record
+// from its K operands (param, grad, states; operands[k] null for an unused state).
+template <typename Tensor, typename Make>
+static void optimizer_many_case(const char* what, int sm, int K, Make make,
+                                cudaError_t (*many)(const ManyArgs<Tensor>&, const LaunchContext&),
+                                cudaError_t (*one)(const Tensor&, const LaunchContext&)) {
+    std::vector<int64_t> sizes = {1, 7, 4097, 300, 2, 1025};
+    for (int i = 0; i < 70; ++i) sizes.push_back(1 + (i * 37) % 129);  // more than one launch's 64
+    std::vector<std::unique_ptr<HostBuffer<float>>> many_data, single_data;
+    std::vector<Tensor> tensors;
+    for (size_t t = 0; t < sizes.size(); ++t) {
+        const int64_t n = sizes[t];
+        float* ops[4] = {};
+        for (int k = 0; k < K; ++k) {
+            many_data.emplace_back(new HostBuffer<float>(n));
+            single_data.emplace_back(new HostBuffer<float>(n));
+            for (int64_t i = 0; i < n; ++i) {
+                float x = k >= 2 ? uniform(0.0f, 0.01f) : uniform(-1.0f, 1.0f);  // states >= 0 (v, square_avg, sum)
+                (*many_data.back())[i] = x;
+                (*single_data.back())[i] = x;
             }
-            tensors.push_back({many[4 * t]->p, many[4 * t + 1]->p, many[4 * t + 2]->p, many[4 * t + 3]->p, n, lr, beta1,
-                               beta2, eps, wd, sm == 3, 7});
+            ops[k] = many_data.back()->p;
         }
-        SELFTEST_EXPECT(cuda::adam_step_many_f32(AdamManyArgs{tensors.data(), static_cast<int64_t>(tensors.size())},
-                                                 ctx_with(sm)) == cudaSuccess,
-                        "adam_step_many launch");
-        for (size_t t = 0; t < sizes.size(); ++t) {
-            AdamArgs one = tensors[t];
-            one.param = single[4 * t]->p;
-            one.grad = single[4 * t + 1]->p;
-            one.m = single[4 * t + 2]->p;
-            one.v = single[4 * t + 3]->p;
-            SELFTEST_EXPECT(cuda::adam_step_f32(one, ctx_with(sm)) == cudaSuccess, "adam_step launch");
-            for (int k = 0; k < 4; ++k)
-                for (int64_t i = 0; i < sizes[t]; ++i)
-                    SELFTEST_EXPECT(selftest::same_bits((*many[4 * t + k])[i], (*single[4 * t + k])[i]),
-                                    "adam_step_many sm %d tensor %zu operand %d element %lld: %.9g, per-tensor %.9g", sm, t, k,
-                                    (long long)i, (*many[4 * t + k])[i], (*single[4 * t + k])[i]);
-        }
+        tensors.push_back(make(ops, n));
+    }
+    SELFTEST_EXPECT(many(ManyArgs<Tensor>{tensors.data(), static_cast<int64_t>(tensors.size())}, ctx_with(sm)) == cudaSuccess,
+                    "%s_many launch", what);
+    for (size_t t = 0; t < sizes.size(); ++t) {
+        float* ops[4] = {};
+        for (int k = 0; k < K; ++k) ops[k] = single_data[K * t + k]->p;
+        SELFTEST_EXPECT(one(make(ops, sizes[t]), ctx_with(sm)) == cudaSuccess, "%s launch", what);
+        for (int k = 0; k < K; ++k)
+            for (int64_t i = 0; i < sizes[t]; ++i)
+                SELFTEST_EXPECT(selftest::same_bits((*many_data[K * t + k])[i], (*single_data[K * t + k])[i]),
+                                "%s_many sm %d tensor %zu operand %d element %lld: %.9g, per-tensor %.9g", what, sm, t, k,
+                                (long long)i, (*many_data[K * t + k])[i], (*single_data[K * t + k])[i]);
+    }
+}
+
+static void test_optimizer_many() {
+    for (int sm : {1, 3}) {
+        const bool variant = sm == 3;  // the second pass takes the other branch of each option
+        optimizer_many_case<AdamArgs>("adam_step", sm, 4, [&](float* const* o, int64_t n) {
+            return AdamArgs{o[0], o[1], o[2], o[3], n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, variant, 7};
+        }, cuda::adam_step_many_f32, cuda::adam_step_f32);
+        optimizer_many_case<SgdArgs>("sgd_step", sm, 3, [&](float* const* o, int64_t n) {
+            return SgdArgs{o[0], o[1], o[2], n, 0.05f, 0.9f, 0.0f, 0.01f, variant, false};
+        }, cuda::sgd_step_many_f32, cuda::sgd_step_f32);
+        optimizer_many_case<SgdArgs>("sgd_step (no momentum)", sm, 2, [&](float* const* o, int64_t n) {
+            return SgdArgs{o[0], o[1], nullptr, n, 0.05f, 0.0f, 0.0f, 0.01f, false, variant};
+        }, cuda::sgd_step_many_f32, cuda::sgd_step_f32);
+        optimizer_many_case<RmspropArgs>("rmsprop_step", sm, variant ? 4 : 3, [&](float* const* o, int64_t n) {
+            return RmspropArgs{o[0], o[1], o[2], variant ? o[3] : nullptr, n, 1e-2f, 0.99f, 1e-8f, 0.01f, variant ? 0.9f : 0.0f};
+        }, cuda::rmsprop_step_many_f32, cuda::rmsprop_step_f32);
+        optimizer_many_case<AdagradArgs>("adagrad_step", sm, 3, [&](float* const* o, int64_t n) {
+            return AdagradArgs{o[0], o[1], o[2], n, 1e-2f, 1e-10f, variant ? 0.01f : 0.0f};
+        }, cuda::adagrad_step_many_f32, cuda::adagrad_step_f32);
     }
 }
 
@@ -955,6 +974,6 @@ int main(int argc, char** argv) {
     if (only.empty() || only == "gather") test_gather();
     if (only.empty() || only == "cast") test_cast();
     if (only.empty() || only == "recurrent") test_recurrent();
-    if (only.empty() || only == "adam_many") test_adam_many();
+    if (only.empty() || only == "optimizer_many") test_optimizer_many();
     return selftest::check_tally().finish("all CUDA kernels match the references");
 }

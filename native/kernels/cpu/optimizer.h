@@ -2,7 +2,7 @@
 // RMSprop, Adagrad). The same source, optimizer_impl.h, is compiled three times (optimizer.cpp
 // portable, optimizer_avx2.cpp, optimizer_avx512.cpp) and the compiler vectorises it for each
 // instruction set; optimizer_kernels() hands out the table of the widest set this CPU runs.
-// training.cpp does the threading (and, for kn_adam_step_many_f32, the walk over the tensors).
+// training.cpp does the threading (and, for the kn_*_step_many_f32 calls, the walk over the tensors).
 #pragma once
 
 #include "cpu_kernels.h"

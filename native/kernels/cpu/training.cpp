@@ -27,6 +27,40 @@ void for_chunks(int64_t n, F&& body) {
     parallel_for(n, kGrain, [&](int64_t begin, int64_t end) { body(begin, end); });
 }
 
+// The kn_*_step_many_f32 calls: all tensors in one pool dispatch whose chunks run over the
+// concatenation of the tensors' elements (a chunk may span several tensors), so a model's six small
+// tensors cost one hand-off, not six. update(x, begin, end) runs the per-tensor loop on elements
+// [begin, end) of tensor x; the loops are elementwise, so each element gets the same arithmetic
+// whatever the split, and the results equal the per-tensor call's.
+template <typename Tensor, typename Update>
+void for_tensor_chunks(const ManyArgs<Tensor>& a, Update&& update) {
+    if (a.count == 0) return;
+    // first[t]: where tensor t starts in the concatenation (first[count] = total). On the stack for
+    // up to 16 tensors; a reused thread-local vector beyond, so a step allocates nothing here.
+    int64_t small[17];
+    thread_local std::vector<int64_t> large;
+    int64_t* first = small;
+    if (a.count + 1 > 17) {
+        large.resize(static_cast<size_t>(a.count + 1));
+        first = large.data();
+    }
+    first[0] = 0;
+    for (int64_t t = 0; t < a.count; ++t) first[t + 1] = first[t] + a.tensors[t].n;
+    for_chunks(first[a.count], [&](int64_t b, int64_t e) {
+        // The tensor holding element b: the last t with first[t] <= b (every n >= 1, so first rises).
+        int64_t t = std::upper_bound(first, first + a.count + 1, b) - first - 1;
+        while (b < e) {
+            const int64_t begin = b - first[t], end = std::min(e, first[t + 1]) - first[t];
+            update(a.tensors[t], begin, end);
+            b = first[t] + end;
+            ++t;
+        }
+    });
+}
+
+// Offsets an optional operand (velocity is null when momentum == 0).
+inline float* at(void* x, int64_t i) { return x ? static_cast<float*>(x) + i : nullptr; }
+
 }  // namespace
 
 void cross_entropy_f32(const CrossEntropyArgs& a) {
@@ -105,6 +139,13 @@ void sgd_step_f32(const SgdArgs& a) {
     for_chunks(a.n, [&](int64_t b, int64_t e) { k.sgd(a, p + b, grad + b, vel ? vel + b : nullptr, e - b); });
 }
 
+void sgd_step_many_f32(const SgdManyArgs& a) {
+    const OptimizerKernels& k = optimizer_kernels();
+    for_tensor_chunks(a, [&](const SgdArgs& x, int64_t b, int64_t e) {
+        k.sgd(x, static_cast<float*>(x.param) + b, static_cast<const float*>(x.grad) + b, at(x.velocity, b), e - b);
+    });
+}
+
 namespace {
 
 AdamConstants adam_constants(const AdamArgs& a) {
@@ -133,35 +174,13 @@ void adam_step_f32(const AdamArgs& a) {
     for_chunks(a.n, [&](int64_t b, int64_t e) { kernels.adam(k, p + b, grad + b, m + b, v + b, e - b); });
 }
 
-// All tensors in one pool dispatch: the chunks run over the concatenation of the tensors' elements
-// (a chunk may span several tensors), so a model's six small tensors cost one hand-off, not six.
-// Each element gets the same arithmetic as adam_step_f32 gives it, so the results are identical.
 void adam_step_many_f32(const AdamManyArgs& a) {
     if (a.count == 0) return;
     const AdamConstants k = adam_constants(a.tensors[0]);  // the hyper-parameters are the same in every entry
     const OptimizerKernels& kernels = optimizer_kernels();
-    // first[t]: where tensor t starts in the concatenation (first[count] = total). On the stack for
-    // up to 16 tensors; a reused thread-local vector beyond, so a step allocates nothing here.
-    int64_t small[17];
-    thread_local std::vector<int64_t> large;
-    int64_t* first = small;
-    if (a.count + 1 > 17) {
-        large.resize(static_cast<size_t>(a.count + 1));
-        first = large.data();
-    }
-    first[0] = 0;
-    for (int64_t t = 0; t < a.count; ++t) first[t + 1] = first[t] + a.tensors[t].n;
-    for_chunks(first[a.count], [&](int64_t b, int64_t e) {
-        // The tensor holding element b: the last t with first[t] <= b (every n >= 1, so first rises).
-        int64_t t = std::upper_bound(first, first + a.count + 1, b) - first - 1;
-        while (b < e) {
-            const AdamArgs& x = a.tensors[t];
-            const int64_t begin = b - first[t], end = std::min(e, first[t + 1]) - first[t];
-            kernels.adam(k, static_cast<float*>(x.param) + begin, static_cast<const float*>(x.grad) + begin,
-                         static_cast<float*>(x.m) + begin, static_cast<float*>(x.v) + begin, end - begin);
-            b = first[t] + end;
-            ++t;
-        }
+    for_tensor_chunks(a, [&](const AdamArgs& x, int64_t b, int64_t e) {
+        kernels.adam(k, static_cast<float*>(x.param) + b, static_cast<const float*>(x.grad) + b,
+                     static_cast<float*>(x.m) + b, static_cast<float*>(x.v) + b, e - b);
     });
 }
 
@@ -176,12 +195,28 @@ void rmsprop_step_f32(const RmspropArgs& a) {
     });
 }
 
+void rmsprop_step_many_f32(const RmspropManyArgs& a) {
+    const OptimizerKernels& k = optimizer_kernels();
+    for_tensor_chunks(a, [&](const RmspropArgs& x, int64_t b, int64_t e) {
+        k.rmsprop(x, static_cast<float*>(x.param) + b, static_cast<const float*>(x.grad) + b,
+                  static_cast<float*>(x.square_avg) + b, at(x.velocity, b), e - b);
+    });
+}
+
 void adagrad_step_f32(const AdagradArgs& a) {
     float* p = static_cast<float*>(a.param);
     const float* grad = static_cast<const float*>(a.grad);
     float* sum = static_cast<float*>(a.sum);
     const OptimizerKernels& k = optimizer_kernels();
     for_chunks(a.n, [&](int64_t b, int64_t e) { k.adagrad(a, p + b, grad + b, sum + b, e - b); });
+}
+
+void adagrad_step_many_f32(const AdagradManyArgs& a) {
+    const OptimizerKernels& k = optimizer_kernels();
+    for_tensor_chunks(a, [&](const AdagradArgs& x, int64_t b, int64_t e) {
+        k.adagrad(x, static_cast<float*>(x.param) + b, static_cast<const float*>(x.grad) + b,
+                  static_cast<float*>(x.sum) + b, e - b);
+    });
 }
 
 }  // namespace kn::cpu

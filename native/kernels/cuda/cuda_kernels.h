@@ -100,10 +100,14 @@ inline cudaError_t dropout_backward_f32(const DropoutArgs& args, const LaunchCon
 cudaError_t clamp_f32(const ClampArgs& args, const LaunchContext& ctx);
 cudaError_t sgd_step_f32(const SgdArgs& args, const LaunchContext& ctx);
 cudaError_t adam_step_f32(const AdamArgs& args, const LaunchContext& ctx);
-// All tensors of one call in one launch per group of up to 64 (their pointers as kernel parameters).
-cudaError_t adam_step_many_f32(const AdamManyArgs& args, const LaunchContext& ctx);
 cudaError_t rmsprop_step_f32(const RmspropArgs& args, const LaunchContext& ctx);
 cudaError_t adagrad_step_f32(const AdagradArgs& args, const LaunchContext& ctx);
+// The kn_*_step_many_f32 calls: all tensors in one launch per group of up to 64 (their pointers as
+// kernel parameters), each element through the same code as the per-tensor kernel.
+cudaError_t sgd_step_many_f32(const SgdManyArgs& args, const LaunchContext& ctx);
+cudaError_t adam_step_many_f32(const AdamManyArgs& args, const LaunchContext& ctx);
+cudaError_t rmsprop_step_many_f32(const RmspropManyArgs& args, const LaunchContext& ctx);
+cudaError_t adagrad_step_many_f32(const AdagradManyArgs& args, const LaunchContext& ctx);
 
 // conv.cu: 2-D convolution (NCHW) forward, backward-data, backward-weights (+ bias gradient).
 enum class Conv2dAlgorithm {

@@ -109,67 +109,139 @@ __global__ void clamp_kernel(const float* x, float* y, int64_t n, float low, flo
     }
 }
 
-__global__ void sgd_kernel(SgdArgs a) {
-    float* p = static_cast<float*>(a.param);
-    const float* grad = static_cast<const float*>(a.grad);
-    float* vel = static_cast<float*>(a.velocity);
-    GRID_STRIDE(i, a.n) {
-        float g = grad[i] + a.weight_decay * p[i];
+// ---- The optimizer updates ----
+// One element of each update, shared by the per-tensor kernel and the many-tensor one so both
+// compute the same float operations: update(param, grad, state0, state1, i) updates element i of
+// one tensor. The states are SGD: velocity; Adam: m, v; RMSprop: square_avg, velocity; Adagrad: sum
+// (null where unused: velocity without momentum). element_of() builds each from the per-tensor
+// record on the host; operands_of() gives the record's pointers.
+
+struct Operands {
+    float* param;
+    const float* grad;
+    float* state0;
+    float* state1;
+};
+
+struct SgdElement {
+    float lr, momentum, dampening, weight_decay;
+    bool nesterov, first_step;
+    __device__ __forceinline__ void operator()(float* p, const float* grad, float* vel, float*, int64_t i) const {
+        float g = grad[i] + weight_decay * p[i];
         if (vel) {
-            float v = a.first_step ? g : a.momentum * vel[i] + (1.0f - a.dampening) * g;
+            float v = first_step ? g : momentum * vel[i] + (1.0f - dampening) * g;
             vel[i] = v;
-            g = a.nesterov ? g + a.momentum * v : v;
+            g = nesterov ? g + momentum * v : v;
         }
-        p[i] -= a.lr * g;
+        p[i] -= lr * g;
     }
+};
+
+SgdElement element_of(const SgdArgs& a) {
+    return {a.lr, a.momentum, a.dampening, a.weight_decay, a.nesterov, a.first_step};
+}
+Operands operands_of(const SgdArgs& a) {
+    return {static_cast<float*>(a.param), static_cast<const float*>(a.grad), static_cast<float*>(a.velocity), nullptr};
 }
 
-__global__ void adam_kernel(AdamArgs a, float c1, float c2) {
-    float* p = static_cast<float*>(a.param);
-    const float* grad = static_cast<const float*>(a.grad);
-    float* m = static_cast<float*>(a.m);
-    float* v = static_cast<float*>(a.v);
-    const float decay = a.decoupled_weight_decay ? 1.0f - a.lr * a.weight_decay : 1.0f;
-    const float l2 = a.decoupled_weight_decay ? 0.0f : a.weight_decay;
-    GRID_STRIDE(i, a.n) {
+struct AdamElement {
+    float lr, beta1, beta2, eps;
+    float decay;   // param *= decay first: 1 - lr * weight_decay for AdamW, else 1
+    float l2;      // g += l2 * param: weight_decay for Adam, else 0
+    float c1, c2;  // bias corrections 1 / (1 - beta^t)
+    __device__ __forceinline__ void operator()(float* p, const float* grad, float* m, float* v, int64_t i) const {
         float w = p[i];
         float g = grad[i] + l2 * w;
-        float mi = a.beta1 * m[i] + (1.0f - a.beta1) * g;
-        float vi = a.beta2 * v[i] + (1.0f - a.beta2) * g * g;
+        float mi = beta1 * m[i] + (1.0f - beta1) * g;
+        float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
         m[i] = mi;
         v[i] = vi;
-        p[i] = w * decay - a.lr * (mi * c1) / (sqrtf(vi * c2) + a.eps);
+        p[i] = w * decay - lr * (mi * c1) / (sqrtf(vi * c2) + eps);
     }
+};
+
+AdamElement element_of(const AdamArgs& a) {
+    // Bias corrections on the host in double: beta2^t underflows gracefully for huge t.
+    const float c1 = static_cast<float>(1.0 / (1.0 - std::pow(static_cast<double>(a.beta1), static_cast<double>(a.step))));
+    const float c2 = static_cast<float>(1.0 / (1.0 - std::pow(static_cast<double>(a.beta2), static_cast<double>(a.step))));
+    const float decay = a.decoupled_weight_decay ? 1.0f - a.lr * a.weight_decay : 1.0f;
+    const float l2 = a.decoupled_weight_decay ? 0.0f : a.weight_decay;
+    return {a.lr, a.beta1, a.beta2, a.eps, decay, l2, c1, c2};
+}
+Operands operands_of(const AdamArgs& a) {
+    return {static_cast<float*>(a.param), static_cast<const float*>(a.grad), static_cast<float*>(a.m), static_cast<float*>(a.v)};
 }
 
-__global__ void rmsprop_kernel(RmspropArgs a) {
-    float* p = static_cast<float*>(a.param);
-    const float* grad = static_cast<const float*>(a.grad);
-    float* sq = static_cast<float*>(a.square_avg);
-    float* vel = static_cast<float*>(a.velocity);
-    GRID_STRIDE(i, a.n) {
-        float g = grad[i] + a.weight_decay * p[i];
-        float s = a.alpha * sq[i] + (1.0f - a.alpha) * g * g;
+struct RmspropElement {
+    float lr, alpha, eps, weight_decay, momentum;
+    __device__ __forceinline__ void operator()(float* p, const float* grad, float* sq, float* vel, int64_t i) const {
+        float g = grad[i] + weight_decay * p[i];
+        float s = alpha * sq[i] + (1.0f - alpha) * g * g;
         sq[i] = s;
-        float step = g / (sqrtf(s) + a.eps);
+        float step = g / (sqrtf(s) + eps);
         if (vel) {
-            float v = a.momentum * vel[i] + step;
+            float v = momentum * vel[i] + step;
             vel[i] = v;
             step = v;
         }
-        p[i] -= a.lr * step;
+        p[i] -= lr * step;
     }
+};
+
+RmspropElement element_of(const RmspropArgs& a) { return {a.lr, a.alpha, a.eps, a.weight_decay, a.momentum}; }
+Operands operands_of(const RmspropArgs& a) {
+    return {static_cast<float*>(a.param), static_cast<const float*>(a.grad), static_cast<float*>(a.square_avg),
+            static_cast<float*>(a.velocity)};
 }
 
-__global__ void adagrad_kernel(AdagradArgs a) {
-    float* p = static_cast<float*>(a.param);
-    const float* grad = static_cast<const float*>(a.grad);
-    float* sum = static_cast<float*>(a.sum);
-    GRID_STRIDE(i, a.n) {
-        float g = grad[i] + a.weight_decay * p[i];
+struct AdagradElement {
+    float lr, eps, weight_decay;
+    __device__ __forceinline__ void operator()(float* p, const float* grad, float* sum, float*, int64_t i) const {
+        float g = grad[i] + weight_decay * p[i];
         float s = sum[i] + g * g;
         sum[i] = s;
-        p[i] -= a.lr * g / (sqrtf(s) + a.eps);
+        p[i] -= lr * g / (sqrtf(s) + eps);
+    }
+};
+
+AdagradElement element_of(const AdagradArgs& a) { return {a.lr, a.eps, a.weight_decay}; }
+Operands operands_of(const AdagradArgs& a) {
+    return {static_cast<float*>(a.param), static_cast<const float*>(a.grad), static_cast<float*>(a.sum), nullptr};
+}
+
+template <typename Element>
+__global__ void one_tensor_kernel(Element update, Operands o, int64_t n) {
+    GRID_STRIDE(i, n) update(o.param, o.grad, o.state0, o.state1, i);
+}
+
+// The kn_*_step_many_f32 calls as PyTorch's multi_tensor_apply does them: the pointers and sizes of
+// up to kManyTensors tensors travel in the kernel's parameters (by value; 4 KB of parameter space,
+// this record is ~2.6 KB), one launch per such group. The grid strides over the concatenation of
+// the group's elements; each thread finds its tensor once by binary search over first[] and then
+// walks forward, as its index only grows.
+constexpr int kManyTensors = 64;
+struct ManyTable {
+    Operands tensor[kManyTensors];
+    int64_t first[kManyTensors + 1];  // tensor t holds elements [first[t], first[t + 1])
+    int count;
+};
+static_assert(sizeof(ManyTable) + sizeof(AdamElement) + 64 <= 4096, "kernel parameters are limited to 4 KB");
+
+template <typename Element>
+__global__ void many_tensor_kernel(ManyTable table, Element update) {
+    const int64_t total = table.first[table.count];
+    int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+    if (i >= total) return;
+    int lo = 0, hi = table.count - 1;  // the last t with first[t] <= i
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (table.first[mid] <= i) lo = mid; else hi = mid - 1;
+    }
+    int t = lo;
+    for (; i < total; i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+        while (i >= table.first[t + 1]) ++t;
+        const Operands& o = table.tensor[t];
+        update(o.param, o.grad, o.state0, o.state1, i - table.first[t]);
     }
 }
 
@@ -208,99 +280,44 @@ cudaError_t clamp_f32(const ClampArgs& a, const LaunchContext& ctx) {
     return cudaGetLastError();
 }
 
-cudaError_t sgd_step_f32(const SgdArgs& a, const LaunchContext& ctx) {
-    sgd_kernel<<<grid_for(a.n, ctx), TRAINING_BLOCK, 0, ctx.stream>>>(a);
-    return cudaGetLastError();
-}
-
-cudaError_t adam_step_f32(const AdamArgs& a, const LaunchContext& ctx) {
-    // Bias corrections on the host in double: beta2^t underflows gracefully for huge t.
-    const float c1 = static_cast<float>(1.0 / (1.0 - std::pow(static_cast<double>(a.beta1), static_cast<double>(a.step))));
-    const float c2 = static_cast<float>(1.0 / (1.0 - std::pow(static_cast<double>(a.beta2), static_cast<double>(a.step))));
-    adam_kernel<<<grid_for(a.n, ctx), TRAINING_BLOCK, 0, ctx.stream>>>(a, c1, c2);
-    return cudaGetLastError();
-}
-
 namespace {
 
-// kn_adam_step_many_f32 as PyTorch's multi_tensor_apply does it: the pointers and sizes of up to
-// kAdamManyTensors tensors travel in the kernel's parameters (by value; 4 KB of parameter space,
-// this record is ~2.6 KB), one launch per such group. The grid strides over the concatenation of
-// the group's elements; each thread finds its tensor once by binary search over first[] and then
-// walks forward, as its index only grows.
-constexpr int kAdamManyTensors = 64;
-struct AdamManyTable {
-    float* param[kAdamManyTensors];
-    const float* grad[kAdamManyTensors];
-    float* m[kAdamManyTensors];
-    float* v[kAdamManyTensors];
-    int64_t first[kAdamManyTensors + 1];  // tensor t holds elements [first[t], first[t + 1])
-    int count;
-};
-static_assert(sizeof(AdamManyTable) + 64 <= 4096, "kernel parameters are limited to 4 KB");
-
-__global__ void adam_many_kernel(AdamManyTable table, float lr, float beta1, float beta2, float eps, float decay,
-                                 float l2, float c1, float c2) {
-    const int64_t total = table.first[table.count];
-    int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-    if (i >= total) return;
-    int lo = 0, hi = table.count - 1;  // the last t with first[t] <= i
-    while (lo < hi) {
-        int mid = (lo + hi + 1) / 2;
-        if (table.first[mid] <= i) lo = mid; else hi = mid - 1;
-    }
-    int t = lo;
-    for (; i < total; i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-        while (i >= table.first[t + 1]) ++t;
-        const int64_t j = i - table.first[t];
-        float* p = table.param[t];
-        float w = p[j];
-        float g = table.grad[t][j] + l2 * w;
-        float mi = beta1 * table.m[t][j] + (1.0f - beta1) * g;
-        float vi = beta2 * table.v[t][j] + (1.0f - beta2) * g * g;
-        table.m[t][j] = mi;
-        table.v[t][j] = vi;
-        p[j] = w * decay - lr * (mi * c1) / (sqrtf(vi * c2) + eps);
-    }
+template <typename Tensor>
+cudaError_t launch_one(const Tensor& a, const LaunchContext& ctx) {
+    auto update = element_of(a);
+    one_tensor_kernel<decltype(update)><<<grid_for(a.n, ctx), TRAINING_BLOCK, 0, ctx.stream>>>(update, operands_of(a), a.n);
+    return cudaGetLastError();
 }
 
-}  // namespace
-
-cudaError_t adam_step_many_f32(const AdamManyArgs& a, const LaunchContext& ctx) {
+template <typename Tensor>
+cudaError_t launch_many(const ManyArgs<Tensor>& a, const LaunchContext& ctx) {
     if (a.count == 0) return cudaSuccess;
-    const AdamArgs& h = a.tensors[0];  // the hyper-parameters are the same in every entry
-    const float c1 = static_cast<float>(1.0 / (1.0 - std::pow(static_cast<double>(h.beta1), static_cast<double>(h.step))));
-    const float c2 = static_cast<float>(1.0 / (1.0 - std::pow(static_cast<double>(h.beta2), static_cast<double>(h.step))));
-    const float decay = h.decoupled_weight_decay ? 1.0f - h.lr * h.weight_decay : 1.0f;
-    const float l2 = h.decoupled_weight_decay ? 0.0f : h.weight_decay;
-    for (int64_t start = 0; start < a.count; start += kAdamManyTensors) {
-        AdamManyTable table;
-        table.count = static_cast<int>(a.count - start < kAdamManyTensors ? a.count - start : kAdamManyTensors);
+    const auto update = element_of(a.tensors[0]);  // the hyper-parameters are the same in every entry
+    for (int64_t start = 0; start < a.count; start += kManyTensors) {
+        ManyTable table;
+        table.count = static_cast<int>(a.count - start < kManyTensors ? a.count - start : kManyTensors);
         table.first[0] = 0;
         for (int t = 0; t < table.count; ++t) {
-            const AdamArgs& x = a.tensors[start + t];
-            table.param[t] = static_cast<float*>(x.param);
-            table.grad[t] = static_cast<const float*>(x.grad);
-            table.m[t] = static_cast<float*>(x.m);
-            table.v[t] = static_cast<float*>(x.v);
-            table.first[t + 1] = table.first[t] + x.n;
+            table.tensor[t] = operands_of(a.tensors[start + t]);
+            table.first[t + 1] = table.first[t] + a.tensors[start + t].n;
         }
-        adam_many_kernel<<<grid_for(table.first[table.count], ctx), TRAINING_BLOCK, 0, ctx.stream>>>(
-            table, h.lr, h.beta1, h.beta2, h.eps, decay, l2, c1, c2);
+        many_tensor_kernel<decltype(update)><<<grid_for(table.first[table.count], ctx), TRAINING_BLOCK, 0, ctx.stream>>>(
+            table, update);
         cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess) return e;
     }
     return cudaSuccess;
 }
 
-cudaError_t rmsprop_step_f32(const RmspropArgs& a, const LaunchContext& ctx) {
-    rmsprop_kernel<<<grid_for(a.n, ctx), TRAINING_BLOCK, 0, ctx.stream>>>(a);
-    return cudaGetLastError();
-}
+}  // namespace
 
-cudaError_t adagrad_step_f32(const AdagradArgs& a, const LaunchContext& ctx) {
-    adagrad_kernel<<<grid_for(a.n, ctx), TRAINING_BLOCK, 0, ctx.stream>>>(a);
-    return cudaGetLastError();
-}
+cudaError_t sgd_step_f32(const SgdArgs& a, const LaunchContext& ctx) { return launch_one(a, ctx); }
+cudaError_t sgd_step_many_f32(const SgdManyArgs& a, const LaunchContext& ctx) { return launch_many(a, ctx); }
+cudaError_t adam_step_f32(const AdamArgs& a, const LaunchContext& ctx) { return launch_one(a, ctx); }
+cudaError_t adam_step_many_f32(const AdamManyArgs& a, const LaunchContext& ctx) { return launch_many(a, ctx); }
+cudaError_t rmsprop_step_f32(const RmspropArgs& a, const LaunchContext& ctx) { return launch_one(a, ctx); }
+cudaError_t rmsprop_step_many_f32(const RmspropManyArgs& a, const LaunchContext& ctx) { return launch_many(a, ctx); }
+cudaError_t adagrad_step_f32(const AdagradArgs& a, const LaunchContext& ctx) { return launch_one(a, ctx); }
+cudaError_t adagrad_step_many_f32(const AdagradManyArgs& a, const LaunchContext& ctx) { return launch_many(a, ctx); }
 
 }  // namespace kn::cuda

@@ -146,10 +146,6 @@ void adam_step_f32(const AdamArgs& a, Queue& q) {
     q.launch_elementwise(kern, kname, a.n);
 }
 
-void adam_step_many_f32(const AdamManyArgs& a, Queue& q) {
-    for (int64_t t = 0; t < a.count; ++t) adam_step_f32(a.tensors[t], q);
-}
-
 void rmsprop_step_f32(const RmspropArgs& a, Queue& q) {
     const char* kname = "rmsprop_step";
     cl_kernel kern = q.kernel(kname);

@@ -141,10 +141,18 @@ inline void dropout_backward_f32(const DropoutArgs& args, Queue& q) { dropout_f3
 void clamp_f32(const ClampArgs& args, Queue& q);
 void sgd_step_f32(const SgdArgs& args, Queue& q);
 void adam_step_f32(const AdamArgs& args, Queue& q);
-// OpenCL cannot put buffers (cl_mem) in an array a kernel reads: one adam_step launch per tensor.
-void adam_step_many_f32(const AdamManyArgs& args, Queue& q);
 void rmsprop_step_f32(const RmspropArgs& args, Queue& q);
 void adagrad_step_f32(const AdagradArgs& args, Queue& q);
+// The kn_*_step_many_f32 calls: OpenCL cannot put buffers (cl_mem) in an array a kernel reads, so
+// each tensor gets its own launch of the per-tensor kernel.
+template <typename Tensor>
+void launch_each(const ManyArgs<Tensor>& a, Queue& q, void (*one)(const Tensor&, Queue&)) {
+    for (int64_t t = 0; t < a.count; ++t) one(a.tensors[t], q);
+}
+inline void sgd_step_many_f32(const SgdManyArgs& a, Queue& q) { launch_each(a, q, sgd_step_f32); }
+inline void adam_step_many_f32(const AdamManyArgs& a, Queue& q) { launch_each(a, q, adam_step_f32); }
+inline void rmsprop_step_many_f32(const RmspropManyArgs& a, Queue& q) { launch_each(a, q, rmsprop_step_f32); }
+inline void adagrad_step_many_f32(const AdagradManyArgs& a, Queue& q) { launch_each(a, q, adagrad_step_f32); }
 // gather_launch.cpp (gather.cl): gather rows and the deterministic scatter-add
 void gather_rows_f32(const GatherRowsArgs& args, Queue& q);
 void scatter_add_rows_f32(const ScatterAddRowsArgs& args, Queue& q);

@@ -1,9 +1,13 @@
 namespace Kernels.Nn;
 
 /// <summary>
-/// Updates parameters from their gradients. Each update is one fused libkernels kernel per
-/// parameter (read param, grad and state once, write param and state once), on the parameter's
-/// device; Adam and AdamW make one call for all parameters of a device (kn_adam_step_many_f32). State buffers are created zeroed on the first step and freed with the optimizer.
+/// Updates parameters from their gradients. Each update is one fused libkernels kernel (read param,
+/// grad and state once, write param and state once), on the parameter's device. SGD, Adam/AdamW,
+/// RMSprop and Adagrad update all parameters of a device in one native call (kn_*_step_many_f32: on
+/// the CPU one thread-pool dispatch, on CUDA one launch per 64 tensors, on OpenCL one launch per
+/// tensor), each element exactly as the per-parameter call would; <see cref="UpdateAll"/> gathers
+/// the operands into arrays reused between steps, so a step allocates nothing. State buffers are
+/// created zeroed on the first step and freed with the optimizer.
 /// </summary>
 public abstract class Optimizer : IDisposable
 {
@@ -56,12 +60,112 @@ public abstract class Optimizer : IDisposable
     }
 
     /// <summary>
-    /// Updates the parameters at <paramref name="indices"/> (each has a gradient on its own device): one
-    /// <see cref="Update"/> per parameter unless the optimizer has a kernel that takes them all at once.
+    /// How many state buffers <see cref="UpdateMany"/> takes per parameter (each created zeroed on first use), or -1
+    /// when the optimizer has no many-tensor kernel: then <see cref="UpdateAll"/> calls <see cref="Update"/> per parameter.
+    /// </summary>
+    protected virtual int ManyStateCount => -1;
+
+    /// <summary>
+    /// The operands of one many-tensor call: entry i is parameter i's buffer, its gradient's, its state buffers
+    /// (<see cref="ManyStateCount"/> of them: State0, State1; null beyond), its element count and whether this is
+    /// its first update (it had no state before this step). All on one device, no buffer twice.
+    /// </summary>
+    protected readonly ref struct ManyOperands
+    {
+        /// <summary>Gathers the entries [start, start + count) of the optimizer's reused arrays.</summary>
+        internal ManyOperands(Optimizer o, int start, int count)
+        {
+            Params = o.manyParams.AsSpan(start, count);
+            Grads = o.manyGrads.AsSpan(start, count);
+            State0 = o.manyState0.AsSpan(start, count);
+            State1 = o.manyState1.AsSpan(start, count);
+            Counts = o.manyCounts.AsSpan(start, count);
+            FirstStep = o.manyFirst.AsSpan(start, count);
+        }
+
+        /// <summary>The parameters' buffers.</summary>
+        public ReadOnlySpan<DeviceBuffer> Params { get; }
+        /// <summary>The gradients' buffers.</summary>
+        public ReadOnlySpan<DeviceBuffer> Grads { get; }
+        /// <summary>Each parameter's first state buffer (null when <see cref="ManyStateCount"/> is 0).</summary>
+        public ReadOnlySpan<DeviceBuffer> State0 { get; }
+        /// <summary>Each parameter's second state buffer (null when <see cref="ManyStateCount"/> is below 2).</summary>
+        public ReadOnlySpan<DeviceBuffer> State1 { get; }
+        /// <summary>Each parameter's element count.</summary>
+        public ReadOnlySpan<long> Counts { get; }
+        /// <summary>Whether the parameter had no state before this step.</summary>
+        public ReadOnlySpan<bool> FirstStep { get; }
+        /// <summary>How many parameters.</summary>
+        public int Length => Params.Length;
+    }
+
+    /// <summary>The many-tensor kernel call (used when <see cref="ManyStateCount"/> is 0 or more).</summary>
+    protected virtual void UpdateMany(ManyOperands operands) =>
+        throw new NotSupportedException($"{GetType().Name} has no many-tensor kernel");
+
+    // The operands of the many-tensor calls, reused between steps.
+    private DeviceBuffer[] manyParams = Array.Empty<DeviceBuffer>(), manyGrads = Array.Empty<DeviceBuffer>(),
+                           manyState0 = Array.Empty<DeviceBuffer>(), manyState1 = Array.Empty<DeviceBuffer>();
+    private long[] manyCounts = Array.Empty<long>();
+    private bool[] manyFirst = Array.Empty<bool>(), manyDone = Array.Empty<bool>();
+    private readonly HashSet<DeviceBuffer> manySeen = new(ReferenceEqualityComparer.Instance);
+
+    /// <summary>
+    /// Updates the parameters at <paramref name="indices"/> (each has a gradient on its own device). With a
+    /// many-tensor kernel (<see cref="ManyStateCount"/> &gt;= 0), all parameters of one device go to one
+    /// <see cref="UpdateMany"/>; parameters on several devices make one call per device. A parameter listed twice
+    /// (a layer used twice in a model) is updated twice, as one call per parameter does: the many-tensor call
+    /// refuses a buffer that appears twice, so such a device's parameters get one call each, in order.
+    /// Otherwise one <see cref="Update"/> per parameter.
     /// </summary>
     protected virtual void UpdateAll(ReadOnlySpan<int> indices)
     {
-        foreach (int i in indices) Update(parameters[i], parameters[i].Grad!, i);
+        int slots = ManyStateCount;
+        if (slots < 0)
+        {
+            foreach (int i in indices) Update(parameters[i], parameters[i].Grad!, i);
+            return;
+        }
+        int total = indices.Length;
+        if (manyParams.Length < total)
+        {
+            manyParams = new DeviceBuffer[total];
+            manyGrads = new DeviceBuffer[total];
+            manyState0 = new DeviceBuffer[total];
+            manyState1 = new DeviceBuffer[total];
+            manyCounts = new long[total];
+            manyFirst = new bool[total];
+            manyDone = new bool[total];
+        }
+        Array.Clear(manyDone, 0, total);
+        for (int first = 0; first < total; first++)
+        {
+            if (manyDone[first]) continue;
+            Device device = parameters[indices[first]].Device;
+            int count = 0;
+            bool repeated = false;
+            manySeen.Clear();
+            for (int j = first; j < total; j++)
+            {
+                int index = indices[j];
+                var p = parameters[index];
+                if (manyDone[j] || !ReferenceEquals(p.Device, device)) continue;
+                manyFirst[count] = !HasState(index);  // before State() creates it
+                var s = slots > 0 ? State(index, p, slots) : null;
+                manyParams[count] = p.Buffer;
+                manyGrads[count] = p.Grad!.Buffer;
+                manyState0[count] = slots > 0 ? s![0] : null!;
+                manyState1[count] = slots > 1 ? s![1] : null!;
+                manyCounts[count] = p.Count;
+                manyDone[j] = true;
+                repeated |= !manySeen.Add(p.Buffer) | !manySeen.Add(p.Grad.Buffer);
+                count++;
+            }
+            if (repeated)
+                for (int j = 0; j < count; j++) UpdateMany(new ManyOperands(this, j, 1));
+            else
+                UpdateMany(new ManyOperands(this, 0, count));
+        }
     }
 
     /// <summary>Clears every parameter's gradient.</summary>
@@ -162,6 +266,26 @@ public sealed class Sgd : Optimizer
         Ops.SgdStep(parameter.Buffer, gradient.Buffer, velocity, parameter.Count, LearningRate, Momentum, Dampening,
                     WeightDecay, Nesterov, first);
     }
+
+    /// <inheritdoc/>
+    protected override int ManyStateCount => Momentum != 0 ? 1 : 0;
+
+    /// <summary>
+    /// kn_sgd_step_many_f32 over the parameters. Its first-step flag is one for the call, while each parameter
+    /// tracks its own (it has no velocity before its first update), so each run of parameters with the same flag
+    /// is one call: one for the whole device in a usual step.
+    /// </summary>
+    protected override void UpdateMany(ManyOperands o)
+    {
+        for (int start = 0; start < o.Length;)
+        {
+            int end = start + 1;
+            while (end < o.Length && o.FirstStep[end] == o.FirstStep[start]) end++;
+            Ops.SgdStepMany(o.Params[start..end], o.Grads[start..end], Momentum != 0 ? o.State0[start..end] : default,
+                            o.Counts[start..end], LearningRate, Momentum, Dampening, WeightDecay, Nesterov, o.FirstStep[start]);
+            start = end;
+        }
+    }
 }
 
 /// <summary>Adam (Kingma &amp; Ba 2015), with L2 weight decay added to the gradient.</summary>
@@ -202,66 +326,13 @@ public class Adam : Optimizer
                      WeightDecay, decoupled, Steps);
     }
 
-    // The operands of one kn_adam_step_many_f32 call, reused between steps.
-    private DeviceBuffer[] manyParams = Array.Empty<DeviceBuffer>(), manyGrads = Array.Empty<DeviceBuffer>(),
-                           manyM = Array.Empty<DeviceBuffer>(), manyV = Array.Empty<DeviceBuffer>();
-    private long[] manyCounts = Array.Empty<long>();
-    private bool[] manyDone = Array.Empty<bool>();
-    private readonly HashSet<DeviceBuffer> manySeen = new(ReferenceEqualityComparer.Instance);
+    /// <inheritdoc/>
+    protected override int ManyStateCount => 2;
 
-    /// <summary>
-    /// All parameters of one device in one kn_adam_step_many_f32 call (the CPU updates them in one
-    /// thread-pool dispatch, CUDA in one launch per 64 tensors): each element gets the same update as
-    /// from <see cref="Update"/>. Parameters on several devices make one call per device. A parameter
-    /// listed twice (a layer used twice in a model) is updated twice, as one call per parameter does;
-    /// the many-tensor call refuses a buffer that appears twice, so such a group takes that path.
-    /// </summary>
-    protected override void UpdateAll(ReadOnlySpan<int> indices)
-    {
-        int total = indices.Length;
-        if (manyParams.Length < total)
-        {
-            manyParams = new DeviceBuffer[total];
-            manyGrads = new DeviceBuffer[total];
-            manyM = new DeviceBuffer[total];
-            manyV = new DeviceBuffer[total];
-            manyCounts = new long[total];
-            manyDone = new bool[total];
-        }
-        Array.Clear(manyDone, 0, total);
-        for (int first = 0; first < total; first++)
-        {
-            if (manyDone[first]) continue;
-            Device device = Parameters[indices[first]].Device;
-            int count = 0;
-            bool repeated = false;
-            manySeen.Clear();
-            for (int j = first; j < total; j++)
-            {
-                var p = Parameters[indices[j]];
-                if (manyDone[j] || !ReferenceEquals(p.Device, device)) continue;
-                var s = State(indices[j], p, 2);
-                manyParams[count] = p.Buffer;
-                manyGrads[count] = p.Grad!.Buffer;
-                manyM[count] = s[0];
-                manyV[count] = s[1];
-                manyCounts[count] = p.Count;
-                manyDone[j] = true;
-                repeated |= !manySeen.Add(p.Buffer) | !manySeen.Add(p.Grad.Buffer);
-                count++;
-            }
-            if (repeated)
-            {
-                for (int j = 0; j < count; j++)
-                    Ops.AdamStep(manyParams[j], manyGrads[j], manyM[j], manyV[j], manyCounts[j], LearningRate, Beta1, Beta2, Epsilon,
-                                 WeightDecay, decoupled, Steps);
-                continue;
-            }
-            Ops.AdamStepMany(manyParams.AsSpan(0, count), manyGrads.AsSpan(0, count), manyM.AsSpan(0, count),
-                             manyV.AsSpan(0, count), manyCounts.AsSpan(0, count), LearningRate, Beta1, Beta2, Epsilon,
-                             WeightDecay, decoupled, Steps);
-        }
-    }
+    /// <summary>kn_adam_step_many_f32 over the parameters (the moments m, v are State0, State1).</summary>
+    protected override void UpdateMany(ManyOperands o) =>
+        Ops.AdamStepMany(o.Params, o.Grads, o.State0, o.State1, o.Counts, LearningRate, Beta1, Beta2, Epsilon, WeightDecay,
+                         decoupled, Steps);
 }
 
 /// <summary>AdamW (Loshchilov &amp; Hutter 2019): weight decay applied to the parameter, not the gradient.</summary>
@@ -301,6 +372,14 @@ public sealed class RmsProp : Optimizer
         Ops.RmsPropStep(parameter.Buffer, gradient.Buffer, s[0], Momentum != 0 ? s[1] : null, parameter.Count, LearningRate,
                         Alpha, Epsilon, WeightDecay, Momentum);
     }
+
+    /// <inheritdoc/>
+    protected override int ManyStateCount => Momentum != 0 ? 2 : 1;
+
+    /// <summary>kn_rmsprop_step_many_f32 over the parameters (square_avg is State0, the velocity State1).</summary>
+    protected override void UpdateMany(ManyOperands o) =>
+        Ops.RmsPropStepMany(o.Params, o.Grads, o.State0, Momentum != 0 ? o.State1 : default, o.Counts, LearningRate, Alpha,
+                            Epsilon, WeightDecay, Momentum);
 }
 
 /// <summary>Adagrad (Duchi et al. 2011).</summary>
@@ -325,6 +404,13 @@ public sealed class Adagrad : Optimizer
         var s = State(index, parameter, 1);
         Ops.AdagradStep(parameter.Buffer, gradient.Buffer, s[0], parameter.Count, LearningRate, Epsilon, WeightDecay);
     }
+
+    /// <inheritdoc/>
+    protected override int ManyStateCount => 1;
+
+    /// <summary>kn_adagrad_step_many_f32 over the parameters (the sums are State0).</summary>
+    protected override void UpdateMany(ManyOperands o) =>
+        Ops.AdagradStepMany(o.Params, o.Grads, o.State0, o.Counts, LearningRate, Epsilon, WeightDecay);
 }
 
 /// <summary>Gradient clipping, applied between Backward() and Step().</summary>
