@@ -159,6 +159,12 @@ void gemm_micro_kernel_avx2(int64_t kc, const float* a, const float* b, int64_t 
     } else {
         kernel_for_rows<true>(mr)(kc, a, b, b_stride, c, ldc, alpha, beta, lane_mask(nr), lane_mask(nr - 8));
     }
+    // The row kernels take their lane masks in ymm registers, so GCC gives them no vzeroupper (a
+    // function with 256-bit arguments is assumed to be called from AVX code) and tail-calls them from
+    // here: the upper halves came back dirty into gemm.cpp's baseline (SSE) code, and every legacy-SSE
+    // instruction after that ran slowly on Zen 5 (the SSE-built depthwise convolution measured
+    // 5 GFLOP/s after an AVX2 GEMM against 18 after an AVX-512 one). Clean them before returning.
+    _mm256_zeroupper();
 }
 
 }  // namespace kn::cpu
