@@ -1,7 +1,10 @@
 // batch_norm.cpp: batch normalization over [batch, channels, spatial] on the CPU, training and
 // inference forward (with PyTorch's running-statistics update) and backward.
 //
-// Technique: per-channel sums over batch * spatial values, then one elementwise pass.
+// Technique: per-channel sums over batch * spatial values, then one elementwise pass. The loops over the
+// elements are in batch_norm_impl.h, compiled for baseline x86-64 here and for AVX2 / AVX-512 in
+// batch_norm_avx2.cpp / batch_norm_avx512.cpp; this file partitions the work and does the per-channel
+// arithmetic.
 //   forward, training:  pass 1  mean = sum(x) / m
 //                       pass 2  var  = sum(d^2) / m,  d = (x - mean_hi) - mean_lo
 //                       pass 3  y    = d * (gamma invstd) + beta
@@ -28,6 +31,14 @@
 //                                  forward 72, backward 13.4 (~22 over 5 passes); device copy 115
 //   8 x 64 x (56x56) (6.4 MB):     17.4, 75, 13.9
 //   1-D 128 x 512 (256 KB):        11.5, 35, 19.6 (training forward: ~45 us per call)
+// With the per-element loops compiled per instruction set (batch_norm_impl.h; issue 16, same machine,
+// AVX-512 / the AVX2 path on it):
+//   64 x 32 x (28x28):             30-32 / 29-32, 104-118 / 100-127, 46-53 / 42
+//   8 x 64 x (56x56):              31 / 30-32, 102-121 / 98-129, 52-55 / 42
+//   1-D 128 x 512:                 21-22 / 19-20, 56-59 / 54-56, 35-37 / 33-34
+#define KN_ISA portable
+#include "batch_norm_impl.h"
+
 #include "cpu_kernels.h"
 
 #include "thread_pool.h"
@@ -46,11 +57,13 @@
 namespace kn::cpu {
 namespace {
 
-enum class Pass {
-    sum,                 // s0 += x
-    squared_deviation,   // s0 += ((x - mean_hi) - mean_lo)^2
-    gradient,            // s0 += dy, s1 += dy * (x - mean_hi)
-};
+using Pass = BatchNormPass;
+
+// The per-element loops for this CPU (batch_norm_impl.h: portable, AVX2 or AVX-512).
+const BatchNormLoops& loops() {
+    static const BatchNormLoops& chosen = KN_ISA_ENTRY(batch_norm_loops)();
+    return chosen;
+}
 
 // How the [batch, channels, spatial] tensor is cut into tasks (see the header comment).
 struct Partition {
@@ -73,40 +86,14 @@ struct Partition {
     int64_t chunk_begin(int64_t k) const { return batch * k / chunks; }
 };
 
-// The sum of 8 float64 lanes, pairwise.
-inline double fold(const double* lane) {
-    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
-}
-
-// Sums over one contiguous run of one channel.
-template <Pass P>
-void run_sums(const float* x, const float* dy, int64_t n, float mean_hi, float mean_lo, double& s0, double& s1) {
-    double a[8] = {}, b[8] = {};
-    auto step = [&](int64_t i, int j) {
-        if constexpr (P == Pass::sum) {
-            a[j] += x[i];
-        } else if constexpr (P == Pass::squared_deviation) {
-            const float d = (x[i] - mean_hi) - mean_lo;
-            a[j] += static_cast<double>(d * d);
-        } else {
-            a[j] += dy[i];
-            b[j] += static_cast<double>(dy[i] * (x[i] - mean_hi));
-        }
-    };
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; ++j) step(i + j, j);
-    for (int j = 0; i + j < n; ++j) step(i + j, j);
-    s0 += fold(a);
-    s1 += fold(b);
-}
-
 // sums[c * 2 + {0, 1}] = the pass's two sums for channel c over the whole batch and spatial extent.
 // mean_hi / mean_lo: per channel (unused by Pass::sum).
 template <Pass P>
 void channel_sums(const Partition& part, const float* x, const float* dy, const float* mean_hi,
                   const float* mean_lo, double* sums) {
     const int64_t C = part.channels, S = part.spatial;
+    const auto run_sums = loops().run_sums[static_cast<int>(P)];
+    const auto row_sums = loops().row_sums[static_cast<int>(P)];
     std::vector<double> partial(static_cast<size_t>(C * part.chunks * 2), 0.0);  // [c][chunk][2]
     parallel_for(part.blocks * part.chunks, 1, [&](int64_t begin, int64_t end) {
         std::vector<double> acc0, acc1;
@@ -121,7 +108,7 @@ void channel_sums(const Partition& part, const float* x, const float* dy, const 
                     const float mh = mean_hi ? mean_hi[c] : 0.0f, ml = mean_lo ? mean_lo[c] : 0.0f;
                     for (int64_t n = n0; n < n1; ++n) {
                         const int64_t offset = (n * C + c) * S;
-                        run_sums<P>(x + offset, dy ? dy + offset : nullptr, S, mh, ml, s0, s1);
+                        run_sums(x + offset, dy ? dy + offset : nullptr, S, mh, ml, s0, s1);
                     }
                     partial[(c * part.chunks + k) * 2] = s0;
                     partial[(c * part.chunks + k) * 2 + 1] = s1;
@@ -143,23 +130,8 @@ void channel_sums(const Partition& part, const float* x, const float* dy, const 
             double* bb = acc1.data();
             const float* h = hi.data();
             const float* l = lo.data();
-            for (int64_t n = n0; n < n1; ++n) {
-                const float* xr = x + (n * C + c0) * S;
-                if constexpr (P == Pass::sum) {
-                    for (int64_t j = 0; j < width; ++j) a[j] += xr[j];
-                } else if constexpr (P == Pass::squared_deviation) {
-                    for (int64_t j = 0; j < width; ++j) {
-                        const float d = (xr[j] - h[j]) - l[j];
-                        a[j] += static_cast<double>(d * d);
-                    }
-                } else {
-                    const float* dr = dy + (n * C + c0) * S;
-                    for (int64_t j = 0; j < width; ++j) {
-                        a[j] += dr[j];
-                        bb[j] += static_cast<double>(dr[j] * (xr[j] - h[j]));
-                    }
-                }
-            }
+            for (int64_t n = n0; n < n1; ++n)
+                row_sums(x + (n * C + c0) * S, dy ? dy + (n * C + c0) * S : nullptr, h, l, width, a, bb);
             for (int64_t c = c0; c < c1; ++c) {
                 double s0 = 0, s1 = 0;
                 for (int64_t s = 0; s < S; ++s) {
@@ -191,19 +163,15 @@ struct ChannelAffine {
 template <bool Backward>
 void elementwise(const Partition& part, const ChannelAffine& k, const float* in, const float* x, float* out) {
     const int64_t N = part.batch, C = part.channels, S = part.spatial;
+    const BatchNormLoops& L = loops();
     if (!part.rows) {
         parallel_for(N * C, std::max<int64_t>(1, 32768 / S), [&](int64_t begin, int64_t end) {
             for (int64_t plane = begin; plane < end; ++plane) {
                 const int64_t c = plane % C, offset = plane * S;
-                const float p0 = k.p0[c], p1 = k.p1[c], p2 = k.p2[c], p3 = k.p3[c];
-                const float* i = in + offset;
-                float* o = out + offset;
-                if constexpr (Backward) {
-                    const float* xs = x + offset;
-                    for (int64_t s = 0; s < S; ++s) o[s] = p2 * ((i[s] - p3) - (xs[s] - p0) * p1);
-                } else {
-                    for (int64_t s = 0; s < S; ++s) o[s] = ((i[s] - p0) - p1) * p2 + p3;
-                }
+                if constexpr (Backward)
+                    L.affine_backward(in + offset, x + offset, S, k.p0[c], k.p1[c], k.p2[c], k.p3[c], out + offset);
+                else
+                    L.affine(in + offset, S, k.p0[c], k.p1[c], k.p2[c], k.p3[c], out + offset);
             }
         });
         return;
@@ -222,14 +190,10 @@ void elementwise(const Partition& part, const ChannelAffine& k, const float* in,
     const float *p0 = e.p0.data(), *p1 = e.p1.data(), *p2 = e.p2.data(), *p3 = e.p3.data();
     parallel_for(N, std::max<int64_t>(1, 32768 / width), [&](int64_t begin, int64_t end) {
         for (int64_t n = begin; n < end; ++n) {
-            const float* i = in + n * width;
-            float* o = out + n * width;
-            if constexpr (Backward) {
-                const float* xs = x + n * width;
-                for (int64_t j = 0; j < width; ++j) o[j] = p2[j] * ((i[j] - p3[j]) - (xs[j] - p0[j]) * p1[j]);
-            } else {
-                for (int64_t j = 0; j < width; ++j) o[j] = ((i[j] - p0[j]) - p1[j]) * p2[j] + p3[j];
-            }
+            if constexpr (Backward)
+                L.affine_row_backward(in + n * width, x + n * width, width, p0, p1, p2, p3, out + n * width);
+            else
+                L.affine_row(in + n * width, width, p0, p1, p2, p3, out + n * width);
         }
     });
 }
