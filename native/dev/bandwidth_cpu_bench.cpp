@@ -10,6 +10,7 @@
 //   KN_NUM_THREADS=1 [KN_CPU_SIMD=avx2] LD_LIBRARY_PATH=build/native build/native/bandwidth_cpu_bench
 //       tanh N | softmax ROWS COLS | column-sum ROWS COLS | sum N   [ROUNDS]
 #include "kernels.h"
+#include "cpu_timing.h"
 
 #include <algorithm>
 #include <cmath>
@@ -22,6 +23,10 @@
 
 namespace {
 
+using kn_dev::quantile;
+using kn_dev::sample;
+using kn_dev::thread_seconds;
+
 void check(kn_status s, const char* what) {
     if (s != KN_OK) {
         std::fprintf(stderr, "%s failed: %s\n", what, kn_last_error());
@@ -29,24 +34,6 @@ void check(kn_status s, const char* what) {
     }
 }
 
-double thread_seconds() {
-    timespec t;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-    return t.tv_sec + 1e-9 * t.tv_nsec;
-}
-
-// Seconds per call, over enough back-to-back calls to fill ~30 ms.
-template <typename F>
-double sample(F&& f, int calls) {
-    const double t0 = thread_seconds();
-    for (int i = 0; i < calls; ++i) f();
-    return (thread_seconds() - t0) / calls;
-}
-
-double quantile(std::vector<double> v, double q) {
-    std::sort(v.begin(), v.end());
-    return v[static_cast<size_t>(q * (v.size() - 1) + 0.5)];
-}
 
 }  // namespace
 

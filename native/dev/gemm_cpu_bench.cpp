@@ -8,6 +8,7 @@
 //       -Wl,-rpath,$PWD/build/native -o build/native/gemm_cpu_bench      (one command)
 //   KN_NUM_THREADS=1 [KN_CPU_SIMD=avx2] build/native/gemm_cpu_bench M N K NN|NT|TN|TT [SECONDS]
 #include "kernels.h"
+#include "cpu_timing.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -16,6 +17,8 @@
 #include <vector>
 
 namespace {
+
+using kn_dev::thread_seconds;
 
 kn_device* device = nullptr;
 
@@ -26,11 +29,6 @@ void check(kn_status s, const char* what) {
     }
 }
 
-double thread_seconds() {
-    timespec t;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-    return t.tv_sec + 1e-9 * t.tv_nsec;
-}
 
 }  // namespace
 

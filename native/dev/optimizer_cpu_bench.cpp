@@ -4,7 +4,7 @@
 // kn_<name>_step_many_f32, interleaved round by round so load hits both alike, in the calling thread's
 // CPU time (run it with KN_NUM_THREADS=1: the pool then runs every chunk in the caller). Prints the
 // median microseconds per step of each and the median ratio per-tensor / many with its quartiles.
-// OPT_BENCH_WALL=1 times wall-clock instead (for more threads).
+// KN_BENCH_WALL=1 times wall-clock instead (for more threads; cpu_timing.h).
 //
 // Build (from the repository root, after building the library into build/native):
 //   g++ -O2 -std=c++17 -Inative/include native/dev/optimizer_cpu_bench.cpp -Lbuild/native -lkernels
@@ -13,6 +13,7 @@
 // sgd is SGD with momentum 0.9 (Nesterov off), rmsprop is RMSprop without momentum (PyTorch's
 // defaults), adam is Adam, adagrad is Adagrad.
 #include "kernels.h"
+#include "cpu_timing.h"
 
 #include <algorithm>
 #include <cmath>
@@ -24,6 +25,10 @@
 
 namespace {
 
+using kn_dev::quantile;
+using kn_dev::sample;
+using kn_dev::thread_seconds;
+
 void check(kn_status s, const char* what) {
     if (s != KN_OK) {
         std::fprintf(stderr, "%s failed: %s\n", what, kn_last_error());
@@ -31,26 +36,6 @@ void check(kn_status s, const char* what) {
     }
 }
 
-// The calling thread's CPU time; wall-clock time with OPT_BENCH_WALL=1 (for KN_NUM_THREADS > 1, where
-// the pool's workers do part of the work: noisy on a shared machine).
-double thread_seconds() {
-    static const bool wall = std::getenv("OPT_BENCH_WALL") && std::string(std::getenv("OPT_BENCH_WALL")) == "1";
-    timespec t;
-    clock_gettime(wall ? CLOCK_MONOTONIC : CLOCK_THREAD_CPUTIME_ID, &t);
-    return t.tv_sec + 1e-9 * t.tv_nsec;
-}
-
-template <typename F>
-double sample(F&& f, int calls) {
-    const double t0 = thread_seconds();
-    for (int i = 0; i < calls; ++i) f();
-    return (thread_seconds() - t0) / calls;
-}
-
-double quantile(std::vector<double> v, double q) {
-    std::sort(v.begin(), v.end());
-    return v[static_cast<size_t>(q * (v.size() - 1) + 0.5)];
-}
 
 }  // namespace
 
