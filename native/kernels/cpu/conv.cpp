@@ -42,8 +42,9 @@
 //   depthwise 8 x 64 56x56:           15 /  12 /   8  (through the GEMM it had measured 8 / 7 / 2);
 //     per ISA (issue 16, same machine, `cnn_cpu_bench cpu depthwise`, AVX-512 / AVX2 path):
 //                                     44 / 48 / 27 and 45 / 49 / 28 (before: 18 / 16 / 11, SSE2 only)
-//   depthwise 3x3/2 8 x 64 112x112:   13 / 5 / 11 and 13 / 5 / 11 (before: 6.5 / 5.0 / 4.5); the
-//     forward is now near memory speed: padding x costs a read and a write of its 26 MB)
+//   depthwise 3x3/2 8 x 64 112x112:   11-13 / 11-12 / 9-11 (before: 6.5 / 5.0 / 4.5; backward-data
+//     by the upsampled-dy correlation); the forward is near memory speed: padding x costs a read and
+//     a write of its 26 MB)
 // The GEMM itself reaches ~200 GFLOP/s per core on large squares (~390 on both cores of a quiet machine).
 #define KN_ISA portable
 #include "conv_depthwise_impl.h"
@@ -321,23 +322,27 @@ Correlation forward_correlation(const Shape& S) {
             g.stride_height, g.stride_width, S.padded_w};
 }
 
-// Backward-data, stride 1: dx is the correlation of the zero-padded dy with the flipped kernel,
-//     dx[ih, iw] = sum over taps of w[r, s] dy[ih + ph - r dh, iw + pw - s dw]
-// (r' = kh-1-r, s' = kw-1-s): the forward strip loop over dy placed in a zero plane large enough that
-// every read is in bounds, summed over the group's output channels.
+// Backward-data: dx is the correlation of the stride-upsampled, zero-padded dy with the flipped kernel,
+//     dx[ih, iw] = sum over taps of w[r, s] u[ih + ph - r dh, iw + pw - s dw]
+// where u holds dy[oh, ow] at (oh sh, ow sw) and zeros between (u = dy for stride 1), r' = kh-1-r and
+// s' = kw-1-s: the forward strip loop over u placed in a zero plane large enough that every read is in
+// bounds, summed over the group's output channels. For stride 2 three of every four products are with
+// zeros, and that still ran 2x faster than scattering each dy row tap by tap into dx (5 GFLOP/s).
 struct FlippedGeometry {
-    int64_t pad_top, pad_left;   // zeros above / left of dy in its padded plane
-    int64_t height, width;       // the padded dy plane
+    int64_t up_h, up_w;          // u: (out - 1) stride + 1 in each direction
+    int64_t pad_top, pad_left;   // zeros above / left of u in its padded plane
+    int64_t height, width;       // the padded u plane
 };
 
 FlippedGeometry flipped_geometry(const Shape& S) {
     const Conv2dGeometry& g = S.g;
+    const int64_t uh = (g.out_height - 1) * g.stride_height + 1, uw = (g.out_width - 1) * g.stride_width + 1;
     const int64_t extent_h = g.dilation_height * (g.kernel_height - 1), extent_w = g.dilation_width * (g.kernel_width - 1);
-    // dy row ih + ph - r dh ranges over [ih + ph - extent_h, ih + ph] for ih in [0, in_height).
+    // u row ih + ph - r dh ranges over [ih + ph - extent_h, ih + ph] for ih in [0, in_height).
     const int64_t top = std::max<int64_t>(0, extent_h - g.pad_height), left = std::max<int64_t>(0, extent_w - g.pad_width);
-    const int64_t bottom = std::max<int64_t>(0, g.in_height - 1 + g.pad_height - (g.out_height - 1));
-    const int64_t right = std::max<int64_t>(0, g.in_width - 1 + g.pad_width - (g.out_width - 1));
-    return {top, left, top + g.out_height + bottom, left + g.out_width + right};
+    const int64_t bottom = std::max<int64_t>(0, g.in_height - 1 + g.pad_height - (uh - 1));
+    const int64_t right = std::max<int64_t>(0, g.in_width - 1 + g.pad_width - (uw - 1));
+    return {uh, uw, top, left, top + uh + bottom, left + uw + right};
 }
 
 // Tasks over (image, group) planes, ~32K floats of work per chunk.
@@ -365,58 +370,37 @@ void depthwise_forward(const Shape& S, const float* x, const float* w, const flo
 
 void depthwise_backward_data(const Shape& S, const float* dy, const float* w, float* dx) {
     const Conv2dGeometry& g = S.g;
-    const int64_t OW = g.out_width, sw = g.stride_width;
-    if (g.stride_height == 1 && g.stride_width == 1) {
-        // Gather form (see FlippedGeometry): each dx strip accumulates in registers.
-        const FlippedGeometry f = flipped_geometry(S);
-        const int64_t plane = f.height * f.width;
-        // dx[ih, iw] = sum over taps of flipped[r', s'] padded[ih + row_offset + r' dh, iw + col_offset + s' dw]
-        const int64_t row_offset = f.pad_top + g.pad_height - g.dilation_height * (g.kernel_height - 1);
-        const int64_t col_offset = f.pad_left + g.pad_width - g.dilation_width * (g.kernel_width - 1);
-        const Correlation c{g.in_height, g.in_width, g.kernel_height, g.kernel_width, g.dilation_height,
-                            g.dilation_width, 1, 1, f.width};
-        const DepthwisePlanes& kernels = depthwise_kernels();
-        parallel_for(g.batch * g.groups, plane_grain(S), [&](int64_t begin, int64_t end) {
-            float* padded = padded_scratch.get(plane + kSlack);
-            std::vector<float> flipped(static_cast<size_t>(S.taps));
-            std::fill(padded, padded + plane, 0.0f);
-            for (int64_t t = begin; t < end; ++t) {
-                const int64_t n = t / g.groups, group = t % g.groups;
-                for (int64_t j = 0; j < S.kg; ++j) {
-                    const int64_t k = group * S.kg + j;
-                    const float* dyk = dy + (n * g.out_channels + k) * S.plane_out;
-                    for (int64_t oh = 0; oh < g.out_height; ++oh)
-                        std::memcpy(padded + (f.pad_top + oh) * f.width + f.pad_left, dyk + oh * OW,
-                                    static_cast<size_t>(OW) * sizeof(float));
-                    for (int64_t tap = 0; tap < S.taps; ++tap) flipped[tap] = w[k * S.taps + (S.taps - 1 - tap)];
-                    // The group's first output channel writes dx, the others add to it.
-                    kernels.correlate(c, padded + row_offset * f.width + col_offset, flipped.data(), 0.0f, j > 0,
-                                      dx + t * S.plane_in);
-                }
-            }
-        });
-        return;
-    }
-    // Strided: scatter each dy row, tap by tap, into a padded dx plane.
+    const int64_t OW = g.out_width, sh = g.stride_height, sw = g.stride_width;
+    // Gather form (see FlippedGeometry): each dx strip accumulates in registers.
+    const FlippedGeometry f = flipped_geometry(S);
+    const int64_t plane = f.height * f.width;
+    // dx[ih, iw] = sum over taps of flipped[r', s'] padded[ih + row_offset + r' dh, iw + col_offset + s' dw]
+    const int64_t row_offset = f.pad_top + g.pad_height - g.dilation_height * (g.kernel_height - 1);
+    const int64_t col_offset = f.pad_left + g.pad_width - g.dilation_width * (g.kernel_width - 1);
+    const Correlation c{g.in_height, g.in_width, g.kernel_height, g.kernel_width, g.dilation_height,
+                        g.dilation_width, 1, 1, f.width};
+    const DepthwisePlanes& kernels = depthwise_kernels();
     parallel_for(g.batch * g.groups, plane_grain(S), [&](int64_t begin, int64_t end) {
-        float* padded = padded_scratch.get(S.padded_floats(1));
+        float* padded = padded_scratch.get(plane + kSlack);
+        std::vector<float> flipped(static_cast<size_t>(S.taps));
+        std::fill(padded, padded + plane, 0.0f);  // only u's sample positions are written below
         for (int64_t t = begin; t < end; ++t) {
-            std::fill(padded, padded + S.padded_plane, 0.0f);
             const int64_t n = t / g.groups, group = t % g.groups;
             for (int64_t j = 0; j < S.kg; ++j) {
                 const int64_t k = group * S.kg + j;
                 const float* dyk = dy + (n * g.out_channels + k) * S.plane_out;
-                for (int64_t oh = 0; oh < g.out_height; ++oh)
-                    for (int64_t r = 0; r < g.kernel_height; ++r)
-                        for (int64_t s = 0; s < g.kernel_width; ++s) {
-                            const float wv = w[k * S.taps + r * g.kernel_width + s];
-                            float* dst = padded + (oh * g.stride_height + r * g.dilation_height) * S.padded_w +
-                                         s * g.dilation_width;
-                            const float* in = dyk + oh * OW;
-                            for (int64_t ow = 0; ow < OW; ++ow) dst[ow * sw] += wv * in[ow];
-                        }
+                for (int64_t oh = 0; oh < g.out_height; ++oh) {
+                    float* row = padded + (f.pad_top + oh * sh) * f.width + f.pad_left;
+                    if (sw == 1)
+                        std::memcpy(row, dyk + oh * OW, static_cast<size_t>(OW) * sizeof(float));
+                    else
+                        for (int64_t ow = 0; ow < OW; ++ow) row[ow * sw] = dyk[oh * OW + ow];
+                }
+                for (int64_t tap = 0; tap < S.taps; ++tap) flipped[tap] = w[k * S.taps + (S.taps - 1 - tap)];
+                // The group's first output channel writes dx, the others add to it.
+                kernels.correlate(c, padded + row_offset * f.width + col_offset, flipped.data(), 0.0f, j > 0,
+                                  dx + t * S.plane_in);
             }
-            unpad_planes(S, padded, 0, 1, dx + t * S.plane_in);
         }
     });
 }
