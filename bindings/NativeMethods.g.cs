@@ -545,9 +545,9 @@ internal static unsafe partial class NativeMethods
     /// <summary>
     /// y[i] = keep(i) ? x[i] / (1 - p) : 0, where keep(i) = uniform(seed, offset + i) &gt;= p and uniform is
     /// a counter-based generator, so the mask needs no storage, is reproducible from (seed, offset) and is
-    /// the same on every backend. Exactly: w = first output word of Philox-4x32-10 with counter words
-    /// (lo32(offset + i), hi32(offset + i), 0, 0) and key (lo32(seed), hi32(seed)); uniform = (w &gt;&gt; 8) / 2^24;
-    /// keep where uniform &gt;= p. 0 &lt;= p &lt; 1.
+    /// the same on every backend. Exactly, for stream element j = offset + i: w = output word j mod 4 of
+    /// Philox-4x32-10 (Random123's numbering) with counter words (lo32(j / 4), hi32(j / 4), 0, 0) and key
+    /// (lo32(seed), hi32(seed)); uniform = (w &gt;&gt; 8) / 2^24; keep where uniform &gt;= p. 0 &lt;= p &lt; 1.
     /// </summary>
     [LibraryImport(Library)]
     internal static partial Status kn_dropout_f32(nint x, nint y, long n, float p, long seed, long offset);
