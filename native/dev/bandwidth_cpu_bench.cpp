@@ -10,7 +10,7 @@
 //   KN_NUM_THREADS=1 [KN_CPU_SIMD=avx2] LD_LIBRARY_PATH=build/native build/native/bandwidth_cpu_bench
 //       tanh N | softmax ROWS COLS | column-sum ROWS COLS | sum N   [ROUNDS]
 #include "kernels.h"
-#include "cpu_timing.h"
+#include "cpu_bench.h"
 
 #include <algorithm>
 #include <cmath>
@@ -25,16 +25,8 @@ namespace {
 
 using kn_dev::quantile;
 using kn_dev::sample;
+using kn_dev::check;
 using kn_dev::thread_seconds;
-
-void check(kn_status s, const char* what) {
-    if (s != KN_OK) {
-        std::fprintf(stderr, "%s failed: %s\n", what, kn_last_error());
-        std::exit(1);
-    }
-}
-
-
 }  // namespace
 
 int main(int argc, char** argv) {

@@ -12,6 +12,7 @@
 //   build/cpu-native/cnn_cpu_bench [device] [filter]  (default cpu; filter: only the convolutions whose
 //                                                     name holds it, e.g. depthwise)
 #include "kernels.h"
+#include "cpu_bench.h"
 
 #include <algorithm>
 #include <chrono>
@@ -26,12 +27,7 @@ namespace {
 
 kn_device* device = nullptr;
 
-void check(kn_status s, const char* what) {
-    if (s != KN_OK) {
-        std::fprintf(stderr, "%s failed: %s\n", what, kn_last_error());
-        std::exit(1);
-    }
-}
+using kn_dev::check;
 
 struct Buffer {
     kn_buffer* b = nullptr;

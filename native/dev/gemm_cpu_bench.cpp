@@ -8,7 +8,7 @@
 //       -Wl,-rpath,$PWD/build/native -o build/native/gemm_cpu_bench      (one command)
 //   KN_NUM_THREADS=1 [KN_CPU_SIMD=avx2] build/native/gemm_cpu_bench M N K NN|NT|TN|TT [SECONDS]
 #include "kernels.h"
-#include "cpu_timing.h"
+#include "cpu_bench.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -22,14 +22,7 @@ using kn_dev::thread_seconds;
 
 kn_device* device = nullptr;
 
-void check(kn_status s, const char* what) {
-    if (s != KN_OK) {
-        std::fprintf(stderr, "%s failed: %s\n", what, kn_last_error());
-        std::exit(1);
-    }
-}
-
-
+using kn_dev::check;
 }  // namespace
 
 int main(int argc, char** argv) {

@@ -4,7 +4,7 @@
 // kn_<name>_step_many_f32, interleaved round by round so load hits both alike, in the calling thread's
 // CPU time (run it with KN_NUM_THREADS=1: the pool then runs every chunk in the caller). Prints the
 // median microseconds per step of each and the median ratio per-tensor / many with its quartiles.
-// KN_BENCH_WALL=1 times wall-clock instead (for more threads; cpu_timing.h).
+// KN_BENCH_WALL=1 times wall-clock instead (for more threads; cpu_bench.h).
 //
 // Build (from the repository root, after building the library into build/native):
 //   g++ -O2 -std=c++17 -Inative/include native/dev/optimizer_cpu_bench.cpp -Lbuild/native -lkernels
@@ -13,7 +13,7 @@
 // sgd is SGD with momentum 0.9 (Nesterov off), rmsprop is RMSprop without momentum (PyTorch's
 // defaults), adam is Adam, adagrad is Adagrad.
 #include "kernels.h"
-#include "cpu_timing.h"
+#include "cpu_bench.h"
 
 #include <algorithm>
 #include <cmath>
@@ -27,16 +27,8 @@ namespace {
 
 using kn_dev::quantile;
 using kn_dev::sample;
+using kn_dev::check;
 using kn_dev::thread_seconds;
-
-void check(kn_status s, const char* what) {
-    if (s != KN_OK) {
-        std::fprintf(stderr, "%s failed: %s\n", what, kn_last_error());
-        std::exit(1);
-    }
-}
-
-
 }  // namespace
 
 int main(int argc, char** argv) {

@@ -1,14 +1,26 @@
-// cpu_timing.h: the clock and the statistics shared by the one-thread CPU benches in native/dev
-// (bandwidth_cpu_bench, gemm_cpu_bench, optimizer_cpu_bench). Header-only; Linux (clock_gettime).
+// cpu_bench.h: what the CPU benches in native/dev share: the status check, the clock and the
+// statistics (bandwidth_cpu_bench, cnn_cpu_bench, gemm_cpu_bench, optimizer_cpu_bench). Header-only;
+// Linux (clock_gettime).
 #pragma once
 
+#include "kernels.h"
+
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <ctime>
 #include <string>
 #include <vector>
 
 namespace kn_dev {
+
+// Exits with the library's message when a call fails (a bench has nothing to recover).
+inline void check(kn_status s, const char* what) {
+    if (s != KN_OK) {
+        std::fprintf(stderr, "%s failed: %s\n", what, kn_last_error());
+        std::exit(1);
+    }
+}
 
 // The calling thread's CPU time in seconds: load from other processes drops out of a one-thread
 // measurement. With KN_BENCH_WALL=1, wall-clock time instead (for KN_NUM_THREADS > 1, where the
