@@ -94,7 +94,6 @@ inline Vec load_stride2(const float* p, Tail t) {
     return even_of(_mm512_maskz_loadu_ps(static_cast<__mmask16>(used), p),
                    _mm512_maskz_loadu_ps(static_cast<__mmask16>(used >> 16), p + 16));
 }
-inline void lanes_out(Vec a, float* out) { _mm512_storeu_ps(out, a.v); }
 #elif defined(__AVX2__)
 constexpr int64_t kLanes = 8;
 struct Vec { __m256 v; };
@@ -133,7 +132,6 @@ inline Vec load_stride2(const float* p, Tail t) {
     return even_of(_mm256_maskload_ps(p, Tail(used < 8 ? used : 8).m),
                    _mm256_maskload_ps(p + 8, Tail(used > 8 ? used - 8 : 0).m));
 }
-inline void lanes_out(Vec a, float* out) { _mm256_storeu_ps(out, a.v); }
 #else
 // Four plain floats: loops of four the compiler turns into one SSE / NEON operation (or four scalar ones).
 constexpr int64_t kLanes = 4;
@@ -173,7 +171,6 @@ inline Vec load_strided(const float* p, int64_t stride, Tail t) {
 }
 inline Vec load_stride2(const float* p) { return load_strided(p, 2); }
 inline Vec load_stride2(const float* p, Tail t) { return load_strided(p, 2, t); }
-inline void lanes_out(Vec a, float* out) { std::memcpy(out, a.v, sizeof a.v); }
 #endif
 
 // The kLanes (or the tail's) source values of a strip at column stride sw.
@@ -231,7 +228,7 @@ void correlate(const Correlation& c, const float* src, const float* w, float bia
 inline void add_lanes(const Vec* acc, int64_t count, double* sums) {
     for (int64_t q = 0; q < count; ++q) {
         float lanes[kLanes];
-        lanes_out(acc[q], lanes);
+        store(lanes, acc[q]);
         double sum = 0;
         for (int64_t j = 0; j < kLanes; ++j) sum += lanes[j];
         sums[q] += sum;
