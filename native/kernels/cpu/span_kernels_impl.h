@@ -421,13 +421,25 @@ inline void store_streaming(const float* src, float scale, float* dst, int64_t n
     for (; i < n; ++i) dst[i] = src[i] * scale;
 }
 
-// unary() into a 4 KB stack buffer (L1), then streamed out: the buffer round trip costs two L1
-// accesses per element, the streaming stores save a third of the DRAM traffic.
+// unary() into a 512-byte stack buffer (L1), then streamed out: the buffer round trip costs two L1
+// accesses per element, the streaming stores save a third of the DRAM traffic. Each chunk first
+// requests its eight lines of x 4 KB ahead. Without that, on an Intel Xeon (Sapphire Rapids class,
+// KVM guest) the arithmetic and the memory traffic added up instead of overlapping: tanh over 64M
+// floats took 0.64-0.68 ns/element = 0.33 from L1 + 0.35 for a copy, 0.53x of a one-thread memcpy;
+// with the prefetches 0.42 ns, 0.83x (AVX2 path 0.50x -> 0.76x). The chunk is small so the
+// prefetches and the streaming stores stay interleaved with the arithmetic: 4 KB chunks with the
+// same prefetches measured 0.70x, 1 KB 0.77-0.80x, 256 B 0.81x (native/dev/bandwidth_cpu_bench).
 void unary_streaming(kn_unary_op op, float alpha, const float* x, float* y, int64_t n) {
-    constexpr int64_t kChunk = 1024;
+    constexpr int64_t kChunk = 128;
+    constexpr int64_t kPrefetchAhead = 4096;  // bytes
     alignas(64) float buffer[kChunk];
     for (int64_t i = 0; i < n; i += kChunk) {
         const int64_t m = std::min(kChunk, n - i);
+#if defined(__GNUC__)
+        // Past the end of x these fetch lines nobody reads; a prefetch never faults.
+        const char* ahead = reinterpret_cast<const char*>(x + i) + kPrefetchAhead;
+        for (int64_t b = 0; b < kChunk * static_cast<int64_t>(sizeof(float)); b += 64) __builtin_prefetch(ahead + b, 0, 3);
+#endif
         unary(op, alpha, x + i, buffer, m);
         store_streaming(buffer, 1.0f, y + i, m);
     }
