@@ -25,7 +25,14 @@
 #include "selftest_hostile.h"
 
 #include <array>
+#include <cfloat>
 #include <functional>
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
+#include <immintrin.h>
+#define SELFTEST_X86 1
+#else
+#define SELFTEST_X86 0
+#endif
 #include <set>
 #include <stdexcept>
 #include <memory>
@@ -1793,6 +1800,51 @@ void many_case(Context& cx, const char* optimizer, const std::string& label, std
     });
 }
 
+// On an x86 CPU every optimizer update reads and writes subnormals as zero (kernels.h; Intel cores
+// take a ~100-cycle assist per subnormal operand, and decaying moment estimates sit in that range
+// for thousands of steps), and leaves the calling thread's MXCSR as it found it. Elements: a
+// subnormal gradient and state (read as 0: the state becomes 0, the parameter keeps its value); a
+// state just above FLT_MIN whose decayed value falls below it (flushed to 0); a normal element,
+// which must be the plain formula's result.
+void optimizer_subnormal_case(Context& cx) {
+    if (!SELFTEST_X86 || cx.kind != KN_DEVICE_CPU) return;  // elsewhere IEEE subnormals are kept (kernels.h)
+    cx.report.run("optimizer updates flush subnormals to zero on x86 and keep the caller's MXCSR", [&] {
+        Problems problems;
+#if SELFTEST_X86
+        const float tiny = 1e-39f, edge = 1.2e-38f;      // subnormal; normal, but 0.9 * edge is not
+        const std::vector<float> param = {1.0f, 1.0f, 0.5f}, grad = {tiny, 0.0f, 0.25f};
+        const std::vector<float> s1 = {tiny, edge, 0.1f}, s2 = {tiny, edge, 0.01f};
+        const char* names[] = {"sgd momentum", "adam", "rmsprop momentum", "adagrad"};
+        for (int which = 0; which < 4; ++which) {
+            DeviceArray<float> P(cx.device, param), G(cx.device, grad), S1(cx.device, s1), S2(cx.device, s2);
+            const unsigned before = _mm_getcsr();
+            kn_status status = KN_OK;
+            switch (which) {
+                case 0: status = kn_sgd_step_f32(P.get(), G.get(), S1.get(), 3, 0.1f, 0.9f, 0.0f, 0.0f, 0, 0); break;
+                case 1: status = kn_adam_step_f32(P.get(), G.get(), S1.get(), S2.get(), 3, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f, 0, 5); break;
+                case 2: status = kn_rmsprop_step_f32(P.get(), G.get(), S2.get(), S1.get(), 3, 1e-2f, 0.9f, 1e-8f, 0.0f, 0.9f); break;
+                default: status = kn_adagrad_step_f32(P.get(), G.get(), S1.get(), 3, 1e-2f, 1e-10f, 0.0f); break;
+            }
+            expect_ok(status, names[which]);
+            if (_mm_getcsr() != before) problems.add(std::string(names[which]) + " changed the caller's MXCSR");
+            const std::vector<float> p = P.read(), a = S1.read(), b = S2.read();
+            const std::string who = std::string(names[which]) + ": ";
+            // Element 0: everything subnormal is read as 0, so the state is 0 and the parameter unchanged.
+            if (a[0] != 0.0f) problems.add(who + "state 1 of a subnormal element is " + fmt(a[0]) + ", want 0");
+            if (p[0] != 1.0f) problems.add(who + "the parameter of a subnormal element moved to " + fmt(p[0]));
+            // Element 1: a momentum / moment 0.9 * edge < FLT_MIN is flushed (Adagrad's sum only grows).
+            if (which == 0 || which == 1) {
+                if (a[1] != 0.0f) problems.add(who + "a decayed state below FLT_MIN is " + fmt(a[1]) + ", want 0");
+            }
+            if (which == 1 && b[0] != 0.0f) problems.add(who + "v of the subnormal element is " + fmt(b[0]) + ", want 0");
+            // Element 2: ordinary values, the ordinary update (a change well above rounding).
+            if (!(std::fabs(p[2] - 0.5f) > 1e-4f)) problems.add(who + "the normal element did not move: " + fmt(p[2]));
+        }
+#endif
+        return problems;
+    });
+}
+
 void test_optimizers(Context& cx) {
     for (int64_t n : {int64_t{1}, int64_t{33}, int64_t{1000}, cx.quick ? int64_t{4099} : int64_t{65539}}) {
         clamp_case(cx, n, -0.5f, 1.25f, false);
@@ -1866,6 +1918,7 @@ void test_optimizers(Context& cx) {
     for (int i = 0; i < 70; ++i) many_small.push_back(1 + (i * 37) % 129);
     many_case(cx, "adam", "70 small", many_small, adam_many(true, 3));
     many_case(cx, "adam", "none", {}, adam_many(false, 1));
+    optimizer_subnormal_case(cx);
 
     // SGD, RMSprop and Adagrad over the sizes the brief of their many-calls names (0, 1, 7, 33, 1000,
     // 4099), with and without the optional velocity, Nesterov, dampening and weight decay.
