@@ -210,9 +210,10 @@ int AbCheck()
     double ToleranceOf(AbMeasurement m) => set.First(q => q.Id == m.Id && q.Threads == m.Threads).Tolerance;
     bool Slower(double ratio, AbMeasurement m) => ratio > 1 + ToleranceOf(m);
     var attempts = measurements.Where(m => m.Measured).ToDictionary(m => m.Key, m => new List<double> { m.Ratio });
+    var firsts = measurements.Where(m => m.Measured).ToList();  // the re-measurements join `measurements` below
     for (int attempt = 0; attempt < retries; attempt++)
     {
-        var suspects = measurements.Where(m => m.Measured && Slower(Geomean(attempts[m.Key]), m)).ToList();
+        var suspects = firsts.Where(m => Slower(Geomean(attempts[m.Key]), m)).ToList();
         if (suspects.Count == 0) break;
         Console.WriteLine($"\n{suspects.Count} case(s) slower than the reference by more than their tolerance; measuring them again ({attempt + 1} of {retries}):");
         foreach (var suspect in suspects)
