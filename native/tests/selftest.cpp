@@ -25,7 +25,6 @@
 #include "selftest_hostile.h"
 
 #include <array>
-#include <cfloat>
 #include <functional>
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
 #include <immintrin.h>
@@ -1805,7 +1804,7 @@ void many_case(Context& cx, const char* optimizer, const std::string& label, std
 // for thousands of steps), and leaves the calling thread's MXCSR as it found it. Elements: a
 // subnormal gradient and state (read as 0: the state becomes 0, the parameter keeps its value); a
 // state just above FLT_MIN whose decayed value falls below it (flushed to 0); a normal element,
-// which must be the plain formula's result.
+// which must still be updated (its exact value is checked by the optimizer cases above).
 void optimizer_subnormal_case(Context& cx) {
     if (!SELFTEST_X86 || cx.kind != KN_DEVICE_CPU) return;  // elsewhere IEEE subnormals are kept (kernels.h)
     cx.report.run("optimizer updates flush subnormals to zero on x86 and keep the caller's MXCSR", [&] {
