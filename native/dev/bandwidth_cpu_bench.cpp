@@ -8,7 +8,7 @@
 //   g++ -O2 -std=c++17 -Inative/include native/dev/bandwidth_cpu_bench.cpp -Lbuild/native -lkernels
 //       -o build/native/bandwidth_cpu_bench      (one command)
 //   KN_NUM_THREADS=1 [KN_CPU_SIMD=avx2] LD_LIBRARY_PATH=build/native build/native/bandwidth_cpu_bench
-//       tanh N | softmax ROWS COLS | column-sum ROWS COLS | sum N | read N   [ROUNDS]
+//       tanh N | dropout N | softmax ROWS COLS | column-sum ROWS COLS | sum N | read N   [ROUNDS]
 // `read` is no library kernel: a plain pass that reads x once (eight independent 16-byte sums, each
 // line prefetched 4 KB ahead, no stores): about the most a read-only kernel (sum, column sums) can
 // reach on the core against the same memcpy. On an Intel Xeon (Sapphire Rapids class, KVM guest)
@@ -52,7 +52,7 @@ float read_pass(const float* x, int64_t n) {
 
 int main(int argc, char** argv) {
     if (argc < 3) {
-        std::fprintf(stderr, "usage: bandwidth_cpu_bench tanh N | softmax ROWS COLS | column-sum ROWS COLS | sum N | read N [ROUNDS]\n");
+        std::fprintf(stderr, "usage: bandwidth_cpu_bench tanh N | dropout N | softmax ROWS COLS | column-sum ROWS COLS | sum N | read N [ROUNDS]\n");
         return 2;
     }
     const std::string kind = argv[1];
@@ -85,6 +85,7 @@ int main(int argc, char** argv) {
             return;
         }
         if (kind == "tanh") check(kn_unary_f32(KN_UNARY_TANH, 0.0f, x, y, n), "tanh");
+        else if (kind == "dropout") check(kn_dropout_f32(x, y, n, 0.5f, 1234, 0), "dropout");
         else if (kind == "softmax") check(kn_softmax_f32(x, y, rows, cols, 0), "softmax");
         else if (kind == "column-sum") check(kn_reduce_f32(KN_REDUCE_SUM, x, y, 1, rows, cols), "reduce");
         else if (kind == "sum") check(kn_reduce_f32(KN_REDUCE_SUM, x, y, 1, n, 1), "reduce");

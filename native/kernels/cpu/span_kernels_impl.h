@@ -1340,13 +1340,10 @@ void gru_cell_backward_rows(const GruCellBackwardArgs& a, int64_t begin, int64_t
     else gru_backward_rows<false>(a, begin, end);
 }
 
-// Philox-4x32-10, one block per four elements: ten rounds of two 32x32->64-bit products, which the
-// compiler turns into vpmuludq on 8 (AVX-512) or 4 (AVX2) lanes. Element j of the stream takes word
-// j mod 4 of the block at counter j / 4 (philox.h); drawing one block per element and keeping its
-// first word, as this did before, spent four times the multiplies: dropout was 19% of the MNIST MLP's
-// training step at one thread (perf, issue 16), a quarter of what its GEMMs took. Napkin math: 20
-// vpmuludq + ~40 other integer ops per 16 blocks = 64 elements, ~1 cycle per element on one core,
-// against ~0.5 cycle per element to stream x in and y out of L2.
+// Philox-4x32-10, one block per four elements: ten rounds of two 32x32->64-bit products. Element j of
+// the stream takes word j mod 4 of the block at counter j / 4 (philox.h); drawing one block per element
+// and keeping its first word, as this did before, spent four times the multiplies: dropout was 19% of
+// the MNIST MLP's training step at one thread (perf, issue 16), a quarter of what its GEMMs took.
 // The mask is the same pure function of (seed, j) as philox_uniform(seed, j) >= p on every backend:
 // the uniform is r / 2^24 for the 24-bit integer r, so the test is r >= ceil(p 2^24), exactly, in
 // integers; and the dropped element's +0.0 comes from masking the kept value's bits, which (unlike
@@ -1362,11 +1359,163 @@ inline float dropout_element(float x, uint32_t word, int32_t threshold, float sc
     return out;
 }
 
+#if KN_CPU_X86 && defined(__AVX2__)
+// Philox-4x32-10 written out for SIMD, one block per 32-bit lane (register w[e] holds word e of each
+// lane's block): the same arithmetic as philox4x32_10_block, which dropout_blocks' plain loop below
+// leaves to the compiler. GCC 12 vectorised that loop badly: with AVX-512DQ it widened each 32x32->64
+// product to 64-bit lanes for vpmullq (3 uops, ~15 cycles of latency on Intel cores), and its AVX2 code
+// was little better: dropout took 1.46 ns per element with AVX-512 and 2.24 on the AVX2 path on an Intel
+// Xeon (model 207, one thread, 64K elements from L2; native/dev/bandwidth_cpu_bench dropout), ~7% of
+// the MNIST MLP's training step there. Here each product is vpmuludq, which multiplies the even 32-bit
+// lanes into 64 bits; a second one takes the odd lanes shifted down, and an in-lane shuffle (and blend)
+// sorts the low and high halves back into 32-bit lanes. Napkin math per round and register: 2 x (shift,
+// 2 multiplies, 2 shuffles or 4 shuffle/blends) + 2 three-way XORs, plus 2 key additions: 12-16
+// operations; 10 rounds for 16 blocks (AVX-512) = 64 elements, ~2.5 operations per element; 8 blocks
+// (AVX2) = 32 elements, ~5. A round is a chain of ~9 cycles (multiply 5, shuffle, XOR), so two
+// registers' chains are interleaved. Measured (same machine and bench, medians of 4 runs): AVX-512
+// 0.51 ns per element (one chain 0.52-0.60, three or four 0.50), AVX2 path 1.04-1.12 (one chain 1.27-1.38).
+// GCC 12's integer shift and multiply intrinsics start from _mm512_undefined_epi32(), a deliberately
+// uninitialised value that -W(maybe-)uninitialized reports once inlined (as in gemm_avx512.cpp).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+#if defined(__AVX512F__)
+using PhiloxLanes = __m512i;
+constexpr uint32_t kPhiloxLanes = 16;
+inline PhiloxLanes philox_set1(uint32_t v) { return _mm512_set1_epi32(static_cast<int>(v)); }
+inline PhiloxLanes philox_iota() { return _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15); }
+inline PhiloxLanes philox_add(PhiloxLanes a, PhiloxLanes b) { return _mm512_add_epi32(a, b); }
+inline PhiloxLanes philox_xor3(PhiloxLanes a, PhiloxLanes b, PhiloxLanes c) {
+    return _mm512_ternarylogic_epi32(a, b, c, 0x96);
+}
+inline void philox_mulhilo(PhiloxLanes a, PhiloxLanes m, PhiloxLanes& hi, PhiloxLanes& lo) {
+    const __m512i even = _mm512_mul_epu32(a, m);                           // lanes 2i: words (lo, hi)
+    const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m);     // lanes 2i + 1, likewise
+    lo = _mm512_mask_shuffle_epi32(even, 0xAAAA, odd, _MM_PERM_CCAA);      // odd lanes: odd's low words
+    hi = _mm512_mask_shuffle_epi32(odd, 0x5555, even, _MM_PERM_DDBB);      // even lanes: even's high words
+}
+#else
+using PhiloxLanes = __m256i;
+constexpr uint32_t kPhiloxLanes = 8;
+inline PhiloxLanes philox_set1(uint32_t v) { return _mm256_set1_epi32(static_cast<int>(v)); }
+inline PhiloxLanes philox_iota() { return _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7); }
+inline PhiloxLanes philox_add(PhiloxLanes a, PhiloxLanes b) { return _mm256_add_epi32(a, b); }
+inline PhiloxLanes philox_xor3(PhiloxLanes a, PhiloxLanes b, PhiloxLanes c) {
+    return _mm256_xor_si256(_mm256_xor_si256(a, b), c);
+}
+inline void philox_mulhilo(PhiloxLanes a, PhiloxLanes m, PhiloxLanes& hi, PhiloxLanes& lo) {
+    const __m256i even = _mm256_mul_epu32(a, m);
+    const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
+    lo = _mm256_blend_epi32(even, _mm256_shuffle_epi32(odd, 0xA0), 0xAA);   // words (0, 0, 2, 2) of odd
+    hi = _mm256_blend_epi32(_mm256_shuffle_epi32(even, 0xF5), odd, 0xAA);   // words (1, 1, 3, 3) of even
+}
+#endif
+
+// The four words of the blocks at counters (c0 + lane, c1) and, for group g, (c0 + g kPhiloxLanes + lane,
+// c1) under key (k0, k1): kGroups independent chains interleaved.
+template <int kGroups>
+inline void philox_lanes(uint32_t c0, uint32_t c1, uint32_t k0, uint32_t k1, PhiloxLanes w[kGroups][4]) {
+    PhiloxLanes x0[kGroups], x1[kGroups], x2[kGroups], x3[kGroups];
+    for (int g = 0; g < kGroups; ++g) {
+        x0[g] = philox_add(philox_set1(c0 + g * kPhiloxLanes), philox_iota());
+        x1[g] = philox_set1(c1);
+        x2[g] = philox_set1(0);
+        x3[g] = x2[g];
+    }
+    PhiloxLanes key0 = philox_set1(k0), key1 = philox_set1(k1);
+    const PhiloxLanes m0 = philox_set1(0xD2511F53u), m1 = philox_set1(0xCD9E8D57u);
+    const PhiloxLanes w0 = philox_set1(0x9E3779B9u), w1 = philox_set1(0xBB67AE85u);
+    for (int round = 0; round < 10; ++round) {
+        for (int g = 0; g < kGroups; ++g) {
+            PhiloxLanes hi0, lo0, hi1, lo1;
+            philox_mulhilo(x0[g], m0, hi0, lo0);
+            philox_mulhilo(x2[g], m1, hi1, lo1);
+            x0[g] = philox_xor3(hi1, x1[g], key0);
+            x2[g] = philox_xor3(hi0, x3[g], key1);
+            x1[g] = lo1;
+            x3[g] = lo0;
+        }
+        key0 = philox_add(key0, w0);
+        key1 = philox_add(key1, w1);
+    }
+    for (int g = 0; g < kGroups; ++g) {
+        w[g][0] = x0[g];
+        w[g][1] = x1[g];
+        w[g][2] = x2[g];
+        w[g][3] = x3[g];
+    }
+}
+
+// kPhiloxLanes blocks = 4 kPhiloxLanes elements of dropout: the words transposed into element order
+// (element 4k + e takes word e of block k), then kept where (word >> 8) >= threshold, as dropout_element.
+template <int kGroups>
+inline void dropout_lanes(const float* x, float* y, int32_t threshold, float scale, uint32_t c0, uint32_t c1,
+                          uint32_t k0, uint32_t k1) {
+    PhiloxLanes ws[kGroups][4];
+    philox_lanes<kGroups>(c0, c1, k0, k1, ws);
+    for (int g = 0; g < kGroups; ++g, x += 4 * kPhiloxLanes, y += 4 * kPhiloxLanes) {
+        const PhiloxLanes* w = ws[g];
+#if defined(__AVX512F__)
+        // Two rounds of two-source permutes: (w0, w1) and (w2, w3) interleaved pairwise, then the pairs
+        // interleaved, 8 vpermt2d for 64 elements.
+        const __m512i pair_lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+        const __m512i pair_hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+        const __m512i quad_lo = _mm512_setr_epi32(0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23);
+        const __m512i quad_hi = _mm512_setr_epi32(8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31);
+        const __m512i l01 = _mm512_permutex2var_epi32(w[0], pair_lo, w[1]);  // blocks 0-7: words 0, 1
+        const __m512i h01 = _mm512_permutex2var_epi32(w[0], pair_hi, w[1]);  // blocks 8-15
+        const __m512i l23 = _mm512_permutex2var_epi32(w[2], pair_lo, w[3]);
+        const __m512i h23 = _mm512_permutex2var_epi32(w[2], pair_hi, w[3]);
+        const __m512i words[4] = {_mm512_permutex2var_epi32(l01, quad_lo, l23),   // blocks 0-3
+                                  _mm512_permutex2var_epi32(l01, quad_hi, l23),   // blocks 4-7
+                                  _mm512_permutex2var_epi32(h01, quad_lo, h23),
+                                  _mm512_permutex2var_epi32(h01, quad_hi, h23)};
+        const __m512i t = _mm512_set1_epi32(threshold);
+        const __m512 s = _mm512_set1_ps(scale);
+        for (int q = 0; q < 4; ++q) {
+            const __mmask16 keep = _mm512_cmpge_epi32_mask(_mm512_srli_epi32(words[q], 8), t);
+            _mm512_storeu_ps(y + 16 * q, _mm512_maskz_mul_ps(keep, _mm512_loadu_ps(x + 16 * q), s));
+        }
+#else
+        // The 4x4 transpose within each 128-bit half (unpack), then the halves regrouped: 12 shuffles for
+        // 32 elements. Block b sits in half b / 4 of the unpacked registers.
+        const __m256i t0 = _mm256_unpacklo_epi32(w[0], w[1]), t1 = _mm256_unpackhi_epi32(w[0], w[1]);
+        const __m256i t2 = _mm256_unpacklo_epi32(w[2], w[3]), t3 = _mm256_unpackhi_epi32(w[2], w[3]);
+        const __m256i b04 = _mm256_unpacklo_epi64(t0, t2), b15 = _mm256_unpackhi_epi64(t0, t2);
+        const __m256i b26 = _mm256_unpacklo_epi64(t1, t3), b37 = _mm256_unpackhi_epi64(t1, t3);
+        const __m256i words[4] = {_mm256_permute2x128_si256(b04, b15, 0x20),    // blocks 0, 1
+                                  _mm256_permute2x128_si256(b26, b37, 0x20),    // blocks 2, 3
+                                  _mm256_permute2x128_si256(b04, b15, 0x31),
+                                  _mm256_permute2x128_si256(b26, b37, 0x31)};
+        const __m256i t = _mm256_set1_epi32(threshold - 1);  // r >= threshold as r > threshold - 1 (no 32-bit >=)
+        const __m256 s = _mm256_set1_ps(scale);
+        for (int q = 0; q < 4; ++q) {
+            const __m256i keep = _mm256_cmpgt_epi32(_mm256_srli_epi32(words[q], 8), t);
+            const __m256 kept = _mm256_mul_ps(_mm256_loadu_ps(x + 8 * q), s);
+            _mm256_storeu_ps(y + 8 * q, _mm256_and_ps(kept, _mm256_castsi256_ps(keep)));
+        }
+#endif
+    }
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#endif
+
 // Blocks whose counters share the high word c1: block k is counter (c0 + k, c1), no carry in between,
 // and serves elements 4k .. 4k + 3 of x and y.
 void dropout_blocks(const float* x, float* y, uint32_t blocks, int32_t threshold, float scale, uint32_t c0,
                     uint32_t c1, uint32_t k0, uint32_t k1) {
-    for (uint32_t k = 0; k < blocks; ++k) {
+    uint32_t k = 0;
+#if KN_CPU_X86 && defined(__AVX2__)
+    for (; blocks - k >= 2 * kPhiloxLanes; k += 2 * kPhiloxLanes)
+        dropout_lanes<2>(x + 4 * k, y + 4 * k, threshold, scale, c0 + k, c1, k0, k1);
+    for (; blocks - k >= kPhiloxLanes; k += kPhiloxLanes)
+        dropout_lanes<1>(x + 4 * k, y + 4 * k, threshold, scale, c0 + k, c1, k0, k1);
+#endif
+    for (; k < blocks; ++k) {
         uint32_t words[4];
         philox4x32_10_block(c0 + k, c1, k0, k1, words);
         for (int e = 0; e < 4; ++e) y[4 * k + e] = dropout_element(x[4 * k + e], words[e], threshold, scale);
