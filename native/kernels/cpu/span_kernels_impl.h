@@ -1364,16 +1364,17 @@ inline float dropout_element(float x, uint32_t word, int32_t threshold, float sc
 // lane's block): the same arithmetic as philox4x32_10_block, which dropout_blocks' plain loop below
 // leaves to the compiler. GCC 12 vectorised that loop badly: with AVX-512DQ it widened each 32x32->64
 // product to 64-bit lanes for vpmullq (3 uops, ~15 cycles of latency on Intel cores), and its AVX2 code
-// was little better: dropout took 1.46 ns per element with AVX-512 and 2.24 on the AVX2 path on an Intel
-// Xeon (model 207, one thread, 64K elements from L2; native/dev/bandwidth_cpu_bench dropout), ~7% of
-// the MNIST MLP's training step there. Here each product is vpmuludq, which multiplies the even 32-bit
+// was little better: dropout took 1.56-1.58 ns per element with AVX-512 and 2.63-2.64 on the AVX2 path on
+// an Intel Xeon (model 207, one thread, 64K elements from L2; native/dev/bandwidth_cpu_bench dropout),
+// ~7% of the MNIST MLP's training step there. Here each product is vpmuludq, which multiplies the even 32-bit
 // lanes into 64 bits; a second one takes the odd lanes shifted down, and an in-lane shuffle (and blend)
 // sorts the low and high halves back into 32-bit lanes. Napkin math per round and register: 2 x (shift,
 // 2 multiplies, 2 shuffles or 4 shuffle/blends) + 2 three-way XORs, plus 2 key additions: 12-16
 // operations; 10 rounds for 16 blocks (AVX-512) = 64 elements, ~2.5 operations per element; 8 blocks
 // (AVX2) = 32 elements, ~5. A round is a chain of ~9 cycles (multiply 5, shuffle, XOR), so two
-// registers' chains are interleaved. Measured (same machine and bench, medians of 4 runs): AVX-512
-// 0.51 ns per element (one chain 0.52-0.60, three or four 0.50), AVX2 path 1.04-1.12 (one chain 1.27-1.38).
+// registers' chains are interleaved. Measured (same machine and bench): AVX-512 0.54 ns per element,
+// AVX2 path 1.10-1.15 (benchmarks/results/2026-12-06-intel-xeon/dropout.txt); in a sweep of 4 runs each,
+// one chain 0.52-0.60 / 1.27-1.38, two 0.51-0.53 / 1.04-1.12, three or four 0.50 / 0.88-1.15.
 // GCC 12's integer shift and multiply intrinsics start from _mm512_undefined_epi32(), a deliberately
 // uninitialised value that -W(maybe-)uninitialized reports once inlined (as in gemm_avx512.cpp).
 #if defined(__GNUC__) && !defined(__clang__)
