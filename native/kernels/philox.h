@@ -17,6 +17,11 @@
 
 namespace kn {
 
+// The generator's round constants (as in Random123): the two multipliers and the two Weyl
+// increments added to the key after every round.
+constexpr uint32_t kPhiloxM0 = 0xD2511F53u, kPhiloxM1 = 0xCD9E8D57u;
+constexpr uint32_t kPhiloxW0 = 0x9E3779B9u, kPhiloxW1 = 0xBB67AE85u;
+
 KN_PHILOX_FN uint32_t philox_mulhi(uint32_t a, uint32_t b, uint32_t* lo) {
     uint64_t p = static_cast<uint64_t>(a) * b;
     *lo = static_cast<uint32_t>(p);
@@ -36,12 +41,12 @@ KN_PHILOX_FN void philox4x32_10_block(uint32_t c0, uint32_t c1, uint32_t k0, uin
 #endif
     for (int round = 0; round < 10; ++round) {
         uint32_t lo0, lo1;
-        uint32_t hi0 = philox_mulhi(0xD2511F53u, c0, &lo0);
-        uint32_t hi1 = philox_mulhi(0xCD9E8D57u, c2, &lo1);
+        uint32_t hi0 = philox_mulhi(kPhiloxM0, c0, &lo0);
+        uint32_t hi1 = philox_mulhi(kPhiloxM1, c2, &lo1);
         uint32_t n0 = hi1 ^ c1 ^ k0, n2 = hi0 ^ c3 ^ k1;
         c0 = n0; c1 = lo1; c2 = n2; c3 = lo0;
-        k0 += 0x9E3779B9u;
-        k1 += 0xBB67AE85u;
+        k0 += kPhiloxW0;
+        k1 += kPhiloxW1;
     }
     words[0] = c0;
     words[1] = c1;

@@ -1426,8 +1426,8 @@ inline void philox_lanes(uint32_t c0, uint32_t c1, uint32_t k0, uint32_t k1, Phi
         x3[g] = x2[g];
     }
     PhiloxLanes key0 = philox_set1(k0), key1 = philox_set1(k1);
-    const PhiloxLanes m0 = philox_set1(0xD2511F53u), m1 = philox_set1(0xCD9E8D57u);
-    const PhiloxLanes w0 = philox_set1(0x9E3779B9u), w1 = philox_set1(0xBB67AE85u);
+    const PhiloxLanes m0 = philox_set1(kPhiloxM0), m1 = philox_set1(kPhiloxM1);
+    const PhiloxLanes w0 = philox_set1(kPhiloxW0), w1 = philox_set1(kPhiloxW1);
     for (int round = 0; round < 10; ++round) {
         for (int g = 0; g < kGroups; ++g) {
             PhiloxLanes hi0, lo0, hi1, lo1;
