@@ -258,6 +258,9 @@ void test_convolution(Context& cx) {
         conv(3, 16, 48, 48, 8, 3, 3).pad(1, 1),                  // col larger than one lowering block
         conv(1, 32, 97, 61, 4, 3, 3).stride(2, 2).pad(1, 1),     // blocks that start mid-row, strided
         conv(0, 3, 5, 5, 2, 3, 3),                               // batch 0: nothing to do (dw, dbias = 0)
+        conv(1, 130, 6, 7, 5, 3, 3).pad(1, 1),                   // 1170 taps: the GEMM's k in two blocks
+        conv(2, 6, 9, 10, 3, 3, 3).pad(1, 1).group(3),           // one filter per group: dx by a depthwise pass
+        conv(2, 5, 12, 11, 3, 3, 3).pad(1, 2).dilation(2, 2),    // narrowing, dilated: dx as a forward pass
     };
     if (!cx.quick) {
         cases.push_back(conv(8, 32, 14, 14, 64, 3, 3).pad(1, 1));   // MNIST conv2-like

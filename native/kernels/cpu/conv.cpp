@@ -18,6 +18,12 @@
 //                     dw_g^T = col_g dy_g^T where that fills the micro-tiles better (MNIST conv1:
 //                     32 x 9 would leave 23 of 32 tile columns empty; 32 -> 72 GFLOP/s on one core);
 //                     dbias = per-channel float64 sums of dy.
+// The forward does not write col at all where the GEMM packs its B operand: the packer reads the
+// padded planes directly ("implicit GEMM", pack_implicit_columns), so the column matrix exists only
+// as the GEMM's packed panels; the bias is added by the GEMM to each block of y while it is in
+// cache. A stride-1 backward-data whose layer does not widen (in_channels >= out_channels per group)
+// runs as that forward over dy with the flipped, transposed filter (backward_data_as_forward): no
+// col, no col2im.
 // A 1x1, stride-1, unpadded convolution needs no lowering: col is x itself (forward, backward-weights)
 // and the backward-data GEMM writes dx directly. Depthwise convolution (one input channel per group)
 // skips the GEMM, whose groups would be 1 x kh kw deep: direct loops over strips of outputs held in
@@ -46,6 +52,12 @@
 //     by the upsampled-dy correlation); the forward is near memory speed: padding x costs a read and
 //     a write of its 26 MB)
 // The GEMM itself reaches ~200 GFLOP/s per core on large squares (~390 on both cores of a quiet machine).
+// Implicit GEMM and the bias epilogue (issue 16; Intel Xeon, family 6 model 207, one thread, before ->
+// after alternating in three pairs, cnn_cpu_bench with a bias; ranges over the pairs, GFLOP/s):
+//   MNIST conv1 64 x 1->32 forward   53-62 ->  58-69  (im2col kept: the GEMM reads col in place)
+//   MNIST conv2 64 x 32->64 forward  93-109 -> 103-122
+//   ResNet 8 x 64->64 56x56 forward / backward-data  101-103 / 112 -> 128-130 / 131-133 (no bias
+//     epilogue yet in that run); AVX2 path 67 / 68 -> 75-76 / 76-77
 #define KN_ISA portable
 #include "conv_depthwise_impl.h"
 
@@ -74,6 +86,8 @@ namespace {
 
 // Per-thread scratch for the lowered columns and the zero-padded image (scratch_buffer.h).
 thread_local ScratchBuffer column_scratch{"conv2d column scratch"}, padded_scratch{"conv2d padded-image scratch"};
+// The flipped, transposed filter of backward_data_as_forward (the calling thread's).
+thread_local ScratchBuffer flipped_weight_scratch{"conv2d flipped-filter scratch"};
 
 // Slack after every scratch area: the stride-1 copies below move whole 8-float chunks and may run up
 // to 7 floats past the end of what they were asked to copy.
@@ -190,6 +204,70 @@ void col2im(const Shape& S, const float* col, int64_t c0, int64_t c1, int64_t oh
                         for (int64_t ow = 0; ow < OW; ++ow) dst[ow * sw] += in[ow];
                 }
             }
+}
+
+// ---- Implicit GEMM: the forward's column matrix packed straight from the padded planes ------------
+// col[q, pos] = padded[row_offset(q) + column_offset(pos)], q = (c, r, s), pos = (oh, ow), with
+//     row_offset = c padded_plane + r dh padded_w + s dw,   column_offset = oh sh padded_w + ow sw,
+// so instead of writing col out (im2col) for the GEMM to read back and pack, the GEMM's B packer
+// reads the padded planes directly (gemm_f32_packing_b): one write of the panels instead of two
+// (MNIST conv2: col and panels are 226 KB each per image, the padded planes 32 KB, in L1).
+// Within a call the columns [j0, j0 + nc) fall into the same runs for every row q (a piece of one
+// output row, cut where a panel ends), so the runs are worked out once and each row copies them
+// from its own base pointer.
+struct ImplicitColumns {
+    const Shape& S;
+    const float* padded;  // the image's padded planes, every group's channels
+};
+
+struct ColumnRun {
+    int64_t dst;  // offset in the panels: panel * panel_stride + column within the panel
+    int64_t src;  // column_offset of the run's first position
+    int64_t len;  // positions
+};
+
+void pack_implicit_columns(const void* context, int64_t batch, int64_t p0, int64_t kc, int64_t j0, int64_t nc,
+                           int64_t nr, int64_t panel_stride, float* dst) {
+    const ImplicitColumns& columns = *static_cast<const ImplicitColumns*>(context);
+    const Shape& S = columns.S;
+    const Conv2dGeometry& g = S.g;
+    const int64_t OW = g.out_width, sw = g.stride_width;
+    // Counters instead of divisions (an integer division per run and per row had cost a fifth of
+    // the packing: perf, MNIST conv2).
+    thread_local std::vector<ColumnRun> runs;
+    runs.clear();
+    int64_t oh = j0 / OW, ow = j0 % OW, panel = 0, w = 0;
+    for (int64_t j = 0; j < nc;) {
+        const int64_t len = std::min({OW - ow, nc - j, nr - w});
+        runs.push_back({panel * panel_stride + w, oh * g.stride_height * S.padded_w + ow * sw, len});
+        j += len;
+        ow += len;
+        w += len;
+        if (ow == OW) ow = 0, ++oh;
+        if (w == nr) w = 0, ++panel;
+    }
+    const int64_t tail = nc % nr;  // valid columns of a last, partial panel (the rest are zeros)
+    float* last_panel = dst + nc / nr * panel_stride;
+    const float* image = columns.padded + batch * S.cg * S.padded_plane;  // group `batch`'s channels
+    // Row q = (c, r, s) of the column matrix starts at image + c padded_plane + r dh padded_w + s dw.
+    int64_t c = p0 / S.taps, r = p0 % S.taps / g.kernel_width, s = p0 % g.kernel_width;
+    for (int64_t p = 0; p < kc; ++p) {
+        const float* row = image + c * S.padded_plane + r * g.dilation_height * S.padded_w + s * g.dilation_width;
+        if (++s == g.kernel_width) {
+            s = 0;
+            if (++r == g.kernel_height) r = 0, ++c;
+        }
+        float* out = dst + p * nr;
+        if (sw == 1) {
+            // Whole 8-float chunks: the excess lands in the run written next, in row p + 1 of the
+            // same panel (written later) or in the zeros below, all within the panel spacing.
+            for (const ColumnRun& run : runs) copy_chunks(out + run.dst, row + run.src, run.len);
+        } else {
+            for (const ColumnRun& run : runs)
+                for (int64_t i = 0; i < run.len; ++i) out[run.dst + i] = row[run.src + i * sw];
+        }
+        if (tail) std::fill(last_panel + p * nr + tail, last_panel + (p + 1) * nr, 0.0f);
+    }
 }
 
 // Whether the weight gradient's GEMM should produce dw^T[krs, kg] rather than dw[kg, krs]. A micro-tile
@@ -429,11 +507,88 @@ void depthwise_backward_weights(const Shape& S, const float* x, const float* dy,
     });
 }
 
+// The forward of every image: y_g[kg, plane_out] = w_g[kg, krs] col_g[krs, plane_out] (+ bias) per
+// group, col packed from the padded image by the GEMM (pack_implicit_columns) and the bias added by
+// the GEMM to each block of y while it is in cache (a separate pass over y had been 10% of MNIST
+// conv1's samples). Where the GEMM would read col in place rather than pack it (few filters: MNIST
+// conv1's 32 on AVX-512), col is built by im2col instead, which is then the only copy (the implicit
+// packer ran MNIST conv1 5-9% slower there), and a direct (1x1, stride 1, unpadded) convolution
+// multiplies x itself.
+void forward_images(const Shape& S, const float* x, const float* w, const float* bias, float* y) {
+    const Conv2dGeometry& g = S.g;
+    const int64_t x_image = g.in_channels * S.plane_in, y_image = g.out_channels * S.plane_out;
+    const bool implicit = !S.direct && gemm_packs_b(S.kg);
+    over_images(g.batch, [&](int64_t n, bool threaded) {
+        const float* xn = x + n * x_image;
+        float* yn = y + n * y_image;
+        if (!implicit) {
+            for_each_column_block(S, xn, threaded, [&](const ColumnBlock& col) {
+                gemm_f32_with(gemm_args(false, false, S.kg, col.width, S.krs, 0.0f, w, S.krs, S.kg * S.krs, col.data,
+                                        col.ld, col.group_stride, yn + col.p0, S.plane_out, S.kg * S.plane_out,
+                                        g.groups),
+                              nullptr, bias);
+            });
+            return;
+        }
+        float* padded = padded_scratch.get(S.padded_floats(g.in_channels));
+        over_channels(threaded, g.in_channels, S.padded_plane,
+                      [&](int64_t c0, int64_t c1) { pad_planes(S, xn, c0, c1, padded); });
+        const ImplicitColumns columns{S, padded};
+        const GemmBPacker packer{pack_implicit_columns, &columns};
+        gemm_f32_with(gemm_args(false, false, S.kg, S.plane_out, S.krs, 0.0f, w, S.krs, S.kg * S.krs, nullptr, 0, 0,
+                                yn, S.plane_out, S.kg * S.plane_out, g.groups),
+                      &packer, bias);
+    });
+}
+
+// Backward-data of a stride-1 convolution is itself a forward convolution (the transposed
+// convolution): with r' = kh - 1 - r and s' = kw - 1 - s,
+//     dx[c, ih, iw] = sum over k, r', s' of w[k, c, r, s] dy[k, ih + ph - r dh, iw + pw - s dw]
+// is the correlation of dy, zero-padded by dh (kh - 1) - ph rows (dw (kw - 1) - pw columns), with
+// the filter w'[c, k, r', s'] = w[k, c, r, s], group by group. Run through forward_images it needs
+// no column matrix and no col2im. The trade: the packer then copies kg kh kw rows per position for
+// a product cg deep in its rows (M = cg), where the col2im path writes, re-reads and scatters cg kh kw
+// rows for a product kg deep. It pays where cg >= kg (one thread, this Xeon, cnn_cpu_bench, GFLOP/s
+// col2im -> forward: ResNet 8 x 64->64 56x56 112 -> 131-133) and loses where the layer widens
+// (MNIST conv2 32->64: 95 -> 78-82; conv1 1->32: 55-73 -> 8, its packing is the whole product).
+// Strided convolutions, padding wider than the kernel's reach and widening layers keep col2im.
+bool backward_data_is_forward(const Shape& S) {
+    const Conv2dGeometry& g = S.g;
+    return S.cg >= S.kg && g.stride_height == 1 && g.stride_width == 1 &&
+           g.pad_height <= g.dilation_height * (g.kernel_height - 1) &&
+           g.pad_width <= g.dilation_width * (g.kernel_width - 1);
+}
+
+void backward_data_as_forward(const Shape& S, const float* dy, const float* w, float* dx) {
+    const Conv2dGeometry& g = S.g;
+    Conv2dGeometry t = g;
+    t.in_channels = g.out_channels;
+    t.in_height = g.out_height;
+    t.in_width = g.out_width;
+    t.out_channels = g.in_channels;
+    t.pad_height = g.dilation_height * (g.kernel_height - 1) - g.pad_height;
+    t.pad_width = g.dilation_width * (g.kernel_width - 1) - g.pad_width;
+    t.out_height = g.in_height;
+    t.out_width = g.in_width;
+    // w'[group * cg + c][j * taps + (taps - 1 - tap)] = w[group * kg + j][c * taps + tap].
+    float* flipped = flipped_weight_scratch.get(g.out_channels * S.krs);
+    for (int64_t group = 0; group < g.groups; ++group)
+        for (int64_t j = 0; j < S.kg; ++j)
+            for (int64_t c = 0; c < S.cg; ++c)
+                for (int64_t tap = 0; tap < S.taps; ++tap)
+                    flipped[((group * S.cg + c) * S.kg + j) * S.taps + (S.taps - 1 - tap)] =
+                        w[((group * S.kg + j) * S.cg + c) * S.taps + tap];
+    const Shape T(t);
+    if (T.depthwise)  // one output channel per group of the original: one dy channel per group here
+        depthwise_forward(T, dy, flipped, nullptr, dx);
+    else
+        forward_images(T, dy, flipped, nullptr, dx);
+}
+
 }  // namespace
 
 void conv2d_f32(const Conv2dArgs& args) {
     const Shape S(args.g);
-    const Conv2dGeometry& g = args.g;
     const float* x = static_cast<const float*>(args.x);
     const float* w = static_cast<const float*>(args.w);
     const float* bias = static_cast<const float*>(args.bias);
@@ -442,24 +597,7 @@ void conv2d_f32(const Conv2dArgs& args) {
         depthwise_forward(S, x, w, bias, y);
         return;
     }
-    const int64_t x_image = g.in_channels * S.plane_in, y_image = g.out_channels * S.plane_out;
-
-    over_images(g.batch, [&](int64_t n, bool threaded) {
-        float* yn = y + n * y_image;
-        for_each_column_block(S, x + n * x_image, threaded, [&](const ColumnBlock& col) {
-            gemm_f32(gemm_args(false, false, S.kg, col.width, S.krs, 0.0f, w, S.krs, S.kg * S.krs, col.data, col.ld,
-                               col.group_stride, yn + col.p0, S.plane_out, S.kg * S.plane_out, g.groups));
-            if (bias) {
-                over_channels(threaded, g.out_channels, col.width, [&](int64_t k0, int64_t k1) {
-                    for (int64_t k = k0; k < k1; ++k) {
-                        const float bk = bias[k];
-                        float* row = yn + k * S.plane_out + col.p0;
-                        for (int64_t p = 0; p < col.width; ++p) row[p] += bk;
-                    }
-                });
-            }
-        });
-    });
+    forward_images(S, x, w, bias, y);
 }
 
 void conv2d_backward_data_f32(const Conv2dBackwardDataArgs& args) {
@@ -470,6 +608,10 @@ void conv2d_backward_data_f32(const Conv2dBackwardDataArgs& args) {
     float* dx = static_cast<float*>(args.dx);
     if (S.depthwise) {
         depthwise_backward_data(S, dy, w, dx);
+        return;
+    }
+    if (!S.direct && backward_data_is_forward(S)) {
+        backward_data_as_forward(S, dy, w, dx);
         return;
     }
     const int64_t x_image = g.in_channels * S.plane_in, y_image = g.out_channels * S.plane_out;

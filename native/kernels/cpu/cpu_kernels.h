@@ -65,6 +65,28 @@ KN_OPS(KN_CPU_DECLARE_OP)  // each in the family file ops.h names: gemm_f32 in g
 void fill_f32(float* dst, int64_t count, float value);     // elementwise.cpp
 void copy_bytes(void* dst, const void* src, int64_t bytes);// elementwise.cpp (parallel memcpy)
 
+// ---- GEMM for the CPU's own callers (gemm.cpp): a caller-packed op(B), a bias per row of C ------
+// A product whose op(B) is never stored: the convolution's column matrix, packed straight from the
+// padded image (conv.cpp; "implicit GEMM"), so it is not written out and read back first.
+// pack(context, batch, p0, kc, j0, nc, nr, panel_stride, dst) fills the panels of batch `batch`'s
+// op(B) over depth [p0, p0 + kc) and columns [j0, j0 + nc): panel q starts at dst + q * panel_stride
+// and holds op(B)[p0 + p][j0 + q * nr + j] at p * nr + j, zeros for columns past nc. Panels lie at
+// least nr * kc + 8 floats apart, so a packer may write up to 8 floats past a row of nr floats as
+// long as it writes rows in increasing p (a later row overwrites the excess).
+struct GemmBPacker {
+    void (*pack)(const void* context, int64_t batch, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int64_t nr,
+                 int64_t panel_stride, float* dst);
+    const void* context;
+};
+// gemm_f32, with op(B) from b_packer when it is not null (the GEMM then always packs B, and g.b,
+// ldb, stride_b and trans_b are not used), and with c[i][j] += row_bias[batch * m + i] applied to
+// each block of C while it is still in cache when row_bias is not null (a convolution's bias: one
+// per output channel, the groups' channels in batch order).
+void gemm_f32_with(const GemmArgs& g, const GemmBPacker* b_packer, const float* row_bias);
+// Whether gemm_f32 packs a stored-as-is op(B) for a product of m rows on one thread; where it does
+// not, it reads op(B) in place, and an op(B) the caller must build anyway is best built in place.
+bool gemm_packs_b(int64_t m);
+
 // ---- GEMM micro-kernels (defined only where KN_CPU_X86) ----------------------------------------
 // A micro-kernel computes one MR x NR tile of C:
 //     C[0:mr, 0:nr] = alpha * sum_p a[p*MR + i] * b[p*b_stride + j] + beta * C[0:mr, 0:nr]

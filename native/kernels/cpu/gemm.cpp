@@ -127,21 +127,26 @@ const KernelConfig& kernel_config() {
 // One A and one B buffer per thread, grown on demand and kept (scratch_buffer.h).
 thread_local ScratchBuffer a_pack_buffer{"GEMM packing buffer (A)"}, b_pack_buffer{"GEMM packing buffer (B)"};
 
-// What kn_linear_f32 applies to each finished block of C: c[i][j] = act(c[i][j] + bias[j]).
+// What kn_linear_f32 applies to each finished block of C: c[i][j] = act(c[i][j] + bias[j]); or,
+// for the convolution (gemm_f32_with_row_bias), c[i][j] += bias[batch * m + i].
 struct Epilogue {
-    const float* bias;  // n elements, or null
+    const float* bias;  // n elements (m per batch when per_row), or null
     bool activate;
     kn_unary_op op;
     float alpha;
+    bool per_row;       // bias by row of C (one per output channel) instead of by column
 };
 
-// The epilogue over rows x [col0, col0 + cols) of C starting at c (already offset to column col0),
-// with the vectorised span kernels the elementwise ops use; each row is in L1 or L2 when it runs.
-void apply_epilogue(const Epilogue& e, float* c, int64_t ldc, int64_t rows, int64_t col0, int64_t cols) {
+// The epilogue over rows [row0, row0 + rows) x [col0, col0 + cols) of batch `batch`'s C of m rows,
+// starting at c (already offset to that block), with the vectorised span kernels the elementwise ops
+// use; each row is in L1 or L2 when it runs.
+void apply_epilogue(const Epilogue& e, float* c, int64_t ldc, int64_t m, int64_t batch, int64_t row0, int64_t rows,
+                    int64_t col0, int64_t cols) {
     const SpanKernels& S = span_kernels();
     for (int64_t i = 0; i < rows; ++i) {
         float* row = c + i * ldc;
-        if (e.bias) S.binary(KN_BINARY_ADD, row, 1, e.bias + col0, 1, row, cols);
+        if (e.per_row) S.unary(KN_UNARY_ADD_SCALAR, e.bias[batch * m + row0 + i], row, row, cols);
+        else if (e.bias) S.binary(KN_BINARY_ADD, row, 1, e.bias + col0, 1, row, cols);
         if (e.activate) S.unary(e.op, e.alpha, row, row, cols);
     }
 }
@@ -155,6 +160,8 @@ struct Problem {
     const float* b; int64_t ldb;
     float* c; int64_t ldc;
     const Epilogue* epilogue;  // null for a plain GEMM
+    const GemmBPacker* b_packer;  // null: op(B) is b; otherwise the caller packs it (as batch `batch`)
+    int64_t batch;
 };
 
 // Floats from one packed panel to the next: W * kc plus one cache line. Without the line, panels
@@ -241,6 +248,10 @@ void pack_a(const Problem& P, const KernelConfig& K, int64_t i0, int64_t mc, int
 void pack_b(const Problem& P, const KernelConfig& K, int64_t p0, int64_t kc, int64_t j0, int64_t nc,
             float* dst) {
     const int64_t NR = K.nr;
+    if (P.b_packer) {
+        P.b_packer->pack(P.b_packer->context, P.batch, p0, kc, j0, nc, NR, panel_stride(NR, kc), dst);
+        return;
+    }
     if (!P.trans_b) {
         // Stored as is: nc contiguous floats per p.
         pack_contiguous(P.b + p0 * P.ldb + j0, P.ldb, nc, kc, NR, dst);
@@ -271,16 +282,19 @@ int64_t balanced_block(int64_t total, int64_t max_block, int64_t multiple) {
     return (block + multiple - 1) / multiple * multiple;
 }
 
+// A few rows of C use each B panel only a few times: then packing B costs more (one extra read and
+// write of B) than reading op(B) in place, rows ldb apart, with masked edges.
+bool reads_b_in_place(const KernelConfig& K, bool trans_b, int64_t rows) {
+    return K.reads_unpacked_b && !trans_b && rows <= GEMM_UNPACKED_B_MAX_TILES * K.mr;
+}
+
 // The BLIS loop nest over the rectangle [m0, m1) x [n0, n1) of C, on the calling thread.
 void gemm_rectangle(const Problem& P, const KernelConfig& K, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     const int64_t MR = K.mr, NR = K.nr;
     const int64_t kc_max = balanced_block(P.k, GEMM_KC, 4);
     const int64_t mc_max = balanced_block(m1 - m0, std::max<int64_t>(GEMM_MC / MR, 1) * MR, MR);
     const int64_t nc_max = balanced_block(n1 - n0, std::max<int64_t>(GEMM_NC / NR, 1) * NR, NR);
-    // A few rows of C use each B panel only a few times: then packing B costs more (one extra
-    // read and write of B) than reading op(B) in place, rows ldb apart, with masked edges.
-    const bool pack_b_panels =
-        !(K.reads_unpacked_b && !P.trans_b && m1 - m0 <= GEMM_UNPACKED_B_MAX_TILES * MR);
+    const bool pack_b_panels = P.b_packer || !reads_b_in_place(K, P.trans_b, m1 - m0);
     float* a_pack = a_pack_buffer.get(mc_max / MR * panel_stride(MR, kc_max));
     float* b_pack = pack_b_panels ? b_pack_buffer.get(nc_max / NR * panel_stride(NR, kc_max)) : nullptr;
 
@@ -307,7 +321,7 @@ void gemm_rectangle(const Problem& P, const KernelConfig& K, int64_t m0, int64_t
                 // After the last k slice this mc x nc block of C is final and still in L2 (at most
                 // MC x NC floats, half of it): bias and activation now save a pass over C from memory.
                 if (P.epilogue && pc + kc == P.k)
-                    apply_epilogue(*P.epilogue, P.c + ic * P.ldc + jc, P.ldc, mc, jc, nc);
+                    apply_epilogue(*P.epilogue, P.c + ic * P.ldc + jc, P.ldc, P.m, P.batch, ic, mc, jc, nc);
             }
         }
     }
@@ -362,7 +376,7 @@ void gemv(const Problem& P, int threads) {
     const int64_t grain = std::max<int64_t>(1, GEMM_THREADING_MIN_MACS / std::max<int64_t>(P.k, 1));
     auto rows = [&](int64_t begin, int64_t end) {
         gemv_rows(P, x, begin, end);
-        if (P.epilogue) apply_epilogue(*P.epilogue, P.c + begin * P.ldc, P.ldc, end - begin, 0, 1);
+        if (P.epilogue) apply_epilogue(*P.epilogue, P.c + begin * P.ldc, P.ldc, P.m, P.batch, begin, end - begin, 0, 1);
     };
     if (threads == 1) {
         rows(0, P.m);
@@ -406,13 +420,14 @@ void choose_grid(int64_t tiles_m, int64_t tiles_n, int threads, int64_t& grid_m,
 
 namespace {
 
-// gemm_f32, and linear_f32 with its epilogue (null for a plain GEMM).
-void gemm_driver(const GemmArgs& g, const Epilogue* epilogue) {
+// gemm_f32, linear_f32 with its epilogue (null for a plain GEMM), and gemm_f32_packing_b with its
+// packer (null: op(B) is g.b).
+void gemm_driver(const GemmArgs& g, const Epilogue* epilogue, const GemmBPacker* b_packer = nullptr) {
     if (g.k == 0 || g.alpha == 0.0f) {
         scale_c(g);
         if (epilogue)
             for (int64_t batch = 0; batch < g.batch_count; ++batch)
-                apply_epilogue(*epilogue, static_cast<float*>(g.c) + batch * g.stride_c, g.ldc, g.m, 0, g.n);
+                apply_epilogue(*epilogue, static_cast<float*>(g.c) + batch * g.stride_c, g.ldc, g.m, batch, 0, g.m, 0, g.n);
         return;
     }
     const KernelConfig& K = kernel_config();
@@ -422,12 +437,12 @@ void gemm_driver(const GemmArgs& g, const Epilogue* epilogue) {
     auto problem = [&](int64_t batch) {
         return Problem{g.trans_a, g.trans_b, g.m, g.n, g.k, g.alpha, g.beta,
                        a + batch * g.stride_a, g.lda, b + batch * g.stride_b, g.ldb,
-                       c + batch * g.stride_c, g.ldc, epilogue};
+                       c + batch * g.stride_c, g.ldc, epilogue, b_packer, batch};
     };
 
     const int threads = thread_count();
     const int64_t macs = g.m * g.n * g.k;
-    if (g.n == 1) {
+    if (g.n == 1 && !b_packer) {
         for (int64_t batch = 0; batch < g.batch_count; ++batch) gemv(problem(batch), threads);
         return;
     }
@@ -464,8 +479,15 @@ void gemm_driver(const GemmArgs& g, const Epilogue* epilogue) {
 
 void gemm_f32(const GemmArgs& g) { gemm_driver(g, nullptr); }
 
+void gemm_f32_with(const GemmArgs& g, const GemmBPacker* b_packer, const float* row_bias) {
+    const Epilogue bias_rows{row_bias, false, KN_UNARY_SCALE, 1.0f, true};
+    gemm_driver(g, row_bias ? &bias_rows : nullptr, b_packer);
+}
+
+bool gemm_packs_b(int64_t m) { return !reads_b_in_place(kernel_config(), false, m); }
+
 void linear_f32(const LinearArgs& args) {
-    const Epilogue epilogue{static_cast<const float*>(args.bias), args.activate, args.activation, args.alpha};
+    const Epilogue epilogue{static_cast<const float*>(args.bias), args.activate, args.activation, args.alpha, false};
     gemm_driver(args.gemm, args.bias || args.activate ? &epilogue : nullptr);
 }
 
