@@ -5,7 +5,8 @@
 // Technique: outer-product accumulation in registers. Per k step: 2 ymm loads of the B row, 6
 // broadcasts of the packed A column, 12 FMAs into 12 ymm accumulators; 15 of the 16 ymm registers
 // are live, nothing spills. The row count is a template parameter (1..6); a narrow edge (n % 16)
-// uses masked loads/stores (vmaskmovps never touches the masked-off memory).
+// uses masked loads/stores (vmaskmovps never touches the masked-off memory), one ymm per row where
+// at most 8 columns are left.
 // Napkin math (2 x 256-bit FMA pipes, 4-5 cycle latency): 12 independent chains cover the latency
 // of two pipes; 8 loads per 12 FMAs fit 2 loads/cycle; peak 32 flop/cycle/core (measured
 // 110 GFLOP/s/core with a register-only FMA loop on this 2-core EPYC).
@@ -23,31 +24,39 @@ constexpr int MR = kGemmAvx2MR;
 constexpr int NR = kGemmAvx2NR;
 static_assert(NR == 16, "the kernel holds one C row in two ymm registers");
 
-template <int ROWS, bool Masked>
+// Narrow: nr <= 8, so only the first ymm column is computed (an edge of a few columns costs half a
+// tile; see gemm_avx512.cpp).
+template <int ROWS, bool Masked, bool Narrow = false>
 void micro_kernel(int64_t kc, const float* a, const float* b, int64_t b_stride, float* c, int64_t ldc,
                   float alpha, float beta, __m256i mask0, __m256i mask1) {
+    static_assert(Masked || !Narrow, "a narrow tile is an edge tile");
     __m256 acc0[ROWS], acc1[ROWS];
 #pragma GCC unroll 6
     for (int r = 0; r < ROWS; ++r) {
         acc0[r] = _mm256_setzero_ps();
-        acc1[r] = _mm256_setzero_ps();
+        if constexpr (!Narrow) acc1[r] = _mm256_setzero_ps();
     }
     // Start the C tile's cache misses now; they overlap with the k loop.
 #pragma GCC unroll 6
     for (int r = 0; r < ROWS; ++r) {
         _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + NR - 1), _MM_HINT_T0);
+        if constexpr (!Narrow) _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + NR - 1), _MM_HINT_T0);
     }
 
 #pragma GCC unroll 4
     for (int64_t p = 0; p < kc; ++p) {
         const __m256 b0 = Masked ? _mm256_maskload_ps(b, mask0) : _mm256_loadu_ps(b);
-        const __m256 b1 = Masked ? _mm256_maskload_ps(b + 8, mask1) : _mm256_loadu_ps(b + 8);
+        if constexpr (Narrow) {
 #pragma GCC unroll 6
-        for (int r = 0; r < ROWS; ++r) {
-            const __m256 ar = _mm256_broadcast_ss(a + r);
-            acc0[r] = _mm256_fmadd_ps(ar, b0, acc0[r]);
-            acc1[r] = _mm256_fmadd_ps(ar, b1, acc1[r]);
+            for (int r = 0; r < ROWS; ++r) acc0[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + r), b0, acc0[r]);
+        } else {
+            const __m256 b1 = Masked ? _mm256_maskload_ps(b + 8, mask1) : _mm256_loadu_ps(b + 8);
+#pragma GCC unroll 6
+            for (int r = 0; r < ROWS; ++r) {
+                const __m256 ar = _mm256_broadcast_ss(a + r);
+                acc0[r] = _mm256_fmadd_ps(ar, b0, acc0[r]);
+                acc1[r] = _mm256_fmadd_ps(ar, b1, acc1[r]);
+            }
         }
         a += MR;
         b += b_stride;
@@ -58,21 +67,28 @@ void micro_kernel(int64_t kc, const float* a, const float* b, int64_t b_stride, 
 #pragma GCC unroll 6
     for (int r = 0; r < ROWS; ++r) {
         float* row = c + r * ldc;
-        __m256 c0 = _mm256_mul_ps(va, acc0[r]), c1 = _mm256_mul_ps(va, acc1[r]);
-        if (Masked) {
-            if (read_c) {
-                c0 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(row, mask0), c0);
-                c1 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(row + 8, mask1), c1);
-            }
+        __m256 c0 = _mm256_mul_ps(va, acc0[r]);
+        if constexpr (Narrow) {
+            if (read_c) c0 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(row, mask0), c0);
             _mm256_maskstore_ps(row, mask0, c0);
-            _mm256_maskstore_ps(row + 8, mask1, c1);
+            continue;
         } else {
-            if (read_c) {
-                c0 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(row), c0);
-                c1 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(row + 8), c1);
+            __m256 c1 = _mm256_mul_ps(va, acc1[r]);
+            if (Masked) {
+                if (read_c) {
+                    c0 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(row, mask0), c0);
+                    c1 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(row + 8, mask1), c1);
+                }
+                _mm256_maskstore_ps(row, mask0, c0);
+                _mm256_maskstore_ps(row + 8, mask1, c1);
+            } else {
+                if (read_c) {
+                    c0 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(row), c0);
+                    c1 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(row + 8), c1);
+                }
+                _mm256_storeu_ps(row, c0);
+                _mm256_storeu_ps(row + 8, c1);
             }
-            _mm256_storeu_ps(row, c0);
-            _mm256_storeu_ps(row + 8, c1);
         }
     }
 }
@@ -80,15 +96,15 @@ void micro_kernel(int64_t kc, const float* a, const float* b, int64_t b_stride, 
 using KernelFn = void (*)(int64_t, const float*, const float*, int64_t, float*, int64_t, float, float, __m256i,
                           __m256i);
 
-template <bool Masked>
+template <bool Masked, bool Narrow = false>
 KernelFn kernel_for_rows(int64_t mr) {
     switch (mr) {
-        case 1: return micro_kernel<1, Masked>;
-        case 2: return micro_kernel<2, Masked>;
-        case 3: return micro_kernel<3, Masked>;
-        case 4: return micro_kernel<4, Masked>;
-        case 5: return micro_kernel<5, Masked>;
-        default: return micro_kernel<6, Masked>;
+        case 1: return micro_kernel<1, Masked, Narrow>;
+        case 2: return micro_kernel<2, Masked, Narrow>;
+        case 3: return micro_kernel<3, Masked, Narrow>;
+        case 4: return micro_kernel<4, Masked, Narrow>;
+        case 5: return micro_kernel<5, Masked, Narrow>;
+        default: return micro_kernel<6, Masked, Narrow>;
     }
 }
 
@@ -156,6 +172,8 @@ void gemm_micro_kernel_avx2(int64_t kc, const float* a, const float* b, int64_t 
     if (nr == NR) {
         const __m256i all = _mm256_set1_epi32(-1);
         kernel_for_rows<false>(mr)(kc, a, b, b_stride, c, ldc, alpha, beta, all, all);
+    } else if (nr <= 8) {
+        kernel_for_rows<true, true>(mr)(kc, a, b, b_stride, c, ldc, alpha, beta, lane_mask(nr), lane_mask(0));
     } else {
         kernel_for_rows<true>(mr)(kc, a, b, b_stride, c, ldc, alpha, beta, lane_mask(nr), lane_mask(nr - 8));
     }

@@ -5,7 +5,9 @@
 // of the B panel (2 zmm), broadcasts each of the 14 values of the packed A column and issues 28
 // FMAs into 28 zmm accumulators: 31 of the 32 zmm registers are live, nothing spills. The row
 // count is a template parameter (1..14), so a short edge tile or a skinny GEMM (m < 14) does only
-// the FMAs it needs; a narrow edge (n % 32) masks its B loads and C stores.
+// the FMAs it needs; a narrow edge (n % 32) masks its B loads and C stores, and one of at most 16
+// columns computes one zmm per row instead of two (one thread, this Xeon, medians: 64 x 196 x 288,
+// MNIST conv2's product, 134-136 -> 151 GFLOP/s; 128 x 10 x 256, a 10-class output layer, 31 -> 45).
 // Napkin math (Zen 5, 2 x 512-bit FMA pipes, 4-cycle latency): 28 independent FMA chains hide the
 // latency 3.5x over; 16 loads per 28 FMAs stay under the 2 vector loads/cycle the core sustains;
 // the tile re-reads 14 + 32 floats per 896 flops, so operands come from L1/L2 and the kernel is
@@ -33,33 +35,41 @@ constexpr int NR = kGemmAvx512NR;
 static_assert(NR == 32, "the kernel holds one C row in two zmm registers");
 
 // ROWS rows of C; Masked: nr < 32, so B loads and C stores are masked to the valid columns (the
-// B panel may be the caller's unpacked matrix, where reading past column n could fault).
-template <int ROWS, bool Masked>
+// B panel may be the caller's unpacked matrix, where reading past column n could fault). Narrow:
+// nr <= 16, so only the first zmm column is computed: an edge of a few columns (MNIST conv2's
+// 196 = 6 x 32 + 4 outputs, a 10-class output layer) costs half a tile instead of a whole one.
+template <int ROWS, bool Masked, bool Narrow = false>
 void micro_kernel(int64_t kc, const float* a, const float* b, int64_t b_stride, float* c, int64_t ldc,
                   float alpha, float beta, __mmask16 mask0, __mmask16 mask1) {
+    static_assert(Masked || !Narrow, "a narrow tile is an edge tile");
     __m512 acc0[ROWS], acc1[ROWS];
 #pragma GCC unroll 14
     for (int r = 0; r < ROWS; ++r) {
         acc0[r] = _mm512_setzero_ps();
-        acc1[r] = _mm512_setzero_ps();
+        if constexpr (!Narrow) acc1[r] = _mm512_setzero_ps();
     }
     // The C tile is touched only after the k loop: start its cache misses now so they overlap
     // with the FMAs.
 #pragma GCC unroll 14
     for (int r = 0; r < ROWS; ++r) {
         _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + NR - 1), _MM_HINT_T0);
+        if constexpr (!Narrow) _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + NR - 1), _MM_HINT_T0);
     }
 
 #pragma GCC unroll 4
     for (int64_t p = 0; p < kc; ++p) {
         const __m512 b0 = Masked ? _mm512_maskz_loadu_ps(mask0, b) : _mm512_loadu_ps(b);
-        const __m512 b1 = Masked ? _mm512_maskz_loadu_ps(mask1, b + 16) : _mm512_loadu_ps(b + 16);
+        if constexpr (Narrow) {
 #pragma GCC unroll 14
-        for (int r = 0; r < ROWS; ++r) {
-            const __m512 ar = _mm512_set1_ps(a[r]);
-            acc0[r] = _mm512_fmadd_ps(ar, b0, acc0[r]);
-            acc1[r] = _mm512_fmadd_ps(ar, b1, acc1[r]);
+            for (int r = 0; r < ROWS; ++r) acc0[r] = _mm512_fmadd_ps(_mm512_set1_ps(a[r]), b0, acc0[r]);
+        } else {
+            const __m512 b1 = Masked ? _mm512_maskz_loadu_ps(mask1, b + 16) : _mm512_loadu_ps(b + 16);
+#pragma GCC unroll 14
+            for (int r = 0; r < ROWS; ++r) {
+                const __m512 ar = _mm512_set1_ps(a[r]);
+                acc0[r] = _mm512_fmadd_ps(ar, b0, acc0[r]);
+                acc1[r] = _mm512_fmadd_ps(ar, b1, acc1[r]);
+            }
         }
         a += MR;
         b += b_stride;
@@ -70,21 +80,28 @@ void micro_kernel(int64_t kc, const float* a, const float* b, int64_t b_stride, 
 #pragma GCC unroll 14
     for (int r = 0; r < ROWS; ++r) {
         float* row = c + r * ldc;
-        __m512 c0 = _mm512_mul_ps(va, acc0[r]), c1 = _mm512_mul_ps(va, acc1[r]);
-        if (Masked) {
-            if (read_c) {
-                c0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mask0, row), c0);
-                c1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mask1, row + 16), c1);
-            }
+        __m512 c0 = _mm512_mul_ps(va, acc0[r]);
+        if constexpr (Narrow) {
+            if (read_c) c0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mask0, row), c0);
             _mm512_mask_storeu_ps(row, mask0, c0);
-            _mm512_mask_storeu_ps(row + 16, mask1, c1);
+            continue;
         } else {
-            if (read_c) {
-                c0 = _mm512_fmadd_ps(vb, _mm512_loadu_ps(row), c0);
-                c1 = _mm512_fmadd_ps(vb, _mm512_loadu_ps(row + 16), c1);
+            __m512 c1 = _mm512_mul_ps(va, acc1[r]);
+            if (Masked) {
+                if (read_c) {
+                    c0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mask0, row), c0);
+                    c1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mask1, row + 16), c1);
+                }
+                _mm512_mask_storeu_ps(row, mask0, c0);
+                _mm512_mask_storeu_ps(row + 16, mask1, c1);
+            } else {
+                if (read_c) {
+                    c0 = _mm512_fmadd_ps(vb, _mm512_loadu_ps(row), c0);
+                    c1 = _mm512_fmadd_ps(vb, _mm512_loadu_ps(row + 16), c1);
+                }
+                _mm512_storeu_ps(row, c0);
+                _mm512_storeu_ps(row + 16, c1);
             }
-            _mm512_storeu_ps(row, c0);
-            _mm512_storeu_ps(row + 16, c1);
         }
     }
 }
@@ -92,23 +109,23 @@ void micro_kernel(int64_t kc, const float* a, const float* b, int64_t b_stride, 
 using KernelFn = void (*)(int64_t, const float*, const float*, int64_t, float*, int64_t, float, float, __mmask16,
                           __mmask16);
 
-template <bool Masked>
+template <bool Masked, bool Narrow = false>
 KernelFn kernel_for_rows(int64_t mr) {
     switch (mr) {
-        case 1: return micro_kernel<1, Masked>;
-        case 2: return micro_kernel<2, Masked>;
-        case 3: return micro_kernel<3, Masked>;
-        case 4: return micro_kernel<4, Masked>;
-        case 5: return micro_kernel<5, Masked>;
-        case 6: return micro_kernel<6, Masked>;
-        case 7: return micro_kernel<7, Masked>;
-        case 8: return micro_kernel<8, Masked>;
-        case 9: return micro_kernel<9, Masked>;
-        case 10: return micro_kernel<10, Masked>;
-        case 11: return micro_kernel<11, Masked>;
-        case 12: return micro_kernel<12, Masked>;
-        case 13: return micro_kernel<13, Masked>;
-        default: return micro_kernel<14, Masked>;
+        case 1: return micro_kernel<1, Masked, Narrow>;
+        case 2: return micro_kernel<2, Masked, Narrow>;
+        case 3: return micro_kernel<3, Masked, Narrow>;
+        case 4: return micro_kernel<4, Masked, Narrow>;
+        case 5: return micro_kernel<5, Masked, Narrow>;
+        case 6: return micro_kernel<6, Masked, Narrow>;
+        case 7: return micro_kernel<7, Masked, Narrow>;
+        case 8: return micro_kernel<8, Masked, Narrow>;
+        case 9: return micro_kernel<9, Masked, Narrow>;
+        case 10: return micro_kernel<10, Masked, Narrow>;
+        case 11: return micro_kernel<11, Masked, Narrow>;
+        case 12: return micro_kernel<12, Masked, Narrow>;
+        case 13: return micro_kernel<13, Masked, Narrow>;
+        default: return micro_kernel<14, Masked, Narrow>;
     }
 }
 
@@ -153,6 +170,8 @@ void gemm_micro_kernel_avx512(int64_t kc, const float* a, const float* b, int64_
                               int64_t ldc, float alpha, float beta, int64_t mr, int64_t nr) {
     if (nr == NR) {
         kernel_for_rows<false>(mr)(kc, a, b, b_stride, c, ldc, alpha, beta, 0xFFFF, 0xFFFF);
+    } else if (nr <= 16) {
+        kernel_for_rows<true, true>(mr)(kc, a, b, b_stride, c, ldc, alpha, beta, low_mask(nr), 0);
     } else {
         kernel_for_rows<true>(mr)(kc, a, b, b_stride, c, ldc, alpha, beta, low_mask(nr), low_mask(nr - 16));
     }
