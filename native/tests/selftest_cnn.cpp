@@ -501,6 +501,8 @@ void pool_backward_case(Context& cx, const PoolCase& g, kn_pool_op op, bool coun
 void test_pooling(Context& cx) {
     std::vector<PoolCase> cases = {
         pool(2, 3, 8, 8, 2, 2).stride(2, 2),                          // the classic 2x2/2
+        pool(2, 3, 7, 9, 2, 2).stride(2, 2),                          // 2x2/2 leaving a row and a column over
+        pool(1, 2, 10, 11, 3, 3).stride(3, 3).with(PoolValues::ties), // 3x3/3 tiles, two columns over
         pool(1, 1, 7, 9, 3, 3).pad(1, 1),                             // overlapping (stride 1 < 3), padded
         pool(2, 3, 13, 11, 3, 3).stride(2, 2).pad(1, 1),              // overlapping, primes
         pool(2, 3, 13, 11, 3, 3).stride(2, 2).pad(1, 1).with(PoolValues::negative),  // padding must not win
