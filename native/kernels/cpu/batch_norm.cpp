@@ -23,7 +23,9 @@
 // thread count).
 // Napkin math: training forward reads x three times and writes y once, backward reads x and dy twice
 // and writes dx once: 4 and 5 passes over the tensor at a few operations per element, memory-bound at
-// any SIMD width (the three forward passes measured about equal time each).
+// any SIMD width (the three forward passes measured about equal time each). Where the channels need
+// no batch split, the passes run channel by channel, so only the first reads from memory (or L3) and
+// the others from L2 (channel_at_a_time).
 // Measured (native/dev/cnn_cpu_bench.cpp, 2-core AMD EPYC Zen 5 VM, one thread: the machine was shared
 // and the second core measured no gain), GB/s of x + y (forward) or x + dy + dx (backward) bytes,
 // i.e. per call, not per pass:
@@ -36,6 +38,9 @@
 //   64 x 32 x (28x28):             30-32 / 29-32, 104-118 / 100-127, 46-53 / 42
 //   8 x 64 x (56x56):              31 / 30-32, 102-121 / 98-129, 52-55 / 42
 //   1-D 128 x 512:                 21-22 / 19-20, 56-59 / 54-56, 35-37 / 33-34
+// Channel at a time (channel_at_a_time; issue 16, Intel Xeon family 6 model 207, one thread, AVX-512,
+// alternating pairs): 64 x 32 x (28x28) training forward 11.0-11.3 -> 14.1, backward 16.6-17.3 ->
+// 22.9-24.2; 8 x 64 x (56x56) 12.0-12.1 -> 15.8-15.9, 16.6-17.5 -> 25.3-26.9 (a copy: 28-30 GB/s).
 #define KN_ISA portable
 #include "batch_norm_impl.h"
 
@@ -198,6 +203,14 @@ void elementwise(const Partition& part, const ChannelAffine& k, const float* in,
     });
 }
 
+// Whether each channel's passes run back to back, one task per channel, instead of each pass over
+// the whole tensor: a plane-layout tensor whose channels need no batch split (no cross-task sums
+// between the passes). A channel's batch x spatial values are then read once from memory and again
+// from L2 (MNIST conv1: 64 x 784 floats, 200 KB; the whole 6.4 MB tensor had been read three times
+// from L3 or memory in the forward, twice in the backward). The sums and their order are the
+// same as the whole-tensor passes' with one batch chunk: bit-identical results.
+bool channel_at_a_time(const Partition& part) { return !part.rows && part.chunks == 1; }
+
 }  // namespace
 
 void batch_norm_f32(const BatchNormArgs& args) {
@@ -215,34 +228,63 @@ void batch_norm_f32(const BatchNormArgs& args) {
     ChannelAffine k;
     for (auto* v : {&k.p0, &k.p1, &k.p2, &k.p3}) v->resize(static_cast<size_t>(C));
     std::vector<double> invstd(static_cast<size_t>(C));
+    // Channel c's statistics from its sum and squared deviation (the same arithmetic on either path).
+    auto set_mean = [&](int64_t c, double mean) {
+        k.p0[c] = static_cast<float>(mean);
+        k.p1[c] = static_cast<float>(mean - static_cast<double>(k.p0[c]));
+    };
+    auto set_variance = [&](int64_t c, double mean, double var) {
+        invstd[c] = 1.0 / std::sqrt(var + static_cast<double>(args.eps));
+        if (running_mean) {
+            const double momentum = args.momentum;
+            const double unbiased = m > 1 ? var * m / (m - 1) : var;
+            running_mean[c] = static_cast<float>((1 - momentum) * running_mean[c] + momentum * mean);
+            running_var[c] = static_cast<float>((1 - momentum) * running_var[c] + momentum * unbiased);
+        }
+        if (save_mean) save_mean[c] = k.p0[c];
+        k.p2[c] = static_cast<float>(static_cast<double>(gamma[c]) * invstd[c]);
+        k.p3[c] = beta[c];
+        if (save_invstd) save_invstd[c] = static_cast<float>(invstd[c]);
+    };
+    if (args.training && channel_at_a_time(part)) {
+        // All three passes per channel, so the second and third read it from L2 (see channel_at_a_time).
+        const BatchNormLoops& L = loops();
+        const int64_t N = part.batch, S = part.spatial;
+        float* y = static_cast<float*>(args.y);
+        parallel_for(C, 1, [&](int64_t c0, int64_t c1) {
+            for (int64_t c = c0; c < c1; ++c) {
+                double s0 = 0, s1 = 0;
+                for (int64_t n = 0; n < N; ++n) L.run_sums[0](x + (n * C + c) * S, nullptr, S, 0.0f, 0.0f, s0, s1);
+                const double mean = s0 / m;
+                set_mean(c, mean);
+                s0 = s1 = 0;
+                for (int64_t n = 0; n < N; ++n)
+                    L.run_sums[1](x + (n * C + c) * S, nullptr, S, k.p0[c], k.p1[c], s0, s1);
+                set_variance(c, mean, s0 / m);
+                for (int64_t n = 0; n < N; ++n)
+                    L.affine(x + (n * C + c) * S, S, k.p0[c], k.p1[c], k.p2[c], k.p3[c], y + (n * C + c) * S);
+            }
+        });
+        return;
+    }
     if (args.training) {
         std::vector<double> sums(static_cast<size_t>(2 * C));
         channel_sums<Pass::sum>(part, x, nullptr, nullptr, nullptr, sums.data());
         std::vector<double> mean(static_cast<size_t>(C));
         for (int64_t c = 0; c < C; ++c) {
             mean[c] = sums[2 * c] / m;
-            k.p0[c] = static_cast<float>(mean[c]);
-            k.p1[c] = static_cast<float>(mean[c] - static_cast<double>(k.p0[c]));
+            set_mean(c, mean[c]);
         }
         channel_sums<Pass::squared_deviation>(part, x, nullptr, k.p0.data(), k.p1.data(), sums.data());
-        for (int64_t c = 0; c < C; ++c) {
-            const double var = sums[2 * c] / m;
-            invstd[c] = 1.0 / std::sqrt(var + static_cast<double>(args.eps));
-            if (running_mean) {
-                const double momentum = args.momentum;
-                const double unbiased = m > 1 ? var * m / (m - 1) : var;
-                running_mean[c] = static_cast<float>((1 - momentum) * running_mean[c] + momentum * mean[c]);
-                running_var[c] = static_cast<float>((1 - momentum) * running_var[c] + momentum * unbiased);
-            }
-            if (save_mean) save_mean[c] = k.p0[c];
-        }
-    } else {
-        for (int64_t c = 0; c < C; ++c) {
-            k.p0[c] = running_mean[c];
-            k.p1[c] = 0.0f;
-            invstd[c] = 1.0 / std::sqrt(static_cast<double>(running_var[c]) + static_cast<double>(args.eps));
-            if (save_mean) save_mean[c] = running_mean[c];
-        }
+        for (int64_t c = 0; c < C; ++c) set_variance(c, mean[c], sums[2 * c] / m);
+        elementwise<false>(part, k, x, nullptr, static_cast<float*>(args.y));
+        return;
+    }
+    for (int64_t c = 0; c < C; ++c) {  // inference: the running statistics
+        k.p0[c] = running_mean[c];
+        k.p1[c] = 0.0f;
+        invstd[c] = 1.0 / std::sqrt(static_cast<double>(running_var[c]) + static_cast<double>(args.eps));
+        if (save_mean) save_mean[c] = running_mean[c];
     }
     for (int64_t c = 0; c < C; ++c) {
         k.p2[c] = static_cast<float>(static_cast<double>(gamma[c]) * invstd[c]);
@@ -264,12 +306,11 @@ void batch_norm_backward_f32(const BatchNormBackwardArgs& args) {
     float* dgamma = static_cast<float*>(args.dgamma);
     float* dbeta = static_cast<float*>(args.dbeta);
 
-    std::vector<double> sums(static_cast<size_t>(2 * C));
-    channel_sums<Pass::gradient>(part, x, dy, save_mean, nullptr, sums.data());
     ChannelAffine k;
     for (auto* v : {&k.p0, &k.p1, &k.p2, &k.p3}) v->resize(static_cast<size_t>(C));
-    for (int64_t c = 0; c < C; ++c) {
-        const double invstd = save_invstd[c], sum_dy = sums[2 * c], sum_dy_xmu = sums[2 * c + 1];
+    // Channel c's gradients and dx parameters from its two sums (the same arithmetic on either path).
+    auto set_gradients = [&](int64_t c, double sum_dy, double sum_dy_xmu) {
+        const double invstd = save_invstd[c];
         dbeta[c] = static_cast<float>(sum_dy);
         dgamma[c] = static_cast<float>(invstd * sum_dy_xmu);
         // training:  dx = gamma invstd (dy - dbeta / m - (x - mean) invstd^2 sum(dy (x - mean)) / m)
@@ -279,7 +320,32 @@ void batch_norm_backward_f32(const BatchNormBackwardArgs& args) {
         k.p0[c] = args.training ? save_mean[c] : 0.0f;
         k.p1[c] = args.training ? static_cast<float>(invstd * invstd * sum_dy_xmu / m) : 0.0f;
         k.p3[c] = args.training ? static_cast<float>(sum_dy / m) : 0.0f;
+    };
+    if (args.training && channel_at_a_time(part)) {
+        // Both passes per channel, the second reading x and dy from L2 (see channel_at_a_time).
+        const BatchNormLoops& L = loops();
+        const int64_t N = part.batch, S = part.spatial;
+        float* dx = static_cast<float*>(args.dx);
+        parallel_for(C, 1, [&](int64_t c0, int64_t c1) {
+            for (int64_t c = c0; c < c1; ++c) {
+                double s0 = 0, s1 = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    const int64_t offset = (n * C + c) * S;
+                    L.run_sums[2](x + offset, dy + offset, S, save_mean[c], 0.0f, s0, s1);
+                }
+                set_gradients(c, s0, s1);
+                if (!dx) continue;
+                for (int64_t n = 0; n < N; ++n) {
+                    const int64_t offset = (n * C + c) * S;
+                    L.affine_backward(dy + offset, x + offset, S, k.p0[c], k.p1[c], k.p2[c], k.p3[c], dx + offset);
+                }
+            }
+        });
+        return;
     }
+    std::vector<double> sums(static_cast<size_t>(2 * C));
+    channel_sums<Pass::gradient>(part, x, dy, save_mean, nullptr, sums.data());
+    for (int64_t c = 0; c < C; ++c) set_gradients(c, sums[2 * c], sums[2 * c + 1]);
     if (!args.dx) return;
     if (args.training) elementwise<true>(part, k, dy, x, static_cast<float*>(args.dx));
     else elementwise<false>(part, k, dy, nullptr, static_cast<float*>(args.dx));
