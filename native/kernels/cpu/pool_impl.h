@@ -360,61 +360,54 @@ void avg_backward_plane(const Pool2dGeometry& g, const float* dy, float* dx, flo
 }
 
 #if defined(__AVX512F__)
-// Set bits of a 16-bit mask (SWAR; no POPCNT or compiler builtin needed).
-inline int32_t bit_count(uint32_t m) {
-    m = m - ((m >> 1) & 0x5555u);
-    m = (m & 0x3333u) + ((m >> 2) & 0x3333u);
-    m = (m + (m >> 4)) & 0x0F0Fu;
-    return static_cast<int32_t>((m + (m >> 8)) & 0x1Fu);
-}
-
-// One row of dx under one row of 2-wide windows; returns the hits. 16 windows per step: the index
-// relative to each window's left column is 0 or 1 on a hit; the two masked copies of dy are
-// interleaved into 32 dx values (GCC left the plain loop scalar: "no vectype" once inlined).
-inline int32_t max_backward_row2(const float* dy_row, const int32_t* index_row, float* dx_row, int64_t OW,
-                                 int32_t row_start) {
-    const __m512i twice = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    const __m512i low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-    const __m512i high = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-    const __m512i zero = _mm512_setzero_si512(), one = _mm512_set1_epi32(1);
-    int32_t hits = 0;
-    for (int64_t ow = 0; ow < OW; ow += 16) {
-        const int64_t n = OW - ow < 16 ? OW - ow : 16;
-        const __mmask16 in = static_cast<__mmask16>((1u << n) - 1);
-        const __m512i first = _mm512_add_epi32(_mm512_set1_epi32(row_start + static_cast<int32_t>(2 * ow)), twice);
-        const __m512i at = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(in, index_row + ow), first);
-        const __m512 v = _mm512_add_ps(_mm512_setzero_ps(), _mm512_maskz_loadu_ps(in, dy_row + ow));  // 0 + dy
-        const __mmask16 left = _mm512_mask_cmpeq_epi32_mask(in, at, zero), right = _mm512_mask_cmpeq_epi32_mask(in, at, one);
-        const __m512 even = _mm512_maskz_mov_ps(left, v), odd = _mm512_maskz_mov_ps(right, v);
-        const uint32_t out = n == 16 ? 0xFFFFFFFFu : (1u << (2 * n)) - 1;
-        _mm512_mask_storeu_ps(dx_row + 2 * ow, static_cast<__mmask16>(out), _mm512_permutex2var_ps(even, low, odd));
-        _mm512_mask_storeu_ps(dx_row + 2 * ow + 16, static_cast<__mmask16>(out >> 16),
-                              _mm512_permutex2var_ps(even, high, odd));
-        hits += bit_count(left) + bit_count(right);
-    }
-    return hits;
-}
-
 // Max-pool backward for 2x2/2 windows (kernel == stride == 2, no padding: MNIST's). Each dx element
 // lies in at most one window, so it is written once: dy where its window's index points at it, 0
 // elsewhere (0 + dy, as the general path's zero-then-add gives, so -0 comes out +0), instead of
 // zeroing the plane and then adding each dy at its index (a second pass over dx and a scalar
-// read-modify-write per window). Every index must hit its own window: the count of hits equals the
-// window count exactly when it does. Otherwise (a forged or corrupted index) it returns false and
-// the caller redoes the plane on the general path, which validates and reports.
+// read-modify-write per window). 16 windows of one output row per step: the index relative to each
+// window's top-left input is 0, 1, W or W + 1 on a hit; four masked copies of dy are interleaved
+// into the two dx rows. Every index must hit its own window: the count of hits equals the window
+// count exactly when it does. Otherwise (a forged or corrupted index) it returns false and the caller
+// redoes the plane on the general path, which validates and reports.
 bool max_backward_2x2(const Pool2dGeometry& g, const float* dy, const int32_t* indices, float* dx) {
     const int64_t W = g.in_width, OW = g.out_width;
-    int64_t hits = 0;
+    const __m512i twice = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i high = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    const __m512i zero = _mm512_setzero_si512(), one = _mm512_set1_epi32(1);
+    const __m512i below = _mm512_set1_epi32(static_cast<int32_t>(W)), below_right = _mm512_set1_epi32(static_cast<int32_t>(W + 1));
+    __m512i hits = _mm512_setzero_si512();
     for (int64_t oh = 0; oh < g.out_height; ++oh) {
-        for (int64_t r = 0; r < 2; ++r) {
-            const int64_t ih = 2 * oh + r;
-            float* dx_row = dx + ih * W;
-            hits += max_backward_row2(dy + oh * OW, indices + oh * OW, dx_row, OW, static_cast<int32_t>(ih * W));
-            if (W > 2 * OW) dx_row[W - 1] = 0.0f;  // an odd width: the last column is in no window
+        float* top = dx + 2 * oh * W;
+        float* bottom = top + W;
+        for (int64_t ow = 0; ow < OW; ow += 16) {
+            const int64_t n = OW - ow < 16 ? OW - ow : 16;
+            const __mmask16 in = static_cast<__mmask16>((1u << n) - 1);
+            const __m512i corner = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int32_t>(2 * oh * W + 2 * ow)), twice);
+            const __m512i at = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(in, indices + oh * OW + ow), corner);
+            const __m512 v = _mm512_add_ps(_mm512_setzero_ps(), _mm512_maskz_loadu_ps(in, dy + oh * OW + ow));  // 0 + dy
+            const __mmask16 m00 = _mm512_mask_cmpeq_epi32_mask(in, at, zero), m01 = _mm512_mask_cmpeq_epi32_mask(in, at, one);
+            const __mmask16 m10 = _mm512_mask_cmpeq_epi32_mask(in, at, below);
+            const __mmask16 m11 = _mm512_mask_cmpeq_epi32_mask(in, at, below_right);
+            hits = _mm512_mask_add_epi32(hits, static_cast<__mmask16>(m00 | m01 | m10 | m11), hits, one);
+            const uint32_t out = n == 16 ? 0xFFFFFFFFu : (1u << (2 * n)) - 1;
+            const __mmask16 out_low = static_cast<__mmask16>(out), out_high = static_cast<__mmask16>(out >> 16);
+            const __m512 l0 = _mm512_maskz_mov_ps(m00, v), r0 = _mm512_maskz_mov_ps(m01, v);
+            const __m512 l1 = _mm512_maskz_mov_ps(m10, v), r1 = _mm512_maskz_mov_ps(m11, v);
+            _mm512_mask_storeu_ps(top + 2 * ow, out_low, _mm512_permutex2var_ps(l0, low, r0));
+            _mm512_mask_storeu_ps(top + 2 * ow + 16, out_high, _mm512_permutex2var_ps(l0, high, r0));
+            _mm512_mask_storeu_ps(bottom + 2 * ow, out_low, _mm512_permutex2var_ps(l1, low, r1));
+            _mm512_mask_storeu_ps(bottom + 2 * ow + 16, out_high, _mm512_permutex2var_ps(l1, high, r1));
         }
+        if (W > 2 * OW) top[W - 1] = bottom[W - 1] = 0.0f;  // an odd width: the last column is in no window
     }
     for (int64_t i = 2 * g.out_height * W; i < g.in_height * W; ++i) dx[i] = 0.0f;  // an odd height: the last row
-    return hits == g.out_height * OW;
+    // (Summed through memory: GCC 12's _mm512_reduce_add_epi32 trips -Wmaybe-uninitialized.)
+    int32_t lanes[16];
+    _mm512_storeu_si512(lanes, hits);
+    int64_t total = 0;
+    for (int32_t lane : lanes) total += lane;
+    return total == g.out_height * OW;
 }
 #endif
 
