@@ -89,6 +89,7 @@ struct Partition {
         else chunks = std::min(n, (4 * threads + blocks - 1) / blocks);
     }
     int64_t chunk_begin(int64_t k) const { return batch * k / chunks; }
+    int64_t plane(int64_t n, int64_t c) const { return (n * channels + c) * spatial; }  // plane layout
 };
 
 // sums[c * 2 + {0, 1}] = the pass's two sums for channel c over the whole batch and spatial extent.
@@ -211,6 +212,14 @@ void elementwise(const Partition& part, const ChannelAffine& k, const float* in,
 // same as the whole-tensor passes' with one batch chunk: bit-identical results.
 bool channel_at_a_time(const Partition& part) { return !part.rows && part.chunks == 1; }
 
+// fn(c) for every channel c, one task per channel (the channel-at-a-time passes).
+template <typename Fn>
+void each_channel(int64_t channels, Fn&& fn) {
+    parallel_for(channels, 1, [&](int64_t c0, int64_t c1) {
+        for (int64_t c = c0; c < c1; ++c) fn(c);
+    });
+}
+
 }  // namespace
 
 void batch_norm_f32(const BatchNormArgs& args) {
@@ -249,21 +258,18 @@ void batch_norm_f32(const BatchNormArgs& args) {
     if (args.training && channel_at_a_time(part)) {
         // All three passes per channel, so the second and third read it from L2 (see channel_at_a_time).
         const BatchNormLoops& L = loops();
-        const int64_t N = part.batch, S = part.spatial;
         float* y = static_cast<float*>(args.y);
-        parallel_for(C, 1, [&](int64_t c0, int64_t c1) {
-            for (int64_t c = c0; c < c1; ++c) {
-                double s0 = 0, s1 = 0;
-                for (int64_t n = 0; n < N; ++n) L.run_sums[0](x + (n * C + c) * S, nullptr, S, 0.0f, 0.0f, s0, s1);
-                const double mean = s0 / m;
-                set_mean(c, mean);
-                s0 = s1 = 0;
-                for (int64_t n = 0; n < N; ++n)
-                    L.run_sums[1](x + (n * C + c) * S, nullptr, S, k.p0[c], k.p1[c], s0, s1);
-                set_variance(c, mean, s0 / m);
-                for (int64_t n = 0; n < N; ++n)
-                    L.affine(x + (n * C + c) * S, S, k.p0[c], k.p1[c], k.p2[c], k.p3[c], y + (n * C + c) * S);
-            }
+        each_channel(C, [&](int64_t c) {
+            const int64_t N = part.batch, S = part.spatial;
+            double s0 = 0, s1 = 0;
+            for (int64_t n = 0; n < N; ++n) L.run_sums[0](x + part.plane(n, c), nullptr, S, 0.0f, 0.0f, s0, s1);
+            const double mean = s0 / m;
+            set_mean(c, mean);
+            s0 = s1 = 0;
+            for (int64_t n = 0; n < N; ++n) L.run_sums[1](x + part.plane(n, c), nullptr, S, k.p0[c], k.p1[c], s0, s1);
+            set_variance(c, mean, s0 / m);
+            for (int64_t n = 0; n < N; ++n)
+                L.affine(x + part.plane(n, c), S, k.p0[c], k.p1[c], k.p2[c], k.p3[c], y + part.plane(n, c));
         });
         return;
     }
@@ -323,22 +329,17 @@ void batch_norm_backward_f32(const BatchNormBackwardArgs& args) {
     };
     if (args.training && channel_at_a_time(part)) {
         // Both passes per channel, the second reading x and dy from L2 (see channel_at_a_time).
-        const BatchNormLoops& L = loops();
-        const int64_t N = part.batch, S = part.spatial;
         float* dx = static_cast<float*>(args.dx);
-        parallel_for(C, 1, [&](int64_t c0, int64_t c1) {
-            for (int64_t c = c0; c < c1; ++c) {
-                double s0 = 0, s1 = 0;
-                for (int64_t n = 0; n < N; ++n) {
-                    const int64_t offset = (n * C + c) * S;
-                    L.run_sums[2](x + offset, dy + offset, S, save_mean[c], 0.0f, s0, s1);
-                }
-                set_gradients(c, s0, s1);
-                if (!dx) continue;
-                for (int64_t n = 0; n < N; ++n) {
-                    const int64_t offset = (n * C + c) * S;
-                    L.affine_backward(dy + offset, x + offset, S, k.p0[c], k.p1[c], k.p2[c], k.p3[c], dx + offset);
-                }
+        each_channel(C, [&](int64_t c) {
+            double sum_dy = 0, sum_dy_xmu = 0;
+            for (int64_t n = 0; n < part.batch; ++n) {
+                const int64_t at = part.plane(n, c);
+                loops().run_sums[2](x + at, dy + at, part.spatial, save_mean[c], 0.0f, sum_dy, sum_dy_xmu);
+            }
+            set_gradients(c, sum_dy, sum_dy_xmu);
+            for (int64_t n = 0; dx && n < part.batch; ++n) {
+                const int64_t at = part.plane(n, c);
+                loops().affine_backward(dy + at, x + at, part.spatial, k.p0[c], k.p1[c], k.p2[c], k.p3[c], dx + at);
             }
         });
         return;
