@@ -17,8 +17,9 @@
 // spreads each output row's dy / divisor along the row, then writes each dx row once as the sum of the
 // spreads of the output rows covering it (pool_impl.h). With AVX-512, max pooling's 2x2/2 windows
 // tile the plane, and each dx element is written once instead (max_backward_2x2): MNIST max
-// backward, best of 300 calls, 64 x 32 28x28 619-635 -> 400-416 us, 64 x 64 14x14 253-255 -> 199-202
-// (one thread, Intel Xeon family 6 model 207, alternating pairs). One thread owns a whole plane, so neither
+// backward, best of 300 calls against the library before it, 64 x 32 28x28 465-496 -> 378-389 us,
+// 64 x 64 14x14 189-191 -> 178 (one thread, Intel Xeon family 6 model 207, alternating pairs; an
+// earlier pair of runs read 619-635 -> 400-416 and 253-255 -> 199-202). One thread owns a whole plane, so neither
 // needs atomics and the order of the additions is fixed: deterministic.
 // Napkin math (MNIST: 64 x 32 planes of 28x28, 2x2 window, stride 2): 6.4 MB in, 1.6 MB out and
 // 1.6 MB of indices; with the NaN-aware select a max costs ~6 vector operations per tap, so at 4
