@@ -210,7 +210,7 @@ void col2im(const Shape& S, const float* col, int64_t c0, int64_t c1, int64_t oh
 // col[q, pos] = padded[row_offset(q) + column_offset(pos)], q = (c, r, s), pos = (oh, ow), with
 //     row_offset = c padded_plane + r dh padded_w + s dw,   column_offset = oh sh padded_w + ow sw,
 // so instead of writing col out (im2col) for the GEMM to read back and pack, the GEMM's B packer
-// reads the padded planes directly (gemm_f32_packing_b): one write of the panels instead of two
+// reads the padded planes directly (gemm_f32_with): one write of the panels instead of two
 // (MNIST conv2: col and panels are 226 KB each per image, the padded planes 32 KB, in L1).
 // Within a call the columns [j0, j0 + nc) fall into the same runs for every row q (a piece of one
 // output row, cut where a panel ends), so the runs are worked out once and each row copies them

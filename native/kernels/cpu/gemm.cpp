@@ -128,7 +128,7 @@ const KernelConfig& kernel_config() {
 thread_local ScratchBuffer a_pack_buffer{"GEMM packing buffer (A)"}, b_pack_buffer{"GEMM packing buffer (B)"};
 
 // What kn_linear_f32 applies to each finished block of C: c[i][j] = act(c[i][j] + bias[j]); or,
-// for the convolution (gemm_f32_with_row_bias), c[i][j] += bias[batch * m + i].
+// for the convolution (gemm_f32_with), c[i][j] += bias[batch * m + i].
 struct Epilogue {
     const float* bias;  // n elements (m per batch when per_row), or null
     bool activate;
@@ -420,8 +420,8 @@ void choose_grid(int64_t tiles_m, int64_t tiles_n, int threads, int64_t& grid_m,
 
 namespace {
 
-// gemm_f32, linear_f32 with its epilogue (null for a plain GEMM), and gemm_f32_packing_b with its
-// packer (null: op(B) is g.b).
+// gemm_f32, linear_f32 with its epilogue (null for a plain GEMM), and gemm_f32_with with its row
+// bias epilogue and its packer (null: op(B) is g.b).
 void gemm_driver(const GemmArgs& g, const Epilogue* epilogue, const GemmBPacker* b_packer = nullptr) {
     if (g.k == 0 || g.alpha == 0.0f) {
         scale_c(g);
