@@ -236,24 +236,26 @@ void batch_norm_f32(const BatchNormArgs& args) {
 
     ChannelAffine k;
     for (auto* v : {&k.p0, &k.p1, &k.p2, &k.p3}) v->resize(static_cast<size_t>(C));
-    std::vector<double> invstd(static_cast<size_t>(C));
-    // Channel c's statistics from its sum and squared deviation (the same arithmetic on either path).
+    // Channel c's normalisation parameters (the same arithmetic on every path): the mean as a float
+    // pair, then the scale gamma invstd and the shift beta.
     auto set_mean = [&](int64_t c, double mean) {
         k.p0[c] = static_cast<float>(mean);
         k.p1[c] = static_cast<float>(mean - static_cast<double>(k.p0[c]));
+        if (save_mean) save_mean[c] = k.p0[c];
+    };
+    auto set_scale = [&](int64_t c, double invstd) {
+        k.p2[c] = static_cast<float>(static_cast<double>(gamma[c]) * invstd);
+        k.p3[c] = beta[c];
+        if (save_invstd) save_invstd[c] = static_cast<float>(invstd);
     };
     auto set_variance = [&](int64_t c, double mean, double var) {
-        invstd[c] = 1.0 / std::sqrt(var + static_cast<double>(args.eps));
         if (running_mean) {
             const double momentum = args.momentum;
             const double unbiased = m > 1 ? var * m / (m - 1) : var;
             running_mean[c] = static_cast<float>((1 - momentum) * running_mean[c] + momentum * mean);
             running_var[c] = static_cast<float>((1 - momentum) * running_var[c] + momentum * unbiased);
         }
-        if (save_mean) save_mean[c] = k.p0[c];
-        k.p2[c] = static_cast<float>(static_cast<double>(gamma[c]) * invstd[c]);
-        k.p3[c] = beta[c];
-        if (save_invstd) save_invstd[c] = static_cast<float>(invstd[c]);
+        set_scale(c, 1.0 / std::sqrt(var + static_cast<double>(args.eps)));
     };
     if (args.training && channel_at_a_time(part)) {
         // All three passes per channel, so the second and third read it from L2 (see channel_at_a_time).
@@ -274,28 +276,21 @@ void batch_norm_f32(const BatchNormArgs& args) {
         return;
     }
     if (args.training) {
-        std::vector<double> sums(static_cast<size_t>(2 * C));
+        std::vector<double> sums(static_cast<size_t>(2 * C)), mean(static_cast<size_t>(C));
         channel_sums<Pass::sum>(part, x, nullptr, nullptr, nullptr, sums.data());
-        std::vector<double> mean(static_cast<size_t>(C));
         for (int64_t c = 0; c < C; ++c) {
             mean[c] = sums[2 * c] / m;
             set_mean(c, mean[c]);
         }
         channel_sums<Pass::squared_deviation>(part, x, nullptr, k.p0.data(), k.p1.data(), sums.data());
         for (int64_t c = 0; c < C; ++c) set_variance(c, mean[c], sums[2 * c] / m);
-        elementwise<false>(part, k, x, nullptr, static_cast<float*>(args.y));
-        return;
-    }
-    for (int64_t c = 0; c < C; ++c) {  // inference: the running statistics
-        k.p0[c] = running_mean[c];
-        k.p1[c] = 0.0f;
-        invstd[c] = 1.0 / std::sqrt(static_cast<double>(running_var[c]) + static_cast<double>(args.eps));
-        if (save_mean) save_mean[c] = running_mean[c];
-    }
-    for (int64_t c = 0; c < C; ++c) {
-        k.p2[c] = static_cast<float>(static_cast<double>(gamma[c]) * invstd[c]);
-        k.p3[c] = beta[c];
-        if (save_invstd) save_invstd[c] = static_cast<float>(invstd[c]);
+    } else {
+        for (int64_t c = 0; c < C; ++c) {  // inference: the running statistics
+            k.p0[c] = running_mean[c];
+            k.p1[c] = 0.0f;
+            if (save_mean) save_mean[c] = running_mean[c];
+            set_scale(c, 1.0 / std::sqrt(static_cast<double>(running_var[c]) + static_cast<double>(args.eps)));
+        }
     }
     elementwise<false>(part, k, x, nullptr, static_cast<float*>(args.y));
 }
