@@ -16,7 +16,7 @@
 // (kStreamingBytes) and prefetch the next row a line at a time: 0.62x -> 0.65x (AVX-512), 0.48x ->
 // 0.50x (AVX2) in benchmarks/results/2026-12-05-cpu-bandwidth-2 (load 7-18); still compute-bound
 // on one core (the arithmetic alone is ~0.27 ns/element against ~0.21 for the copy). Then the exp
-// scaled by 2^64 (one power-of-two factor), a degree-5 fit and the sum in the exp pass: 0.68-0.71x ->
+// scaled by one power of two (span_kernels_impl.h), a degree-5 fit and the sum in the exp pass: 0.68-0.71x ->
 // 0.76-0.79x (AVX-512), 0.45-0.49x -> 0.61x (AVX2 path), load 2-15, benchmarks/results/2026-12-05-cpu-bandwidth-3.
 // The AVX2 exp loop written out with its sums in registers (exp_block): 0.64-0.72x -> 0.70-0.72x, within
 // the noise; still compute-bound, and not by the FMA count alone (benchmarks/results/2026-12-05-cpu-bandwidth-4).

@@ -940,28 +940,34 @@ void arg_extreme_columns(const float* x, int64_t rows, int64_t stride, int64_t w
 
 // ---- Softmax -----------------------------------------------------------------------------------
 
-// 2^64 e^t for softmax, where t = x - max <= 0 (or NaN). Softmax is e^t / sum e^t, so any constant
-// factor cancels; 2^64 keeps every e^t that is not below half the smallest subnormal (t >= -103.3)
+// 2^65 e^t for softmax, where t = x - max <= 0 (or NaN). Softmax is e^t / sum e^t, so any constant
+// factor cancels; 2^65 keeps every e^t that is not below half the smallest subnormal (t >= -103.3)
 // a normal float, so 2^k is ONE factor built from the bits of the rounding sum, where the unscaled
 // form needs two (2^k1 2^k2, for the subnormal results) and their shifts and adds. The final
-// y = (2^64 e^t) * (1 / (2^64 sum)) still rounds once, to a subnormal where the answer is one.
-// t is clamped at -120 (2^64 e^-120 = 1.4e-33, whose y rounds to 0 as e^t does: e^-103.98 is
+// y = (2^65 e^t) * (1 / (2^65 sum)) still rounds once, to a subnormal where the answer is one.
+// t is clamped at -120 (2^65 e^-120 = 2.8e-33, whose y rounds to 0 as e^t does: e^-103.98 is
 // below half the smallest subnormal); a NaN t stays NaN (the clamp keeps it, p is NaN, and the
 // product by the scale factor stays NaN). e^r on |r| <= ln2/2 by a degree-5 fit (weighted least
-// squares for relative error, with p(0) = 1 exactly so the maximum's own term is exactly 2^64:
+// squares for relative error, with p(0) = 1 exactly so the maximum's own term is exactly 2^65:
 // truncation 9.5e-8 relative, about 0.8 ulp; every other error is float rounding), and, where the
 // target has FMA, r = t - k ln2 as one fused operation with ln2 rounded to float (its error, 1.9e-9 k,
 // is 0.5 ulp at k = -30 and reaches 3 ulp only for the terms below e^-83, which no sum notices):
 // two FMAs fewer than the degree-7 Taylor polynomial and the two-constant reduction of exp_f, on the
-// two FMA pipes that bound this loop with AVX2. ~12 vector operations instead of ~20.
-constexpr float kSoftmaxShift = 12582912.0f + 64.0f;  // 1.5 2^23 (rounding) + 64 (the 2^64 factor)
-constexpr float kSoftmaxUnscale = 5.42101086e-20f;    // 2^-64, exact
+// two FMA pipes that bound this loop with AVX2.
+// The rounding constant carries the exponent bias too: shifted's low bits are k + 65 + 127, in
+// [18, 192] for t >= -120, so its bits shifted left by 23 are exactly the float 2^(k+65) (the
+// constant's own bits above them fall off the top): 13 vector operations per 16 exponentials, one
+// integer add fewer than adding the bias after the shift. The offset 192 is even, like the 64 that
+// came before it, so ties in the rounding (the portable path rounds t log2e before the add) go the
+// same way, and every term is exactly twice the old one: the same y, bit for bit.
+constexpr float kSoftmaxShift = 12582912.0f + 192.0f;  // 1.5 2^23 (rounding) + 65 (the 2^65) + 127 (bias)
+constexpr float kSoftmaxUnscale = 2.71050543e-20f;    // 2^-65, exact
 // The degree-5 fit of e^r above, highest degree first; p(0) = 1 exactly. One table for
-// exp_scaled_nonpositive and the AVX2 loop in exp_block.
+// exp_scaled_nonpositive and the SIMD loops in exp_block.
 constexpr float kExpScaledPoly[6] = {8.29027686e-3f, 4.18979451e-2f, 1.66676372e-1f, 4.99991506e-1f, 9.99999702e-1f, 1.0f};
 inline float exp_scaled_nonpositive(float t) {
     const float tc = select(t < -120.0f, -120.0f, t);  // NaN compares false and stays
-    const float shifted = tc * kLog2e + kSoftmaxShift;  // k + 64 in the low significand bits
+    const float shifted = tc * kLog2e + kSoftmaxShift;  // k + 192 in the low significand bits
     const float k = shifted - kSoftmaxShift;            // round(t log2e), in [-174, 0]
 #if defined(__FMA__)
     const float r = __builtin_fmaf(-k, 0.693147182f, tc);
@@ -970,9 +976,9 @@ inline float exp_scaled_nonpositive(float t) {
 #endif
     float p = kExpScaledPoly[0];
     for (int j = 1; j < 6; ++j) p = p * r + kExpScaledPoly[j];
-    // The low 9 bits of shifted's bits are k + 64 (two's complement): shifted into the exponent
-    // field they give 2^(k+64) once the bias 127 is added, in [2^-110, 2^64], always normal.
-    const uint32_t exponent = (static_cast<uint32_t>(as_bits(shifted)) << 23) + (uint32_t{127} << 23);
+    // The low bits of shifted's bits are k + 65 + 127 (kSoftmaxShift): shifted into the exponent
+    // field they are 2^(k+65), in [2^-109, 2^65], always normal.
+    const uint32_t exponent = static_cast<uint32_t>(as_bits(shifted)) << 23;
     return p * as_float(static_cast<int32_t>(exponent));
 }
 
@@ -981,6 +987,12 @@ inline float exp_scaled_nonpositive(float t) {
 // summing e afterwards, without reading e again. Each 32 floats request the matching two lines of
 // ahead (the next row, where its DRAM transfer should overlap this arithmetic; or x itself, a no-op
 // from L1, which keeps a branch out of the loop: a branch would leave it scalar with AVX2).
+// GCC 12's AVX-512 max and shift intrinsics start from _mm512_undefined_ps() / _epi32(), which
+// -Wmaybe-uninitialized reports once inlined (as in gemm_avx512.cpp); nothing reads it.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 inline float exp_block(const float* x, float m, float* e, int64_t n, const float* ahead) {
     if (n < kLanes) {
         float s = 0.0f;
@@ -1001,7 +1013,6 @@ inline float exp_block(const float* x, float m, float* e, int64_t n, const float
     {
         const __m256 mv = _mm256_set1_ps(m), lo = _mm256_set1_ps(-120.0f), log2e = _mm256_set1_ps(kLog2e);
         const __m256 shift = _mm256_set1_ps(kSoftmaxShift), ln2 = _mm256_set1_ps(0.693147182f);
-        const __m256i bias = _mm256_set1_epi32(127 << 23);
         // The polynomial's coefficients as memory operands of the FMAs: held in registers (GCC's
         // choice for _mm256_set1_ps) they pushed the four accumulators onto the stack.
         struct Broadcast {
@@ -1024,7 +1035,7 @@ inline float exp_block(const float* x, float m, float* e, int64_t n, const float
             p = _mm256_fmadd_ps(p, r, _mm256_load_ps(c + 24));
             p = _mm256_fmadd_ps(p, r, _mm256_load_ps(c + 32));
             p = _mm256_fmadd_ps(p, r, _mm256_load_ps(c + 40));
-            const __m256i exponent = _mm256_add_epi32(_mm256_slli_epi32(_mm256_castps_si256(shifted), 23), bias);
+            const __m256i exponent = _mm256_slli_epi32(_mm256_castps_si256(shifted), 23);  // bias in the shift
             const __m256 v = _mm256_mul_ps(p, _mm256_castsi256_ps(exponent));
             _mm256_storeu_ps(dst, v);
             return v;
@@ -1044,6 +1055,45 @@ inline float exp_block(const float* x, float m, float* e, int64_t n, const float
         _mm256_storeu_ps(acc + 8, a1);
         _mm256_storeu_ps(acc + 16, a2);
         _mm256_storeu_ps(acc + 24, a3);
+    }
+#elif KN_CPU_X86 && defined(__AVX512F__)
+    // AVX-512: the same operations one for one (bit-identical terms and sum), 13 vector operations per
+    // 16 exponentials. GCC 12 vectorised the plain loop below into ~20: it turned the clamp into a
+    // compare, a mask inversion and masked moves that carry precomputed constants through every later
+    // step for the clamped lanes, and -k into an XOR ahead of the FMA. Compute-bound from L1 on one
+    // Xeon core (Sapphire Rapids class), rows of 1024, so every operation counts:
+    // benchmarks/results/2026-12-06-softmax-avx512.
+    {
+        const __m512 mv = _mm512_set1_ps(m), lo = _mm512_set1_ps(-120.0f), log2e = _mm512_set1_ps(kLog2e);
+        const __m512 shift = _mm512_set1_ps(kSoftmaxShift), ln2 = _mm512_set1_ps(0.693147182f);
+        const __m512 c0 = _mm512_set1_ps(kExpScaledPoly[0]), c1 = _mm512_set1_ps(kExpScaledPoly[1]);
+        const __m512 c2 = _mm512_set1_ps(kExpScaledPoly[2]), c3 = _mm512_set1_ps(kExpScaledPoly[3]);
+        const __m512 c4 = _mm512_set1_ps(kExpScaledPoly[4]), c5 = _mm512_set1_ps(kExpScaledPoly[5]);
+        const auto exp16 = [&](const float* src, float* dst) {
+            const __m512 t = _mm512_sub_ps(_mm512_loadu_ps(src), mv);
+            const __m512 tc = _mm512_max_ps(lo, t);  // NaN: t (the second operand), as select()
+            const __m512 shifted = _mm512_fmadd_ps(tc, log2e, shift);
+            const __m512 k = _mm512_sub_ps(shifted, shift);
+            const __m512 r = _mm512_fnmadd_ps(k, ln2, tc);
+            __m512 p = _mm512_fmadd_ps(c0, r, c1);
+            p = _mm512_fmadd_ps(p, r, c2);
+            p = _mm512_fmadd_ps(p, r, c3);
+            p = _mm512_fmadd_ps(p, r, c4);
+            p = _mm512_fmadd_ps(p, r, c5);
+            const __m512i exponent = _mm512_slli_epi32(_mm512_castps_si512(shifted), 23);  // bias in the shift
+            const __m512 v = _mm512_mul_ps(p, _mm512_castsi512_ps(exponent));
+            _mm512_storeu_ps(dst, v);
+            return v;
+        };
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0;  // lanes 0-15 and 16-31 of acc
+        for (; i + kLanes <= n; i += kLanes) {
+            __builtin_prefetch(ahead + i, 0);
+            __builtin_prefetch(ahead + i + 16, 0);
+            a0 = _mm512_add_ps(a0, exp16(x + i, e + i));
+            a1 = _mm512_add_ps(a1, exp16(x + i + 16, e + i + 16));
+        }
+        _mm512_storeu_ps(acc, a0);
+        _mm512_storeu_ps(acc + 16, a1);
     }
 #endif
     for (; i + kLanes <= n; i += kLanes) {
@@ -1066,6 +1116,9 @@ inline float exp_block(const float* x, float m, float* e, int64_t n, const float
         for (int64_t j = 0; j < width; ++j) acc[j] += acc[j + width];
     return acc[0];
 }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 inline float exp_row(const float* x, float m, float* e, int64_t n, const float* ahead) {
     if (n <= kSumBlock) return exp_block(x, m, e, n, ahead);
     const int64_t blocks = (n + kSumBlock - 1) / kSumBlock;
@@ -1116,7 +1169,7 @@ void softmax_row(const float* x, float* y, int64_t n, bool log, bool streaming, 
         if (!log) {
             store_streaming(e, 1.0f / s, y, n);
         } else {
-            const float log_s = log_f(s * kSoftmaxUnscale);  // s >= 2^64 (the maximum's own term): exact
+            const float log_s = log_f(s * kSoftmaxUnscale);  // s >= 2^65 (the maximum's own term): exact
             for (int64_t j = 0; j < n; ++j) e[j] = (x[j] - m) - log_s;
             store_streaming(e, 1.0f, y, n);
         }
@@ -1139,7 +1192,7 @@ void softmax_row(const float* x, float* y, int64_t n, bool log, bool streaming, 
         } else {
             s = pairwise_sum(0, n, [x, m](int64_t i) { return exp_scaled_nonpositive(x[i] - m); });
         }
-        const float log_s = log_f(s * kSoftmaxUnscale);  // s >= 2^64 (the maximum's own term): exact
+        const float log_s = log_f(s * kSoftmaxUnscale);  // s >= 2^65 (the maximum's own term): exact
         for (int64_t i = 0; i < n; ++i) y[i] = (x[i] - m) - log_s;
     }
 }
