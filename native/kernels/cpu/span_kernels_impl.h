@@ -1062,7 +1062,7 @@ inline float exp_block(const float* x, float m, float* e, int64_t n, const float
     // compare, a mask inversion and masked moves that carry precomputed constants through every later
     // step for the clamped lanes, and -k into an XOR ahead of the FMA. Compute-bound from L1 on one
     // Xeon core (Sapphire Rapids class), rows of 1024, so every operation counts:
-    // benchmarks/results/2026-12-06-softmax-avx512.
+    // benchmarks/results/2026-12-06-intel-xeon-softmax.
     {
         const __m512 mv = _mm512_set1_ps(m), lo = _mm512_set1_ps(-120.0f), log2e = _mm512_set1_ps(kLog2e);
         const __m512 shift = _mm512_set1_ps(kSoftmaxShift), ln2 = _mm512_set1_ps(0.693147182f);
