@@ -962,6 +962,7 @@ void arg_extreme_columns(const float* x, int64_t rows, int64_t stride, int64_t w
 // same way, and every term is exactly twice the old one: the same y, bit for bit.
 constexpr float kSoftmaxShift = 12582912.0f + 192.0f;  // 1.5 2^23 (rounding) + 65 (the 2^65) + 127 (bias)
 constexpr float kSoftmaxUnscale = 2.71050543e-20f;    // 2^-65, exact
+constexpr float kSoftmaxLn2 = 0.693147182f;           // ln 2 rounded to float, for the fused r = t - k ln2
 // The degree-5 fit of e^r above, highest degree first; p(0) = 1 exactly. One table for
 // exp_scaled_nonpositive and the SIMD loops in exp_block.
 constexpr float kExpScaledPoly[6] = {8.29027686e-3f, 4.18979451e-2f, 1.66676372e-1f, 4.99991506e-1f, 9.99999702e-1f, 1.0f};
@@ -970,7 +971,7 @@ inline float exp_scaled_nonpositive(float t) {
     const float shifted = tc * kLog2e + kSoftmaxShift;  // k + 192 in the low significand bits
     const float k = shifted - kSoftmaxShift;            // round(t log2e), in [-174, 0]
 #if defined(__FMA__)
-    const float r = __builtin_fmaf(-k, 0.693147182f, tc);
+    const float r = __builtin_fmaf(-k, kSoftmaxLn2, tc);
 #else
     const float r = (tc - k * kLn2Hi) - k * kLn2Lo;  // without FMA, k ln2 would round: two steps
 #endif
@@ -1012,7 +1013,7 @@ inline float exp_block(const float* x, float m, float* e, int64_t n, const float
     // one Zen 5 core: see benchmarks/results/2026-12-05-cpu-bandwidth-4.
     {
         const __m256 mv = _mm256_set1_ps(m), lo = _mm256_set1_ps(-120.0f), log2e = _mm256_set1_ps(kLog2e);
-        const __m256 shift = _mm256_set1_ps(kSoftmaxShift), ln2 = _mm256_set1_ps(0.693147182f);
+        const __m256 shift = _mm256_set1_ps(kSoftmaxShift), ln2 = _mm256_set1_ps(kSoftmaxLn2);
         // The polynomial's coefficients as memory operands of the FMAs: held in registers (GCC's
         // choice for _mm256_set1_ps) they pushed the four accumulators onto the stack.
         struct Broadcast {
@@ -1065,7 +1066,7 @@ inline float exp_block(const float* x, float m, float* e, int64_t n, const float
     // benchmarks/results/2026-12-06-intel-xeon-softmax.
     {
         const __m512 mv = _mm512_set1_ps(m), lo = _mm512_set1_ps(-120.0f), log2e = _mm512_set1_ps(kLog2e);
-        const __m512 shift = _mm512_set1_ps(kSoftmaxShift), ln2 = _mm512_set1_ps(0.693147182f);
+        const __m512 shift = _mm512_set1_ps(kSoftmaxShift), ln2 = _mm512_set1_ps(kSoftmaxLn2);
         const __m512 c0 = _mm512_set1_ps(kExpScaledPoly[0]), c1 = _mm512_set1_ps(kExpScaledPoly[1]);
         const __m512 c2 = _mm512_set1_ps(kExpScaledPoly[2]), c3 = _mm512_set1_ps(kExpScaledPoly[3]);
         const __m512 c4 = _mm512_set1_ps(kExpScaledPoly[4]), c5 = _mm512_set1_ps(kExpScaledPoly[5]);
@@ -1143,8 +1144,9 @@ inline float row_max(const float* x, int64_t n) {
     for (; i + kLanes <= n; i += kLanes)
         for (int64_t j = 0; j < kLanes; ++j) acc[j] = x[i + j] > acc[j] ? x[i + j] : acc[j];
     for (int64_t j = 0; i + j < n; ++j) acc[j] = x[i + j] > acc[j] ? x[i + j] : acc[j];
-    // The 32 lanes folded as a tree (5 vector steps): a chain of 31 scalar vmaxss, 4 cycles each,
-    // had cost ~125 cycles per row, a third of this function's samples for rows of 1024 in cache.
+    // The 32 lanes folded as a tree (GCC 12: a zmm and a ymm step, then 7 scalar ones): a chain of
+    // 31 dependent vmaxss, 4 cycles each, had taken a third of softmax_row's own samples (perf, rows
+    // of 1024 in cache).
     for (int64_t width = kLanes / 2; width >= 1; width /= 2)
         for (int64_t j = 0; j < width; ++j) acc[j] = acc[j + width] > acc[j] ? acc[j + width] : acc[j];
     return acc[0];
@@ -1159,6 +1161,7 @@ void softmax_row(const float* x, float* y, int64_t n, bool log, bool streaming, 
     // sum and scale ~0.05; a copy of the row from and to DRAM takes ~0.22 ns/element. The exp pass
     // requests the next row (next) a line at a time, so that copy time overlaps this arithmetic.
     const float m = row_max(x, n);
+    const float* ahead = next ? next : x;  // the last row requests its own lines: a no-op from L1
     if (streaming && n <= kStreamingRow) {
         // The same values as below, staged in L1 and streamed out (see kStreamingBytes): y is then
         // written once, without being read, instead of read, written, read and written again.
@@ -1167,7 +1170,7 @@ void softmax_row(const float* x, float* y, int64_t n, bool log, bool streaming, 
         // matching line of the next row: the requests trickle out at the rate x is consumed, where
         // 64 back-to-back prefetches per 4 KB row (softmax.cpp's prefetch_row) fill the miss
         // buffers and stall the arithmetic behind them.
-        const float s = exp_row(x, m, e, n, next ? next : x);
+        const float s = exp_row(x, m, e, n, ahead);
         if (!log) {
             store_streaming(e, 1.0f / s, y, n);
         } else {
@@ -1178,7 +1181,7 @@ void softmax_row(const float* x, float* y, int64_t n, bool log, bool streaming, 
         return;
     }
     if (!log) {
-        const float s = exp_row(x, m, y, n, next ? next : x);
+        const float s = exp_row(x, m, y, n, ahead);
         // One division, then products: within 1 ulp of y / s (a division per element cost about
         // as much as the exp polynomial).
         const float inv = 1.0f / s;
