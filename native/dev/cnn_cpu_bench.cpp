@@ -7,10 +7,11 @@
 // Each number is the best of the timed repeats (the machine is shared; the best is the least disturbed).
 //
 // Build (from the repository root, after building the library into build/cpu-native):
-//   g++ -O2 -std=c++17 -Inative/include native/dev/cnn_cpu_bench.cpp -Lbuild/cpu-native -lkernels \
-//       -Wl,-rpath,$PWD/build/cpu-native -o build/cpu-native/cnn_cpu_bench
+//   g++ -O2 -std=c++17 -Inative/include native/dev/cnn_cpu_bench.cpp -Lbuild/cpu-native -lkernels
+//       -Wl,-rpath,$PWD/build/cpu-native -o build/cpu-native/cnn_cpu_bench      (one command)
 //   build/cpu-native/cnn_cpu_bench [device] [filter]  (default cpu; filter: only the convolutions whose
-//                                                     name holds it, e.g. depthwise)
+//                                                     name holds it, e.g. depthwise; or "pooling" or
+//                                                     "batch norm" for that section alone)
 #include "kernels.h"
 #include "cpu_bench.h"
 
@@ -156,7 +157,6 @@ int main(int argc, char** argv) {
     const char* description = "";
     kn_device_description(device, &description);
     std::printf("%s\n", description);
-    std::printf("convolution (3x3 unless named; %% = the lowered GEMM's time / the op's time)\n");
     const Conv convs[] = {
         {"MNIST conv1 64x1->32 28x28", 64, 1, 28, 28, 32, 3, 3, 1, 1, 1},
         {"MNIST conv1 128x1->32 28x28", 128, 1, 28, 28, 32, 3, 3, 1, 1, 1},
@@ -168,13 +168,21 @@ int main(int argc, char** argv) {
         {"depthwise 8x64 56x56", 8, 64, 56, 56, 64, 3, 3, 1, 1, 64},
         {"depthwise 3x3/2 8x64 112x112", 8, 64, 112, 112, 64, 3, 3, 2, 1, 64},
     };
-    const char* only = argc > 2 ? argv[2] : "";  // a name filter: only the convolutions whose name holds it
-    for (const Conv& g : convs)
-        if (std::string(g.name).find(only) != std::string::npos) bench_conv(g);
-    if (*only) return 0;
-    std::printf("pooling (bytes: x + y, + int32 indices for max)\n");
-    bench_pool("MNIST 64x32 28x28 2x2/2", 64, 32, 28, 28, 2, 2, 0);
-    bench_pool("ResNet stem 8x64 112x112 3x3/2 p1", 8, 64, 112, 112, 3, 2, 1);
+    // A name filter: only the convolutions whose name holds it; "pooling" or "batch norm": only that section.
+    const std::string only = argc > 2 ? argv[2] : "";
+    const bool all = only.empty();
+    if (all || (only != "pooling" && only != "batch norm")) {
+        std::printf("convolution (3x3 unless named; %% = the lowered GEMM's time / the op's time)\n");
+        for (const Conv& g : convs)
+            if (std::string(g.name).find(only) != std::string::npos) bench_conv(g);
+    }
+    if (all || only == "pooling") {
+        std::printf("pooling (bytes: x + y, + int32 indices for max)\n");
+        bench_pool("MNIST 64x32 28x28 2x2/2", 64, 32, 28, 28, 2, 2, 0);
+        bench_pool("ResNet stem 8x64 112x112 3x3/2 p1", 8, 64, 112, 112, 3, 2, 1);
+        bench_pool("global 7x7 64x512 (a ResNet head)", 64, 512, 7, 7, 7, 1, 0);
+    }
+    if (!all && only != "batch norm") return 0;
     std::printf("batch norm\n");
     bench_batch_norm("MNIST 64x32x(28x28)", 64, 32, 784);
     bench_batch_norm("ResNet 8x64x(56x56)", 8, 64, 3136);

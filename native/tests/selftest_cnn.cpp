@@ -507,6 +507,8 @@ void test_pooling(Context& cx) {
         pool(2, 3, 13, 11, 3, 3).stride(2, 2).pad(1, 1),              // overlapping, primes
         pool(2, 3, 13, 11, 3, 3).stride(2, 2).pad(1, 1).with(PoolValues::negative),  // padding must not win
         pool(2, 2, 10, 9, 2, 2).stride(3, 3),                         // stride > kernel: unread inputs get dx 0
+        pool(2, 3, 10, 11, 3, 3).stride(3, 3),                        // 3x3/3 tiles (average too), two columns over
+        pool(1, 2, 6, 71, 2, 2).stride(2, 2),                         // 2x2/2, 35 windows a row: 16 + 16 + 3, one column over
         pool(1, 2, 9, 12, 3, 2).stride(2, 1).pad(1, 1),               // non-square window, stride, padding
         pool(2, 3, 5, 5, 5, 5).pad(2, 2).with(PoolValues::negative),  // padding = half the window
         pool(3, 4, 1, 17, 1, 3).stride(1, 2).pad(0, 1),               // one input row
