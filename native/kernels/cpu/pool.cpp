@@ -17,10 +17,12 @@
 // spreads each output row's dy / divisor along the row, then writes each dx row once as the sum of the
 // spreads of the output rows covering it (pool_impl.h); where the windows neither overlap nor reach
 // into padding (2x2/2, 3x3/3, global pooling) each dx element belongs to one window, and each output
-// row's dy / divisor is written straight into the dx rows it covers (avg_backward_tiled; one thread,
-// Intel Xeon family 6 model 207, alternating builds, GB/s of dx + dy: MNIST 64 x 32 28x28 2x2/2
-// 7.7-8.4 -> 22.5-24.9 with AVX-512, 8.1 -> 20.6-20.9 on the AVX2 path; global 7x7 over 64 x 512
-// planes 4.1-4.2 -> 9.2-9.7 and 3.8-4.3 -> 12.4-13.0; a copy 27-33). With AVX-512, max pooling's 2x2/2 windows
+// row's dy / divisor is written straight into the dx rows it covers (avg_backward_tiled). One thread,
+// Intel Xeon family 6 model 207, alternating builds, GB/s of dx + dy (a copy: 25-28 on the same runs;
+// benchmarks/results/2026-12-06-intel-xeon-pooling): MNIST 64 x 32 28x28 2x2/2 7.1-7.4 -> 19.7-20.4
+// with AVX-512, 6.3-6.6 -> 16.4-16.6 on the AVX2 path; global 7x7 over 64 x 512 planes 3.6 -> 7.6-8.0
+// and 3.5-3.7 -> 7.7-8.2. The general max backward's index check vectorised (it had compiled to a
+// branch per index): ResNet stem 11.6-13.9 -> 16.8-17.1 (AVX-512). With AVX-512, max pooling's 2x2/2 windows
 // tile the plane, and each dx element is written once instead (max_backward_2x2): MNIST max
 // backward, best of 300 calls against the library before it, 64 x 32 28x28 465-496 -> 378-389 us,
 // 64 x 64 14x14 189-191 -> 178 (one thread, Intel Xeon family 6 model 207, alternating pairs; an

@@ -43,6 +43,18 @@ inline void prefetch(const float* p) { _mm_prefetch(reinterpret_cast<const char*
 inline void prefetch(const float*) {}
 #endif
 
+// The backward's per-plane routines are kept out of line: each is compiled on its own, whatever
+// backward_planes dispatches to next to it. Inlined together, GCC 12's code for the general average
+// path ran the ResNet-stem shape 20% slower (8.9-9.1 -> 6.6-7.3 GB/s, AVX-512) once the tiled path
+// was added beside it, and marking that one routine alone moved the general max path by 8%.
+#if defined(__GNUC__) || defined(__clang__)
+#define KN_POOL_PLANE __attribute__((noinline))
+#elif defined(_MSC_VER)
+#define KN_POOL_PLANE __declspec(noinline)
+#else
+#define KN_POOL_PLANE
+#endif
+
 inline int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t max_i64(int64_t a, int64_t b) { return a > b ? a : b; }
 inline bool is_nan(float v) { return v != v; }
@@ -147,8 +159,8 @@ void max_interior(const float* __restrict plane, int64_t W, int64_t ih0, int64_t
 // loop below did 8 lanes with a scalar remainder (6 NaN-aware selects per 14-wide MNIST row) and,
 // for stride 2, gathered the even columns element by element. One thread, Intel Xeon family 6 model
 // 207, KN_CPU_SIMD=avx2, alternating builds (native/dev/cnn_cpu_bench pooling, GB/s of x + y +
-// indices): MNIST 64 x 32 28x28 2x2/2 7.1 -> 11.8-13.0 (AVX-512 on the same core: 22-25), ResNet
-// stem 8 x 64 112x112 3x3/2 pad 1 4.9-5.1 -> 6.0-6.3, global 7x7 0.8 -> 1.1; the same values and
+// indices): MNIST 64 x 32 28x28 2x2/2 6.7-6.8 -> 11.8-12.3 (AVX-512 on the same core: 18-19), ResNet
+// stem 8 x 64 112x112 3x3/2 pad 1 4.8-4.9 -> 5.8-6.0, global 7x7 0.8 -> 1.0; the same values and
 // indices, NaN included.
 inline __m256i lanes8(int64_t n) {
     const __m256i index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -381,7 +393,7 @@ void forward_planes(const Pool2dArgs& args, int64_t begin, int64_t end) {
 //      contiguous vector loop; rows no window covers get 0).
 // Adding dy / divisor tap by tap into a zeroed dx instead (a strided read-modify-write) ran at 5 GB/s
 // for the ResNet-stem shape on one core. `scratch` holds (out_height + 1) * in_width + out_width floats.
-void avg_backward_plane(const Pool2dGeometry& g, const float* dy, float* dx, float* scratch) {
+KN_POOL_PLANE void avg_backward_plane(const Pool2dGeometry& g, const float* dy, float* dx, float* scratch) {
     const int64_t W = g.in_width, OW = g.out_width, sw = g.stride_width;
     float* share = scratch + g.out_height * W;  // one row's dy / divisor
     for (int64_t oh = 0; oh < g.out_height; ++oh) {
@@ -431,7 +443,7 @@ void avg_backward_plane(const Pool2dGeometry& g, const float* dy, float* dx, flo
 // copied from there to the other rows. The values are the general path's (0 + dy / divisor: -0 comes
 // out +0 as there, bit-identical), without its per-output index arithmetic, strided scalar adds and
 // row sums (figures in pool.cpp). `scratch` holds out_width floats.
-void avg_backward_tiled(const Pool2dGeometry& g, const float* dy, float* dx, float* scratch) {
+KN_POOL_PLANE void avg_backward_tiled(const Pool2dGeometry& g, const float* dy, float* dx, float* scratch) {
     const int64_t W = g.in_width, OW = g.out_width, kw = g.kernel_width, sw = g.stride_width;
     float* __restrict share = scratch;  // one output row's 0 + dy / divisor
     const int64_t covered_width = min_i64((OW - 1) * sw + kw, W);  // columns some window covers
@@ -552,6 +564,25 @@ bool max_backward_2x2(const Pool2dGeometry& g, const float* dy, const int32_t* i
 }
 #endif
 
+// Max, one plane, any geometry: dx zeroed, then each dy added at its recorded input. Returns -1, or
+// the first position in the plane's indices that lies outside it (dx is then left zero).
+KN_POOL_PLANE int64_t max_backward_plane(int64_t plane_in, int64_t plane_out, const float* dy, const int32_t* indices,
+                                         float* dx) {
+    for (int64_t i = 0; i < plane_in; ++i) dx[i] = 0.0f;
+    // indices come from the caller: a forged or corrupted entry would otherwise write anywhere. One
+    // pass over the plane's indices (in L1 right after) before any write; the comparisons are
+    // combined bitwise, so the pass has no branch and vectorises (&& left it scalar and branchy).
+    int inside = 1;
+    for (int64_t o = 0; o < plane_out; ++o)
+        inside &= static_cast<int>(indices[o] >= 0) & static_cast<int>(indices[o] < plane_in);
+    if (!inside) {
+        for (int64_t o = 0; o < plane_out; ++o)
+            if (indices[o] < 0 || indices[o] >= plane_in) return o;
+    }
+    for (int64_t o = 0; o < plane_out; ++o) dx[indices[o]] += dy[o];
+    return -1;
+}
+
 int64_t backward_planes(const Pool2dBackwardArgs& args, int64_t begin, int64_t end, float* scratch) {
     const Pool2dGeometry& g = args.g;
     const float* dy = static_cast<const float*>(args.dy);
@@ -573,17 +604,8 @@ int64_t backward_planes(const Pool2dBackwardArgs& args, int64_t begin, int64_t e
 #if defined(__AVX512F__)
             if (two_by_two && max_backward_2x2(g, dy_plane, indices + p * plane_out, dx_plane)) continue;
 #endif
-            for (int64_t i = 0; i < plane_in; ++i) dx_plane[i] = 0.0f;
-            const int32_t* i_plane = indices + p * plane_out;
-            // indices come from the caller: a forged or corrupted entry would otherwise write
-            // anywhere. One pass over the plane's indices (in L1 right after) before any write.
-            bool inside = true;
-            for (int64_t o = 0; o < plane_out; ++o) inside &= i_plane[o] >= 0 && i_plane[o] < plane_in;
-            if (!inside) {
-                for (int64_t o = 0; o < plane_out; ++o)
-                    if (i_plane[o] < 0 || i_plane[o] >= plane_in) return p * plane_out + o;
-            }
-            for (int64_t o = 0; o < plane_out; ++o) dx_plane[i_plane[o]] += dy_plane[o];
+            const int64_t bad = max_backward_plane(plane_in, plane_out, dy_plane, indices + p * plane_out, dx_plane);
+            if (bad >= 0) return p * plane_out + bad;
         } else if (avg_tiles) {
             avg_backward_tiled(g, dy_plane, dx_plane, scratch);
         } else {
