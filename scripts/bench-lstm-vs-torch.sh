@@ -38,6 +38,7 @@ bench_torch_require bench-lstm-vs-torch.sh
 dotnet build benchmarks/LstmTwin -c Release -v quiet -nologo >/dev/null
 kernels=benchmarks/LstmTwin/bin/Release/net10.0/LstmTwin
 
+bench_torch_fair_blas
 bench_torch_machine
 for t in $threads; do
   for mode in step mnist; do

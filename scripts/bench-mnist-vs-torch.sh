@@ -47,6 +47,7 @@ if [ -z "$kernels" ]; then
   kernels=benchmarks/MnistTwin/bin/Release/net10.0/MnistTwin
 fi
 
+bench_torch_fair_blas
 bench_torch_machine
 table="| network | threads | clock | PyTorch s/epoch (1st / 2nd run) | Kernels s/epoch | ratio | load average |
 |---|---|---|---|---|---|---|"
