@@ -30,8 +30,9 @@ PY
 }
 
 # OpenBLAS 0.3.21 does not know some newer CPUs and falls back to its SSE3 kernels ("Prescott"): on
-# the Intel Xeon family 6 model 207 guest, PyTorch's MNIST MLP epoch took 5.8-6.2 s on them against
-# 2.6-3.1 s on the AVX-512 ones, which made the earlier rounds' MLP ratios there 2x too flattering.
+# the Intel Xeon family 6 model 207 guest, PyTorch's MNIST MLP epoch took 6.1-6.5 s on them against
+# 2.7-3.0 s on the AVX-512 ones, which made the earlier rounds' MLP ratios there 2x too flattering
+# (benchmarks/results/2026-12-06-intel-xeon-pooling/torch-mlp-coretype.txt).
 # When OPENBLAS_CORETYPE is unset and OpenBLAS fell back, give PyTorch the kernels of the CPU's widest
 # vector ISA (SkylakeX for AVX-512, Haswell for AVX2) and say so. Our side does not use OpenBLAS.
 bench_torch_fair_blas() {
