@@ -460,26 +460,25 @@ KN_POOL_PLANE void avg_backward_plane(const Pool2dGeometry& g, const float* dy, 
 // window, along each axis: 2x2/2 as in LeNet, 3x3/3, global average pooling): every dx element is 0
 // or its one window's dy / divisor, so each output row's values are written straight into the first
 // dx row its windows cover (dy / divisor repeated kernel_width times per window, 0 in the gaps) and
-// copied from there to the other rows. The values are the general path's (0 + dy / divisor: -0 comes
-// out +0 as there, bit-identical), without its per-output index arithmetic, strided scalar adds and
-// row sums (figures in pool.cpp). `scratch` holds out_width floats.
+// copied from there to the other rows. With no padding and the floor-mode output size
+// (core/window_geometry.h) every window lies inside the plane, so all share the divisor kh * kw.
+// The values are the general path's (0 + dy / divisor: -0 comes out +0 as there, bit-identical),
+// without its per-output index arithmetic, strided scalar adds and row sums (figures in pool.cpp).
+// `scratch` holds out_width floats.
 KN_POOL_PLANE void avg_backward_tiled(const Pool2dGeometry& g, const float* dy, float* dx, float* scratch) {
-    const int64_t W = g.in_width, OW = g.out_width, kw = g.kernel_width, sw = g.stride_width;
-    float* __restrict share = scratch;  // one output row's 0 + dy / divisor
-    const int64_t covered_width = min_i64((OW - 1) * sw + kw, W);  // columns some window covers
-    // Windows that fit the row share one divisor (with no padding, all of them unless the output
-    // size rounds up).
-    const int64_t full = kw <= W ? min_i64(OW, (W - kw) / sw + 1) : 0;
+    const int64_t W = g.in_width, OW = g.out_width, kh = g.kernel_height, kw = g.kernel_width, sw = g.stride_width;
+    float* __restrict share = scratch;                   // one output row's 0 + dy / divisor
+    const int64_t covered_width = (OW - 1) * sw + kw;  // columns some window covers
+    const float divisor = avg_divisor(g, kh, kw);
     int64_t done = 0;  // dx rows [0, done) written
     for (int64_t oh = 0; oh < g.out_height; ++oh) {
         const int64_t h = oh * g.stride_height;
-        const int64_t rows = min_i64(h + g.kernel_height, g.in_height) - h;
         for (int64_t i = done * W; i < h * W; ++i) dx[i] = 0.0f;  // a gap between windows (kernel < stride)
         const float* dy_row = dy + oh * OW;
-        const float divisor = avg_divisor(g, rows, kw);
         float* first = dx + h * W;
+        done = h + kh;
 #if defined(__AVX512F__)
-        if (kw == 2 && sw == 2 && full == OW) {
+        if (kw == 2 && sw == 2) {
             // 16 windows per step: their values interleaved with themselves into 32 columns (vpermps),
             // stored to every row of the window (GCC's loops left the division scalar for rows of
             // fewer than 16 windows and called memcpy per row: MNIST's planes ran at 12-14 GB/s).
@@ -493,41 +492,34 @@ KN_POOL_PLANE void avg_backward_tiled(const Pool2dGeometry& g, const float* dy, 
                 // (maskz with every lane: the unmasked intrinsic starts from _mm512_undefined_ps(), which GCC 12
                 // reports as maybe-uninitialized; the instruction is the same vpermps.)
                 const __m512 v_low = _mm512_maskz_permutexvar_ps(0xFFFF, low, v), v_high = _mm512_maskz_permutexvar_ps(0xFFFF, high, v);
-                for (int64_t r = 0; r < rows; ++r) {
+                for (int64_t r = 0; r < kh; ++r) {
                     _mm512_mask_storeu_ps(first + r * W + 2 * ow, static_cast<__mmask16>(out), v_low);
                     _mm512_mask_storeu_ps(first + r * W + 2 * ow + 16, static_cast<__mmask16>(out >> 16), v_high);
                 }
             }
-            for (int64_t r = 0; r < rows; ++r)
+            for (int64_t r = 0; r < kh; ++r)
                 for (int64_t iw = covered_width; iw < W; ++iw) first[r * W + iw] = 0.0f;
-            done = h + rows;
             continue;
         }
 #endif
-        for (int64_t ow = 0; ow < full; ++ow) share[ow] = 0.0f + dy_row[ow] / divisor;
-        for (int64_t ow = full; ow < OW; ++ow)
-            share[ow] = 0.0f + dy_row[ow] / avg_divisor(g, rows, min_i64(ow * sw + kw, W) - ow * sw);
+        for (int64_t ow = 0; ow < OW; ++ow) share[ow] = 0.0f + dy_row[ow] / divisor;
         if (OW == 1 && covered_width == W) {
             // One window across the whole row (global average pooling): the window's rows are one
             // contiguous run of a single value.
-            const float v = share[0];
-            for (int64_t i = 0; i < rows * W; ++i) first[i] = v;
-        } else if (kw == 2 && sw == 2) {
+            for (int64_t i = 0; i < kh * W; ++i) first[i] = share[0];
+            continue;
+        }
+        if (kw == 2 && sw == 2) {
             // Each value twice: GCC vectorises this (unpack), where the general loop below stays scalar.
             for (int64_t ow = 0; ow < OW; ++ow) first[2 * ow] = first[2 * ow + 1] = share[ow];
-            for (int64_t iw = 2 * OW; iw < W; ++iw) first[iw] = 0.0f;
-            for (int64_t r = 1; r < rows; ++r)
-                for (int64_t iw = 0; iw < W; ++iw) first[r * W + iw] = first[iw];
         } else {
-            for (int64_t iw = 0; iw < W; ++iw) first[iw] = 0.0f;
-            for (int64_t ow = 0; ow < OW; ++ow) {
-                const int64_t w0 = ow * sw, cols = min_i64(w0 + kw, W) - w0;
-                for (int64_t s = 0; s < cols; ++s) first[w0 + s] = share[ow];
-            }
-            for (int64_t r = 1; r < rows; ++r)
-                for (int64_t iw = 0; iw < W; ++iw) first[r * W + iw] = first[iw];
+            for (int64_t iw = 0; iw < covered_width; ++iw) first[iw] = 0.0f;  // the gaps (kernel < stride)
+            for (int64_t ow = 0; ow < OW; ++ow)
+                for (int64_t s = 0; s < kw; ++s) first[ow * sw + s] = share[ow];
         }
-        done = h + rows;
+        for (int64_t iw = covered_width; iw < W; ++iw) first[iw] = 0.0f;
+        for (int64_t r = 1; r < kh; ++r)
+            for (int64_t iw = 0; iw < W; ++iw) first[r * W + iw] = first[iw];
     }
     for (int64_t i = done * W; i < g.in_height * W; ++i) dx[i] = 0.0f;
 }
